@@ -1,0 +1,206 @@
+"""Config file schema: what may appear in ``config/*.yaml``.
+
+Every model is strict (unknown keys are errors) and frozen. The loader (``loader.py``) turns
+these file-shaped models into the runtime :class:`gateway.catalogue.catalogue.Catalogue`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Capability = Literal[
+    "vision", "function_calling", "tool_use", "structured_outputs", "code_execution"
+]
+CAPABILITIES: tuple[str, ...] = (
+    "vision",
+    "function_calling",
+    "tool_use",
+    "structured_outputs",
+    "code_execution",
+)
+Policy = Literal["cost", "latency", "quality", "newest"]
+POLICIES: tuple[str, ...] = ("cost", "latency", "quality", "newest")
+FallbackMode = Literal["none", "providers", "variants"]
+FALLBACK_MODES: tuple[str, ...] = ("none", "providers", "variants")
+Adapter = Literal["openai", "litellm"]
+# How a host's surface differs from OpenAI's (request adaptation and response normalisation).
+Dialect = Literal["openai", "zhipu", "openrouter", "siliconflow", "vllm"]
+BuiltinTool = Literal["web_search", "retrieval", "code_interpreter", "mcp"]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- models.yaml -------------------------------------------------------------------------------
+
+
+class Variant(Strict):
+    """One GLM-4 variant of the catalogue (the seed's Specifications table)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
+    name: str
+    released: str = Field(pattern=r"^\d{4}-\d{2}$")
+    context: PositiveInt | None
+    """Context window in tokens; ``None`` where the seed says "—"."""
+    max_output: PositiveInt | None = None
+    params_total_b: PositiveFloat | None
+    params_active_b: PositiveFloat | None = None
+    capabilities: frozenset[Capability] = frozenset()
+    multimodal: bool = False
+    """The seed's "Multimodal" flag: accepts image input even where "Vision" says No."""
+    thinking: bool = False
+    """Accepts the thinking switch (GLM-4.5 and later)."""
+    quality: Annotated[int, Field(ge=0, le=100)]
+    """The gateway's relative quality rank for the ``quality`` policy (higher is better)."""
+    note: str | None = None
+
+    @property
+    def accepts_images(self) -> bool:
+        return "vision" in self.capabilities or self.multimodal
+
+
+class ModelsFile(Strict):
+    variants: list[Variant]
+
+
+# --- providers -----------------------------------------------------------------------------------
+
+
+class Price(Strict):
+    """USD per 1M tokens, with where and when the figure was read."""
+
+    input: Annotated[float, Field(ge=0)]
+    output: Annotated[float, Field(ge=0)]
+    cached_input: Annotated[float, Field(ge=0)] | None = None
+    as_of: str = Field(pattern=r"^\d{4}-\d{2}(-\d{2})?$")
+    source: str
+
+
+class Deployment(Strict):
+    """One variant served by one provider under the provider's own model id."""
+
+    variant: str
+    model: str
+    """The provider's model id, sent upstream as ``model``."""
+    litellm_model: str | None = None
+    """For ``adapter: litellm``: the LiteLLM route, e.g. ``bedrock/converse/zai.glm-4.7``."""
+    price: Price | None = None
+    context: PositiveInt | None = None
+    """The provider's effective window when it differs from the variant's."""
+    max_output: PositiveInt | None = None
+    capabilities_add: frozenset[Capability] = frozenset()
+    capabilities_remove: frozenset[Capability] = frozenset()
+    builtin_tools: frozenset[BuiltinTool] = frozenset()
+    """Host-side tools this surface runs (``web_search``, ``retrieval`` ...)."""
+    weight: PositiveInt = 1
+    priority: int = 0
+    """Lower is tried first among deployments of one variant with equal score."""
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    timeout: PositiveFloat | None = None
+    note: str | None = None
+
+
+class ProviderConfig(Strict):
+    name: str
+    adapter: Adapter = "openai"
+    dialect: Dialect = "openai"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    """Env var holding the key; ``None`` for hosts that take none (self-hosted vLLM)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveFloat | None = None
+    litellm_params: dict[str, Any] = Field(default_factory=dict)
+    deployments: list[Deployment]
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+
+class ProvidersFile(Strict):
+    providers: dict[str, ProviderConfig]
+
+
+# --- gateway.yaml --------------------------------------------------------------------------------
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    max_body_bytes: PositiveInt = 20 * 1024 * 1024
+
+
+class RoutingConfig(Strict):
+    default_policy: Policy = "cost"
+    default_fallback: FallbackMode = "variants"
+    default_output_reserve: PositiveInt = 4096
+    """Output tokens assumed for the context need when a request sets no max_tokens."""
+    unknown_context_floor: PositiveInt = 8192
+    """A variant whose context is unknown serves only context needs up to this many tokens."""
+    max_attempts: PositiveInt = 8
+    transient_retries: Annotated[int, Field(ge=0, le=3)] = 1
+    """Retries on the same deployment after a transient failure, before moving on."""
+    retry_backoff_s: Annotated[float, Field(ge=0)] = 0.05
+    max_retry_after_s: Annotated[float, Field(ge=0)] = 2.0
+    """Longest ``Retry-After`` the gateway waits in-request before moving to the next candidate."""
+    connect_timeout_s: PositiveFloat = 5.0
+    attempt_timeout_s: PositiveFloat = 120.0
+    ttft_timeout_s: PositiveFloat = 30.0
+    """Streams: longest wait for the first content token before falling over."""
+    total_timeout_s: PositiveFloat = 300.0
+
+
+class AuthConfig(Strict):
+    enabled: bool = True
+    master_key: str | None = None
+
+
+class StateConfig(Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    redis_timeout_ms: PositiveInt = 50
+
+
+class BreakerConfig(Strict):
+    failure_threshold: PositiveInt = 5
+    """Consecutive failures that open a deployment's circuit."""
+    cooldown_s: PositiveFloat = 30.0
+    max_cooldown_s: PositiveFloat = 3600.0
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    log_prompts: bool = False
+
+
+class RouteAlias(Strict):
+    """A named route a client may send as ``model`` (e.g. ``cheap``, ``vision``)."""
+
+    policy: Policy | None = None
+    capabilities: frozenset[Capability] = frozenset()
+    min_context: PositiveInt | None = None
+    params: str | None = None
+    fallback: FallbackMode | None = None
+    variants: tuple[str, ...] | None = None
+    """Restrict the choice to these variants (all when absent)."""
+    description: str | None = None
+
+
+class GatewayFile(Strict):
+    server: ServerConfig = ServerConfig()
+    routing: RoutingConfig = RoutingConfig()
+    auth: AuthConfig = AuthConfig()
+    state: StateConfig = StateConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    logging: LoggingConfig = LoggingConfig()
+    aliases: dict[str, RouteAlias] = Field(default_factory=dict)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
