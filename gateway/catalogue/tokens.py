@@ -1,0 +1,180 @@
+"""Prompt token counts that never under-count: a cheap byte bound, and cl100k on demand.
+
+GLM's own tokenizer is not available offline. cl100k_base over-counts GLM for Chinese (about
+1.5x) and is about on par for English (research note §6), so it is the safe "exact" figure.
+Below it sits a bound that needs no tokenizer at all: every cl100k token covers at least one
+UTF-8 byte, so the byte length of a text is never less than its token count.
+
+What is counted, the same way for both figures: every string value in the messages (contents,
+text parts, names, ``tool_calls`` ids and arguments, ``reasoning_content``, ...; not the keys),
+the serialised ``tools`` JSON (keys included: the template renders them), plus
+``MESSAGE_OVERHEAD`` per message and ``PROMPT_OVERHEAD`` once. An image, video, audio or file
+part costs a flat ``IMAGE_TOKENS`` instead of the bytes of its URL or base64 data: the GLM
+vision token cost is unknown (§6.3), so this is a reserve, not a bound; 1261 handling catches
+the rest.
+
+cl100k comes from the BPE file LiteLLM bundles, read directly (no network, and no process-wide
+``TIKTOKEN_CACHE_DIR`` to set); without tiktoken or that file, ``exact()`` returns the bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+if TYPE_CHECKING:
+    import tiktoken
+
+IMAGE_TOKENS: Final = 1600
+"""Reserve per image/video/audio/file part."""
+MESSAGE_OVERHEAD: Final = 8
+"""Role and template markers per message (4-8 for GLM, unverified: the high end)."""
+PROMPT_OVERHEAD: Final = 3
+"""``[gMASK]<sop>`` and the ``<|assistant|>`` that primes the answer."""
+
+_MEDIA_KEYS: Final = frozenset({"image_url", "video_url", "file_url", "input_audio", "file"})
+"""Keys whose value is a media payload: counted as IMAGE_TOKENS, never as text."""
+
+# tiktoken caches https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken
+# under sha1(url); LiteLLM ships that cache file. Pattern and specials: tiktoken_ext.openai_public.
+_CL100K_FILE: Final = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
+_CL100K_SHA256: Final = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+_CL100K_PATTERN: Final = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_CL100K_SPECIAL: Final = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
+
+
+class PromptTokens:
+    """Token counts for one request's prompt (raw parsed JSON; malformed input never raises)."""
+
+    __slots__ = ("_exact", "_fixed", "_texts", "_upper")
+
+    def __init__(self, messages: Any, tools: Any | None) -> None:
+        items = messages if isinstance(messages, list) else [] if messages is None else [messages]
+        texts: list[str] = []
+        fixed = PROMPT_OVERHEAD + MESSAGE_OVERHEAD * len(items) + _collect(items, texts)
+        if tools:
+            try:
+                texts.append(orjson.dumps(tools).decode())
+            except TypeError:  # not JSON (orjson.JSONEncodeError is a TypeError): walk it
+                fixed += _collect(tools, texts)
+        self._texts = texts
+        self._fixed = fixed
+        self._upper = fixed + sum(_utf8_len(t) for t in texts)
+        self._exact: int | None = None
+
+    @property
+    def upper(self) -> int:
+        """A bound >= the cl100k count (media at IMAGE_TOKENS each). O(size), no tokenizer."""
+        return self._upper
+
+    def exact(self) -> int:
+        """The cl100k_base count plus the same overheads; the bound if cl100k is unavailable.
+
+        Computed once. Tokenizing holds the CPU (~tens of ms per 100 KB): prefer :meth:`at_most`.
+        """
+        if self._exact is None:
+            encoding = cl100k()
+            if encoding is None:
+                return self._upper
+            self._exact = self._fixed + sum(len(encoding.encode_ordinary(t)) for t in self._texts)
+        return self._exact
+
+    def at_most(self, limit: int) -> bool:
+        """Whether the prompt fits in ``limit`` tokens; tokenizes only if the bound does not."""
+        return self._upper <= limit or self.exact() <= limit
+
+    @property
+    def best(self) -> int:
+        """The exact count if it was computed, else the bound."""
+        return self._exact if self._exact is not None else self._upper
+
+    @property
+    def method(self) -> str:
+        """``"cl100k"`` once the exact count was computed, else ``"bound"``."""
+        return "cl100k" if self._exact is not None else "bound"
+
+
+def _collect(root: Any, texts: list[str]) -> int:
+    """Append every string under ``root`` to ``texts``; return the media reserve.
+
+    Iterative, so hostile nesting cannot overflow the stack.
+    """
+    media = 0
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            texts.append(node)
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in _MEDIA_KEYS and value:
+                    media += IMAGE_TOKENS
+                else:
+                    stack.append(value)
+    return media
+
+
+def _utf8_len(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+@functools.lru_cache(maxsize=1)
+def cl100k() -> tiktoken.Encoding | None:
+    """cl100k_base from LiteLLM's bundled BPE file, loaded once per process; None if unavailable.
+
+    Never touches the network. LiteLLM is located with ``find_spec``, not imported.
+    """
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    path = _bundled_bpe_file()
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != _CL100K_SHA256:
+        return None
+    ranks = {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in data.splitlines() if line)
+    }
+    return tiktoken.Encoding(
+        name="cl100k_base",
+        pat_str=_CL100K_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens=_CL100K_SPECIAL,
+    )
+
+
+def _bundled_bpe_file() -> Path | None:
+    try:
+        spec = importlib.util.find_spec("litellm")
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / "litellm_core_utils" / "tokenizers" / _CL100K_FILE
+        if path.is_file():
+            return path
+    return None
