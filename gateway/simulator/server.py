@@ -1,0 +1,371 @@
+"""The simulator's HTTP server: routes, the request pipeline, start and stop.
+
+Routes::
+
+    POST   /{provider}/.../chat/completions   answer as that provider's host would
+    GET    /{provider}/.../models             the provider's model ids (OpenAI list)
+    GET    /_sim/requests                     the last 200 provider requests, newest last
+    DELETE /_sim/requests                     clear them
+    POST   /_sim/faults                       replace the global fault rules (JSON list)
+    DELETE /_sim/faults                       drop global rules and every ``times`` counter
+    GET    /_sim/healthz                      200
+
+A chat request goes: record -> provider -> auth -> JSON -> model -> scan -> fault -> host
+checks -> answer (JSON body or SSE). All state lives on :class:`SimState`, one per app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.simulator import dialects as d
+from gateway.simulator.behaviour import (
+    BadRequest,
+    Envelope,
+    Scan,
+    StreamPlan,
+    check_request,
+    completion_body,
+    plan_answer,
+    prompt_tokens,
+    scan_messages,
+    stream_plan,
+)
+from gateway.simulator.dialects import ErrorReply
+from gateway.simulator.faults import DirectiveError, FaultBook, Rule, parse_rules
+from gateway.simulator.models import ModelTable, SimModel
+
+log = logging.getLogger(__name__)
+
+LOG_SIZE = 200
+_JSON = "application/json"
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+_HANG_POLL_S = 0.05
+
+
+class SimState:
+    """Everything one simulator app remembers: models, request log, faults, id counter."""
+
+    __slots__ = ("_ids", "_prefix", "closing", "faults", "requests", "table")
+
+    def __init__(self, models: Iterable[SimModel]) -> None:
+        self.table = ModelTable(models)
+        self.faults = FaultBook()
+        self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
+        self.closing = False
+        self._ids = itertools.count(1)
+        self._prefix = f"{int(time.time()) & 0xFFFFFF:06x}"
+
+    def next_uid(self) -> str:
+        """A fresh id suffix, unique within this simulator."""
+        return f"sim{self._prefix}{next(self._ids):08x}"
+
+    def record(self, request: web.Request, provider: str, body: Any) -> None:
+        """Append a request to the log, the Authorization value replaced by ``<redacted>``."""
+        # str(k): multidict keys are ``istr``, a str subclass orjson refuses.
+        headers = {
+            str(k): ("<redacted>" if k.lower() == "authorization" else v)
+            for k, v in request.headers.items()
+        }
+        self.requests.append(
+            {
+                "provider": provider,
+                "method": request.method,
+                "path": request.path,
+                "headers": headers,
+                "body": body,
+            }
+        )
+
+
+STATE = web.AppKey("sim_state", SimState)
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(obj), content_type=_JSON, headers=headers)
+
+
+def _error(reply: ErrorReply, rule: Rule | None = None) -> web.Response:
+    return _json(reply.body, reply.status, {**reply.headers, **_rule_headers(rule)})
+
+
+def _rule_headers(rule: Rule | None) -> dict[str, str]:
+    if rule is None or rule.retry_after is None:
+        return {}
+    return {"Retry-After": f"{rule.retry_after:g}"}
+
+
+def _abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+# --- provider routes ---------------------------------------------------------------------------
+
+
+async def _provider_route(request: web.Request) -> web.StreamResponse:
+    """Dispatch ``/{provider}/...`` by method and path suffix."""
+    path = request.path
+    if request.method == "POST" and path.endswith("/chat/completions"):
+        return await _chat(request)
+    if request.method == "GET" and path.endswith("/models"):
+        return _models(request)
+    return _error(d.not_found(path))
+
+
+def _models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    provider = request.match_info["provider"]
+    state.record(request, provider, None)
+    dialect = state.table.dialect(provider)
+    if dialect is None:
+        return _error(d.unknown_provider(provider))
+    refusal = d.check_auth(dialect, request.headers.get("Authorization"))
+    if refusal is not None:
+        return _error(refusal)
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": provider}
+        for m in state.table.model_ids(provider)
+    ]
+    return _json({"object": "list", "data": data})
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    """Record, then refuse as the host would (auth, body, model), apply a fault, or answer."""
+    state = request.app[STATE]
+    provider = request.match_info["provider"]
+    raw = await request.read()
+    try:
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    state.record(request, provider, body if body is not None else raw.decode(errors="replace"))
+    dialect = state.table.dialect(provider)
+    if dialect is None:
+        return _error(d.unknown_provider(provider))
+    refusal = d.check_auth(dialect, request.headers.get("Authorization"))
+    if refusal is not None:
+        return _error(refusal)
+    if not isinstance(body, dict):
+        return _error(d.invalid_body(dialect, "We could not parse the JSON body of your request."))
+    model = state.table.get(provider, body.get("model"))
+    if model is None:
+        return _error(d.model_not_found(dialect, body.get("model")))
+    try:
+        scan = scan_messages(body.get("messages"))
+        rule = state.faults.select(scan.directives, model)
+    except BadRequest as exc:
+        return _error(d.invalid_body(dialect, str(exc), "messages"))
+    except DirectiveError as exc:
+        return _error(d.bad_directive(str(exc)))
+    if rule is not None:
+        early = await _fault_head(request, state, rule, dialect, body.get("stream") is True)
+        if early is not None:
+            return early
+    return await _answer(request, state, model, body, scan, rule)
+
+
+async def _answer(
+    request: web.Request,
+    state: SimState,
+    model: SimModel,
+    body: dict[str, Any],
+    scan: Scan,
+    rule: Rule | None,
+) -> web.StreamResponse:
+    """Apply the host's capability and length checks, then answer as JSON or SSE."""
+    prompt = prompt_tokens(scan, body.get("tools"))
+    refusal = check_request(model, body, scan, prompt)
+    if refusal is not None:
+        return _error(refusal, rule)
+    uid = state.next_uid()
+    answer = plan_answer(model, body, scan, prompt, uid, rule)
+    request_id = body.get("request_id")
+    env = Envelope(
+        "chatcmpl-" + uid,
+        int(time.time()),
+        str(body["model"]),
+        model.dialect,
+        request_id if isinstance(request_id, str) else uid,
+    )
+    if body.get("stream") is True:
+        opts = body.get("stream_options")
+        usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        return await _stream(request, stream_plan(answer, env, usage), rule)
+    return _json(completion_body(answer, env), headers=_rule_headers(rule))
+
+
+async def _fault_head(
+    request: web.Request, state: SimState, rule: Rule, dialect: str, stream: bool
+) -> web.StreamResponse | None:
+    """Apply the parts of a rule that act before the answer; a response ends the request."""
+    if rule.latency_ms > 0:
+        await asyncio.sleep(rule.latency_ms / 1000)
+    if rule.hang:
+        await _until_gone(request, state)
+        return web.Response(status=499)
+    if rule.is_error:
+        if rule.body is not None:
+            return _error(ErrorReply(rule.status or 500, rule.body), rule)
+        return _error(d.fault_error(dialect, rule.status or 500, rule.code, rule.message), rule)
+    if rule.cut_after_chunks is not None and not stream:
+        _abort(request)
+        return web.Response(status=499)
+    return None
+
+
+async def _until_gone(request: web.Request, state: SimState) -> None:
+    """Wait until the client closes the connection or the simulator stops."""
+    while not state.closing:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(_HANG_POLL_S)
+
+
+async def _stream(request: web.Request, plan: StreamPlan, rule: Rule | None) -> web.StreamResponse:
+    """Send ``plan`` as SSE, applying the rule's ttft, chunk delay and cut."""
+    resp = web.StreamResponse(headers={**_SSE_HEADERS, **_rule_headers(rule)})
+    await resp.prepare(request)
+    ttft = rule.ttft_ms if rule is not None else 0.0
+    gap = rule.chunk_delay_ms / 1000 if rule is not None else 0.0
+    cut = rule.cut_after_chunks if rule is not None else None
+    abort = cut is not None and rule is not None and rule.finish_reason is None
+    body = plan.body if cut is None else plan.body[: max(cut, 0)]
+    events = plan.head + body + ([] if abort else plan.tail)
+    try:
+        if ttft > 0:
+            await asyncio.sleep(ttft / 1000)
+        if gap > 0:
+            for i, event in enumerate(events):
+                if i:
+                    await asyncio.sleep(gap)
+                await resp.write(event)
+        else:
+            await resp.write(b"".join(events))
+        if abort:
+            _abort(request)
+            return resp
+        await resp.write_eof()
+    except ConnectionError:
+        pass  # the client went away mid-stream; nothing left to send it
+    return resp
+
+
+# --- /_sim control routes ----------------------------------------------------------------------
+
+
+async def _get_requests(request: web.Request) -> web.Response:
+    return _json(list(request.app[STATE].requests))
+
+
+async def _clear_requests(request: web.Request) -> web.Response:
+    request.app[STATE].requests.clear()
+    return _json({"cleared": True})
+
+
+async def _set_faults(request: web.Request) -> web.Response:
+    try:
+        rules = parse_rules(orjson.loads(await request.read()))
+    except (orjson.JSONDecodeError, DirectiveError) as exc:
+        return _error(d.bad_directive(str(exc)))
+    request.app[STATE].faults.set_global(rules)
+    return _json({"rules": len(rules)})
+
+
+async def _clear_faults(request: web.Request) -> web.Response:
+    request.app[STATE].faults.reset()
+    return _json({"cleared": True})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok", "models": len(request.app[STATE].table)})
+
+
+def create_sim_app(models: Iterable[SimModel]) -> web.Application:
+    """The simulator as an aiohttp application serving ``models``."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATE] = SimState(models)
+    app.router.add_get("/_sim/requests", _get_requests)
+    app.router.add_delete("/_sim/requests", _clear_requests)
+    app.router.add_post("/_sim/faults", _set_faults)
+    app.router.add_delete("/_sim/faults", _clear_faults)
+    app.router.add_get("/_sim/healthz", _healthz)
+    app.router.add_route("*", "/{provider}/{tail:.+}", _provider_route)
+    return app
+
+
+# --- running it --------------------------------------------------------------------------------
+
+
+class SimServer:
+    """A running simulator: where it listens, and how to stop it."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self._runner = runner
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` without a trailing slash."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def app(self) -> web.Application:
+        """The aiohttp application (its :class:`SimState` is ``app[STATE]``)."""
+        return self._runner.app
+
+    async def stop(self) -> None:
+        """Stop listening, end hanging requests, close connections."""
+        self._runner.app[STATE].closing = True
+        await self._runner.cleanup()
+
+
+async def start_simulator(
+    models: Iterable[SimModel], host: str = "127.0.0.1", port: int = 0
+) -> SimServer:
+    """Start the simulator on ``host:port`` (0 = an ephemeral port) and return it running."""
+    runner = web.AppRunner(
+        create_sim_app(models), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0][1] if port == 0 else port
+    return SimServer(runner, host, int(bound))
+
+
+def run_simulator(models: Iterable[SimModel], host: str = "127.0.0.1", port: int = 8090) -> None:
+    """Serve until interrupted (blocking, for the CLI); uses uvloop when it is installed."""
+    factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(list(models), host, port))
+
+
+async def _serve(models: list[SimModel], host: str, port: int) -> None:
+    server = await start_simulator(models, host, port)
+    log.info("simulator serving %d models on %s", len(models), server.url)
+    stopped = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows loops
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    try:
+        await stopped.wait()
+    finally:
+        await server.stop()
