@@ -1,0 +1,73 @@
+"""Small raw-ASGI helpers shared by the hot path (no framework objects per request)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from gateway.errors import BodyTooLarge, GatewayError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_CT = (b"content-type", b"application/json")
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; BodyTooLarge past ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client went away while sending the body")
+        part = msg.get("body", b"")
+        if part:
+            size += len(part)
+            if size > limit:
+                raise BodyTooLarge(
+                    f"Request body is larger than the {limit} bytes this gateway accepts."
+                )
+            chunks.append(part)
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def safe_header(value: str, limit: int = 1000) -> bytes:
+    """A header value that is latin-1 safe and bounded."""
+    return value[:limit].encode("latin-1", "replace")
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [JSON_CT, (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, err: GatewayError, headers: list[tuple[bytes, bytes]]) -> None:
+    extra = [(k.lower().encode(), safe_header(v)) for k, v in err.headers.items()]
+    await send_json(send, err.status, err.body_bytes(), headers + extra)

@@ -1,0 +1,284 @@
+"""``POST /v1/chat/completions``: the hot path, as a raw ASGI handler.
+
+Parse the body once (orjson), resolve needs, plan, hand the loop to the router, relay the
+answer. Streams are relayed event by event; only ``model`` is rewritten unless the host's
+dialect needs normalising. After the first content byte a failure ends the stream with an
+error event, never a clean ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.api.asgi import (
+    SSE_HEADERS,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    new_request_id,
+    read_body,
+    safe_header,
+    send_error,
+    send_json,
+)
+from gateway.catalogue.needs import Needs, resolve_needs
+from gateway.errors import GatewayError, InvalidRequest, NoCapableVariant
+from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
+from gateway.providers.dialects import DIALECTS, model_rewriter, normalise_chunk
+from gateway.routing import failures as fl
+from gateway.routing.planner import Plan
+from gateway.routing.router import RouteState, StreamSession
+from gateway.routing.sse import error_event, event_json, first_choice, is_done
+from gateway.services import Services
+
+
+@dataclass(slots=True)
+class _Ctx:
+    request_id: str
+    started: float
+    rs: RouteState | None = None
+    status: int = 200
+    stream: bool = False
+    responded: bool = False
+    done: bool = False
+    disconnected: bool = False
+    key_id: str = "-"
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc}.", code="invalid_json"
+        ) from None
+    if not isinstance(obj, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    stream = obj.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
+    return obj
+
+
+def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
+    why = "; ".join(
+        f"{r.variant}{'@' + r.provider if r.provider else ''}: {', '.join(r.reasons)}"
+        for r in plan.rejected
+    )
+    return NoCapableVariant(
+        "No GLM-4 variant can serve this request. It needs: "
+        + ", ".join(plan.unmet)
+        + f". Rejected: {why}. Relax a need (X-GLM-* headers / route) or pick another model.",
+        extra={
+            "unmet": plan.unmet,
+            "rejected": [
+                {"variant": r.variant, "provider": r.provider, "reasons": list(r.reasons)}
+                for r in plan.rejected
+            ],
+        },
+    )
+
+
+class ChatEndpoint:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._config = services.config
+        self._router = services.router
+        self._limit = services.config.gateway.server.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_map(scope)
+        ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
+        task = asyncio.current_task()
+        watcher: asyncio.Task[None] | None = None
+        self._s.metrics.in_flight.inc()
+        try:
+            ctx.key_id = self._s.auth.check(headers.get("authorization"))
+            body = parse_body(await read_body(receive, self._limit))
+            ctx.stream = body.get("stream") is True
+            needs = resolve_needs(body, headers, self._config)
+            ctx.rs = RouteState(await self._router.plan(needs))
+            if not ctx.rs.plan.candidates:
+                raise no_capable_error(needs, ctx.rs.plan)
+            deadline = self._router.deadline(needs)
+            assert task is not None
+            watcher = asyncio.create_task(_watch_disconnect(receive, task, ctx))
+            if ctx.stream:
+                session = await self._router.open_stream(body, ctx.rs, deadline)
+                await self._relay(session, send, ctx)
+            else:
+                data = await self._router.complete(body, ctx.rs, deadline)
+                ctx.done = True
+                await send_json(send, 200, data, self._headers(ctx))
+        except GatewayError as err:
+            ctx.status, ctx.error = err.status, err.code or err.type
+            if not ctx.responded:
+                ctx.done = True
+                await send_error(send, err, self._headers(ctx))
+        except asyncio.CancelledError:
+            if not ctx.disconnected or task is None:
+                raise
+            task.uncancel()
+            ctx.status, ctx.error = 499, "client_disconnected"
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            self._s.metrics.in_flight.dec()
+            await self._finish(ctx)
+
+    def _headers(self, ctx: _Ctx) -> list[tuple[bytes, bytes]]:
+        rs = ctx.rs
+        target = rs.target if rs else None
+        if target is None and rs and rs.attempts:
+            target = rs.attempts[-1].target
+        out = [
+            (b"x-request-id", safe_header(ctx.request_id, 200)),
+            (b"x-glm-variant", (target.variant.id if target else "none").encode()),
+            (b"x-glm-provider", (target.provider if target else "none").encode()),
+            (b"x-glm-attempts", str(len(rs.attempts) if rs else 0).encode()),
+        ]
+        if rs is not None:
+            reason = rs.fallback_reason
+            if reason:
+                out.append((b"x-glm-fallback-reason", safe_header(reason)))
+            if rs.adaptations and rs.target is not None:
+                out.append((b"x-glm-adapted", safe_header(",".join(rs.adaptations))))
+        return out
+
+    async def _relay(self, session: StreamSession, send: Send, ctx: _Ctx) -> None:
+        target = session.state.attempts[-1].target
+        relay = _Relay(session, target)
+        failure: fl.Failure | None = None
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*SSE_HEADERS, *self._headers(ctx)],
+                }
+            )
+            ctx.responded = True
+            first = b"".join(relay.rewrite(ev) for ev in session.prelude)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            failure = relay.failure or await relay.pump(send)
+            if failure is not None:
+                ctx.status, ctx.error = 502, f"stream_{failure.cls.value}"
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": _stream_error(failure, target),
+                        "more_body": True,
+                    }
+                )
+            ctx.done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await session.response.close()
+            session.state.usage = relay.usage
+            self._router.stream_ended(session, failure)
+
+    async def _finish(self, ctx: _Ctx) -> None:
+        rs = ctx.rs
+        if rs is not None:
+            await self._router.record(rs)
+        self._s.access.emit(
+            request_id=ctx.request_id,
+            key_id=ctx.key_id,
+            status=ctx.status,
+            stream=ctx.stream,
+            duration_s=time.perf_counter() - ctx.started,
+            rs=rs,
+            error=ctx.error,
+        )
+
+
+class _Relay:
+    """Rewrites and forwards a committed stream's events."""
+
+    __slots__ = ("failure", "raw", "replacements", "session", "target", "usage")
+
+    def __init__(self, session: StreamSession, target: Any) -> None:
+        self.session = session
+        self.target = target
+        self.raw = DIALECTS[target.dialect].raw_chunks
+        self.replacements = model_rewriter(target)
+        self.failure: fl.Failure | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def rewrite(self, event: bytes) -> bytes:
+        if is_done(event):
+            return event + b"\n\n"
+        if self.raw:
+            for old, new in self.replacements:
+                event = event.replace(old, new)
+            if b"network_error" in event or b'"usage":{' in event or b'"usage": {' in event:
+                self._inspect(event_json(event))
+            return event + b"\n\n"
+        obj = event_json(event)
+        if not isinstance(obj, dict):
+            return event + b"\n\n"
+        self._inspect(obj)
+        normalise_chunk(obj, self.target)
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def _inspect(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            return
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choice = first_choice(obj)
+        fr = choice.get("finish_reason") if choice else None
+        if isinstance(fr, str):
+            f = fl.classify_finish_reason(fr)
+            if f is not None and f.cls is not fl.FailureClass.CONTENT_FILTER:
+                self.failure = f
+
+    async def pump(self, send: Send) -> fl.Failure | None:
+        reader = self.session.reader
+        try:
+            while True:
+                event = await reader.next_event()
+                if event is None:
+                    return fl.Failure(
+                        fl.FailureClass.TRANSIENT, 200, None, "upstream stream ended without [DONE]"
+                    )
+                out = self.rewrite(event)
+                if self.failure is not None:
+                    return self.failure
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+                if is_done(event):
+                    return None
+        except (UpstreamTimeout, UpstreamConnectionError) as exc:
+            return fl.classify_exception(exc)
+
+
+def _stream_error(failure: fl.Failure, target: Any) -> bytes:
+    err = GatewayError(
+        f"The upstream stream from {target.provider} ({target.variant.id}) failed after the "
+        f"answer started: {failure.cls.value}: {failure.message}",
+        code="stream_interrupted",
+    )
+    err.type = "upstream_error"
+    return error_event(err.body_bytes())
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx) -> None:
+    """Cancel the handler when the client goes away before we finished answering."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            if not ctx.done:
+                ctx.disconnected = True
+                task.cancel()
+            return

@@ -1,0 +1,76 @@
+"""create_app(): builds every object the gateway runs on and wires them. No logic here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.api.chat import ChatEndpoint
+from gateway.api.http import GatewayASGI, build_fastapi
+from gateway.auth import Authenticator
+from gateway.catalogue.catalogue import Config
+from gateway.observability.access import AccessLog
+from gateway.observability.metrics import Metrics
+from gateway.providers.base import Provider
+from gateway.providers.litellm_adapter import LiteLLMProvider
+from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.routing.router import Router
+from gateway.services import Services
+from gateway.state.base import StateStore
+from gateway.state.memory import MemoryState
+
+
+def build_state(config: Config) -> StateStore:
+    st = config.gateway.state
+    if st.backend == "redis" and st.redis_url:
+        from gateway.state.redis import RedisState
+
+        return RedisState(st.redis_url, config.gateway.breaker, timeout_ms=st.redis_timeout_ms)
+    return MemoryState(config.gateway.breaker)
+
+
+def build_services(config: Config, *, demo: bool = False) -> Services:
+    metrics = Metrics()
+    state = build_state(config)
+    providers: dict[str, Provider] = {"openai": OpenAICompatProvider()}
+    if any(t.adapter == "litellm" for t in config.catalogue.targets):
+        providers["litellm"] = LiteLLMProvider()
+    return Services(
+        config=config,
+        router=Router(config, providers, state),
+        state=state,
+        auth=Authenticator(config.gateway.auth),
+        metrics=metrics,
+        access=AccessLog(metrics),
+        providers=providers,
+        demo=demo,
+    )
+
+
+def create_app(
+    config: Config,
+    *,
+    demo: bool = False,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> GatewayASGI:
+    """The ASGI app: raw hot path for chat completions, FastAPI for the rest."""
+    services = build_services(config, demo=demo)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup()
+        try:
+            yield
+        finally:
+            for p in services.providers.values():
+                await p.aclose()
+            await services.state.aclose()
+            if on_shutdown is not None:
+                await on_shutdown()
+
+    fastapi_app = build_fastapi(services, lifespan)
+    return GatewayASGI(fastapi_app, ChatEndpoint(services), services)

@@ -1,0 +1,375 @@
+"""What a request needs: declared (X-GLM-* headers, body ``route``) plus inferred (the body).
+
+:func:`resolve_needs` reads only the fields routing uses and never copies the body. Every
+malformed declaration is an :class:`~gateway.errors.InvalidRequest` naming the header or field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.catalogue.catalogue import Config
+from gateway.catalogue.schema import CAPABILITIES, FALLBACK_MODES, POLICIES
+from gateway.catalogue.tokens import PromptTokens
+from gateway.errors import InvalidRequest, NotFound
+
+AUTO_MODELS = frozenset({"auto", "glm-4"})
+BUILTIN_TOOL_CAPABILITY = {
+    "web_search": "tool_use",
+    "retrieval": "tool_use",
+    "mcp": "tool_use",
+    "code_interpreter": "code_execution",
+}
+IMAGE_PART_TYPES = frozenset({"image_url", "video_url", "input_image"})
+HEADER_KEYS = {
+    "x-glm-capabilities": "capabilities",
+    "x-glm-min-context": "min_context",
+    "x-glm-params": "params",
+    "x-glm-prefer": "prefer",
+    "x-glm-fallback": "fallback",
+    "x-glm-providers": "providers",
+    "x-glm-timeout": "timeout",
+}
+_FIELD_HEADER = {v: "X-GLM-" + k[6:].title().replace("Glm", "GLM") for k, v in HEADER_KEYS.items()}
+_CONTEXT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+_PARAMS_RE = re.compile(r"^\s*(<=|>=|<|>|=)?\s*(\d+(?:\.\d+)?)\s*[bB]?\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """The declared part of the needs, from headers and the body ``route`` field."""
+
+    capabilities: frozenset[str] = frozenset()
+    min_context: int | None = None
+    params: tuple[tuple[str, float], ...] = ()
+    policy: str | None = None
+    fallback: str | None = None
+    providers: tuple[str, ...] | None = None
+    timeout: float | None = None
+
+
+@dataclass(slots=True)
+class Needs:
+    """Everything routing needs to know about one request."""
+
+    capabilities: dict[str, str]
+    """capability -> "declared", "inferred" or "declared+inferred"."""
+    builtin_tools: frozenset[str]
+    min_context: int | None
+    output_tokens: int
+    output_declared: bool
+    prompt: PromptTokens
+    params: tuple[tuple[str, float], ...]
+    policy: str
+    fallback: str
+    providers: tuple[str, ...] | None
+    timeout: float | None
+    images: bool
+    pinned: str | None = None
+    """The variant the client named, or None for auto / an alias."""
+    alias: str | None = None
+    allowed_variants: frozenset[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def context_need(self) -> int:
+        """Best current figure for the context need (for explanation and limits)."""
+        return max(self.min_context or 0, self.prompt.best + self.output_tokens)
+
+    def fits(self, window: int) -> bool:
+        """Does the request fit a window of ``window`` tokens? Tokenizes only near the edge."""
+        if self.min_context is not None and self.min_context > window:
+            return False
+        room = window - self.output_tokens
+        return room > 0 and self.prompt.at_most(room)
+
+
+def _bad(where: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid {where}: {message}", param=where, code="invalid_route_value")
+
+
+def _split(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        items = [p.strip() for p in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(p, str) for p in value):
+        items = [p.strip() for p in value]
+    else:
+        raise _bad(where, "expected a comma-separated string or a list of strings")
+    items = [p for p in items if p]
+    if not items:
+        raise _bad(where, "empty list")
+    return items
+
+
+def parse_capabilities(value: Any, where: str) -> frozenset[str]:
+    items = [p.lower() for p in _split(value, where)]
+    unknown = [p for p in items if p not in CAPABILITIES]
+    if unknown:
+        raise _bad(where, f"unknown capability {unknown[0]!r}; known: {', '.join(CAPABILITIES)}")
+    return frozenset(items)
+
+
+def parse_context(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        n: float = value
+    else:
+        m = _CONTEXT_RE.match(value) if isinstance(value, str) else None
+        if not m:
+            raise _bad(where, f"{value!r} is not a token count like 150000 or 150k")
+        n = float(m.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[m.group(2).lower()]
+    if n <= 0 or n > 100_000_000:
+        raise _bad(where, f"{value!r} is out of range")
+    return math.ceil(n)
+
+
+def parse_params(value: Any, where: str) -> tuple[tuple[str, float], ...]:
+    bounds = []
+    for part in _split(value, where):
+        m = _PARAMS_RE.match(part)
+        if not m:
+            raise _bad(where, f"{part!r} is not a bound like <=9B or >=32B")
+        bounds.append((m.group(1) or "=", float(m.group(2))))
+    return tuple(bounds)
+
+
+def parse_choice(value: Any, where: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in allowed:
+        raise _bad(where, f"{value!r} is not one of {', '.join(allowed)}")
+    return value.strip().lower()
+
+
+def parse_timeout(value: Any, where: str) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise _bad(where, f"{value!r} is not a number of seconds") from None
+    if not (0 < t <= 3600) or math.isnan(t):
+        raise _bad(where, f"{value!r} must be between 0 and 3600 seconds")
+    return t
+
+
+def parse_declared(
+    headers: Mapping[str, str], route: Any, providers_known: frozenset[str]
+) -> Declared:
+    """Merge declarations from headers (lower-case names) and the body ``route`` object.
+
+    A header and the same key in ``route`` are both applied: capabilities are united, and for
+    single values the header wins.
+    """
+    raw: dict[str, tuple[Any, str]] = {}
+    if route is not None:
+        if not isinstance(route, dict):
+            raise _bad("route", "expected an object")
+        for key, val in route.items():
+            if key not in _FIELD_HEADER:
+                raise _bad("route", f"unknown key {key!r}; known: {', '.join(_FIELD_HEADER)}")
+            raw[key] = (val, f"route.{key}")
+    caps: frozenset[str] = frozenset()
+    if "capabilities" in raw:
+        caps = parse_capabilities(*raw["capabilities"])
+    for hname, key in HEADER_KEYS.items():
+        if hname in headers:
+            if key == "capabilities":
+                caps |= parse_capabilities(headers[hname], _FIELD_HEADER[key])
+            else:
+                raw[key] = (headers[hname], _FIELD_HEADER[key])
+    return Declared(
+        capabilities=caps,
+        min_context=parse_context(*raw["min_context"]) if "min_context" in raw else None,
+        params=parse_params(*raw["params"]) if "params" in raw else (),
+        policy=parse_choice(*raw["prefer"], POLICIES) if "prefer" in raw else None,
+        fallback=parse_choice(*raw["fallback"], FALLBACK_MODES) if "fallback" in raw else None,
+        providers=_parse_providers(raw, providers_known),
+        timeout=parse_timeout(*raw["timeout"]) if "timeout" in raw else None,
+    )
+
+
+def _parse_providers(
+    raw: dict[str, tuple[Any, str]], known: frozenset[str]
+) -> tuple[str, ...] | None:
+    if "providers" not in raw:
+        return None
+    value, where = raw["providers"]
+    items = [p.lower() for p in _split(value, where)]
+    unknown = [p for p in items if p not in known]
+    if unknown:
+        raise _bad(where, f"unknown provider {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return tuple(dict.fromkeys(items))
+
+
+@dataclass(frozen=True, slots=True)
+class Inferred:
+    capabilities: frozenset[str]
+    builtin_tools: frozenset[str]
+    images: bool
+    output_tokens: int | None
+
+
+def _content_has_image(content: Any) -> bool:
+    if not isinstance(content, list):
+        return False
+    return any(isinstance(p, dict) and p.get("type") in IMAGE_PART_TYPES for p in content)
+
+
+def _check_messages(messages: Any) -> bool:
+    """Validate the message list's shape; return whether any message carries an image."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest(
+            "'messages' must be a non-empty array of message objects.",
+            param="messages",
+            code="invalid_value",
+        )
+    images = False
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+            raise InvalidRequest(
+                f"messages[{i}] must be an object with a string 'role'.",
+                param=f"messages[{i}]",
+                code="invalid_value",
+            )
+        content = msg.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise InvalidRequest(
+                f"messages[{i}].content must be a string or an array of content parts.",
+                param=f"messages[{i}].content",
+                code="invalid_type",
+            )
+        images = images or _content_has_image(content)
+    return images
+
+
+def _tool_needs(tools: Any, functions: Any) -> tuple[set[str], set[str]]:
+    caps: set[str] = set()
+    builtin: set[str] = set()
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise InvalidRequest("'tools' must be an array.", param="tools", code="invalid_type")
+        for i, tool in enumerate(tools):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if not isinstance(kind, str):
+                raise InvalidRequest(
+                    f"tools[{i}] must be an object with a string 'type'.",
+                    param=f"tools[{i}]",
+                    code="invalid_value",
+                )
+            if kind == "function":
+                caps.add("function_calling")
+            elif kind in BUILTIN_TOOL_CAPABILITY:
+                caps.add(BUILTIN_TOOL_CAPABILITY[kind])
+                builtin.add(kind)
+            else:
+                raise InvalidRequest(
+                    f"tools[{i}].type {kind!r} is not supported; use function, "
+                    + ", ".join(BUILTIN_TOOL_CAPABILITY),
+                    param=f"tools[{i}].type",
+                    code="invalid_value",
+                )
+    if functions:
+        caps.add("function_calling")
+    return caps, builtin
+
+
+def _output_tokens(body: Mapping[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens"):
+        val = body.get(key)
+        if val is None:
+            continue
+        if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
+            raise InvalidRequest(
+                f"'{key}' must be a positive integer, got {val!r}.", param=key, code="invalid_value"
+            )
+        return val
+    return None
+
+
+def infer(body: Mapping[str, Any]) -> Inferred:
+    """Infer needs from the body, validating only the fields it reads."""
+    images = _check_messages(body.get("messages"))
+    caps, builtin = _tool_needs(body.get("tools"), body.get("functions"))
+    if images:
+        caps.add("vision")
+    rf = body.get("response_format")
+    if rf is not None:
+        if not isinstance(rf, dict) or not isinstance(rf.get("type"), str):
+            raise InvalidRequest(
+                "'response_format' must be an object with a 'type'.",
+                param="response_format",
+                code="invalid_value",
+            )
+        if rf["type"] == "json_schema":
+            schema = rf.get("json_schema")
+            if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+                raise InvalidRequest(
+                    "'response_format.json_schema' must be an object with a 'name'.",
+                    param="response_format.json_schema",
+                    code="invalid_value",
+                )
+            caps.add("structured_outputs")
+    return Inferred(frozenset(caps), frozenset(builtin), images, _output_tokens(body))
+
+
+def merge_sources(declared: frozenset[str], inferred: frozenset[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for cap in CAPABILITIES:
+        if cap in declared and cap in inferred:
+            out[cap] = "declared+inferred"
+        elif cap in declared:
+            out[cap] = "declared"
+        elif cap in inferred:
+            out[cap] = "inferred"
+    return out
+
+
+def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: Config) -> Needs:
+    """Build the full needs of one request; raises InvalidRequest / NotFound."""
+    cat = config.catalogue
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(
+            "'model' is required: a variant id, 'auto', or a configured alias.",
+            param="model",
+            code="invalid_value",
+        )
+    declared = parse_declared(headers, body.get("route"), frozenset(cat.providers))
+    inferred = infer(body)
+    pinned: str | None = None
+    alias = config.gateway.aliases.get(model)
+    if model in cat.variants:
+        pinned = model
+    elif alias is None and model not in AUTO_MODELS:
+        raise NotFound(
+            f"The model {model!r} does not exist. Use 'auto', one of the GLM-4 variant ids "
+            f"({', '.join(cat.variants)}), or an alias ({', '.join(config.gateway.aliases)}).",
+            param="model",
+            code="model_not_found",
+        )
+    routing = config.gateway.routing
+    caps = declared.capabilities | (alias.capabilities if alias else frozenset())
+    min_ctx = max(declared.min_context or 0, (alias.min_context or 0) if alias else 0) or None
+    params = declared.params or (
+        parse_params(alias.params, f"aliases.{model}.params") if alias and alias.params else ()
+    )
+    policy = declared.policy or (alias.policy if alias else None) or routing.default_policy
+    fallback = declared.fallback or (alias.fallback if alias else None)
+    if fallback is None:
+        fallback = "providers" if pinned else routing.default_fallback
+    return Needs(
+        capabilities=merge_sources(caps, inferred.capabilities),
+        builtin_tools=inferred.builtin_tools,
+        min_context=min_ctx,
+        output_tokens=inferred.output_tokens or routing.default_output_reserve,
+        output_declared=inferred.output_tokens is not None,
+        prompt=PromptTokens(body["messages"], body.get("tools") or body.get("functions")),
+        params=params,
+        policy=policy,
+        fallback=fallback,
+        providers=declared.providers,
+        timeout=declared.timeout,
+        images=inferred.images,
+        pinned=pinned,
+        alias=model if alias else None,
+        allowed_variants=frozenset(alias.variants) if alias and alias.variants else None,
+    )

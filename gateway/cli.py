@@ -1,0 +1,266 @@
+"""The ``glm-gateway`` command: serve, check-config, route, catalog, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from gateway import __version__
+from gateway.catalogue.catalogue import Config
+from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.settings import Settings
+
+DEMO_HELP = (
+    "serve every variant from the built-in provider simulator: in-memory state, no provider "
+    "keys, client auth off (any bearer key works), no Redis unless GLM_GATEWAY_REDIS_URL is set"
+)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def resolve_config(
+    config_dir: str | None,
+    *,
+    demo_simulator_url: str | None = None,
+    demo_auth_off: bool = False,
+) -> Config:
+    """Load the config directory with process settings applied (Redis URL, demo).
+
+    With ``demo_simulator_url`` every provider is served by that simulator (no keys needed);
+    ``demo_auth_off`` also turns client auth off and keeps state in memory (``--demo``), unless
+    GLM_GATEWAY_REDIS_URL is set.
+    """
+    settings = Settings.from_env()
+    directory = config_dir or settings.config_dir or str(default_config_dir())
+    config = load_config(directory, demo_simulator_url=demo_simulator_url)
+    gw = config.gateway
+    if demo_auth_off:
+        gw = gw.model_copy(update={"auth": gw.auth.model_copy(update={"enabled": False})})
+        gw = gw.model_copy(update={"state": gw.state.model_copy(update={"backend": "memory"})})
+    if settings.redis_url:
+        state = gw.state.model_copy(update={"backend": "redis", "redis_url": settings.redis_url})
+        gw = gw.model_copy(update={"state": state})
+    return dataclasses.replace(config, gateway=gw)
+
+
+def _print_warnings(config: Config) -> None:
+    for line in config.warnings:
+        print(f"glm-gateway: {line}", file=sys.stderr)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.observability.logs import configure_logging
+
+    sim_url = args.simulator.rstrip("/") if args.simulator else None
+    sim_port = 0
+    if args.demo and sim_url is None:
+        sim_port = _free_port("127.0.0.1")
+        sim_url = f"http://127.0.0.1:{sim_port}"
+    config = resolve_config(args.config, demo_simulator_url=sim_url, demo_auth_off=args.demo)
+    host = args.host or config.gateway.server.host
+    port = args.port if args.port is not None else config.gateway.server.port
+    configure_logging(args.log_level or config.gateway.logging.level, config.gateway.logging)
+    _print_warnings(config)
+    hooks: dict[str, Any] = {}
+    if args.demo and sim_port:
+        hooks = _demo_hooks(config, sim_port)
+    app = create_app(config, demo=args.demo, **hooks)
+    if args.demo:
+        print(
+            f"glm-gateway {__version__} demo: http://{host}:{port}/v1 (simulator {sim_url}); "
+            f"try: curl -s http://{host}:{port}/v1/chat/completions -H 'Content-Type: "
+            'application/json\' -d \'{"model":"auto","messages":[{"role":"user",'
+            '"content":"hi"}]}\'',
+            file=sys.stderr,
+            flush=True,
+        )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _demo_hooks(config: Config, sim_port: int) -> dict[str, Any]:
+    from gateway.simulator import SimServer, sim_models_from_targets, start_simulator
+
+    models = sim_models_from_targets(config.catalogue.targets)
+    holder: dict[str, SimServer] = {}
+
+    async def startup() -> None:
+        holder["sim"] = await start_simulator(models, "127.0.0.1", sim_port)
+
+    async def shutdown() -> None:
+        if "sim" in holder:
+            await holder["sim"].stop()
+
+    return {"on_startup": startup, "on_shutdown": shutdown}
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config)
+    _print_warnings(config)
+    cat = config.catalogue
+    print(
+        f"config OK: {config.source_dir}: {len(cat.variants)} variants, "
+        f"{len(cat.targets)} deployments usable, {len(cat.skipped)} skipped, "
+        f"{len(config.gateway.aliases)} aliases, state={config.gateway.state.backend}"
+    )
+    return 0
+
+
+def _parse_header_args(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise GatewayError(f"--header {item!r}: expected 'Name: value'")
+        out[name.strip().lower()] = value.strip()
+    return out
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from gateway.api.chat import parse_body
+    from gateway.api.route import explain
+    from gateway.catalogue.needs import resolve_needs
+    from gateway.routing.planner import plan
+
+    config = resolve_config(
+        args.config, demo_simulator_url="http://127.0.0.1:0" if args.demo else None
+    )
+    body = parse_body(sys.stdin.buffer.read())
+    needs = resolve_needs(body, _parse_header_args(args.header), config)
+    p = plan(needs, config.catalogue, config.gateway.routing)
+    out = explain(needs, p, str(body.get("model")))
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0 if p.candidates else 3
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config)
+    cat = config.catalogue
+    skipped: dict[str, list[str]] = {}
+    for s in cat.skipped:
+        skipped.setdefault(s.variant, []).append(f"{s.provider}(no key)")
+    rows = [("variant", "context", "params", "capabilities", "providers")]
+    for vid, v in cat.variants.items():
+        params = f"{v.params_total_b:g}B" if v.params_total_b else "-"
+        if v.params_active_b:
+            params += f"/{v.params_active_b:g}B"
+        caps = ",".join(sorted(v.capabilities | ({"multimodal"} if v.multimodal else set())))
+        provs = [t.provider for t in cat.targets_for(vid)] + skipped.get(vid, [])
+        rows.append((vid, str(v.context or "-"), params, caps or "-", " ".join(provs) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gateway.simulator import run_simulator, sim_models_from_targets
+
+    url = f"http://{args.host}:{args.port}"
+    config = resolve_config(args.config, demo_simulator_url=url)
+    models = sim_models_from_targets(config.catalogue.targets)
+    print(
+        f"glm-gateway simulator on {url}: {len(models)} models; base URL per provider: "
+        f"{url}/<provider>/v1",
+        file=sys.stderr,
+        flush=True,
+    )
+    run_simulator(models, args.host, args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="glm-gateway",
+        description="OpenAI-compatible routing gateway for the GLM-4 model family.",
+    )
+    p.add_argument("--version", action="version", version=f"glm-gateway {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config",
+            metavar="DIR",
+            help="config directory (default: $GLM_GATEWAY_CONFIG_DIR or the shipped config/)",
+        )
+
+    s = sub.add_parser("serve", help="run the gateway")
+    with_config(s)
+    s.add_argument("--host", default=None, help="bind address (default: server.host)")
+    s.add_argument("--port", type=int, default=None, help="port (default: server.port)")
+    s.add_argument("--demo", action="store_true", help=DEMO_HELP)
+    s.add_argument(
+        "--simulator",
+        metavar="URL",
+        help="send every provider's traffic to a running `glm-gateway simulate` at URL "
+        "(provider keys not needed; client auth as configured)",
+    )
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("check-config", help="validate the config directory and exit")
+    with_config(c)
+    c.set_defaults(func=cmd_check_config)
+
+    r = sub.add_parser(
+        "route", help="explain routing for a chat body read from stdin (offline, no upstream)"
+    )
+    with_config(r)
+    r.add_argument(
+        "--header", "-H", action="append", default=[], help="an X-GLM-* header, 'Name: value'"
+    )
+    r.add_argument("--demo", action="store_true", help="use the demo deployments (no keys)")
+    r.set_defaults(func=cmd_route)
+
+    k = sub.add_parser("catalog", help="table of variants and where each can be served")
+    with_config(k)
+    k.set_defaults(func=cmd_catalog)
+
+    m = sub.add_parser("simulate", help="run the provider simulator (GLM host behaviour, faults)")
+    with_config(m)
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--port", type=int, default=9100)
+    m.set_defaults(func=cmd_simulate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"glm-gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"glm-gateway: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The Provider seam: how the router talks to an upstream host.
+
+Two implementations: :mod:`gateway.providers.openai_compat` (aiohttp, every OpenAI-compatible
+host) and :mod:`gateway.providers.litellm_adapter` (hosts that are not OpenAI-compatible).
+A provider never raises for an upstream *answer*: an error status comes back as an
+:class:`UpstreamResponse` with its status and body, for :mod:`gateway.routing.failures` to
+classify. It raises :class:`UpstreamConnectionError` / :class:`UpstreamTimeout` when there is
+no answer at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.catalogue.catalogue import Target
+
+
+class UpstreamConnectionError(Exception):
+    """No HTTP answer: connection refused or reset, DNS, TLS."""
+
+
+class UpstreamTimeout(Exception):
+    """The upstream did not answer (or did not send the next bytes) in time."""
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+    """The whole body for non-streaming answers and for every error answer."""
+    chunks: AsyncIterator[bytes] | None = None
+    """For a 2xx streaming answer: raw SSE bytes as they arrive (any framing)."""
+    release: Any = field(default=None, repr=False)
+    """Callable that frees the connection; call :meth:`close` rather than this."""
+
+    async def close(self) -> None:
+        if self.release is not None:
+            rel, self.release = self.release, None
+            res = rel()
+            if hasattr(res, "__await__"):
+                await res
+
+
+class Provider(Protocol):
+    async def send(
+        self,
+        target: Target,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> UpstreamResponse:
+        """Send one chat-completions request to ``target``.
+
+        ``body`` is already adapted for the target (model id set). ``read_timeout`` bounds the
+        wait for the response head (non-stream: the whole body). Raises
+        UpstreamConnectionError or UpstreamTimeout when there is no answer.
+        """
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,109 @@
+"""The native adapter for every OpenAI-compatible host: one pooled aiohttp session.
+
+The only module that talks HTTP to upstreams. The body goes out as orjson bytes; answers come
+back as raw bytes (never parsed here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.catalogue.catalogue import Target
+from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
+
+_JSON = "application/json"
+
+
+class OpenAICompatProvider:
+    """Sends chat completions to ``{base_url}/chat/completions`` over a shared pool."""
+
+    def __init__(self, *, pool_size: int = 512, per_host: int = 0) -> None:
+        self._pool_size = pool_size
+        self._per_host = per_host
+        self._session: aiohttp.ClientSession | None = None
+        self._headers: dict[str, dict[str, str]] = {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size,
+                limit_per_host=self._per_host,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def _headers_for(self, target: Target) -> dict[str, str]:
+        h = self._headers.get(target.id)
+        if h is None:
+            h = {"Content-Type": _JSON, "Accept": "application/json, text/event-stream"}
+            if target.api_key:
+                h["Authorization"] = f"Bearer {target.api_key}"
+            h.update(dict(target.headers))
+            self._headers[target.id] = h
+        return h
+
+    async def send(
+        self,
+        target: Target,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> UpstreamResponse:
+        session = self._get_session()
+        url = f"{target.base_url}/chat/completions"
+        timeout = aiohttp.ClientTimeout(
+            total=None if stream else read_timeout,
+            connect=connect_timeout,
+            sock_read=read_timeout,
+        )
+        try:
+            resp = await session.post(
+                url, data=orjson.dumps(body), headers=self._headers_for(target), timeout=timeout
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"no answer from {target.provider} within {read_timeout:g}s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectionError(f"{target.provider}: {exc!r}") from exc
+        if not stream or resp.status >= 300:
+            try:
+                data = await resp.read()
+            except TimeoutError as exc:
+                resp.close()
+                raise UpstreamTimeout(f"{target.provider} body not complete in time") from exc
+            except aiohttp.ClientError as exc:
+                resp.close()
+                raise UpstreamConnectionError(f"{target.provider}: {exc!r}") from exc
+            return UpstreamResponse(resp.status, resp.headers, data)
+        return UpstreamResponse(
+            resp.status, resp.headers, chunks=_iter_chunks(resp), release=resp.close
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _iter_chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for data in resp.content.iter_any():
+            yield data
+    except TimeoutError as exc:
+        raise UpstreamTimeout("stream stalled") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamConnectionError(f"stream broke: {exc!r}") from exc

@@ -1,0 +1,387 @@
+"""The fallback loop: try the plan's candidates in order until one answers.
+
+What each failure means is decided in :mod:`gateway.routing.failures`; this module only
+follows the decision (retry the same deployment, move on, or stop), keeps the deadline, and
+records every attempt so the answer (or the error) can say what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.catalogue.catalogue import Config, Target
+from gateway.catalogue.needs import Needs
+from gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    InvalidRequest,
+    UpstreamsFailed,
+)
+from gateway.providers.base import (
+    Provider,
+    UpstreamConnectionError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+from gateway.providers.dialects import adapt_request, normalise_response
+from gateway.routing import failures as fl
+from gateway.routing.planner import Plan, plan
+from gateway.routing.sse import SSEReader, carries_content, event_json, first_choice
+from gateway.state.base import Outcome, StateStore
+
+_NOT_THE_HOSTS_FAULT = frozenset(
+    {fl.FailureClass.CALLER, fl.FailureClass.CONTENT_FILTER, fl.FailureClass.CONTEXT}
+)
+
+
+@dataclass(slots=True)
+class Attempt:
+    target: Target
+    status: int
+    failure: fl.Failure | None
+    duration_s: float
+
+    def describe(self) -> dict[str, Any]:
+        f = self.failure
+        return {
+            "provider": self.target.provider,
+            "variant": self.target.variant.id,
+            "status": self.status,
+            "class": f.cls.value if f else "ok",
+            "code": f.code if f else None,
+            "message": (f.message[:300] if f else "ok"),
+            "duration_ms": round(self.duration_s * 1000, 1),
+        }
+
+    def short(self) -> str:
+        f = self.failure
+        if f is None:
+            return f"{self.target.id} ok"
+        code = f" code={f.code}" if f.code else ""
+        return f"{self.target.id} {f.cls.value} {self.status or 'no-answer'}{code}"
+
+
+@dataclass(slots=True)
+class RouteState:
+    """What happened while routing one request (for headers, logs, metrics, state)."""
+
+    plan: Plan
+    attempts: list[Attempt] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    target: Target | None = None
+    adaptations: list[str] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+
+    @property
+    def fallback_reason(self) -> str | None:
+        failed = [a.short() for a in self.attempts if a.failure is not None]
+        return "; ".join(failed) if failed else None
+
+
+@dataclass(slots=True)
+class StreamSession:
+    """A committed stream: the events read so far and the live reader for the rest."""
+
+    state: RouteState
+    response: UpstreamResponse
+    reader: SSEReader
+    prelude: list[bytes]
+    started: float
+
+
+class Router:
+    def __init__(
+        self,
+        config: Config,
+        providers: Mapping[str, Provider],
+        state: StateStore,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._routing = config.gateway.routing
+        self._providers = providers
+        self._state = state
+        self._clock = clock
+        self._wall = wallclock
+
+    def deadline(self, needs: Needs) -> float:
+        total = self._routing.total_timeout_s
+        if needs.timeout is not None:
+            total = min(total, needs.timeout)
+        return self._clock() + total
+
+    async def plan(self, needs: Needs) -> Plan:
+        view = await self._state.view(self._wall())
+        return plan(
+            needs,
+            self._config.catalogue,
+            self._routing,
+            open_circuits=view.open_circuits,
+            latency=view.latency_s,
+        )
+
+    async def record(self, rs: RouteState) -> None:
+        if rs.outcomes:
+            await self._state.record(rs.outcomes, self._wall())
+
+    def _candidates(self, rs: RouteState) -> list[Target]:
+        return [c.target for c in rs.plan.candidates]
+
+    async def complete(self, body: dict[str, Any], rs: RouteState, deadline: float) -> bytes:
+        """Non-streaming: the answer body (OpenAI-shaped, ``model`` = variant id)."""
+        async with aclosing(self._walk(rs, deadline)) as walk:
+            async for target, tries in walk:
+                upstream, changes = adapt_request(body, target)
+                started = self._clock()
+                failure: fl.Failure
+                status = 0
+                try:
+                    resp = await self._send(target, upstream, False, deadline)
+                except (UpstreamTimeout, UpstreamConnectionError) as exc:
+                    failure = fl.classify_exception(exc)
+                else:
+                    status = resp.status
+                    if 200 <= status < 300:
+                        out = self._accept(resp.body, target, rs, changes, started)
+                        if isinstance(out, bytes):
+                            return out
+                        failure = out
+                    else:
+                        failure = fl.classify_response(status, resp.headers, resp.body)
+                self._failed(rs, target, status, failure, started, tries)
+        raise self._all_failed(rs, deadline)
+
+    def _accept(
+        self, raw: bytes, target: Target, rs: RouteState, changes: list[str], started: float
+    ) -> bytes | fl.Failure:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return fl.Failure(fl.FailureClass.TRANSIENT, 200, None, "upstream sent invalid JSON")
+        if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
+            return fl.Failure(
+                fl.FailureClass.TRANSIENT, 200, None, "upstream answer has no choices"
+            )
+        choice = first_choice(obj)
+        fr = choice.get("finish_reason") if choice else None
+        failure = fl.classify_finish_reason(fr) if isinstance(fr, str) else None
+        if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
+            return failure
+        normalise_response(obj, target)
+        self._succeeded(rs, target, 200, started, changes)
+        usage = obj.get("usage")
+        rs.usage = usage if isinstance(usage, dict) else None
+        return orjson.dumps(obj)
+
+    def _succeeded(
+        self, rs: RouteState, target: Target, status: int, started: float, changes: list[str]
+    ) -> None:
+        took = self._clock() - started
+        rs.attempts.append(Attempt(target, status, None, took))
+        rs.outcomes.append(Outcome(target.id, True, took))
+        rs.target = target
+        rs.adaptations = changes
+
+    async def open_stream(
+        self, body: dict[str, Any], rs: RouteState, deadline: float
+    ) -> StreamSession:
+        """Streaming: fall over invisibly until one upstream sends its first content token."""
+        async with aclosing(self._walk(rs, deadline)) as walk:
+            async for target, tries in walk:
+                upstream, changes = adapt_request(body, target)
+                started = self._clock()
+                try:
+                    resp = await self._send(target, upstream, True, deadline)
+                except (UpstreamTimeout, UpstreamConnectionError) as exc:
+                    self._failed(rs, target, 0, fl.classify_exception(exc), started, tries)
+                    continue
+                if resp.status >= 300 or resp.chunks is None:
+                    failure = fl.classify_response(resp.status, resp.headers, resp.body)
+                    self._failed(rs, target, resp.status, failure, started, tries)
+                    continue
+                reader = SSEReader(resp.chunks)
+                got = await self._until_commit(reader, deadline)
+                if isinstance(got, fl.Failure):
+                    await resp.close()
+                    self._failed(rs, target, resp.status, got, started, tries)
+                    continue
+                rs.target = target
+                rs.adaptations = changes
+                rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
+                return StreamSession(rs, resp, reader, got, started)
+        raise self._all_failed(rs, deadline)
+
+    def stream_ended(self, session: StreamSession, failure: fl.Failure | None) -> None:
+        """Record how a committed stream ended (for breakers and latency)."""
+        rs, target = session.state, session.state.attempts[-1].target
+        took = self._clock() - session.started
+        if failure is None:
+            rs.outcomes.append(Outcome(target.id, True, took))
+        else:
+            rs.attempts[-1].failure = failure
+            rs.outcomes.append(Outcome(target.id, False, took, failure.cls.value, None))
+
+    async def _until_commit(self, reader: SSEReader, deadline: float) -> list[bytes] | fl.Failure:
+        ttft = min(self._routing.ttft_timeout_s, max(0.0, deadline - self._clock()))
+        prelude: list[bytes] = []
+        try:
+            async with asyncio.timeout(ttft):
+                while True:
+                    event = await reader.next_event()
+                    if event is None:
+                        return fl.Failure(
+                            fl.FailureClass.TRANSIENT,
+                            200,
+                            None,
+                            "stream ended before the first token",
+                        )
+                    prelude.append(event)
+                    obj = event_json(event)
+                    if carries_content(obj):
+                        return self._check_first(obj) or prelude
+                    if isinstance(obj, dict) and "error" in obj:
+                        return fl.Failure(
+                            fl.FailureClass.TRANSIENT, 200, None, "error event before first token"
+                        )
+        except TimeoutError:
+            return fl.Failure(
+                fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
+            )
+        except (UpstreamTimeout, UpstreamConnectionError) as exc:
+            return fl.classify_exception(exc)
+
+    @staticmethod
+    def _check_first(obj: Any) -> fl.Failure | None:
+        choice = first_choice(obj)
+        fr = choice.get("finish_reason") if choice else None
+        failure = fl.classify_finish_reason(fr) if isinstance(fr, str) else None
+        if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
+            return failure
+        return None
+
+    async def _walk(self, rs: RouteState, deadline: float) -> Any:
+        """Yield (target, try number) in plan order, honouring retry/next decisions."""
+        larger_than: int | None = None
+        budget = self._routing.max_attempts
+        for target in self._candidates(rs):
+            if larger_than is not None and (target.context or 0) <= larger_than:
+                continue
+            tries = 0
+            while budget > 0:
+                if self._clock() >= deadline:
+                    raise self._deadline(rs)
+                tries += 1
+                budget -= 1
+                before = len(rs.attempts)
+                yield target, tries
+                if len(rs.attempts) == before or rs.attempts[-1].failure is None:
+                    return
+                last = rs.attempts[-1].failure
+                decision = fl.decide(
+                    last, attempt_on_target=tries, transient_retries=self._routing.transient_retries
+                )
+                if decision.action is fl.Action.FAIL:
+                    raise self._caller_error(rs, last)
+                if decision.larger_context_only:
+                    larger_than = target.context or 0
+                if decision.action is fl.Action.RETRY:
+                    await self._backoff(last, tries, deadline)
+                    continue
+                break
+
+    async def _backoff(self, failure: fl.Failure, tries: int, deadline: float) -> None:
+        wait = self._routing.retry_backoff_s * (2 ** (tries - 1))
+        if (
+            failure.retry_after is not None
+            and failure.retry_after <= self._routing.max_retry_after_s
+        ):
+            wait = max(wait, failure.retry_after)
+        wait = min(wait, max(0.0, deadline - self._clock()))
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _failed(
+        self,
+        rs: RouteState,
+        target: Target,
+        status: int,
+        failure: fl.Failure,
+        started: float,
+        tries: int,
+    ) -> None:
+        took = self._clock() - started
+        rs.attempts.append(Attempt(target, status, failure, took))
+        decision = fl.decide(
+            failure, attempt_on_target=tries, transient_retries=self._routing.transient_retries
+        )
+        if failure.cls not in _NOT_THE_HOSTS_FAULT:
+            rs.outcomes.append(
+                Outcome(target.id, False, took, failure.cls.value, decision.cooldown_s)
+            )
+
+    async def _send(
+        self, target: Target, body: dict[str, Any], stream: bool, deadline: float
+    ) -> UpstreamResponse:
+        remaining = deadline - self._clock()
+        read = min(self._routing.attempt_timeout_s, target.timeout or 1e9, remaining)
+        if read <= 0:
+            raise UpstreamTimeout("deadline reached")
+        provider = self._providers[target.adapter]
+        return await provider.send(
+            target,
+            body,
+            stream=stream,
+            connect_timeout=min(self._routing.connect_timeout_s, read),
+            read_timeout=read,
+        )
+
+    def _caller_error(self, rs: RouteState, failure: fl.Failure) -> GatewayError:
+        status, etype, code = fl.client_error_for(failure)
+        last = rs.attempts[-1].target
+        err = InvalidRequest(
+            f"{last.provider} ({last.variant.id}) rejected the request: {failure.message}",
+            code=code,
+            extra={"attempts": [a.describe() for a in rs.attempts]},
+        )
+        err.status = status
+        err.type = etype
+        return err
+
+    def _deadline(self, rs: RouteState) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"The request deadline passed after {len(rs.attempts)} upstream attempt(s): "
+            + ("; ".join(a.short() for a in rs.attempts) or "none"),
+            extra={"attempts": [a.describe() for a in rs.attempts]},
+        )
+
+    def _all_failed(self, rs: RouteState, deadline: float) -> GatewayError:
+        if not rs.attempts:
+            return UpstreamsFailed("No candidate could be tried (all skipped).", status=503)
+        if self._clock() >= deadline:
+            return self._deadline(rs)
+        classes = {a.failure.cls for a in rs.attempts if a.failure}
+        capacity = classes <= fl.CAPACITY_CLASSES
+        headers: dict[str, str] = {}
+        if capacity:
+            waits = [
+                a.failure.retry_after for a in rs.attempts if a.failure and a.failure.retry_after
+            ]
+            headers["Retry-After"] = str(max(1, int(min(waits)))) if waits else "1"
+        return UpstreamsFailed(
+            f"All {len(rs.attempts)} upstream attempt(s) failed: "
+            + "; ".join(
+                f"{a.short()} ({a.failure.message[:120]})" for a in rs.attempts if a.failure
+            ),
+            status=503 if capacity else 502,
+            headers=headers,
+            extra={"attempts": [a.describe() for a in rs.attempts]},
+        )

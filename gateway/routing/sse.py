@@ -1,0 +1,86 @@
+"""Server-sent-event framing for relayed streams: split bytes into events, cheaply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+DONE = b"data: [DONE]"
+
+
+class SSEReader:
+    """Yields whole SSE events (without the blank-line terminator) from raw upstream chunks."""
+
+    __slots__ = ("_buf", "_chunks", "ended")
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self.ended = False
+
+    async def next_event(self) -> bytes | None:
+        """The next event, or None when the upstream closed (a trailing partial is dropped)."""
+        while True:
+            idx = self._buf.find(b"\n\n")
+            if idx >= 0:
+                event, self._buf = self._buf[:idx], self._buf[idx + 2 :]
+                if event.strip():
+                    return event
+                continue
+            try:
+                data = await anext(self._chunks)
+            except StopAsyncIteration:
+                self.ended = True
+                return None
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n")
+            self._buf += data
+
+
+def event_json(event: bytes) -> Any:
+    """The JSON payload of a ``data:`` event, or None (comments, [DONE], non-JSON)."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload and payload != b"[DONE]":
+                try:
+                    return orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    return None
+    return None
+
+
+def is_done(event: bytes) -> bool:
+    return event.startswith(DONE)
+
+
+def first_choice(obj: Any) -> dict[str, Any] | None:
+    if isinstance(obj, dict):
+        choices = obj.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            return choices[0]
+    return None
+
+
+def carries_content(obj: Any) -> bool:
+    """True when a chunk carries answer bytes (the commit point) or ends the answer."""
+    choice = first_choice(obj)
+    if choice is None:
+        return False
+    if choice.get("finish_reason"):
+        return True
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return False
+    return bool(
+        delta.get("content")
+        or delta.get("reasoning_content")
+        or delta.get("reasoning")
+        or delta.get("tool_calls")
+    )
+
+
+def error_event(body: bytes) -> bytes:
+    return b"data: " + body + b"\n\n"

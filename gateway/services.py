@@ -1,0 +1,26 @@
+"""The objects one gateway process runs on, built by ``create_app`` and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.auth import Authenticator
+from gateway.catalogue.catalogue import Config
+from gateway.observability.access import AccessLog
+from gateway.observability.metrics import Metrics
+from gateway.providers.base import Provider
+from gateway.routing.router import Router
+from gateway.state.base import StateStore
+
+
+@dataclass(slots=True)
+class Services:
+    config: Config
+    router: Router
+    state: StateStore
+    auth: Authenticator
+    metrics: Metrics
+    access: AccessLog
+    providers: dict[str, Provider]
+    demo: bool = False
+    extras: dict[str, object] = field(default_factory=dict)

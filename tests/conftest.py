@@ -1,0 +1,36 @@
+"""Session-wide real servers: one simulator and one gateway routed to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import openai
+import pytest
+
+from tests.support.procs import Proc, start_gateway, start_simulator
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Proc]:
+    proc = start_simulator()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(simulator: Proc) -> Iterator[Proc]:
+    """The shipped config, every provider sent to the simulator, auth off (no master key)."""
+    proc = start_gateway(
+        simulator.url, env={"GLM_GATEWAY_MASTER_KEY": "sk-test-master"}
+    )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def client(gateway: Proc) -> AsyncIterator[openai.AsyncOpenAI]:
+    c = openai.AsyncOpenAI(
+        base_url=gateway.url + "/v1", api_key="sk-test-master", max_retries=0, timeout=30
+    )
+    yield c
+    await c.close()
