@@ -38,6 +38,9 @@ from gateway.routing.sse import error_event, event_json, first_choice, is_done
 from gateway.services import Services
 
 
+EXACT_IN_THREAD_BYTES = 60_000
+
+
 @dataclass(slots=True)
 class _Ctx:
     request_id: str
@@ -107,6 +110,10 @@ class ChatEndpoint:
             body = parse_body(await read_body(receive, self._limit))
             ctx.stream = body.get("stream") is True
             needs = resolve_needs(body, headers, self._config)
+            if needs.prompt.upper > EXACT_IN_THREAD_BYTES:
+                # Large prompts may need exact tokenizing near a window edge (~25 ms per
+                # 200 KB): do it off the event loop before the (pure) planner asks for it.
+                await asyncio.to_thread(needs.prompt.exact)
             ctx.rs = RouteState(await self._router.plan(needs))
             if not ctx.rs.plan.candidates:
                 raise no_capable_error(needs, ctx.rs.plan)
