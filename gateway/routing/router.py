@@ -19,6 +19,7 @@ import orjson
 from gateway.catalogue.catalogue import Config, Target
 from gateway.catalogue.needs import Needs
 from gateway.errors import (
+    ContextLengthExceeded,
     DeadlineExceeded,
     GatewayError,
     InvalidRequest,
@@ -369,6 +370,16 @@ class Router:
         if self._clock() >= deadline:
             return self._deadline(rs)
         classes = {a.failure.cls for a in rs.attempts if a.failure}
+        if classes == {fl.FailureClass.CONTEXT}:
+            return ContextLengthExceeded(
+                "The prompt does not fit any capable deployment's window: "
+                + "; ".join(
+                    f"{a.short()} ({a.failure.message[:120]})" for a in rs.attempts if a.failure
+                )
+                + ". Shorten the messages or lower max_tokens.",
+                param="messages",
+                extra={"attempts": [a.describe() for a in rs.attempts]},
+            )
         capacity = classes <= fl.CAPACITY_CLASSES
         headers: dict[str, str] = {}
         if capacity:
