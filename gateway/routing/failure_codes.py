@@ -79,6 +79,18 @@ GLM_CODES: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
 )
 """Zhipu BigModel / Z.ai business codes (``error.code``, a string or an int on the wire)."""
 
+HOST_CODES: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
+    {
+        # SiliconFlow answers ``{"code": <int>, "message", "data": null}`` (no ``error`` wrapper).
+        "20012": ("model_gone", "SiliconFlow: model does not exist (mapping is stale)"),
+        "30011": ("auth", "SiliconFlow: paid balance insufficient for this model"),
+        "50508": ("overloaded", "SiliconFlow: system too busy"),
+    }
+)
+"""Other hosts' numeric business codes (disjoint from GLM's 500 and 1000-1321). SiliconFlow's
+generic 20015 ("Value error, ...") is left out on purpose: it covers unsupported parameters and
+may cover a too-long prompt, so the context phrases and then the HTTP status decide."""
+
 OPENAI_CODES: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
     {
         "context_length_exceeded": ("context", "context length exceeded"),

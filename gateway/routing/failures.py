@@ -8,6 +8,7 @@ Classification, first match wins::
 
     HTTP answer   OpenRouter moderation metadata (flagged_input) ......... content_filter
                   GLM business code 500, 1000-1321 ....................... GLM_CODES
+                  other hosts' business codes (SiliconFlow 20012, ...) ... HOST_CODES
                   OpenAI code (context_length_exceeded, ...) ............. OPENAI_CODES
                   context phrase ("maximum context length", ...) ......... context
                   error.type (overloaded_error, ...) ..................... ERROR_TYPES
@@ -16,7 +17,9 @@ Classification, first match wins::
                   UpstreamConnectionError, aiohttp ClientError, OSError .. transient
                   LiteLLM/openai class (a GLM code in the text wins) ..... EXCEPTION_NAMES
                   anything else .......................................... transient
-    stream        finish_reason network_error -> transient; sensitive -> content_filter
+    stream event  an error object in a 200 stream (OpenAI, OpenRouter, vLLM) . as an HTTP answer
+                  finish_reason network_error, error -> transient; sensitive -> content_filter
+    gateway       a json_schema answer that does not validate ............ schema_mismatch
 
 Decision (``DECISION_TABLE``; the cooldown opens the deployment's circuit for that long)::
 
@@ -31,6 +34,7 @@ Decision (``DECISION_TABLE``; the cooldown opens the deployment's circuit for th
     transient       RETRY while attempt_on_target <= transient_retries, then NEXT
     timeout         NEXT                          - (the breaker counts)      -
     model_gone      NEXT                          600 s                       -
+    schema_mismatch NEXT (once: gateway.routing.structured)  -                -
 
 Falling back after a content filter could be read as evading moderation, so it FAILs. When every
 attempt failed with a class in ``CAPACITY_CLASSES`` the gateway answers 503, otherwise 502.
@@ -45,6 +49,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, TypeVar
+
+import orjson
 
 from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
 from gateway.routing import failure_codes as codes
@@ -69,6 +75,8 @@ class FailureClass(StrEnum):
     TIMEOUT = "timeout"
     MODEL_GONE = "model_gone"
     """The host does not (or no longer) serve this model id."""
+    SCHEMA = "schema_mismatch"
+    """A 200 answer to a ``json_schema`` request that is not JSON valid against the schema."""
 
 
 class Action(StrEnum):
@@ -132,6 +140,7 @@ DECISION_TABLE: Final[Mapping[FailureClass, DecisionRule]] = MappingProxyType(
         FailureClass.TRANSIENT: DecisionRule(Action.NEXT, retry_first=True),
         FailureClass.TIMEOUT: DecisionRule(Action.NEXT),
         FailureClass.MODEL_GONE: DecisionRule(Action.NEXT, 600.0),
+        FailureClass.SCHEMA: DecisionRule(Action.NEXT),
     }
 )
 
@@ -149,6 +158,7 @@ def _typed(table: Mapping[_K, tuple[str, str]]) -> Mapping[_K, tuple[FailureClas
 
 GLM_CODES: Final = _typed(codes.GLM_CODES)
 """GLM business code -> (class, note)."""
+HOST_CODES: Final = _typed(codes.HOST_CODES)
 _OPENAI_CODES: Final = _typed(codes.OPENAI_CODES)
 _ERROR_TYPES: Final = _typed(codes.ERROR_TYPES)
 _STATUS: Final = _typed(codes.STATUS_CLASSES)
@@ -159,6 +169,7 @@ _FINISH: Final = MappingProxyType(
     {
         "network_error": (FailureClass.TRANSIENT, "inference failed mid-stream (network_error)"),
         "sensitive": (FailureClass.CONTENT_FILTER, "moderation stopped the output (sensitive)"),
+        "error": (FailureClass.TRANSIENT, "the host ended the stream with an error (OpenRouter)"),
     }
 )
 _CLIENT_ERRORS: Final = MappingProxyType(
@@ -201,7 +212,11 @@ def _classify(status: int, parsed: codes.ErrorBody) -> tuple[FailureClass, str]:
     if parsed.flagged:
         return FailureClass.CONTENT_FILTER, "input flagged by the host's moderation"
     if parsed.code is not None:
-        hit = GLM_CODES.get(parsed.code) or _OPENAI_CODES.get(parsed.code)
+        hit = (
+            GLM_CODES.get(parsed.code)
+            or HOST_CODES.get(parsed.code)
+            or _OPENAI_CODES.get(parsed.code)
+        )
         if hit is not None:
             return hit
     text = f"{parsed.message}\n{parsed.detail}".lower()
@@ -282,6 +297,41 @@ def classify_finish_reason(finish_reason: str) -> Failure | None:
         return None
     cls, note = hit
     return Failure(cls, 200, finish_reason, note, note=note)
+
+
+def classify_stream_event(obj: object) -> Failure | None:
+    """The failure one parsed event of a 200 stream carries, or None for an ordinary chunk.
+
+    An error object (``{"error": {...}}`` from OpenAI and vLLM, OpenRouter's chunk with
+    ``error`` and ``finish_reason: "error"``, vLLM's bare ``{"object": "error", ...}``) is
+    classified as an HTTP answer would be (its numeric ``code`` standing in for the status);
+    otherwise a failing ``finish_reason`` (``network_error``, ``sensitive``, ``error``).
+    """
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("error") is not None or obj.get("object") == "error":
+        return classify_response(200, {}, orjson.dumps(obj))
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    fr = choices[0].get("finish_reason")
+    return classify_finish_reason(fr) if isinstance(fr, str) else None
+
+
+def stream_failure(obj: object) -> Failure | None:
+    """The failure that must stop relaying a stream at this event, or None.
+
+    A ``sensitive`` finish is not one: it is relayed as OpenAI's ``content_filter`` ending. An
+    error object always is, whatever its class (moderation included).
+    """
+    failure = classify_stream_event(obj)
+    if failure is None or (
+        failure.cls is FailureClass.CONTENT_FILTER
+        and failure.status == 200
+        and failure.code == "sensitive"
+    ):
+        return None
+    return failure
 
 
 # --- decisions ------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """What the simulated host answers: refusals, text, reasoning, tool calls, usage, SSE.
 
 Everything is deterministic and works on plain dicts (orjson in, orjson out). The request is
-read once by :func:`scan_messages`; :func:`check_request` refuses what the host would refuse;
-:func:`plan_answer` decides the answer; :func:`completion_body` and :func:`stream_plan` put it
-on the wire in the model's dialect.
+read once by :func:`scan_messages`; :func:`gateway.simulator.checks.check_request` refuses what
+the host would refuse; :func:`plan_answer` decides the answer; :func:`completion_body` and
+:func:`stream_plan` put it on the wire in the model's dialect.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 
 from gateway.simulator import dialects as d
-from gateway.simulator.dialects import ErrorReply
 from gateway.simulator.faults import MARK, Rule, extract_directives
 from gateway.simulator.instances import prompt_schema, safe_instance
 from gateway.simulator.models import SimModel
@@ -27,6 +26,10 @@ _CJK = re.compile(
 _IMAGE_TOKENS = 1000
 _MESSAGE_TOKENS = 4
 DONE = b"data: [DONE]\n\n"
+TAG_THINK = ("<think>", "</think>")
+TAG_BOX = ("<|begin_of_box|>", "<|end_of_box|>")
+TAG_PIECE_CHARS = 7
+"""Tagged answers stream in 7-character pieces, so tags are cut across chunks as in real life."""
 
 
 class BadRequest(ValueError):
@@ -136,7 +139,8 @@ def requested_output(body: dict[str, Any]) -> int:
     return 0
 
 
-def _function_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+def function_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``function`` objects of the request's function tools."""
     tools = body.get("tools")
     if not isinstance(tools, list):
         return []
@@ -147,30 +151,6 @@ def _function_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
         and t.get("type") == "function"
         and isinstance(t.get("function"), dict)
     ]
-
-
-def check_request(
-    model: SimModel, body: dict[str, Any], scan: Scan, prompt: int
-) -> ErrorReply | None:
-    """The host's refusal of this request, or ``None`` when it would answer."""
-    dialect = model.dialect
-    if dialect == d.ZHIPU:
-        err = d.zhipu_strictness(body)
-        if err is not None:
-            return err
-        if not scan.has_input:
-            return d.invalid_field(dialect, "messages", "至少需要一条 user 或 tool 消息")
-    if scan.images and not model.accepts_images:
-        return d.images_unsupported(dialect)
-    if _function_tools(body) and not model.function_calling:
-        return d.tools_unsupported(dialect)
-    rf = body.get("response_format")
-    if isinstance(rf, dict) and rf.get("type") == "json_schema" and not model.json_schema:
-        return d.schema_unsupported(dialect)
-    want = requested_output(body)
-    if prompt + want > model.window:
-        return d.context_exceeded(dialect, model.window, prompt, want)
-    return None
 
 
 # --- the answer --------------------------------------------------------------------------------
@@ -186,6 +166,8 @@ class Answer:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    tagged: bool = False
+    """GLM-4.5V style: reasoning and answer box are tags inside ``content``."""
 
     def usage(self) -> dict[str, int]:
         """The OpenAI ``usage`` object."""
@@ -220,12 +202,18 @@ def plan_answer(
     used = count_tokens(content or "") + count_tokens(reasoning or "")
     if call is not None:
         used += count_tokens(call["function"]["arguments"])
+        if rule is not None and rule.tool_args_object:
+            call["function"]["arguments"] = orjson.loads(call["function"]["arguments"])
+    if model.tagged_content and content is not None:
+        think = f"{TAG_THINK[0]}{reasoning}{TAG_THINK[1]}" if reasoning else ""
+        content, reasoning = f"{think}{TAG_BOX[0]}{content}{TAG_BOX[1]}", None
+        return Answer(content, None, call, finish, prompt, used, tagged=True)
     return Answer(content, reasoning, call, finish, prompt, used)
 
 
 def _tool_call(body: dict[str, Any], uid: str) -> dict[str, Any] | None:
     choice = body.get("tool_choice")
-    fns = _function_tools(body) if choice != "none" else []
+    fns = function_tools(body) if choice != "none" else []
     if not fns:
         return None
     fn = fns[0]
@@ -317,9 +305,14 @@ class StreamPlan:
     """Content chunks, or the one tool-call chunk."""
     tail: list[bytes]
     """The finish chunk, the usage chunk if any, and ``[DONE]``."""
+    error: list[bytes] = field(default_factory=list)
+    """For a ``stream_error`` fault: the error event (and ``[DONE]`` where the host sends one),
+    sent after the cut instead of ``tail``."""
 
 
-def stream_plan(answer: Answer, env: Envelope, include_usage: bool) -> StreamPlan:
+def stream_plan(
+    answer: Answer, env: Envelope, include_usage: bool, stream_error: Any = None
+) -> StreamPlan:
     """The ``chat.completion.chunk`` events of ``answer`` in the dialect's streaming shape."""
     top = env.top("chat.completion.chunk")
 
@@ -332,7 +325,13 @@ def stream_plan(answer: Answer, env: Envelope, include_usage: bool) -> StreamPla
     if answer.tool_call is not None:
         body = [event({"tool_calls": [{"index": 0, **answer.tool_call}]})]
     else:
-        body = [event({"content": p}) for p in split_pieces(answer.content or "")]
+        text = answer.content or ""
+        pieces = (
+            [text[i : i + TAG_PIECE_CHARS] for i in range(0, len(text), TAG_PIECE_CHARS)]
+            if answer.tagged
+            else split_pieces(text)
+        )
+        body = [event({"content": p}) for p in pieces]
     last = {**top, "choices": [{"index": 0, "delta": {}, "finish_reason": answer.finish_reason}]}
     if env.dialect == d.ZHIPU:
         last["usage"] = answer.usage()
@@ -340,7 +339,26 @@ def stream_plan(answer: Answer, env: Envelope, include_usage: bool) -> StreamPla
     if include_usage and env.dialect != d.ZHIPU:
         tail.append(_sse({**top, "choices": [], "usage": answer.usage()}))
     tail.append(DONE)
-    return StreamPlan(head, body, tail)
+    error = [] if stream_error is None else stream_error_events(env, top, stream_error)
+    return StreamPlan(head, body, tail, error)
+
+
+def stream_error_events(env: Envelope, top: dict[str, Any], spec: Any) -> list[bytes]:
+    """An error inside a 200 stream, as the host sends it (``spec``: {code, message})."""
+    spec = spec if isinstance(spec, dict) else {}
+    code, message = spec.get("code"), str(spec.get("message") or "Simulated stream error")
+    if env.dialect == d.OPENROUTER:
+        err = {"code": code if code is not None else "server_error", "message": message}
+        chunk = {
+            **top,
+            "error": err,
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        }
+        return [_sse(chunk), DONE]
+    if env.dialect == d.ZHIPU:
+        return [_sse({"error": {"code": str(code or 500), "message": message}})]
+    err = {"message": message, "type": "server_error", "param": None, "code": code}
+    return [_sse({"error": err})]
 
 
 def split_pieces(text: str, words: int = 5, max_chars: int = 48) -> list[str]:

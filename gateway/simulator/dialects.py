@@ -3,8 +3,10 @@
 Dialects: ``zhipu`` (BigModel / Z.ai: ``{"error": {"code": "<string>", "message"}}`` bodies,
 strict parameter ranges, no ``object`` field), ``openrouter`` (``reasoning`` +
 ``reasoning_details``, ``{"error": {"message", "code": <int>, "metadata"}}`` for host-side
-failures) and the OpenAI-shaped ``openai``, ``siliconflow`` and ``vllm``. Every function here is
-pure: it builds an :class:`ErrorReply` or reads a request body, and never touches HTTP.
+failures), ``siliconflow`` (OpenAI-shaped answers, ``enable_thinking``, errors as
+``{"code": <int>, "message", "data": null}``) and the OpenAI-shaped ``openai`` and ``vllm``.
+Every function here is pure: it builds an :class:`ErrorReply` or reads a request body, and never
+touches HTTP.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def zhipu_error(status: int, code: str, message: str) -> ErrorReply:
     return ErrorReply(status, {"error": {"code": code, "message": message}})
 
 
+def siliconflow_error(status: int, code: int | None, message: str) -> ErrorReply:
+    """A SiliconFlow error: ``{"code": <int>, "message", "data": null}`` (no code on 429s)."""
+    body: dict[str, Any] = {} if code is None else {"code": code}
+    return ErrorReply(status, {**body, "message": message, "data": None})
+
+
 def openrouter_error(status: int, message: str, metadata: dict[str, Any]) -> ErrorReply:
     """An OpenRouter error: ``{"error": {"message", "code": <int status>, "metadata"}}``."""
     return ErrorReply(status, {"error": {"message": message, "code": status, "metadata": metadata}})
@@ -72,6 +80,8 @@ def fault_error(dialect: str, status: int, code: str | None, message: str | None
         if code is not None:
             meta["raw"] = code
         return openrouter_error(status, text, meta)
+    if dialect == SILICONFLOW:
+        return siliconflow_error(status, int(code) if code and code.isdigit() else None, text)
     return openai_error(status, text, code=code)
 
 
@@ -92,6 +102,8 @@ def model_not_found(dialect: str, model: object) -> ErrorReply:
     """The host's answer to a model id it does not serve."""
     if dialect == ZHIPU:
         return zhipu_error(400, "1211", "模型不存在，请检查模型代码。")
+    if dialect == SILICONFLOW:
+        return siliconflow_error(400, 20012, "Model does not exist. Please check it carefully.")
     return openai_error(
         404, f"The model `{model}` does not exist", code="model_not_found", param="model"
     )
@@ -120,6 +132,12 @@ def check_auth(dialect: str, authorization: str | None) -> ErrorReply | None:
     if key.startswith("broke"):
         if dialect == ZHIPU:
             return zhipu_error(429, "1113", "您的账户已欠费（余额不足），请充值后重试。")
+        if dialect == SILICONFLOW:
+            msg = (
+                "The selected model requires paid balance. Your paid balance is insufficient. "
+                "Please top up and try again."
+            )
+            return siliconflow_error(403, 30011, msg)
         return ErrorReply(402, {"error": {"message": "Insufficient credits", "code": 402}})
     return None
 
@@ -132,9 +150,11 @@ def invalid_body(dialect: str, why: str, param: str | None = None) -> ErrorReply
 
 
 def invalid_field(dialect: str, name: str, why: str) -> ErrorReply:
-    """400 naming one request field the host refuses (zhipu code 1214)."""
+    """400 naming one request field the host refuses (zhipu 1214, SiliconFlow 20015)."""
     if dialect == ZHIPU:
         return zhipu_error(400, "1214", f"输入参数错误: `{name}` {why}")
+    if dialect == SILICONFLOW:
+        return siliconflow_error(400, 20015, f"Value error, {why} `{name}`.")
     return openai_error(400, f"Invalid parameter `{name}`: {why}", param=name)
 
 
@@ -193,29 +213,6 @@ def bad_directive(why: str) -> ErrorReply:
 # --- request fields ------------------------------------------------------------------------------
 
 
-def zhipu_strictness(body: dict[str, Any]) -> ErrorReply | None:
-    """The BigModel / Z.ai parameter checks the gateway must adapt around (research §2.1)."""
-    stop = body.get("stop")
-    if isinstance(stop, list) and len(stop) > 1:
-        return invalid_field(ZHIPU, "stop", "最多支持 1 个停止词 (at most 1 entry)")
-    t = body.get("temperature")
-    if isinstance(t, int | float) and not 0.0 <= t <= 1.0:
-        return invalid_field(ZHIPU, "temperature", "取值范围 [0.0, 1.0]")
-    p = body.get("top_p")
-    if isinstance(p, int | float) and not 0.01 <= p <= 1.0:
-        return invalid_field(ZHIPU, "top_p", "取值范围 [0.01, 1.0]")
-    choice = body.get("tool_choice")
-    if choice is not None and choice != "auto":
-        return invalid_field(ZHIPU, "tool_choice", "仅支持 auto")
-    rf = body.get("response_format")
-    if isinstance(rf, dict) and rf.get("type") == "json_schema":
-        return invalid_field(ZHIPU, "response_format", "不支持 json_schema (use json_object)")
-    n = body.get("n")
-    if isinstance(n, int) and n > 1:
-        return invalid_field(ZHIPU, "n", "不支持多个候选 (n must be 1)")
-    return None
-
-
 def thinking_enabled(dialect: str, body: dict[str, Any]) -> bool:
     """Whether the request leaves reasoning on, read from the dialect's own switch."""
     if dialect == OPENROUTER:
@@ -231,6 +228,8 @@ def thinking_enabled(dialect: str, body: dict[str, Any]) -> bool:
         return body.get("enable_thinking") is not False
     ctk = body.get("chat_template_kwargs")
     if dialect in (VLLM, OPENAI) and isinstance(ctk, dict) and ctk.get("enable_thinking") is False:
+        return False
+    if dialect == OPENAI and body.get("reasoning_effort") == "none":
         return False
     th = body.get("thinking")
     if dialect in (ZHIPU, OPENAI) and isinstance(th, dict):

@@ -20,6 +20,10 @@ Rule fields (all optional)::
                       ``finish_reason``: end there with it instead); non-streams: close the
                       connection without an answer
     finish_reason     end the answer with this finish_reason (``network_error``, ``sensitive``)
+    stream_error      streams: {"code", "message"}: after ``cut_after_chunks`` content chunks
+                      (default 0) send an error event inside the 200 stream, in the dialect's
+                      shape (OpenRouter: a chunk with ``error`` and ``finish_reason: "error"``)
+    tool_args_object  true: tool-call ``arguments`` as a JSON object (Zhipu's documented type)
     content           reply text instead of the usual answer
     hang              true: never answer; wait until the client goes away
 
@@ -68,6 +72,8 @@ class Rule:
     finish_reason: str | None = None
     content: str | None = None
     hang: bool = False
+    stream_error: Any = None
+    tool_args_object: bool = False
 
     @property
     def is_error(self) -> bool:
@@ -103,7 +109,11 @@ def parse_rule(raw: Any) -> Rule:
             kw[name] = _typed(name, value, (str,))
         elif name == "code":
             kw[name] = None if value is None else str(value)
-        elif name == "hang":
+        elif name == "stream_error":
+            if not isinstance(value, dict):
+                raise DirectiveError("`stream_error` takes an object with code and message")
+            kw[name] = value
+        elif name in ("hang", "tool_args_object"):
             kw[name] = _typed(name, value, (bool,))
         else:
             kw[name] = value

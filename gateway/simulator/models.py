@@ -14,6 +14,9 @@ from gateway.catalogue.catalogue import Target
 
 DEFAULT_CONTEXT = 8192
 """Window assumed for a model whose context is unknown."""
+TAGGED_VARIANTS = frozenset({"glm-4.5v"})
+UNTAGGING_DIALECTS = frozenset({"vllm", "openrouter"})
+"""Hosts that parse GLM-4.5V's tags themselves (vLLM's glm45 reasoning parser; OpenRouter)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,9 @@ class SimModel:
     """Honours ``response_format: {type: json_schema}`` natively."""
     thinking: bool
     """Emits reasoning unless the request turns it off (GLM-4.5 and later)."""
+    tagged_content: bool = False
+    """Writes ``<think>`` and ``<|begin_of_box|>`` tags into ``content`` (GLM-4.5V), instead of
+    a reasoning field."""
 
     @property
     def window(self) -> int:
@@ -65,6 +71,8 @@ def sim_models_from_targets(targets: Iterable[Target]) -> list[SimModel]:
                 function_calling="function_calling" in t.capabilities,
                 json_schema="structured_outputs" in t.capabilities and t.dialect != "zhipu",
                 thinking=t.variant.thinking,
+                tagged_content=t.variant.id in TAGGED_VARIANTS
+                and t.dialect not in UNTAGGING_DIALECTS,
             )
         )
     return out

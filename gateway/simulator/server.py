@@ -35,13 +35,13 @@ from gateway.simulator.behaviour import (
     Envelope,
     Scan,
     StreamPlan,
-    check_request,
     completion_body,
     plan_answer,
     prompt_tokens,
     scan_messages,
     stream_plan,
 )
+from gateway.simulator.checks import check_request
 from gateway.simulator.dialects import ErrorReply
 from gateway.simulator.faults import DirectiveError, FaultBook, Rule, parse_rules
 from gateway.simulator.models import ModelTable, SimModel
@@ -49,6 +49,7 @@ from gateway.simulator.models import ModelTable, SimModel
 log = logging.getLogger(__name__)
 
 LOG_SIZE = 200
+SEEN_IDS = 10_000
 _JSON = "application/json"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _HANG_POLL_S = 0.05
@@ -57,7 +58,16 @@ _HANG_POLL_S = 0.05
 class SimState:
     """Everything one simulator app remembers: models, request log, faults, id counter."""
 
-    __slots__ = ("_ids", "_prefix", "closing", "faults", "requests", "table")
+    __slots__ = (
+        "_ids",
+        "_prefix",
+        "_seen",
+        "_seen_order",
+        "closing",
+        "faults",
+        "requests",
+        "table",
+    )
 
     def __init__(self, models: Iterable[SimModel]) -> None:
         self.table = ModelTable(models)
@@ -66,6 +76,18 @@ class SimState:
         self.closing = False
         self._ids = itertools.count(1)
         self._prefix = f"{int(time.time()) & 0xFFFFFF:06x}"
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
+
+    def fresh_request_id(self, request_id: str) -> bool:
+        """Remember a client ``request_id``; False when it was seen before (Zhipu error 1231)."""
+        if request_id in self._seen:
+            return False
+        self._seen.add(request_id)
+        self._seen_order.append(request_id)
+        if len(self._seen_order) > SEEN_IDS:
+            self._seen.discard(self._seen_order.popleft())
+        return True
 
     def next_uid(self) -> str:
         """A fresh id suffix, unique within this simulator."""
@@ -163,6 +185,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     model = state.table.get(provider, body.get("model"))
     if model is None:
         return _error(d.model_not_found(dialect, body.get("model")))
+    rid = body.get("request_id")
+    if dialect == d.ZHIPU and isinstance(rid, str) and not state.fresh_request_id(rid):
+        return _error(d.zhipu_error(400, "1231", f"request_id 重复 (duplicate): {rid}"))
     try:
         scan = scan_messages(body.get("messages"))
         rule = state.faults.select(scan.directives, model)
@@ -203,7 +228,8 @@ async def _answer(
     if body.get("stream") is True:
         opts = body.get("stream_options")
         usage = isinstance(opts, dict) and opts.get("include_usage") is True
-        return await _stream(request, stream_plan(answer, env, usage), rule)
+        error = rule.stream_error if rule is not None else None
+        return await _stream(request, stream_plan(answer, env, usage, error), rule)
     return _json(completion_body(answer, env), headers=_rule_headers(rule))
 
 
@@ -242,9 +268,11 @@ async def _stream(request: web.Request, plan: StreamPlan, rule: Rule | None) -> 
     ttft = rule.ttft_ms if rule is not None else 0.0
     gap = rule.chunk_delay_ms / 1000 if rule is not None else 0.0
     cut = rule.cut_after_chunks if rule is not None else None
-    abort = cut is not None and rule is not None and rule.finish_reason is None
+    if plan.error:
+        cut = cut or 0
+    abort = cut is not None and rule is not None and rule.finish_reason is None and not plan.error
     body = plan.body if cut is None else plan.body[: max(cut, 0)]
-    events = plan.head + body + ([] if abort else plan.tail)
+    events = plan.head + body + (plan.error or ([] if abort else plan.tail))
     try:
         if ttft > 0:
             await asyncio.sleep(ttft / 1000)

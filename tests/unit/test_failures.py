@@ -23,8 +23,10 @@ from gateway.routing.failures import (
     classify_exception,
     classify_finish_reason,
     classify_response,
+    classify_stream_event,
     client_error_for,
     decide,
+    stream_failure,
 )
 
 FIXTURES = sorted((Path(__file__).parents[1] / "data" / "errors").glob("*.json"))
@@ -64,6 +66,8 @@ def test_fixture_classifies_as_recorded(path: Path) -> None:
         if expect["cls"] is None:
             assert failure is None
             return
+    elif fx.get("kind") == "stream_event":
+        failure = classify_stream_event(fx["body"])
     else:
         now = fx.get("now", NOW)
         failure = classify_response(fx["status"], fx["headers"], _body_bytes(fx["body"]), now=now)
@@ -411,3 +415,34 @@ def test_finish_reasons() -> None:
     assert sensitive is not None and sensitive.cls is FailureClass.CONTENT_FILTER
     for fr in ("stop", "length", "tool_calls", "content_filter", ""):
         assert classify_finish_reason(fr) is None
+
+
+def test_host_code_table_maps_every_recorded_business_code() -> None:
+    """Numeric business codes recorded from third-party hosts are rows of HOST_CODES, except
+    SiliconFlow's generic 20015 ("Value error"), which the phrases and the status decide."""
+    recorded = {
+        str(fx["body"]["code"])
+        for fx in map(_load, FIXTURES)
+        if fx["host"] == "siliconflow" and "code" in fx["body"]
+    }
+    assert recorded - {"20015"} <= set(failure_codes.HOST_CODES)
+    assert recorded - set(failure_codes.HOST_CODES) == {"20015"}
+
+
+def test_errors_inside_200_streams_are_recorded_per_host() -> None:
+    hosts = {fx["host"] for fx in map(_load, FIXTURES) if fx.get("kind") == "stream_event"}
+    assert {"openai", "openrouter", "vllm"} <= hosts
+
+
+def test_stream_failure_lets_only_a_sensitive_finish_through() -> None:
+    def ending(finish: str | None) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
+
+    assert stream_failure(ending("stop")) is None
+    assert stream_failure(ending(None)) is None
+    assert stream_failure(ending("sensitive")) is None  # relayed as content_filter
+    network = stream_failure(ending("network_error"))
+    assert network is not None and network.cls is FailureClass.TRANSIENT
+    moderated = stream_failure({"error": {"code": "1301", "message": "unsafe"}})
+    assert moderated is not None and moderated.cls is FailureClass.CONTENT_FILTER
+    assert stream_failure({"id": "x", "choices": []}) is None

@@ -1,0 +1,189 @@
+"""Request adaptation: the client's body made fit for one deployment, every change named.
+
+The client's body is never mutated (it is adapted afresh for every attempt); nested objects are
+copied only where they change. Each change is one ``field=what`` entry, reported in the
+``X-GLM-Adapted`` header and the access log.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from gateway.catalogue.catalogue import Target
+from gateway.providers.dialects.spec import NO_OP_VALUES, DialectSpec, spec_for
+from gateway.providers.dialects.thinking import apply_switch
+
+SCHEMA_PROMPT = (
+    "Respond only with a JSON object that validates against this JSON schema "
+    "(no prose, no code fences). JSON schema:\n```json\n{schema}\n```"
+)
+
+
+def adapt_request(body: dict[str, Any], target: Target) -> tuple[dict[str, Any], list[str]]:
+    """A copy of ``body`` fit for ``target``, and the list of changes made (``field=what``)."""
+    spec = spec_for(target)
+    out = dict(body)
+    out["model"] = target.model
+    out.pop("route", None)
+    changes: list[str] = []
+    if spec.rewrites_fields:
+        _fields(out, spec, target, changes)
+    apply_switch(out, spec.thinking_form, target.variant.thinking, changes)
+    _stream_options(out, spec)
+    if spec.request_id:
+        out["request_id"] = os.urandom(16).hex()
+    return out, changes
+
+
+def _fields(out: dict[str, Any], spec: DialectSpec, target: Target, changes: list[str]) -> None:
+    _sampling(out, spec, changes)
+    _max_tokens(out, spec, target, changes)
+    _tools(out, spec, changes)
+    _response_format(out, spec, changes)
+    if spec.drop_image_detail:
+        _drop_image_detail(out, changes)
+    _drop_fields(out, spec, changes)
+    _user(out, spec, changes)
+
+
+def _clamp(out: dict[str, Any], key: str, bounds: tuple[float, float] | None) -> bool:
+    value = out.get(key)
+    if bounds is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    lo, hi = bounds
+    fitted = min(max(value, lo), hi)
+    if fitted == value:
+        return False
+    out[key] = fitted
+    return True
+
+
+def _sampling(out: dict[str, Any], spec: DialectSpec, changes: list[str]) -> None:
+    if _clamp(out, "temperature", spec.temperature_range):
+        changes.append("temperature=clamped")
+    if _clamp(out, "top_p", spec.top_p_range):
+        changes.append("top_p=clamped")
+    stop = out.get("stop")
+    if spec.stop_max is not None and isinstance(stop, list) and len(stop) > spec.stop_max:
+        out["stop"] = stop[: spec.stop_max]
+        changes.append("stop=truncated")
+
+
+def _max_tokens(out: dict[str, Any], spec: DialectSpec, target: Target, changes: list[str]) -> None:
+    if spec.max_tokens_only and "max_completion_tokens" in out:
+        mct = out.pop("max_completion_tokens")
+        if "max_tokens" not in out:
+            out["max_tokens"] = mct
+        changes.append("max_completion_tokens=max_tokens")
+    cap = target.max_output
+    mt = out.get("max_tokens")
+    if spec.cap_max_tokens and cap is not None and isinstance(mt, int) and mt > cap:
+        out["max_tokens"] = cap
+        changes.append("max_tokens=capped")
+
+
+def _tools(out: dict[str, Any], spec: DialectSpec, changes: list[str]) -> None:
+    tc = out.get("tool_choice")
+    if not spec.tool_choice_forcing and tc is not None and tc != "auto":
+        del out["tool_choice"]
+        if tc == "none":
+            # "auto" would let the model call a tool the client said not to: send no tools.
+            out.pop("tools", None)
+            changes.append("tools=dropped_for_tool_choice_none")
+        else:
+            changes.append("tool_choice=auto")
+    tools = out.get("tools")
+    if spec.drop_function_strict and isinstance(tools, list):
+        stripped = [_without_strict(t) for t in tools]
+        if any(new is not old for new, old in zip(stripped, tools, strict=True)):
+            out["tools"] = stripped
+            changes.append("tools.function.strict=dropped")
+
+
+def _without_strict(tool: Any) -> Any:
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(fn, dict) or "strict" not in fn:
+        return tool
+    return {**tool, "function": {k: v for k, v in fn.items() if k != "strict"}}
+
+
+def _response_format(out: dict[str, Any], spec: DialectSpec, changes: list[str]) -> None:
+    rf = out.get("response_format")
+    if spec.native_json_schema or not isinstance(rf, dict) or rf.get("type") != "json_schema":
+        return
+    js = rf.get("json_schema")
+    schema = js.get("schema", {}) if isinstance(js, dict) else {}
+    out["response_format"] = {"type": "json_object"}
+    prompt = SCHEMA_PROMPT.format(schema=orjson.dumps(schema).decode())
+    out["messages"] = [{"role": "system", "content": prompt}, *out["messages"]]
+    changes.append("response_format=json_object+schema_prompt")
+
+
+def _drop_image_detail(out: dict[str, Any], changes: list[str]) -> None:
+    messages = out.get("messages")
+    if not isinstance(messages, list):
+        return
+    new = [_message_without_detail(m) for m in messages]
+    if any(n is not m for n, m in zip(new, messages, strict=True)):
+        out["messages"] = new
+        changes.append("image_url.detail=dropped")
+
+
+def _message_without_detail(msg: Any) -> Any:
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if not isinstance(content, list):
+        return msg
+    parts = [_part_without_detail(p) for p in content]
+    if all(n is o for n, o in zip(parts, content, strict=True)):
+        return msg
+    return {**msg, "content": parts}
+
+
+def _part_without_detail(part: Any) -> Any:
+    img = part.get("image_url") if isinstance(part, dict) else None
+    if not isinstance(img, dict) or "detail" not in img:
+        return part
+    return {**part, "image_url": {k: v for k, v in img.items() if k != "detail"}}
+
+
+def _drop_fields(out: dict[str, Any], spec: DialectSpec, changes: list[str]) -> None:
+    for key in spec.drop_fields:
+        if key in out:
+            value = out.pop(key)
+            if key not in NO_OP_VALUES or value != NO_OP_VALUES[key]:
+                changes.append(f"{key}=dropped")
+
+
+def _user(out: dict[str, Any], spec: DialectSpec, changes: list[str]) -> None:
+    if spec.user_field is None or "user" not in out:
+        return
+    user = out.pop("user")
+    if isinstance(user, str) and 6 <= len(user) <= 128:
+        out[spec.user_field] = user
+        changes.append(f"user={spec.user_field}")
+    else:
+        changes.append("user=dropped")
+
+
+def _stream_options(out: dict[str, Any], spec: DialectSpec) -> None:
+    """Ask every stream for usage (the gateway meters it); the relay hides it if not asked.
+
+    Not reported: the client sees exactly the usage it asked for.
+    """
+    if out.get("stream") is not True:
+        return
+    if spec.usage_always:
+        out.pop("stream_options", None)
+        return
+    opts = out.get("stream_options")
+    if not (isinstance(opts, dict) and opts.get("include_usage") is True):
+        out["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+
+
+def client_wants_usage(body: dict[str, Any]) -> bool:
+    """Did the client ask for a final usage chunk (``stream_options.include_usage``)?"""
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True

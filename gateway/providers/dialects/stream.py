@@ -1,0 +1,131 @@
+"""Per-stream rewriting: one upstream's chunks turned into the stream the client asked for.
+
+A stream is relayed as raw bytes (only ``model`` rewritten) when its dialect's chunks are already
+OpenAI chunks, the variant writes no tags into content and no structured output is checked;
+then only events that may matter (usage, errors, failing finish reasons) are parsed. Otherwise
+each chunk is parsed and normalised here.
+
+Usage: the gateway asks every upstream for usage (it meters every stream). The client gets a
+final ``choices: []`` usage chunk exactly when it asked (``stream_options.include_usage``), also
+from hosts that put usage on the finish chunk (Z.ai / BigModel), and none otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.catalogue.catalogue import Target
+from gateway.providers.dialects.response import normalise_chunk
+from gateway.providers.dialects.spec import spec_for, tags_in_content
+from gateway.providers.dialects.tags import TagSplitter
+
+_TOP = ("id", "object", "created", "model")
+
+
+class StreamNormaliser:
+    """Rewrites the chunks of one committed stream for one target."""
+
+    __slots__ = ("_content", "_tags", "_top", "finish_reason", "include_usage", "raw", "target")
+
+    def __init__(self, target: Target, *, include_usage: bool, collect_content: bool) -> None:
+        self.target = target
+        self.include_usage = include_usage
+        self._tags = TagSplitter() if tags_in_content(target) else None
+        self._content: list[str] | None = [] if collect_content else None
+        self._top: dict[str, Any] = {}
+        self.finish_reason: str | None = None
+        self.raw = spec_for(target).raw_chunks and self._tags is None and not collect_content
+        """Byte relay: parse only events :meth:`keep_raw` must see."""
+
+    def keep_raw(self, obj: Any) -> bool:
+        """Raw relay: False for a usage chunk the client did not ask for (the gateway did)."""
+        return self.include_usage or not _usage_only(obj)
+
+    def chunk(self, obj: dict[str, Any]) -> bytes:
+        """The SSE bytes the client gets for one parsed upstream chunk (zero to two events)."""
+        normalise_chunk(obj, self.target)
+        if _usage_only(obj):
+            return _sse(obj) if self.include_usage else b""
+        self._top = {k: obj[k] for k in _TOP if k in obj}
+        choice = _first(obj)
+        delta = choice.get("delta") if choice else None
+        if choice is not None and isinstance(delta, dict):
+            fr = choice.get("finish_reason")
+            if isinstance(fr, str):
+                self.finish_reason = fr
+            self._split_tags(delta, final=isinstance(fr, str))
+            if self._content is not None and choice.get("index", 0) == 0:
+                text = delta.get("content")
+                if isinstance(text, str):
+                    self._content.append(text)
+        moved = _finish_usage(obj)
+        out = _sse(obj)
+        if moved is not None and self.include_usage:
+            out += _sse({**self._top, "choices": [], "usage": moved})
+        return out
+
+    def close(self) -> bytes:
+        """At ``[DONE]``: text still held back by the tag splitter, as one last delta."""
+        if self._tags is None:
+            return b""
+        reasoning, content = self._tags.flush()
+        if not (reasoning or content):
+            return b""
+        delta = _delta(reasoning, content)
+        if self._content is not None:
+            self._content.append(content)
+        return _sse({**self._top, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+
+    def content(self) -> str:
+        """The answer text the client received (only when built with ``collect_content``)."""
+        return "".join(self._content or ())
+
+    def _split_tags(self, delta: dict[str, Any], *, final: bool) -> None:
+        if self._tags is None:
+            return
+        text = delta.get("content")
+        reasoning, content = self._tags.feed(text) if isinstance(text, str) else ("", "")
+        if final:
+            r, c = self._tags.flush()
+            reasoning, content = reasoning + r, content + c
+        if "content" in delta or content:
+            delta["content"] = content
+        if reasoning:
+            before = delta.get("reasoning_content")
+            delta["reasoning_content"] = (before if isinstance(before, str) else "") + reasoning
+
+
+def _finish_usage(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Pop usage riding on the finish chunk (Z.ai): it goes in its own final chunk, if asked."""
+    usage = obj.get("usage")
+    choice = _first(obj)
+    if not isinstance(usage, dict) or choice is None or not choice.get("finish_reason"):
+        return None
+    del obj["usage"]
+    return usage
+
+
+def _first(obj: dict[str, Any]) -> dict[str, Any] | None:
+    choices = obj.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0]
+    return None
+
+
+def _usage_only(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("choices") == [] and isinstance(obj.get("usage"), dict)
+
+
+def _delta(reasoning: str, content: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if reasoning:
+        out["reasoning_content"] = reasoning
+    if content:
+        out["content"] = content
+    return out
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
