@@ -1,35 +1,151 @@
-"""Client authentication: the master key (virtual keys build on this)."""
+"""Client authentication: the master key and virtual keys (:mod:`gateway.keys`).
+
+Keys are compared in constant time and never logged, echoed or put in an error message.
+Virtual key records come from the state backend through :class:`KeyBook`, this replica's copy:
+a key it has not seen costs one lookup, then lives in the copy, which reloads (off the hot path)
+whenever the backend's keys version moves. Revocation does not wait for that: the backend checks
+it on every request (:meth:`gateway.state.base.StateStore.before`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from dataclasses import dataclass
 
 from gateway.catalogue.schema import AuthConfig
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.keys import KeyRecord, key_id_of, token_matches
+from gateway.state.base import StateStore
 
 ANONYMOUS = "anonymous"
 MASTER = "master"
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: ``anonymous`` (auth off), ``master``, or a virtual key's id."""
+
+    key_id: str
+    record: KeyRecord | None = None
+    """The virtual key's record; None for the master key and anonymous callers."""
+
+
+ANONYMOUS_CALLER = Caller(ANONYMOUS)
+MASTER_CALLER = Caller(MASTER)
+
+
+class KeyBook:
+    """This replica's copy of the virtual key records."""
+
+    def __init__(self, state: StateStore | None) -> None:
+        self._state = state
+        self._records: dict[str, KeyRecord] = {}
+        self._version: int | None = None
+        self._reload: asyncio.Task[None] | None = None
+
+    def cached(self, key_id: str) -> KeyRecord | None:
+        return self._records.get(key_id)
+
+    async def find(self, key_id: str) -> KeyRecord | None:
+        record = self._records.get(key_id)
+        if record is None and self._state is not None:
+            record = await self._state.get_key(key_id)
+            if record is not None:
+                self._records[key_id] = record
+        return record
+
+    def put(self, record: KeyRecord) -> None:
+        """A record this replica just wrote (admin API)."""
+        self._records[record.id] = record
+
+    def saw_version(self, version: int) -> None:
+        """The backend's keys version as of the last request: reload when it moved."""
+        if version == self._version or self._state is None:
+            return
+        first = self._version is None
+        self._version = version
+        if first and version == 0:
+            return
+        if self._reload is None or self._reload.done():
+            self._reload = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> None:
+        if self._state is None:
+            return
+        records = await self._state.list_keys()
+        self._records = {r.id: r for r in records}
+
+    async def aclose(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
+
+
 class Authenticator:
-    def __init__(self, cfg: AuthConfig) -> None:
+    def __init__(self, cfg: AuthConfig, keys: KeyBook | None = None) -> None:
         self._enabled = cfg.enabled
         self._master = cfg.master_key.encode() if cfg.master_key else None
+        self.keys = keys if keys is not None else KeyBook(None)
 
     @property
     def enabled(self) -> bool:
         return self._enabled
 
+    async def identify(self, authorization: str | None) -> Caller:
+        """Who is calling; raises AuthenticationFailed (401) for a missing, wrong or revoked key."""
+        if not self._enabled:
+            return ANONYMOUS_CALLER
+        key = _require_bearer(authorization)
+        if self._is_master(key):
+            return MASTER_CALLER
+        key_id = key_id_of(key)
+        record = await self.keys.find(key_id) if key_id is not None else None
+        return _virtual(record, key)
+
     def check(self, authorization: str | None) -> str:
-        """The key id of the caller; raises AuthenticationFailed. Never logs the key."""
+        """Like :meth:`identify` without a backend lookup (keys this replica has seen)."""
         if not self._enabled:
             return ANONYMOUS
-        key = _bearer(authorization)
-        if key is None:
-            raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>'.")
-        if self._master is not None and hmac.compare_digest(key.encode(), self._master):
+        key = _require_bearer(authorization)
+        if self._is_master(key):
             return MASTER
+        key_id = key_id_of(key)
+        return _virtual(self.keys.cached(key_id) if key_id else None, key).key_id
+
+    def require_master(self, authorization: str | None) -> None:
+        """Admin endpoints: the master key only (401 wrong key, 403 any other valid key)."""
+        if self._master is None:
+            raise PermissionDenied(
+                "The admin API needs a master key: set auth.master_key (GLM_GATEWAY_MASTER_KEY)."
+            )
+        key = _require_bearer(authorization)
+        if self._is_master(key):
+            return
+        key_id = key_id_of(key)
+        record = self.keys.cached(key_id) if key_id else None
+        if record is not None and token_matches(record, key):
+            raise PermissionDenied("The admin API takes the master key, not a virtual key.")
         raise AuthenticationFailed("Incorrect API key provided.")
+
+    def _is_master(self, key: str) -> bool:
+        return self._master is not None and hmac.compare_digest(key.encode(), self._master)
+
+
+def _virtual(record: KeyRecord | None, key: str) -> Caller:
+    if record is None or not token_matches(record, key):
+        raise AuthenticationFailed("Incorrect API key provided.")
+    if record.revoked:
+        raise AuthenticationFailed(
+            f"The API key {record.hint} was revoked. Ask the gateway's operator for a new key."
+        )
+    return Caller(record.id, record)
+
+
+def _require_bearer(value: str | None) -> str:
+    key = _bearer(value)
+    if key is None:
+        raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>'.")
+    return key
 
 
 def _bearer(value: str | None) -> str | None:

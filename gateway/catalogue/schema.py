@@ -158,15 +158,39 @@ class RoutingConfig(Strict):
     total_timeout_s: PositiveFloat = 300.0
 
 
+BudgetPeriod = Literal["hour", "day", "week", "month", "total"]
+BUDGET_PERIODS: tuple[str, ...] = ("hour", "day", "week", "month", "total")
+
+
+class KeyLimits(Strict):
+    """Limits of a virtual key; ``auth.key_defaults`` fills what a new key does not set."""
+
+    rpm: PositiveInt | None = None
+    """Requests per minute (sliding 60 s window)."""
+    tpm: PositiveInt | None = None
+    """Tokens per minute: reserved from the estimate, settled from ``usage``."""
+    budget_usd: Annotated[float, Field(ge=0)] | None = None
+    """Spend allowed per ``budget_period`` (usage x the deployment's price)."""
+    budget_period: BudgetPeriod = "month"
+    """UTC calendar hour/day/week (from Monday)/month, or ``total`` (never resets)."""
+    downgrade: bool = False
+    """Over budget: answer from the cheapest variant that still meets every need, if that
+    fits the remaining budget, instead of refusing."""
+
+
 class AuthConfig(Strict):
     enabled: bool = True
     master_key: str | None = None
+    key_defaults: KeyLimits = KeyLimits()
 
 
 class StateConfig(Strict):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
     redis_timeout_ms: PositiveInt = 50
+    """Longest wait for one Redis round trip before serving from local state (degraded)."""
+    redis_prefix: str = Field(default="glmgw", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
+    """Prefix of every Redis key, so several gateways (or tests) can share one server."""
 
 
 class BreakerConfig(Strict):
@@ -174,6 +198,13 @@ class BreakerConfig(Strict):
     """Consecutive failures that open a deployment's circuit."""
     cooldown_s: PositiveFloat = 30.0
     max_cooldown_s: PositiveFloat = 3600.0
+    error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Failure share in ``error_window_s`` that opens the circuit (with ``error_min_requests``)."""
+    error_window_s: Annotated[int, Field(ge=12, le=3600)] = 60
+    error_min_requests: PositiveInt = 20
+    """Attempts the window must hold before the error rate can open the circuit."""
+    probe_lease_s: PositiveFloat = 10.0
+    """How long a half-open circuit's single probe may take before another caller gets it."""
 
 
 class LoggingConfig(Strict):

@@ -1,21 +1,55 @@
-"""The StateStore seam: state that replicas must share (circuits, cooldowns, health).
+"""The StateStore seam: state that replicas must share.
 
-Two backends pass one contract suite (``tests/contract/test_state_contract.py``):
+Circuit breakers and cooldowns, rate-limit windows, budget spend, virtual key records and
+health. Two backends pass one contract suite (``tests/contract/test_state_contract.py``):
 :mod:`gateway.state.memory` (one process) and :mod:`gateway.state.redis` (many replicas).
-The router makes at most one call before forwarding (:meth:`StateStore.view`) and one after
-(:meth:`StateStore.record`).
+
+A request costs the backend two calls, each one round trip on Redis (one Lua script):
+:meth:`StateStore.before` with a :class:`Ticket` (the planned candidates, the token estimate,
+the key's limits and cost estimate) answers a :class:`View` (open circuits, saturated
+deployments, the key's verdict) and takes a :class:`Lease` (reserved counters, held probes);
+:meth:`StateStore.after` with a :class:`Report` records the attempts and settles the lease
+from the answer's ``usage``.
+
+Windows (both backends, same arithmetic): a count made at second ``t`` is held in bucket
+``t // size`` and counted while that bucket is one of the last ``n``. Rate limits use 60
+one-second buckets (a sliding minute); the breaker's error rate uses 12 buckets over
+``error_window_s``; cost reservations use 15 one-minute buckets, so a lease whose request
+never settles (a crashed replica) frees itself within a quarter of an hour.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from gateway.errors import GatewayError
+from gateway.keys import KeyRecord
+
+RATE_WINDOW = (1, 60)
+"""(bucket seconds, buckets) of per-minute limits."""
+RESERVE_WINDOW = (60, 15)
+"""(bucket seconds, buckets) of budget reservations."""
+ERROR_BUCKETS = 12
+LATENCY_ALPHA = 0.2
+
+REFUSED_REVOKED = "revoked"
+REFUSED_RPM = "rpm"
+REFUSED_TPM = "tpm"
+REFUSED_BUDGET = "budget"
+
+
+class StateUnavailable(GatewayError):
+    """The shared backend cannot do an admin operation now (the hot path never raises it)."""
+
+    status = 503
+    type = "server_error"
+    code = "state_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one upstream attempt did, as far as shared state cares."""
+    """What one upstream attempt did, as far as the breaker cares."""
 
     target_id: str
     ok: bool
@@ -23,16 +57,137 @@ class Outcome:
     failure_class: str | None = None
     cooldown_s: float | None = None
     """Open the circuit for at least this long (Retry-After, a quota reset, a bad key)."""
+    key_bad: bool = False
+    """The host refused this deployment's API key or account (auth, no balance): the decision
+    table's ``mark_key_bad``. Health/readiness show such a deployment as ``key_bad``."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentAsk:
+    """A planned candidate, in plan order, with the deployment's own limits."""
+
+    target_id: str
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAsk:
+    """A virtual key's limits and what this request would cost it."""
+
+    key_id: str
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_micros: int | None = None
+    period: str = "total"
+    """Budget period id (:func:`gateway.keys.period_window`)."""
+    period_end: float = float("inf")
+    cost_micros: int = 0
+    """Reservation: the most the planned candidates could cost."""
+    cheap_cost_micros: int | None = None
+    """Reservation if downgraded to the cheapest capable variant; None: no downgrade."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What a request asks of shared state before it is forwarded."""
+
+    candidates: tuple[DeploymentAsk, ...] = ()
+    tokens: int = 0
+    """Estimated tokens (prompt + output reserve), reserved on the key and first candidate."""
+    key: KeyAsk | None = None
+    reserve: bool = True
+    """False: only look (``/v1/route``): no probe taken, nothing counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVerdict:
+    refused: str | None
+    """None (allowed), or ``revoked``, ``rpm``, ``tpm``, ``budget``."""
+    retry_after_s: float = 0.0
+    downgraded: bool = False
+    rpm_limit: int | None = None
+    rpm_remaining: int = 0
+    rpm_reset_s: float = 0.0
+    tpm_limit: int | None = None
+    tpm_remaining: int = 0
+    tpm_reset_s: float = 0.0
+    budget_micros: int | None = None
+    spend_micros: int = 0
+    reserved_micros: int = 0
+    """Held by requests in flight (this one included when allowed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Saturation:
+    """A candidate deployment at its own configured limit."""
+
+    seconds: float
+    """Until it has room for this request; -1: this request alone is larger than the limit."""
+    kind: str
+    """``rpm`` or ``tpm``."""
+    limit: int
+
+    @property
+    def reason(self) -> str:
+        unit = "requests" if self.kind == "rpm" else "tokens"
+        return f"at its {self.kind} limit ({self.limit} {unit}/min)"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What :meth:`StateStore.before` took for one request; :meth:`StateStore.after` settles it."""
+
+    key_id: str | None = None
+    second: int = 0
+    """The rate-window bucket the reservation was counted in."""
+    tokens: int = 0
+    cost_micros: int = 0
+    period: str = "total"
+    period_end: float = float("inf")
+    deployment: str | None = None
+    """The first available candidate: one request and ``tokens`` reserved on it."""
+    probes: tuple[str, ...] = ()
+    """Half-open circuits whose single probe this request holds."""
+    shared: bool = True
+    """Taken in the shared backend; False when it came from a replica's local fallback."""
 
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """Shared state as the planner needs it before a request."""
+    """Shared state as the planner needs it, and this request's verdict."""
 
     open_circuits: dict[str, float] = field(default_factory=dict)
-    """target id -> seconds until it may be tried again."""
+    """target id -> seconds until it may be tried again (every open circuit, not only asked)."""
     latency_s: dict[str, float] = field(default_factory=dict)
-    """target id -> recent mean latency of successful attempts."""
+    """target id -> recent mean latency of successful attempts (asked candidates)."""
+    saturated: dict[str, Saturation] = field(default_factory=dict)
+    """Asked candidates at their own RPM/TPM."""
+    verdict: KeyVerdict | None = None
+    """None without a key, or when no candidate was available (then nothing is taken)."""
+    lease: Lease | None = None
+    keys_version: int = 0
+    """Bumped on every key change: replicas reload their key cache when it moves."""
+    degraded: bool = False
+    """Answered from a replica's local state because the shared backend did not answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What happened to a request, for :meth:`StateStore.after`."""
+
+    outcomes: tuple[Outcome, ...] = ()
+    attempts: tuple[str, ...] = ()
+    """Target id of every upstream attempt, in order (each counts against its RPM)."""
+    lease: Lease | None = None
+    answered_by: str | None = None
+    tokens: int = 0
+    """Tokens actually used (from ``usage``), counted on the key and ``answered_by``."""
+    cost_micros: int = 0
+    """Spend charged to the lease's key."""
+    id: str = ""
+    """Set by a backend that may deliver a report twice (a retry after a lost answer): the
+    second delivery of the same id is ignored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +202,36 @@ class Health:
     requests: int
     failures: int
     last_failure: str | None
+    window_requests: int = 0
+    window_failures: int = 0
+
+    @property
+    def error_rate(self) -> float | None:
+        """Failure share over the breaker's error window; None without attempts in it."""
+        return self.window_failures / self.window_requests if self.window_requests else None
 
 
 class StateStore(Protocol):
-    async def view(self, now: float) -> View:
-        """Open circuits and latencies. A circuit whose cooldown has passed turns half-open and
-        lets exactly one caller probe it (the first view() after expiry gets it closed-looking,
-        the others still see it open until that probe's outcome is recorded or its lease ends).
+    @property
+    def degraded(self) -> bool:
+        """True while serving from local state because the shared backend does not answer."""
+        ...
+
+    async def before(self, ticket: Ticket, now: float) -> View:
+        """One call before forwarding. Atomically: report open circuits and saturated
+        candidates; judge the key (revoked, RPM, TPM, budget incl. in-flight reservations);
+        when allowed and ``ticket.reserve``, count one request and ``ticket.tokens`` on the key
+        and on the first available candidate, reserve the cost, and take the single probe of
+        every half-open candidate (others keep seeing it open until the probe's outcome is
+        recorded or ``probe_lease_s`` passes). Nothing is taken when no candidate is available
+        or the key is refused.
         """
         ...
 
-    async def record(self, outcomes: Sequence[Outcome], now: float) -> None: ...
+    async def after(self, report: Report, now: float) -> None:
+        """One call after answering: breaker outcomes, attempts against deployment RPM,
+        token and spend settlement (actual minus reserved), unused probes released."""
+        ...
 
     async def health(self, now: float) -> list[Health]: ...
 
@@ -66,3 +240,15 @@ class StateStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+    async def put_key(self, record: KeyRecord) -> None:
+        """Create or replace a key record (revocation is a replace); bumps the keys version."""
+        ...
+
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    async def list_keys(self) -> list[KeyRecord]: ...
+
+    async def key_spend(self, key_id: str, period: str) -> int:
+        """Settled spend in micro-USD of ``key_id`` in budget period ``period``."""
+        ...

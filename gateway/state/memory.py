@@ -1,97 +1,241 @@
-"""In-memory StateStore: the embedded default for one process."""
+"""In-memory StateStore: the embedded default for one process (and Redis's local fallback).
+
+Every method runs without awaiting, so each call is atomic on the event loop, as a Lua script
+is on Redis.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable
 
 from gateway.catalogue.schema import BreakerConfig
-from gateway.state.base import Health, Outcome, View
-
-PROBE_LEASE_S = 10.0
-LATENCY_ALPHA = 0.2
-
-
-@dataclass(slots=True)
-class _Circuit:
-    consecutive: int = 0
-    trips: int = 0
-    open_until: float = 0.0
-    probe_until: float = 0.0
-    """While > now, one probe is in flight and others still see the circuit open."""
-    latency: float | None = None
-    requests: int = 0
-    failures: int = 0
-    last_failure: str | None = None
+from gateway.keys import KeyRecord
+from gateway.state.base import (
+    RATE_WINDOW,
+    REFUSED_BUDGET,
+    REFUSED_REVOKED,
+    REFUSED_RPM,
+    REFUSED_TPM,
+    RESERVE_WINDOW,
+    DeploymentAsk,
+    Health,
+    KeyAsk,
+    KeyVerdict,
+    Lease,
+    Report,
+    Saturation,
+    Ticket,
+    View,
+)
+from gateway.state.circuits import Circuit, error_bucket_s
+from gateway.state.windows import Window
 
 
 class MemoryState:
-    """Circuit breakers with growing cooldowns and half-open single probes, per target."""
+    """Circuits, limit windows, spend and key records of one process."""
 
     def __init__(self, breaker: BreakerConfig) -> None:
         self._cfg = breaker
-        self._circuits: dict[str, _Circuit] = {}
+        self._bucket_s = error_bucket_s(breaker)
+        self._circuits: dict[str, Circuit] = {}
+        self._windows: dict[str, Window] = {}
+        self._spend: dict[tuple[str, str], int] = {}
+        self._keys: dict[str, KeyRecord] = {}
+        self._keys_version = 0
 
-    async def view(self, now: float) -> View:
-        opened: dict[str, float] = {}
+    @property
+    def degraded(self) -> bool:
+        return False
+
+    # --- before / after ----------------------------------------------------------------------
+
+    async def before(self, ticket: Ticket, now: float) -> View:
+        opened = self._open(now)
         latency: dict[str, float] = {}
-        for tid, c in self._circuits.items():
-            if c.latency is not None:
-                latency[tid] = c.latency
-            if c.open_until > now:
-                opened[tid] = c.open_until - now
-            elif c.trips and c.consecutive:  # cooldown over, still tripped: half-open
-                if c.probe_until > now:
-                    opened[tid] = c.probe_until - now
-                else:
-                    c.probe_until = now + PROBE_LEASE_S  # this caller holds the probe
-        return View(opened, latency)
-
-    async def record(self, outcomes: Sequence[Outcome], now: float) -> None:
-        for o in outcomes:
-            c = self._circuits.setdefault(o.target_id, _Circuit())
-            c.requests += 1
-            if o.ok:
-                c.consecutive = 0
-                c.trips = 0
-                c.open_until = c.probe_until = 0.0
-                c.latency = (
-                    o.latency_s
-                    if c.latency is None
-                    else c.latency + LATENCY_ALPHA * (o.latency_s - c.latency)
-                )
+        saturated: dict[str, Saturation] = {}
+        available: list[DeploymentAsk] = []
+        for ask in ticket.candidates:
+            c = self._circuits.get(ask.target_id)
+            if c is not None and c.latency is not None:
+                latency[ask.target_id] = c.latency
+            if ask.target_id in opened:
                 continue
-            c.failures += 1
-            c.consecutive += 1
-            c.last_failure = o.failure_class
-            cooldown = trip_cooldown(self._cfg, c.consecutive, c.trips, o.cooldown_s)
-            if cooldown is not None:
-                c.trips += 1
-                c.open_until = max(c.open_until, now + cooldown)
-                c.probe_until = 0.0
+            sat = self._saturation(ask, ticket.tokens, now)
+            if sat is not None:
+                saturated[ask.target_id] = sat
+            else:
+                available.append(ask)
+        view = View(opened, latency, saturated, keys_version=self._keys_version)
+        if not available:
+            return view
+        verdict = self._judge(ticket.key, ticket.tokens, now) if ticket.key else None
+        if not ticket.reserve or (verdict is not None and verdict.refused):
+            return View(opened, latency, saturated, verdict, None, self._keys_version)
+        lease = self._take(ticket, verdict, available, now)
+        return View(opened, latency, saturated, verdict, lease, self._keys_version)
+
+    async def after(self, report: Report, now: float) -> None:
+        self.apply(report, now)
+
+    def apply(self, report: Report, now: float) -> None:
+        """:meth:`after`, callable from synchronous code (the Redis backend's fallback)."""
+        for o in report.outcomes:
+            self._circuit(o.target_id).record(self._cfg, o, now)
+        lease = report.lease
+        skip = lease.deployment if lease is not None else None
+        for tid in report.attempts:
+            if tid == skip:
+                skip = None
+                continue
+            self._window("d", tid, "r").add(now, 1)
+        if lease is None:
+            if report.answered_by and report.tokens:
+                self._window("d", report.answered_by, "t").add(now, report.tokens)
+            return
+        self._settle(report, lease, now, first_attempted=skip is None)
+
+    def _settle(self, report: Report, lease: Lease, now: float, first_attempted: bool) -> None:
+        sec = lease.second
+        if lease.deployment is not None:
+            if not first_attempted:
+                self._window("d", lease.deployment, "r").add(now, -1, sec)
+            self._window("d", lease.deployment, "t").add(now, -lease.tokens, sec)
+        if report.answered_by and report.tokens:
+            self._window("d", report.answered_by, "t").add(now, report.tokens, sec)
+        if lease.key_id is not None:
+            kid = lease.key_id
+            self._window("k", kid, "t").add(now, report.tokens - lease.tokens, sec)
+            reserve = self._reserve(kid)
+            reserve.add(now, -lease.cost_micros, reserve.bucket(sec))
+            if report.cost_micros:
+                spent = self._spend.get((kid, lease.period), 0)
+                self._spend[(kid, lease.period)] = spent + report.cost_micros
+        recorded = {o.target_id for o in report.outcomes}
+        for tid in lease.probes:
+            if tid not in recorded and tid in self._circuits:
+                self._circuits[tid].release_probe()
+
+    # --- pieces of before() ------------------------------------------------------------------
+
+    def _open(self, now: float) -> dict[str, float]:
+        opened: dict[str, float] = {}
+        for tid, c in self._circuits.items():
+            blocked = c.blocked_for(now)
+            if blocked is not None:
+                opened[tid] = blocked
+        return opened
+
+    def _saturation(self, ask: DeploymentAsk, tokens: int, now: float) -> Saturation | None:
+        if ask.rpm is not None:
+            w = self._window("d", ask.target_id, "r")
+            if w.total(now) + 1 > ask.rpm:
+                return Saturation(w.room_in(now, ask.rpm, 1), "rpm", ask.rpm)
+        if ask.tpm is not None:
+            w = self._window("d", ask.target_id, "t")
+            if w.total(now) + tokens > ask.tpm:
+                return Saturation(w.room_in(now, ask.tpm, tokens), "tpm", ask.tpm)
+        return None
+
+    def _judge(self, key: KeyAsk, tokens: int, now: float) -> KeyVerdict:
+        record = self._keys.get(key.key_id)
+        if record is None or record.revoked:
+            return KeyVerdict(REFUSED_REVOKED)
+        wr, wt = self._window("k", key.key_id, "r"), self._window("k", key.key_id, "t")
+        used_r, used_t = wr.total(now), wt.total(now)
+        spend = self._spend.get((key.key_id, key.period), 0)
+        reserved = self._reserve(key.key_id).total(now)
+        refused, retry, downgraded = None, 0.0, False
+        budget = key.budget_micros
+        if key.rpm is not None and used_r + 1 > key.rpm:
+            refused, retry = REFUSED_RPM, wr.room_in(now, key.rpm, 1)
+        elif key.tpm is not None and used_t + tokens > key.tpm:
+            refused, retry = REFUSED_TPM, wt.room_in(now, key.tpm, tokens)
+        elif budget is not None and spend + reserved + key.cost_micros > budget:
+            cheap = key.cheap_cost_micros
+            if cheap is not None and spend + reserved + cheap <= budget:
+                downgraded = True
+            else:
+                refused = REFUSED_BUDGET
+                retry = key.period_end - now if math.isfinite(key.period_end) else -1.0
+        taken = 0 if refused else 1
+        cost = 0 if refused else (key.cheap_cost_micros or 0) if downgraded else key.cost_micros
+        return KeyVerdict(
+            refused,
+            retry,
+            downgraded,
+            key.rpm,
+            max(0, (key.rpm or 0) - used_r - taken),
+            wr.reset_in(now) if refused else (wr.bucket(now) + wr.n) * wr.size - now,
+            key.tpm,
+            max(0, (key.tpm or 0) - used_t - tokens * taken),
+            wt.reset_in(now) if refused else (wt.bucket(now) + wt.n) * wt.size - now,
+            key.budget_micros,
+            spend,
+            reserved + cost,
+        )
+
+    def _take(
+        self, ticket: Ticket, verdict: KeyVerdict | None, available: list[DeploymentAsk], now: float
+    ) -> Lease:
+        probes: list[str] = []
+        for ask in available:
+            c = self._circuits.get(ask.target_id)
+            if c is not None and c.trips:
+                c.probe_until = now + self._cfg.probe_lease_s
+                probes.append(ask.target_id)
+        deployment = None
+        if verdict is None or not verdict.downgraded:
+            deployment = available[0].target_id
+            self._window("d", deployment, "r").add(now, 1)
+            self._window("d", deployment, "t").add(now, ticket.tokens)
+        key, cost = ticket.key, 0
+        if key is not None:
+            self._window("k", key.key_id, "r").add(now, 1)
+            self._window("k", key.key_id, "t").add(now, ticket.tokens)
+            downgraded = verdict is not None and verdict.downgraded
+            cost = (key.cheap_cost_micros or 0) if downgraded else key.cost_micros
+            self._reserve(key.key_id).add(now, cost)
+        return Lease(
+            key.key_id if key else None,
+            math.floor(now),
+            ticket.tokens,
+            cost,
+            key.period if key else "total",
+            key.period_end if key else math.inf,
+            deployment,
+            tuple(probes),
+        )
+
+    # --- storage -----------------------------------------------------------------------------
+
+    def _circuit(self, tid: str) -> Circuit:
+        c = self._circuits.get(tid)
+        if c is None:
+            c = self._circuits[tid] = Circuit(self._bucket_s)
+        return c
+
+    def _window(self, scope: str, name: str, metric: str) -> Window:
+        wid = f"{scope}:{name}:{metric}"
+        w = self._windows.get(wid)
+        if w is None:
+            w = self._windows[wid] = Window(*RATE_WINDOW)
+        return w
+
+    def _reserve(self, kid: str) -> Window:
+        wid = f"k:{kid}:reserve"
+        w = self._windows.get(wid)
+        if w is None:
+            w = self._windows[wid] = Window(*RESERVE_WINDOW)
+        return w
+
+    def forget_usage(self) -> None:
+        """Drop key counters and spend (the Redis backend calls this once it has resynced)."""
+        self._windows = {k: w for k, w in self._windows.items() if not k.startswith("k:")}
+        self._spend.clear()
 
     async def health(self, now: float) -> list[Health]:
-        out = []
-        for tid, c in sorted(self._circuits.items()):
-            state = "closed"
-            if c.open_until > now:
-                state = "open"
-            elif c.trips and c.consecutive:
-                state = "half_open"
-            out.append(
-                Health(
-                    tid,
-                    state,
-                    c.consecutive,
-                    c.trips,
-                    max(0.0, c.open_until - now),
-                    c.latency,
-                    c.requests,
-                    c.failures,
-                    c.last_failure,
-                )
-            )
-        return out
+        return [c.health(tid, now) for tid, c in sorted(self._circuits.items())]
 
     async def ping(self) -> bool:
         return True
@@ -99,19 +243,20 @@ class MemoryState:
     async def aclose(self) -> None:
         return None
 
+    async def put_key(self, record: KeyRecord) -> None:
+        self._keys[record.id] = record
+        self._keys_version += 1
 
-def trip_cooldown(
-    cfg: BreakerConfig, consecutive: int, trips: int, explicit: float | None
-) -> float | None:
-    """How long a failure opens the circuit, or None if it stays closed.
+    def mirror_keys(self, records: Iterable[KeyRecord]) -> None:
+        """Keep copies of shared key records (for the Redis backend's local fallback)."""
+        for r in records:
+            self._keys[r.id] = r
 
-    An explicit cooldown (Retry-After, quota reset, bad key) always opens it. Otherwise it
-    opens after ``failure_threshold`` consecutive failures, and at once when a half-open probe
-    fails, for ``cooldown_s`` doubled on each repeated trip, capped at ``max_cooldown_s``.
-    Shared by every backend.
-    """
-    if explicit is not None and explicit > 0:
-        return min(explicit, cfg.max_cooldown_s)
-    if consecutive < cfg.failure_threshold and trips == 0:
-        return None
-    return float(min(cfg.cooldown_s * (2 ** min(trips, 16)), cfg.max_cooldown_s))
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        return self._keys.get(key_id)
+
+    async def list_keys(self) -> list[KeyRecord]:
+        return sorted(self._keys.values(), key=lambda r: (r.created_at, r.id))
+
+    async def key_spend(self, key_id: str, period: str) -> int:
+        return self._spend.get((key_id, period), 0)

@@ -1,0 +1,96 @@
+"""``/admin/keys``: create, list, show and revoke virtual keys. Master key only.
+
+``POST /admin/keys`` answers the token once (``key``); only its SHA-256 is stored. ``DELETE``
+revokes (the record stays, so spend and the audit trail remain) and takes effect on every
+replica at its next request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from gateway.errors import InvalidRequest, NotFound
+from gateway.keys import MICROS, KeyRecord, KeySpec, new_key, period_window
+from gateway.services import Services
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def _spec(raw: bytes, s: Services) -> KeySpec:
+    try:
+        spec = KeySpec.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidRequest(f"Invalid key spec: {detail}.", code="invalid_key_spec") from None
+    unknown = [v for v in spec.allowed_variants or () if v not in s.config.catalogue.variants]
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown variant {unknown[0]!r} in allowed_variants; known: "
+            f"{', '.join(s.config.catalogue.variants)}.",
+            param="allowed_variants",
+            code="invalid_key_spec",
+        )
+    return spec
+
+
+async def describe(s: Services, record: KeyRecord, now: float) -> dict[str, Any]:
+    """A record as the API shows it, with its spend in the current budget period."""
+    period, end = period_window(record.budget_period, now)
+    spend = await s.state.key_spend(record.id, period)
+    out = record.public()
+    out["spend_usd"] = spend / MICROS
+    out["period_ends_at"] = None if end == float("inf") else end
+    return out
+
+
+async def _find(s: Services, key_id: str) -> KeyRecord:
+    record = await s.state.get_key(key_id)
+    if record is None:
+        raise NotFound(f"No virtual key with id {key_id!r}.", code="key_not_found")
+    return record
+
+
+def register_admin(app: FastAPI, s: Services) -> None:
+    @app.post("/admin/keys")
+    async def _create(request: Request) -> Response:
+        s.auth.require_master(request.headers.get("authorization"))
+        spec = _spec(await request.body(), s)
+        now = time.time()
+        token, record = new_key(spec, s.config.gateway.auth.key_defaults, now)
+        await s.state.put_key(record)
+        s.auth.keys.put(record)
+        out = await describe(s, record, now)
+        out["key"] = token
+        out["note"] = "Store this key now: the gateway keeps only its hash, never the key."
+        return _json(out, 201)
+
+    @app.get("/admin/keys")
+    async def _list(request: Request) -> Response:
+        s.auth.require_master(request.headers.get("authorization"))
+        now = time.time()
+        records = await s.state.list_keys()
+        return _json({"object": "list", "data": [await describe(s, r, now) for r in records]})
+
+    @app.get("/admin/keys/{key_id}")
+    async def _show(key_id: str, request: Request) -> Response:
+        s.auth.require_master(request.headers.get("authorization"))
+        return _json(await describe(s, await _find(s, key_id), time.time()))
+
+    @app.delete("/admin/keys/{key_id}")
+    async def _revoke(key_id: str, request: Request) -> Response:
+        s.auth.require_master(request.headers.get("authorization"))
+        now = time.time()
+        record = (await _find(s, key_id)).revoke(now)
+        await s.state.put_key(record)
+        s.auth.keys.put(record)
+        return _json(await describe(s, record, now))

@@ -1,0 +1,329 @@
+"""Admission and settlement: key permissions, rate limits and budgets around the planner.
+
+Per request, two calls to the state backend (one Redis round trip each)::
+
+    admit   key may use what the request needs? (403 otherwise) -> plan (pure, from the last
+            View this replica saw) -> StateStore.before(Ticket) -> 429/401 on a refused key,
+            cheaper variant on a budget downgrade, re-plan only if the View changed what the
+            plan assumed -> 503/429 when every capable deployment is open or at its limit
+    settle  StateStore.after(Report): breaker outcomes, attempts, tokens and spend from usage
+
+What a request reserves before it is forwarded: one request and ``prompt + output reserve``
+tokens on the key and on the first available deployment, and on the key's budget the most any
+candidate the router may try (the first ``max_attempts``) could cost (``prompt x input price +
+output reserve x output price``), so admitted requests can never spend past the budget unless a
+host bills more than ``max_tokens``. After the answer the tokens and spend are settled from
+``usage`` (an answer without ``usage`` is charged its reservation). Spend is integer micro-USD.
+A budget downgrade sends the request to the single cheapest capable deployment, no fallback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.auth import Caller, KeyBook
+from gateway.catalogue.catalogue import Config, Target
+from gateway.catalogue.needs import Needs
+from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
+from gateway.keys import KeyRecord, period_window
+from gateway.observability.metrics import Metrics
+from gateway.observability.timing import StageTimes
+from gateway.refusals import ratelimit_headers, refusal, unavailable
+from gateway.routing.planner import Plan, plan
+from gateway.state.base import (
+    REFUSED_REVOKED,
+    DeploymentAsk,
+    KeyAsk,
+    KeyVerdict,
+    Lease,
+    Outcome,
+    Report,
+    StateStore,
+    Ticket,
+    View,
+)
+
+
+@dataclass(slots=True)
+class Admitted:
+    plan: Plan
+    lease: Lease | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    """``x-ratelimit-*`` (keys with limits) and ``x-glm-budget-downgrade``."""
+
+
+@dataclass(slots=True)
+class _Cheap:
+    needs: Needs
+    cost_micros: int
+    variant: str
+
+
+class Snapshot:
+    """The last View this replica saw: what the planner assumes before asking again."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, float] = {}
+        self._full: dict[str, tuple[float, str]] = {}
+        self.latency: dict[str, float] = {}
+
+    def blocked(self, now: float) -> tuple[dict[str, float], dict[str, str]]:
+        opened = {t: u - now for t, u in self._open.items() if u > now}
+        return opened, {t: why for t, (u, why) in self._full.items() if u > now}
+
+    def blocked_ids(self, now: float) -> frozenset[str]:
+        opened, full = self.blocked(now)
+        return frozenset(opened) | frozenset(full)
+
+    def limited(self, now: float) -> dict[str, tuple[float, str]]:
+        return {t: (u - now, why) for t, (u, why) in self._full.items() if u > now}
+
+    def update(self, view: View, asked: Sequence[DeploymentAsk], now: float) -> None:
+        self._open = {t: now + s for t, s in view.open_circuits.items()}
+        for ask in asked:
+            self._full.pop(ask.target_id, None)
+        for tid, sat in view.saturated.items():
+            if sat.kind == "rpm" and sat.seconds > 0:  # TPM room depends on the request
+                self._full[tid] = (now + sat.seconds, sat.reason)
+        self.latency.update(view.latency_s)
+
+
+class Admission:
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        *,
+        keys: KeyBook | None = None,
+        metrics: Metrics | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._catalogue = config.catalogue
+        self._routing = config.gateway.routing
+        self._state = state
+        self._keys = keys
+        self._metrics = metrics
+        self._wall = wall
+        self._snap = Snapshot()
+
+    def _plan(self, needs: Needs, now: float, *, stateless: bool = False) -> Plan:
+        opened, full = ({}, {}) if stateless else self._snap.blocked(now)
+        return plan(
+            needs,
+            self._catalogue,
+            self._routing,
+            open_circuits=opened,
+            latency=self._snap.latency,
+            saturated=full,
+        )
+
+    async def admit(
+        self,
+        needs: Needs,
+        caller: Caller | None,
+        *,
+        reserve: bool = True,
+        times: StageTimes | None = None,
+    ) -> Admitted:
+        """Plan the request and take its lease; raises 401/403/429/503 as described above."""
+        now = self._wall()
+        record = caller.record if caller is not None else None
+        if record is not None:
+            restrict(needs, record)
+        assumed = self._snap.blocked_ids(now)
+        first = self._plan(needs, now)
+        asked = first if first.candidates else self._plan(needs, now, stateless=True)
+        if not asked.candidates:
+            return Admitted(first)
+        cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
+        ticket = self._ticket(needs, asked, record if reserve else None, cheap, reserve, now)
+        started = time.perf_counter()
+        view = await self._state.before(ticket, now)
+        if times is not None:
+            times.before_s = time.perf_counter() - started
+        self._snap.update(view, ticket.candidates, now)
+        if self._keys is not None:
+            self._keys.saw_version(view.keys_version)
+        return await self._decide(needs, view, ticket, cheap, first, assumed, now)
+
+    async def _decide(
+        self,
+        needs: Needs,
+        view: View,
+        ticket: Ticket,
+        cheap: _Cheap | None,
+        first: Plan,
+        assumed: frozenset[str],
+        now: float,
+    ) -> Admitted:
+        v = view.verdict
+        if v is not None and v.refused is not None:
+            raise self._refused(v, ticket)
+        headers = ratelimit_headers(v) if v is not None else []
+        final = first
+        if v is not None and v.downgraded and cheap is not None:
+            headers.append(("x-glm-budget-downgrade", f"{_first_variant(first)}->{cheap.variant}"))
+            needs = cheap.needs
+            if self._metrics is not None and ticket.key is not None:
+                self._metrics.budget_downgrades.labels(
+                    self._metrics.key_label(ticket.key.key_id)
+                ).inc()
+            final = self._plan(needs, now)
+        elif self._snap.blocked_ids(now) != assumed or not first.candidates:
+            final = self._plan(needs, now)
+        if not final.candidates and ticket.reserve:
+            await self._release(view.lease, now)
+            raise self._unavailable(needs, view, now)
+        return Admitted(final, view.lease, headers)
+
+    def _ticket(
+        self,
+        needs: Needs,
+        p: Plan,
+        record: KeyRecord | None,
+        cheap: _Cheap | None,
+        reserve: bool,
+        now: float,
+    ) -> Ticket:
+        tokens = needs.prompt.best + needs.output_tokens
+        # The router tries at most max_attempts candidates: only those are asked about.
+        tried = p.candidates[: self._routing.max_attempts]
+        asks = tuple(DeploymentAsk(c.target.id, c.target.rpm, c.target.tpm) for c in tried)
+        key = None
+        if record is not None:
+            period, end = period_window(record.budget_period, now)
+            cost = max(estimate_micros(c.target, needs) for c in tried)
+            key = KeyAsk(
+                record.id,
+                record.rpm,
+                record.tpm,
+                record.budget_micros,
+                period,
+                end,
+                cost,
+                cheap.cost_micros if cheap is not None else None,
+            )
+        return Ticket(asks, tokens, key, reserve)
+
+    def _cheap(self, needs: Needs, p: Plan, now: float) -> _Cheap | None:
+        """The cheapest deployment that meets every need, when its variant is not the first.
+
+        A downgraded request goes there alone (no fallback), so its reservation is exact.
+        """
+        cheap = dataclasses.replace(needs, policy="cost", fallback="none", pinned=None)
+        cp = self._plan(cheap, now)
+        if not cp.candidates:
+            return None
+        variant = cp.candidates[0].target.variant.id
+        if variant == _first_variant(p):
+            return None
+        cheap.allowed_variants = frozenset({variant})
+        cost = max(estimate_micros(c.target, cheap) for c in cp.candidates)
+        return _Cheap(cheap, cost, variant)
+
+    def _refused(self, v: KeyVerdict, ticket: Ticket) -> GatewayError:
+        reason = v.refused or "unknown"
+        if self._metrics is not None:
+            self._metrics.rate_limited.labels("key", reason).inc()
+        if reason == REFUSED_REVOKED:
+            return AuthenticationFailed("This API key was revoked.")
+        return refusal(v, ticket.tokens)
+
+    def _unavailable(self, needs: Needs, view: View, now: float) -> GatewayError:
+        bare = self._plan(needs, now, stateless=True)
+        blocked = [c.target.id for c in bare.candidates]
+        limited = self._snap.limited(now)
+        limited.update((t, (s.seconds, s.reason)) for t, s in view.saturated.items())
+        err = unavailable(blocked, view.open_circuits, limited)
+        if self._metrics is not None and isinstance(err, RateLimited):
+            self._metrics.rate_limited.labels("deployments", "rpm").inc()
+        return err
+
+    async def _release(self, lease: Lease | None, now: float) -> None:
+        if lease is not None:
+            await self._state.after(Report(lease=lease), now)
+
+    async def settle(
+        self,
+        lease: Lease | None,
+        outcomes: Sequence[Outcome],
+        attempts: Sequence[str],
+        target: Target | None,
+        usage: dict[str, Any] | None,
+    ) -> None:
+        """Record what happened and settle the lease from ``usage`` (one backend call)."""
+        if lease is None and not outcomes and not attempts:
+            return
+        tokens, cost = 0, 0
+        if target is not None:
+            tokens, cost = _charge(target, usage, lease)
+        report = Report(
+            tuple(outcomes),
+            tuple(attempts),
+            lease,
+            target.id if target is not None else None,
+            tokens,
+            cost,
+        )
+        await self._state.after(report, self._wall())
+
+
+def restrict(needs: Needs, record: KeyRecord) -> None:
+    """Narrow ``needs`` to what a virtual key may use; PermissionDenied (403) otherwise."""
+    caps = record.allowed_capabilities
+    if caps is not None:
+        denied = [c for c in needs.capabilities if c not in caps]
+        if denied:
+            raise PermissionDenied(
+                f"This API key may not use {', '.join(denied)}; it may use: "
+                f"{', '.join(caps) or 'no special capability'}.",
+                code="capability_not_allowed",
+            )
+    allowed = record.allowed_variants
+    if allowed is None:
+        return
+    if needs.pinned is not None and needs.pinned not in allowed:
+        raise PermissionDenied(
+            f"This API key may not use model {needs.pinned!r}; it may use: "
+            f"{', '.join(allowed)} (or 'auto').",
+            param="model",
+            code="model_not_allowed",
+        )
+    mine = frozenset(allowed)
+    current = needs.allowed_variants
+    needs.allowed_variants = mine if current is None else current & mine
+    if not needs.allowed_variants:
+        raise PermissionDenied(
+            f"This API key may use only {', '.join(allowed)}, none of which this route allows.",
+            param="model",
+            code="model_not_allowed",
+        )
+
+
+def estimate_micros(target: Target, needs: Needs) -> int:
+    """The most a request could cost on ``target``, in micro-USD (prices are per 1M tokens)."""
+    price = target.price
+    if price is None:
+        return 0
+    return math.ceil(needs.prompt.best * price.input + needs.output_tokens * price.output)
+
+
+def _charge(target: Target, usage: dict[str, Any] | None, lease: Lease | None) -> tuple[int, int]:
+    prompt = usage.get("prompt_tokens") if usage else None
+    completion = usage.get("completion_tokens") if usage else None
+    if isinstance(prompt, int) and isinstance(completion, int):
+        price = target.price
+        cost = 0 if price is None else math.ceil(prompt * price.input + completion * price.output)
+        return prompt + completion, cost
+    if lease is None:
+        return 0, 0
+    return lease.tokens, lease.cost_micros
+
+
+def _first_variant(p: Plan) -> str:
+    return p.candidates[0].target.variant.id if p.candidates else "none"

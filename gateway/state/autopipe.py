@@ -1,0 +1,87 @@
+"""Auto-pipelining for the hot-path scripts: calls made in one event-loop turn share a write.
+
+Under load many requests reach ``before`` or ``after`` in the same turn of the loop; sending
+their ``EVALSHA`` commands as one pipeline costs one write and one read instead of one each,
+and each request still makes exactly one round trip. A call waits at most for the end of the
+current turn. The client is the ``redis.asyncio`` one, used through its public methods only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+Call = tuple[str, list[Any], "asyncio.Future[Any]"]
+
+
+class AutoPipeline:
+    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+        self._client = client
+        self._source = scripts
+        self._sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in scripts.items()}
+        self._queue: list[Call] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def call(self, name: str, args: list[Any]) -> asyncio.Future[Any]:
+        """Queue one script call; the future gets its answer or its exception."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((name, args, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[Call]) -> None:
+        try:
+            results = await self._execute(batch)
+            missing = [i for i, r in enumerate(results) if _no_script(r)]
+            if missing:  # the server lost its scripts (a restart): load them, run those again
+                for name in {batch[i][0] for i in missing}:
+                    await self._client.script_load(self._source[name])
+                again = await self._execute([batch[i] for i in missing])
+                for i, r in zip(missing, again, strict=True):
+                    results[i] = r
+        except BaseException as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _execute(self, batch: list[Call]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name, args, _ in batch:
+                pipe.evalsha(self._sha[name], 0, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _no_script(result: Any) -> bool:
+    """redis-py answers a missing script with NoScriptError ("No matching script")."""
+    return isinstance(result, Exception) and (
+        type(result).__name__ == "NoScriptError" or "NOSCRIPT" in str(result)
+    )
+
+
+def consume(future: asyncio.Future[Any]) -> None:
+    """Done callback for a future nobody awaits any more: take its exception, if any."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,181 @@
+"""JSON in and out of the Lua scripts (:mod:`gateway.state.lua`).
+
+Absent values are left out rather than sent as ``null`` (cjson turns null into a truthy value).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from gateway.catalogue.schema import BreakerConfig
+from gateway.state.base import LATENCY_ALPHA, KeyVerdict, Lease, Report, Saturation, Ticket, View
+from gateway.state.circuits import error_bucket_s
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
+    doc: dict[str, Any] = {
+        "reserve": ticket.reserve,
+        "tokens": ticket.tokens,
+        "lease_s": breaker.probe_lease_s,
+        "cands": [
+            _compact({"id": c.target_id, "rpm": c.rpm, "tpm": c.tpm}) for c in ticket.candidates
+        ],
+    }
+    k = ticket.key
+    if k is not None:
+        doc["key"] = _compact(
+            {
+                "id": k.key_id,
+                "rpm": k.rpm,
+                "tpm": k.tpm,
+                "budget": k.budget_micros,
+                "period": k.period,
+                "pend": k.period_end if math.isfinite(k.period_end) else None,
+                "cost": k.cost_micros,
+                "cheap": k.cheap_cost_micros,
+            }
+        )
+    return orjson.dumps(doc)
+
+
+def _breaker(breaker: BreakerConfig) -> dict[str, Any]:
+    return {
+        "threshold": breaker.failure_threshold,
+        "cooldown": breaker.cooldown_s,
+        "maxc": breaker.max_cooldown_s,
+        "rate": breaker.error_rate,
+        "wsize": error_bucket_s(breaker),
+        "wmin": breaker.error_min_requests,
+        "alpha": LATENCY_ALPHA,
+    }
+
+
+def encode_report(report: Report, breaker: BreakerConfig) -> bytes:
+    doc: dict[str, Any] = {
+        "cfg": _breaker(breaker),
+        "outcomes": [
+            _compact(
+                {
+                    "id": o.target_id,
+                    "ok": o.ok,
+                    "lat": o.latency_s,
+                    "cls": o.failure_class,
+                    "cd": o.cooldown_s,
+                }
+            )
+            for o in report.outcomes
+        ],
+        "attempts": list(report.attempts),
+        "by": report.answered_by,
+        "tokens": report.tokens,
+        "cost": report.cost_micros,
+        "rid": report.id or None,
+    }
+    lease = report.lease
+    if lease is not None:
+        doc["lease"] = _compact(
+            {
+                "key": lease.key_id,
+                "second": lease.second,
+                "tokens": lease.tokens,
+                "cost": lease.cost_micros,
+                "period": lease.period,
+                "pend": lease.period_end if math.isfinite(lease.period_end) else None,
+                "dep": lease.deployment,
+                "probes": list(lease.probes),
+            }
+        )
+    return orjson.dumps(_compact(doc))
+
+
+def _items(obj: Any) -> dict[str, Any]:
+    """cjson writes an empty array as ``{}``; an empty map is the same either way."""
+    return obj if isinstance(obj, dict) else {}
+
+
+def _list(obj: Any) -> list[Any]:
+    return obj if isinstance(obj, list) else []
+
+
+def decode_view(raw: bytes | str, ticket: Ticket) -> View:
+    doc = orjson.loads(raw)
+    saturated = {
+        tid: Saturation(float(s[0]), str(s[1]), int(s[2]))
+        for tid, s in _items(doc.get("sat")).items()
+    }
+    verdict = _verdict(doc["verdict"]) if "verdict" in doc else None
+    lease = None
+    if "lease" in doc:
+        lease = _lease(doc["lease"], ticket)
+    return View(
+        {k: float(v) for k, v in _items(doc.get("open")).items()},
+        {k: float(v) for k, v in _items(doc.get("lat")).items()},
+        saturated,
+        verdict,
+        lease,
+        int(doc.get("ver", 0)),
+    )
+
+
+def _verdict(v: dict[str, Any]) -> KeyVerdict:
+    return KeyVerdict(
+        v.get("refused"),
+        float(v.get("retry", 0)),
+        bool(v.get("downgraded", False)),
+        _int(v.get("rpm")),
+        int(v.get("rpm_left", 0)),
+        float(v.get("rpm_reset", 0)),
+        _int(v.get("tpm")),
+        int(v.get("tpm_left", 0)),
+        float(v.get("tpm_reset", 0)),
+        _int(v.get("budget")),
+        int(v.get("spend", 0)),
+        int(v.get("reserved", 0)),
+    )
+
+
+def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
+    key = ticket.key
+    return Lease(
+        key.key_id if key else None,
+        int(doc["second"]),
+        ticket.tokens,
+        int(doc.get("cost", 0)),
+        key.period if key else "total",
+        key.period_end if key else math.inf,
+        doc.get("dep"),
+        tuple(_list(doc.get("probes"))),
+    )
+
+
+def _int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def decode_health_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Numbers out of a circuit hash as the HEALTH script returns it."""
+
+    def num(name: str) -> float:
+        try:
+            return float(row.get(name) or 0)
+        except ValueError:
+            return 0.0
+
+    return {
+        "consecutive": int(num("consecutive")),
+        "trips": int(num("trips")),
+        "open_until": num("open_until"),
+        "lat": float(row["lat"]) if row.get("lat") else None,
+        "requests": int(num("requests")),
+        "failures": int(num("failures")),
+        "last_failure": row.get("last_failure") or None,
+        "wr": int(num("wr")),
+        "wf": int(num("wf")),
+    }

@@ -1,0 +1,318 @@
+"""The Redis backend's Lua scripts: one per hot-path call, each atomic and one round trip.
+
+They mirror :mod:`gateway.state.memory`, :mod:`gateway.state.circuits` and
+:mod:`gateway.state.windows` line for line; the contract suite holds both to the same answers.
+Arguments: ``ARGV[1]`` key prefix, ``ARGV[2]`` now (epoch seconds), ``ARGV[3]`` a JSON
+document (:mod:`gateway.state.codec`); the answer is JSON too. Key names are built from the
+prefix inside the scripts, so this targets a standalone Redis (or Sentinel), not Redis Cluster.
+
+Keys (``P`` = prefix)::
+
+    P:cb:open            ZSET  tripped circuits -> until when they refuse callers
+    P:cb:ids             SET   every deployment ever recorded
+    P:cb:<tid>           HASH  consecutive trips open_until probe_until requests failures
+                               last_failure
+    P:lat                HASH  deployment -> mean latency of successes (EWMA), seconds
+    P:ew:<tid>:r|f       HASH  error-rate window buckets (attempts, failures)
+    P:rl:d|k:<id>:r|t    HASH  per-minute windows (requests, tokens) of a deployment / key
+    P:rs:<kid>           HASH  cost reservations in flight (micro-USD, one-minute buckets)
+    P:sp:<kid>:<period>  STR   settled spend in micro-USD
+    P:key:<kid>          HASH  json, revoked
+    P:keys               SET   key ids;  P:keys:ver  STR  bumped on every key change
+    P:done:<report id>   STR   reports already applied (a replayed one is skipped), 1 day
+"""
+
+from __future__ import annotations
+
+_HELPERS = """
+local P, now = ARGV[1], tonumber(ARGV[2])
+local RS, RN, CS, CN = 1, 60, 60, 15
+
+local function wsum(key, size, n)
+  local cur = math.floor(now / size)
+  local all = redis.call('HGETALL', key)
+  local sum, stale, live = 0, {}, {}
+  for i = 1, #all, 2 do
+    local b = tonumber(all[i])
+    if b <= cur - n then
+      stale[#stale + 1] = all[i]
+    else
+      local c = tonumber(all[i + 1])
+      sum = sum + c
+      live[#live + 1] = {b, c}
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  return sum, live
+end
+
+local function room_in(live, used, limit, need, size, n)
+  if need > limit then return -1 end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
+  local freed = 0
+  for _, e in ipairs(live) do
+    freed = freed + e[2]
+    if used - freed + need <= limit then return (e[1] + n) * size - now end
+  end
+  return 0
+end
+
+local function reset_in(live, size, n)
+  local newest = nil
+  for _, e in ipairs(live) do
+    if newest == nil or e[1] > newest then newest = e[1] end
+  end
+  if newest == nil then return 0 end
+  return (newest + n) * size - now
+end
+
+local function wadd(key, bucket, amount, size, n)
+  local cur = math.floor(now / size)
+  if amount == 0 or bucket <= cur - n then return end
+  if redis.call('HINCRBY', key, bucket, amount) == amount then  -- a new bucket: newest TTL
+    redis.call('EXPIRE', key, (n + 1) * size)
+  end
+end
+"""
+
+BEFORE = (
+    _HELPERS
+    + """
+local t = cjson.decode(ARGV[3])
+local out = {open = {}, lat = {}, sat = {}}
+out.ver = tonumber(redis.call('GET', P .. ':keys:ver') or '0')
+local OPEN = P .. ':cb:open'
+local tripped = {}
+local zl = redis.call('ZRANGE', OPEN, 0, -1, 'WITHSCORES')
+for i = 1, #zl, 2 do
+  local until_ = tonumber(zl[i + 1])
+  tripped[zl[i]] = true
+  if until_ > now then out.open[zl[i]] = until_ - now end
+end
+
+local function saturation(c)
+  local base = P .. ':rl:d:' .. c.id
+  if c.rpm then
+    local used, live = wsum(base .. ':r', RS, RN)
+    if used + 1 > c.rpm then return {room_in(live, used, c.rpm, 1, RS, RN), 'rpm', c.rpm} end
+  end
+  if c.tpm then
+    local used, live = wsum(base .. ':t', RS, RN)
+    if used + t.tokens > c.tpm then
+      return {room_in(live, used, c.tpm, t.tokens, RS, RN), 'tpm', c.tpm}
+    end
+  end
+  return nil
+end
+
+local avail, half, ids = {}, {}, {}
+for i, c in ipairs(t.cands) do
+  ids[i] = c.id
+  if out.open[c.id] == nil then
+    local sat = saturation(c)
+    if sat then
+      out.sat[c.id] = sat
+    else
+      avail[#avail + 1] = c
+      if tripped[c.id] then half[#half + 1] = c.id end
+    end
+  end
+end
+if #ids > 0 then
+  local lats = redis.call('HMGET', P .. ':lat', unpack(ids))
+  for i, id in ipairs(ids) do
+    if lats[i] then out.lat[id] = tonumber(lats[i]) end
+  end
+end
+if #avail == 0 then return cjson.encode(out) end
+
+local function judge(k)
+  local revoked = redis.call('HGET', P .. ':key:' .. k.id, 'revoked')
+  if revoked ~= '0' then return {refused = 'revoked', retry = 0} end
+  local base = P .. ':rl:k:' .. k.id
+  local ur, lr = wsum(base .. ':r', RS, RN)
+  local ut, lt = wsum(base .. ':t', RS, RN)
+  local spend = tonumber(redis.call('GET', P .. ':sp:' .. k.id .. ':' .. k.period) or '0')
+  local reserved = wsum(P .. ':rs:' .. k.id, CS, CN)
+  local v = {retry = 0, spend = spend, budget = k.budget, rpm = k.rpm, tpm = k.tpm}
+  if k.rpm and ur + 1 > k.rpm then
+    v.refused, v.retry = 'rpm', room_in(lr, ur, k.rpm, 1, RS, RN)
+  elseif k.tpm and ut + t.tokens > k.tpm then
+    v.refused, v.retry = 'tpm', room_in(lt, ut, k.tpm, t.tokens, RS, RN)
+  elseif k.budget and spend + reserved + k.cost > k.budget then
+    if k.cheap and spend + reserved + k.cheap <= k.budget then
+      v.downgraded = true
+    else
+      v.refused, v.retry = 'budget', (k.pend and (k.pend - now) or -1)
+    end
+  end
+  local taken = v.refused and 0 or 1
+  v.cost = (v.refused and 0) or (v.downgraded and k.cheap) or k.cost
+  v.rpm_left = math.max(0, (k.rpm or 0) - ur - taken)
+  v.tpm_left = math.max(0, (k.tpm or 0) - ut - t.tokens * taken)
+  local full = (math.floor(now / RS) + RN) * RS - now
+  v.rpm_reset = v.refused and reset_in(lr, RS, RN) or full
+  v.tpm_reset = v.refused and reset_in(lt, RS, RN) or full
+  v.reserved = reserved + v.cost
+  return v
+end
+
+local v = nil
+if t.key then
+  v = judge(t.key)
+  out.verdict = v
+end
+if not t.reserve or (v and v.refused) then return cjson.encode(out) end
+
+local probes = {}
+for _, id in ipairs(half) do
+  redis.call('HSET', P .. ':cb:' .. id, 'probe_until', tostring(now + t.lease_s))
+  redis.call('ZADD', OPEN, now + t.lease_s, id)
+  probes[#probes + 1] = id
+end
+local sec = math.floor(now)
+local lease = {second = sec, cost = 0, probes = probes}
+if not (v and v.downgraded) then
+  local base = P .. ':rl:d:' .. avail[1].id
+  wadd(base .. ':r', sec, 1, RS, RN)
+  wadd(base .. ':t', sec, t.tokens, RS, RN)
+  lease.dep = avail[1].id
+end
+if t.key then
+  local base = P .. ':rl:k:' .. t.key.id
+  wadd(base .. ':r', sec, 1, RS, RN)
+  wadd(base .. ':t', sec, t.tokens, RS, RN)
+  wadd(P .. ':rs:' .. t.key.id, math.floor(now / CS), v.cost, CS, CN)
+  lease.cost = v.cost
+end
+out.lease = lease
+return cjson.encode(out)
+"""
+)
+
+AFTER = (
+    _HELPERS
+    + """
+local r = cjson.decode(ARGV[3])
+if r.rid and not redis.call('SET', P .. ':done:' .. r.rid, 1, 'NX', 'EX', 86400) then
+  return 0
+end
+local cfg = r.cfg
+local OPEN = P .. ':cb:open'
+
+local function rate_hit(id)
+  local seen = wsum(P .. ':ew:' .. id .. ':r', cfg.wsize, 12)
+  if seen < cfg.wmin then return false end
+  local failed = wsum(P .. ':ew:' .. id .. ':f', cfg.wsize, 12)
+  return failed >= cfg.rate * seen
+end
+
+local function circuit(o)
+  local key = P .. ':cb:' .. o.id
+  redis.call('SADD', P .. ':cb:ids', o.id)
+  local c = redis.call('HMGET', key, 'consecutive', 'trips', 'open_until')
+  local consecutive, trips = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+  local open_until = tonumber(c[3]) or 0
+  local eb = math.floor(now / cfg.wsize)
+  redis.call('HINCRBY', key, 'requests', 1)
+  wadd(P .. ':ew:' .. o.id .. ':r', eb, 1, cfg.wsize, 12)
+  if o.ok then
+    local lat = tonumber(redis.call('HGET', P .. ':lat', o.id))
+    lat = lat and (lat + cfg.alpha * (o.lat - lat)) or o.lat
+    redis.call('HSET', P .. ':lat', o.id, tostring(lat))
+    redis.call('HSET', key, 'consecutive', 0)
+    if open_until <= now then
+      redis.call('HSET', key, 'trips', 0, 'open_until', 0, 'probe_until', 0)
+      redis.call('ZREM', OPEN, o.id)
+    end
+    return
+  end
+  redis.call('HINCRBY', key, 'failures', 1)
+  wadd(P .. ':ew:' .. o.id .. ':f', eb, 1, cfg.wsize, 12)
+  consecutive = consecutive + 1
+  redis.call('HSET', key, 'consecutive', consecutive, 'last_failure', o.cls or '')
+  local explicit = (o.cd and o.cd > 0) and o.cd or nil
+  if open_until > now then
+    if explicit then
+      local u = math.max(open_until, now + math.min(explicit, cfg.maxc))
+      redis.call('HSET', key, 'open_until', tostring(u))
+      local held = tonumber(redis.call('HGET', key, 'probe_until') or '0')
+      redis.call('ZADD', OPEN, math.max(u, held), o.id)
+    end
+    return
+  end
+  local cd = nil
+  if explicit then
+    cd = math.min(explicit, cfg.maxc)
+  elseif trips > 0 or consecutive >= cfg.threshold or rate_hit(o.id) then
+    cd = math.min(cfg.cooldown * 2 ^ math.min(trips, 16), cfg.maxc)
+  end
+  if cd then
+    redis.call('HSET', key, 'trips', trips + 1, 'open_until', tostring(now + cd), 'probe_until', 0)
+    redis.call('ZADD', OPEN, now + cd, o.id)
+  end
+end
+
+local recorded = {}
+for _, o in ipairs(r.outcomes) do
+  circuit(o)
+  recorded[o.id] = true
+end
+
+local lease = r.lease
+local skip = lease and lease.dep
+local sec = math.floor(now)
+for _, id in ipairs(r.attempts) do
+  if id == skip then
+    skip = nil
+  else
+    wadd(P .. ':rl:d:' .. id .. ':r', sec, 1, RS, RN)
+  end
+end
+if not lease then
+  if r.by and r.tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', sec, r.tokens, RS, RN) end
+  return 1
+end
+local ls = lease.second
+if lease.dep then
+  if skip then wadd(P .. ':rl:d:' .. lease.dep .. ':r', ls, -1, RS, RN) end
+  wadd(P .. ':rl:d:' .. lease.dep .. ':t', ls, -lease.tokens, RS, RN)
+end
+if r.by and r.tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', ls, r.tokens, RS, RN) end
+if lease.key then
+  wadd(P .. ':rl:k:' .. lease.key .. ':t', ls, r.tokens - lease.tokens, RS, RN)
+  wadd(P .. ':rs:' .. lease.key, math.floor(ls / CS), -lease.cost, CS, CN)
+  if r.cost > 0 then
+    local sp = P .. ':sp:' .. lease.key .. ':' .. lease.period
+    redis.call('INCRBY', sp, r.cost)
+    if lease.pend then redis.call('EXPIREAT', sp, math.floor(lease.pend) + 90 * 86400) end
+  end
+end
+for _, id in ipairs(lease.probes) do
+  local key = P .. ':cb:' .. id
+  if not recorded[id] and redis.call('ZSCORE', OPEN, id) then
+    redis.call('HSET', key, 'probe_until', 0)
+    redis.call('ZADD', OPEN, tonumber(redis.call('HGET', key, 'open_until') or '0'), id)
+  end
+end
+return 1
+"""
+)
+
+HEALTH = (
+    _HELPERS
+    + """
+local wsize = tonumber(ARGV[3])
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', P .. ':cb:ids')) do
+  local h = redis.call('HGETALL', P .. ':cb:' .. id)
+  local e = {id = id, wr = wsum(P .. ':ew:' .. id .. ':r', wsize, 12)}
+  e.wf = wsum(P .. ':ew:' .. id .. ':f', wsize, 12)
+  for i = 1, #h, 2 do e[h[i]] = h[i + 1] end
+  e.lat = redis.call('HGET', P .. ':lat', id) or nil
+  out[#out + 1] = e
+end
+if #out == 0 then return '[]' end
+return cjson.encode(out)
+"""
+)

@@ -1,0 +1,384 @@
+"""Redis StateStore: shared by every replica; the only module that imports ``redis``.
+
+Each hot-path call is one Lua script (:mod:`gateway.state.lua`): one round trip, atomic; calls
+made in the same event-loop turn share a pipeline (:mod:`gateway.state.autopipe`). A
+request never waits more than ``redis_timeout_ms`` for it: past that it is served from this
+replica's :class:`~gateway.state.memory.MemoryState`, while the call itself runs on. If it then
+lands, Redis is fine (the event loop was just busy): a late ``before`` gives back the lease it
+took, a late ``after`` counted. If it fails, or too many calls are late at once, the backend
+turns *degraded* (:mod:`gateway.state.outage`): calls go straight to local state, ``after``
+reports are journaled, and a background task pings Redis. Once it answers, the replica replays
+the journal (each report carries an id, so none counts twice), re-creates key records Redis
+lost (a restart without persistence) and goes back to shared state.
+
+While degraded, limits hold per replica: circuits from its own outcomes, RPM/TPM from its own
+counts, budgets from the last shared spend it saw plus its own since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.catalogue.schema import BreakerConfig
+from gateway.keys import KeyRecord
+from gateway.observability.metrics import Metrics
+from gateway.state import lua
+from gateway.state.autopipe import AutoPipeline, consume
+from gateway.state.base import Health, Lease, Report, StateUnavailable, Ticket, View
+from gateway.state.circuits import error_bucket_s
+from gateway.state.codec import decode_health_row, decode_view, encode_report, encode_ticket
+from gateway.state.memory import MemoryState
+from gateway.state.outage import Outage
+
+T = TypeVar("T")
+_ERRORS = (RedisError, OSError, TimeoutError)
+MAX_LATE = 256
+"""Calls past their timeout and still running; more than this and Redis counts as down (each
+holds a connection). A call that never lands fails at the socket timeout anyway."""
+REPLAY_CHUNK = 200
+ANSWERED, LATE, NOT_SENT = "answered", "late", "not_sent"
+Landed = Callable[[Any], None]
+"""Told the result of a call that came back after its timeout (None: it failed)."""
+
+
+class RedisState:
+    def __init__(
+        self,
+        url: str,
+        breaker: BreakerConfig,
+        *,
+        timeout_ms: int = 50,
+        prefix: str = "glmgw",
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._cfg = breaker
+        self._timeout = timeout_ms / 1000
+        self._slow_timeout = max(1.0, 4 * self._timeout)
+        """Calls off the hot path (admin, health, resync), and the socket timeout."""
+        self._p = prefix
+        no_retry = Retry(NoBackoff(), 0)
+        self._pool = ConnectionPool.from_url(
+            url,
+            socket_timeout=self._slow_timeout,
+            socket_connect_timeout=self._slow_timeout,
+            retry=no_retry,
+        )
+        self._r = Redis(connection_pool=self._pool, retry=no_retry)
+        self._auto = AutoPipeline(self._r, {"before": lua.BEFORE, "after": lua.AFTER})
+        self._after = self._r.register_script(lua.AFTER)
+        self._health = self._r.register_script(lua.HEALTH)
+        self._local = MemoryState(breaker)
+        self._metrics = metrics
+        self._where = _where(url)
+        self._outage = Outage(self._where, metrics)
+        self._late = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._known: dict[str, tuple[str, int]] = {}
+        """key id -> (period, shared spend + reservations) at this replica's last look."""
+        self._keys_version = 0
+
+    @property
+    def degraded(self) -> bool:
+        return self._outage.degraded
+
+    # --- hot path ----------------------------------------------------------------------------
+
+    async def before(self, ticket: Ticket, now: float) -> View:
+        payload = encode_ticket(ticket, self._cfg)
+        giver = self._giver(ticket, now)
+        got, raw = await self._script("before", payload, now, giver)
+        if got != ANSWERED:
+            return await self._local_before(ticket, now)
+        view = decode_view(raw, ticket)
+        self._keys_version = view.keys_version
+        v = view.verdict
+        if ticket.key is not None and v is not None and v.refused is None:
+            self._known[ticket.key.key_id] = (ticket.key.period, v.spend_micros + v.reserved_micros)
+        return view
+
+    async def _local_before(self, ticket: Ticket, now: float) -> View:
+        key = ticket.key
+        if key is not None and key.budget_micros is not None:
+            period, known = self._known.get(key.key_id, (key.period, 0))
+            if period == key.period:
+                budget = max(0, key.budget_micros - known)
+                ticket = replace(ticket, key=replace(key, budget_micros=budget))
+        view = await self._local.before(ticket, now)
+        lease = replace(view.lease, shared=False) if view.lease is not None else None
+        return replace(view, lease=lease, keys_version=self._keys_version, degraded=True)
+
+    def _giver(self, ticket: Ticket, now: float) -> Landed:
+        """For a ``before`` that lands late: give back the lease it took (the request went on
+        with a local one)."""
+
+        def landed(raw: Any) -> None:
+            lease = decode_view(raw, ticket).lease if raw is not None else None
+            if lease is not None:
+                tried = (lease.deployment,) if lease.deployment else ()
+                self._spawn(self.after(Report(attempts=tried, lease=lease), now))
+
+        return landed
+
+    async def after(self, report: Report, now: float) -> None:
+        report = replace(report, id=report.id or os.urandom(8).hex())
+        lease = report.lease
+        local_lease = lease is not None and not lease.shared
+        if local_lease:
+            self._local.apply(report, now)
+            report = replace(report, lease=_charge_only(lease))
+        else:
+            self._local.apply(Report(outcomes=report.outcomes), now)
+
+        def landed(result: Any) -> None:
+            if result is None:
+                self._undelivered(report, local_lease, now)
+
+        payload = encode_report(report, self._cfg)
+        got, _ = await self._script("after", payload, now, landed)
+        if got == NOT_SENT:
+            self._undelivered(report, local_lease, now)
+
+    def _undelivered(self, report: Report, local_lease: bool, now: float) -> None:
+        """Journal for the resync; count the spend locally so budgets hold meanwhile."""
+        self._outage.remember(report, now)
+        if not local_lease and report.lease is not None:
+            charge = Report(
+                lease=_charge_only(report.lease),
+                answered_by=report.answered_by,
+                tokens=report.tokens,
+                cost_micros=report.cost_micros,
+            )
+            self._local.apply(charge, now)
+
+    async def _script(self, op: str, payload: bytes, now: float, landed: Landed) -> tuple[str, Any]:
+        """``(ANSWERED, answer)``; ``(LATE, None)``: still running, ``landed`` will be told;
+        ``(NOT_SENT, None)``: degraded, or it failed."""
+        if self._outage.degraded:
+            return NOT_SENT, None
+        started = time.perf_counter()
+        call = self._auto.call(op, [self._p, repr(now), payload])
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(consume)
+            raise
+        except _ERRORS:
+            if call.done() and not call.cancelled():
+                failed = call.exception()
+                self._observe(op, started, ok=failed is None)
+                if failed is None:  # it landed as the timeout fired
+                    return ANSWERED, call.result()
+                self._degrade(op, failed)
+                return NOT_SENT, None
+            self._observe(op, started, ok=False)
+            self._late += 1
+            call.add_done_callback(lambda c: self._landed(op, c, landed))
+            if self._late > MAX_LATE:
+                self._degrade(op, TimeoutError(f"{self._late} calls past {self._timeout}s"))
+            return LATE, None
+        self._observe(op, started)
+        return ANSWERED, result
+
+    def _landed(self, op: str, call: asyncio.Future[Any], landed: Landed) -> None:
+        self._late -= 1
+        exc = None if call.cancelled() else call.exception()
+        if call.cancelled() or exc is not None:
+            if exc is not None:
+                self._degrade(op, exc)
+            landed(None)
+            return
+        landed(call.result())
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- degraded mode and resync ------------------------------------------------------------
+
+    def _observe(self, op: str, started: float, ok: bool = True) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_state("redis", op, time.perf_counter() - started, ok)
+
+    def _degrade(self, op: str, exc: BaseException) -> None:
+        self._outage.begin(op, exc, self._recover)
+
+    async def _recover(self) -> int:
+        """One recovery attempt; raises while Redis is not back. Returns reports replayed."""
+        await self._pool.disconnect()  # connections to a server that went away are dead
+        async with asyncio.timeout(self._slow_timeout):
+            await self._r.ping()
+        batch = self._outage.take()
+        sent = 0
+        try:
+            while sent < len(batch):
+                chunk = batch[sent : sent + REPLAY_CHUNK]
+                async with asyncio.timeout(self._slow_timeout):
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        for report, at in chunk:
+                            payload = encode_report(report, self._cfg)
+                            await self._after(args=[self._p, repr(at), payload], client=pipe)
+                        await pipe.execute()
+                sent += len(chunk)
+            await self._reseed_keys()
+        except BaseException:
+            self._outage.put_back(batch[sent:])
+            raise
+        self._local.forget_usage()
+        return sent
+
+    async def _reseed_keys(self) -> None:
+        records = await self._local.list_keys()
+        if not records:
+            return
+        async with asyncio.timeout(self._slow_timeout):
+            async with self._r.pipeline(transaction=False) as pipe:
+                for r in records:
+                    name = f"{self._p}:key:{r.id}"
+                    pipe.hsetnx(name, "json", r.to_json())
+                    pipe.hsetnx(name, "revoked", "1" if r.revoked else "0")
+                    pipe.sadd(f"{self._p}:keys", r.id)
+                await pipe.execute()
+
+    # --- off the hot path --------------------------------------------------------------------
+
+    async def _slow(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        if self._outage.degraded:
+            raise StateUnavailable(self._unavailable())
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._slow_timeout):
+                result = await call()
+        except _ERRORS as exc:
+            self._observe(op, started, ok=False)
+            self._degrade(op, exc)
+            raise StateUnavailable(self._unavailable()) from None
+        self._observe(op, started)
+        return result
+
+    def _unavailable(self) -> str:
+        return f"The shared state backend (redis at {self._where}) is not answering; retry soon."
+
+    async def health(self, now: float) -> list[Health]:
+        wsize = error_bucket_s(self._cfg)
+        try:
+            raw = await self._slow(
+                "health", lambda: self._health(args=[self._p, repr(now), str(wsize)])
+            )
+        except StateUnavailable:
+            return await self._local.health(now)
+        rows = orjson.loads(raw)
+        healths = (_health(row, now) for row in (rows if isinstance(rows, list) else []))
+        return sorted(healths, key=lambda h: h.target_id)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._slow("ping", self._ping))
+        except StateUnavailable:
+            return False
+
+    async def _ping(self) -> bool:
+        return bool(await self._r.ping())
+
+    async def aclose(self) -> None:
+        self._outage.close()
+        self._auto.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._r.aclose(close_connection_pool=True)
+
+    async def put_key(self, record: KeyRecord) -> None:
+        name = f"{self._p}:key:{record.id}"
+
+        async def put() -> None:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hset(name, mapping={"json": record.to_json(), "revoked": int(record.revoked)})
+                pipe.sadd(f"{self._p}:keys", record.id)
+                pipe.incr(f"{self._p}:keys:ver")
+                await pipe.execute()
+
+        await self._slow("key_put", put)
+        self._local.mirror_keys([record])
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        try:
+            raw = await self._slow(
+                "key_lookup", lambda: self._r.hget(f"{self._p}:key:{key_id}", "json")
+            )
+        except StateUnavailable:
+            return await self._local.get_key(key_id)
+        if raw is None:
+            return None
+        record = KeyRecord.from_json(raw)
+        self._local.mirror_keys([record])
+        return record
+
+    async def list_keys(self) -> list[KeyRecord]:
+        try:
+            raws = await self._slow("keys_list", self._all_keys)
+        except StateUnavailable:
+            return await self._local.list_keys()
+        records = [KeyRecord.from_json(r) for r in raws if r is not None]
+        self._local.mirror_keys(records)
+        return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    async def _all_keys(self) -> list[bytes | None]:
+        ids = await self._r.smembers(f"{self._p}:keys")
+        if not ids:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for kid in sorted(k.decode() if isinstance(k, bytes) else k for k in ids):
+                pipe.hget(f"{self._p}:key:{kid}", "json")
+            return list(await pipe.execute())
+
+    async def key_spend(self, key_id: str, period: str) -> int:
+        try:
+            raw = await self._slow("spend", lambda: self._r.get(f"{self._p}:sp:{key_id}:{period}"))
+        except StateUnavailable:
+            return await self._local.key_spend(key_id, period)
+        return int(raw or 0)
+
+
+def _charge_only(lease: Lease | None) -> Lease | None:
+    """The part of a lease that charges (key, period) without releasing any reservation."""
+    if lease is None:
+        return None
+    return Lease(lease.key_id, lease.second, 0, 0, lease.period, lease.period_end, shared=False)
+
+
+def _health(row: dict[str, Any], now: float) -> Health:
+    h = decode_health_row(row)
+    trips, open_until = h["trips"], h["open_until"]
+    state = "open" if open_until > now else "half_open" if trips else "closed"
+    return Health(
+        str(row["id"]),
+        state,
+        h["consecutive"],
+        trips,
+        max(0.0, open_until - now),
+        h["lat"],
+        h["requests"],
+        h["failures"],
+        h["last_failure"],
+        h["wr"],
+        h["wf"],
+    )
+
+
+def _where(url: str) -> str:
+    """host:port/db of a Redis URL, for logs and errors: never the password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"

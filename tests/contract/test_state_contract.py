@@ -1,0 +1,426 @@
+"""The StateStore contract: every test runs on the in-memory and the Redis backend alike.
+
+Time is passed in (``now``), never read, so windows, cooldowns and leases are exact here.
+Redis is a real ``redis-server`` started for this session on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import orjson
+import pytest
+
+from gateway.catalogue.schema import BreakerConfig
+from gateway.keys import KeyRecord, period_window
+from gateway.routing import failures as fl
+from gateway.state.base import (
+    DeploymentAsk,
+    KeyAsk,
+    Lease,
+    Outcome,
+    Report,
+    StateStore,
+    Ticket,
+)
+from gateway.state.memory import MemoryState
+from gateway.state.redis import RedisState
+from tests.support.redis_server import RedisServer
+
+T0 = 1_900_000_000.0
+CFG = BreakerConfig(
+    failure_threshold=3,
+    cooldown_s=10.0,
+    max_cooldown_s=3600.0,
+    error_rate=0.5,
+    error_window_s=60,
+    error_min_requests=10,
+    probe_lease_s=5.0,
+)
+A, B = DeploymentAsk("zai/glm-4.7"), DeploymentAsk("openrouter/glm-4.7")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        yield MemoryState(CFG)
+        return
+    prefix = f"t{os.urandom(4).hex()}"
+    state = RedisState(redis_server.url, CFG, timeout_ms=2000, prefix=prefix)
+    yield state
+    assert not state.degraded, "the Redis backend fell back to local state during a test"
+    await state.aclose()
+
+
+def fail(tid: str = A.target_id, cooldown: float | None = None) -> Report:
+    return Report(outcomes=(Outcome(tid, False, 0.1, "transient", cooldown),), attempts=(tid,))
+
+
+def ok(tid: str = A.target_id, latency: float = 0.2) -> Report:
+    return Report(outcomes=(Outcome(tid, True, latency),), attempts=(tid,))
+
+
+async def trip(store: StateStore, at: float = T0) -> None:
+    for _ in range(CFG.failure_threshold):
+        await store.after(fail(), at)
+
+
+def key(
+    rpm: int | None = None,
+    tpm: int | None = None,
+    budget: int | None = None,
+    cost: int = 0,
+    cheap: int | None = None,
+    kid: str = "k1",
+    at: float = T0,
+) -> KeyAsk:
+    period, end = period_window("day", at)
+    return KeyAsk(kid, rpm, tpm, budget, period, end, cost, cheap)
+
+
+async def add_key(store: StateStore, kid: str = "k1", revoked: bool = False) -> None:
+    await store.put_key(KeyRecord(kid, "test", "0" * 64, "sk-glm-…", T0, T0 if revoked else None))
+
+
+# --- circuits --------------------------------------------------------------------------------
+
+
+async def test_closed_circuits_let_requests_through(store: StateStore) -> None:
+    view = await store.before(Ticket((A, B), 10), T0)
+    assert view.open_circuits == {} and view.saturated == {}
+    assert view.lease is not None and view.lease.deployment == A.target_id
+    assert view.lease.probes == ()
+
+
+async def test_consecutive_failures_open_the_circuit_for_the_cooldown(store: StateStore) -> None:
+    for _ in range(CFG.failure_threshold - 1):
+        await store.after(fail(), T0)
+    assert (await store.before(Ticket((A,), 1, reserve=False), T0)).open_circuits == {}
+    await store.after(fail(), T0)
+    view = await store.before(Ticket((A, B), 1), T0 + 4)
+    assert view.open_circuits[A.target_id] == pytest.approx(6.0)
+    assert view.lease is not None and view.lease.deployment == B.target_id
+
+
+async def test_half_open_lets_exactly_one_probe_through(store: StateStore) -> None:
+    await trip(store)
+    first = await store.before(Ticket((A,), 1), T0 + 10.5)
+    assert first.lease is not None and first.lease.probes == (A.target_id,)
+    assert A.target_id not in first.open_circuits
+    second = await store.before(Ticket((A,), 1), T0 + 11)
+    assert second.open_circuits[A.target_id] == pytest.approx(4.5)
+    assert second.lease is None
+    health = {h.target_id: h for h in await store.health(T0 + 11)}
+    assert health[A.target_id].state == "half_open"
+
+
+async def test_a_successful_probe_closes_the_circuit(store: StateStore) -> None:
+    await trip(store)
+    await store.before(Ticket((A,), 1), T0 + 11)
+    await store.after(ok(), T0 + 12)
+    view = await store.before(Ticket((A,), 1), T0 + 12)
+    assert view.open_circuits == {} and view.lease is not None and view.lease.probes == ()
+    (h,) = await store.health(T0 + 12)
+    assert (h.state, h.trips, h.consecutive_failures) == ("closed", 0, 0)
+
+
+async def test_a_failed_probe_reopens_for_twice_as_long(store: StateStore) -> None:
+    await trip(store)
+    await store.before(Ticket((A,), 1), T0 + 11)
+    await store.after(fail(), T0 + 12)
+    view = await store.before(Ticket((A,), 1), T0 + 12)
+    assert view.open_circuits[A.target_id] == pytest.approx(20.0)
+    await store.before(Ticket((A,), 1), T0 + 33)
+    await store.after(fail(), T0 + 33)
+    view = await store.before(Ticket((A,), 1), T0 + 33)
+    assert view.open_circuits[A.target_id] == pytest.approx(40.0)
+
+
+async def test_an_unanswered_probe_passes_to_another_caller_after_its_lease(
+    store: StateStore,
+) -> None:
+    await trip(store)
+    await store.before(Ticket((A,), 1), T0 + 11)
+    late = await store.before(Ticket((A,), 1), T0 + 11 + CFG.probe_lease_s + 0.1)
+    assert late.lease is not None and late.lease.probes == (A.target_id,)
+
+
+async def test_a_probe_the_request_did_not_use_is_released(store: StateStore) -> None:
+    await trip(store)
+    view = await store.before(Ticket((A, B), 1), T0 + 11)
+    assert view.lease is not None and view.lease.probes == (A.target_id,)
+    await store.after(Report((), (B.target_id,), view.lease), T0 + 11.5)
+    again = await store.before(Ticket((A,), 1), T0 + 11.6)
+    assert again.lease is not None and again.lease.probes == (A.target_id,)
+
+
+async def test_an_explicit_cooldown_opens_at_once_and_is_capped(store: StateStore) -> None:
+    await store.after(fail(cooldown=42.0), T0)
+    await store.after(fail(B.target_id, cooldown=1e9), T0)
+    view = await store.before(Ticket((A, B), 1, reserve=False), T0)
+    assert view.open_circuits[A.target_id] == pytest.approx(42.0)
+    assert view.open_circuits[B.target_id] == pytest.approx(CFG.max_cooldown_s)
+
+
+async def test_retry_after_and_glm_quota_reset_set_the_cooldown(store: StateStore) -> None:
+    limited = fl.classify_response(429, {"Retry-After": "7"}, b"{}", now=T0)
+    reset = b'{"error":{"code":"1308","message":"Limit reached; reset at 2030-03-18 02:16:40"}}'
+    quota = fl.classify_response(429, {}, reset, now=T0)
+    for tid, failure in ((A.target_id, limited), (B.target_id, quota)):
+        d = fl.decide(failure, attempt_on_target=1, transient_retries=1)
+        await store.after(Report((Outcome(tid, False, 0.1, failure.cls.value, d.cooldown_s),)), T0)
+    view = await store.before(Ticket((A, B), 1, reserve=False), T0)
+    assert view.open_circuits[A.target_id] == pytest.approx(7.0)
+    assert view.open_circuits[B.target_id] == pytest.approx(1800.0, abs=1)
+
+
+async def test_failures_in_flight_when_it_opened_do_not_trip_it_again(store: StateStore) -> None:
+    await trip(store)
+    for _ in range(5):
+        await store.after(fail(), T0 + 1)
+    await store.after(ok(), T0 + 2)
+    view = await store.before(Ticket((A,), 1, reserve=False), T0 + 2)
+    assert view.open_circuits[A.target_id] == pytest.approx(8.0)
+    (h,) = await store.health(T0 + 2)
+    assert (h.state, h.trips) == ("open", 1)
+
+
+async def test_the_error_rate_in_the_window_opens_the_circuit(store: StateStore) -> None:
+    for i in range(CFG.error_min_requests - 1):
+        await store.after(fail() if i % 2 else ok(), T0 + i)
+    assert (await store.before(Ticket((A,), 1, reserve=False), T0 + 9)).open_circuits == {}
+    await store.after(fail(), T0 + 9)
+    view = await store.before(Ticket((A,), 1, reserve=False), T0 + 9)
+    assert view.open_circuits[A.target_id] == pytest.approx(CFG.cooldown_s)
+
+
+async def test_old_failures_leave_the_error_window(store: StateStore) -> None:
+    for i in range(CFG.error_min_requests - 1):
+        await store.after(fail() if i % 2 else ok(), T0 + i)
+    await store.after(fail(), T0 + 200)
+    assert (await store.before(Ticket((A,), 1, reserve=False), T0 + 200)).open_circuits == {}
+
+
+async def test_health_shows_state_latency_and_error_rate(store: StateStore) -> None:
+    await store.after(ok(latency=1.0), T0)
+    await store.after(ok(latency=2.0), T0 + 1)
+    await store.after(fail(), T0 + 2)
+    (h,) = await store.health(T0 + 3)
+    assert h.target_id == A.target_id and h.state == "closed"
+    assert h.latency_s == pytest.approx(1.2)
+    assert (h.requests, h.failures, h.last_failure) == (3, 1, "transient")
+    assert h.error_rate == pytest.approx(1 / 3)
+    view = await store.before(Ticket((A,), 1, reserve=False), T0 + 3)
+    assert view.latency_s[A.target_id] == pytest.approx(1.2)
+
+
+# --- key limits --------------------------------------------------------------------------------
+
+
+async def test_key_rpm_admits_exactly_the_limit(store: StateStore) -> None:
+    await add_key(store)
+    left = []
+    for i in range(3):
+        v = (await store.before(Ticket((A,), 1, key(rpm=3)), T0 + i)).verdict
+        assert v is not None and v.refused is None
+        left.append(v.rpm_remaining)
+    assert left == [2, 1, 0]
+    view = await store.before(Ticket((A,), 1, key(rpm=3)), T0 + 10)
+    assert view.verdict is not None and view.verdict.refused == "rpm" and view.lease is None
+    assert view.verdict.retry_after_s == pytest.approx(50.0)
+    assert view.verdict.rpm_reset_s == pytest.approx(52.0)
+    again = await store.before(Ticket((A,), 1, key(rpm=3, at=T0 + 61)), T0 + 61)
+    assert again.verdict is not None and again.verdict.refused is None
+
+
+async def test_key_tpm_reserves_the_estimate_and_settles_from_usage(store: StateStore) -> None:
+    await add_key(store)
+    first = await store.before(Ticket((A,), 600, key(tpm=1000)), T0)
+    assert first.verdict is not None and first.verdict.tpm_remaining == 400
+    refused = await store.before(Ticket((A,), 600, key(tpm=1000)), T0 + 1)
+    assert refused.verdict is not None and refused.verdict.refused == "tpm"
+    await store.after(Report((), (A.target_id,), first.lease, A.target_id, 100), T0 + 2)
+    after = await store.before(Ticket((A,), 600, key(tpm=1000)), T0 + 3)
+    assert after.verdict is not None and after.verdict.refused is None
+    assert after.verdict.tpm_remaining == 300
+
+
+async def test_a_request_larger_than_the_tpm_can_never_fit(store: StateStore) -> None:
+    await add_key(store)
+    view = await store.before(Ticket((A,), 2000, key(tpm=1000)), T0)
+    assert view.verdict is not None and view.verdict.refused == "tpm"
+    assert view.verdict.retry_after_s == -1
+
+
+async def test_an_unsettled_reservation_leaves_the_window(store: StateStore) -> None:
+    await add_key(store)
+    await store.before(Ticket((A,), 900, key(tpm=1000)), T0)
+    blocked = await store.before(Ticket((A,), 900, key(tpm=1000)), T0 + 59)
+    assert blocked.verdict is not None and blocked.verdict.refused == "tpm"
+    freed = await store.before(Ticket((A,), 900, key(tpm=1000)), T0 + 60)
+    assert freed.verdict is not None and freed.verdict.refused is None
+
+
+async def test_budget_counts_spend_and_reservations_in_flight(store: StateStore) -> None:
+    await add_key(store)
+    leases = []
+    for i in range(2):
+        view = await store.before(Ticket((A,), 1, key(budget=1000, cost=400)), T0 + i)
+        assert view.verdict is not None and view.verdict.refused is None
+        leases.append(view.lease)
+    over = await store.before(Ticket((A,), 1, key(budget=1000, cost=400)), T0 + 2)
+    v = over.verdict
+    assert v is not None and v.refused == "budget" and over.lease is None
+    assert (v.spend_micros, v.reserved_micros) == (0, 800)
+    period, end = period_window("day", T0)
+    assert v.retry_after_s == pytest.approx(end - T0 - 2)
+    await store.after(Report((), (A.target_id,), leases[0], A.target_id, 10, 100), T0 + 3)
+    assert await store.key_spend("k1", period) == 100
+    fits = await store.before(Ticket((A,), 1, key(budget=1000, cost=400)), T0 + 4)
+    assert fits.verdict is not None and fits.verdict.refused is None
+    assert fits.verdict.spend_micros == 100 and fits.verdict.reserved_micros == 800
+
+
+async def test_a_new_budget_period_starts_from_zero(store: StateStore) -> None:
+    await add_key(store)
+    view = await store.before(Ticket((A,), 1, key(budget=500, cost=400)), T0)
+    await store.after(Report((), (A.target_id,), view.lease, A.target_id, 1, 450), T0 + 1)
+    over = await store.before(Ticket((A,), 1, key(budget=500, cost=400)), T0 + 2)
+    assert over.verdict is not None and over.verdict.refused == "budget"
+    later = T0 + 86400
+    fresh = await store.before(Ticket((A,), 1, key(budget=500, cost=400, at=later)), later)
+    assert fresh.verdict is not None and fresh.verdict.refused is None
+
+
+async def test_over_budget_downgrades_when_the_cheap_variant_fits(store: StateStore) -> None:
+    await add_key(store)
+    ask = key(budget=1000, cost=800, cheap=100)
+    full = await store.before(Ticket((A,), 1, ask), T0)
+    assert full.verdict is not None and not full.verdict.downgraded
+    cheap = await store.before(Ticket((A,), 1, ask), T0 + 1)
+    assert cheap.verdict is not None and cheap.verdict.downgraded and not cheap.verdict.refused
+    assert cheap.lease is not None and cheap.lease.cost_micros == 100
+    assert cheap.lease.deployment is None
+    refused = await store.before(Ticket((A,), 1, key(budget=1000, cost=800, cheap=200)), T0 + 2)
+    assert refused.verdict is not None and refused.verdict.refused == "budget"
+
+
+async def test_revoked_and_unknown_keys_are_refused(store: StateStore) -> None:
+    await add_key(store, "gone", revoked=True)
+    for kid in ("gone", "never"):
+        view = await store.before(Ticket((A,), 1, key(rpm=5, kid=kid)), T0)
+        assert view.verdict is not None and view.verdict.refused == "revoked"
+        assert view.lease is None
+
+
+async def test_looking_takes_nothing(store: StateStore) -> None:
+    await add_key(store)
+    await trip(store)
+    for _ in range(3):
+        view = await store.before(Ticket((A, B), 1, key(rpm=1), reserve=False), T0 + 11)
+        assert view.lease is None and A.target_id not in view.open_circuits
+    real = await store.before(Ticket((A, B), 1, key(rpm=1)), T0 + 11)
+    assert real.lease is not None and real.lease.probes == (A.target_id,)
+
+
+async def test_nothing_is_taken_when_no_candidate_is_available(store: StateStore) -> None:
+    await add_key(store)
+    await trip(store)
+    view = await store.before(Ticket((A,), 1, key(rpm=1)), T0 + 1)
+    assert view.verdict is None and view.lease is None
+    ok_now = await store.before(Ticket((B,), 1, key(rpm=1)), T0 + 2)
+    assert ok_now.verdict is not None and ok_now.verdict.refused is None
+
+
+# --- deployment limits -----------------------------------------------------------------------
+
+
+async def test_a_deployment_at_its_rpm_is_skipped(store: StateStore) -> None:
+    a = DeploymentAsk(A.target_id, rpm=2)
+    for i in range(2):
+        view = await store.before(Ticket((a, B), 1), T0 + i)
+        assert view.lease is not None and view.lease.deployment == A.target_id
+    view = await store.before(Ticket((a, B), 1), T0 + 5)
+    sat = view.saturated[A.target_id]
+    assert (sat.kind, sat.limit) == ("rpm", 2) and sat.seconds == pytest.approx(55.0)
+    assert "rpm limit (2 requests/min)" in sat.reason
+    assert view.lease is not None and view.lease.deployment == B.target_id
+
+
+async def test_fallback_attempts_count_against_the_deployment(store: StateStore) -> None:
+    b = DeploymentAsk(B.target_id, rpm=1)
+    view = await store.before(Ticket((A, b), 1), T0)
+    assert view.lease is not None
+    attempts = (A.target_id, B.target_id)
+    await store.after(Report((), attempts, view.lease, B.target_id, 5), T0 + 1)
+    after = await store.before(Ticket((b,), 1), T0 + 2)
+    assert B.target_id in after.saturated
+
+
+async def test_a_reserved_deployment_that_was_not_tried_gets_its_request_back(
+    store: StateStore,
+) -> None:
+    a = DeploymentAsk(A.target_id, rpm=1, tpm=100)
+    view = await store.before(Ticket((a, B), 50), T0)
+    assert view.lease is not None and view.lease.deployment == A.target_id
+    await store.after(Report((), (B.target_id,), view.lease, B.target_id, 60), T0 + 1)
+    again = await store.before(Ticket((a,), 100), T0 + 2)
+    assert again.saturated == {} and again.lease is not None
+
+
+async def test_deployment_tpm_counts_actual_tokens(store: StateStore) -> None:
+    a = DeploymentAsk(A.target_id, tpm=1000)
+    view = await store.before(Ticket((a,), 800), T0)
+    assert (await store.before(Ticket((a,), 300), T0 + 1)).saturated
+    await store.after(Report((), (A.target_id,), view.lease, A.target_id, 200), T0 + 2)
+    fits = await store.before(Ticket((a,), 700), T0 + 3)
+    assert fits.saturated == {}
+
+
+# --- atomicity, keys ---------------------------------------------------------------------------
+
+
+async def test_concurrent_requests_never_exceed_the_rpm(store: StateStore) -> None:
+    await add_key(store)
+    views = await asyncio.gather(
+        *(store.before(Ticket((A,), 1, key(rpm=10)), T0) for _ in range(40))
+    )
+    allowed = [v for v in views if v.verdict is not None and v.verdict.refused is None]
+    assert len(allowed) == 10
+    assert all(v.lease is None for v in views if v not in allowed)
+
+
+async def test_key_records_round_trip_and_bump_the_version(store: StateStore) -> None:
+    v0 = (await store.before(Ticket((A,), 1, reserve=False), T0)).keys_version
+    record = KeyRecord("abc123abc123", "ci", "f" * 64, "sk-glm-abc…", T0, None, ("glm-4.7",),
+                       ("vision",), 5, 500, 1.5, "week", True)  # fmt: skip
+    await store.put_key(record)
+    assert await store.get_key("abc123abc123") == record
+    assert await store.get_key("missing") is None
+    await store.put_key(record.revoke(T0 + 1))
+    listed = await store.list_keys()
+    assert [r.id for r in listed] == ["abc123abc123"] and listed[0].revoked
+    v2 = (await store.before(Ticket((A,), 1, reserve=False), T0)).keys_version
+    assert v2 == v0 + 2
+    assert orjson.loads(record.to_json())["allowed_variants"] == ["glm-4.7"]
+
+
+async def test_the_lease_carries_what_after_needs(store: StateStore) -> None:
+    await add_key(store)
+    view = await store.before(Ticket((A,), 7, key(budget=10**6, cost=3)), T0 + 0.5)
+    lease = view.lease
+    assert isinstance(lease, Lease)
+    period, end = period_window("day", T0)
+    assert (lease.key_id, lease.second, lease.tokens, lease.cost_micros) == ("k1", int(T0), 7, 3)
+    assert (lease.period, lease.period_end, lease.deployment) == (period, end, A.target_id)
