@@ -1,15 +1,80 @@
-"""Prometheus metrics, in a registry owned by the app (no module-level state)."""
+"""Prometheus metrics, in a registry owned by the app (no module-level state).
+
+Label values are bounded: ``variant`` / ``provider`` / ``deployment`` come from the frozen
+config (plus ``none``), ``status`` / ``outcome`` / ``reason`` / ``stage`` / ``op`` are small
+enums, and the two open-ended ones (``key``, ``error``) pass through :class:`BoundedLabel`,
+which keeps the first N distinct values and folds the rest into ``other``. The README's metrics
+table documents every name and label.
+
+One process per pod: each gateway process serves its own ``/metrics`` and Prometheus scrapes
+every process (see ``deploy/prometheus/prometheus.yml``); no multiprocess directory.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import time
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from gateway import __version__
+from gateway.catalogue.catalogue import Target
+from gateway.state.base import StateStore
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+STAGE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1, 2.5, 5, 10, 30, 60, 120,
+)  # fmt: skip
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
+CHUNK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+STATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=MetricWrapperBase)
+
+MAX_KEY_LABELS = 200
+MAX_ERROR_LABELS = 64
+CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class BoundedLabel:
+    """First ``limit`` distinct values pass through; later new values become ``other``."""
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return "other"
+        self._seen.add(value)
+        return value
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.key_label = BoundedLabel(MAX_KEY_LABELS)
+        self.error_label = BoundedLabel(MAX_ERROR_LABELS)
+        self._requests()
+        self._latency()
+        self._routing()
+        self._usage()
+        self._runtime()
+        self._shared_state()
+
+    def _requests(self) -> None:
         r = self.registry
         self.requests = Counter(
             "glm_gateway_requests",
@@ -17,6 +82,61 @@ class Metrics:
             ["variant", "provider", "status", "stream"],
             registry=r,
         )
+        self.errors = Counter(
+            "glm_gateway_request_errors",
+            "Requests that ended in an error, by error code (all_candidates_failed, ...).",
+            ["error"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "glm_gateway_in_flight_requests", "Requests being handled now.", registry=r
+        )
+        Gauge("glm_gateway_build_info", "Always 1.", ["version"], registry=r).labels(
+            __version__
+        ).set(1)
+
+    def _latency(self) -> None:
+        r = self.registry
+        self.duration = Histogram(
+            "glm_gateway_request_duration_seconds",
+            "Whole request duration as the client sees it (streams: until the last byte).",
+            ["variant", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "glm_gateway_overhead_seconds",
+            "Time spent in the gateway itself: duration minus upstream wait and retry backoff.",
+            ["stream"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.stage = Histogram(
+            "glm_gateway_stage_duration_seconds",
+            "Time per request stage: parse, route, state, upstream_wait, other (relay, "
+            "adaptation, response).",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "glm_gateway_time_to_first_token_seconds",
+            "Streams: request start until the first content byte went to the client.",
+            ["variant", "provider"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.inter_chunk = Histogram(
+            "glm_gateway_stream_inter_chunk_seconds",
+            "Streams: mean wait between upstream events after the first token, one "
+            "observation per stream.",
+            ["variant", "provider"],
+            buckets=CHUNK_BUCKETS,
+            registry=r,
+        )
+
+    def _routing(self) -> None:
+        r = self.registry
         self.attempts = Counter(
             "glm_gateway_upstream_attempts",
             "Upstream attempts by outcome (ok or failure class).",
@@ -25,26 +145,140 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "glm_gateway_fallbacks",
-            "Requests answered by another candidate than the first, by first failure class.",
-            ["reason"],
+            "Requests that tried another candidate after a failure, by the first failure "
+            "class, the first variant tried and the variant that answered (none: all failed).",
+            ["reason", "from_variant", "to_variant"],
             registry=r,
         )
-        self.duration = Histogram(
-            "glm_gateway_request_duration_seconds",
-            "Whole request duration as the client sees it (streams: until the last byte).",
-            ["stream"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "glm_gateway_in_flight_requests", "Requests being handled now.", registry=r
-        )
-        self.tokens = Counter(
-            "glm_gateway_tokens",
-            "Tokens by direction, from upstream usage.",
-            ["variant", "provider", "direction"],
+        self.circuit = Gauge(
+            "glm_gateway_circuit_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open (read at scrape).",
+            ["deployment", "variant", "provider"],
             registry=r,
         )
 
+    def _usage(self) -> None:
+        r = self.registry
+        self.tokens = Counter(
+            "glm_gateway_tokens",
+            "Tokens by direction (in: prompt, out: completion), from upstream usage.",
+            ["variant", "provider", "key", "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "glm_gateway_cost_usd",
+            "Cost in USD at the configured price per 1M tokens, from upstream usage.",
+            ["variant", "provider", "key"],
+            registry=r,
+        )
+
+    def _runtime(self) -> None:
+        r = self.registry
+        self.loop_lag = Histogram(
+            "glm_gateway_event_loop_lag_seconds",
+            "How late a periodic event-loop timer fired (blocking work on the loop).",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.state_ops = Histogram(
+            "glm_gateway_state_op_duration_seconds",
+            "State backend round trips (Redis or memory) by operation; _count = round trips.",
+            ["backend", "op"],
+            buckets=STATE_BUCKETS,
+            registry=r,
+        )
+        self.state_errors = Counter(
+            "glm_gateway_state_errors",
+            "State backend calls that failed or were not answered, by operation.",
+            ["backend", "op"],
+            registry=r,
+        )
+        self.state_up = Gauge(
+            "glm_gateway_state_up",
+            "1 when the state backend answered a ping at the last scrape.",
+            ["backend"],
+            registry=r,
+        )
+
+    def _shared_state(self) -> None:
+        """Limits, budgets and the shared-state backend's health (gateway/limits.py, state/)."""
+        r = self.registry
+        self.state_degraded = Gauge(
+            "glm_gateway_state_degraded",
+            "1 while the Redis state backend does not answer and this replica serves from "
+            "local state (limits per replica until it resyncs).",
+            registry=r,
+        )
+        self.state_resyncs = Counter(
+            "glm_gateway_state_resyncs",
+            "Times this replica went back to shared state after being degraded.",
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "glm_gateway_rate_limited",
+            "Requests refused by the gateway's own limits, by scope (key, deployments) and "
+            "reason (rpm, tpm, budget, revoked).",
+            ["scope", "reason"],
+            registry=r,
+        )
+        self.budget_downgrades = Counter(
+            "glm_gateway_budget_downgrades",
+            "Requests answered by a cheaper variant because the key's budget was nearly spent.",
+            ["key"],
+            registry=r,
+        )
+
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, cached: the hot path skips prometheus-client's label
+        validation and lock (the cache is as bounded as the label values)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def observe_state(self, backend: str, op: str, seconds: float, ok: bool = True) -> None:
+        """One state-backend round trip (the Redis backend may call this for its own ops)."""
+        self.state_ops.labels(backend, op).observe(seconds)
+        if not ok:
+            self.state_errors.labels(backend, op).inc()
+
+    async def refresh_state(
+        self, state: StateStore, backend: str, targets: Iterable[Target]
+    ) -> None:
+        """Scrape-time gauges: backend reachability and every configured circuit's state.
+
+        Never raises. Round trips are timed by the backend itself (the Redis backend calls
+        :meth:`observe_state`); an exception that escapes it counts as op ``scrape``.
+        """
+        up = await _quietly(state.ping())
+        self.state_up.labels(backend).set(1.0 if up else 0.0)
+        health = await _quietly(state.health(time.time()))
+        if up is None or health is None:
+            self.state_errors.labels(backend, "scrape").inc()
+        states = {h.target_id: h.state for h in health or ()}
+        for t in targets:
+            value = CIRCUIT_VALUES.get(states.get(t.id, "closed"), 0.0)
+            self.circuit.labels(t.id, t.variant.id, t.provider).set(value)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition, without the ``_created`` series (they would double the
+        series count for no panel or alert)."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+
+async def _quietly(call: Awaitable[T]) -> T | None:
+    try:
+        return await call
+    except Exception:
+        return None

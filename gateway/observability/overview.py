@@ -1,0 +1,124 @@
+"""The dashboard's JSON: rolling stats, circuit states and since-start totals, built on read.
+
+Served by ``GET /dashboard/data`` and read by the page and ``glm-gateway top``. Everything is
+computed here when asked; the request path only feeds :class:`~gateway.observability.stats.Stats`
+and the Prometheus counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from gateway import __version__
+from gateway.catalogue.catalogue import Target
+from gateway.observability.metrics import Metrics
+from gateway.observability.stats import Stats
+from gateway.state.base import Health, StateStore
+
+_STATE_ORDER = {"open": 0, "half_open": 1, "closed": 2}
+
+
+async def overview(
+    stats: Stats,
+    metrics: Metrics,
+    state: StateStore,
+    backend: str,
+    targets: Sequence[Target],
+) -> dict[str, Any]:
+    """Everything the dashboard shows, as one JSON-ready dict."""
+    data = dict(stats.snapshot())
+    health, reachable = await _health(state)
+    data.update(
+        version=__version__,
+        in_flight=int(sum(v for _, v in _samples(metrics.in_flight))),
+        state={
+            "backend": backend,
+            "reachable": reachable,
+            "degraded": bool(getattr(state, "degraded", False)),
+        },
+        circuits=circuits(health, targets),
+        totals=totals(metrics),
+    )
+    return data
+
+
+async def _health(state: StateStore) -> tuple[list[Health], bool]:
+    try:
+        return await state.health(time.time()), True
+    except Exception:
+        return [], False
+
+
+def circuits(health: Iterable[Health], targets: Sequence[Target]) -> list[dict[str, Any]]:
+    """One row per configured deployment: open first, then half-open, then busiest closed."""
+    by_id = {h.target_id: h for h in health}
+    rows: list[dict[str, Any]] = []
+    for t in targets:
+        h = by_id.get(t.id)
+        rows.append(
+            {
+                "deployment": t.id,
+                "variant": t.variant.id,
+                "provider": t.provider,
+                "state": h.state if h else "closed",
+                "consecutive_failures": h.consecutive_failures if h else 0,
+                "open_for_s": round(h.open_for_s, 1) if h else 0.0,
+                "latency_ms": round(h.latency_s * 1000, 1) if h and h.latency_s else None,
+                "requests": h.requests if h else 0,
+                "failures": h.failures if h else 0,
+                "last_failure": h.last_failure if h else None,
+                "error_rate": h.error_rate if h else None,
+            }
+        )
+    rows.sort(key=lambda r: (_STATE_ORDER.get(r["state"], 3), -r["requests"], r["deployment"]))
+    return rows
+
+
+def totals(metrics: Metrics) -> dict[str, Any]:
+    """Since-start requests, tokens and cost, read back from the Prometheus counters."""
+    out: dict[str, Any] = {"requests": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0}
+    out["cost_usd"] = 0.0
+    groups: dict[str, dict[str, dict[str, float]]] = {"variant": {}, "provider": {}, "key": {}}
+    for labels, value in _samples(metrics.requests):
+        out["requests"] += int(value)
+        if labels["status"].startswith("5"):
+            out["errors"] += int(value)
+        for dim in ("variant", "provider"):
+            _add(groups[dim], labels[dim], "requests", value)
+    for labels, value in _samples(metrics.tokens):
+        field = "tokens_" + labels["direction"]
+        out[field] += int(value)
+        for dim in ("variant", "provider", "key"):
+            _add(groups[dim], labels[dim], field, value)
+    for labels, value in _samples(metrics.cost):
+        out["cost_usd"] += value
+        for dim in ("variant", "provider", "key"):
+            _add(groups[dim], labels[dim], "cost_usd", value)
+    out["cost_usd"] = round(out["cost_usd"], 6)
+    for dim, rows in groups.items():
+        out["by_" + dim] = sorted(
+            ({dim: name, **_rounded(vals)} for name, vals in rows.items()),
+            key=lambda r: (-r.get("requests", 0), -r.get("cost_usd", 0.0), str(r[dim])),
+        )
+    return out
+
+
+def _samples(metric: Counter | Gauge) -> Iterable[tuple[dict[str, str], float]]:
+    """A counter's ``_total`` samples, or a gauge's samples, read from that metric only."""
+    for family in metric.collect():
+        for s in family.samples:
+            if family.type == "gauge" or s.name.endswith("_total"):
+                yield s.labels, s.value
+
+
+def _add(rows: dict[str, dict[str, float]], name: str, field: str, value: float) -> None:
+    row = rows.setdefault(name, {})
+    row[field] = row.get(field, 0.0) + value
+
+
+def _rounded(vals: dict[str, float]) -> dict[str, float | int]:
+    return {k: (round(v, 6) if k == "cost_usd" else int(v)) for k, v in vals.items()}
