@@ -9,9 +9,11 @@ from fastapi import FastAPI
 
 from gateway.api.chat import ChatEndpoint
 from gateway.api.http import GatewayASGI, build_fastapi
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, KeyBook
 from gateway.catalogue.catalogue import Config
+from gateway.limits import Admission
 from gateway.observability.access import AccessLog
+from gateway.observability.loop import LoopLagMonitor
 from gateway.observability.metrics import Metrics
 from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LiteLLMProvider
@@ -22,28 +24,39 @@ from gateway.state.base import StateStore
 from gateway.state.memory import MemoryState
 
 
-def build_state(config: Config) -> StateStore:
+def build_state(config: Config, metrics: Metrics | None = None) -> StateStore:
     st = config.gateway.state
     if st.backend == "redis" and st.redis_url:
         from gateway.state.redis import RedisState
 
-        return RedisState(st.redis_url, config.gateway.breaker, timeout_ms=st.redis_timeout_ms)
+        return RedisState(
+            st.redis_url,
+            config.gateway.breaker,
+            timeout_ms=st.redis_timeout_ms,
+            prefix=st.redis_prefix,
+            metrics=metrics,
+        )
     return MemoryState(config.gateway.breaker)
 
 
 def build_services(config: Config, *, demo: bool = False) -> Services:
     metrics = Metrics()
-    state = build_state(config)
+    state = build_state(config, metrics)
+    keys = KeyBook(state)
+    admission = Admission(config, state, keys=keys, metrics=metrics)
     providers: dict[str, Provider] = {"openai": OpenAICompatProvider()}
     if any(t.adapter == "litellm" for t in config.catalogue.targets):
         providers["litellm"] = LiteLLMProvider()
     return Services(
         config=config,
-        router=Router(config, providers, state),
+        router=Router(config, providers, state, admission=admission),
         state=state,
-        auth=Authenticator(config.gateway.auth),
+        auth=Authenticator(config.gateway.auth, keys),
         metrics=metrics,
-        access=AccessLog(metrics),
+        access=AccessLog(
+            metrics,
+            log_prompts=config.gateway.logging.log_prompts,
+        ),
         providers=providers,
         demo=demo,
     )
@@ -58,16 +71,20 @@ def create_app(
 ) -> GatewayASGI:
     """The ASGI app: raw hot path for chat completions, FastAPI for the rest."""
     services = build_services(config, demo=demo)
+    loop_lag = LoopLagMonitor(services.metrics, services.access.stats)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             await on_startup()
+        loop_lag.start()
         try:
             yield
         finally:
+            await loop_lag.stop()
             for p in services.providers.values():
                 await p.aclose()
+            await services.auth.keys.aclose()
             await services.state.aclose()
             if on_shutdown is not None:
                 await on_shutdown()

@@ -15,6 +15,7 @@ from gateway import __version__
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import default_config_dir, load_config
 from gateway.errors import ConfigError, GatewayError
+from gateway.keys_cli import add_keys_parser
 from gateway.settings import Settings
 
 DEMO_HELP = (
@@ -73,7 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, demo_simulator_url=sim_url, demo_auth_off=args.demo)
     host = args.host or config.gateway.server.host
     port = args.port if args.port is not None else config.gateway.server.port
-    configure_logging(args.log_level or config.gateway.logging.level, config.gateway.logging)
+    level = args.log_level or Settings.from_env().log_level or config.gateway.logging.level
+    configure_logging(level, config.gateway.logging)
     _print_warnings(config)
     hooks: dict[str, Any] = {}
     if args.demo and sim_port:
@@ -97,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=False,
         log_level="warning",
+        log_config=None,  # keep configure_logging's handlers (uvicorn's errors as JSON too)
         timeout_graceful_shutdown=5,
     )
     return 0
@@ -193,6 +196,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    import os
+
+    from gateway.observability.top import TopError, run
+
+    key = args.key or os.environ.get("GLM_GATEWAY_MASTER_KEY") or None
+    try:
+        return run(args.url, key, args.interval, args.once)
+    except TopError as exc:
+        print(f"glm-gateway top: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glm-gateway",
@@ -245,6 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=9100)
     m.set_defaults(func=cmd_simulate)
+
+    t = sub.add_parser("top", help="live terminal view of a running gateway (the dashboard's data)")
+    t.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080",
+        help="the gateway's base URL (default: http://127.0.0.1:8080)",
+    )
+    t.add_argument("--key", help="the master key (default: $GLM_GATEWAY_MASTER_KEY)")
+    t.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    t.add_argument("--once", action="store_true", help="print one frame and exit")
+    t.set_defaults(func=cmd_top)
+
+    add_keys_parser(sub)
     return p
 
 

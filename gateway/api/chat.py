@@ -27,16 +27,17 @@ from gateway.api.asgi import (
     send_error,
     send_json,
 )
+from gateway.auth import Caller
 from gateway.catalogue.needs import Needs, resolve_needs
 from gateway.errors import GatewayError, InvalidRequest, NoCapableVariant
+from gateway.observability.timing import StageTimes
 from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
-from gateway.providers.dialects import DIALECTS, model_rewriter, normalise_chunk
+from gateway.providers.dialects import StreamNormaliser, model_rewriter
 from gateway.routing import failures as fl
 from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
-from gateway.routing.sse import error_event, event_json, first_choice, is_done
+from gateway.routing.sse import error_event, event_json, is_done
 from gateway.services import Services
-
 
 EXACT_IN_THREAD_BYTES = 60_000
 
@@ -52,8 +53,10 @@ class _Ctx:
     done: bool = False
     disconnected: bool = False
     key_id: str = "-"
+    caller: Caller | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    times: StageTimes = field(default_factory=StageTimes)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -106,7 +109,8 @@ class ChatEndpoint:
         watcher: asyncio.Task[None] | None = None
         self._s.metrics.in_flight.inc()
         try:
-            ctx.key_id = self._s.auth.check(headers.get("authorization"))
+            ctx.caller = await self._s.auth.identify(headers.get("authorization"))
+            ctx.key_id = ctx.caller.key_id
             body = parse_body(await read_body(receive, self._limit))
             ctx.stream = body.get("stream") is True
             needs = resolve_needs(body, headers, self._config)
@@ -114,7 +118,7 @@ class ChatEndpoint:
                 # Large prompts may need exact tokenizing near a window edge (~25 ms per
                 # 200 KB): do it off the event loop before the (pure) planner asks for it.
                 await asyncio.to_thread(needs.prompt.exact)
-            ctx.rs = RouteState(await self._router.plan(needs))
+            ctx.rs = await self._plan(body, needs, ctx)
             if not ctx.rs.plan.candidates:
                 raise no_capable_error(needs, ctx.rs.plan)
             deadline = self._router.deadline(needs)
@@ -137,11 +141,25 @@ class ChatEndpoint:
                 raise
             task.uncancel()
             ctx.status, ctx.error = 499, "client_disconnected"
+        except Exception:
+            ctx.status, ctx.error = 500, "internal_error"  # uvicorn answers 500: record that
+            raise
         finally:
             if watcher is not None:
                 watcher.cancel()
             self._s.metrics.in_flight.dec()
             await self._finish(ctx)
+
+    async def _plan(self, body: dict[str, Any], needs: Needs, ctx: _Ctx) -> RouteState:
+        """Plan, with stage marks: parse ends here; route excludes the state round trip."""
+        if self._s.access.log_prompts:
+            ctx.extra["prompt"] = body.get("messages")
+        planning = time.perf_counter()
+        ctx.times.parse_s = planning - ctx.started
+        rs = await self._router.admit(needs, ctx.caller, ctx.times)
+        ctx.times.route_s = time.perf_counter() - planning - ctx.times.before_s
+        ctx.times.planned = True
+        return rs
 
     def _headers(self, ctx: _Ctx) -> list[tuple[bytes, bytes]]:
         rs = ctx.rs
@@ -158,13 +176,14 @@ class ChatEndpoint:
             reason = rs.fallback_reason
             if reason:
                 out.append((b"x-glm-fallback-reason", safe_header(reason)))
+            out.extend((k.encode(), safe_header(v)) for k, v in rs.headers)
             if rs.adaptations and rs.target is not None:
                 out.append((b"x-glm-adapted", safe_header(",".join(rs.adaptations))))
         return out
 
     async def _relay(self, session: StreamSession, send: Send, ctx: _Ctx) -> None:
         target = session.state.attempts[-1].target
-        relay = _Relay(session, target)
+        relay = _Relay(session, target, ctx.times)
         failure: fl.Failure | None = None
         try:
             await send(
@@ -177,6 +196,7 @@ class ChatEndpoint:
             ctx.responded = True
             first = b"".join(relay.rewrite(ev) for ev in session.prelude)
             await send({"type": "http.response.body", "body": first, "more_body": True})
+            ctx.times.ttft_s = time.perf_counter() - ctx.started
             failure = relay.failure or await relay.pump(send)
             if failure is not None:
                 ctx.status, ctx.error = 502, f"stream_{failure.cls.value}"
@@ -197,7 +217,9 @@ class ChatEndpoint:
     async def _finish(self, ctx: _Ctx) -> None:
         rs = ctx.rs
         if rs is not None:
+            recording = time.perf_counter()
             await self._router.record(rs)
+            ctx.times.after_s = time.perf_counter() - recording
         self._s.access.emit(
             request_id=ctx.request_id,
             key_id=ctx.key_id,
@@ -206,37 +228,54 @@ class ChatEndpoint:
             duration_s=time.perf_counter() - ctx.started,
             rs=rs,
             error=ctx.error,
+            times=ctx.times,
+            prompt=ctx.extra.get("prompt"),
         )
 
 
 class _Relay:
     """Rewrites and forwards a committed stream's events."""
 
-    __slots__ = ("failure", "raw", "replacements", "session", "target", "usage")
+    __slots__ = ("failure", "norm", "raw", "replacements", "session", "target", "times", "usage")
 
-    def __init__(self, session: StreamSession, target: Any) -> None:
+    def __init__(self, session: StreamSession, target: Any, times: StageTimes) -> None:
         self.session = session
+        self.times = times
         self.target = target
-        self.raw = DIALECTS[target.dialect].raw_chunks
+        self.norm = StreamNormaliser(
+            target, include_usage=session.include_usage, collect_content=session.guard is not None
+        )
+        self.raw = self.norm.raw
         self.replacements = model_rewriter(target)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
 
     def rewrite(self, event: bytes) -> bytes:
         if is_done(event):
-            return event + b"\n\n"
+            return self._done() + event + b"\n\n"
         if self.raw:
             for old, new in self.replacements:
                 event = event.replace(old, new)
-            if b"network_error" in event or b'"usage":{' in event or b'"usage": {' in event:
-                self._inspect(event_json(event))
+            special = b"network_error" in event or b'"error"' in event
+            if special or b'"usage":{' in event or b'"usage": {' in event:
+                obj = event_json(event)
+                self._inspect(obj)
+                if not self.norm.keep_raw(obj):
+                    return b""  # the usage chunk the gateway asked for, not the client
             return event + b"\n\n"
         obj = event_json(event)
         if not isinstance(obj, dict):
             return event + b"\n\n"
         self._inspect(obj)
-        normalise_chunk(obj, self.target)
-        return b"data: " + orjson.dumps(obj) + b"\n\n"
+        return self.norm.chunk(obj)
+
+    def _done(self) -> bytes:
+        """Held-back text; a json_schema answer is checked against its schema here."""
+        tail = self.norm.close()
+        guard = self.session.guard
+        if guard is not None and self.failure is None:
+            self.failure = guard.check_text(self.norm.content(), self.norm.finish_reason)
+        return tail
 
     def _inspect(self, obj: Any) -> None:
         if not isinstance(obj, dict):
@@ -244,18 +283,16 @@ class _Relay:
         usage = obj.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
-        choice = first_choice(obj)
-        fr = choice.get("finish_reason") if choice else None
-        if isinstance(fr, str):
-            f = fl.classify_finish_reason(fr)
-            if f is not None and f.cls is not fl.FailureClass.CONTENT_FILTER:
-                self.failure = f
+        self.failure = self.failure or fl.stream_failure(obj)
 
     async def pump(self, send: Send) -> fl.Failure | None:
         reader = self.session.reader
         try:
             while True:
+                # Two clock reads per event; the histograms are fed once per stream (_finish).
+                waiting = time.perf_counter()
                 event = await reader.next_event()
+                self.times.chunk_waited(time.perf_counter() - waiting)
                 if event is None:
                     return fl.Failure(
                         fl.FailureClass.TRANSIENT, 200, None, "upstream stream ended without [DONE]"

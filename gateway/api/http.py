@@ -16,10 +16,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.api.admin import register_admin
 from gateway.api.asgi import Receive, Scope, Send, new_request_id
 from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
+from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
-from gateway.api.ops import readiness
+from gateway.api.ops import key_bad_targets, readiness
 from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
 from gateway.errors import GatewayError, NotFound
@@ -52,7 +54,7 @@ def build_fastapi(
         err: GatewayError = NotFound(
             f"No route for {request.method} {request.url.path}. Endpoints: POST "
             "/v1/chat/completions, GET /v1/models, POST /v1/route, GET /healthz, /readyz, "
-            "/metrics."
+            "/metrics, /dashboard."
         )
         if exc.status_code == 405:
             err = GatewayError(
@@ -62,17 +64,18 @@ def build_fastapi(
         return _error_response(err, request.headers.get("x-request-id") or new_request_id())
 
     @app.get("/v1/models")
-    async def _models() -> Response:
+    async def _models(request: Request) -> Response:
+        await s.auth.identify(request.headers.get("authorization"))
         return ORJSONResponse(models_body(s.config))
 
     @app.post("/v1/route")
     async def _route(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
-        s.auth.check(headers.get("authorization"))
+        caller = await s.auth.identify(headers.get("authorization"))
         body = parse_body(await request.body())
         needs = resolve_needs(body, headers, s.config)
-        plan = await s.router.plan(needs)
-        out = explain(needs, plan, str(body.get("model")))
+        plan = await s.router.plan(needs, caller=caller)
+        out = explain(needs, plan, str(body.get("model")), await key_bad_targets(s))
         if not plan.candidates:
             out["error"] = no_capable_error(needs, plan).body()["error"]
         first = plan.candidates[0].target if plan.candidates else None
@@ -97,7 +100,12 @@ def build_fastapi(
 
     @app.get("/metrics")
     async def _metrics() -> Response:
+        backend, targets = s.config.gateway.state.backend, s.config.catalogue.targets
+        await s.metrics.refresh_state(s.state, backend, targets)
         return Response(s.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    register_dashboard(app, s)
+    register_admin(app, s)
 
     return app
 

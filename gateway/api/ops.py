@@ -8,6 +8,13 @@ from typing import Any
 from gateway.services import Services
 
 
+async def key_bad_targets(s: Services) -> frozenset[str]:
+    """Deployments whose circuit is open because the host refused the key or the account
+    (the decision table's ``mark_key_bad``: auth class, 1000-1004, 1113, 401/402/403...)."""
+    health = await s.state.health(time.time())
+    return frozenset(h.target_id for h in health if h.state == "open" and h.last_failure == "auth")
+
+
 async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
     """200 while config is loaded; ``degraded`` when the state backend does not answer."""
     reachable = await s.state.ping()
@@ -21,7 +28,8 @@ async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
             "deployments": len(s.config.catalogue.targets),
             "skipped_deployments": len(s.config.catalogue.skipped),
         },
-        "state": {"backend": backend, "reachable": reachable},
+        "state": {"backend": backend, "reachable": reachable, "degraded": s.state.degraded},
         "open_circuits": [h.target_id for h in health if h.state == "open"],
+        "key_bad": [h.target_id for h in health if h.state == "open" and h.last_failure == "auth"],
         "demo": s.demo,
     }

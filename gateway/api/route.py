@@ -7,9 +7,16 @@ from typing import Any
 from gateway.catalogue.needs import Needs
 from gateway.routing.planner import Plan
 
+KEY_BAD_REASON = "key marked bad: the host refused this deployment's key or account (auth/balance)"
 
-def explain(needs: Needs, plan: Plan, model: str) -> dict[str, Any]:
-    """Declared and inferred needs, ranked candidates, and every rejection with its reason."""
+
+def explain(
+    needs: Needs, plan: Plan, model: str, key_bad: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Declared and inferred needs, ranked candidates, and every rejection with its reason.
+
+    ``key_bad``: deployment ids whose key the host refused (their rejection says so).
+    """
     return {
         "object": "route.explanation",
         "model": model,
@@ -31,6 +38,7 @@ def explain(needs: Needs, plan: Plan, model: str) -> dict[str, Any]:
             "timeout_s": needs.timeout,
             "pinned": needs.pinned,
             "alias": needs.alias,
+            "tool_choice_forcing": needs.forced_tool_choice,
         },
         "candidates": [
             {
@@ -44,9 +52,25 @@ def explain(needs: Needs, plan: Plan, model: str) -> dict[str, Any]:
             }
             for i, c in enumerate(plan.candidates)
         ],
-        "rejected": [
-            {"variant": r.variant, "provider": r.provider, "reasons": list(r.reasons)}
-            for r in plan.rejected
-        ],
+        "rejected": _rejected(plan, key_bad),
         "unmet": plan.unmet,
     }
+
+
+def _rejected(plan: Plan, key_bad: frozenset[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "variant": r.variant,
+            "provider": r.provider,
+            "reasons": [*r.reasons, *_key_bad(r.provider, r.variant, key_bad)],
+        }
+        for r in plan.rejected
+    ]
+
+
+def _key_bad(provider: str | None, variant: str, key_bad: frozenset[str]) -> tuple[str, ...]:
+    """The key-bad reason when ``provider/variant`` (or its ``#n`` sibling) is key-bad."""
+    want = f"{provider}/{variant}"
+    if provider is None or not any(t.split("#", 1)[0] == want for t in key_bad):
+        return ()
+    return (KEY_BAD_REASON,)

@@ -73,6 +73,9 @@ class Needs:
     """The variant the client named, or None for auto / an alias."""
     alias: str | None = None
     allowed_variants: frozenset[str] | None = None
+    forced_tool_choice: bool = False
+    """``tool_choice`` is ``required`` or names a function: hosts that can force a tool call
+    rank first (the others would be sent ``auto``, reported in ``X-GLM-Adapted``)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def context_need(self) -> int:
@@ -372,4 +375,10 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
         pinned=pinned,
         alias=model if alias else None,
         allowed_variants=frozenset(alias.variants) if alias and alias.variants else None,
+        forced_tool_choice=forces_tool_call(body.get("tool_choice")),
     )
+
+
+def forces_tool_call(tool_choice: Any) -> bool:
+    """``"required"`` or a named function (``{"type": "function", ...}``)."""
+    return tool_choice == "required" or isinstance(tool_choice, dict)

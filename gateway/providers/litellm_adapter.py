@@ -70,11 +70,25 @@ class LiteLLMProvider:
         return None
 
 
+def _chain_names(exc: BaseException) -> set[str]:
+    """Class names (with bases) of ``exc`` and what caused it: LiteLLM reports a refused
+    connection as InternalServerError (500) wrapping openai.APIConnectionError."""
+    names: set[str] = set()
+    cur: BaseException | None = exc
+    for _ in range(8):
+        if cur is None:
+            break
+        names.update(c.__name__ for c in type(cur).__mro__)
+        cur = cur.__cause__ or cur.__context__
+    return names
+
+
 def _error_response(exc: Exception, target: Target) -> UpstreamResponse:
     name = type(exc).__name__
-    if name in ("Timeout", "APITimeoutError"):
+    chain = _chain_names(exc)
+    if name in ("Timeout", "APITimeoutError") or "APITimeoutError" in chain:
         raise UpstreamTimeout(f"{target.provider}: {exc}") from exc
-    if name in ("APIConnectionError",):
+    if name in ("APIConnectionError",) or "APIConnectionError" in chain:
         raise UpstreamConnectionError(f"{target.provider}: {exc}") from exc
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
@@ -98,7 +112,11 @@ def _error_response(exc: Exception, target: Target) -> UpstreamResponse:
 async def _sse(result: Any, target: Target) -> AsyncIterator[bytes]:
     try:
         async for chunk in result:
-            yield b"data: " + orjson.dumps(chunk.model_dump(exclude_none=True)) + b"\n\n"
+            obj = chunk.model_dump(exclude_none=True)
+            for choice in obj.get("choices") or ():
+                if isinstance(choice, dict):  # required (null until the last chunk)
+                    choice.setdefault("finish_reason", None)
+            yield b"data: " + orjson.dumps(obj) + b"\n\n"
     except TimeoutError as exc:
         raise UpstreamTimeout(f"{target.provider}: stream stalled") from exc
     except Exception as exc:

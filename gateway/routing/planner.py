@@ -6,7 +6,8 @@ Pure: no I/O, no clock. Three steps, each explainable:
    pin/alias restriction);
 2. surface filter — each deployment of a surviving variant: the provider's capability
    overrides, its own window, the host-side tools it runs, ``X-GLM-Providers``, open circuits;
-3. ranking by policy, then trimming to the fallback mode.
+3. ranking by policy (after the pin, the X-GLM-Providers order and, for a forced
+   ``tool_choice``, hosts that can force a tool call), then trimming to the fallback mode.
 
 Fallback never widens eligibility: every candidate satisfies every need.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from gateway.catalogue.catalogue import Catalogue, Target
 from gateway.catalogue.needs import Needs
 from gateway.catalogue.schema import RoutingConfig, Variant
+from gateway.providers.dialects import can_force_tool_choice
 
 _OPS = {
     "<=": lambda a, b: a <= b,
@@ -55,13 +57,24 @@ class Plan:
     """When there is no candidate: the needs no variant/deployment meets."""
 
 
-def _variant_reasons(v: Variant, needs: Needs, routing: RoutingConfig) -> list[str]:
+# Capabilities that are only real where the host runs the tool: a variant that "has" code
+# execution is useless on a host that runs no code_interpreter.
+_HOST_TOOL_CAPABILITIES = {
+    "code_execution": frozenset({"code_interpreter"}),
+    "tool_use": frozenset({"web_search", "retrieval", "mcp"}),
+}
+
+
+def _variant_reasons(
+    v: Variant, needs: Needs, routing: RoutingConfig, added: frozenset[str]
+) -> list[str]:
+    """Why the variant itself cannot serve; ``added`` = capabilities some deployment adds."""
     reasons: list[str] = []
     for cap in needs.capabilities:
         if cap == "vision":
-            if not v.accepts_images:
+            if not v.accepts_images and "vision" not in added:
                 reasons.append("no vision (image input)")
-        elif cap not in v.capabilities:
+        elif cap not in v.capabilities and cap not in added:
             reasons.append(f"no {cap}")
     window = v.context if v.context is not None else routing.unknown_context_floor
     if not needs.fits(window):
@@ -76,7 +89,11 @@ def _variant_reasons(v: Variant, needs: Needs, routing: RoutingConfig) -> list[s
 
 
 def _surface_reasons(
-    t: Target, needs: Needs, routing: RoutingConfig, open_circuits: Mapping[str, float]
+    t: Target,
+    needs: Needs,
+    routing: RoutingConfig,
+    open_circuits: Mapping[str, float],
+    saturated: Mapping[str, str],
 ) -> list[str]:
     reasons: list[str] = []
     for cap in needs.capabilities:
@@ -85,6 +102,12 @@ def _surface_reasons(
                 reasons.append("this provider's surface has no image input")
         elif cap not in t.capabilities:
             reasons.append(f"this provider's surface has no {cap}")
+        elif cap in _HOST_TOOL_CAPABILITIES:
+            family = _HOST_TOOL_CAPABILITIES[cap]
+            # A named tool is checked below; a bare declaration needs some host tool of the kind.
+            if not (family & needs.builtin_tools) and not (family & t.builtin_tools):
+                tools = "/".join(sorted(family))
+                reasons.append(f"this host runs no {tools} tool (needed for {cap})")
     missing = needs.builtin_tools - t.builtin_tools
     if missing:
         reasons.append(f"does not run tool {', '.join(sorted(missing))}")
@@ -94,6 +117,8 @@ def _surface_reasons(
         reasons.append("provider not in X-GLM-Providers")
     if t.id in open_circuits:
         reasons.append(f"circuit open for {open_circuits[t.id]:.0f}s more")
+    if t.id in saturated:
+        reasons.append(saturated[t.id])
     return reasons
 
 
@@ -127,6 +152,7 @@ def plan(
     *,
     open_circuits: Mapping[str, float] | None = None,
     latency: Mapping[str, float] | None = None,
+    saturated: Mapping[str, str] | None = None,
 ) -> Plan:
     """Order every deployment that can serve the request; explain every one that cannot."""
     open_circuits = open_circuits or {}
@@ -135,20 +161,22 @@ def plan(
     eligible: list[tuple[tuple[float, ...], Candidate]] = []
     for vid, variant in catalogue.variants.items():
         if needs.allowed_variants is not None and vid not in needs.allowed_variants:
-            rejected.append(Rejection(vid, None, (f"not in alias {needs.alias!r}",)))
+            why = f"not in alias {needs.alias!r}" if needs.alias else "not allowed for this key"
+            rejected.append(Rejection(vid, None, (why,)))
             continue
         if needs.pinned and vid != needs.pinned and needs.fallback != "variants":
             rejected.append(Rejection(vid, None, (f"model pinned to {needs.pinned}",)))
             continue
-        reasons = _variant_reasons(variant, needs, routing)
         targets = catalogue.targets_for(vid)
+        added = frozenset().union(*(t.capabilities - variant.capabilities for t in targets))
+        reasons = _variant_reasons(variant, needs, routing, added)
         if not targets:
             reasons.append("no deployment configured (or its key is not set)")
         if reasons:
             rejected.append(Rejection(vid, None, tuple(reasons)))
             continue
         for t in targets:
-            sreasons = _surface_reasons(t, needs, routing, open_circuits)
+            sreasons = _surface_reasons(t, needs, routing, open_circuits, saturated or {})
             if sreasons:
                 rejected.append(Rejection(vid, t.provider, tuple(sreasons)))
                 continue
@@ -164,11 +192,13 @@ def plan(
 
 
 def _order_prefix(t: Target, needs: Needs) -> tuple[float, ...]:
-    """The pinned variant first; with X-GLM-Providers, that provider order next."""
+    """The pinned variant first; with X-GLM-Providers, that provider order next; then, when the
+    request forces a tool call, hosts that can force one (policy: prefer, else degrade)."""
     pin = 0.0 if needs.pinned is None or t.variant.id == needs.pinned else 1.0
+    force = 0.0 if not needs.forced_tool_choice or can_force_tool_choice(t) else 1.0
     if not needs.providers:
-        return (pin,)
-    return (pin, float(needs.providers.index(t.provider)))
+        return (pin, force)
+    return (pin, float(needs.providers.index(t.provider)), force)
 
 
 def _trim(candidates: list[Candidate], needs: Needs) -> list[Candidate]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway.auth import Caller
 from gateway.catalogue.catalogue import Config, Target
 from gateway.catalogue.needs import Needs
 from gateway.errors import (
@@ -25,20 +26,32 @@ from gateway.errors import (
     InvalidRequest,
     UpstreamsFailed,
 )
+from gateway.limits import Admission
+from gateway.observability.timing import StageTimes
 from gateway.providers.base import (
     Provider,
     UpstreamConnectionError,
     UpstreamResponse,
     UpstreamTimeout,
 )
-from gateway.providers.dialects import adapt_request, normalise_response
+from gateway.providers.dialects import adapt_request, client_wants_usage, normalise_response
 from gateway.routing import failures as fl
-from gateway.routing.planner import Plan, plan
+from gateway.routing.planner import Plan
 from gateway.routing.sse import SSEReader, carries_content, event_json, first_choice
-from gateway.state.base import Outcome, StateStore
+from gateway.routing.structured import SchemaCache, SchemaGuard
+from gateway.state.base import Lease, Outcome, StateStore
+
+DEADLINE_SLACK_S = 0.01
+"""A deadline this close counts as passed: timers (uvloop's are in ms) may fire a hair early,
+and an attempt with less time than this left could not be answered anyway."""
 
 _NOT_THE_HOSTS_FAULT = frozenset(
-    {fl.FailureClass.CALLER, fl.FailureClass.CONTENT_FILTER, fl.FailureClass.CONTEXT}
+    {
+        fl.FailureClass.CALLER,
+        fl.FailureClass.CONTENT_FILTER,
+        fl.FailureClass.CONTEXT,
+        fl.FailureClass.SCHEMA,
+    }
 )
 
 
@@ -79,6 +92,12 @@ class RouteState:
     target: Target | None = None
     adaptations: list[str] = field(default_factory=list)
     usage: dict[str, Any] | None = None
+    backoff_s: float = 0.0
+    """Time slept between retries (neither upstream nor gateway work, for overhead metrics)."""
+    lease: Lease | None = None
+    """What shared state reserved for this request (settled by ``Router.record``)."""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    """Response headers from admission (``x-ratelimit-*``)."""
 
     @property
     def fallback_reason(self) -> str | None:
@@ -95,6 +114,10 @@ class StreamSession:
     reader: SSEReader
     prelude: list[bytes]
     started: float
+    include_usage: bool = False
+    """The client asked for a final usage chunk (the upstream is always asked)."""
+    guard: SchemaGuard | None = None
+    """A json_schema request: the relay checks the streamed answer at its end."""
 
 
 class Router:
@@ -106,13 +129,16 @@ class Router:
         *,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        admission: Admission | None = None,
     ) -> None:
+        self._admission = admission or Admission(config, state, wall=wallclock)
         self._config = config
         self._routing = config.gateway.routing
         self._providers = providers
         self._state = state
         self._clock = clock
         self._wall = wallclock
+        self._schemas = SchemaCache()
 
     def deadline(self, needs: Needs) -> float:
         total = self._routing.total_timeout_s
@@ -120,25 +146,31 @@ class Router:
             total = min(total, needs.timeout)
         return self._clock() + total
 
-    async def plan(self, needs: Needs) -> Plan:
-        view = await self._state.view(self._wall())
-        return plan(
-            needs,
-            self._config.catalogue,
-            self._routing,
-            open_circuits=view.open_circuits,
-            latency=view.latency_s,
-        )
+    async def plan(
+        self, needs: Needs, times: StageTimes | None = None, caller: Caller | None = None
+    ) -> Plan:
+        """The plan as shared state stands (``/v1/route``): nothing reserved, no probe taken."""
+        admitted = await self._admission.admit(needs, caller, reserve=False, times=times)
+        return admitted.plan
+
+    async def admit(
+        self, needs: Needs, caller: Caller | None, times: StageTimes | None = None
+    ) -> RouteState:
+        """Plan and take the request's lease (limits, budget, probes): one state call."""
+        admitted = await self._admission.admit(needs, caller, times=times)
+        return RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
 
     async def record(self, rs: RouteState) -> None:
-        if rs.outcomes:
-            await self._state.record(rs.outcomes, self._wall())
+        """Outcomes, attempts and the lease's settlement: one state call."""
+        attempts = [a.target.id for a in rs.attempts]
+        await self._admission.settle(rs.lease, rs.outcomes, attempts, rs.target, rs.usage)
 
     def _candidates(self, rs: RouteState) -> list[Target]:
         return [c.target for c in rs.plan.candidates]
 
     async def complete(self, body: dict[str, Any], rs: RouteState, deadline: float) -> bytes:
         """Non-streaming: the answer body (OpenAI-shaped, ``model`` = variant id)."""
+        guard = self._schemas.guard(body)
         async with aclosing(self._walk(rs, deadline)) as walk:
             async for target, tries in walk:
                 upstream, changes = adapt_request(body, target)
@@ -152,17 +184,25 @@ class Router:
                 else:
                     status = resp.status
                     if 200 <= status < 300:
-                        out = self._accept(resp.body, target, rs, changes, started)
+                        out = self._accept(resp.body, target, rs, changes, started, guard)
                         if isinstance(out, bytes):
                             return out
                         failure = out
                     else:
                         failure = fl.classify_response(status, resp.headers, resp.body)
                 self._failed(rs, target, status, failure, started, tries)
+                if guard is not None and guard.exhausted:
+                    raise guard.error([a.describe() for a in rs.attempts])
         raise self._all_failed(rs, deadline)
 
     def _accept(
-        self, raw: bytes, target: Target, rs: RouteState, changes: list[str], started: float
+        self,
+        raw: bytes,
+        target: Target,
+        rs: RouteState,
+        changes: list[str],
+        started: float,
+        guard: SchemaGuard | None = None,
     ) -> bytes | fl.Failure:
         try:
             obj = orjson.loads(raw)
@@ -178,6 +218,9 @@ class Router:
         if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
             return failure
         normalise_response(obj, target)
+        miss = guard.check(obj) if guard is not None else None
+        if miss is not None:
+            return miss
         self._succeeded(rs, target, 200, started, changes)
         usage = obj.get("usage")
         rs.usage = usage if isinstance(usage, dict) else None
@@ -196,6 +239,7 @@ class Router:
         self, body: dict[str, Any], rs: RouteState, deadline: float
     ) -> StreamSession:
         """Streaming: fall over invisibly until one upstream sends its first content token."""
+        guard = self._schemas.guard(body)
         async with aclosing(self._walk(rs, deadline)) as walk:
             async for target, tries in walk:
                 upstream, changes = adapt_request(body, target)
@@ -218,7 +262,8 @@ class Router:
                 rs.target = target
                 rs.adaptations = changes
                 rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
-                return StreamSession(rs, resp, reader, got, started)
+                usage = client_wants_usage(body)
+                return StreamSession(rs, resp, reader, got, started, usage, guard)
         raise self._all_failed(rs, deadline)
 
     def stream_ended(self, session: StreamSession, failure: fl.Failure | None) -> None:
@@ -250,9 +295,9 @@ class Router:
                     if carries_content(obj):
                         return self._check_first(obj) or prelude
                     if isinstance(obj, dict) and "error" in obj:
-                        return fl.Failure(
-                            fl.FailureClass.TRANSIENT, 200, None, "error event before first token"
-                        )
+                        failure = fl.classify_stream_event(obj)
+                        if failure is not None:
+                            return failure
         except TimeoutError:
             return fl.Failure(
                 fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
@@ -262,12 +307,7 @@ class Router:
 
     @staticmethod
     def _check_first(obj: Any) -> fl.Failure | None:
-        choice = first_choice(obj)
-        fr = choice.get("finish_reason") if choice else None
-        failure = fl.classify_finish_reason(fr) if isinstance(fr, str) else None
-        if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
-            return failure
-        return None
+        return fl.stream_failure(obj)
 
     async def _walk(self, rs: RouteState, deadline: float) -> Any:
         """Yield (target, try number) in plan order, honouring retry/next decisions."""
@@ -278,7 +318,7 @@ class Router:
                 continue
             tries = 0
             while budget > 0:
-                if self._clock() >= deadline:
+                if self._clock() >= deadline - DEADLINE_SLACK_S:
                     raise self._deadline(rs)
                 tries += 1
                 budget -= 1
@@ -295,7 +335,9 @@ class Router:
                 if decision.larger_context_only:
                     larger_than = target.context or 0
                 if decision.action is fl.Action.RETRY:
+                    slept = self._clock()
                     await self._backoff(last, tries, deadline)
+                    rs.backoff_s += self._clock() - slept
                     continue
                 break
 
@@ -325,9 +367,8 @@ class Router:
             failure, attempt_on_target=tries, transient_retries=self._routing.transient_retries
         )
         if failure.cls not in _NOT_THE_HOSTS_FAULT:
-            rs.outcomes.append(
-                Outcome(target.id, False, took, failure.cls.value, decision.cooldown_s)
-            )
+            cls, cooldown, key_bad = failure.cls.value, decision.cooldown_s, decision.mark_key_bad
+            rs.outcomes.append(Outcome(target.id, False, took, cls, cooldown, key_bad))
 
     async def _send(
         self, target: Target, body: dict[str, Any], stream: bool, deadline: float
@@ -367,7 +408,7 @@ class Router:
     def _all_failed(self, rs: RouteState, deadline: float) -> GatewayError:
         if not rs.attempts:
             return UpstreamsFailed("No candidate could be tried (all skipped).", status=503)
-        if self._clock() >= deadline:
+        if self._clock() >= deadline - DEADLINE_SLACK_S:
             return self._deadline(rs)
         classes = {a.failure.cls for a in rs.attempts if a.failure}
         if classes == {fl.FailureClass.CONTEXT}:
