@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/glm-gateway serve --demo
 
 test: $(STAMP)
+	bash tests/support/system-deps.sh
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

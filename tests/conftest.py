@@ -20,9 +20,7 @@ def simulator() -> Iterator[Proc]:
 @pytest.fixture(scope="session")
 def gateway(simulator: Proc) -> Iterator[Proc]:
     """The shipped config, every provider sent to the simulator, auth off (no master key)."""
-    proc = start_gateway(
-        simulator.url, env={"GLM_GATEWAY_MASTER_KEY": "sk-test-master"}
-    )
+    proc = start_gateway(simulator.url, env={"GLM_GATEWAY_MASTER_KEY": "sk-test-master"})
     yield proc
     proc.stop()
 

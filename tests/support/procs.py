@@ -26,8 +26,14 @@ def free_port() -> int:
 class Proc:
     """A child process serving HTTP on 127.0.0.1:port; stderr goes to tests/out/<name>.log."""
 
-    def __init__(self, name: str, args: list[str], port: int, health: str,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        port: int,
+        health: str,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = port
@@ -37,7 +43,10 @@ class Proc:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", *args],
-            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self._wait(health)
 
@@ -71,12 +80,17 @@ class Proc:
 
 def start_simulator(config_dir: Path = CONFIG) -> Proc:
     port = free_port()
-    return Proc("sim", ["simulate", "--config", str(config_dir), "--port", str(port)], port,
-                "/_sim/healthz")
+    return Proc(
+        "sim", ["simulate", "--config", str(config_dir), "--port", str(port)], port, "/_sim/healthz"
+    )
 
 
-def start_gateway(sim_url: str | None, config_dir: Path = CONFIG,
-                  env: Mapping[str, str] | None = None, extra: list[str] | None = None) -> Proc:
+def start_gateway(
+    sim_url: str | None,
+    config_dir: Path = CONFIG,
+    env: Mapping[str, str] | None = None,
+    extra: list[str] | None = None,
+) -> Proc:
     port = free_port()
     args = ["serve", "--config", str(config_dir), "--port", str(port)]
     if sim_url:
