@@ -139,6 +139,7 @@ class Router:
         self._clock = clock
         self._wall = wallclock
         self._schemas = SchemaCache()
+        self._same_key = _siblings_by_key(config.catalogue.targets)
 
     def deadline(self, needs: Needs) -> float:
         total = self._routing.total_timeout_s
@@ -312,10 +313,13 @@ class Router:
     async def _walk(self, rs: RouteState, deadline: float) -> Any:
         """Yield (target, try number) in plan order, honouring retry/next decisions."""
         larger_than: int | None = None
+        bad_keys: set[tuple[str, str | None]] = set()
         budget = self._routing.max_attempts
         for target in self._candidates(rs):
             if larger_than is not None and (target.context or 0) <= larger_than:
                 continue
+            if (target.provider, target.api_key) in bad_keys:
+                continue  # the same provider key just failed auth/balance: it will again
             tries = 0
             while budget > 0:
                 if self._clock() >= deadline - DEADLINE_SLACK_S:
@@ -334,6 +338,8 @@ class Router:
                     raise self._caller_error(rs, last)
                 if decision.larger_context_only:
                     larger_than = target.context or 0
+                if decision.mark_key_bad:
+                    bad_keys.add((target.provider, target.api_key))
                 if decision.action is fl.Action.RETRY:
                     slept = self._clock()
                     await self._backoff(last, tries, deadline)
@@ -369,6 +375,9 @@ class Router:
         if failure.cls not in _NOT_THE_HOSTS_FAULT:
             cls, cooldown, key_bad = failure.cls.value, decision.cooldown_s, decision.mark_key_bad
             rs.outcomes.append(Outcome(target.id, False, took, cls, cooldown, key_bad))
+            if key_bad:  # every deployment on that provider key is just as unusable
+                for sibling in self._same_key.get(target.id, ()):
+                    rs.outcomes.append(Outcome(sibling, False, 0.0, cls, cooldown, True))
 
     async def _send(
         self, target: Target, body: dict[str, Any], stream: bool, deadline: float
@@ -437,3 +446,11 @@ class Router:
             headers=headers,
             extra={"attempts": [a.describe() for a in rs.attempts]},
         )
+
+
+def _siblings_by_key(targets: tuple[Target, ...]) -> dict[str, tuple[str, ...]]:
+    """Target id -> the other targets that use the same provider and API key."""
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for t in targets:
+        groups.setdefault((t.provider, t.api_key), []).append(t.id)
+    return {tid: tuple(o for o in ids if o != tid) for ids in groups.values() for tid in ids}
