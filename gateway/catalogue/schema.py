@@ -198,6 +198,9 @@ class BreakerConfig(Strict):
     """Consecutive failures that open a deployment's circuit."""
     cooldown_s: PositiveFloat = 30.0
     max_cooldown_s: PositiveFloat = 3600.0
+    """Cap on cooldowns the breaker computes itself (doubling on repeated trips)."""
+    max_explicit_cooldown_s: PositiveFloat = 172800.0
+    """Cap on cooldowns a host states (Retry-After, GLM 1304/1308 reset times, bad keys)."""
     error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
     """Failure share in ``error_window_s`` that opens the circuit (with ``error_min_requests``)."""
     error_window_s: Annotated[int, Field(ge=12, le=3600)] = 60

@@ -80,7 +80,8 @@ class Circuit:
         explicit = o.cooldown_s if o.cooldown_s is not None and o.cooldown_s > 0 else None
         if self.open_until > now:
             if explicit is not None:
-                self.open_until = max(self.open_until, now + min(explicit, cfg.max_cooldown_s))
+                capped = min(explicit, cfg.max_explicit_cooldown_s)
+                self.open_until = max(self.open_until, now + capped)
             return
         rate_hit = False
         if explicit is None and self.trips == 0 and self.consecutive < cfg.failure_threshold:
@@ -122,12 +123,12 @@ def trip_cooldown(
 ) -> float | None:
     """How long a failure opens a circuit that is not open, or None if it stays closed.
 
-    An explicit cooldown always opens it (capped at ``max_cooldown_s``). Otherwise a tripped
-    circuit (a failed probe) opens again, and a closed one opens on ``failure_threshold``
+    An explicit cooldown always opens it (capped at ``max_explicit_cooldown_s``). Otherwise a
+    tripped circuit (a failed probe) opens again, and a closed one opens on ``failure_threshold``
     consecutive failures or ``rate_hit``, for ``cooldown_s`` doubled per earlier trip.
     """
     if explicit is not None and explicit > 0:
-        return min(explicit, cfg.max_cooldown_s)
+        return min(explicit, cfg.max_explicit_cooldown_s)
     if trips == 0 and consecutive < cfg.failure_threshold and not rate_hit:
         return None
     return float(min(cfg.cooldown_s * (2 ** min(trips, 16)), cfg.max_cooldown_s))

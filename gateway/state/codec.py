@@ -50,6 +50,7 @@ def _breaker(breaker: BreakerConfig) -> dict[str, Any]:
         "threshold": breaker.failure_threshold,
         "cooldown": breaker.cooldown_s,
         "maxc": breaker.max_cooldown_s,
+        "maxe": breaker.max_explicit_cooldown_s,
         "rate": breaker.error_rate,
         "wsize": error_bucket_s(breaker),
         "wmin": breaker.error_min_requests,

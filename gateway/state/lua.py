@@ -234,7 +234,7 @@ local function circuit(o)
   local explicit = (o.cd and o.cd > 0) and o.cd or nil
   if open_until > now then
     if explicit then
-      local u = math.max(open_until, now + math.min(explicit, cfg.maxc))
+      local u = math.max(open_until, now + math.min(explicit, cfg.maxe))
       redis.call('HSET', key, 'open_until', tostring(u))
       local held = tonumber(redis.call('HGET', key, 'probe_until') or '0')
       redis.call('ZADD', OPEN, math.max(u, held), o.id)
@@ -243,7 +243,7 @@ local function circuit(o)
   end
   local cd = nil
   if explicit then
-    cd = math.min(explicit, cfg.maxc)
+    cd = math.min(explicit, cfg.maxe)
   elseif trips > 0 or consecutive >= cfg.threshold or rate_hit(o.id) then
     cd = math.min(cfg.cooldown * 2 ^ math.min(trips, 16), cfg.maxc)
   end

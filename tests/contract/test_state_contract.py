@@ -170,7 +170,18 @@ async def test_an_explicit_cooldown_opens_at_once_and_is_capped(store: StateStor
     await store.after(fail(B.target_id, cooldown=1e9), T0)
     view = await store.before(Ticket((A, B), 1, reserve=False), T0)
     assert view.open_circuits[A.target_id] == pytest.approx(42.0)
-    assert view.open_circuits[B.target_id] == pytest.approx(CFG.max_cooldown_s)
+    assert view.open_circuits[B.target_id] == pytest.approx(CFG.max_explicit_cooldown_s)
+
+
+async def test_a_quota_reset_hours_away_keeps_the_circuit_open_until_then(
+    store: StateStore,
+) -> None:
+    """A stated reset (GLM 1308) is honoured past the breaker's own cooldown cap."""
+    five_hours = 5 * 3600.0
+    assert five_hours > CFG.max_cooldown_s
+    await store.after(fail(cooldown=five_hours), T0)
+    view = await store.before(Ticket((A, B), 1, reserve=False), T0 + 4 * 3600)
+    assert view.open_circuits[A.target_id] == pytest.approx(3600.0)
 
 
 async def test_retry_after_and_glm_quota_reset_set_the_cooldown(store: StateStore) -> None:
