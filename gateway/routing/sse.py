@@ -20,15 +20,22 @@ class SSEReader:
         self._buf = b""
         self.ended = False
 
+    def pop_buffered(self) -> bytes | None:
+        """The next whole event already received, or None; never waits for the network."""
+        while True:
+            idx = self._buf.find(b"\n\n")
+            if idx < 0:
+                return None
+            event, self._buf = self._buf[:idx], self._buf[idx + 2 :]
+            if event.strip():
+                return event
+
     async def next_event(self) -> bytes | None:
         """The next event, or None when the upstream closed (a trailing partial is dropped)."""
         while True:
-            idx = self._buf.find(b"\n\n")
-            if idx >= 0:
-                event, self._buf = self._buf[:idx], self._buf[idx + 2 :]
-                if event.strip():
-                    return event
-                continue
+            event = self.pop_buffered()
+            if event is not None:
+                return event
             try:
                 data = await anext(self._chunks)
             except StopAsyncIteration:
