@@ -98,6 +98,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # the gateway never reads the client address: skip that middleware
+        server_header=False,
         log_level="warning",
         log_config=None,  # keep configure_logging's handlers (uvicorn's errors as JSON too)
         timeout_graceful_shutdown=5,

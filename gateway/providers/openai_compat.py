@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway.catalogue.catalogue import Target
 from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
@@ -26,6 +27,7 @@ class OpenAICompatProvider:
         self._per_host = per_host
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, dict[str, str]] = {}
+        self._urls: dict[str, URL] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -53,6 +55,13 @@ class OpenAICompatProvider:
             self._headers[target.id] = h
         return h
 
+    def _url_for(self, target: Target) -> URL:
+        """Parsed once per deployment: yarl would parse a string URL on every request."""
+        url = self._urls.get(target.id)
+        if url is None:
+            url = self._urls[target.id] = URL(f"{target.base_url}/chat/completions")
+        return url
+
     async def send(
         self,
         target: Target,
@@ -63,7 +72,7 @@ class OpenAICompatProvider:
         read_timeout: float,
     ) -> UpstreamResponse:
         session = self._get_session()
-        url = f"{target.base_url}/chat/completions"
+        url = self._url_for(target)
         timeout = aiohttp.ClientTimeout(
             total=None if stream else read_timeout,
             connect=connect_timeout,
