@@ -111,7 +111,10 @@ class Admission:
         self._wall = wall
         self._snap = Snapshot()
 
-    def _plan(self, needs: Needs, now: float, *, stateless: bool = False) -> Plan:
+    def _plan(
+        self, needs: Needs, now: float, *, stateless: bool = False, explain: bool = False
+    ) -> Plan:
+        """``explain``: word every refusal (``/v1/route``); an empty plan is always explained."""
         opened, full = ({}, {}) if stateless else self._snap.blocked(now)
         return plan(
             needs,
@@ -120,6 +123,7 @@ class Admission:
             open_circuits=opened,
             latency=self._snap.latency,
             saturated=full,
+            explain=explain,
         )
 
     async def admit(
@@ -136,7 +140,7 @@ class Admission:
         if record is not None:
             restrict(needs, record)
         assumed = self._snap.blocked_ids(now)
-        first = self._plan(needs, now)
+        first = self._plan(needs, now, explain=not reserve)
         asked = first if first.candidates else self._plan(needs, now, stateless=True)
         if not asked.candidates:
             return Admitted(first)
@@ -173,9 +177,9 @@ class Admission:
                 self._metrics.budget_downgrades.labels(
                     self._metrics.key_label(ticket.key.key_id)
                 ).inc()
-            final = self._plan(needs, now)
+            final = self._plan(needs, now, explain=not ticket.reserve)
         elif self._snap.blocked_ids(now) != assumed or not first.candidates:
-            final = self._plan(needs, now)
+            final = self._plan(needs, now, explain=not ticket.reserve)
         if not final.candidates and ticket.reserve:
             await self._release(view.lease, now)
             raise self._unavailable(needs, view, now)

@@ -1,12 +1,16 @@
 """The runtime catalogue: variants and the deployments (targets) that serve them, frozen.
 
-Built once at start by :func:`gateway.catalogue.loader.load_config`; read-only afterwards.
+Built once at start by :func:`gateway.catalogue.loader.load_config`; read-only afterwards. A
+:class:`Catalogue` pre-digests itself for the planner once, at construction
+(:class:`~gateway.catalogue.plan_index.PlanIndex`: deployment bitmasks, prices, sort-key
+ranks), so planning a request is a few mask operations and sorts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.catalogue.plan_index import PlanIndex, build_index
 from gateway.catalogue.schema import (
     Adapter,
     Dialect,
@@ -15,6 +19,7 @@ from gateway.catalogue.schema import (
     ProviderConfig,
     Variant,
 )
+from gateway.catalogue.tokens import TokenCounter
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,14 @@ class Catalogue:
     by_variant: dict[str, tuple[Target, ...]]
     providers: dict[str, ProviderConfig]
     skipped: tuple[SkippedDeployment, ...] = ()
+    index: PlanIndex = field(init=False, repr=False, compare=False)
+    """The planner's pre-digested view, built at construction."""
+    provider_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    """``providers``' keys (what ``X-GLM-Providers`` may name)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", build_index(self.variants, self.by_variant))
+        object.__setattr__(self, "provider_names", frozenset(self.providers))
 
     def targets_for(self, variant_id: str) -> tuple[Target, ...]:
         return self.by_variant.get(variant_id, ())
@@ -89,3 +102,7 @@ class Config:
     catalogue: Catalogue
     source_dir: str
     warnings: tuple[str, ...] = field(default=())
+    tokens: TokenCounter = field(default_factory=TokenCounter, repr=False, compare=False)
+    """The process's prompt token counter: it remembers the cl100k count of each text it
+    tokenized (bounded). The one runtime cache here, built with the config at start and
+    shared by every request."""

@@ -15,6 +15,10 @@ the rest.
 
 cl100k comes from the BPE file LiteLLM bundles, read directly (no network, and no process-wide
 ``TIKTOKEN_CACHE_DIR`` to set); without tiktoken or that file, ``exact()`` returns the bound.
+
+A :class:`TokenCounter` (one per process, on the ``Config``) remembers the cl100k count of every
+text it tokenized: a conversation re-sends its whole history each turn, so only the new
+messages cost tokenizing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import base64
 import functools
 import hashlib
 import importlib.util
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -58,15 +65,80 @@ _CL100K_SPECIAL: Final = {
 }
 
 
+class TokenCounter:
+    """Sums cl100k counts of texts, remembering each text's count (least recently used out).
+
+    A conversation re-sends its history every turn, and role names, tool-call ids and system
+    prompts repeat across requests: a lookup costs a fraction of a tokenizer call even for a
+    4-character text, so every text is remembered, up to ``max_entries`` texts and ``max_chars``
+    characters in all (1 to 4 bytes each in memory); a text over a quarter of ``max_chars`` is
+    never kept. Thread-safe (exact counts may be computed off the event loop); tokenizing runs
+    outside the lock.
+    """
+
+    __slots__ = ("_cache", "_chars", "_lock", "_max_chars", "_max_entries")
+
+    def __init__(self, *, max_entries: int = 16_384, max_chars: int = 8 * 2**20) -> None:
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+        self._max_entries = max_entries
+        self._max_chars = max_chars
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def count(self, texts: Sequence[str], encoding: tiktoken.Encoding) -> int:
+        """The sum of ``len(encoding.encode_ordinary(t))`` over ``texts`` (counts are remembered
+        per text: pass the same encoding every time)."""
+        known, missed = self._lookup(texts)
+        if not missed:
+            return known
+        encode = encoding.encode_ordinary
+        counted = {text: len(encode(text)) for text in dict.fromkeys(missed)}
+        self._remember(counted)
+        return known + sum(map(counted.__getitem__, missed))
+
+    def _lookup(self, texts: Sequence[str]) -> tuple[int, list[str]]:
+        """The remembered part of the sum, and the texts not remembered."""
+        known = 0
+        missed: list[str] = []
+        cache = self._cache
+        get, touch = cache.get, cache.move_to_end
+        with self._lock:
+            for text in texts:
+                n = get(text)
+                if n is None:
+                    if text:
+                        missed.append(text)
+                else:
+                    touch(text)
+                    known += n
+        return known, missed
+
+    def _remember(self, counted: dict[str, int]) -> None:
+        cache, largest = self._cache, self._max_chars // 4
+        with self._lock:
+            for text, n in counted.items():
+                if len(text) <= largest and text not in cache:
+                    cache[text] = n
+                    self._chars += len(text)
+            while len(cache) > self._max_entries or self._chars > self._max_chars:
+                old, _ = cache.popitem(last=False)
+                self._chars -= len(old)
+
+
 class PromptTokens:
     """Token counts for one request's prompt (raw parsed JSON; malformed input never raises)."""
 
-    __slots__ = ("_exact", "_fixed", "_texts", "_upper")
+    __slots__ = ("_counter", "_exact", "_fixed", "_texts", "_upper")
 
-    def __init__(self, messages: Any, tools: Any | None) -> None:
+    def __init__(
+        self, messages: Any, tools: Any | None, counter: TokenCounter | None = None
+    ) -> None:
         items = messages if isinstance(messages, list) else [] if messages is None else [messages]
         texts: list[str] = []
-        fixed = PROMPT_OVERHEAD + MESSAGE_OVERHEAD * len(items) + _collect(items, texts)
+        fixed = PROMPT_OVERHEAD + MESSAGE_OVERHEAD * len(items) + _collect_messages(items, texts)
         if tools:
             try:
                 texts.append(orjson.dumps(tools).decode())
@@ -74,8 +146,16 @@ class PromptTokens:
                 fixed += _collect(tools, texts)
         self._texts = texts
         self._fixed = fixed
-        self._upper = fixed + sum(_utf8_len(t) for t in texts)
+        self._upper = fixed + sum([len(t) if t.isascii() else _utf8_len(t) for t in texts])
         self._exact: int | None = None
+        self._counter = counter
+
+    def untokenized(self) -> PromptTokens:
+        """This prompt as it was before :meth:`exact` ran (same texts, same counter)."""
+        copy = PromptTokens.__new__(PromptTokens)
+        copy._texts, copy._fixed, copy._upper = self._texts, self._fixed, self._upper
+        copy._exact, copy._counter = None, self._counter
+        return copy
 
     @property
     def upper(self) -> int:
@@ -85,13 +165,18 @@ class PromptTokens:
     def exact(self) -> int:
         """The cl100k_base count plus the same overheads; the bound if cl100k is unavailable.
 
-        Computed once. Tokenizing holds the CPU (~tens of ms per 100 KB): prefer :meth:`at_most`.
+        Computed once (with a counter, each text once per process while remembered).
+        Tokenizing holds the CPU (~tens of ms per 100 KB): prefer :meth:`at_most`.
         """
         if self._exact is None:
             encoding = cl100k()
             if encoding is None:
                 return self._upper
-            self._exact = self._fixed + sum(len(encoding.encode_ordinary(t)) for t in self._texts)
+            if self._counter is not None:
+                counted = self._counter.count(self._texts, encoding)
+            else:
+                counted = sum(len(encoding.encode_ordinary(t)) for t in self._texts)
+            self._exact = self._fixed + counted
         return self._exact
 
     def at_most(self, limit: int) -> bool:
@@ -107,6 +192,23 @@ class PromptTokens:
     def method(self) -> str:
         """``"cl100k"`` once the exact count was computed, else ``"bound"``."""
         return "cl100k" if self._exact is not None else "bound"
+
+
+def _collect_messages(items: list[Any], texts: list[str]) -> int:
+    """:func:`_collect` over the message list, the usual flat message (no media key) inlined."""
+    deeper: list[Any] = []
+    for msg in items:
+        if not isinstance(msg, dict):
+            deeper.append(msg)
+        elif _MEDIA_KEYS.isdisjoint(msg):
+            for value in msg.values():
+                if isinstance(value, str):
+                    texts.append(value)
+                else:
+                    deeper.append(value)
+        else:
+            deeper.append(msg)
+    return _collect(deeper, texts) if deeper else 0
 
 
 def _collect(root: Any, texts: list[str]) -> int:

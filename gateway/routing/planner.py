@@ -10,35 +10,37 @@ Pure: no I/O, no clock. Three steps, each explainable:
    ``tool_choice``, hosts that can force a tool call), then trimming to the fallback mode.
 
 Fallback never widens eligibility: every candidate satisfies every need.
+
+Two ways through steps 1-2, one step 3. ``explain=True`` words every refusal (``/v1/route``,
+``glm-gateway route``, the no_capable_variant error); ``explain=False`` (the request hot path)
+only decides, on the catalogue's pre-digested :class:`~gateway.catalogue.plan_index.PlanIndex`
+(bitmasks, prices, sort-key ranks), and falls back to explaining when nothing is eligible. Both
+ask ``needs.fits`` about the same windows, so the prompt is tokenized in the same cases, and
+both rank with one prompt figure: the one known once every context check is done.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
 
 from gateway.catalogue.catalogue import Catalogue, Target
 from gateway.catalogue.needs import Needs
+from gateway.catalogue.plan_index import HOST_TOOL_FAMILIES, PlanIndex
 from gateway.catalogue.schema import RoutingConfig, Variant
-from gateway.providers.dialects import can_force_tool_choice
+from gateway.routing.ranking import Candidate, rank
 
-_OPS = {
-    "<=": lambda a, b: a <= b,
-    ">=": lambda a, b: a >= b,
-    "<": lambda a, b: a < b,
-    ">": lambda a, b: a > b,
-    "=": lambda a, b: a == b,
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+    "=": operator.eq,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    target: Target
-    score: float
-    """The policy's figure for this candidate (cost in USD, latency in s, quality, ...)."""
-    basis: str
-    """What ``score`` measures."""
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +55,50 @@ class Rejection:
 class Plan:
     candidates: list[Candidate]
     rejected: list[Rejection] = field(default_factory=list)
+    """Every refused variant/deployment and why: filled when planned with ``explain=True``, or
+    when there is no candidate."""
     unmet: list[str] = field(default_factory=list)
     """When there is no candidate: the needs no variant/deployment meets."""
 
 
-# Capabilities that are only real where the host runs the tool: a variant that "has" code
-# execution is useless on a host that runs no code_interpreter.
-_HOST_TOOL_CAPABILITIES = {
-    "code_execution": frozenset({"code_interpreter"}),
-    "tool_use": frozenset({"web_search", "retrieval", "mcp"}),
-}
+def plan(
+    needs: Needs,
+    catalogue: Catalogue,
+    routing: RoutingConfig,
+    *,
+    open_circuits: Mapping[str, float] | None = None,
+    latency: Mapping[str, float] | None = None,
+    saturated: Mapping[str, str] | None = None,
+    explain: bool = True,
+) -> Plan:
+    """Order every deployment that can serve the request; explain every one that cannot.
+
+    ``explain=False``: the same candidates, but ``rejected`` stays empty unless there is no
+    candidate (then the plan is explained in full, for the no_capable_variant error).
+    """
+    opened = open_circuits or _NONE
+    full = saturated or _NONE
+    if explain:
+        eligible, rejected = _explained(needs, catalogue.index, routing, opened, full)
+    else:
+        method = needs.prompt.method
+        eligible, rejected = _decided(needs, catalogue.index, routing, opened, full), []
+    candidates = rank(eligible, needs, catalogue.index, latency or _NONE)
+    if candidates:
+        return Plan(candidates, rejected)
+    if not explain:
+        # Explained from where this call started, as explain=True would have: a refusal quotes
+        # the prompt figure known when its variant was checked (the bound until one tokenized).
+        start = needs
+        if needs.prompt.method != method:
+            start = replace(needs, prompt=needs.prompt.untokenized())
+        return plan(
+            start, catalogue, routing, open_circuits=opened, latency=latency, saturated=full
+        )
+    return Plan([], rejected, _unmet(needs, rejected))
+
+
+# --- explaining: every refusal in words ------------------------------------------------------
 
 
 def _variant_reasons(
@@ -91,7 +127,6 @@ def _variant_reasons(
 def _surface_reasons(
     t: Target,
     needs: Needs,
-    routing: RoutingConfig,
     open_circuits: Mapping[str, float],
     saturated: Mapping[str, str],
 ) -> list[str]:
@@ -102,8 +137,8 @@ def _surface_reasons(
                 reasons.append("this provider's surface has no image input")
         elif cap not in t.capabilities:
             reasons.append(f"this provider's surface has no {cap}")
-        elif cap in _HOST_TOOL_CAPABILITIES:
-            family = _HOST_TOOL_CAPABILITIES[cap]
+        elif cap in HOST_TOOL_FAMILIES:
+            family = HOST_TOOL_FAMILIES[cap]
             # A named tool is checked below; a bare declaration needs some host tool of the kind.
             if not (family & needs.builtin_tools) and not (family & t.builtin_tools):
                 tools = "/".join(sorted(family))
@@ -122,44 +157,18 @@ def _surface_reasons(
     return reasons
 
 
-def _score(
-    t: Target, needs: Needs, policy: str, latency: Mapping[str, float]
-) -> tuple[tuple[float, ...], float, str]:
-    """Sort key (lower first), reported score, and what the score measures."""
-    v = t.variant
-    if t.price is not None:
-        cost = (needs.prompt.best * t.price.input + needs.output_tokens * t.price.output) / 1e6
-    else:
-        cost = math.inf
-    active = v.params_active_b or v.params_total_b or math.inf
-    newest = -int(v.released.replace("-", ""))
-    if policy == "cost":
-        return (cost, active, t.priority, -t.weight, -v.quality), cost, "estimated cost USD"
-    if policy == "quality":
-        return (-v.quality, cost, t.priority, -t.weight), float(v.quality), "quality rank"
-    if policy == "newest":
-        return (newest, -v.quality, cost, t.priority), float(-newest), "release YYYYMM"
-    # latency: observed mean seconds; unmeasured deployments get a prior from active size.
-    lat = latency.get(t.id)
-    est = lat if lat is not None else 0.2 + 0.01 * (active if active != math.inf else 400)
-    return (est, cost, t.priority, -t.weight), est, "latency s (observed or prior)"
-
-
-def plan(
+def _explained(
     needs: Needs,
-    catalogue: Catalogue,
+    ix: PlanIndex,
     routing: RoutingConfig,
-    *,
-    open_circuits: Mapping[str, float] | None = None,
-    latency: Mapping[str, float] | None = None,
-    saturated: Mapping[str, str] | None = None,
-) -> Plan:
-    """Order every deployment that can serve the request; explain every one that cannot."""
-    open_circuits = open_circuits or {}
-    latency = latency or {}
+    opened: Mapping[str, float],
+    full: Mapping[str, str],
+) -> tuple[int, list[Rejection]]:
+    """Eligible deployments (a mask of positions) and every refusal with its reasons."""
     rejected: list[Rejection] = []
-    eligible: list[tuple[tuple[float, ...], Candidate]] = []
-    for vid, variant in catalogue.variants.items():
+    eligible = 0
+    for vf in ix.variants:
+        vid = vf.id
         if needs.allowed_variants is not None and vid not in needs.allowed_variants:
             why = f"not in alias {needs.alias!r}" if needs.alias else "not allowed for this key"
             rejected.append(Rejection(vid, None, (why,)))
@@ -167,49 +176,20 @@ def plan(
         if needs.pinned and vid != needs.pinned and needs.fallback != "variants":
             rejected.append(Rejection(vid, None, (f"model pinned to {needs.pinned}",)))
             continue
-        targets = catalogue.targets_for(vid)
-        added = frozenset().union(*(t.capabilities - variant.capabilities for t in targets))
-        reasons = _variant_reasons(variant, needs, routing, added)
-        if not targets:
+        reasons = _variant_reasons(vf.variant, needs, routing, vf.added)
+        if vf.first == vf.stop:
             reasons.append("no deployment configured (or its key is not set)")
         if reasons:
             rejected.append(Rejection(vid, None, tuple(reasons)))
             continue
-        for t in targets:
-            sreasons = _surface_reasons(t, needs, routing, open_circuits, saturated or {})
+        for i in range(vf.first, vf.stop):
+            t = ix.targets[i]
+            sreasons = _surface_reasons(t, needs, opened, full)
             if sreasons:
                 rejected.append(Rejection(vid, t.provider, tuple(sreasons)))
-                continue
-            key, score, basis = _score(t, needs, needs.policy, latency)
-            key = _order_prefix(t, needs) + key
-            eligible.append((key, Candidate(t, score, basis)))
-    eligible.sort(key=lambda kc: kc[0])
-    candidates = _trim([c for _, c in eligible], needs)
-    result = Plan(candidates, rejected)
-    if not candidates:
-        result.unmet = _unmet(needs, rejected)
-    return result
-
-
-def _order_prefix(t: Target, needs: Needs) -> tuple[float, ...]:
-    """The pinned variant first; with X-GLM-Providers, that provider order next; then, when the
-    request forces a tool call, hosts that can force one (policy: prefer, else degrade)."""
-    pin = 0.0 if needs.pinned is None or t.variant.id == needs.pinned else 1.0
-    force = 0.0 if not needs.forced_tool_choice or can_force_tool_choice(t) else 1.0
-    if not needs.providers:
-        return (pin, force)
-    return (pin, float(needs.providers.index(t.provider)), force)
-
-
-def _trim(candidates: list[Candidate], needs: Needs) -> list[Candidate]:
-    if not candidates:
-        return candidates
-    if needs.fallback == "none":
-        return candidates[:1]
-    if needs.fallback == "providers":
-        first = candidates[0].target.variant.id
-        return [c for c in candidates if c.target.variant.id == first]
-    return candidates
+            else:
+                eligible |= 1 << i
+    return eligible, rejected
 
 
 def _unmet(needs: Needs, rejected: list[Rejection]) -> list[str]:
@@ -223,3 +203,107 @@ def _unmet(needs: Needs, rejected: list[Rejection]) -> list[str]:
     if needs.pinned:
         unmet.append(f"model {needs.pinned}")
     return unmet
+
+
+# --- deciding: the same verdicts on bitmasks, no words ---------------------------------------
+
+
+def _decided(
+    needs: Needs,
+    ix: PlanIndex,
+    routing: RoutingConfig,
+    opened: Mapping[str, float],
+    full: Mapping[str, str],
+) -> int:
+    """What :func:`_explained` finds eligible (a mask of positions), without wording a refusal.
+
+    ``needs.fits`` is asked about every window ``_explained`` asks about where the answer is
+    not sure without tokenizing (a variant's even when it fails on capabilities, a deployment's
+    own even when it fails otherwise): the prompt is tokenized in the same cases.
+    """
+    out = needs.output_tokens
+    short = max(needs.min_context or 0, out + 1)  # a smaller window fails, nothing tokenized
+    ample = max(short, needs.prompt.upper + out)  # from here up, fits on the byte bound
+    fit = _fit_memo(needs)
+    considered, eligible = _considered(needs, ix)
+    unknown = (routing.unknown_context_floor, *ix.unknown_window)
+    for window, variants, positions in (unknown, *ix.windows):
+        if window >= ample:
+            continue
+        if window < short or (variants & considered and not fit(window)):
+            eligible &= ~positions
+    eligible &= _variant_offers(needs, ix)
+    for window, positions in ix.own_windows:  # of the deployments of qualifying variants
+        if window >= ample:
+            break
+        if window < short or (positions & eligible and not fit(window)):
+            eligible &= ~positions
+    return eligible & _surface_offers(needs, ix, opened, full)
+
+
+def _fit_memo(needs: Needs) -> Callable[[int], bool]:
+    """``needs.fits``, asked once per distinct window (it may tokenize the prompt)."""
+    seen: dict[int, bool] = {}
+
+    def fit(window: int) -> bool:
+        ok = seen.get(window)
+        if ok is None:
+            ok = seen[window] = needs.fits(window)
+        return ok
+
+    return fit
+
+
+def _considered(needs: Needs, ix: PlanIndex) -> tuple[int, int]:
+    """The variants the alias/key restriction and the pin leave, and their deployments."""
+    variants, positions = ix.every_variant, ix.everything
+    allowed = needs.allowed_variants
+    if allowed is not None:
+        kept = [ix.by_id[vid] for vid in allowed if vid in ix.by_id]
+        variants &= _union(vf.bit for vf in kept)
+        positions &= _union(vf.positions for vf in kept)
+    if needs.pinned and needs.fallback != "variants":
+        vf = ix.by_id.get(needs.pinned)
+        variants &= vf.bit if vf is not None else 0
+        positions &= vf.positions if vf is not None else 0
+    return variants, positions
+
+
+def _variant_offers(needs: Needs, ix: PlanIndex) -> int:
+    """The deployments whose variant has every capability and parameter size asked for."""
+    mask = ix.everything
+    for cap in needs.capabilities:
+        mask &= ix.variant_offers.get(cap, 0)
+    for op, bound in needs.params:
+        for vf in ix.variants:
+            size = vf.variant.params_total_b
+            if vf.positions & mask and (size is None or not _OPS[op](size, bound)):
+                mask &= ~vf.positions
+    return mask
+
+
+def _surface_offers(
+    needs: Needs, ix: PlanIndex, opened: Mapping[str, float], full: Mapping[str, str]
+) -> int:
+    """The deployments whose own surface meets every need, on a listed provider, available."""
+    mask = ix.everything
+    tools = needs.builtin_tools
+    for cap in needs.capabilities:
+        mask &= ix.surface_offers.get(cap, 0)
+        family = HOST_TOOL_FAMILIES.get(cap)
+        if family is not None and not family & tools:  # a named tool is checked below
+            mask &= ix.host_runs[cap]
+    for tool in tools:
+        mask &= ix.runs_tool.get(tool, 0)
+    if needs.providers is not None:
+        mask &= _union(ix.of_provider.get(p, 0) for p in needs.providers)
+    for tid in (*opened, *full) if opened or full else ():
+        mask &= ~ix.position_bit.get(tid, 0)
+    return mask
+
+
+def _union(masks: Iterable[int]) -> int:
+    out = 0
+    for mask in masks:
+        out |= mask
+    return out

@@ -1,0 +1,155 @@
+"""Ranking for the planner: eligible deployments -> ordered, trimmed :class:`Candidate` list.
+
+One sort key per policy (lower first), applied as stable sorts from its last part to its
+first: the static tie-breaks come pre-ranked in the catalogue's
+:class:`~gateway.catalogue.plan_index.PlanIndex`, so a request pays for its cost figures, two
+or three sorts of small integers and floats, and the candidates themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
+from typing import NamedTuple
+
+from gateway.catalogue.catalogue import Target
+from gateway.catalogue.needs import Needs
+from gateway.catalogue.plan_index import PlanIndex
+from gateway.providers.dialects import can_force_tool_choice
+
+
+class Candidate(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: one is built per eligible deployment per request,
+    # and a frozen dataclass's __init__ (object.__setattr__ per field) costs ~2x as much.
+    target: Target
+    score: float
+    """The policy's figure for this candidate (cost in USD, latency in s, quality, ...)."""
+    basis: str
+    """What ``score`` measures."""
+
+
+Scores = Mapping[int, float] | Sequence[float]
+"""A figure per position."""
+
+_BASIS = {
+    "cost": "estimated cost USD",
+    "quality": "quality rank",
+    "newest": "release YYYYMM",
+    "latency": "latency s (observed or prior)",
+}
+
+
+def rank(
+    eligible_mask: int, needs: Needs, ix: PlanIndex, latency: Mapping[str, float]
+) -> list[Candidate]:
+    """Order by policy, trimmed to the fallback mode. The sort keys (lower first):
+
+    - cost:    (cost, active params, priority, -weight, -quality)
+    - quality: (-quality, cost, priority, -weight)
+    - newest:  (-YYYYMM, -quality, cost, priority)
+    - latency: (observed or prior s, cost, priority, -weight)
+
+    each after :func:`_prefix`, ties in catalogue order. Sorting is stable, so the key is
+    applied from its end: the static tail (``ix.minor``), then cost, then what leads.
+    """
+    if not eligible_mask:
+        return []
+    policy = needs.policy if needs.policy in _BASIS else "latency"
+    if eligible_mask == ix.everything:  # sorted once, in the index
+        eligible = list(ix.minor_order[policy])
+    else:
+        eligible = _positions(eligible_mask, ix)
+        eligible.sort(key=ix.minor[policy].__getitem__)
+    costs = _costs(eligible, needs, ix)
+    eligible.sort(key=costs.__getitem__)
+    scores = _lead(policy, eligible, costs, ix, latency)
+    if (
+        needs.providers
+        or needs.forced_tool_choice
+        or (needs.pinned and needs.fallback == "variants")
+    ):
+        eligible.sort(key=lambda i: _prefix(ix.targets[i], needs))  # else the same for all
+    return _candidates(_trim(eligible, needs, ix), ix.targets, scores, _BASIS[policy])
+
+
+def _lead(
+    policy: str, eligible: list[int], costs: Scores, ix: PlanIndex, latency: Mapping[str, float]
+) -> Scores:
+    """Sort by what leads the policy's key (cost needs nothing more); its reported scores."""
+    if policy == "quality":
+        eligible.sort(key=ix.neg_quality.__getitem__)
+        return ix.quality_score
+    if policy == "newest":
+        eligible.sort(key=ix.newest_key.__getitem__)
+        return ix.newest_score
+    if policy == "latency":
+        prior, ids = ix.latency_prior, ix.ids
+        seen: Scores = prior
+        if latency:
+            seen = {i: prior[i] if (s := latency.get(ids[i])) is None else s for i in eligible}
+        eligible.sort(key=seen.__getitem__)
+        return seen
+    return costs
+
+
+def _positions(mask: int, ix: PlanIndex) -> list[int]:
+    """The positions of the bits set in ``mask``, a byte at a time."""
+    out: list[int] = []
+    tables = ix.byte_positions
+    for table, byte in zip(tables, mask.to_bytes(len(tables), "little"), strict=True):
+        if byte:
+            out += table[byte]
+    return out
+
+
+def _costs(eligible: list[int], needs: Needs, ix: PlanIndex) -> Scores:
+    """Estimated USD per eligible position: a list over every deployment when most are
+    eligible (cheaper to build), else a dict of the eligible ones."""
+    prompt, out, prices = needs.prompt.best, needs.output_tokens, ix.prices
+    if 2 * len(eligible) >= len(prices):
+        each = [
+            math.inf if p is None else (prompt * p[0] + out * p[1]) / 1e6 for p in ix.price_list
+        ]
+        return ix.by_slot(each)
+    return {
+        i: math.inf if (p := prices[i]) is None else (prompt * p[0] + out * p[1]) / 1e6
+        for i in eligible
+    }
+
+
+def _candidates(
+    ranked: list[int],
+    targets: Sequence[Target],
+    scores: Scores,
+    basis: str,
+) -> list[Candidate]:
+    """``Candidate(targets[i], scores[i], basis)`` for each ranked position, built in C."""
+    if len(ranked) > 1:
+        get = itemgetter(*ranked)
+        fields = zip(get(targets), get(scores), repeat(basis))
+    else:
+        fields = zip(
+            map(targets.__getitem__, ranked), map(scores.__getitem__, ranked), repeat(basis)
+        )
+    return list(map(tuple.__new__, repeat(Candidate), fields))
+
+
+def _prefix(t: Target, needs: Needs) -> tuple[float, ...]:
+    """The pinned variant first; with X-GLM-Providers, that provider order next; then, when the
+    request forces a tool call, hosts that can force one (policy: prefer, else degrade)."""
+    pin = 0.0 if needs.pinned is None or t.variant.id == needs.pinned else 1.0
+    force = 0.0 if not needs.forced_tool_choice or can_force_tool_choice(t) else 1.0
+    if not needs.providers:
+        return (pin, force)
+    return (pin, float(needs.providers.index(t.provider)), force)
+
+
+def _trim(ranked: list[int], needs: Needs, ix: PlanIndex) -> list[int]:
+    if needs.fallback == "none":
+        return ranked[:1]
+    if needs.fallback == "providers":
+        first = ix.variant_ids[ranked[0]]
+        return [i for i in ranked if ix.variant_ids[i] == first]
+    return ranked
