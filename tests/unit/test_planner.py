@@ -15,8 +15,9 @@ import pytest
 from gateway.catalogue.catalogue import Catalogue, Config, Target
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import Needs, resolve_needs
-from gateway.catalogue.schema import GatewayFile, Price, ProviderConfig, RoutingConfig, Variant
+from gateway.catalogue.schema import GatewayFile, ProviderConfig, RoutingConfig, Variant
 from gateway.routing.planner import Plan, plan
+from tests.support.catalogue import make_target
 from tests.support.procs import CONFIG
 
 IMG = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
@@ -276,32 +277,7 @@ def variant(vid: str, **kw: Any) -> Variant:
 
 
 def target(provider: str, v: Variant, **kw: Any) -> Target:
-    price = kw.pop("price", (1.0, 1.0))
-    fields: dict[str, Any] = {
-        "id": f"{provider}/{v.id}",
-        "provider": provider,
-        "variant": v,
-        "model": f"{provider}-{v.id}",
-        "adapter": "openai",
-        "dialect": "openai",
-        "base_url": "http://127.0.0.1:9/v1",
-        "api_key": "k",
-        "capabilities": v.capabilities,
-        "context": v.context,
-        "max_output": None,
-        "price": None
-        if price is None
-        else Price(input=price[0], output=price[1], as_of="2026-01", source="test"),
-        "builtin_tools": frozenset(),
-        "weight": 1,
-        "priority": 0,
-        "rpm": None,
-        "tpm": None,
-        "timeout": None,
-        "litellm_model": None,
-    }
-    fields.update(kw)
-    return Target(**fields)
+    return make_target(provider, v, **kw)
 
 
 def config_of(

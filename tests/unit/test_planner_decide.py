@@ -17,10 +17,11 @@ import pytest
 from gateway.catalogue.catalogue import Catalogue, Config, Target
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import Needs, resolve_needs
-from gateway.catalogue.schema import GatewayFile, Price, ProviderConfig, RoutingConfig, Variant
+from gateway.catalogue.schema import GatewayFile, ProviderConfig, RoutingConfig, Variant
 from gateway.catalogue.tokens import cl100k
 from gateway.errors import GatewayError
 from gateway.routing.planner import Plan, plan
+from tests.support.catalogue import make_target
 from tests.support.procs import CONFIG
 
 CAPS = ["vision", "function_calling", "tool_use", "structured_outputs", "code_execution"]
@@ -53,30 +54,7 @@ def _variant(vid: str, **kw: Any) -> Variant:
 
 
 def _target(provider: str, v: Variant, price: tuple[float, float] | None, **kw: Any) -> Target:
-    fields: dict[str, Any] = {
-        "id": f"{provider}/{v.id}",
-        "provider": provider,
-        "variant": v,
-        "model": v.id,
-        "adapter": "openai",
-        "dialect": "openai",
-        "base_url": "http://127.0.0.1:9/v1",
-        "api_key": "k",
-        "capabilities": v.capabilities,
-        "context": v.context,
-        "max_output": None,
-        "price": None
-        if price is None
-        else Price(input=price[0], output=price[1], as_of="2026-01", source="t"),
-        "builtin_tools": frozenset(),
-        "weight": 1,
-        "priority": 0,
-        "rpm": None,
-        "tpm": None,
-        "timeout": None,
-        "litellm_model": None,
-    }
-    return Target(**{**fields, **kw})
+    return make_target(provider, v, price=price, **{"model": v.id, **kw})
 
 
 @pytest.fixture(scope="module")
