@@ -341,7 +341,7 @@ def profile_table(raw: Path, shape: str, got: dict[str, Any], args: argparse.Nam
     total = 0
     own: dict[str, int] = defaultdict(int)
     incl: dict[str, int] = defaultdict(int)
-    for line in raw.read_text().splitlines():
+    for line in raw.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue

@@ -1,0 +1,168 @@
+"""The gateway's own Python cost per request, in process, without any network.
+
+The shipped config (auth on, capability routing, metrics, in-memory state, access log to
+/dev/null) is driven through the real ASGI app with a canned upstream provider that answers
+at once, so what is timed is only the gateway's code: parse, needs, plan, admission, request
+adaptation, answer checks, settlement, metrics, access log. uvicorn, aiohttp and the kernel
+are not in it (``bench/run.py --full`` measures those, against the floor).
+
+    .venv/bin/python bench/inproc.py                 # µs per request, json and sse, median of 5
+    .venv/bin/python bench/inproc.py --profile json  # cProfile, top functions by own time
+    .venv/bin/python bench/inproc.py --src DIR       # another source tree (A/B)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import logging
+import os
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+MASTER = "bench-master-key"
+BODY_JSON = (
+    b'{"model":"%s","messages":[{"role":"system","content":"You are a concise assistant. '
+    b'Answer in one short paragraph."},{"role":"user","content":"Summarise why a gateway '
+    b'should add as little latency as it can."}],"max_tokens":256%s}'
+)
+
+
+def _answers(root: Path) -> tuple[bytes, bytes]:
+    nginx = root / "bench" / "nginx"
+    return (nginx / "completion.json").read_bytes(), (nginx / "stream.sse").read_bytes()
+
+
+class CannedProvider:
+    """Answers every send at once with the bench's static completion or stream."""
+
+    def __init__(self, completion: bytes, stream: bytes, response_type: Any) -> None:
+        self.completion, self.stream, self.resp = completion, stream, response_type
+        # nginx hands the stream over in reads of a few events; mimic 4 KB reads.
+        self.parts = [stream[i : i + 4096] for i in range(0, len(stream), 4096)]
+
+    async def send(self, target: Any, body: Any, *, stream: bool, **_: Any) -> Any:
+        headers = {"Content-Type": "text/event-stream" if stream else "application/json"}
+        if not stream:
+            return self.resp(200, headers, self.completion)
+        return self.resp(200, headers, chunks=self._chunks(), release=_noop)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        for p in self.parts:
+            yield p
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _noop() -> None:
+    return None
+
+
+def build(root: Path) -> Any:
+    sys.path.insert(0, str(root))
+    from gateway.app import create_app
+    from gateway.cli import resolve_config
+    from gateway.providers.base import UpstreamResponse
+
+    os.environ["GLM_GATEWAY_MASTER_KEY"] = MASTER
+    config = resolve_config(str(root / "config"), demo_simulator_url="http://127.0.0.1:9")
+    logging.getLogger("glm_gateway").handlers[:] = [logging.FileHandler(os.devnull)]
+    logging.getLogger("glm_gateway").setLevel(logging.INFO)
+    logging.getLogger("glm_gateway").propagate = False
+    app = create_app(config)
+    completion, stream = _answers(Path(__file__).resolve().parent.parent)
+    canned = CannedProvider(completion, stream, UpstreamResponse)
+    app.services.providers["openai"] = canned
+    app.services.router._providers = app.services.providers
+    import gateway.app
+
+    quiet = getattr(gateway.app, "quiet_gc", None)
+    if quiet is not None:  # what the app's lifespan does when serving (not run here)
+        quiet()
+    return app
+
+
+async def one(app: Any, body: bytes) -> int:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"authorization", b"Bearer " + MASTER.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    sent = [False]
+    status = [0]
+    gate = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gate.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.start":
+            status[0] = msg["status"]
+
+    await app(scope, receive, send)
+    gate.set()
+    return status[0]
+
+
+async def run(app: Any, body: bytes, n: int) -> float:
+    for _ in range(200):  # warm caches
+        assert await one(app, body) == 200
+    t0 = time.process_time()
+    for _ in range(n):
+        await one(app, body)
+    return (time.process_time() - t0) / n * 1e6
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--src", default=str(Path(__file__).resolve().parent.parent))
+    p.add_argument("--n", type=int, default=3000, help="requests per measurement")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--model", default="auto")
+    p.add_argument("--profile", choices=["json", "sse"])
+    args = p.parse_args()
+    app = build(Path(args.src).resolve())
+    loop = asyncio.new_event_loop()
+
+    bodies = {
+        "json": BODY_JSON % (args.model.encode(), b""),
+        "sse": BODY_JSON % (args.model.encode(), b',"stream":true'),
+    }
+    if args.profile:
+        body = bodies[args.profile]
+        loop.run_until_complete(run(app, body, 500))
+        prof = cProfile.Profile()
+        prof.enable()
+        loop.run_until_complete(run(app, body, args.n))
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(40)
+        print(out.getvalue())
+        return 0
+    for shape, body in bodies.items():
+        got = [loop.run_until_complete(run(app, body, args.n)) for _ in range(args.rounds)]
+        print(f"{shape}: {statistics.median(got):.1f} µs/request (rounds: "
+              + ", ".join(f"{g:.0f}" for g in got) + ")")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
