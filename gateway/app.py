@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,26 @@ from gateway.routing.router import Router
 from gateway.services import Services
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryState
+
+GC_GEN0_THRESHOLD = 50_000
+"""Allocations between young-generation collections once the app has started (CPython's
+default is 700). A request allocates well over 700 container objects and leaves no reference
+cycle behind (``bench/inproc.py`` counts 0 cyclic objects per request), so at the default the
+collector ran on nearly every request and walked the whole young heap for nothing."""
+
+
+def quiet_gc() -> None:
+    """Freeze what start-up built and make young collections rare (called once serving).
+
+    ``gc.freeze()`` moves every object alive now (modules, the catalogue, FastAPI's routes,
+    pydantic models) out of the collector's sight: they live as long as the process, and a full
+    collection no longer walks them. Measured in process (``bench/inproc.py``): the gateway's
+    own Python cost per non-streaming request went from ~195 to ~130 µs.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def build_state(config: Config, metrics: Metrics | None = None) -> StateStore:
@@ -78,6 +99,7 @@ def create_app(
         if on_startup is not None:
             await on_startup()
         loop_lag.start()
+        quiet_gc()
         try:
             yield
         finally:
