@@ -141,8 +141,8 @@ class Admission:
             restrict(needs, record)
         assumed = self._snap.blocked_ids(now)
         first = self._plan(needs, now, explain=not reserve)
-        asked = first if first.candidates else self._plan(needs, now, stateless=True)
-        if not asked.candidates:
+        asked = first if first.targets else self._plan(needs, now, stateless=True)
+        if not asked.targets:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
         ticket = self._ticket(needs, asked, record if reserve else None, cheap, reserve, now)
@@ -178,9 +178,9 @@ class Admission:
                     self._metrics.key_label(ticket.key.key_id)
                 ).inc()
             final = self._plan(needs, now, explain=not ticket.reserve)
-        elif self._snap.blocked_ids(now) != assumed or not first.candidates:
+        elif self._snap.blocked_ids(now) != assumed or not first.targets:
             final = self._plan(needs, now, explain=not ticket.reserve)
-        if not final.candidates and ticket.reserve:
+        if not final.targets and ticket.reserve:
             await self._release(view.lease, now)
             raise self._unavailable(needs, view, now)
         return Admitted(final, view.lease, headers)
@@ -196,12 +196,12 @@ class Admission:
     ) -> Ticket:
         tokens = needs.prompt.best + needs.output_tokens
         # The router tries at most max_attempts candidates: only those are asked about.
-        tried = p.candidates[: self._routing.max_attempts]
-        asks = tuple(DeploymentAsk(c.target.id, c.target.rpm, c.target.tpm) for c in tried)
+        tried = p.targets[: self._routing.max_attempts]
+        asks = tuple(DeploymentAsk(t.id, t.rpm, t.tpm) for t in tried)
         key = None
         if record is not None:
             period, end = period_window(record.budget_period, now)
-            cost = max(estimate_micros(c.target, needs) for c in tried)
+            cost = max(estimate_micros(t, needs) for t in tried)
             key = KeyAsk(
                 record.id,
                 record.rpm,
@@ -221,13 +221,13 @@ class Admission:
         """
         cheap = dataclasses.replace(needs, policy="cost", fallback="none", pinned=None)
         cp = self._plan(cheap, now)
-        if not cp.candidates:
+        if not cp.targets:
             return None
-        variant = cp.candidates[0].target.variant.id
+        variant = cp.targets[0].variant.id
         if variant == _first_variant(p):
             return None
         cheap.allowed_variants = frozenset({variant})
-        cost = max(estimate_micros(c.target, cheap) for c in cp.candidates)
+        cost = max(estimate_micros(t, cheap) for t in cp.targets)
         return _Cheap(cheap, cost, variant)
 
     def _refused(self, v: KeyVerdict, ticket: Ticket) -> GatewayError:
@@ -240,7 +240,7 @@ class Admission:
 
     def _unavailable(self, needs: Needs, view: View, now: float) -> GatewayError:
         bare = self._plan(needs, now, stateless=True)
-        blocked = [c.target.id for c in bare.candidates]
+        blocked = [t.id for t in bare.targets]
         limited = self._snap.limited(now)
         limited.update((t, (s.seconds, s.reason)) for t, s in view.saturated.items())
         err = unavailable(blocked, view.open_circuits, limited)
@@ -330,4 +330,4 @@ def _charge(target: Target, usage: dict[str, Any] | None, lease: Lease | None) -
 
 
 def _first_variant(p: Plan) -> str:
-    return p.candidates[0].target.variant.id if p.candidates else "none"
+    return p.targets[0].variant.id if p.targets else "none"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -31,7 +31,7 @@ from gateway.catalogue.catalogue import Catalogue, Target
 from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import HOST_TOOL_FAMILIES, PlanIndex
 from gateway.catalogue.schema import RoutingConfig, Variant
-from gateway.routing.ranking import Candidate, rank
+from gateway.routing.ranking import Candidate, Ranked, rank
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -51,14 +51,48 @@ class Rejection:
     reasons: tuple[str, ...]
 
 
-@dataclass(slots=True)
 class Plan:
-    candidates: list[Candidate]
-    rejected: list[Rejection] = field(default_factory=list)
-    """Every refused variant/deployment and why: filled when planned with ``explain=True``, or
-    when there is no candidate."""
-    unmet: list[str] = field(default_factory=list)
-    """When there is no candidate: the needs no variant/deployment meets."""
+    """The ordered candidates and, when explained, every refusal.
+
+    ``targets`` (the deployments in order) is what the request path reads: the router walks
+    it and admission asks about its head. ``candidates`` adds each one's score and is built
+    on first read (``/v1/route``, the explain paths): a plan for ``auto`` ranks all 63
+    deployments, and building 63 Candidate tuples per request cost more than the ranking.
+    """
+
+    __slots__ = ("_candidates", "_lazy", "rejected", "targets", "unmet")
+
+    def __init__(
+        self,
+        candidates: list[Candidate],
+        rejected: list[Rejection] | None = None,
+        unmet: list[str] | None = None,
+    ) -> None:
+        self._candidates: list[Candidate] | None = candidates
+        self._lazy: Ranked | None = None
+        self.targets: list[Target] = [c.target for c in candidates]
+        self.rejected: list[Rejection] = rejected if rejected is not None else []
+        """Every refused variant/deployment and why: filled when planned with
+        ``explain=True``, or when there is no candidate."""
+        self.unmet: list[str] = unmet if unmet is not None else []
+        """When there is no candidate: the needs no variant/deployment meets."""
+
+    @classmethod
+    def of(cls, ranked: Ranked, rejected: list[Rejection]) -> Plan:
+        p = cls.__new__(cls)
+        p._candidates, p._lazy = None, ranked
+        p.targets, p.rejected, p.unmet = ranked.targets, rejected, []
+        return p
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        if self._candidates is None:
+            assert self._lazy is not None
+            self._candidates, self._lazy = self._lazy.candidates(), None
+        return self._candidates
+
+    def __repr__(self) -> str:
+        return f"Plan(candidates={self.candidates!r}, rejected={self.rejected!r})"
 
 
 def plan(
@@ -83,9 +117,9 @@ def plan(
     else:
         method = needs.prompt.method
         eligible, rejected = _decided(needs, catalogue.index, routing, opened, full), []
-    candidates = rank(eligible, needs, catalogue.index, latency or _NONE)
-    if candidates:
-        return Plan(candidates, rejected)
+    ranked = rank(eligible, needs, catalogue.index, latency or _NONE)
+    if ranked.targets:
+        return Plan.of(ranked, rejected)
     if not explain:
         # Explained from where this call started, as explain=True would have: a refusal quotes
         # the prompt figure known when its variant was checked (the bound until one tokenized).

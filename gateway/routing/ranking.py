@@ -1,4 +1,4 @@
-"""Ranking for the planner: eligible deployments -> ordered, trimmed :class:`Candidate` list.
+"""Ranking for the planner: eligible deployments -> ordered, trimmed :class:`Ranked` positions.
 
 One sort key per policy (lower first), applied as stable sorts from its last part to its
 first: the static tie-breaks come pre-ranked in the catalogue's
@@ -41,9 +41,28 @@ _BASIS = {
 }
 
 
-def rank(
-    eligible_mask: int, needs: Needs, ix: PlanIndex, latency: Mapping[str, float]
-) -> list[Candidate]:
+class Ranked:
+    """Ranked positions; the targets at once, the scored candidates when asked for."""
+
+    __slots__ = ("_basis", "_ranked", "_scores", "_targets", "targets")
+
+    def __init__(
+        self, ranked: list[int], targets: Sequence[Target], scores: Scores, basis: str
+    ) -> None:
+        self._ranked, self._targets, self._scores, self._basis = ranked, targets, scores, basis
+        if len(ranked) > 1:
+            self.targets: list[Target] = list(itemgetter(*ranked)(targets))
+        else:
+            self.targets = [targets[i] for i in ranked]
+
+    def candidates(self) -> list[Candidate]:
+        return _candidates(self._ranked, self._targets, self._scores, self._basis)
+
+
+_NOTHING = Ranked([], (), (), "")
+
+
+def rank(eligible_mask: int, needs: Needs, ix: PlanIndex, latency: Mapping[str, float]) -> Ranked:
     """Order by policy, trimmed to the fallback mode. The sort keys (lower first):
 
     - cost:    (cost, active params, priority, -weight, -quality)
@@ -55,7 +74,7 @@ def rank(
     applied from its end: the static tail (``ix.minor``), then cost, then what leads.
     """
     if not eligible_mask:
-        return []
+        return _NOTHING
     policy = needs.policy if needs.policy in _BASIS else "latency"
     if eligible_mask == ix.everything:  # sorted once, in the index
         eligible = list(ix.minor_order[policy])
@@ -71,7 +90,7 @@ def rank(
         or (needs.pinned and needs.fallback == "variants")
     ):
         eligible.sort(key=lambda i: _prefix(ix.targets[i], needs))  # else the same for all
-    return _candidates(_trim(eligible, needs, ix), ix.targets, scores, _BASIS[policy])
+    return Ranked(_trim(eligible, needs, ix), ix.targets, scores, _BASIS[policy])
 
 
 def _lead(

@@ -166,9 +166,6 @@ class Router:
         attempts = [a.target.id for a in rs.attempts]
         await self._admission.settle(rs.lease, rs.outcomes, attempts, rs.target, rs.usage)
 
-    def _candidates(self, rs: RouteState) -> list[Target]:
-        return [c.target for c in rs.plan.candidates]
-
     async def complete(self, body: dict[str, Any], rs: RouteState, deadline: float) -> bytes:
         """Non-streaming: the answer body (OpenAI-shaped, ``model`` = variant id)."""
         guard = self._schemas.guard(body)
@@ -315,7 +312,7 @@ class Router:
         larger_than: int | None = None
         bad_keys: set[tuple[str, str | None]] = set()
         budget = self._routing.max_attempts
-        for target in self._candidates(rs):
+        for target in rs.plan.targets:
             if larger_than is not None and (target.context or 0) <= larger_than:
                 continue
             if (target.provider, target.api_key) in bad_keys:
