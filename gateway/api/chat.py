@@ -40,6 +40,10 @@ from gateway.routing.sse import error_event, event_json, is_done
 from gateway.services import Services
 
 EXACT_IN_THREAD_BYTES = 60_000
+WATCH_AFTER_S = 0.02
+"""A request still running after this long gets a task that watches for the client going away
+(and cancels the upstream call). Answers faster than that, most of them behind a fast host,
+never pay for the task; a disconnect is still noticed within this delay."""
 
 
 @dataclass(slots=True)
@@ -57,6 +61,7 @@ class _Ctx:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     times: StageTimes = field(default_factory=StageTimes)
+    watcher: asyncio.Task[None] | None = None
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -106,7 +111,7 @@ class ChatEndpoint:
         headers = header_map(scope)
         ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
         task = asyncio.current_task()
-        watcher: asyncio.Task[None] | None = None
+        watch: asyncio.TimerHandle | None = None
         self._s.metrics.in_flight.inc()
         try:
             ctx.caller = await self._s.auth.identify(headers.get("authorization"))
@@ -119,11 +124,13 @@ class ChatEndpoint:
                 # 200 KB): do it off the event loop before the (pure) planner asks for it.
                 await asyncio.to_thread(needs.prompt.exact)
             ctx.rs = await self._plan(body, needs, ctx)
-            if not ctx.rs.plan.candidates:
+            if not ctx.rs.plan.targets:
                 raise no_capable_error(needs, ctx.rs.plan)
             deadline = self._router.deadline(needs)
             assert task is not None
-            watcher = asyncio.create_task(_watch_disconnect(receive, task, ctx))
+            watch = asyncio.get_running_loop().call_later(
+                WATCH_AFTER_S, _start_watch, receive, task, ctx
+            )
             if ctx.stream:
                 session = await self._router.open_stream(body, ctx.rs, deadline)
                 await self._relay(session, send, ctx)
@@ -145,8 +152,10 @@ class ChatEndpoint:
             ctx.status, ctx.error = 500, "internal_error"  # uvicorn answers 500: record that
             raise
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            if watch is not None:
+                watch.cancel()
+            if ctx.watcher is not None:
+                ctx.watcher.cancel()
             self._s.metrics.in_flight.dec()
             await self._finish(ctx)
 
@@ -332,6 +341,11 @@ def _stream_error(failure: fl.Failure, target: Any) -> bytes:
     )
     err.type = "upstream_error"
     return error_event(err.body_bytes())
+
+
+def _start_watch(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx) -> None:
+    if not ctx.done:
+        ctx.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task, ctx))
 
 
 async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx) -> None:

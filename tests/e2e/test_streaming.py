@@ -455,5 +455,14 @@ async def test_disconnect_cancels_the_upstream_request(
         with pytest.raises(httpx.ReadTimeout):
             await c.post(CHAT, json=chat_body(text_msg(tag), model="glm-4-9b"))
     assert await wait_until(lambda: "cancelled" in probe.saw(tag)), probe.saw(tag)
+
+    # non-streaming, the client leaves a few ms in: before the gateway's disconnect watcher
+    # starts (WATCH_AFTER_S); it is noticed when the watcher starts
+    tag = "early-" + nonce()
+    early = httpx.Timeout(5.0, read=0.003)
+    async with httpx.AsyncClient(base_url=probe_gateway.url, headers=AUTH, timeout=early) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            await c.post(CHAT, json=chat_body(text_msg(tag), model="glm-4-9b"))
+    assert await wait_until(lambda: "cancelled" in probe.saw(tag)), probe.saw(tag)
     async with httpx.AsyncClient(base_url=probe_gateway.url, timeout=30) as c:
         assert (await c.get("/healthz")).status_code == 200
