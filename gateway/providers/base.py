@@ -10,6 +10,7 @@ no answer at all.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +38,15 @@ class UpstreamResponse:
     """Callable that frees the connection; call :meth:`close` rather than this."""
 
     async def close(self) -> None:
+        chunks = self.chunks
+        if chunks is not None:
+            # An async generator left suspended would be finalized by the event loop's hook
+            # (call_soon_threadsafe: a self-pipe write and an extra task per stream).
+            self.chunks = None
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(RuntimeError):  # already running: it ends by itself
+                    await aclose()
         if self.release is not None:
             rel, self.release = self.release, None
             res = rel()

@@ -73,11 +73,14 @@ class OpenAICompatProvider:
     ) -> UpstreamResponse:
         session = self._get_session()
         url = self._url_for(target)
-        timeout = aiohttp.ClientTimeout(
-            total=None if stream else read_timeout,
-            connect=connect_timeout,
-            sock_read=read_timeout,
-        )
+        if stream:  # no total: a stream lasts as long as it keeps sending
+            timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_read=read_timeout)
+        else:
+            # ``total`` bounds the pool wait, the connect and the whole answer; a per-read or a
+            # pool+connect timer would each add a loop timer per request (armed even when the
+            # pooled connection is reused) for nothing more. A new socket still gets
+            # ``sock_connect``, which is armed only when one is opened.
+            timeout = aiohttp.ClientTimeout(total=read_timeout, sock_connect=connect_timeout)
         try:
             resp = await session.post(
                 url, data=orjson.dumps(body), headers=self._headers_for(target), timeout=timeout
