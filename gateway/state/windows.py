@@ -10,18 +10,23 @@ import math
 
 
 class Window:
-    __slots__ = ("buckets", "n", "size")
+    __slots__ = ("buckets", "n", "pruned", "size")
 
     def __init__(self, size: int, n: int) -> None:
         self.size = size
         self.n = n
         self.buckets: dict[int, int] = {}
+        self.pruned = -(2**62)
+        """The current bucket at the last prune: nothing can go stale until it changes."""
 
     def bucket(self, now: float) -> int:
         return math.floor(now / self.size)
 
     def _prune(self, now: float) -> int:
-        cur = self.bucket(now)
+        cur = math.floor(now / self.size)
+        if cur == self.pruned:  # every bucket kept then (or added since) is still in the window
+            return cur
+        self.pruned = cur
         stale = [b for b in self.buckets if b <= cur - self.n]
         for b in stale:
             del self.buckets[b]
