@@ -1,0 +1,85 @@
+"""The auto-pipeline against a real redis-server: order, errors in their slot, lost scripts.
+
+Calls made in one event-loop turn go out as one write on a pooled connection; every caller
+gets its own reply, a script error stays with the call that made it, and a server that lost
+its scripts (a restart without persistence: SCRIPT FLUSH here) is given them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from gateway.state.autopipe import AutoPipeline
+from tests.support.redis_server import RedisServer
+
+SCRIPTS = {
+    "echo": "return ARGV[1]",
+    "fail": "return redis.error_reply('no: ' .. ARGV[1])",
+    "incr": "return redis.call('INCRBY', ARGV[1], ARGV[2])",
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    srv = RedisServer()
+    yield srv
+    srv.stop()
+
+
+@pytest_asyncio.fixture
+async def client(server: RedisServer) -> AsyncIterator[Redis]:
+    r = Redis.from_url(server.url)
+    await r.flushall()
+    yield r
+    await r.aclose()
+
+
+async def test_a_turns_calls_share_one_write_and_each_gets_its_reply(client: Redis) -> None:
+    auto = AutoPipeline(client, SCRIPTS)
+    await client.script_load(SCRIPTS["echo"])
+    before = (await client.info("stats"))["total_commands_processed"]
+    calls = [auto.call("echo", [f"v{i}"]) for i in range(20)]
+    assert await asyncio.gather(*calls) == [f"v{i}".encode() for i in range(20)]
+    after = (await client.info("stats"))["total_commands_processed"]
+    assert after - before == 20 + 1  # the 20 EVALSHA and the first INFO, no reload, no retry
+
+
+async def test_a_script_error_stays_with_its_call(client: Redis) -> None:
+    auto = AutoPipeline(client, SCRIPTS)
+    for name in SCRIPTS:
+        await client.script_load(SCRIPTS[name])
+    good, bad, also = (
+        auto.call("echo", ["a"]),
+        auto.call("fail", ["b"]),
+        auto.call("incr", ["n", 5]),
+    )
+    assert await good == b"a"
+    with pytest.raises(ResponseError, match="no: b"):
+        await bad
+    assert await also == 5
+    # the connection went back to the pool in step: the next turn's replies are its own
+    assert await asyncio.gather(auto.call("echo", ["c"]), auto.call("incr", ["n", 1])) == [b"c", 6]
+
+
+async def test_scripts_a_restarted_server_lost_are_loaded_again(client: Redis) -> None:
+    auto = AutoPipeline(client, SCRIPTS)
+    assert await auto.call("incr", ["m", 2]) == 2  # never loaded: NOSCRIPT, loaded, run once
+    await client.script_flush()
+    got = await asyncio.gather(auto.call("incr", ["m", 3]), auto.call("echo", ["x"]))
+    assert got == [5, b"x"]
+    assert int(await client.get("m")) == 5  # each ran exactly once
+
+
+async def test_a_dead_server_fails_every_call_of_the_turn(server: RedisServer) -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    auto = AutoPipeline(dead, SCRIPTS)
+    calls = [auto.call("echo", ["a"]), auto.call("echo", ["b"])]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, Exception) for r in results), results
+    await dead.aclose()
