@@ -18,6 +18,7 @@ counts, budgets from the last shared spend it saw plus its own since.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -169,28 +170,39 @@ class RedisState:
             return NOT_SENT, None
         started = time.perf_counter()
         call = self._auto.call(op, [self._p, repr(now), payload])
+        # Wait for the call or the timeout, whichever first, leaving the call running: what
+        # ``asyncio.timeout`` + ``asyncio.shield`` do, with one future and one timer (3 µs
+        # instead of 6 per call, two calls per request).
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        call.add_done_callback(functools.partial(_wake, waiter))
+        timer = loop.call_later(self._timeout, _wake, waiter)
         try:
-            async with asyncio.timeout(self._timeout):
-                result = await asyncio.shield(call)
+            await waiter
         except asyncio.CancelledError:
             call.add_done_callback(consume)
             raise
-        except _ERRORS:
-            if call.done() and not call.cancelled():
-                failed = call.exception()
-                self._observe(op, started, ok=failed is None)
-                if failed is None:  # it landed as the timeout fired
-                    return ANSWERED, call.result()
-                self._degrade(op, failed)
-                return NOT_SENT, None
+        finally:
+            timer.cancel()
+        if call.cancelled():  # the pipeline was closed under it (shutdown)
             self._observe(op, started, ok=False)
-            self._late += 1
-            call.add_done_callback(lambda c: self._landed(op, c, landed))
-            if self._late > MAX_LATE:
-                self._degrade(op, TimeoutError(f"{self._late} calls past {self._timeout}s"))
-            return LATE, None
-        self._observe(op, started)
-        return ANSWERED, result
+            return NOT_SENT, None
+        if call.done():
+            failed = call.exception()
+            if failed is None:
+                self._observe(op, started)
+                return ANSWERED, call.result()
+            if not isinstance(failed, _ERRORS):
+                raise failed
+            self._observe(op, started, ok=False)
+            self._degrade(op, failed)
+            return NOT_SENT, None
+        self._observe(op, started, ok=False)
+        self._late += 1
+        call.add_done_callback(lambda c: self._landed(op, c, landed))
+        if self._late > MAX_LATE:
+            self._degrade(op, TimeoutError(f"{self._late} calls past {self._timeout}s"))
+        return LATE, None
 
     def _landed(self, op: str, call: asyncio.Future[Any], landed: Landed) -> None:
         self._late -= 1
@@ -382,3 +394,9 @@ def _where(url: str) -> str:
     """host:port/db of a Redis URL, for logs and errors: never the password."""
     parts = urlsplit(url)
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+
+
+def _wake(waiter: asyncio.Future[None], _call: object = None) -> None:
+    """Done callback / timer: the caller stops waiting (first of the two wins)."""
+    if not waiter.done():
+        waiter.set_result(None)
