@@ -138,6 +138,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--model", default="auto")
     p.add_argument("--profile", choices=["json", "sse"])
+    p.add_argument("--shapes", type=lambda s: s.split(","), default=["json", "sse"])
     args = p.parse_args()
     app = build(Path(args.src).resolve())
     loop = asyncio.new_event_loop()
@@ -158,6 +159,8 @@ def main() -> int:
         print(out.getvalue())
         return 0
     for shape, body in bodies.items():
+        if shape not in args.shapes:
+            continue
         got = [loop.run_until_complete(run(app, body, args.n)) for _ in range(args.rounds)]
         print(f"{shape}: {statistics.median(got):.1f} µs/request (rounds: "
               + ", ".join(f"{g:.0f}" for g in got) + ")")  # fmt: skip
