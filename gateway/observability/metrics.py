@@ -8,18 +8,25 @@ table documents every name and label.
 
 One process per pod: each gateway process serves its own ``/metrics`` and Prometheus scrapes
 every process (see ``deploy/prometheus/prometheus.yml``); no multiprocess directory.
+
+The metric classes are prometheus-client's with plain Python numbers inside (see
+:class:`PlainCounter`): one request bumps about twenty series, and the stock classes take a
+lock per bump. Names, label validation, ``collect`` and the text exposition stay
+prometheus-client's, so ``/metrics`` reads exactly as it would with the stock classes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Iterable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import prometheus_client as prom
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from gateway import __version__
 from gateway.catalogue.catalogue import Target
@@ -37,10 +44,107 @@ STATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 T = TypeVar("T")
 M = TypeVar("M", bound=MetricWrapperBase)
+S = TypeVar("S", bound="_Series")
+
+_go_float: Callable[[float], str] = floatToGoString
+"""How prometheus-client writes a bucket bound (``le="1.0"``, ``le="+Inf"``)."""
 
 MAX_KEY_LABELS = 200
 MAX_ERROR_LABELS = 64
 CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class _Series(MetricWrapperBase):
+    """``labels()`` without prometheus-client's lock and label checks once a series exists.
+
+    Safe because every metric is touched from the event loop's thread only (exact token
+    counts run in a worker thread but record nothing). A new series, and any call the
+    fast path does not recognise, takes prometheus-client's own path and its checks.
+    """
+
+    def labels(self: S, *labelvalues: object, **labelkwargs: object) -> S:
+        try:
+            series: Any = self._metrics  # parents only; keyed by the label values as str
+            found: S = series[labelvalues]
+        except (AttributeError, KeyError, TypeError):
+            return super().labels(*labelvalues, **labelkwargs)
+        return found
+
+
+class PlainCounter(_Series, prom.Counter):
+    """prometheus-client's Counter with one float per series: no lock per ``inc``.
+
+    Exemplars are not kept (the text exposition does not show them); ``_created`` is not
+    exported (it would double the series count for no panel or alert).
+    """
+
+    _count: float
+
+    def _metric_init(self) -> None:
+        self._count = 0.0
+
+    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self._count += amount
+
+    def reset(self) -> None:
+        self._count = 0.0
+
+    def _child_samples(self) -> Iterable[Sample]:
+        return (Sample("_total", {}, self._count, None, None),)
+
+
+class PlainGauge(_Series, prom.Gauge):
+    """prometheus-client's Gauge with one float per series (``multiprocess_mode`` unused)."""
+
+    _level: float
+
+    def _metric_init(self) -> None:
+        self._level = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self._level += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self._level -= amount
+
+    def set(self, value: float) -> None:
+        self._level = float(value)
+
+    def _child_samples(self) -> Iterable[Sample]:
+        return (Sample("", {}, self._level, None, None),)
+
+
+class PlainHistogram(_Series, prom.Histogram):
+    """prometheus-client's Histogram as a list of per-bucket counts and a float sum.
+
+    ``observe`` finds the bucket by bisection (the first upper bound >= the value, as the
+    stock class does by a linear scan); the exposition accumulates them, ``+Inf`` included.
+    Exemplars are not kept and ``_created`` is not exported, as for :class:`PlainCounter`.
+    """
+
+    _hits: list[int]
+    _observed: float
+
+    def _metric_init(self) -> None:
+        self._hits = [0] * len(self._upper_bounds)
+        self._observed = 0.0
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        self._hits[bisect_left(self._upper_bounds, amount)] += 1
+        self._observed += amount
+
+    def _child_samples(self) -> Iterable[Sample]:
+        samples = []
+        acc = 0.0
+        for bound, hits in zip(self._upper_bounds, self._hits, strict=True):
+            acc += hits
+            samples.append(Sample("_bucket", {"le": _go_float(bound)}, acc, None, None))
+        samples.append(Sample("_count", {}, acc, None, None))
+        if self._upper_bounds[0] >= 0:
+            samples.append(Sample("_sum", {}, self._observed, None, None))
+        return tuple(samples)
 
 
 class BoundedLabel:
@@ -64,7 +168,6 @@ class BoundedLabel:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.key_label = BoundedLabel(MAX_KEY_LABELS)
         self.error_label = BoundedLabel(MAX_ERROR_LABELS)
         self._requests()
@@ -76,42 +179,42 @@ class Metrics:
 
     def _requests(self) -> None:
         r = self.registry
-        self.requests = Counter(
+        self.requests = PlainCounter(
             "glm_gateway_requests",
             "Chat completion requests by the variant and provider that answered, and status.",
             ["variant", "provider", "status", "stream"],
             registry=r,
         )
-        self.errors = Counter(
+        self.errors = PlainCounter(
             "glm_gateway_request_errors",
             "Requests that ended in an error, by error code (all_candidates_failed, ...).",
             ["error"],
             registry=r,
         )
-        self.in_flight = Gauge(
+        self.in_flight = PlainGauge(
             "glm_gateway_in_flight_requests", "Requests being handled now.", registry=r
         )
-        Gauge("glm_gateway_build_info", "Always 1.", ["version"], registry=r).labels(
+        PlainGauge("glm_gateway_build_info", "Always 1.", ["version"], registry=r).labels(
             __version__
         ).set(1)
 
     def _latency(self) -> None:
         r = self.registry
-        self.duration = Histogram(
+        self.duration = PlainHistogram(
             "glm_gateway_request_duration_seconds",
             "Whole request duration as the client sees it (streams: until the last byte).",
             ["variant", "stream"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.overhead = Histogram(
+        self.overhead = PlainHistogram(
             "glm_gateway_overhead_seconds",
             "Time spent in the gateway itself: duration minus upstream wait and retry backoff.",
             ["stream"],
             buckets=STAGE_BUCKETS,
             registry=r,
         )
-        self.stage = Histogram(
+        self.stage = PlainHistogram(
             "glm_gateway_stage_duration_seconds",
             "Time per request stage: parse, route, state, upstream_wait, other (relay, "
             "adaptation, response).",
@@ -119,14 +222,14 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=r,
         )
-        self.ttft = Histogram(
+        self.ttft = PlainHistogram(
             "glm_gateway_time_to_first_token_seconds",
             "Streams: request start until the first content byte went to the client.",
             ["variant", "provider"],
             buckets=TTFT_BUCKETS,
             registry=r,
         )
-        self.inter_chunk = Histogram(
+        self.inter_chunk = PlainHistogram(
             "glm_gateway_stream_inter_chunk_seconds",
             "Streams: mean wait between upstream events after the first token, one "
             "observation per stream.",
@@ -137,20 +240,20 @@ class Metrics:
 
     def _routing(self) -> None:
         r = self.registry
-        self.attempts = Counter(
+        self.attempts = PlainCounter(
             "glm_gateway_upstream_attempts",
             "Upstream attempts by outcome (ok or failure class).",
             ["variant", "provider", "outcome"],
             registry=r,
         )
-        self.fallbacks = Counter(
+        self.fallbacks = PlainCounter(
             "glm_gateway_fallbacks",
             "Requests that tried another candidate after a failure, by the first failure "
             "class, the first variant tried and the variant that answered (none: all failed).",
             ["reason", "from_variant", "to_variant"],
             registry=r,
         )
-        self.circuit = Gauge(
+        self.circuit = PlainGauge(
             "glm_gateway_circuit_state",
             "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open (read at scrape).",
             ["deployment", "variant", "provider"],
@@ -159,13 +262,13 @@ class Metrics:
 
     def _usage(self) -> None:
         r = self.registry
-        self.tokens = Counter(
+        self.tokens = PlainCounter(
             "glm_gateway_tokens",
             "Tokens by direction (in: prompt, out: completion), from upstream usage.",
             ["variant", "provider", "key", "direction"],
             registry=r,
         )
-        self.cost = Counter(
+        self.cost = PlainCounter(
             "glm_gateway_cost_usd",
             "Cost in USD at the configured price per 1M tokens, from upstream usage.",
             ["variant", "provider", "key"],
@@ -174,26 +277,26 @@ class Metrics:
 
     def _runtime(self) -> None:
         r = self.registry
-        self.loop_lag = Histogram(
+        self.loop_lag = PlainHistogram(
             "glm_gateway_event_loop_lag_seconds",
             "How late a periodic event-loop timer fired (blocking work on the loop).",
             buckets=LAG_BUCKETS,
             registry=r,
         )
-        self.state_ops = Histogram(
+        self.state_ops = PlainHistogram(
             "glm_gateway_state_op_duration_seconds",
             "State backend round trips (Redis or memory) by operation; _count = round trips.",
             ["backend", "op"],
             buckets=STATE_BUCKETS,
             registry=r,
         )
-        self.state_errors = Counter(
+        self.state_errors = PlainCounter(
             "glm_gateway_state_errors",
             "State backend calls that failed or were not answered, by operation.",
             ["backend", "op"],
             registry=r,
         )
-        self.state_up = Gauge(
+        self.state_up = PlainGauge(
             "glm_gateway_state_up",
             "1 when the state backend answered a ping at the last scrape.",
             ["backend"],
@@ -203,25 +306,25 @@ class Metrics:
     def _shared_state(self) -> None:
         """Limits, budgets and the shared-state backend's health (gateway/limits.py, state/)."""
         r = self.registry
-        self.state_degraded = Gauge(
+        self.state_degraded = PlainGauge(
             "glm_gateway_state_degraded",
             "1 while the Redis state backend does not answer and this replica serves from "
             "local state (limits per replica until it resyncs).",
             registry=r,
         )
-        self.state_resyncs = Counter(
+        self.state_resyncs = PlainCounter(
             "glm_gateway_state_resyncs",
             "Times this replica went back to shared state after being degraded.",
             registry=r,
         )
-        self.rate_limited = Counter(
+        self.rate_limited = PlainCounter(
             "glm_gateway_rate_limited",
             "Requests refused by the gateway's own limits, by scope (key, deployments) and "
             "reason (rpm, tpm, budget, revoked).",
             ["scope", "reason"],
             registry=r,
         )
-        self.budget_downgrades = Counter(
+        self.budget_downgrades = PlainCounter(
             "glm_gateway_budget_downgrades",
             "Requests answered by a cheaper variant because the key's budget was nearly spent.",
             ["key"],
@@ -229,13 +332,8 @@ class Metrics:
         )
 
     def child(self, metric: M, *labels: str) -> M:
-        """``metric.labels(*labels)``, cached: the hot path skips prometheus-client's label
-        validation and lock (the cache is as bounded as the label values)."""
-        key = (id(metric), labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
+        """``metric.labels(*labels)``; kept for callers (the plain classes cache series)."""
+        return metric.labels(*labels)
 
     def observe_state(self, backend: str, op: str, seconds: float, ok: bool = True) -> None:
         """One state-backend round trip (the Redis backend may call this for its own ops)."""
@@ -262,19 +360,8 @@ class Metrics:
             self.circuit.labels(t.id, t.variant.id, t.provider).set(value)
 
     def render(self) -> bytes:
-        """The text exposition, without the ``_created`` series (they would double the
-        series count for no panel or alert)."""
-        return generate_latest(_WithoutCreated(self.registry))
-
-
-class _WithoutCreated(Collector):
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-
-    def collect(self) -> Iterable[Metric]:
-        for family in self._registry.collect():
-            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
-            yield family
+        """The text exposition (no ``_created`` series: the plain classes do not export them)."""
+        return generate_latest(self.registry)
 
 
 async def _quietly(call: Awaitable[T]) -> T | None:
