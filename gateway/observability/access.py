@@ -4,20 +4,23 @@ Built once when a request ends (``ChatEndpoint._finish``), from what routing rec
 (:class:`gateway.routing.router.RouteState`) and the stage marks
 (:class:`gateway.observability.timing.StageTimes`). No prompt text unless
 ``logging.log_prompts`` is on.
+
+This runs once per request, so it is kept cheap: the series a request bumps are looked up once
+per distinct answer (variant, provider, status, stream) and kept; the metrics are plain numbers
+(:mod:`gateway.observability.metrics`); the log line is one ``orjson`` call and leaves with the
+rest of the event-loop turn's lines (:class:`~gateway.observability.logs.AccessWriter`).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.observability.logs import ACCESS_LOGGER
-from gateway.observability.metrics import Metrics
-from gateway.observability.stats import Sample, Stats
+from gateway.observability.logs import ACCESS_LOGGER, ACCESS_WRITER, AccessWriter, UTCNow
+from gateway.observability.metrics import Metrics, PlainCounter, PlainHistogram
+from gateway.observability.stats import Stats
 from gateway.observability.timing import StageTimes
 
 if TYPE_CHECKING:
@@ -25,103 +28,81 @@ if TYPE_CHECKING:
 
 LOGGER = ACCESS_LOGGER
 
-
-@dataclass(slots=True)
-class Durations:
-    """Seconds per stage of one request, derived from the marks."""
-
-    total: float
-    upstream: float
-    backoff: float
-    overhead: float
-    times: StageTimes
-
-    @classmethod
-    def of(cls, total: float, rs: RouteState | None, times: StageTimes) -> Durations:
-        upstream = times.relay_wait_s
-        backoff = 0.0
-        if rs is not None:
-            upstream += sum(a.duration_s for a in rs.attempts)
-            backoff = rs.backoff_s
-        overhead = max(0.0, total - upstream - backoff)
-        return cls(total, upstream, backoff, overhead, times)
-
-    @property
-    def other(self) -> float:
-        t = self.times
-        return max(0.0, self.overhead - t.parse_s - t.route_s - t.state_s)
-
-    def log_fields(self) -> dict[str, float | None]:
-        t = self.times
-        return {
-            "total_ms": _ms(self.total),
-            "overhead_ms": _ms(self.overhead),
-            "parse_ms": _ms(t.parse_s),
-            "route_ms": _ms(t.route_s),
-            "state_ms": _ms(t.state_s),
-            "upstream_ms": _ms(self.upstream),
-            "backoff_ms": _ms(self.backoff),
-            "ttft_ms": None if t.ttft_s is None else _ms(t.ttft_s),
-            "inter_chunk_mean_ms": None if t.gap_mean_s is None else _ms(t.gap_mean_s),
-            "inter_chunk_max_ms": _ms(t.gap_max_s) if t.chunks else None,
-        }
+_NO_TIMES = StageTimes()
+"""Marks for a request that had none (read only)."""
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-@dataclass(slots=True)
 class Record:
     """Everything known about one finished request (built once, read by every sink)."""
 
-    request_id: str
-    key_id: str
-    status: int
-    stream: bool
-    error: str | None
-    rs: RouteState | None
-    d: Durations
-    variant: str = "none"
-    provider: str = "none"
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    fallback: dict[str, str] | None = None
+    __slots__ = (
+        "backoff", "cost_usd", "error", "fallback", "key_id", "overhead", "provider",
+        "request_id", "rs", "status", "stream", "times", "tokens_in", "tokens_out", "total",
+        "upstream", "variant",
+    )  # fmt: skip
 
-    def __post_init__(self) -> None:
-        target = self.rs.target if self.rs else None
+    def __init__(
+        self,
+        request_id: str,
+        key_id: str,
+        status: int,
+        stream: bool,
+        error: str | None,
+        rs: RouteState | None,
+        total: float,
+        times: StageTimes,
+    ) -> None:
+        self.request_id, self.key_id, self.status, self.stream = request_id, key_id, status, stream
+        self.error, self.rs, self.times, self.total = error, rs, times, total
+        upstream = times.relay_wait_s
+        backoff = 0.0
+        self.variant = self.provider = "none"
+        self.tokens_in = self.tokens_out = 0
+        self.cost_usd = 0.0
+        self.fallback: dict[str, str] | None = None
+        if rs is not None:
+            waited = 0.0  # summed apart first, as sum() did: the same float
+            for a in rs.attempts:
+                waited += a.duration_s
+            upstream += waited
+            backoff = rs.backoff_s
+            self._answered_by(rs)
+        self.upstream: float = upstream
+        """Seconds waiting for providers: every attempt, and a stream's waits after commit."""
+        self.backoff: float = backoff
+        self.overhead: float = max(0.0, total - upstream - backoff)
+        """The gateway's own seconds: total minus upstream and backoff."""
+
+    def _answered_by(self, rs: RouteState) -> None:
+        target = rs.target
         if target is not None:
             self.variant, self.provider = target.variant.id, target.provider
-            self.tokens_in, self.tokens_out = _tokens(self.rs.usage if self.rs else None)
+            self.tokens_in, self.tokens_out = _tokens(rs.usage)
             self.cost_usd = target.cost_usd(self.tokens_in, self.tokens_out)
-        self.fallback = _fallback(self.rs, self.variant)
+        if len(rs.attempts) > 1:
+            self.fallback = _fallback(rs, self.variant)
 
     @property
-    def stream_label(self) -> str:
-        return "true" if self.stream else "false"
+    def other(self) -> float:
+        """Gateway seconds outside parse, route and state (relay, adaptation, response)."""
+        t = self.times
+        return max(0.0, self.overhead - t.parse_s - t.route_s - (t.before_s + t.after_s))
 
-    def sample(self) -> Sample:
-        attempts = self.rs.attempts if self.rs else []
-        return Sample(
-            status=self.status,
-            variant=self.variant,
-            provider=self.provider,
-            duration_s=self.d.total,
-            overhead_s=self.d.overhead,
-            fallback=self.fallback is not None,
-            tokens_in=self.tokens_in,
-            tokens_out=self.tokens_out,
-            cost_usd=self.cost_usd,
-            ttft_s=self.d.times.ttft_s,
-            failed_providers=tuple(a.target.provider for a in attempts if a.failure),
-        )
-
-    def line(self) -> dict[str, Any]:
+    def failed_providers(self) -> tuple[str, ...]:
         rs = self.rs
+        if rs is None or not rs.attempts:
+            return ()
+        if len(rs.attempts) == 1 and rs.attempts[0].failure is None:
+            return ()  # the common case, without a generator
+        return tuple(a.target.provider for a in rs.attempts if a.failure)
+
+    def line(self, now: str) -> dict[str, Any]:
+        """The access-log object; ``now`` is the RFC 3339 time of writing."""
+        rs = self.rs
+        total_ms = _ms(self.total)
         return {
             "event": "request",
-            "time": datetime.now(UTC),  # orjson writes RFC 3339
+            "time": now,
             "request_id": self.request_id,
             "key_id": self.key_id,
             "status": self.status,
@@ -134,11 +115,61 @@ class Record:
             "usage": rs.usage if rs else None,
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
-            "cost_usd": round(self.cost_usd, 8),
-            "duration_ms": _ms(self.d.total),
-            "durations": self.d.log_fields(),
+            "cost_usd": _round(self.cost_usd, 10**8, 8),
+            "duration_ms": total_ms,
+            "durations": self.durations(total_ms),
             "error": self.error,
         }
+
+    def durations(self, total_ms: float) -> dict[str, float | None]:
+        t = self.times
+        chunks = t.chunks
+        return {
+            "total_ms": total_ms,
+            "overhead_ms": _ms(self.overhead),
+            "parse_ms": _ms(t.parse_s),
+            "route_ms": _ms(t.route_s),
+            "state_ms": _ms(t.before_s + t.after_s),
+            "upstream_ms": _ms(self.upstream),
+            "backoff_ms": _ms(self.backoff),
+            "ttft_ms": None if t.ttft_s is None else _ms(t.ttft_s),
+            "inter_chunk_mean_ms": _ms(t.relay_wait_s / chunks) if chunks else None,
+            "inter_chunk_max_ms": _ms(t.gap_max_s) if chunks else None,
+        }
+
+
+def _ms(seconds: float) -> float:
+    """``round(seconds * 1000, 3)``: milliseconds to the microsecond."""
+    return _round(seconds * 1000, 1000, 3)
+
+
+def _round(x: float, scale: int, digits: int) -> float:
+    """``round(x, digits)`` (``scale`` is ``10 ** digits``), the same float in a quarter of the
+    time.
+
+    ``round`` rounds the exact decimal value of ``x``; an integer ``round`` of ``x * scale``
+    agrees with it unless the float error of that product could cross a tie, i.e. unless it
+    sits within 0.001 of one (or is out of range, inf or nan): those are left to ``round``, and
+    so are zeros (``-0.0`` stays itself). Both divide an integer by ``scale`` correctly rounded.
+    """
+    if not x:
+        return x
+    scaled = x * scale
+    if -1e12 < scaled < 1e12:
+        whole = round(scaled)
+        if abs(scaled - whole) < 0.499:
+            return whole / scale
+    return round(x, digits)
+
+
+@dataclass(slots=True)
+class _Answered:
+    """The series every request with one (variant, provider, status, stream) bumps (kept: the
+    gateway never removes a series)."""
+
+    requests: PlainCounter
+    duration: PlainHistogram
+    overhead: PlainHistogram
 
 
 class AccessLog:
@@ -148,12 +179,17 @@ class AccessLog:
         *,
         stats: Stats | None = None,
         log_prompts: bool = False,
+        writer: AccessWriter | None = None,
     ) -> None:
         self._m = metrics
         self.stats = stats if stats is not None else Stats()
         self.log_prompts = log_prompts
         """When True the chat handler passes the messages and they are logged (off by default)."""
-        self._log = logging.getLogger(LOGGER)
+        self._writer = writer if writer is not None else ACCESS_WRITER
+        self._now = UTCNow()
+        self._answered: dict[tuple[str, str, int, bool], _Answered] = {}
+        self._stages: tuple[PlainHistogram, ...] = ()
+        """parse, route, state, other: created with the first planned request, as before."""
 
     def emit(
         self,
@@ -169,67 +205,94 @@ class AccessLog:
         prompt: Any = None,
     ) -> None:
         """Record one finished request: metrics, rolling stats, one JSON log line."""
-        d = Durations.of(duration_s, rs, times or StageTimes())
-        rec = Record(request_id, key_id, status, stream, error, rs, d)
+        rec = Record(request_id, key_id, status, stream, error, rs, duration_s,
+                     times or _NO_TIMES)  # fmt: skip
         self._observe_request(rec)
         self._observe_stages(rec)
         self._observe_routing(rec)
         self._observe_usage(rec)
-        self.stats.add(rec.sample())
-        if self._log.isEnabledFor(logging.INFO):
-            line = rec.line()
+        self._count(rec)
+        if self._writer.enabled():
+            line = rec.line(self._now())
             if self.log_prompts and prompt is not None:
                 line["prompt"] = prompt
-            self._log.info(orjson.dumps(line, default=str).decode())
+            self._writer.add(orjson.dumps(line, default=str))
+
+    def _count(self, rec: Record) -> None:
+        self.stats.count(
+            rec.status, rec.variant, rec.provider, rec.total, rec.overhead,
+            rec.fallback is not None, rec.tokens_in, rec.tokens_out, rec.cost_usd,
+            rec.times.ttft_s, rec.failed_providers(),
+        )  # fmt: skip
 
     def _observe_request(self, rec: Record) -> None:
-        m = self._m
-        s = rec.stream_label
-        m.child(m.requests, rec.variant, rec.provider, str(rec.status), s).inc()
+        key = (rec.variant, rec.provider, rec.status, rec.stream)
+        a = self._answered.get(key) or self._answer(key)
+        a.requests.inc()
         if rec.error is not None:
-            m.child(m.errors, m.error_label(rec.error)).inc()
-        m.child(m.duration, rec.variant, s).observe(rec.d.total)
-        m.child(m.overhead, s).observe(rec.d.overhead)
+            m = self._m
+            m.errors.labels(m.error_label(rec.error)).inc()
+        a.duration.observe(rec.total)
+        a.overhead.observe(rec.overhead)
+
+    def _answer(self, key: tuple[str, str, int, bool]) -> _Answered:
+        """The series of a new (variant, provider, status, stream), created in today's order."""
+        m = self._m
+        variant, provider, status, stream = key
+        s = "true" if stream else "false"
+        a = _Answered(
+            m.requests.labels(variant, provider, str(status), s),
+            m.duration.labels(variant, s),
+            m.overhead.labels(s),
+        )
+        self._answered[key] = a
+        return a
 
     def _observe_stages(self, rec: Record) -> None:
-        m, t = self._m, rec.d.times
+        m, t = self._m, rec.times
         if t.planned:
-            m.child(m.stage, "parse").observe(t.parse_s)
-            m.child(m.stage, "route").observe(t.route_s)
-            m.child(m.stage, "state").observe(t.state_s)
-            m.child(m.stage, "other").observe(rec.d.other)
+            stages = self._stages or self._stage_series()
+            stages[0].observe(t.parse_s)
+            stages[1].observe(t.route_s)
+            stages[2].observe(t.before_s + t.after_s)
+            stages[3].observe(rec.other)
         if t.ttft_s is not None:
-            m.child(m.ttft, rec.variant, rec.provider).observe(t.ttft_s)
-        if t.gap_mean_s is not None:
-            m.child(m.inter_chunk, rec.variant, rec.provider).observe(t.gap_mean_s)
+            m.ttft.labels(rec.variant, rec.provider).observe(t.ttft_s)
+        if t.chunks:
+            m.inter_chunk.labels(rec.variant, rec.provider).observe(t.relay_wait_s / t.chunks)
+
+    def _stage_series(self) -> tuple[PlainHistogram, ...]:
+        stage = self._m.stage
+        self._stages = tuple(stage.labels(s) for s in ("parse", "route", "state", "other"))
+        return self._stages
 
     def _observe_routing(self, rec: Record) -> None:
         m, rs = self._m, rec.rs
         if rs is None or not rs.attempts:
             return
-        m.child(m.stage, "upstream_wait").observe(rec.d.upstream)
+        m.stage.labels("upstream_wait").observe(rec.upstream)
         for a in rs.attempts:
             outcome = a.failure.cls.value if a.failure else "ok"
-            m.child(m.attempts, a.target.variant.id, a.target.provider, outcome).inc()
+            m.attempts.labels(a.target.variant.id, a.target.provider, outcome).inc()
         f = rec.fallback
         if f is not None:
-            m.child(m.fallbacks, f["reason"], f["from_variant"], rec.variant).inc()
+            m.fallbacks.labels(f["reason"], f["from_variant"], rec.variant).inc()
 
     def _observe_usage(self, rec: Record) -> None:
         if not (rec.tokens_in or rec.tokens_out):
             return
         m = self._m
         key = m.key_label(rec.key_id)
-        m.child(m.tokens, rec.variant, rec.provider, key, "in").inc(rec.tokens_in)
-        m.child(m.tokens, rec.variant, rec.provider, key, "out").inc(rec.tokens_out)
+        m.tokens.labels(rec.variant, rec.provider, key, "in").inc(rec.tokens_in)
+        m.tokens.labels(rec.variant, rec.provider, key, "out").inc(rec.tokens_out)
         if rec.cost_usd:
-            m.child(m.cost, rec.variant, rec.provider, key).inc(rec.cost_usd)
+            m.cost.labels(rec.variant, rec.provider, key).inc(rec.cost_usd)
 
 
-def _fallback(rs: RouteState | None, answered: str) -> dict[str, str] | None:
+def _fallback(rs: RouteState, answered: str) -> dict[str, str] | None:
     """A fallback: the first attempt failed and another was made (answered or not)."""
-    first = rs.attempts[0] if rs is not None and len(rs.attempts) > 1 else None
-    if rs is None or first is None or first.failure is None:
+    first = rs.attempts[0]
+    if first.failure is None:
         return None
     last = rs.target.id if rs.target is not None else "none"
     return {

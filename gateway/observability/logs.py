@@ -3,14 +3,20 @@
 The access log (``glm_gateway.access``) writes records that are already JSON; every other
 record, uvicorn's included, becomes a small JSON object with its traceback as a field, so a log
 pipeline never sees a multi-line entry in ``json`` format.
+
+Access lines do not go through ``logging`` one by one: :class:`AccessWriter` buffers them and
+writes each event-loop turn's lines to the access logger's handlers at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
+import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO, TypeGuard
 
 import orjson
 
@@ -81,7 +87,7 @@ def access_line(rec: dict[str, Any]) -> str:
 
 def configure_logging(level: str, cfg: LoggingConfig) -> None:
     """Our loggers and uvicorn's to stderr in ``cfg.format``; ours at ``level``."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if cfg.format == "json" else TextFormatter())
     root = logging.getLogger("glm_gateway")
     root.handlers[:] = [handler]
@@ -91,3 +97,149 @@ def configure_logging(level: str, cfg: LoggingConfig) -> None:
         server = logging.getLogger(name)
         server.handlers[:] = [handler]
         server.propagate = False
+
+
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """``configure_logging``'s handler: access lines still queued for this loop turn are
+    written before any other record, so stderr keeps the order things were logged in."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ACCESS_WRITER.flush()
+        super().emit(record)
+
+
+class UTCNow:
+    """Now as ``datetime.now(UTC)`` reads once orjson wrote it (RFC 3339, microseconds, and
+    no fraction when they are 0), with the date and time of day formatted once a second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)  # floored, as datetime does
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        if micros:
+            return f"{self._prefix}.{micros:06d}+00:00"
+        return self._prefix + "+00:00"
+
+
+class AccessWriter:
+    """Access lines buffered for the rest of the event-loop turn, then written at once.
+
+    A line through ``logging`` costs a LogRecord, a handler lock, a format, a write and a flush;
+    a burst of requests ending in the same loop turn now costs one write and one flush. The
+    access logger stays the switch (its level: :meth:`enabled`) and its handlers stay the
+    destination. When each of them is a plain stream handler (``configure_logging``'s, or a
+    file) the lines go to its stream directly, through its formatter unless that is the JSON
+    one (which passes access lines through). Any other set-up (a filter, another handler
+    class, no handler at all: pytest's ``caplog``, say) gets each line through ``logging.info``
+    at once, as before.
+
+    The first line of a turn picks the handlers and schedules the flush (``call_soon``); with no
+    running loop the line is written at once, and what is left at exit is written then.
+    """
+
+    def __init__(self, name: str = ACCESS_LOGGER) -> None:
+        self.logger = logging.getLogger(name)
+        self._pending: list[bytes] = []
+        self._handlers: list[logging.StreamHandler[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        atexit.register(self.flush)
+
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def add(self, line: bytes) -> None:
+        """Write one JSON line (orjson's bytes, no newline) after the ones already queued."""
+        if not self._pending:
+            handlers = _stream_handlers(self.logger)
+            if handlers is None:
+                self.logger.info(line.decode())
+                return
+            self._handlers = handlers
+        self._pending.append(line)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if loop is not self._loop:  # none scheduled on this loop (or on one that stopped)
+            loop.call_soon(self.flush)
+            self._loop = loop
+
+    def flush(self) -> None:
+        """Write what is queued, in order; never raises (handlers report their own errors)."""
+        self._loop = None
+        lines = self._pending
+        if not lines:
+            return
+        self._pending = []
+        for handler in self._handlers:
+            self._write(handler, lines)
+
+    def _write(self, handler: logging.StreamHandler[Any], lines: list[bytes]) -> None:
+        """``StreamHandler.emit`` for many lines: one format, write and flush under the
+        handler's lock; an error goes to ``handleError`` as it would there."""
+        handler.acquire()
+        try:
+            stream = handler.stream
+            stream.write(self._format(handler, lines))
+            stream.flush()  # what handler.flush() does, without taking the lock again
+        except RecursionError:
+            raise
+        except Exception:
+            handler.handleError(self._record(lines[0]))
+        finally:
+            handler.release()
+
+    def _format(self, handler: logging.StreamHandler[Any], lines: list[bytes]) -> str:
+        end = handler.terminator
+        f = handler.formatter
+        if f is None or (type(f) is JSONFormatter and self.logger.name == ACCESS_LOGGER):
+            sep = end.encode()  # the line is the message, and the message is what is written
+            return (sep.join(lines) + sep).decode()
+        return "".join(handler.format(self._record(line)) + end for line in lines)
+
+    def _record(self, line: bytes) -> logging.LogRecord:
+        return self.logger.makeRecord(
+            self.logger.name, logging.INFO, "", 0, line.decode(), (), None
+        )
+
+
+_PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler, StderrHandler)
+
+
+def _stream_handlers(logger: logging.Logger) -> list[logging.StreamHandler[Any]] | None:
+    """The handlers ``logger.info`` would write an INFO record to, when all of them are plain
+    stream handlers with an open stream and no filter; else None (``logging`` decides)."""
+    if logger.disabled or logger.filters:
+        return None
+    found: list[logging.StreamHandler[Any]] = []
+    seen = 0
+    current: logging.Logger | None = logger
+    while current is not None:
+        for h in current.handlers:
+            seen += 1
+            if not _plain(h):
+                return None
+            if h.level <= logging.INFO:
+                found.append(h)
+        current = current.parent if current.propagate else None
+    return found if seen else None
+
+
+def _plain(handler: logging.Handler) -> TypeGuard[logging.StreamHandler[Any]]:
+    return (
+        type(handler) in _PLAIN_HANDLERS
+        and not handler.filters
+        and hasattr(getattr(handler, "stream", None), "flush")
+    )
+
+
+ACCESS_WRITER = AccessWriter()
+"""The process's access lines (one stderr per process)."""

@@ -121,28 +121,53 @@ class Stats:
         self._cache: tuple[int, dict[str, Any]] | None = None
 
     def add(self, s: Sample) -> None:
-        """Count one finished request (hot path: a handful of increments)."""
+        """Count one finished request given as a :class:`Sample`."""
+        self.count(
+            s.status, s.variant, s.provider, s.duration_s, s.overhead_s, s.fallback,
+            s.tokens_in, s.tokens_out, s.cost_usd, s.ttft_s, s.failed_providers,
+        )  # fmt: skip
+
+    def count(
+        self,
+        status: int,
+        variant: str,
+        provider: str,
+        duration_s: float,
+        overhead_s: float,
+        fallback: bool,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost_usd: float = 0.0,
+        ttft_s: float | None = None,
+        failed_providers: Iterable[str] = (),
+    ) -> None:
+        """Count one finished request, the fields of a :class:`Sample` passed as they are (the
+        access log's hot path: no object per request, a handful of increments)."""
         sec = int(self._clock())
         slot = self._slots[sec % len(self._slots)]
         if slot.sec != sec:
             slot.reset(sec)
         slot.requests += 1
-        if s.status >= 500:
+        if status >= 500:
             slot.errors += 1
-        elif s.status >= 400:
+        elif status >= 400:
             slot.client_errors += 1
-        if s.fallback:
+        if fallback:
             slot.fallbacks += 1
-        slot.tokens_in += s.tokens_in
-        slot.tokens_out += s.tokens_out
-        slot.cost_usd += s.cost_usd
-        _bump(slot.latency, bin_of(s.duration_s))
-        _bump(slot.overhead, bin_of(s.overhead_s))
-        if s.ttft_s is not None:
-            _bump(slot.ttft, bin_of(s.ttft_s))
-        _bump(slot.variants, s.variant)
-        _bump(slot.providers, s.provider)
-        for p in s.failed_providers:
+        slot.tokens_in += tokens_in
+        slot.tokens_out += tokens_out
+        slot.cost_usd += cost_usd
+        # _bump inlined: this runs once per request
+        b = bin_of(duration_s)
+        slot.latency[b] = slot.latency.get(b, 0) + 1
+        b = bin_of(overhead_s)
+        slot.overhead[b] = slot.overhead.get(b, 0) + 1
+        if ttft_s is not None:
+            b = bin_of(ttft_s)
+            slot.ttft[b] = slot.ttft.get(b, 0) + 1
+        slot.variants[variant] = slot.variants.get(variant, 0) + 1
+        slot.providers[provider] = slot.providers.get(provider, 0) + 1
+        for p in failed_providers:
             _bump(slot.attempt_failures, p)
 
     def loop_lag(self, lag_s: float) -> None:
