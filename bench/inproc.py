@@ -119,6 +119,7 @@ async def one(app: Any, body: bytes) -> int:
 
     await app(scope, receive, send)
     gate.set()
+    await asyncio.sleep(0)  # one loop turn per request, as under a server (per-turn flushes)
     return status[0]
 
 
@@ -141,7 +142,9 @@ def main() -> int:
     p.add_argument("--shapes", type=lambda s: s.split(","), default=["json", "sse"])
     args = p.parse_args()
     app = build(Path(args.src).resolve())
-    loop = asyncio.new_event_loop()
+    import uvloop
+
+    loop = uvloop.new_event_loop()  # what `glm-gateway serve` runs on
 
     bodies = {
         "json": BODY_JSON % (args.model.encode(), b""),
