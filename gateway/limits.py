@@ -64,6 +64,9 @@ class _Cheap:
     variant: str
 
 
+_NOTHING_BLOCKED: frozenset[str] = frozenset()
+
+
 class Snapshot:
     """The last View this replica saw: what the planner assumes before asking again."""
 
@@ -73,10 +76,14 @@ class Snapshot:
         self.latency: dict[str, float] = {}
 
     def blocked(self, now: float) -> tuple[dict[str, float], dict[str, str]]:
+        if not self._open and not self._full:  # the usual case: nothing to look through
+            return {}, {}
         opened = {t: u - now for t, u in self._open.items() if u > now}
         return opened, {t: why for t, (u, why) in self._full.items() if u > now}
 
     def blocked_ids(self, now: float) -> frozenset[str]:
+        if not self._open and not self._full:
+            return _NOTHING_BLOCKED
         opened, full = self.blocked(now)
         return frozenset(opened) | frozenset(full)
 
@@ -85,8 +92,9 @@ class Snapshot:
 
     def update(self, view: View, asked: Sequence[DeploymentAsk], now: float) -> None:
         self._open = {t: now + s for t, s in view.open_circuits.items()}
-        for ask in asked:
-            self._full.pop(ask.target_id, None)
+        if self._full:
+            for ask in asked:
+                self._full.pop(ask.target_id, None)
         for tid, sat in view.saturated.items():
             if sat.kind == "rpm" and sat.seconds > 0:  # TPM room depends on the request
                 self._full[tid] = (now + sat.seconds, sat.reason)
@@ -110,6 +118,8 @@ class Admission:
         self._metrics = metrics
         self._wall = wall
         self._snap = Snapshot()
+        self._asks = {t.id: DeploymentAsk(t.id, t.rpm, t.tpm) for t in config.catalogue.targets}
+        """What admission asks the state about each deployment (immutable: built once)."""
 
     def _plan(
         self, needs: Needs, now: float, *, stateless: bool = False, explain: bool = False
@@ -197,7 +207,7 @@ class Admission:
         tokens = needs.prompt.best + needs.output_tokens
         # The router tries at most max_attempts candidates: only those are asked about.
         tried = p.targets[: self._routing.max_attempts]
-        asks = tuple(DeploymentAsk(t.id, t.rpm, t.tpm) for t in tried)
+        asks = tuple([self._asks[t.id] for t in tried])
         key = None
         if record is not None:
             period, end = period_window(record.budget_period, now)
@@ -266,11 +276,12 @@ class Admission:
         tokens, cost = 0, 0
         if target is not None:
             tokens, cost = _charge(target, usage, lease)
+        limited = target is not None and (target.rpm or target.tpm)
         report = Report(
             tuple(outcomes),
             tuple(attempts),
             lease,
-            target.id if target is not None else None,
+            target.id if target is not None and limited else None,
             tokens,
             cost,
         )

@@ -146,7 +146,8 @@ class Lease:
     period: str = "total"
     period_end: float = float("inf")
     deployment: str | None = None
-    """The first available candidate: one request and ``tokens`` reserved on it."""
+    """The first available candidate when it has limits of its own (rpm/tpm): one request and
+    ``tokens`` reserved on it. A deployment without limits has no windows to count in."""
     probes: tuple[str, ...] = ()
     """Half-open circuits whose single probe this request holds."""
     shared: bool = True
@@ -178,9 +179,11 @@ class Report:
 
     outcomes: tuple[Outcome, ...] = ()
     attempts: tuple[str, ...] = ()
-    """Target id of every upstream attempt, in order (each counts against its RPM)."""
+    """Target id of every upstream attempt on a deployment with limits of its own, in order
+    (each counts against its RPM)."""
     lease: Lease | None = None
     answered_by: str | None = None
+    """The deployment that answered, when it has limits of its own (its TPM window)."""
     tokens: int = 0
     """Tokens actually used (from ``usage``), counted on the key and ``answered_by``."""
     cost_micros: int = 0

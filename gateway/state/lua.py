@@ -172,7 +172,7 @@ for _, id in ipairs(half) do
 end
 local sec = math.floor(now)
 local lease = {second = sec, cost = 0, probes = probes}
-if not (v and v.downgraded) then
+if not (v and v.downgraded) and (avail[1].rpm or avail[1].tpm) then
   local base = P .. ':rl:d:' .. avail[1].id
   wadd(base .. ':r', sec, 1, RS, RN)
   wadd(base .. ':t', sec, t.tokens, RS, RN)

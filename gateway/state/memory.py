@@ -61,6 +61,9 @@ class MemoryState:
                 latency[ask.target_id] = c.latency
             if ask.target_id in opened:
                 continue
+            if ask.rpm is None and ask.tpm is None:  # no limits of its own: nothing to count
+                available.append(ask)
+                continue
             sat = self._saturation(ask, ticket.tokens, now)
             if sat is not None:
                 saturated[ask.target_id] = sat
@@ -185,8 +188,10 @@ class MemoryState:
                 c.probe_until = now + self._cfg.probe_lease_s
                 probes.append(ask.target_id)
         deployment = None
-        if verdict is None or not verdict.downgraded:
-            deployment = available[0].target_id
+        first = available[0]
+        if (verdict is None or not verdict.downgraded) and (first.rpm or first.tpm):
+            # Only a deployment with limits of its own has windows to count in.
+            deployment = first.target_id
             self._window("d", deployment, "r").add(now, 1)
             self._window("d", deployment, "t").add(now, ticket.tokens)
         key, cost = ticket.key, 0

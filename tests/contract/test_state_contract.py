@@ -39,7 +39,9 @@ CFG = BreakerConfig(
     error_min_requests=10,
     probe_lease_s=5.0,
 )
-A, B = DeploymentAsk("zai/glm-4.7"), DeploymentAsk("openrouter/glm-4.7")
+# Limits far above anything a test does: a deployment with limits of its own is counted.
+A = DeploymentAsk("zai/glm-4.7", rpm=10**6, tpm=10**9)
+B = DeploymentAsk("openrouter/glm-4.7", rpm=10**6, tpm=10**9)
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +103,18 @@ async def test_closed_circuits_let_requests_through(store: StateStore) -> None:
     assert view.open_circuits == {} and view.saturated == {}
     assert view.lease is not None and view.lease.deployment == A.target_id
     assert view.lease.probes == ()
+
+
+async def test_a_deployment_without_limits_is_not_counted(store: StateStore) -> None:
+    free = DeploymentAsk(A.target_id)  # no rpm/tpm of its own: no windows to keep
+    view = await store.before(Ticket((free, B), 10), T0)
+    assert view.lease is not None and view.lease.deployment is None
+    await store.after(Report((), (), view.lease, None, 12), T0 + 1)
+    # the same id with limits now: nothing was counted against it meanwhile
+    tight = DeploymentAsk(A.target_id, rpm=1, tpm=10)
+    again = await store.before(Ticket((tight,), 10), T0 + 2)
+    assert again.saturated == {}
+    assert again.lease is not None and again.lease.deployment == A.target_id
 
 
 async def test_consecutive_failures_open_the_circuit_for_the_cooldown(store: StateStore) -> None:
