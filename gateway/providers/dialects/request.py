@@ -7,6 +7,7 @@ copied only where they change. Each change is one ``field=what`` entry, reported
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -15,6 +16,12 @@ import orjson
 from gateway.catalogue.catalogue import Target
 from gateway.providers.dialects.spec import NO_OP_VALUES, DialectSpec, spec_for
 from gateway.providers.dialects.thinking import apply_switch
+
+_ATTEMPT_PREFIX = os.urandom(8).hex()
+_attempts = itertools.count(1)
+"""Attempt ids for hosts that want a unique ``request_id`` per call (a reused one is Zhipu's
+error 1231): 16 hex digits random per process, then 16 of a counter (32 hex digits, as a
+random id would be), so no syscall per attempt."""
 
 SCHEMA_PROMPT = (
     "Respond only with a JSON object that validates against this JSON schema "
@@ -34,7 +41,7 @@ def adapt_request(body: dict[str, Any], target: Target) -> tuple[dict[str, Any],
     apply_switch(out, spec.thinking_form, target.variant.thinking, changes)
     _stream_options(out, spec)
     if spec.request_id:
-        out["request_id"] = os.urandom(16).hex()
+        out["request_id"] = f"{_ATTEMPT_PREFIX}{next(_attempts):016x}"
     return out, changes
 
 
