@@ -9,6 +9,8 @@ are not in it (``bench/run.py --full`` measures those, against the floor).
     .venv/bin/python bench/inproc.py                 # µs per request, json and sse, median of 5
     .venv/bin/python bench/inproc.py --profile json  # cProfile, top functions by own time
     .venv/bin/python bench/inproc.py --src DIR       # another source tree (A/B)
+    GLM_GATEWAY_REDIS_URL=redis://127.0.0.1:6379/15 .venv/bin/python bench/inproc.py --conc 16
+                                                     # the Redis backend, 16 in flight
 """
 
 from __future__ import annotations
@@ -123,13 +125,18 @@ async def one(app: Any, body: bytes) -> int:
     return status[0]
 
 
-async def run(app: Any, body: bytes, n: int) -> float:
+async def run(app: Any, body: bytes, n: int, conc: int = 1) -> float:
+    """CPU µs per request, ``conc`` requests in flight (> 1: state calls share pipelines)."""
+
+    async def worker(k: int) -> None:
+        for _ in range(k):
+            await one(app, body)
+
     for _ in range(200):  # warm caches
         assert await one(app, body) == 200
     t0 = time.process_time()
-    for _ in range(n):
-        await one(app, body)
-    return (time.process_time() - t0) / n * 1e6
+    await asyncio.gather(*(worker(n // conc) for _ in range(conc)))
+    return (time.process_time() - t0) / (n // conc * conc) * 1e6
 
 
 def main() -> int:
@@ -140,6 +147,7 @@ def main() -> int:
     p.add_argument("--model", default="auto")
     p.add_argument("--profile", choices=["json", "sse"])
     p.add_argument("--shapes", type=lambda s: s.split(","), default=["json", "sse"])
+    p.add_argument("--conc", type=int, default=1, help="requests in flight (Redis batching)")
     args = p.parse_args()
     app = build(Path(args.src).resolve())
     import uvloop
@@ -155,7 +163,7 @@ def main() -> int:
         loop.run_until_complete(run(app, body, 500))
         prof = cProfile.Profile()
         prof.enable()
-        loop.run_until_complete(run(app, body, args.n))
+        loop.run_until_complete(run(app, body, args.n, args.conc))
         prof.disable()
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(40)
@@ -164,7 +172,7 @@ def main() -> int:
     for shape, body in bodies.items():
         if shape not in args.shapes:
             continue
-        got = [loop.run_until_complete(run(app, body, args.n)) for _ in range(args.rounds)]
+        got = [loop.run_until_complete(run(app, body, args.n, args.conc)) for _ in range(args.rounds)]
         print(f"{shape}: {statistics.median(got):.1f} µs/request (rounds: "
               + ", ".join(f"{g:.0f}" for g in got) + ")")  # fmt: skip
     return 0
