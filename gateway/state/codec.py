@@ -11,7 +11,16 @@ from typing import Any
 import orjson
 
 from gateway.catalogue.schema import BreakerConfig
-from gateway.state.base import LATENCY_ALPHA, KeyVerdict, Lease, Report, Saturation, Ticket, View
+from gateway.state.base import (
+    LATENCY_ALPHA,
+    DeploymentAsk,
+    KeyVerdict,
+    Lease,
+    Report,
+    Saturation,
+    Ticket,
+    View,
+)
 from gateway.state.circuits import error_bucket_s
 
 
@@ -19,14 +28,25 @@ def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
+_ASKS: dict[tuple[str, int | None, int | None], dict[str, Any]] = {}
+"""Each deployment's ask as the script reads it (a handful per request, the same every time;
+bounded by the configured deployments and their limits)."""
+
+
+def _ask(c: DeploymentAsk) -> dict[str, Any]:
+    key = (c.target_id, c.rpm, c.tpm)
+    doc = _ASKS.get(key)
+    if doc is None:
+        doc = _ASKS[key] = _compact({"id": c.target_id, "rpm": c.rpm, "tpm": c.tpm})
+    return doc
+
+
 def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     doc: dict[str, Any] = {
         "reserve": ticket.reserve,
         "tokens": ticket.tokens,
         "lease_s": breaker.probe_lease_s,
-        "cands": [
-            _compact({"id": c.target_id, "rpm": c.rpm, "tpm": c.tpm}) for c in ticket.candidates
-        ],
+        "cands": [_ask(c) for c in ticket.candidates],
     }
     k = ticket.key
     if k is not None:
@@ -45,7 +65,20 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     return orjson.dumps(doc)
 
 
+_BREAKERS: dict[int, tuple[BreakerConfig, dict[str, Any]]] = {}
+
+
 def _breaker(breaker: BreakerConfig) -> dict[str, Any]:
+    """The breaker settings as the script reads them, built once per config object."""
+    known = _BREAKERS.get(id(breaker))
+    if known is not None and known[0] is breaker:
+        return known[1]
+    doc = _breaker_doc(breaker)
+    _BREAKERS[id(breaker)] = (breaker, doc)
+    return doc
+
+
+def _breaker_doc(breaker: BreakerConfig) -> dict[str, Any]:
     return {
         "threshold": breaker.failure_threshold,
         "cooldown": breaker.cooldown_s,

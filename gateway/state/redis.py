@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -77,7 +78,15 @@ class RedisState:
             retry=no_retry,
         )
         self._r = Redis(connection_pool=self._pool, retry=no_retry)
-        self._auto = AutoPipeline(self._r, {"before": lua.BEFORE, "after": lua.AFTER})
+        # The hot path's own pool: no socket timeout, so redis-py arms no timer per read and
+        # starts no wait_for task per write; the auto-pipeline bounds each batch with one.
+        self._hot_pool = ConnectionPool.from_url(
+            url, socket_connect_timeout=self._slow_timeout, retry=no_retry
+        )
+        self._hot = Redis(connection_pool=self._hot_pool, retry=no_retry)
+        self._auto = AutoPipeline(
+            self._hot, {"before": lua.BEFORE, "after": lua.AFTER}, timeout=self._slow_timeout
+        )
         self._after = self._r.register_script(lua.AFTER)
         self._health = self._r.register_script(lua.HEALTH)
         self._local = MemoryState(breaker)
@@ -133,7 +142,8 @@ class RedisState:
         return landed
 
     async def after(self, report: Report, now: float) -> None:
-        report = replace(report, id=report.id or os.urandom(8).hex())
+        if not report.id:
+            report = _with_id(report, f"{_REPORT_PREFIX}{next(_reports):x}")
         lease = report.lease
         local_lease = lease is not None and not lease.shared
         if local_lease:
@@ -231,6 +241,7 @@ class RedisState:
     async def _recover(self) -> int:
         """One recovery attempt; raises while Redis is not back. Returns reports replayed."""
         await self._pool.disconnect()  # connections to a server that went away are dead
+        await self._hot_pool.disconnect()
         async with asyncio.timeout(self._slow_timeout):
             await self._r.ping()
         batch = self._outage.take()
@@ -311,6 +322,7 @@ class RedisState:
         for task in list(self._tasks):
             task.cancel()
         await self._r.aclose(close_connection_pool=True)
+        await self._hot.aclose(close_connection_pool=True)
 
     async def put_key(self, record: KeyRecord) -> None:
         name = f"{self._p}:key:{record.id}"
@@ -400,3 +412,14 @@ def _wake(waiter: asyncio.Future[None], _call: object = None) -> None:
     """Done callback / timer: the caller stops waiting (first of the two wins)."""
     if not waiter.done():
         waiter.set_result(None)
+
+
+_REPORT_PREFIX = os.urandom(8).hex() + "-"
+_reports = itertools.count(1)
+"""Report ids (each delivered once, even when a retry sends it twice): random per process,
+then a counter, so no syscall per request."""
+
+
+def _with_id(r: Report, rid: str) -> Report:
+    """``dataclasses.replace(r, id=rid)`` without its field introspection (hot path)."""
+    return Report(r.outcomes, r.attempts, r.lease, r.answered_by, r.tokens, r.cost_micros, rid)

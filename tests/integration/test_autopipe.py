@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 
 from gateway.state.autopipe import AutoPipeline
+from gateway.state.base import Lease, Outcome, Report
+from gateway.state.redis import _with_id
 from tests.support.redis_server import RedisServer
 
 SCRIPTS = {
@@ -83,3 +87,36 @@ async def test_a_dead_server_fails_every_call_of_the_turn(server: RedisServer) -
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(r, Exception) for r in results), results
     await dead.aclose()
+
+
+async def test_a_stalled_server_fails_the_batch_at_its_timeout(server: RedisServer) -> None:
+    r = Redis.from_url(server.url)  # no socket timeout: the batch's own bounds the wait
+    auto = AutoPipeline(r, SCRIPTS, timeout=0.3)
+    await r.script_load(SCRIPTS["echo"])
+    server.pause()
+    try:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            auto.call("echo", ["a"]), auto.call("echo", ["b"]), return_exceptions=True
+        )
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        server.resume()
+    assert all(isinstance(x, TimeoutError) for x in results), results
+    assert took < 5
+    assert await auto.call("echo", ["c"]) == b"c"  # the stalled connection was dropped
+    await r.aclose()
+
+
+def test_a_report_given_an_id_keeps_every_other_field() -> None:
+    lease = Lease("k", 1, 2, 3, "day", 4.0, "d", ("p",), False)
+    r = Report((Outcome("d", False, 0.1, "transient", 5.0, True),), ("d",), lease, "d", 7, 8)
+    assert _with_id(r, "rid") == replace(r, id="rid")
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    auto = AutoPipeline(None, SCRIPTS)
+    args = ["glmgw", repr(1_900_000_000.125), b'{"cands":[]}', 5, 2.5, "é", b""]
+    ours = auto._evalsha("echo", args)
+    theirs = b"".join(Connection().pack_command("EVALSHA", auto._sha["echo"], 0, *args))
+    assert ours == theirs
