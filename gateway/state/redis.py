@@ -81,8 +81,8 @@ class RedisState:
         # The hot path's own pool: no socket timeout, so redis-py arms no timer per read and
         # starts no wait_for task per write; the auto-pipeline bounds each batch with one.
         self._hot_pool = ConnectionPool.from_url(
-            url, socket_connect_timeout=self._slow_timeout, retry=no_retry
-        )
+            url, socket_timeout=None, socket_connect_timeout=self._slow_timeout, retry=no_retry
+        )  # socket_timeout=None said out loud: redis-py 8 defaults it to 5 s
         self._hot = Redis(connection_pool=self._hot_pool, retry=no_retry)
         self._auto = AutoPipeline(
             self._hot, {"before": lua.BEFORE, "after": lua.AFTER}, timeout=self._slow_timeout
