@@ -241,7 +241,7 @@ class RedisState:
     async def _recover(self) -> int:
         """One recovery attempt; raises while Redis is not back. Returns reports replayed."""
         await self._pool.disconnect()  # connections to a server that went away are dead
-        await self._hot_pool.disconnect()
+        await self._auto.drop_connections()
         async with asyncio.timeout(self._slow_timeout):
             await self._r.ping()
         batch = self._outage.take()
@@ -318,7 +318,7 @@ class RedisState:
 
     async def aclose(self) -> None:
         self._outage.close()
-        self._auto.close()
+        await self._auto.aclose()
         for task in list(self._tasks):
             task.cancel()
         await self._r.aclose(close_connection_pool=True)

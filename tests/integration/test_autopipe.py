@@ -47,11 +47,13 @@ async def client(server: RedisServer) -> AsyncIterator[Redis]:
 async def test_a_turns_calls_share_one_write_and_each_gets_its_reply(client: Redis) -> None:
     auto = AutoPipeline(client, SCRIPTS)
     await client.script_load(SCRIPTS["echo"])
+    assert await auto.call("echo", ["warm"]) == b"warm"  # its connection is open from here
     before = (await client.info("stats"))["total_commands_processed"]
     calls = [auto.call("echo", [f"v{i}"]) for i in range(20)]
     assert await asyncio.gather(*calls) == [f"v{i}".encode() for i in range(20)]
     after = (await client.info("stats"))["total_commands_processed"]
     assert after - before == 20 + 1  # the 20 EVALSHA and the first INFO, no reload, no retry
+    await auto.aclose()
 
 
 async def test_a_script_error_stays_with_its_call(client: Redis) -> None:
@@ -69,6 +71,7 @@ async def test_a_script_error_stays_with_its_call(client: Redis) -> None:
     assert await also == 5
     # the connection went back to the pool in step: the next turn's replies are its own
     assert await asyncio.gather(auto.call("echo", ["c"]), auto.call("incr", ["n", 1])) == [b"c", 6]
+    await auto.aclose()
 
 
 async def test_scripts_a_restarted_server_lost_are_loaded_again(client: Redis) -> None:
@@ -78,6 +81,7 @@ async def test_scripts_a_restarted_server_lost_are_loaded_again(client: Redis) -
     got = await asyncio.gather(auto.call("incr", ["m", 3]), auto.call("echo", ["x"]))
     assert got == [5, b"x"]
     assert int(await client.get("m")) == 5  # each ran exactly once
+    await auto.aclose()
 
 
 async def test_a_dead_server_fails_every_call_of_the_turn(server: RedisServer) -> None:
@@ -86,6 +90,7 @@ async def test_a_dead_server_fails_every_call_of_the_turn(server: RedisServer) -
     calls = [auto.call("echo", ["a"]), auto.call("echo", ["b"])]
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(r, Exception) for r in results), results
+    await auto.aclose()
     await dead.aclose()
 
 
@@ -105,6 +110,7 @@ async def test_a_stalled_server_fails_the_batch_at_its_timeout(server: RedisServ
     assert all(isinstance(x, TimeoutError) for x in results), results
     assert took < 5
     assert await auto.call("echo", ["c"]) == b"c"  # the stalled connection was dropped
+    await auto.aclose()
     await r.aclose()
 
 
