@@ -172,7 +172,9 @@ def main() -> int:
     for shape, body in bodies.items():
         if shape not in args.shapes:
             continue
-        got = [loop.run_until_complete(run(app, body, args.n, args.conc)) for _ in range(args.rounds)]
+        got = [
+            loop.run_until_complete(run(app, body, args.n, args.conc)) for _ in range(args.rounds)
+        ]
         print(f"{shape}: {statistics.median(got):.1f} µs/request (rounds: "
               + ", ".join(f"{g:.0f}" for g in got) + ")")  # fmt: skip
     return 0
