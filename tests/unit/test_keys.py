@@ -62,7 +62,8 @@ def test_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(keymod.hmac, "compare_digest", spy)
     assert token_matches(record, token) and not token_matches(record, token[:-1] + "A")
-    assert len(seen) == 2
+    # only this record's comparisons: another test's server thread may compare its own keys
+    assert len([pair for pair in seen if pair[1] == record.hash.encode()]) == 2
 
 
 def test_unset_limits_come_from_the_defaults() -> None:
