@@ -224,17 +224,19 @@ class ChatEndpoint:
             self._router.stream_ended(session, failure)
 
     async def _finish(self, ctx: _Ctx) -> None:
+        # The answer is out: the duration ends here. Recording outcomes and settling the lease
+        # happen after it (their time is the ``state`` stage, not the client's wait).
+        ended = time.perf_counter()
         rs = ctx.rs
         if rs is not None:
-            recording = time.perf_counter()
             await self._router.record(rs)
-            ctx.times.after_s = time.perf_counter() - recording
+            ctx.times.after_s = time.perf_counter() - ended
         self._s.access.emit(
             request_id=ctx.request_id,
             key_id=ctx.key_id,
             status=ctx.status,
             stream=ctx.stream,
-            duration_s=time.perf_counter() - ctx.started,
+            duration_s=ended - ctx.started,
             rs=rs,
             error=ctx.error,
             times=ctx.times,

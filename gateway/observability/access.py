@@ -84,9 +84,10 @@ class Record:
 
     @property
     def other(self) -> float:
-        """Gateway seconds outside parse, route and state (relay, adaptation, response)."""
+        """Gateway seconds outside parse, route and the state call before forwarding (relay,
+        adaptation, response); the state call after answering is not in the duration."""
         t = self.times
-        return max(0.0, self.overhead - t.parse_s - t.route_s - (t.before_s + t.after_s))
+        return max(0.0, self.overhead - t.parse_s - t.route_s - t.before_s)
 
     def failed_providers(self) -> tuple[str, ...]:
         rs = self.rs

@@ -21,7 +21,8 @@ class StageTimes:
     before_s: float = 0.0
     """The state backend call before forwarding (circuits, latencies, limits)."""
     after_s: float = 0.0
-    """The state backend call after answering (outcomes, settlement)."""
+    """The state backend call after answering (outcomes, settlement): made once the answer is
+    out, so outside the request's duration."""
     planned: bool = False
     ttft_s: float | None = None
     """Streams: request start until the first content byte was handed to the client."""

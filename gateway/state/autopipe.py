@@ -3,8 +3,10 @@
 Under load many requests reach ``before`` or ``after`` in the same turn of the loop; sending
 their ``EVALSHA`` commands as one pipeline costs one write and one read instead of one each,
 and each request still makes exactly one round trip. A call waits at most for the end of the
-current turn. The client is the ``redis.asyncio`` one: its pool, and its connections' public
-send/read methods.
+current turn, except one that may linger (``after``: the answer has gone out already) while
+the process is busy, to ride along with the next batch instead of costing one of its own.
+The client is the ``redis.asyncio`` one: its pool's connections and their public send/read
+methods.
 """
 
 from __future__ import annotations
@@ -33,20 +35,38 @@ class AutoPipeline:
             for name, sha in self._sha.items()
         }
         self._queue: list[Call] = []
+        self._held: list[Call] = []
+        self._held_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: list[Any] = []
 
-    def call(self, name: str, args: list[Any]) -> asyncio.Future[Any]:
-        """Queue one script call; the future gets its answer or its exception."""
+    def call(self, name: str, args: list[Any], *, linger: float = 0.0) -> asyncio.Future[Any]:
+        """Queue one script call; the future gets its answer or its exception.
+
+        ``linger``: while other batches are in flight (the process is busy), the call may wait
+        up to that long for the next batch and ride along with it, ahead of that batch's own
+        calls (it is older). An idle process sends it this turn, as any other call.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if linger > 0 and self._tasks:
+            if not self._held:
+                self._held_timer = loop.call_later(linger, self._flush)
+            self._held.append((name, args, future))
+            return future
         if not self._queue:
             loop.call_soon(self._flush)
         self._queue.append((name, args, future))
         return future
 
     def _flush(self) -> None:
-        batch, self._queue = self._queue, []
+        batch = self._held + self._queue if self._held else self._queue
+        self._held, self._queue = [], []
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        if not batch:  # taken by an earlier flush this turn
+            return
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -130,6 +150,11 @@ class AutoPipeline:
         return b"".join(parts)
 
     async def aclose(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+        for _, _, future in self._held + self._queue:
+            future.cancel()
+        self._held, self._queue = [], []
         for task in list(self._tasks):
             task.cancel()
         await self.drop_connections()

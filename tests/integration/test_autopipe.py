@@ -126,3 +126,36 @@ def test_commands_are_packed_as_redis_py_packs_them() -> None:
     ours = auto._evalsha("echo", args)
     theirs = b"".join(Connection().pack_command("EVALSHA", auto._sha["echo"], 0, *args))
     assert ours == theirs
+
+
+async def test_a_lingering_call_goes_at_once_when_nothing_else_is_in_flight(
+    client: Redis,
+) -> None:
+    auto = AutoPipeline(client, SCRIPTS)
+    started = asyncio.get_running_loop().time()
+    assert await auto.call("echo", ["x"], linger=5.0) == b"x"
+    assert asyncio.get_running_loop().time() - started < 1.0
+    await auto.aclose()
+
+
+async def test_under_load_a_lingering_call_rides_ahead_in_the_next_batch(client: Redis) -> None:
+    auto = AutoPipeline(client, SCRIPTS)
+    first = auto.call("echo", ["a"])
+    await asyncio.sleep(0)  # flushed: a batch is in flight
+    held = auto.call("incr", ["k", 1], linger=5.0)
+    assert await first == b"a"
+    await asyncio.sleep(0.05)
+    assert not held.done()  # no batch of its own
+    later = auto.call("incr", ["k", 10])
+    assert await asyncio.gather(held, later) == [1, 11]  # the held (older) call went first
+    await auto.aclose()
+
+
+async def test_a_lingering_call_goes_alone_when_its_time_is_up(client: Redis) -> None:
+    auto = AutoPipeline(client, SCRIPTS)
+    first = auto.call("echo", ["a"])
+    await asyncio.sleep(0)
+    held = auto.call("echo", ["b"], linger=0.05)
+    assert await first == b"a"
+    assert await asyncio.wait_for(held, 2.0) == b"b"
+    await auto.aclose()
