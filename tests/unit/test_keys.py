@@ -61,7 +61,8 @@ def test_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -
         return a == b
 
     monkeypatch.setattr(keymod.hmac, "compare_digest", spy)
-    wrong = token[:-1] + ("A" if token[-1] != "A" else "B")  # urlsafe base64 ends in A 1 time in 64
+    # 32 random bytes in base64 end in "A" one time in 16: the wrong token must differ
+    wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
     assert token_matches(record, token) and not token_matches(record, wrong)
     assert len(seen) == 2
 
