@@ -32,8 +32,8 @@ from gateway.observability.timing import StageTimes
 from gateway.routing import failures as fl
 from gateway.routing.planner import Plan
 from gateway.routing.router import Attempt, RouteState
-from gateway.state.base import Health
 from tests.support.procs import CONFIG
+from tests.support.state_stubs import OneOpen
 
 # name: (type, label names), as the README's metrics table lists them
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -199,17 +199,6 @@ def populate(m: Metrics, targets: tuple[Target, ...]) -> None:
     m.state_resyncs.inc()
     m.rate_limited.labels("key", "rpm").inc()
     m.child(m.budget_downgrades, m.key_label("k")).inc()
-
-
-class OneOpen:
-    def __init__(self, target_id: str) -> None:
-        self.target_id = target_id
-
-    async def ping(self) -> bool:
-        return True
-
-    async def health(self, now: float) -> list[Health]:
-        return [Health(self.target_id, "open", 5, 1, 30.0, None, 5, 5, "overloaded")]
 
 
 def test_labels_returns_one_series_per_label_values_however_asked() -> None:

@@ -38,6 +38,7 @@ from gateway.routing.planner import Plan
 from gateway.routing.router import Attempt, RouteState
 from gateway.state.base import Health
 from tests.support.procs import CONFIG
+from tests.support.state_stubs import OneOpen
 
 
 class Clock:
@@ -321,17 +322,6 @@ class BrokenState:
 
     async def health(self, now: float) -> list[Health]:
         raise ConnectionError("redis down")
-
-
-class OneOpen:
-    def __init__(self, target_id: str) -> None:
-        self.target_id = target_id
-
-    async def ping(self) -> bool:
-        return True
-
-    async def health(self, now: float) -> list[Health]:
-        return [Health(self.target_id, "open", 5, 1, 30.0, None, 5, 5, "overloaded")]
 
 
 def test_scrape_refresh_never_raises_and_counts_backend_errors(
