@@ -360,8 +360,8 @@ def profile_table(raw: Path, shape: str, got: dict[str, Any], args: argparse.Nam
     incl: dict[str, int] = defaultdict(int)
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
+        if not stack or not n.isdigit() or "``" in stack:
+            continue  # ("``": py-spy --nonblocking read a torn frame, a docstring for a name)
         count = int(n)
         total += count
         frames = [_frame(f) for f in stack.split(";")]
