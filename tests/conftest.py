@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import openai
 import pytest
 
+from tests.support.e2e import sdk_client
 from tests.support.procs import Proc, start_gateway, start_simulator
 
 
@@ -27,8 +28,5 @@ def gateway(simulator: Proc) -> Iterator[Proc]:
 
 @pytest.fixture
 async def client(gateway: Proc) -> AsyncIterator[openai.AsyncOpenAI]:
-    c = openai.AsyncOpenAI(
-        base_url=gateway.url + "/v1", api_key="sk-test-master", max_retries=0, timeout=30
-    )
-    yield c
-    await c.close()
+    async with sdk_client(gateway, timeout=30) as c:
+        yield c

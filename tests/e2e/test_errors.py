@@ -22,6 +22,7 @@ from tests.support.e2e import (
     directive,
     module_gateway,
     nonce,
+    sdk_client,
     text_msg,
 )
 from tests.support.procs import Proc
@@ -161,9 +162,7 @@ async def test_bad_key_is_401(gateway: Proc, authorization: str | None) -> None:
 
 
 async def test_bad_key_through_the_sdk(gateway: Proc) -> None:
-    async with openai.AsyncOpenAI(
-        base_url=gateway.url + "/v1", api_key="sk-wrong", max_retries=0, timeout=30
-    ) as c:
+    async with sdk_client(gateway, api_key="sk-wrong", timeout=30) as c:
         with pytest.raises(openai.AuthenticationError):
             await c.chat.completions.create(model="auto", messages=text_msg("hi"))
 

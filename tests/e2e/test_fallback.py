@@ -19,7 +19,6 @@ import yaml
 from tests.support.e2e import (
     FUNCTION_TOOL,
     GATEWAY_ENV,
-    MASTER_KEY,
     assert_error_shape,
     assert_glm_headers,
     directive,
@@ -27,6 +26,7 @@ from tests.support.e2e import (
     image_msg,
     module_gateway,
     nonce,
+    sdk_client,
     text_msg,
     upstream_hits,
 )
@@ -55,9 +55,7 @@ def fb_gateway(simulator: Proc, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest_asyncio.fixture
 async def fb(fb_gateway: Proc) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=fb_gateway.url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=60
-    ) as c:
+    async with sdk_client(fb_gateway) as c:
         yield c
 
 
@@ -407,9 +405,7 @@ def dead_gateway(simulator: Proc, tmp_path_factory: pytest.TempPathFactory) -> I
 
 async def test_connection_refused_falls_over(dead_gateway: Proc, simulator: Proc) -> None:
     tag = nonce()
-    async with openai.AsyncOpenAI(
-        base_url=dead_gateway.url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=60
-    ) as c:
+    async with sdk_client(dead_gateway) as c:
         resp, h = await ok(
             c, f"hi {tag}", model="glm-4-9b", headers={"X-GLM-Providers": "dead,vllm"}
         )

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import openai
 import pytest
 
-from tests.support.e2e import MASTER_KEY, directive, module_gateway, nonce, text_msg, upstream_hits
+from tests.support.e2e import (
+    directive,
+    module_gateway,
+    nonce,
+    sdk_client,
+    text_msg,
+    upstream_hits,
+)
 from tests.support.procs import Proc
 
 
@@ -24,9 +30,7 @@ async def test_bad_key_skips_and_marks_every_deployment_on_that_key(
 ) -> None:
     tag = nonce()
     fail = directive({"match": {"provider": "together"}, "status": 401}, tag)
-    async with openai.AsyncOpenAI(
-        base_url=kb_gateway.url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=60
-    ) as c:
+    async with sdk_client(kb_gateway) as c:
         raw = await c.chat.completions.with_raw_response.create(
             model="auto",
             messages=text_msg(f"hi {tag} {fail}"),

@@ -31,6 +31,7 @@ from tests.support.e2e import (
     module_gateway,
     nonce,
     parse_sse,
+    sdk_client,
     sim_requests,
     text_msg,
 )
@@ -64,9 +65,8 @@ async def own(faulty: Proc) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest_asyncio.fixture
 async def own_client(faulty: Proc) -> AsyncIterator[openai.AsyncOpenAI]:
-    c = openai.AsyncOpenAI(base_url=faulty.url + "/v1", api_key="sk-test-master", max_retries=0)
-    yield c
-    await c.close()
+    async with sdk_client(faulty) as c:
+        yield c
 
 
 def at(provider: str) -> dict[str, str]:

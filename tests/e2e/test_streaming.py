@@ -27,7 +27,6 @@ from aiohttp import web
 from tests.support.e2e import (
     AUTH,
     GATEWAY_ENV,
-    MASTER_KEY,
     assert_error_shape,
     assert_glm_headers,
     chat_body,
@@ -37,6 +36,7 @@ from tests.support.e2e import (
     module_gateway,
     nonce,
     parse_sse,
+    sdk_client,
     text_msg,
     upstream_hits,
 )
@@ -59,9 +59,7 @@ def st_gateway(simulator: Proc, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest_asyncio.fixture
 async def st(st_gateway: Proc) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=st_gateway.url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=60
-    ) as c:
+    async with sdk_client(st_gateway) as c:
         yield c
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import yaml
 
@@ -17,6 +18,18 @@ from tests.support.procs import CONFIG, Proc, config_copy, start_gateway
 MASTER_KEY = "sk-test-master"
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 GATEWAY_ENV = {"GLM_GATEWAY_MASTER_KEY": MASTER_KEY}
+
+
+def sdk_client(proc: Proc, api_key: str = MASTER_KEY, timeout: float = 60) -> openai.AsyncOpenAI:
+    """The real openai SDK pointed at a gateway (no retries: a test sees every answer).
+
+    Use as ``async with sdk_client(proc) as c:``.
+    """
+    return openai.AsyncOpenAI(
+        base_url=proc.url + "/v1", api_key=api_key, max_retries=0, timeout=timeout
+    )
+
+
 GLM_HEADERS = ("x-request-id", "x-glm-variant", "x-glm-provider", "x-glm-attempts")
 
 VARIANTS = (
