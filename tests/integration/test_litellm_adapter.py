@@ -24,12 +24,12 @@ import pytest_asyncio
 import yaml
 
 from gateway.catalogue.catalogue import Target
-from gateway.catalogue.schema import Variant
 from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.routing import failures as fl
 from gateway.routing.sse import SSEReader, event_json, is_done
 from tests.support import openapi
+from tests.support.catalogue import make_target, make_variant
 from tests.support.e2e import (
     AUTH,
     GATEWAY_ENV,
@@ -53,37 +53,17 @@ VLLM_MODEL = "THUDM/glm-4-9b-chat"  # what the simulator's vllm host serves for 
 
 
 def lite_target(base_url: str, api_key: str | None = "sim-key", **kw: Any) -> Target:
-    v = Variant(
-        id="glm-4-9b",
-        name="GLM-4 9B",
-        released="2024-06",
-        context=131072,
-        params_total_b=9,
-        quality=30,
-    )
+    v = make_variant("glm-4-9b", name="GLM-4 9B", released="2024-06", context=131072, quality=30)
     fields: dict[str, Any] = {
-        "id": "lite/glm-4-9b",
-        "provider": "lite",
-        "variant": v,
         "model": VLLM_MODEL,
         "adapter": "litellm",
-        "dialect": "openai",
         "base_url": base_url,
         "api_key": api_key,
         "capabilities": frozenset(),
-        "context": 131072,
-        "max_output": None,
-        "price": None,
-        "builtin_tools": frozenset(),
-        "weight": 1,
-        "priority": 0,
-        "rpm": None,
-        "tpm": None,
-        "timeout": None,
         "litellm_model": f"openai/{VLLM_MODEL}",
+        **kw,
     }
-    fields.update(kw)
-    return Target(**fields)
+    return make_target("lite", v, price=None, **fields)
 
 
 @pytest.fixture(scope="module")

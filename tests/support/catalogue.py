@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.catalogue.catalogue import Target
-from gateway.catalogue.schema import Price, Variant
+from gateway.catalogue.catalogue import Catalogue, Config, Target
+from gateway.catalogue.schema import GatewayFile, Price, ProviderConfig, RoutingConfig, Variant
+
+
+def make_variant(vid: str, **kw: Any) -> Variant:
+    """A 9B, 128k-context variant named ``vid``; any Variant field can be overridden."""
+    fields: dict[str, Any] = {
+        "id": vid,
+        "name": vid,
+        "released": "2025-01",
+        "context": 128_000,
+        "params_total_b": 9,
+        "quality": 50,
+    }
+    fields.update(kw)
+    return Variant(**fields)
 
 
 def make_target(
@@ -37,3 +51,23 @@ def make_target(
     }
     fields.update(kw)
     return Target(**fields)
+
+
+def make_config(
+    targets: list[Target], variants: list[Variant] | None = None, **routing: Any
+) -> Config:
+    """A Config over exactly these deployments (and variants: by default theirs), with the
+    routing settings given and the defaults for the rest."""
+    vs = variants or list({t.variant.id: t.variant for t in targets}.values())
+    by: dict[str, tuple[Target, ...]] = {v.id: () for v in vs}
+    for t in targets:
+        by[t.variant.id] = (*by[t.variant.id], t)
+    providers = {t.provider: ProviderConfig(name=t.provider, deployments=[]) for t in targets}
+    cat = Catalogue(
+        variants={v.id: v for v in vs},
+        targets=tuple(targets),
+        by_variant=by,
+        providers=providers,
+    )
+    gw = GatewayFile(routing=RoutingConfig(**routing))
+    return Config(gateway=gw, catalogue=cat, source_dir="<test>")

@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
-from gateway.catalogue.catalogue import Catalogue, Config, Target
+from gateway.catalogue.catalogue import Config, Target
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import Needs, resolve_needs
-from gateway.catalogue.schema import GatewayFile, ProviderConfig, RoutingConfig, Variant
+from gateway.catalogue.schema import Variant
 from gateway.routing.planner import Plan, plan
+from tests.support.catalogue import make_config as config_of
 from tests.support.catalogue import make_target
+from tests.support.catalogue import make_variant as variant
 from tests.support.procs import CONFIG
 
 IMG = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
@@ -263,39 +265,8 @@ def test_every_candidate_meets_every_need(
 # --- hand-built catalogues: one rule at a time -----------------------------------------------
 
 
-def variant(vid: str, **kw: Any) -> Variant:
-    fields: dict[str, Any] = {
-        "id": vid,
-        "name": vid,
-        "released": "2025-01",
-        "context": 128_000,
-        "params_total_b": 9,
-        "quality": 50,
-    }
-    fields.update(kw)
-    return Variant(**fields)
-
-
 def target(provider: str, v: Variant, **kw: Any) -> Target:
     return make_target(provider, v, **kw)
-
-
-def config_of(
-    targets: list[Target], variants: list[Variant] | None = None, **routing: Any
-) -> Config:
-    vs = variants or list({t.variant.id: t.variant for t in targets}.values())
-    by: dict[str, tuple[Target, ...]] = {v.id: () for v in vs}
-    for t in targets:
-        by[t.variant.id] = (*by[t.variant.id], t)
-    providers = {t.provider: ProviderConfig(name=t.provider, deployments=[]) for t in targets}
-    cat = Catalogue(
-        variants={v.id: v for v in vs},
-        targets=tuple(targets),
-        by_variant=by,
-        providers=providers,
-    )
-    gw = GatewayFile(routing=RoutingConfig(**routing))
-    return Config(gateway=gw, catalogue=cat, source_dir="<test>")
 
 
 def test_cost_ties_break_on_active_params_then_priority_then_weight() -> None:

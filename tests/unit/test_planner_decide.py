@@ -14,14 +14,15 @@ from typing import Any
 
 import pytest
 
-from gateway.catalogue.catalogue import Catalogue, Config, Target
+from gateway.catalogue.catalogue import Config, Target
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import Needs, resolve_needs
-from gateway.catalogue.schema import GatewayFile, ProviderConfig, RoutingConfig, Variant
+from gateway.catalogue.schema import Variant
 from gateway.catalogue.tokens import cl100k
 from gateway.errors import GatewayError
 from gateway.routing.planner import Plan, plan
-from tests.support.catalogue import make_target
+from tests.support.catalogue import make_config, make_target
+from tests.support.catalogue import make_variant as _variant
 from tests.support.procs import CONFIG
 
 CAPS = ["vision", "function_calling", "tool_use", "structured_outputs", "code_execution"]
@@ -39,18 +40,6 @@ WORDS = ["word ", "a ", "智谱清言", "x", "<|endoftext|> "]
 @pytest.fixture(scope="module")
 def shipped() -> Config:
     return load_config(CONFIG, demo_simulator_url="http://127.0.0.1:9")
-
-
-def _variant(vid: str, **kw: Any) -> Variant:
-    fields: dict[str, Any] = {
-        "id": vid,
-        "name": vid,
-        "released": "2025-01",
-        "context": 128_000,
-        "params_total_b": 9,
-        "quality": 50,
-    }
-    return Variant(**{**fields, **kw})
 
 
 def _target(provider: str, v: Variant, price: tuple[float, float] | None, **kw: Any) -> Target:
@@ -75,17 +64,7 @@ def quirky() -> Config:
         _target("q", d, (0.1, 3)),
     ]
     variants = [a, b, c, d, _variant("e")]  # e: no deployment
-    by: dict[str, tuple[Target, ...]] = {v.id: () for v in variants}
-    for t in targets:
-        by[t.variant.id] = (*by[t.variant.id], t)
-    cat = Catalogue(
-        variants={v.id: v for v in variants},
-        targets=tuple(targets),
-        by_variant=by,
-        providers={p: ProviderConfig(name=p, deployments=[]) for p in "pqr"},
-    )
-    gw = GatewayFile(routing=RoutingConfig(default_output_reserve=2000))
-    return Config(gateway=gw, catalogue=cat, source_dir="<test>")
+    return make_config(targets, variants, default_output_reserve=2000)
 
 
 def _text(rng: random.Random) -> str:
