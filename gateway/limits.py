@@ -266,25 +266,23 @@ class Admission:
         self,
         lease: Lease | None,
         outcomes: Sequence[Outcome],
-        attempts: Sequence[str],
+        attempted: Sequence[Target],
         target: Target | None,
         usage: dict[str, Any] | None,
     ) -> None:
-        """Record what happened and settle the lease from ``usage`` (one backend call)."""
+        """Record what happened and settle the lease from ``usage`` (one backend call).
+
+        Attempts and the answering deployment are counted only where a deployment has limits
+        of its own (``Target.has_own_limits``): the others keep no windows.
+        """
+        attempts = tuple(t.id for t in attempted if t.has_own_limits)
         if lease is None and not outcomes and not attempts:
             return
         tokens, cost = 0, 0
         if target is not None:
             tokens, cost = _charge(target, usage, lease)
-        limited = target is not None and (target.rpm or target.tpm)
-        report = Report(
-            tuple(outcomes),
-            tuple(attempts),
-            lease,
-            target.id if target is not None and limited else None,
-            tokens,
-            cost,
-        )
+        answered_by = target.id if target is not None and target.has_own_limits else None
+        report = Report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
         await self._state.after(report, self._wall())
 
 

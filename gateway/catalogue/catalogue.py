@@ -60,6 +60,11 @@ class Target:
     def removed_capabilities(self) -> frozenset[str]:
         return self.variant.capabilities - self.capabilities
 
+    @property
+    def has_own_limits(self) -> bool:
+        """An rpm or tpm of its own: only such a deployment keeps request/token counts."""
+        return self.rpm is not None or self.tpm is not None
+
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         if self.price is None:
             return 0.0

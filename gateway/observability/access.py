@@ -124,18 +124,18 @@ class Record:
 
     def durations(self, total_ms: float) -> dict[str, float | None]:
         t = self.times
-        chunks = t.chunks
+        gap = t.gap_mean_s
         return {
             "total_ms": total_ms,
             "overhead_ms": _ms(self.overhead),
             "parse_ms": _ms(t.parse_s),
             "route_ms": _ms(t.route_s),
-            "state_ms": _ms(t.before_s + t.after_s),
+            "state_ms": _ms(t.state_s),
             "upstream_ms": _ms(self.upstream),
             "backoff_ms": _ms(self.backoff),
             "ttft_ms": None if t.ttft_s is None else _ms(t.ttft_s),
-            "inter_chunk_mean_ms": _ms(t.relay_wait_s / chunks) if chunks else None,
-            "inter_chunk_max_ms": _ms(t.gap_max_s) if chunks else None,
+            "inter_chunk_mean_ms": None if gap is None else _ms(gap),
+            "inter_chunk_max_ms": None if gap is None else _ms(t.gap_max_s),
         }
 
 
@@ -255,12 +255,13 @@ class AccessLog:
             stages = self._stages or self._stage_series()
             stages[0].observe(t.parse_s)
             stages[1].observe(t.route_s)
-            stages[2].observe(t.before_s + t.after_s)
+            stages[2].observe(t.state_s)
             stages[3].observe(rec.other)
         if t.ttft_s is not None:
             m.ttft.labels(rec.variant, rec.provider).observe(t.ttft_s)
-        if t.chunks:
-            m.inter_chunk.labels(rec.variant, rec.provider).observe(t.relay_wait_s / t.chunks)
+        gap = t.gap_mean_s
+        if gap is not None:
+            m.inter_chunk.labels(rec.variant, rec.provider).observe(gap)
 
     def _stage_series(self) -> tuple[PlainHistogram, ...]:
         stage = self._m.stage

@@ -43,7 +43,6 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 STATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 T = TypeVar("T")
-M = TypeVar("M", bound=MetricWrapperBase)
 S = TypeVar("S", bound="_Series")
 
 _go_float: Callable[[float], str] = floatToGoString
@@ -330,10 +329,6 @@ class Metrics:
             ["key"],
             registry=r,
         )
-
-    def child(self, metric: M, *labels: str) -> M:
-        """``metric.labels(*labels)``; kept for callers (the plain classes cache series)."""
-        return metric.labels(*labels)
 
     def observe_state(self, backend: str, op: str, seconds: float, ok: bool = True) -> None:
         """One state-backend round trip (the Redis backend may call this for its own ops)."""

@@ -163,9 +163,8 @@ class Router:
 
     async def record(self, rs: RouteState) -> None:
         """Outcomes, attempts and the lease's settlement: one state call."""
-        # Only deployments with limits of their own keep rate windows (see Lease.deployment).
-        attempts = [a.target.id for a in rs.attempts if a.target.rpm or a.target.tpm]
-        await self._admission.settle(rs.lease, rs.outcomes, attempts, rs.target, rs.usage)
+        attempted = [a.target for a in rs.attempts]
+        await self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
 
     async def complete(self, body: dict[str, Any], rs: RouteState, deadline: float) -> bytes:
         """Non-streaming: the answer body (OpenAI-shaped, ``model`` = variant id)."""

@@ -70,6 +70,11 @@ class DeploymentAsk:
     rpm: int | None = None
     tpm: int | None = None
 
+    @property
+    def has_own_limits(self) -> bool:
+        """Only a deployment with an rpm or tpm of its own keeps request/token windows."""
+        return self.rpm is not None or self.tpm is not None
+
 
 @dataclass(frozen=True, slots=True)
 class KeyAsk:

@@ -65,20 +65,9 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     return orjson.dumps(doc)
 
 
-_BREAKERS: dict[int, tuple[BreakerConfig, dict[str, Any]]] = {}
-
-
-def _breaker(breaker: BreakerConfig) -> dict[str, Any]:
-    """The breaker settings as the script reads them, built once per config object."""
-    known = _BREAKERS.get(id(breaker))
-    if known is not None and known[0] is breaker:
-        return known[1]
-    doc = _breaker_doc(breaker)
-    _BREAKERS[id(breaker)] = (breaker, doc)
-    return doc
-
-
-def _breaker_doc(breaker: BreakerConfig) -> dict[str, Any]:
+def breaker_doc(breaker: BreakerConfig) -> dict[str, Any]:
+    """The breaker settings as the ``after`` script reads them (build once, pass to
+    :func:`encode_report`)."""
     return {
         "threshold": breaker.failure_threshold,
         "cooldown": breaker.cooldown_s,
@@ -91,9 +80,10 @@ def _breaker_doc(breaker: BreakerConfig) -> dict[str, Any]:
     }
 
 
-def encode_report(report: Report, breaker: BreakerConfig) -> bytes:
+def encode_report(report: Report, breaker: dict[str, Any]) -> bytes:
+    """``breaker``: :func:`breaker_doc` of the configured breaker."""
     doc: dict[str, Any] = {
-        "cfg": _breaker(breaker),
+        "cfg": breaker,
         "outcomes": [
             _compact(
                 {

@@ -61,7 +61,7 @@ class MemoryState:
                 latency[ask.target_id] = c.latency
             if ask.target_id in opened:
                 continue
-            if ask.rpm is None and ask.tpm is None:  # no limits of its own: nothing to count
+            if not ask.has_own_limits:  # nothing to count against
                 available.append(ask)
                 continue
             sat = self._saturation(ask, ticket.tokens, now)
@@ -189,8 +189,7 @@ class MemoryState:
                 probes.append(ask.target_id)
         deployment = None
         first = available[0]
-        if (verdict is None or not verdict.downgraded) and (first.rpm or first.tpm):
-            # Only a deployment with limits of its own has windows to count in.
+        if (verdict is None or not verdict.downgraded) and first.has_own_limits:
             deployment = first.target_id
             self._window("d", deployment, "r").add(now, 1)
             self._window("d", deployment, "t").add(now, ticket.tokens)

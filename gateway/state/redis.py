@@ -40,7 +40,13 @@ from gateway.state import lua
 from gateway.state.autopipe import AutoPipeline, consume
 from gateway.state.base import Health, Lease, Report, StateUnavailable, Ticket, View
 from gateway.state.circuits import error_bucket_s
-from gateway.state.codec import decode_health_row, decode_view, encode_report, encode_ticket
+from gateway.state.codec import (
+    breaker_doc,
+    decode_health_row,
+    decode_view,
+    encode_report,
+    encode_ticket,
+)
 from gateway.state.memory import MemoryState
 from gateway.state.outage import Outage
 
@@ -69,6 +75,7 @@ class RedisState:
         metrics: Metrics | None = None,
     ) -> None:
         self._cfg = breaker
+        self._cfg_doc = breaker_doc(breaker)
         self._timeout = timeout_ms / 1000
         self._slow_timeout = max(1.0, 4 * self._timeout)
         """Calls off the hot path (admin, health, resync), and the socket timeout."""
@@ -160,7 +167,7 @@ class RedisState:
             if result is None:
                 self._undelivered(report, local_lease, now)
 
-        payload = encode_report(report, self._cfg)
+        payload = encode_report(report, self._cfg_doc)
         got, _ = await self._script("after", payload, now, landed)
         if got == NOT_SENT:
             self._undelivered(report, local_lease, now)
@@ -257,7 +264,7 @@ class RedisState:
                 async with asyncio.timeout(self._slow_timeout):
                     async with self._r.pipeline(transaction=False) as pipe:
                         for report, at in chunk:
-                            payload = encode_report(report, self._cfg)
+                            payload = encode_report(report, self._cfg_doc)
                             await self._after(args=[self._p, repr(at), payload], client=pipe)
                         await pipe.execute()
                 sent += len(chunk)
