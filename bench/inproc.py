@@ -8,6 +8,7 @@ are not in it (``bench/run.py --full`` measures those, against the floor).
 
     .venv/bin/python bench/inproc.py                 # µs per request, json and sse, median of 5
     .venv/bin/python bench/inproc.py --profile json  # cProfile, top functions by own time
+                                                     # (--sort cumulative --top 60: by inclusive)
     .venv/bin/python bench/inproc.py --src DIR       # another source tree (A/B)
     GLM_GATEWAY_REDIS_URL=redis://127.0.0.1:6379/15 .venv/bin/python bench/inproc.py --conc 16
                                                      # the Redis backend, 16 in flight
@@ -146,6 +147,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--model", default="auto")
     p.add_argument("--profile", choices=["json", "sse"])
+    p.add_argument("--sort", default="tottime", help="--profile order: tottime, cumulative, ...")
+    p.add_argument("--top", type=int, default=40, help="--profile: functions shown")
     p.add_argument("--shapes", type=lambda s: s.split(","), default=["json", "sse"])
     p.add_argument("--conc", type=int, default=1, help="requests in flight (Redis batching)")
     args = p.parse_args()
@@ -166,7 +169,7 @@ def main() -> int:
         loop.run_until_complete(run(app, body, args.n, args.conc))
         prof.disable()
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(40)
+        pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
         print(out.getvalue())
         return 0
     for shape, body in bodies.items():

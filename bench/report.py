@@ -166,13 +166,16 @@ def full_tables(res: Results, args: argparse.Namespace, meta: dict[str, Any], ma
     out += [
         "Upstream: nginx 1 worker on core 0 returning a static chat.completion (366 B) or a "
         "static SSE stream of 50 chunks + [DONE] (9.4 KB). `floor` = bench/floor.py (raw ASGI on "
-        "uvicorn+uvloop+httptools, one aiohttp session, no parsing). Gateway: shipped config/ with "
+        "uvicorn+uvloop+httptools, one aiohttp session, no parsing). `minimal` = bench/floor.py "
+        "--minimal: the floor plus only the work no gateway with these features can skip (auth "
+        "lookup, body parse and check, a dict route, re-serialise both ways, three counters, two "
+        "histogram bumps, one JSON log line); non-streaming only. Gateway: shipped config/ with "
         "auth on, capability routing, metrics, in-memory state, JSON access log to a file. "
         "Routes: " + ", ".join(f"`{m}` → {r}" for m, r in meta.get("routes", {}).items()) + ".",
         "Peers: " + (", ".join(f"{k}: {v}" for k, v in meta["peers"].items()) or "none") + ".",
         "",
     ]
-    order = ["direct", "floor", GW, "candidate:", "portkey", "litellm"]
+    order = ["direct", "floor", "minimal", GW, "candidate:", "portkey", "litellm"]
     names = sorted(
         {t for (_, _, t) in res.runs},
         key=lambda n: order.index(next(p for p in order if n.startswith(p))),
@@ -256,6 +259,11 @@ def _targets(res: Results, args: argparse.Namespace, meta: dict[str, Any]) -> li
                 rows.append((f"@16 req/s ≥ {want:g}× {peer}", ratio(r), r >= want))
         r = rps_ratio(16, "floor")
         rows.append(("@16 req/s within 15% of floor", ratio(r) + " of floor", r >= 0.85))
+        if res.has("json", 16, "minimal"):
+            m = paired(res.col("json", 16, "floor", "rps"), res.col("json", 16, "minimal", "rps"),
+                       _div)  # fmt: skip
+            rows.append(("(reference) `minimal` @16: what is left of the floor after the "
+                         "irreducible work alone", ratio(m) + " of floor", None))  # fmt: skip
         cpu = median(res.col("json", 16, gw, "cpu_us_per_req"))
         rows.append(("CPU per non-streaming request ≤ 450 µs (@16)", f"{cpu:.0f} µs", cpu <= 450))
         s_cpu = median(res.col("sse", 16, gw, "cpu_us_per_req"))

@@ -272,6 +272,20 @@ def full(args: argparse.Namespace) -> str:
                 targets.append(
                     Target("floor", floor_url + "/v1/chat/completions", body, json_h, floor)
                 )
+                if not stream:  # the floor plus the irreducible work (bench/floor.py Minimal)
+                    mport = free_port()
+                    minimal = Proc(
+                        f"minimal-{mport}",
+                        [str(VENV_PY), str(BENCH / "floor.py"), str(mport), "--minimal"],
+                        core=PROXY_CORE,
+                        env={"FLOOR_UPSTREAM": up + "/v1/chat/completions"},
+                    )
+                    procs.append(minimal)
+                    min_url = f"http://127.0.0.1:{mport}"
+                    minimal.wait_ready(lambda u=min_url: http_ok(u + "/"))  # type: ignore[misc]
+                    targets.append(
+                        Target("minimal", min_url + "/v1/chat/completions", body, json_h, minimal)
+                    )
                 gw = start_gateway(up, stream=stream)
                 procs.append(gw)
                 labels = {f"floor-{shape}": floor, f"gateway-{shape}": gw}
