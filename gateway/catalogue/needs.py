@@ -247,7 +247,20 @@ def _check_messages(messages: Any) -> bool:
             )
         if not images and isinstance(content, list):
             images = _content_has_image(content)
+        if "tool_calls" in msg:
+            _check_tool_calls(msg["tool_calls"], i)
     return images
+
+
+def _check_tool_calls(calls: Any, i: int) -> None:
+    """An assistant turn's ``tool_calls``: null or an array of objects (as every host wants)."""
+    if calls is None or (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+        return
+    raise InvalidRequest(
+        f"messages[{i}].tool_calls must be an array of tool call objects.",
+        param=f"messages[{i}].tool_calls",
+        code="invalid_type",
+    )
 
 
 def _tool_needs(tools: Any, functions: Any) -> tuple[set[str], set[str]]:

@@ -116,7 +116,10 @@ def _texts(msg: dict[str, Any], scan: Scan) -> list[str]:
     reasoning = msg.get("reasoning_content")
     if isinstance(reasoning, str):
         scan.count(reasoning)
-    for call in msg.get("tool_calls") or ():
+    calls = msg.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise BadRequest("a message's 'tool_calls' must be an array")
+    for call in calls or ():
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
             scan.count(fn["arguments"] + str(fn.get("name", "")))

@@ -69,6 +69,10 @@ async def test_bad_json_is_400(http: httpx.AsyncClient, raw: bytes) -> None:
         ({"model": "auto", "messages": "hi"}, "messages"),
         ({"model": "auto", "messages": [{"content": "hi"}]}, "messages[0]"),
         ({"model": "auto", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            chat_body([*text_msg("hi"), {"role": "assistant", "content": None, "tool_calls": 5}]),
+            "messages[1].tool_calls",
+        ),
         (chat_body(text_msg("hi"), stream="yes"), "stream"),
         (chat_body(text_msg("hi"), max_tokens=0), "max_tokens"),
         (chat_body(text_msg("hi"), max_tokens="many"), "max_tokens"),

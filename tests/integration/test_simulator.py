@@ -517,6 +517,14 @@ async def test_unknown_model_and_bad_bodies(
         assert r.status == 400 and (await r.json())["error"]["code"] == "1210"
     status, body, _ = await post(sim_http, sim_server, "nowhere", chat("glm-4.7"))
     assert status == 404
+    # A malformed assistant turn is the host's 400, never a crash (was a 500 from the scan).
+    bad_turn = {"role": "assistant", "content": None, "tool_calls": 5}
+    for provider, model in (("zai", "glm-4.7"), ("deepinfra", "zai-org/GLM-4.7")):
+        msgs = [{"role": "user", "content": "hi"}, bad_turn]
+        status, body, _ = await post(
+            sim_http, sim_server, provider, {"model": model, "messages": msgs}
+        )
+        assert status == 400 and "tool_calls" in body["error"]["message"], body
 
 
 # --- reasoning ---------------------------------------------------------------------------------

@@ -275,6 +275,11 @@ def test_bad_body_fields(extra: dict[str, Any], param: str) -> None:
         ([{"content": "hi"}], "messages[0]"),
         ([{"role": "user", "content": "a"}, "b"], "messages[1]"),
         ([{"role": "user", "content": {"text": "x"}}], "messages[0].content"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": 5}],
+            "messages[1].tool_calls",
+        ),
+        ([{"role": "assistant", "tool_calls": ["call"]}], "messages[0].tool_calls"),
     ],
 )
 def test_bad_messages(messages: Any, param: str) -> None:
