@@ -264,7 +264,6 @@ async def _until_gone(request: web.Request, state: SimState) -> None:
 async def _stream(request: web.Request, plan: StreamPlan, rule: Rule | None) -> web.StreamResponse:
     """Send ``plan`` as SSE, applying the rule's ttft, chunk delay and cut."""
     resp = web.StreamResponse(headers={**_SSE_HEADERS, **_rule_headers(rule)})
-    await resp.prepare(request)
     ttft = rule.ttft_ms if rule is not None else 0.0
     gap = rule.chunk_delay_ms / 1000 if rule is not None else 0.0
     cut = rule.cut_after_chunks if rule is not None else None
@@ -274,6 +273,7 @@ async def _stream(request: web.Request, plan: StreamPlan, rule: Rule | None) -> 
     body = plan.body if cut is None else plan.body[: max(cut, 0)]
     events = plan.head + body + (plan.error or ([] if abort else plan.tail))
     try:
+        await resp.prepare(request)  # may find the client gone already (after a latency rule)
         if ttft > 0:
             await asyncio.sleep(ttft / 1000)
         if gap > 0:
@@ -288,7 +288,7 @@ async def _stream(request: web.Request, plan: StreamPlan, rule: Rule | None) -> 
             return resp
         await resp.write_eof()
     except ConnectionError:
-        pass  # the client went away mid-stream; nothing left to send it
+        pass  # the client went away; nothing left to send it (not a server error to log)
     return resp
 
 

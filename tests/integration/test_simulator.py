@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -688,6 +689,30 @@ async def test_fault_hang_until_the_client_leaves(sim_client: openai.AsyncOpenAI
             timeout=0.3,
         )
     assert time.perf_counter() - start < 2
+
+
+async def test_client_gone_before_the_stream_starts_is_not_an_error(
+    sim_server: SimServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends its request and hangs up (as the gateway does when its own client
+    leaves): the stream's first write finds the transport closing. Not a logged server error
+    (it was "Error handling request" with a traceback, every time)."""
+    body = orjson.dumps(chat("glm-4.7", "hi", stream=True))
+    head = (
+        "POST /zai/v1/chat/completions HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer k\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    host, port = sim_server.url.removeprefix("http://").split(":")
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head.encode() + body)
+        writer.write_eof()  # request and EOF arrive together
+        await writer.drain()
+        await reader.read()  # whatever the simulator managed to send, then its close
+        writer.close()
+    await asyncio.sleep(0.1)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors
 
 
 async def test_fault_raw_body(sim_server: SimServer, sim_http: aiohttp.ClientSession) -> None:
