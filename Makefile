@@ -2,12 +2,19 @@
 # they create .venv from requirements/lock.txt (exact pins) on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The interpreter .venv is built on: Debian's CPython 3.11 (/usr/bin/python3.11, with
+# python3.11-venv) when it is there, else python3. Debian's interpreter has libpython linked
+# in; a build against the shared library without --enable-optimizations (pyenv's default)
+# runs the gateway's own code ~20% slower (bench/inproc.py). Choose another:
+# `make install PYTHON=/path/to/python3.11` (3.11 or newer).
+PYTHON ?= $(shell /usr/bin/python3.11 -c 'import ensurepip, venv' >/dev/null 2>&1 \
+	&& echo /usr/bin/python3.11 || echo python3)
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/lock.txt
 	$(PY) -m pip install -q --no-deps -e .

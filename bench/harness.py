@@ -325,5 +325,14 @@ def machine() -> str:
     load = os.getloadavg()
     return (
         f"{os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB; load average at start "
-        f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}"
+        f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; Python processes (floor, gateway, LiteLLM) "
+        f"on {interpreter()}"
     )
+
+
+def interpreter() -> str:
+    """The CPython build .venv runs on (version and path of the base interpreter)."""
+    code = "import platform, sys; print(platform.python_version(), sys._base_executable)"
+    out = subprocess.run([str(VENV_PY), "-c", code], capture_output=True, text=True, timeout=30)
+    version, _, path = out.stdout.strip().partition(" ")
+    return f"CPython {version} ({path})"

@@ -93,6 +93,7 @@ def start_litellm(upstream: str, body: bytes) -> Target:
     py = LITELLM.parent / "python"
     probe = "import importlib.metadata as m; print(m.version('litellm'))"
     version = _version([str(py), "-c", probe])
+    base = _version([str(py), "-c", "import sys; print(sys._base_executable)"])
     port = free_port()
     cfg = OUT / f"litellm-{port}.yaml"
     cfg.write_text(
@@ -131,7 +132,8 @@ def start_litellm(upstream: str, body: bytes) -> Target:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {LITELLM_KEY}"}
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     proc.wait_ready(lambda: http_ok(url, body, headers), timeout=180)
-    return Target("litellm", url, body, headers, proc, note=f"litellm[proxy] {version}, 1 worker")
+    note = f"litellm[proxy] {version}, 1 worker, on {base}"
+    return Target("litellm", url, body, headers, proc, note=note)
 
 
 def start_redis() -> tuple[Proc, str]:

@@ -55,11 +55,21 @@ fi
 
 ((PEERS)) || exit 0
 
-# --- LiteLLM proxy (its own venv: it pins versions the gateway does not)
+# --- LiteLLM proxy (its own venv: it pins versions the gateway does not), on the interpreter
+# the project's .venv is built on, so that both Python proxies run on the same CPython build.
 LV="$HERE/.venv-litellm"
+BASE_PY=python3
+if [[ -x "$PY" ]]; then
+  BASE_PY="$("$PY" -c 'import sys; print(sys._base_executable)')"
+fi
+if [[ -x "$LV/bin/python" ]] &&
+  [[ "$("$LV/bin/python" -c 'import sys; print(sys._base_executable)')" != "$BASE_PY" ]]; then
+  say "$LV was built on another interpreter than .venv: rebuilding it on $BASE_PY"
+  rm -rf "$LV"
+fi
 if [[ ! -x "$LV/bin/litellm" ]]; then
-  say "LiteLLM proxy into $LV"
-  python3 -m venv "$LV"
+  say "LiteLLM proxy into $LV ($BASE_PY)"
+  "$BASE_PY" -m venv "$LV"
   "$LV/bin/python" -m pip install -q --upgrade pip
   mkdir -p "$HERE/out"
   # 1.110.x's [proxy] extra needs the separate `litellm-proxy` distribution at the same
