@@ -32,6 +32,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+async def read_all(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        msg = await receive()
+        part: bytes = msg.get("body", b"")
+        body += part
+        if not msg.get("more_body"):
+            return body
+
+
 class Floor:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -46,12 +56,7 @@ class Floor:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_all(receive)
         url = self.upstream + scope["path"] if self.upstream.endswith("/") else self.upstream
         assert self.session is not None
         async with self.session.post(url, data=body, headers=self.headers) as resp:
@@ -131,12 +136,7 @@ class Minimal(Floor):
         started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         key = self.keys.get(headers.get("authorization", ""))
-        raw = b""
-        while True:
-            msg = await receive()
-            raw += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        raw = await read_all(receive)
         body = orjson.loads(raw)
         model, messages = body.get("model"), body.get("messages")
         ok = isinstance(model, str) and isinstance(messages, list)

@@ -259,33 +259,13 @@ def full(args: argparse.Namespace) -> str:
             targets = [Target("direct (nginx)", up + "/v1/chat/completions", body, json_h)]
             procs: list[Proc] = []
             try:
-                floor_port = free_port()
-                floor = Proc(
-                    f"floor-{floor_port}",
-                    [str(VENV_PY), str(BENCH / "floor.py"), str(floor_port)],
-                    core=PROXY_CORE,
-                    env={"FLOOR_UPSTREAM": up + "/v1/chat/completions"},
-                )
+                floor, target = _start_floor("floor", up, body, json_h)
                 procs.append(floor)
-                floor_url = f"http://127.0.0.1:{floor_port}"
-                floor.wait_ready(lambda u=floor_url: http_ok(u + "/"))  # type: ignore[misc]
-                targets.append(
-                    Target("floor", floor_url + "/v1/chat/completions", body, json_h, floor)
-                )
+                targets.append(target)
                 if not stream:  # the floor plus the irreducible work (bench/floor.py Minimal)
-                    mport = free_port()
-                    minimal = Proc(
-                        f"minimal-{mport}",
-                        [str(VENV_PY), str(BENCH / "floor.py"), str(mport), "--minimal"],
-                        core=PROXY_CORE,
-                        env={"FLOOR_UPSTREAM": up + "/v1/chat/completions"},
-                    )
+                    minimal, target = _start_floor("minimal", up, body, json_h, "--minimal")
                     procs.append(minimal)
-                    min_url = f"http://127.0.0.1:{mport}"
-                    minimal.wait_ready(lambda u=min_url: http_ok(u + "/"))  # type: ignore[misc]
-                    targets.append(
-                        Target("minimal", min_url + "/v1/chat/completions", body, json_h, minimal)
-                    )
+                    targets.append(target)
                 gw = start_gateway(up, stream=stream)
                 procs.append(gw)
                 labels = {f"floor-{shape}": floor, f"gateway-{shape}": gw}
@@ -329,6 +309,22 @@ def full(args: argparse.Namespace) -> str:
                     p.stop()
     res.dump(OUT / "full.json", meta)
     return full_tables(res, args, meta, machine())
+
+
+def _start_floor(
+    name: str, up: str, body: bytes, headers: dict[str, str], *flags: str
+) -> tuple[Proc, Target]:
+    """bench/floor.py on the proxy core, forwarding to ``up`` (``flags``: ``--minimal``)."""
+    port = free_port()
+    proc = Proc(
+        f"{name}-{port}",
+        [str(VENV_PY), str(BENCH / "floor.py"), str(port), *flags],
+        core=PROXY_CORE,
+        env={"FLOOR_UPSTREAM": up + "/v1/chat/completions"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_ready(lambda: http_ok(url + "/"))
+    return proc, Target(name, url + "/v1/chat/completions", body, headers, proc)
 
 
 def _ttfb_rounds(targets: list[Target], args: argparse.Namespace) -> dict[str, list[Any]]:
