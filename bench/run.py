@@ -5,8 +5,8 @@
                                              # streaming and not (issue 2's table)
     bash bench/setup.sh && .venv/bin/python bench/run.py --full
                                              # nginx static upstream; direct, floor
-                                             # (bench/floor.py), gateway, Portkey, LiteLLM proxy
-                                             # (issue 6's table)
+                                             # and minimal (bench/floor.py), gateway, Portkey,
+                                             # LiteLLM proxy (issue 6's table)
     .venv/bin/python bench/run.py --planner  # planner micro-benchmark only
 
 Load generator and upstream run on core 0, the proxy under test on core 1 (taskset). For each
@@ -480,7 +480,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="gateway vs direct simulator (default)")
-    g.add_argument("--full", action="store_true", help="nginx upstream; floor, gateway, peers")
+    g.add_argument("--full", action="store_true", help="nginx: floor, minimal, gateway, peers")
     g.add_argument("--planner", action="store_true", help="planner micro-benchmark only")
     g.add_argument("--redis", action="store_true", help="gateway: memory vs Redis state")
     g.add_argument("--profile", action="store_true", help="py-spy the gateway under c=16 load")
