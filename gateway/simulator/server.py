@@ -273,7 +273,7 @@ async def _stream(request: web.Request, plan: StreamPlan, rule: Rule | None) -> 
     body = plan.body if cut is None else plan.body[: max(cut, 0)]
     events = plan.head + body + (plan.error or ([] if abort else plan.tail))
     try:
-        await resp.prepare(request)  # may find the client gone already (after a latency rule)
+        await resp.prepare(request)  # may find the client gone already (it hung up after sending)
         if ttft > 0:
             await asyncio.sleep(ttft / 1000)
         if gap > 0:
