@@ -136,6 +136,38 @@ class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     max_body_bytes: PositiveInt = 20 * 1024 * 1024
+    max_header_bytes: PositiveInt = 32 * 1024
+    """Request line + headers; larger requests get 431."""
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 5.0
+    """After SIGTERM/SIGINT: ``/readyz`` says 503 at once while the gateway keeps serving this
+    long, so load balancers take it out of rotation before it stops accepting."""
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    """Then: no new connections; in-flight requests and streams get this long to finish; any
+    still running end with an error event (streams) or a 503, and the process exits 0."""
+    max_in_flight: PositiveInt = 1024
+    """Requests handled at once by one process; past it requests wait (bounded, below)."""
+    max_queued: Annotated[int, Field(ge=0)] = 256
+    """Requests that may wait for an in-flight slot; more are shed at once with 503."""
+    queue_timeout_s: Annotated[float, Field(ge=0)] = 1.0
+    """Longest wait for an in-flight slot before 503 with ``Retry-After``."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or CIDR ranges whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed;
+    from anyone else those headers are ignored."""
+
+
+class RequestLimits(Strict):
+    """Caps on what one request may make the process hold; each breach is a clear 4xx."""
+
+    max_messages: PositiveInt = 5000
+    max_images: PositiveInt = 100
+    """Image parts per request."""
+    max_image_bytes: PositiveInt = 10 * 1024 * 1024
+    """One inline (``data:``) image, decoded size."""
+    max_image_url_chars: PositiveInt = 8192
+    """One image given by URL (not ``data:``)."""
+    max_json_depth: PositiveInt = 64
+    """Nesting of objects and arrays in the body."""
+    max_tools: PositiveInt = 512
 
 
 class RoutingConfig(Strict):
@@ -155,7 +187,10 @@ class RoutingConfig(Strict):
     attempt_timeout_s: PositiveFloat = 120.0
     ttft_timeout_s: PositiveFloat = 30.0
     """Streams: longest wait for the first content token before falling over."""
+    stream_idle_timeout_s: PositiveFloat = 60.0
+    """Streams: longest silence between two chunks once the answer has started."""
     total_timeout_s: PositiveFloat = 300.0
+    """Per request, streams included to their last byte; X-GLM-Timeout may lower it."""
 
 
 BudgetPeriod = Literal["hour", "day", "week", "month", "total"]
@@ -176,6 +211,9 @@ class KeyLimits(Strict):
     downgrade: bool = False
     """Over budget: answer from the cheapest variant that still meets every need, if that
     fits the remaining budget, instead of refusing."""
+    max_in_flight: PositiveInt | None = None
+    """Requests of this key running at once across every replica (shared state); past it 429
+    with ``Retry-After``."""
 
 
 class AuthConfig(Strict):
@@ -231,6 +269,7 @@ class RouteAlias(Strict):
 
 class GatewayFile(Strict):
     server: ServerConfig = ServerConfig()
+    limits: RequestLimits = RequestLimits()
     routing: RoutingConfig = RoutingConfig()
     auth: AuthConfig = AuthConfig()
     state: StateConfig = StateConfig()
