@@ -8,7 +8,8 @@ Rule fields (all optional)::
 
     match             {"provider": ..., "model": ..., "variant": ...}; absent keys match anything
     times             apply only the first N times this rule matched, then skip it
-    rate              probability 0-1 that the rule applies to a request
+    rate              probability 0-1 that the rule applies to a request (drawn from the
+                      book's RNG: ``POST /_sim/faults?seed=N`` makes the draws repeatable)
     status            HTTP status; >= 400 (or with ``body``) answers with an error
     code, message     error code and text, shaped per dialect
     body              raw JSON body returned with ``status`` (default 500)
@@ -26,6 +27,21 @@ Rule fields (all optional)::
     tool_args_object  true: tool-call ``arguments`` as a JSON object (Zhipu's documented type)
     content           reply text instead of the usual answer
     hang              true: never answer; wait until the client goes away
+    trickle_ms        never finish: streams send one content chunk every ``trickle_ms``
+                      after the head; non-streams send the head, then one space (legal JSON
+                      whitespace) every ``trickle_ms``; until the client goes away
+    malformed         a broken 200 answer (after ``cut_after_chunks`` content chunks, default
+                      0, for streams):
+                        bad_json       JSON cut in half (streams: one event of broken JSON,
+                                       then the rest of the stream and ``[DONE]``)
+                        html           a text/html page instead of JSON or SSE (with
+                                       ``status``: that status, e.g. a proxy's 502 page)
+                        truncated_sse  streams: an event cut mid-way, then a clean close;
+                                       non-streams: half the body, then the connection drops
+                        error_body     the dialect's error object with status 200, as JSON
+                        no_done        streams: everything but ``[DONE]`` (with
+                                       ``cut_after_chunks``: only that many content chunks,
+                                       no finish), then a clean close; non-streams: no effect
 
 The counters for ``times`` live on a :class:`FaultBook`, one per simulator app.
 """
@@ -74,10 +90,14 @@ class Rule:
     hang: bool = False
     stream_error: Any = None
     tool_args_object: bool = False
+    trickle_ms: float = 0.0
+    malformed: str | None = None
 
     @property
     def is_error(self) -> bool:
         """Whether the rule answers with an error body instead of a completion."""
+        if self.malformed is not None:
+            return False  # ``status`` is the malformed answer's own status
         return self.body is not None or (self.status is not None and self.status >= 400)
 
     def matches(self, model: SimModel) -> bool:
@@ -85,9 +105,10 @@ class Rule:
         return all(getattr(model, key) == want for key, want in self.match)
 
 
-_NUMBERS = ("retry_after", "latency_ms", "ttft_ms", "chunk_delay_ms", "rate")
+_NUMBERS = ("retry_after", "latency_ms", "ttft_ms", "chunk_delay_ms", "rate", "trickle_ms")
 _INTS = ("times", "status", "cut_after_chunks")
 _STRINGS = ("message", "finish_reason", "content")
+MALFORMED = frozenset({"bad_json", "html", "truncated_sse", "error_body", "no_done"})
 
 
 def parse_rule(raw: Any) -> Rule:
@@ -115,6 +136,10 @@ def parse_rule(raw: Any) -> Rule:
             kw[name] = value
         elif name in ("hang", "tool_args_object"):
             kw[name] = _typed(name, value, (bool,))
+        elif name == "malformed":
+            if value not in MALFORMED:
+                raise DirectiveError(f"`malformed` must be one of {', '.join(sorted(MALFORMED))}")
+            kw[name] = value
         else:
             kw[name] = value
     return Rule(**kw)
@@ -192,6 +217,11 @@ class FaultBook:
         """Replace the global rules; their ``times`` counters start again."""
         self._global = tuple(rules)
         self._generation += 1
+
+    def seed(self, seed: int) -> None:
+        """Restart the RNG behind ``rate`` from ``seed`` (the same requests in the same order
+        then meet the same faults)."""
+        self._rng.seed(seed)
 
     def reset(self) -> None:
         """Drop the global rules and every ``times`` counter (prompt directives too)."""

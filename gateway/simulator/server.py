@@ -6,8 +6,11 @@ Routes::
     GET    /{provider}/.../models             the provider's model ids (OpenAI list)
     GET    /_sim/requests                     the last 200 provider requests, newest last
     DELETE /_sim/requests                     clear them
-    POST   /_sim/faults                       replace the global fault rules (JSON list)
+    POST   /_sim/faults[?seed=N]              replace the global fault rules (JSON list);
+                                              ``seed`` restarts the RNG behind ``rate``
     DELETE /_sim/faults                       drop global rules and every ``times`` counter
+    GET    /_sim/streams                      progressive answers: open, opened, completed,
+                                              client_gone, cut (DELETE zeroes them)
     GET    /_sim/healthz                      200
 
 A chat request goes: record -> provider -> auth -> JSON -> model -> scan -> fault -> host
@@ -44,14 +47,15 @@ from gateway.simulator.behaviour import (
 from gateway.simulator.checks import check_request
 from gateway.simulator.dialects import ErrorReply
 from gateway.simulator.faults import DirectiveError, FaultBook, Rule, parse_rules
+from gateway.simulator.malformed import SSE, Wire, malformed_wire
 from gateway.simulator.models import ModelTable, SimModel
+from gateway.simulator.streams import Ending, StreamBook
 
 log = logging.getLogger(__name__)
 
 LOG_SIZE = 200
 SEEN_IDS = 10_000
 _JSON = "application/json"
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _HANG_POLL_S = 0.05
 
 
@@ -66,12 +70,14 @@ class SimState:
         "closing",
         "faults",
         "requests",
+        "streams",
         "table",
     )
 
     def __init__(self, models: Iterable[SimModel]) -> None:
         self.table = ModelTable(models)
         self.faults = FaultBook()
+        self.streams = StreamBook()
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self.closing = False
         self._ids = itertools.count(1)
@@ -225,11 +231,22 @@ async def _answer(
         model.dialect,
         request_id if isinstance(request_id, str) else uid,
     )
+    plan = None
     if body.get("stream") is True:
         opts = body.get("stream_options")
         usage = isinstance(opts, dict) and opts.get("include_usage") is True
         error = rule.stream_error if rule is not None else None
-        return await _stream(request, stream_plan(answer, env, usage, error), rule)
+        plan = stream_plan(answer, env, usage, error)
+    if rule is not None and rule.trickle_ms > 0:
+        return await _trickle(request, state, rule, plan)
+    if rule is not None and rule.malformed is not None:
+        err = d.fault_error(model.dialect, 200, rule.code, rule.message).body
+        raw = orjson.dumps(completion_body(answer, env))
+        wire = malformed_wire(rule.malformed, plan, raw, err, rule.status, rule.cut_after_chunks)
+        if wire is not None:
+            return await _send(request, state, wire, rule)
+    if plan is not None:
+        return await _stream(request, state, plan, rule)
     return _json(completion_body(answer, env), headers=_rule_headers(rule))
 
 
@@ -240,13 +257,17 @@ async def _fault_head(
     if rule.latency_ms > 0:
         await asyncio.sleep(rule.latency_ms / 1000)
     if rule.hang:
-        await _until_gone(request, state)
+        state.streams.opened += 1
+        try:
+            await _until_gone(request, state)
+        finally:
+            state.streams.ended("client_gone")
         return web.Response(status=499)
     if rule.is_error:
         if rule.body is not None:
             return _error(ErrorReply(rule.status or 500, rule.body), rule)
         return _error(d.fault_error(dialect, rule.status or 500, rule.code, rule.message), rule)
-    if rule.cut_after_chunks is not None and not stream:
+    if rule.cut_after_chunks is not None and not stream and rule.malformed is None:
         _abort(request)
         return web.Response(status=499)
     return None
@@ -261,34 +282,80 @@ async def _until_gone(request: web.Request, state: SimState) -> None:
         await asyncio.sleep(_HANG_POLL_S)
 
 
-async def _stream(request: web.Request, plan: StreamPlan, rule: Rule | None) -> web.StreamResponse:
-    """Send ``plan`` as SSE, applying the rule's ttft, chunk delay and cut."""
-    resp = web.StreamResponse(headers={**_SSE_HEADERS, **_rule_headers(rule)})
-    ttft = rule.ttft_ms if rule is not None else 0.0
-    gap = rule.chunk_delay_ms / 1000 if rule is not None else 0.0
+async def _stream(
+    request: web.Request, state: SimState, plan: StreamPlan, rule: Rule | None
+) -> web.StreamResponse:
+    """Send ``plan`` as SSE, applying the rule's cut (and, in :func:`_send`, its delays)."""
     cut = rule.cut_after_chunks if rule is not None else None
     if plan.error:
         cut = cut or 0
     abort = cut is not None and rule is not None and rule.finish_reason is None and not plan.error
     body = plan.body if cut is None else plan.body[: max(cut, 0)]
     events = plan.head + body + (plan.error or ([] if abort else plan.tail))
+    return await _send(request, state, Wire(200, SSE, events, abort=abort), rule)
+
+
+async def _send(
+    request: web.Request, state: SimState, wire: Wire, rule: Rule | None
+) -> web.StreamResponse:
+    """Write ``wire`` part by part with the rule's ttft and chunk delay, counting it."""
+    resp = web.StreamResponse(status=wire.status, headers=_rule_headers(rule))
+    resp.content_type = wire.content_type
+    if wire.content_type == SSE:
+        resp.headers["Cache-Control"] = "no-cache"
+    if wire.length is not None:
+        resp.content_length = wire.length
+    ttft = rule.ttft_ms if rule is not None else 0.0
+    gap = rule.chunk_delay_ms / 1000 if rule is not None else 0.0
+    how: Ending = "client_gone"
+    state.streams.opened += 1
     try:
         await resp.prepare(request)  # may find the client gone already (it hung up after sending)
         if ttft > 0:
             await asyncio.sleep(ttft / 1000)
         if gap > 0:
-            for i, event in enumerate(events):
+            for i, part in enumerate(wire.parts):
                 if i:
                     await asyncio.sleep(gap)
-                await resp.write(event)
+                await resp.write(part)
         else:
-            await resp.write(b"".join(events))
-        if abort:
+            await resp.write(b"".join(wire.parts))
+        if wire.abort:
             _abort(request)
+            how = "cut"
             return resp
         await resp.write_eof()
+        how = "completed"
     except ConnectionError:
         pass  # the client went away; nothing left to send it (not a server error to log)
+    finally:
+        state.streams.ended(how)
+    return resp
+
+
+async def _trickle(
+    request: web.Request, state: SimState, rule: Rule, plan: StreamPlan | None
+) -> web.StreamResponse:
+    """Never finish: a content chunk (non-streams: a space) every ``trickle_ms``."""
+    resp = web.StreamResponse(headers=_rule_headers(rule))
+    resp.content_type = SSE if plan is not None else _JSON
+    piece = b" "
+    if plan is not None:
+        piece = plan.body[0] if plan.body else plan.head[0]
+    state.streams.opened += 1
+    try:
+        await resp.prepare(request)
+        if rule.ttft_ms > 0:
+            await asyncio.sleep(rule.ttft_ms / 1000)
+        if plan is not None:
+            await resp.write(b"".join(plan.head))
+        while not state.closing:
+            await resp.write(piece)
+            await asyncio.sleep(rule.trickle_ms / 1000)
+    except ConnectionError:
+        pass
+    finally:
+        state.streams.ended("client_gone")
     return resp
 
 
@@ -309,12 +376,27 @@ async def _set_faults(request: web.Request) -> web.Response:
         rules = parse_rules(orjson.loads(await request.read()))
     except (orjson.JSONDecodeError, DirectiveError) as exc:
         return _error(d.bad_directive(str(exc)))
-    request.app[STATE].faults.set_global(rules)
+    faults = request.app[STATE].faults
+    seed = request.query.get("seed")
+    if seed is not None:
+        if not seed.lstrip("-").isdigit():
+            return _error(d.bad_directive(f"seed must be an integer, not {seed!r}"))
+        faults.seed(int(seed))
+    faults.set_global(rules)
     return _json({"rules": len(rules)})
 
 
 async def _clear_faults(request: web.Request) -> web.Response:
     request.app[STATE].faults.reset()
+    return _json({"cleared": True})
+
+
+async def _get_streams(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].streams.snapshot())
+
+
+async def _clear_streams(request: web.Request) -> web.Response:
+    request.app[STATE].streams.reset()
     return _json({"cleared": True})
 
 
@@ -330,6 +412,8 @@ def create_sim_app(models: Iterable[SimModel]) -> web.Application:
     app.router.add_delete("/_sim/requests", _clear_requests)
     app.router.add_post("/_sim/faults", _set_faults)
     app.router.add_delete("/_sim/faults", _clear_faults)
+    app.router.add_get("/_sim/streams", _get_streams)
+    app.router.add_delete("/_sim/streams", _clear_streams)
     app.router.add_get("/_sim/healthz", _healthz)
     app.router.add_route("*", "/{provider}/{tail:.+}", _provider_route)
     return app
