@@ -7,11 +7,22 @@ from typing import Any
 
 import orjson
 
+from gateway.providers.base import UpstreamConnectionError
+
 DONE = b"data: [DONE]"
 
 
+class MalformedEvent(UpstreamConnectionError):
+    """An upstream ``data:`` event that is neither a JSON object nor ``[DONE]``: cut mid-way,
+    an HTML page, plain text. The stream is broken; relaying it would pass garbage as success."""
+
+
 class SSEReader:
-    """Yields whole SSE events (without the blank-line terminator) from raw upstream chunks."""
+    """Yields whole SSE events (without the blank-line terminator) from raw upstream chunks.
+
+    Raises :class:`MalformedEvent` for an event whose data cannot be a JSON object or
+    ``[DONE]`` (checked on its first and last bytes only, not parsed).
+    """
 
     __slots__ = ("_buf", "_chunks", "ended")
 
@@ -28,6 +39,8 @@ class SSEReader:
                 return None
             event, self._buf = self._buf[:idx], self._buf[idx + 2 :]
             if event.strip():
+                if _malformed(event):
+                    raise MalformedEvent(f"upstream sent a malformed SSE event: {event[:80]!r}")
                 return event
 
     async def next_event(self) -> bytes | None:
@@ -44,6 +57,17 @@ class SSEReader:
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n")
             self._buf += data
+
+
+def _malformed(event: bytes) -> bool:
+    at = event.find(b"data:")
+    if at < 0:
+        return False  # a comment, or event:/id:/retry: lines only
+    head = event[at + 5 : at + 16].lstrip()[:1]
+    tail = event.rstrip()
+    if head == b"{":
+        return not tail.endswith(b"}")
+    return not (head == b"" or tail.endswith(b"[DONE]"))
 
 
 def event_json(event: bytes) -> Any:
