@@ -17,6 +17,8 @@ prometheus-client's, so ``/metrics`` reads exactly as it would with the stock cl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
@@ -164,6 +166,17 @@ class BoundedLabel:
         return value
 
 
+class LoopTasksGauge(PlainGauge):
+    """``glm_gateway_event_loop_tasks``: asyncio tasks not yet done on the serving loop,
+    counted when scraped (nothing on the request path). Read off the loop, it shows the last
+    value set (0 unless a test sets one)."""
+
+    def _child_samples(self) -> Iterable[Sample]:
+        with contextlib.suppress(RuntimeError):  # RuntimeError: no running loop here
+            self._level = float(len(asyncio.all_tasks()))
+        return super()._child_samples()
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -287,6 +300,11 @@ class Metrics:
             "State backend round trips (Redis or memory) by operation; _count = round trips.",
             ["backend", "op"],
             buckets=STATE_BUCKETS,
+            registry=r,
+        )
+        self.loop_tasks = LoopTasksGauge(
+            "glm_gateway_event_loop_tasks",
+            "asyncio tasks not yet done on the gateway's event loop (counted at scrape).",
             registry=r,
         )
         self.state_errors = PlainCounter(

@@ -52,6 +52,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_tokens": ("counter", ("variant", "provider", "key", "direction")),
     "glm_gateway_cost_usd": ("counter", ("variant", "provider", "key")),
     "glm_gateway_event_loop_lag_seconds": ("histogram", ()),
+    "glm_gateway_event_loop_tasks": ("gauge", ()),
     "glm_gateway_state_op_duration_seconds": ("histogram", ("backend", "op")),
     "glm_gateway_state_errors": ("counter", ("backend", "op")),
     "glm_gateway_state_up": ("gauge", ("backend",)),
