@@ -7,6 +7,7 @@ of throughput on this path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -24,8 +25,10 @@ from gateway.api.models import models_body
 from gateway.api.ops import key_bad_targets, readiness
 from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.services import Services
+
+log = logging.getLogger("glm_gateway.http")
 
 
 class ORJSONResponse(JSONResponse):
@@ -48,6 +51,13 @@ def build_fastapi(
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
         return _error_response(exc, request.headers.get("x-request-id") or new_request_id())
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette answers with this, then re-raises to the server: GatewayASGI logs it once.
+        request_id = request.headers.get("x-request-id") or new_request_id()
+        request.scope["glm_request_id"] = request_id
+        return _error_response(InternalError(request_id), request_id)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -72,7 +82,7 @@ def build_fastapi(
     async def _route(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         caller = await s.auth.identify(headers.get("authorization"))
-        body = parse_body(await request.body())
+        body = parse_body(await request.body(), s.config.gateway.limits)
         needs = resolve_needs(body, headers, s.config)
         plan = await s.router.plan(needs, caller=caller)
         out = explain(needs, plan, str(body.get("model")), await key_bad_targets(s))
@@ -126,4 +136,17 @@ class GatewayASGI:
         ):
             await self.chat(scope, receive, send)
             return
-        await self.fastapi(scope, receive, send)
+        if scope["type"] != "http":
+            await self.fastapi(scope, receive, send)  # lifespan: start-up errors stop the server
+            return
+        try:
+            await self.fastapi(scope, receive, send)
+        except Exception:
+            # Already answered (500, OpenAI's shape) by the FastAPI handler: log it once here,
+            # with the request id the client was given, and do not hand it to the server.
+            log.exception(
+                "unhandled error on %s %s (request %s)",
+                scope.get("method"),
+                scope.get("path"),
+                scope.get("glm_request_id", "-"),
+            )
