@@ -37,7 +37,6 @@ from gateway.simulator.behaviour import (
     BadRequest,
     Envelope,
     Scan,
-    StreamPlan,
     completion_body,
     plan_answer,
     prompt_tokens,
@@ -47,16 +46,24 @@ from gateway.simulator.behaviour import (
 from gateway.simulator.checks import check_request
 from gateway.simulator.dialects import ErrorReply
 from gateway.simulator.faults import DirectiveError, FaultBook, Rule, parse_rules
-from gateway.simulator.malformed import SSE, Wire, malformed_wire
+from gateway.simulator.malformed import malformed_wire
 from gateway.simulator.models import ModelTable, SimModel
-from gateway.simulator.streams import Ending, StreamBook
+from gateway.simulator.streams import StreamBook
+from gateway.simulator.writer import (
+    abort,
+    rule_headers,
+    send_plan,
+    send_wire,
+    trickle,
+    until_gone,
+)
 
 log = logging.getLogger(__name__)
 
 LOG_SIZE = 200
 SEEN_IDS = 10_000
 _JSON = "application/json"
-_HANG_POLL_S = 0.05
+HANG_POLL_S = 0.05
 
 
 class SimState:
@@ -125,19 +132,7 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 
 def _error(reply: ErrorReply, rule: Rule | None = None) -> web.Response:
-    return _json(reply.body, reply.status, {**reply.headers, **_rule_headers(rule)})
-
-
-def _rule_headers(rule: Rule | None) -> dict[str, str]:
-    if rule is None or rule.retry_after is None:
-        return {}
-    return {"Retry-After": f"{rule.retry_after:g}"}
-
-
-def _abort(request: web.Request) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+    return _json(reply.body, reply.status, {**reply.headers, **rule_headers(rule)})
 
 
 # --- provider routes ---------------------------------------------------------------------------
@@ -238,16 +233,16 @@ async def _answer(
         error = rule.stream_error if rule is not None else None
         plan = stream_plan(answer, env, usage, error)
     if rule is not None and rule.trickle_ms > 0:
-        return await _trickle(request, state, rule, plan)
+        return await trickle(request, state, rule, plan)
     if rule is not None and rule.malformed is not None:
         err = d.fault_error(model.dialect, 200, rule.code, rule.message).body
         raw = orjson.dumps(completion_body(answer, env))
         wire = malformed_wire(rule.malformed, plan, raw, err, rule.status, rule.cut_after_chunks)
         if wire is not None:
-            return await _send(request, state, wire, rule)
+            return await send_wire(request, state, wire, rule)
     if plan is not None:
-        return await _stream(request, state, plan, rule)
-    return _json(completion_body(answer, env), headers=_rule_headers(rule))
+        return await send_plan(request, state, plan, rule)
+    return _json(completion_body(answer, env), headers=rule_headers(rule))
 
 
 async def _fault_head(
@@ -259,7 +254,7 @@ async def _fault_head(
     if rule.hang:
         state.streams.opened += 1
         try:
-            await _until_gone(request, state)
+            await until_gone(request, state)
         finally:
             state.streams.ended("client_gone")
         return web.Response(status=499)
@@ -268,95 +263,9 @@ async def _fault_head(
             return _error(ErrorReply(rule.status or 500, rule.body), rule)
         return _error(d.fault_error(dialect, rule.status or 500, rule.code, rule.message), rule)
     if rule.cut_after_chunks is not None and not stream and rule.malformed is None:
-        _abort(request)
+        abort(request)
         return web.Response(status=499)
     return None
-
-
-async def _until_gone(request: web.Request, state: SimState) -> None:
-    """Wait until the client closes the connection or the simulator stops."""
-    while not state.closing:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            return
-        await asyncio.sleep(_HANG_POLL_S)
-
-
-async def _stream(
-    request: web.Request, state: SimState, plan: StreamPlan, rule: Rule | None
-) -> web.StreamResponse:
-    """Send ``plan`` as SSE, applying the rule's cut (and, in :func:`_send`, its delays)."""
-    cut = rule.cut_after_chunks if rule is not None else None
-    if plan.error:
-        cut = cut or 0
-    abort = cut is not None and rule is not None and rule.finish_reason is None and not plan.error
-    body = plan.body if cut is None else plan.body[: max(cut, 0)]
-    events = plan.head + body + (plan.error or ([] if abort else plan.tail))
-    return await _send(request, state, Wire(200, SSE, events, abort=abort), rule)
-
-
-async def _send(
-    request: web.Request, state: SimState, wire: Wire, rule: Rule | None
-) -> web.StreamResponse:
-    """Write ``wire`` part by part with the rule's ttft and chunk delay, counting it."""
-    resp = web.StreamResponse(status=wire.status, headers=_rule_headers(rule))
-    resp.content_type = wire.content_type
-    if wire.content_type == SSE:
-        resp.headers["Cache-Control"] = "no-cache"
-    if wire.length is not None:
-        resp.content_length = wire.length
-    ttft = rule.ttft_ms if rule is not None else 0.0
-    gap = rule.chunk_delay_ms / 1000 if rule is not None else 0.0
-    how: Ending = "client_gone"
-    state.streams.opened += 1
-    try:
-        await resp.prepare(request)  # may find the client gone already (it hung up after sending)
-        if ttft > 0:
-            await asyncio.sleep(ttft / 1000)
-        if gap > 0:
-            for i, part in enumerate(wire.parts):
-                if i:
-                    await asyncio.sleep(gap)
-                await resp.write(part)
-        else:
-            await resp.write(b"".join(wire.parts))
-        if wire.abort:
-            _abort(request)
-            how = "cut"
-            return resp
-        await resp.write_eof()
-        how = "completed"
-    except ConnectionError:
-        pass  # the client went away; nothing left to send it (not a server error to log)
-    finally:
-        state.streams.ended(how)
-    return resp
-
-
-async def _trickle(
-    request: web.Request, state: SimState, rule: Rule, plan: StreamPlan | None
-) -> web.StreamResponse:
-    """Never finish: a content chunk (non-streams: a space) every ``trickle_ms``."""
-    resp = web.StreamResponse(headers=_rule_headers(rule))
-    resp.content_type = SSE if plan is not None else _JSON
-    piece = b" "
-    if plan is not None:
-        piece = plan.body[0] if plan.body else plan.head[0]
-    state.streams.opened += 1
-    try:
-        await resp.prepare(request)
-        if rule.ttft_ms > 0:
-            await asyncio.sleep(rule.ttft_ms / 1000)
-        if plan is not None:
-            await resp.write(b"".join(plan.head))
-        while not state.closing:
-            await resp.write(piece)
-            await asyncio.sleep(rule.trickle_ms / 1000)
-    except ConnectionError:
-        pass
-    finally:
-        state.streams.ended("client_gone")
-    return resp
 
 
 # --- /_sim control routes ----------------------------------------------------------------------
