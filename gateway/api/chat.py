@@ -28,6 +28,7 @@ from gateway.api.asgi import (
     send_error,
     send_json,
 )
+from gateway.api.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.auth import Caller
 from gateway.catalogue.body import check_depth
 from gateway.catalogue.needs import Needs, resolve_needs
@@ -147,7 +148,7 @@ class ChatEndpoint:
             )
             if ctx.stream:
                 session = await self._router.open_stream(body, ctx.rs, deadline)
-                await self._relay(session, send, ctx)
+                await self._relay(session, send, ctx, self._guard(deadline, needs))
             else:
                 data = await self._router.complete(body, ctx.rs, deadline)
                 ctx.done = True
@@ -187,6 +188,11 @@ class ChatEndpoint:
         ctx.times.planned = True
         return rs
 
+    def _guard(self, deadline: float, needs: Needs) -> StreamGuard:
+        routing = self._config.gateway.routing
+        total = min(routing.total_timeout_s, needs.timeout or routing.total_timeout_s)
+        return StreamGuard(deadline, routing.stream_idle_timeout_s, total)
+
     def _headers(self, ctx: _Ctx) -> list[tuple[bytes, bytes]]:
         rs = ctx.rs
         target = rs.target if rs else None
@@ -207,9 +213,11 @@ class ChatEndpoint:
                 out.append((b"x-glm-adapted", safe_header(",".join(rs.adaptations))))
         return out
 
-    async def _relay(self, session: StreamSession, send: Send, ctx: _Ctx) -> None:
+    async def _relay(
+        self, session: StreamSession, send: Send, ctx: _Ctx, guard: StreamGuard
+    ) -> None:
         target = session.state.attempts[-1].target
-        relay = _Relay(session, target, ctx.times)
+        relay = _Relay(session, target, ctx.times, guard)
         failure: fl.Failure | None = None
         try:
             await send(
@@ -225,7 +233,9 @@ class ChatEndpoint:
             ctx.times.ttft_s = time.perf_counter() - ctx.started
             failure = relay.failure or await relay.pump(send)
             if failure is not None:
-                ctx.status, ctx.error = 502, f"stream_{failure.cls.value}"
+                timed_out = failure.code in (DEADLINE_CODE, IDLE_CODE)
+                ctx.status = 504 if timed_out else 502
+                ctx.error = failure.code if timed_out else f"stream_{failure.cls.value}"
                 await send(
                     {
                         "type": "http.response.body",
@@ -264,10 +274,15 @@ class ChatEndpoint:
 class _Relay:
     """Rewrites and forwards a committed stream's events."""
 
-    __slots__ = ("failure", "norm", "raw", "replacements", "session", "target", "times", "usage")
+    __slots__ = (
+        "failure", "guard", "norm", "raw", "replacements", "session", "target", "times", "usage",
+    )  # fmt: skip
 
-    def __init__(self, session: StreamSession, target: Any, times: StageTimes) -> None:
+    def __init__(
+        self, session: StreamSession, target: Any, times: StageTimes, guard: StreamGuard
+    ) -> None:
         self.session = session
+        self.guard = guard
         self.times = times
         self.target = target
         self.norm = StreamNormaliser(
@@ -314,13 +329,28 @@ class _Relay:
         self.failure = self.failure or fl.stream_failure(obj)
 
     async def pump(self, send: Send) -> fl.Failure | None:
+        guard = self.guard
+        guard.start()
+        try:
+            return await self._pump(send)
+        except asyncio.CancelledError:
+            failure = guard.tripped()  # the total deadline or the idle limit passed
+            if failure is None:
+                raise
+            return failure
+        finally:
+            guard.stop()
+
+    async def _pump(self, send: Send) -> fl.Failure | None:
         reader = self.session.reader
+        guard = self.guard
         try:
             while True:
                 # Two clock reads per event; the histograms are fed once per stream (_finish).
                 waiting = time.perf_counter()
                 event = await reader.next_event()
-                self.times.chunk_waited(time.perf_counter() - waiting)
+                guard.last = now = time.perf_counter()
+                self.times.chunk_waited(now - waiting)
                 if event is None:
                     return fl.Failure(
                         fl.FailureClass.TRANSIENT, 200, None, "upstream stream ended without [DONE]"
@@ -353,6 +383,14 @@ class _Relay:
 
 
 def _stream_error(failure: fl.Failure, target: Any) -> bytes:
+    if failure.code in (DEADLINE_CODE, IDLE_CODE):
+        err = GatewayError(
+            f"The stream from {target.provider} ({target.variant.id}) was stopped: "
+            f"{failure.message}; the upstream request was cancelled.",
+            code=failure.code,
+        )
+        err.type = "timeout_error"
+        return error_event(err.body_bytes())
     err = GatewayError(
         f"The upstream stream from {target.provider} ({target.variant.id}) failed after the "
         f"answer started: {failure.cls.value}: {failure.message}",
