@@ -38,6 +38,7 @@ from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
 from gateway.routing.sse import error_event, event_json, is_done
 from gateway.services import Services
+from gateway.tenancy.shedding import InFlightGate, Overloaded
 
 EXACT_IN_THREAD_BYTES = 60_000
 WATCH_AFTER_S = 0.02
@@ -106,8 +107,34 @@ class ChatEndpoint:
         self._config = services.config
         self._router = services.router
         self._limit = services.config.gateway.server.max_body_bytes
+        server = services.config.gateway.server
+        self.gate = InFlightGate(
+            server.max_in_flight, server.max_queued, server.queue_timeout_s, services.metrics
+        )
+        """This process's in-flight cap (load shedding); every upstream-calling endpoint
+        should pass through it."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gate = self.gate
+        if not gate.take():  # contended: wait in the bounded queue, or be shed at once
+            started = time.perf_counter()
+            try:
+                await gate.wait()
+            except Overloaded as err:
+                await self._shed(scope, send, err, started)
+                return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            gate.leave()
+
+    async def _shed(self, scope: Scope, send: Send, err: Overloaded, started: float) -> None:
+        ctx = _Ctx(header_map(scope).get("x-request-id") or new_request_id(), started)
+        ctx.status, ctx.error, ctx.done = err.status, err.code, True
+        await send_error(send, err, self._headers(ctx))
+        await self._finish(ctx)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
         task = asyncio.current_task()
