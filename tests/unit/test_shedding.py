@@ -14,9 +14,12 @@ from gateway.tenancy.shedding import InFlightGate, Overloaded
 
 
 def shed(m: Metrics, reason: str) -> float:
-    return m.registry.get_sample_value(
-        "glm_gateway_shed_total", {"scope": "process", "reason": reason}
-    ) or 0.0
+    return (
+        m.registry.get_sample_value(
+            "glm_gateway_shed_total", {"scope": "process", "reason": reason}
+        )
+        or 0.0
+    )
 
 
 async def test_uncontended_requests_take_a_slot_without_waiting() -> None:
