@@ -104,15 +104,15 @@ def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
 class ChatEndpoint:
     def __init__(self, services: Services) -> None:
         self._s = services
-        self._config = services.config
-        self._router = services.router
-        self._limit = services.config.gateway.server.max_body_bytes
         server = services.config.gateway.server
         self.gate = InFlightGate(
             server.max_in_flight, server.max_queued, server.queue_timeout_s, services.metrics
         )
         """This process's in-flight cap (load shedding); every upstream-calling endpoint
         should pass through it."""
+        self._config = services.config
+        self._router = services.router
+        self._limit = services.config.gateway.server.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gate
