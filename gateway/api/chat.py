@@ -42,6 +42,7 @@ from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
 from gateway.routing.sse import error_event, event_json, is_done
 from gateway.services import Services
+from gateway.tenancy.shedding import InFlightGate, Overloaded
 
 _DEFAULT_LIMITS = RequestLimits()
 log = logging.getLogger("glm_gateway.chat")
@@ -117,12 +118,38 @@ def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
 class ChatEndpoint:
     def __init__(self, services: Services) -> None:
         self._s = services
+        server = services.config.gateway.server
+        self.gate = InFlightGate(
+            server.max_in_flight, server.max_queued, server.queue_timeout_s, services.metrics
+        )
+        """This process's in-flight cap (load shedding); every upstream-calling endpoint
+        should pass through it."""
         self._config = services.config
         self._router = services.router
         self._limit = services.config.gateway.server.max_body_bytes
         self._limits = services.config.gateway.limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gate = self.gate
+        if not gate.take():  # contended: wait in the bounded queue, or be shed at once
+            started = time.perf_counter()
+            try:
+                await gate.wait()
+            except Overloaded as err:
+                await self._shed(scope, send, err, started)
+                return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            gate.leave()
+
+    async def _shed(self, scope: Scope, send: Send, err: Overloaded, started: float) -> None:
+        ctx = _Ctx(header_map(scope).get("x-request-id") or new_request_id(), started)
+        ctx.status, ctx.error, ctx.done = err.status, err.code, True
+        await send_error(send, err, self._headers(ctx))
+        await self._finish(ctx)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
         task = asyncio.current_task()
