@@ -22,7 +22,14 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from tests.chaos.sim_admin import clear_faults, metric, scrape, set_faults
+from tests.chaos.sim_admin import (
+    clear_faults,
+    metric,
+    poll_until,
+    scrape,
+    set_faults,
+    sim_streams,
+)
 from tests.support.e2e import (
     AUTH,
     assert_error_shape,
@@ -442,29 +449,30 @@ async def test_broken_stream_after_content_is_an_error_event_and_a_502_in_the_lo
     assert str(rec["error"]).startswith("stream_"), rec
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the total deadline does not hold mid-stream yet: a committed stream that keeps "
-    "sending never ends (aiohttp's sock_read restarts on every chunk); the lead's deadline and "
-    "idle-limit work on main fixes it",
-)
-async def test_stream_that_trickles_forever_ends_at_the_deadline(gw: Proc) -> None:
-    async def trickle(provider: str) -> Outcome | str:
+async def test_stream_that_trickles_forever_ends_at_the_deadline(gw: Proc, sim: Proc) -> None:
+    async def trickle(provider: str) -> tuple[str, Outcome | str]:
         tag = nonce()
+        rid = f"chaos-trickle-{provider}-{tag}"
         rule = directive({"match": {"provider": provider}, "trickle_ms": 400}, tag)
         body = chat_body(text_msg(f"trickle {tag} {rule}"), model=MODEL, stream=True)
-        headers = {"X-GLM-Providers": provider, "X-GLM-Timeout": DEADLINE}
+        headers = {"X-GLM-Providers": provider, "X-GLM-Timeout": DEADLINE, "X-Request-Id": rid}
         try:
-            return await call(gw, body, headers, guard_s=3 * float(DEADLINE) + 3)
+            return rid, await call(gw, body, headers, guard_s=3 * float(DEADLINE) + 3)
         except TimeoutError:
-            return f"{provider}: the stream was still open well past its deadline"
+            return rid, f"{provider}: the stream was still open well past its deadline"
 
-    for out in await asyncio.gather(trickle("vllm"), trickle("zai")):
+    for rid, out in await asyncio.gather(trickle("vllm"), trickle("zai")):
         assert isinstance(out, Outcome), out
         assert out.status == 200 and out.events is not None
         assert "[DONE]" not in out.events
         message = out.error["message"].lower()
         assert "deadline" in message or "timeout" in message, out.events[-1]
+        assert (await wait_for_log(gw, rid))["status"] == 504
+
+    async def upstreams_let_go() -> bool:
+        return (await sim_streams(sim))["open"] == 0
+
+    assert await poll_until(upstreams_let_go, 10.0), await sim_streams(sim)
 
 
 # --- 2. every host down (last: 429s open circuits for their Retry-After) ----------------------
