@@ -132,21 +132,22 @@ MIX_ROUTE = {"X-GLM-Providers": "zai,openrouter,novita"}
 MIX_TTFT_S = 1.5
 
 
+MIX_FAULTS: tuple[tuple[float, dict[str, Any], str], ...] = (
+    (0.20, {"status": 500, "message": "mix: internal error"}, "transient"),
+    (0.10, {"status": 429, "code": "1302", "retry_after": 1}, "rate_limit"),
+    (0.05, {"cut_after_chunks": 0}, "transient"),
+    (0.05, {"ttft_ms": MIX_TTFT_S * 4000}, "timeout"),
+)
+"""(share of the faulty host's answers, rule, the failure class the gateway must see): 5xx,
+429 + Retry-After, a cut before the first token, a first token later than ``ttft_timeout_s``."""
+
+
 def mix_rules() -> list[dict[str, Any]]:
-    """On the faulty host: 20% 5xx, 10% 429 + Retry-After, 5% cut before the first token, 5% a
-    first token slower than the gateway's ttft timeout. Rules are tried in order, each with its
+    """The faults as global rules on the faulty host. Rules are tried in order, each with its
     own draw, so each ``rate`` is the share wanted among the requests the rules above let by."""
-    zai = {"provider": FAULTY}
-    wanted = [
-        {"status": 500, "message": "mix: internal error"},
-        {"status": 429, "code": "1302", "retry_after": 1},
-        {"cut_after_chunks": 0},
-        {"ttft_ms": MIX_TTFT_S * 4000},
-    ]
-    shares = [0.20, 0.10, 0.05, 0.05]
     left, rules = 1.0, []
-    for rule, share in zip(wanted, shares, strict=True):
-        rules.append({"match": zai, "rate": round(share / left, 4), **rule})
+    for share, rule, _ in MIX_FAULTS:
+        rules.append({"match": {"provider": FAULTY}, "rate": round(share / left, 4), **rule})
         left -= share
     return rules
 
@@ -157,13 +158,14 @@ def mix_gateway(sim: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         sim,
         tmp_path_factory.mktemp("chaos-mix"),
         routing={"ttft_timeout_s": MIX_TTFT_S},
-        # short cooldowns (Retry-After's too) and no error-rate trips: the faulty host stays in
-        # rotation often enough for every fault kind to be met, and still opens on each 429
+        # short cooldowns (Retry-After's capped too) and no error-rate trips: the faulty host
+        # comes back into rotation within the run, and still opens on each 429
         breaker={
             "cooldown_s": 0.3,
             "max_cooldown_s": 0.6,
             "max_explicit_cooldown_s": 0.6,
             "error_rate": 0.95,
+            "probe_lease_s": 1.0,
         },
     ) as gw:
         yield gw
@@ -188,6 +190,25 @@ async def one_mixed(c: openai.AsyncOpenAI, i: int) -> str:
             text = raw.parse().choices[0].message.content or ""
     assert text.startswith(f"Hello from {MODEL}"), text
     return raw.headers["x-glm-provider"]
+
+
+async def test_each_fault_of_the_mix_falls_over_with_its_class(mix_gateway: Proc) -> None:
+    # one at a time would trip the breaker between them; all at once, each meets the faulty host
+    async def once(rule: dict[str, Any], stream: bool) -> str:
+        tag = nonce()
+        fault = directive({"match": {"provider": FAULTY}, **rule}, tag)
+        body = chat_body(text_msg(f"fault {tag} {fault}"), model=MODEL, stream=stream)
+        out = await call(mix_gateway, body, MIX_ROUTE)
+        assert out.status == 200 and out.headers["x-glm-provider"] != FAULTY, out
+        if out.events is not None:
+            assert out.events[-1] == "[DONE]", out.events[-3:]
+        return out.headers["x-glm-fallback-reason"]
+
+    runs = [(rule, cls, stream) for _, rule, cls in MIX_FAULTS for stream in (False, True)]
+    runs = [r for r in runs if r[2] or "ttft_ms" not in r[0]]  # no first token to wait for
+    reasons = await asyncio.gather(*(once(rule, stream) for rule, _, stream in runs))
+    for (rule, cls, stream), reason in zip(runs, reasons, strict=True):
+        assert f"{FAULTY}/{MODEL} {cls}" in reason, (rule, stream, reason)
 
 
 async def circuit_of(gw: Proc, provider: str) -> float | None:
@@ -230,15 +251,17 @@ async def test_fault_mix_is_answered_and_the_breaker_opens_and_recovers(
     answered_by = {r for r in results if isinstance(r, str)}
     assert FAULTY in answered_by and answered_by - {FAULTY}, answered_by
 
-    # every fault kind reached the gateway and was classified as what it is
+    # the faulty host's attempts failed only as its faults say (how many of each depends on how
+    # often the breaker let it be tried: each 429 opens it for its Retry-After)
     samples = await scrape(mix_gateway)
     outcomes = {
         lab["outcome"]: v
         for n, lab, v in samples
         if n == "glm_gateway_upstream_attempts_total" and lab.get("provider") == FAULTY
     }
-    for cls in ("ok", "transient", "rate_limit", "timeout"):
-        assert outcomes.get(cls, 0) > 0, outcomes
+    print(f"\nmix: {FAULTY} attempts by outcome {outcomes}, circuit states seen {seen}")
+    assert set(outcomes) <= {"ok", *(cls for _, _, cls in MIX_FAULTS)}, outcomes
+    assert outcomes.get("ok", 0) > 0 and outcomes.get("transient", 0) > 0, outcomes
     assert 2.0 in seen, f"the {FAULTY} circuit never read open: {seen}"
 
     # recovery: open it once more (a 429 with Retry-After), stop the faults, and watch it go
