@@ -28,6 +28,7 @@ from gateway.api.asgi import (
     send_error,
     send_json,
 )
+from gateway.api.client_addr import ClientAddress
 from gateway.api.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.auth import Caller
 from gateway.catalogue.body import check_depth
@@ -64,6 +65,7 @@ class _Ctx:
     done: bool = False
     disconnected: bool = False
     key_id: str = "-"
+    client: str = "-"
     caller: Caller | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +130,7 @@ class ChatEndpoint:
         self._router = services.router
         self._limit = services.config.gateway.server.max_body_bytes
         self._limits = services.config.gateway.limits
+        self._client = ClientAddress(services.config.gateway.server.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gate
@@ -152,6 +155,7 @@ class ChatEndpoint:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
+        ctx.client = self._client.of(scope, headers)
         task = asyncio.current_task()
         watch: asyncio.TimerHandle | None = None
         self._s.metrics.in_flight.inc()
@@ -295,6 +299,7 @@ class ChatEndpoint:
             error=ctx.error,
             times=ctx.times,
             prompt=ctx.extra.get("prompt"),
+            client=ctx.client,
         )
 
 

@@ -204,8 +204,11 @@ class AccessLog:
         error: str | None,
         times: StageTimes | None = None,
         prompt: Any = None,
+        client: str | None = None,
     ) -> None:
-        """Record one finished request: metrics, rolling stats, one JSON log line."""
+        """Record one finished request: metrics, rolling stats, one JSON log line.
+
+        ``client``: the caller's address (the peer, or what a trusted proxy forwarded)."""
         rec = Record(request_id, key_id, status, stream, error, rs, duration_s,
                      times or _NO_TIMES)  # fmt: skip
         self._observe_request(rec)
@@ -215,6 +218,8 @@ class AccessLog:
         self._count(rec)
         if self._writer.enabled():
             line = rec.line(self._now())
+            if client is not None:
+                line["client"] = client
             if self.log_prompts and prompt is not None:
                 line["prompt"] = prompt
             self._writer.add(orjson.dumps(line, default=str))
