@@ -39,7 +39,8 @@ class Target:
     adapter: Adapter
     dialect: Dialect
     base_url: str | None
-    api_key: str | None
+    api_key: str | None = field(repr=False)
+    """Never in a repr (a log line or an exception that prints a target)."""
     capabilities: frozenset[str]
     context: int | None
     max_output: int | None
@@ -51,8 +52,8 @@ class Target:
     tpm: int | None
     timeout: float | None
     litellm_model: str | None
-    headers: tuple[tuple[str, str], ...] = ()
-    litellm_params: tuple[tuple[str, object], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    litellm_params: tuple[tuple[str, object], ...] = field(default=(), repr=False)
 
     @property
     def accepts_images(self) -> bool:

@@ -16,7 +16,8 @@ A :class:`Redactor` is built once at start from plain strings (the configured se
    token after ``Bearer`` / ``Basic``; the value after a ``key`` / ``token`` / ``secret`` /
    ``password`` / ``authorization`` / ``signature`` / ``credential`` word (``api_key=``,
    ``"x-api-key": "``, ``API key provided: ``) when it has 8+ characters with a letter and a
-   digit; the password of a URL's ``user:password@``.
+   digit or a capital past its first character (``Authentication`` stays, base64 goes); the
+   password of a URL's ``user:password@``.
 
 Hosts that echo keys do it whole (an exception repr, a URL with ``?key=``) or masked as OpenAI
 does (``sk-abc1****...****wxyz``: the first 6-8 characters and the last 4); both go, by rule 1
@@ -71,7 +72,7 @@ _SHAPES: Final = re.compile(
             rf"eyJ[{_K}]{{8,}}\.eyJ[{_K}]{{8,}}\.[{_K}]*",
             # AWS access key ids; Google API keys.
             r"(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA|ANPA)[A-Z0-9]{16}(?![A-Za-z0-9])",
-            rf"AIza[{_K}]{{35}}",
+            rf"AIza[{_K}]{{30,}}",
         ]
     )
     + ")"
@@ -88,8 +89,8 @@ _LEADS: Final = re.compile(
     rf"""(?i:{_WORDS})s?(?:\\?["']?\s*[:=]\s*|\s+(?i:{_FILLER})\s*[:=]?\s*)(?:b?\\?["'])?"""
     # or an auth scheme
     r"|(?i:bearer|basic)\s+))"
-    # a value of 8+ characters with a digit and a letter
-    rf"(?=[{_V}]*[0-9])(?=[{_V}]*[A-Za-z])[{_V}]{{7,}}[{_K}~+/]=*"
+    # a value of 8+ characters with a letter, and a digit or a capital past its start (base64)
+    rf"(?=[{_V}]*[0-9]|[{_V}]+[A-Z])(?=[{_V}]*[A-Za-z])[{_V}]{{7,}}[{_K}~+/]=*"
 )
 _USERINFO: Final = re.compile(r"""(?P<lead>://[^\s/:@"'\\]*:)[^\s/@"'\\]+(?=@)""")
 _RUN: Final = re.compile(rf"[{_KM}]{{{FRAGMENT},}}")
