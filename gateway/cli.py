@@ -63,7 +63,7 @@ def _print_warnings(config: Config) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.app import build_redactor, create_app
     from gateway.observability.logs import configure_logging
 
     sim_url = args.simulator.rstrip("/") if args.simulator else None
@@ -75,12 +75,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.gateway.server.host
     port = args.port if args.port is not None else config.gateway.server.port
     level = args.log_level or Settings.from_env().log_level or config.gateway.logging.level
-    configure_logging(level, config.gateway.logging)
+    redactor = build_redactor(config)
+    configure_logging(level, config.gateway.logging, redactor)
     _print_warnings(config)
     hooks: dict[str, Any] = {}
     if args.demo and sim_port:
         hooks = _demo_hooks(config, sim_port)
-    app = create_app(config, demo=args.demo, **hooks)
+    app = create_app(config, demo=args.demo, redactor=redactor, **hooks)
     if args.demo:
         print(
             f"glm-gateway {__version__} demo: http://{host}:{port}/v1 (simulator {sim_url}); "

@@ -262,7 +262,7 @@ class ChatEndpoint:
             first = b"".join(relay.rewrite(ev) for ev in session.prelude)
             await send({"type": "http.response.body", "body": first, "more_body": True})
             ctx.times.ttft_s = time.perf_counter() - ctx.started
-            failure = relay.failure or await relay.pump(send)
+            failure = self._router.redacted(relay.failure or await relay.pump(send))
             if failure is not None:
                 timed_out = failure.code in (DEADLINE_CODE, IDLE_CODE)
                 ctx.status = 504 if timed_out else 502
