@@ -12,6 +12,7 @@ from gateway.api.chat import ChatEndpoint
 from gateway.api.http import GatewayASGI, build_fastapi
 from gateway.auth import Authenticator, KeyBook
 from gateway.catalogue.catalogue import Config
+from gateway.edge.lifecycle import Lifecycle
 from gateway.limits import Admission
 from gateway.observability.access import AccessLog
 from gateway.observability.loop import LoopLagMonitor
@@ -62,6 +63,7 @@ def build_state(config: Config, metrics: Metrics | None = None) -> StateStore:
 
 def build_services(config: Config, *, demo: bool = False) -> Services:
     metrics = Metrics()
+    server = config.gateway.server
     state = build_state(config, metrics)
     keys = KeyBook(state)
     admission = Admission(config, state, keys=keys, metrics=metrics)
@@ -80,6 +82,7 @@ def build_services(config: Config, *, demo: bool = False) -> Services:
         ),
         providers=providers,
         demo=demo,
+        lifecycle=Lifecycle(server.shutdown_grace_s, server.drain_timeout_s),
     )
 
 

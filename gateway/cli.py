@@ -61,9 +61,8 @@ def _print_warnings(config: Config) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.app import create_app
+    from gateway.edge.server import serve
     from gateway.observability.logs import configure_logging
 
     sim_url = args.simulator.rstrip("/") if args.simulator else None
@@ -90,20 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # the gateway never reads the client address: skip that middleware
-        server_header=False,
-        log_level="warning",
-        log_config=None,  # keep configure_logging's handlers (uvicorn's errors as JSON too)
-        timeout_graceful_shutdown=5,
-    )
+    serve(app, app.services.lifecycle, host, port)
     return 0
 
 
