@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.errors import GatewayError
 
-_LINE_EXTRA = len(b"  HTTP/1.1\r\n") + 1  # spaces, version, CRLF, "?" before a query
+_HEAD_EXTRA = len(b"  HTTP/1.1\r\n") + len(b"\r\n")  # the line's spaces, version, CRLF; blank line
 _HEADER_EXTRA = len(b": \r\n")
 
 
@@ -29,11 +29,14 @@ class HeadersTooLarge(GatewayError):
 
 
 def head_bytes(scope: MutableMapping[str, Any]) -> int:
-    """Bytes of the request line and headers as sent (within a few bytes of whitespace)."""
+    """Bytes of the request head, its closing blank line included, as a client writes it
+    (``Name: value``; other spacing or obs-folds make it differ by a few bytes)."""
     headers = scope["headers"]
     path = scope.get("raw_path") or scope["path"]
-    size = len(scope["method"]) + len(path) + len(scope.get("query_string", b""))
-    size += _LINE_EXTRA + _HEADER_EXTRA * len(headers)
+    query = scope.get("query_string")
+    size = len(scope["method"]) + len(path) + _HEAD_EXTRA + _HEADER_EXTRA * len(headers)
+    if query:
+        size += len(query) + 1
     for name, value in headers:
         size += len(name) + len(value)
     return size
