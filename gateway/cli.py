@@ -212,7 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="config directory (default: $GLM_GATEWAY_CONFIG_DIR or the shipped config/)",
         )
 
-    s = sub.add_parser("serve", help="run the gateway")
+    s = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. On SIGTERM or SIGINT: /readyz answers 503 at once while "
+        "requests are still served for server.shutdown_grace_s; then no new connections, and "
+        "in-flight requests get server.drain_timeout_s; those still running end with a "
+        "server_shutting_down error (an error event in a stream, else 503); exit 0. A second "
+        "signal ends the grace and the drain at once.",
+    )
     with_config(s)
     s.add_argument("--host", default=None, help="bind address (default: server.host)")
     s.add_argument("--port", type=int, default=None, help="port (default: server.port)")
