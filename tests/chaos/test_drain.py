@@ -119,14 +119,14 @@ def assert_complete(stream: Stream) -> None:
 
 
 async def test_sigterm_grace_drain_cut_and_exit_0(simulator: Proc, tmp_path: Path) -> None:
-    server = {"shutdown_grace_s": 2.0, "drain_timeout_s": 5.0}
+    server = {"shutdown_grace_s": 2.0, "drain_timeout_s": 8.0}
     with module_gateway(simulator, tmp_path, server=server) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=60) as client:
-            # ~4 s of chunks: ends inside the drain. ~12 s: outlives grace + drain.
-            short = Stream(client, slow_stream(175))
-            long = Stream(client, slow_stream(600))
+            # ~6 s of chunks: ends well inside the drain. ~20 s: outlives grace + drain.
+            short = Stream(client, slow_stream(275))
+            long = Stream(client, slow_stream(1000))
             held_id = "req_held_" + nonce()
-            held_rule = {"latency_ms": 60000}
+            held_rule = {"hang": True}  # the host never answers: only the shutdown ends it
             held = asyncio.create_task(
                 client.post(
                     "/v1/chat/completions",
@@ -171,7 +171,7 @@ async def test_sigint_then_second_sigint_ends_the_drain_at_once(
     server = {"shutdown_grace_s": 60.0, "drain_timeout_s": 60.0}
     with module_gateway(simulator, tmp_path, server=server) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=60) as client:
-            long = Stream(client, slow_stream(600))
+            long = Stream(client, slow_stream(1000))
             await asyncio.wait_for(long.started.wait(), 30)
 
             gw.proc.send_signal(signal.SIGINT)
