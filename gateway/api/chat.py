@@ -369,10 +369,10 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx
 async def _shutting_down(send: Send, ctx: _Ctx, headers: list[tuple[bytes, bytes]]) -> None:
     """The answer to a request the shutdown cut: 503 + Retry-After, or inside a started stream
     an error event and the end of the body (no ``[DONE]``: the answer is not complete)."""
-    ctx.status, ctx.error = 503, "server_shutting_down"
     if ctx.done:
-        return
+        return  # the answer was already out: nothing to correct
     ctx.done = True
+    ctx.status, ctx.error = 503, "server_shutting_down"
     err = ShuttingDown()
     if not ctx.responded:
         await send_error(send, err, headers)
