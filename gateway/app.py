@@ -12,6 +12,7 @@ from gateway.api.chat import ChatEndpoint
 from gateway.api.http import GatewayASGI, build_fastapi
 from gateway.auth import Authenticator, KeyBook
 from gateway.catalogue.catalogue import Config, config_secrets
+from gateway.edge.lifecycle import Lifecycle
 from gateway.limits import Admission
 from gateway.observability.access import AccessLog
 from gateway.observability.loop import LoopLagMonitor
@@ -71,6 +72,7 @@ def build_services(
 ) -> Services:
     metrics = Metrics()
     redactor = redactor if redactor is not None else build_redactor(config)
+    server = config.gateway.server
     state = build_state(config, metrics)
     keys = KeyBook(state)
     admission = Admission(config, state, keys=keys, metrics=metrics)
@@ -90,6 +92,7 @@ def build_services(
         ),
         providers=providers,
         demo=demo,
+        lifecycle=Lifecycle(server.shutdown_grace_s, server.drain_timeout_s),
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gateway.auth import Authenticator
 from gateway.catalogue.catalogue import Config
+from gateway.edge.lifecycle import Lifecycle
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.providers.base import Provider
@@ -23,4 +24,5 @@ class Services:
     access: AccessLog
     providers: dict[str, Provider]
     demo: bool = False
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
     extras: dict[str, object] = field(default_factory=dict)

@@ -34,6 +34,7 @@ from gateway.auth import Caller
 from gateway.catalogue.body import check_depth
 from gateway.catalogue.needs import Needs, resolve_needs
 from gateway.catalogue.schema import RequestLimits
+from gateway.edge.lifecycle import ShuttingDown
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NoCapableVariant
 from gateway.observability.timing import StageTimes
 from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
@@ -190,6 +191,10 @@ class ChatEndpoint:
                 ctx.done = True
                 await send_error(send, err, self._headers(ctx))
         except asyncio.CancelledError:
+            if self._s.lifecycle.stopping and not ctx.disconnected and task is not None:
+                task.uncancel()  # cut by the shutdown: the upstream call is cancelled; say so
+                await _shutting_down(send, ctx, self._headers(ctx))
+                return
             if not ctx.disconnected or task is None:
                 raise
             task.uncancel()
@@ -459,3 +464,20 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx
                 ctx.disconnected = True
                 task.cancel()
             return
+
+
+async def _shutting_down(send: Send, ctx: _Ctx, headers: list[tuple[bytes, bytes]]) -> None:
+    """The answer to a request the shutdown cut: 503 + Retry-After, or inside a started stream
+    an error event and the end of the body (no ``[DONE]``: the answer is not complete)."""
+    if ctx.done:
+        return  # the answer was already out: nothing to correct
+    ctx.done = True
+    ctx.status, ctx.error = 503, "server_shutting_down"
+    err = ShuttingDown()
+    if not ctx.responded:
+        await send_error(send, err, headers)
+        return
+    await send(
+        {"type": "http.response.body", "body": error_event(err.body_bytes()), "more_body": True}
+    )
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
