@@ -25,6 +25,7 @@ from gateway.routing.router import Router
 from gateway.services import Services
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryState
+from gateway.tenancy.shedding import InFlightGate
 
 GC_GEN0_THRESHOLD = 50_000
 """Allocations between young-generation collections once the app has started (CPython's
@@ -93,6 +94,7 @@ def build_services(
         providers=providers,
         demo=demo,
         lifecycle=Lifecycle(server.shutdown_grace_s, server.drain_timeout_s),
+        gate=InFlightGate(server.max_in_flight, server.max_queued, server.queue_timeout_s, metrics),
     )
 
 

@@ -44,7 +44,7 @@ from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
 from gateway.routing.sse import error_event, event_json, is_done
 from gateway.services import Services
-from gateway.tenancy.shedding import InFlightGate, Overloaded
+from gateway.tenancy.shedding import Overloaded
 
 _DEFAULT_LIMITS = RequestLimits()
 log = logging.getLogger("glm_gateway.chat")
@@ -121,12 +121,9 @@ def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
 class ChatEndpoint:
     def __init__(self, services: Services) -> None:
         self._s = services
-        server = services.config.gateway.server
-        self.gate = InFlightGate(
-            server.max_in_flight, server.max_queued, server.queue_timeout_s, services.metrics
-        )
-        """This process's in-flight cap (load shedding); every upstream-calling endpoint
-        should pass through it."""
+        self.gate = services.gate
+        """This process's in-flight cap (load shedding), shared by every upstream-calling
+        endpoint."""
         self._config = services.config
         self._router = services.router
         self._limit = services.config.gateway.server.max_body_bytes
