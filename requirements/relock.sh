@@ -14,6 +14,10 @@
 # for 3.12/3.13 gives the same pins or a subset. requirements/pip.txt is pip's entry, copied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# This machine's pip and uv settings (mirrors, find-links, constraints) must not shape the lock.
+for var in $(compgen -e); do
+  case "$var" in PIP_* | UV_*) unset "$var" ;; esac
+done
 
 index=https://pypi.org/simple
 tools=${RELOCK_TOOLS_DIR:-${TMPDIR:-/tmp}/glm-gateway-relock-tools}
