@@ -1,5 +1,5 @@
 # glm-gateway — developer entry points. `make demo` and `make test` work on a fresh machine:
-# they create .venv from requirements/lock.txt (exact pins) on first use.
+# they create .venv from requirements/lock.txt (exact pins, hash-checked) on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The interpreter .venv is built on: Debian's CPython 3.11 (/usr/bin/python3.11, with
@@ -13,11 +13,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml requirements/lock.txt
+# Every downloaded file is checked against the lock's sha256 (--require-hashes), the locked
+# pip first (requirements/pip.txt: the venv's own may be too old for the rest). The project
+# itself is then built from the work tree with the locked setuptools: no build isolation, no
+# index, nothing unhashed fetched.
+$(STAMP): pyproject.toml requirements/lock.txt requirements/pip.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements/lock.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/pip.txt
+	$(PY) -m pip install -q --require-hashes -r requirements/lock.txt
+	$(PY) -m pip install -q --no-index --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -6,6 +6,7 @@ is started by us, pinned with ``taskset``, and stopped by its own pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -179,6 +180,9 @@ class Proc:
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)  # our own session: the child and its kids
+            time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):  # a second one skips the drain
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

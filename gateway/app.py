@@ -11,11 +11,13 @@ from fastapi import FastAPI
 from gateway.api.chat import ChatEndpoint
 from gateway.api.http import GatewayASGI, build_fastapi
 from gateway.auth import Authenticator, KeyBook
-from gateway.catalogue.catalogue import Config
+from gateway.catalogue.catalogue import Config, config_secrets
+from gateway.edge.lifecycle import Lifecycle
 from gateway.limits import Admission
 from gateway.observability.access import AccessLog
 from gateway.observability.loop import LoopLagMonitor
 from gateway.observability.metrics import Metrics
+from gateway.observability.redact import Redactor
 from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
@@ -23,6 +25,7 @@ from gateway.routing.router import Router
 from gateway.services import Services
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryState
+from gateway.tenancy.shedding import InFlightGate
 
 GC_GEN0_THRESHOLD = 50_000
 """Allocations between young-generation collections once the app has started (CPython's
@@ -60,8 +63,17 @@ def build_state(config: Config, metrics: Metrics | None = None) -> StateStore:
     return MemoryState(config.gateway.breaker)
 
 
-def build_services(config: Config, *, demo: bool = False) -> Services:
+def build_redactor(config: Config) -> Redactor:
+    """The process's redactor: every secret the config holds, and credential shapes."""
+    return Redactor(config_secrets(config))
+
+
+def build_services(
+    config: Config, *, demo: bool = False, redactor: Redactor | None = None
+) -> Services:
     metrics = Metrics()
+    redactor = redactor if redactor is not None else build_redactor(config)
+    server = config.gateway.server
     state = build_state(config, metrics)
     keys = KeyBook(state)
     admission = Admission(config, state, keys=keys, metrics=metrics)
@@ -70,16 +82,19 @@ def build_services(config: Config, *, demo: bool = False) -> Services:
         providers["litellm"] = LiteLLMProvider()
     return Services(
         config=config,
-        router=Router(config, providers, state, admission=admission),
+        router=Router(config, providers, state, admission=admission, redactor=redactor),
         state=state,
         auth=Authenticator(config.gateway.auth, keys),
         metrics=metrics,
         access=AccessLog(
             metrics,
             log_prompts=config.gateway.logging.log_prompts,
+            redactor=redactor,
         ),
         providers=providers,
         demo=demo,
+        lifecycle=Lifecycle(server.shutdown_grace_s, server.drain_timeout_s),
+        gate=InFlightGate(server.max_in_flight, server.max_queued, server.queue_timeout_s, metrics),
     )
 
 
@@ -89,9 +104,11 @@ def create_app(
     demo: bool = False,
     on_startup: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    redactor: Redactor | None = None,
 ) -> GatewayASGI:
-    """The ASGI app: raw hot path for chat completions, FastAPI for the rest."""
-    services = build_services(config, demo=demo)
+    """The ASGI app: raw hot path for chat completions, FastAPI for the rest. ``redactor``:
+    the one the log formatter got (default: built from ``config``)."""
+    services = build_services(config, demo=demo, redactor=redactor)
     loop_lag = LoopLagMonitor(services.metrics, services.access.stats)
 
     @asynccontextmanager

@@ -61,9 +61,8 @@ def _print_warnings(config: Config) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
+    from gateway.app import build_redactor, create_app
+    from gateway.edge.server import serve
     from gateway.observability.logs import configure_logging
 
     sim_url = args.simulator.rstrip("/") if args.simulator else None
@@ -75,12 +74,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.gateway.server.host
     port = args.port if args.port is not None else config.gateway.server.port
     level = args.log_level or Settings.from_env().log_level or config.gateway.logging.level
-    configure_logging(level, config.gateway.logging)
+    redactor = build_redactor(config)
+    configure_logging(level, config.gateway.logging, redactor)
     _print_warnings(config)
     hooks: dict[str, Any] = {}
     if args.demo and sim_port:
         hooks = _demo_hooks(config, sim_port)
-    app = create_app(config, demo=args.demo, **hooks)
+    app = create_app(config, demo=args.demo, redactor=redactor, **hooks)
     if args.demo:
         print(
             f"glm-gateway {__version__} demo: http://{host}:{port}/v1 (simulator {sim_url}); "
@@ -90,20 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # the gateway never reads the client address: skip that middleware
-        server_header=False,
-        log_level="warning",
-        log_config=None,  # keep configure_logging's handlers (uvicorn's errors as JSON too)
-        timeout_graceful_shutdown=5,
-    )
+    serve(app, app.services.lifecycle, host, port)
     return 0
 
 
@@ -226,7 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="config directory (default: $GLM_GATEWAY_CONFIG_DIR or the shipped config/)",
         )
 
-    s = sub.add_parser("serve", help="run the gateway")
+    s = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. On SIGTERM or SIGINT: /readyz answers 503 at once while "
+        "requests are still served for server.shutdown_grace_s; then no new connections, and "
+        "in-flight requests get server.drain_timeout_s; those still running end with a "
+        "server_shutting_down error (an error event in a stream, else 503); exit 0. A second "
+        "signal ends the grace and the drain at once.",
+    )
     with_config(s)
     s.add_argument("--host", default=None, help="bind address (default: server.host)")
     s.add_argument("--port", type=int, default=None, help="port (default: server.port)")

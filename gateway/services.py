@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 from gateway.auth import Authenticator
 from gateway.catalogue.catalogue import Config
+from gateway.edge.lifecycle import Lifecycle
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.providers.base import Provider
 from gateway.routing.router import Router
 from gateway.state.base import StateStore
+from gateway.tenancy.shedding import InFlightGate
 
 
 @dataclass(slots=True)
@@ -23,4 +25,7 @@ class Services:
     access: AccessLog
     providers: dict[str, Provider]
     demo: bool = False
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    gate: InFlightGate = field(default_factory=lambda: InFlightGate(1024, 256, 1.0))
+    """The process's in-flight cap and bounded queue (``server.max_in_flight`` ...)."""
     extras: dict[str, object] = field(default_factory=dict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import openai
@@ -9,6 +11,9 @@ import pytest
 
 from tests.support.e2e import sdk_client
 from tests.support.procs import Proc, start_gateway, start_simulator
+
+# When this run started: tests/zz_audit reads only the logs written since.
+os.environ.setdefault("GLM_TEST_SESSION_STARTED", str(time.time() - 1))
 
 
 @pytest.fixture(scope="session")

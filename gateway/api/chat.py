@@ -28,11 +28,13 @@ from gateway.api.asgi import (
     send_error,
     send_json,
 )
+from gateway.api.client_addr import ClientAddress
 from gateway.api.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.auth import Caller
 from gateway.catalogue.body import check_depth
 from gateway.catalogue.needs import Needs, resolve_needs
 from gateway.catalogue.schema import RequestLimits
+from gateway.edge.lifecycle import ShuttingDown
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NoCapableVariant
 from gateway.observability.timing import StageTimes
 from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
@@ -42,7 +44,7 @@ from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
 from gateway.routing.sse import error_event, event_json, is_done
 from gateway.services import Services
-from gateway.tenancy.shedding import InFlightGate, Overloaded
+from gateway.tenancy.shedding import Overloaded
 
 _DEFAULT_LIMITS = RequestLimits()
 log = logging.getLogger("glm_gateway.chat")
@@ -64,6 +66,7 @@ class _Ctx:
     done: bool = False
     disconnected: bool = False
     key_id: str = "-"
+    client: str = "-"
     caller: Caller | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -118,16 +121,14 @@ def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
 class ChatEndpoint:
     def __init__(self, services: Services) -> None:
         self._s = services
-        server = services.config.gateway.server
-        self.gate = InFlightGate(
-            server.max_in_flight, server.max_queued, server.queue_timeout_s, services.metrics
-        )
-        """This process's in-flight cap (load shedding); every upstream-calling endpoint
-        should pass through it."""
+        self.gate = services.gate
+        """This process's in-flight cap (load shedding), shared by every upstream-calling
+        endpoint."""
         self._config = services.config
         self._router = services.router
         self._limit = services.config.gateway.server.max_body_bytes
         self._limits = services.config.gateway.limits
+        self._client = ClientAddress(services.config.gateway.server.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gate
@@ -152,6 +153,7 @@ class ChatEndpoint:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
+        ctx.client = self._client.of(scope, headers)
         task = asyncio.current_task()
         watch: asyncio.TimerHandle | None = None
         self._s.metrics.in_flight.inc()
@@ -186,6 +188,10 @@ class ChatEndpoint:
                 ctx.done = True
                 await send_error(send, err, self._headers(ctx))
         except asyncio.CancelledError:
+            if self._s.lifecycle.stopping and not ctx.disconnected and task is not None:
+                task.uncancel()  # cut by the shutdown: the upstream call is cancelled; say so
+                await _shutting_down(send, ctx, self._headers(ctx))
+                return
             if not ctx.disconnected or task is None:
                 raise
             task.uncancel()
@@ -258,7 +264,7 @@ class ChatEndpoint:
             first = b"".join(relay.rewrite(ev) for ev in session.prelude)
             await send({"type": "http.response.body", "body": first, "more_body": True})
             ctx.times.ttft_s = time.perf_counter() - ctx.started
-            failure = relay.failure or await relay.pump(send)
+            failure = self._router.redacted(relay.failure or await relay.pump(send))
             if failure is not None:
                 timed_out = failure.code in (DEADLINE_CODE, IDLE_CODE)
                 ctx.status = 504 if timed_out else 502
@@ -295,6 +301,7 @@ class ChatEndpoint:
             error=ctx.error,
             times=ctx.times,
             prompt=ctx.extra.get("prompt"),
+            client=ctx.client,
         )
 
 
@@ -454,3 +461,20 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx
                 ctx.disconnected = True
                 task.cancel()
             return
+
+
+async def _shutting_down(send: Send, ctx: _Ctx, headers: list[tuple[bytes, bytes]]) -> None:
+    """The answer to a request the shutdown cut: 503 + Retry-After, or inside a started stream
+    an error event and the end of the body (no ``[DONE]``: the answer is not complete)."""
+    if ctx.done:
+        return  # the answer was already out: nothing to correct
+    ctx.done = True
+    ctx.status, ctx.error = 503, "server_shutting_down"
+    err = ShuttingDown()
+    if not ctx.responded:
+        await send_error(send, err, headers)
+        return
+    await send(
+        {"type": "http.response.body", "body": error_event(err.body_bytes()), "more_body": True}
+    )
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

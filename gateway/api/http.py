@@ -7,6 +7,7 @@ of throughput on this path.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -18,13 +19,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.admin import register_admin
-from gateway.api.asgi import Receive, Scope, Send, new_request_id
+from gateway.api.asgi import Receive, Scope, Send, new_request_id, send_error
 from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
 from gateway.api.ops import key_bad_targets, readiness
 from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
+from gateway.edge.headers import HeadersTooLarge, head_bytes
 from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.services import Services
 
@@ -121,24 +123,40 @@ def build_fastapi(
 
 
 class GatewayASGI:
-    """Routes the hot path to the raw handler and everything else to FastAPI."""
+    """Routes the hot path to the raw handler and everything else to FastAPI.
+
+    Every HTTP request is first held to ``server.max_header_bytes`` (431) and its task is
+    tracked by the lifecycle while it runs, so a shutdown can drain it.
+    """
 
     def __init__(self, fastapi_app: FastAPI, chat: ChatEndpoint, services: Services) -> None:
         self.fastapi = fastapi_app
         self.chat = chat
         self.services = services
+        self._max_head = services.config.gateway.server.max_header_bytes
+        self._in_flight = services.lifecycle.tasks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/v1/chat/completions"
-            and scope["method"] == "POST"
-        ):
-            await self.chat(scope, receive, send)
-            return
         if scope["type"] != "http":
-            await self.fastapi(scope, receive, send)  # lifespan: start-up errors stop the server
+            await self.fastapi(scope, receive, send)  # lifespan
             return
+        size = head_bytes(scope)
+        if size > self._max_head:
+            err = HeadersTooLarge(size, self._max_head)
+            await send_error(send, err, [(b"x-request-id", new_request_id().encode())])
+            return
+        task = asyncio.current_task()
+        assert task is not None  # uvicorn runs each request in a task of its own
+        self._in_flight.add(task)
+        try:
+            if scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
+                await self.chat(scope, receive, send)
+            else:
+                await self._fastapi(scope, receive, send)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.fastapi(scope, receive, send)
         except Exception:

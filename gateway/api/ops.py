@@ -16,12 +16,15 @@ async def key_bad_targets(s: Services) -> frozenset[str]:
 
 
 async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
-    """200 while config is loaded; ``degraded`` when the state backend does not answer."""
+    """200 while config is loaded; ``degraded`` when the state backend does not answer; 503
+    ``draining`` from the first stop signal on (the process still serves for the grace)."""
     reachable = await s.state.ping()
     backend = s.config.gateway.state.backend
     health = await s.state.health(time.time())
-    return 200, {
-        "status": "ready" if reachable else "degraded",
+    draining = s.lifecycle.draining
+    status = "draining" if draining else "ready" if reachable else "degraded"
+    return 503 if draining else 200, {
+        "status": status,
         "config": {
             "dir": s.config.source_dir,
             "variants": len(s.config.catalogue.variants),

@@ -8,7 +8,11 @@ ranks), so planning a request is a few mask operations and sorts.
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from gateway.catalogue.plan_index import PlanIndex, build_index
 from gateway.catalogue.schema import (
@@ -35,7 +39,8 @@ class Target:
     adapter: Adapter
     dialect: Dialect
     base_url: str | None
-    api_key: str | None
+    api_key: str | None = field(repr=False)
+    """Never in a repr (a log line or an exception that prints a target)."""
     capabilities: frozenset[str]
     context: int | None
     max_output: int | None
@@ -47,8 +52,8 @@ class Target:
     tpm: int | None
     timeout: float | None
     litellm_model: str | None
-    headers: tuple[tuple[str, str], ...] = ()
-    litellm_params: tuple[tuple[str, object], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    litellm_params: tuple[tuple[str, object], ...] = field(default=(), repr=False)
 
     @property
     def accepts_images(self) -> bool:
@@ -111,3 +116,48 @@ class Config:
     """The process's prompt token counter: it remembers the cl100k count of each text it
     tokenized (bounded). The one runtime cache here, built with the config at start and
     shared by every request."""
+
+
+SECRET_FIELD = re.compile(r"key|secret|token|passw|credential|auth|signature|cookie", re.I)
+"""Provider ``headers`` / ``litellm_params`` names whose values are secrets."""
+LITELLM_ENV_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+"""Environment variables LiteLLM reads credentials from itself (Bedrock's SigV4)."""
+
+
+def config_secrets(config: Config, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Every secret the config holds, for :class:`gateway.observability.redact.Redactor`.
+
+    Provider API keys, the values of secret-looking provider ``headers`` and ``litellm_params``
+    (and a header's token without its ``Bearer`` scheme), the master key, the Redis URL's
+    password, ``logging.redact``, and the AWS credentials LiteLLM reads from ``environ``
+    (default ``os.environ``) when a provider uses it.
+    """
+    env = os.environ if environ is None else environ
+    gw = config.gateway
+    found: list[str] = [t.api_key for t in config.catalogue.targets if t.api_key]
+    for provider in config.catalogue.providers.values():
+        for name, value in provider.headers.items():
+            if SECRET_FIELD.search(name):
+                found += [value, *value.split()[1:]]
+        for name, param in provider.litellm_params.items():
+            if SECRET_FIELD.search(name):
+                found += _strings(param)
+        if provider.adapter == "litellm":
+            found += [env[n] for n in LITELLM_ENV_SECRETS if env.get(n)]
+    if gw.auth.master_key:
+        found.append(gw.auth.master_key)
+    if gw.state.redis_url:
+        found.append(urlsplit(gw.state.redis_url).password or "")
+    found += gw.logging.redact
+    return tuple(dict.fromkeys(s for s in found if s))
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)

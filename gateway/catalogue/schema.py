@@ -252,6 +252,9 @@ class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
     log_prompts: bool = False
+    redact: tuple[str, ...] = ()
+    """More secrets to keep out of answers and logs (provider keys, the master key and
+    secret-looking provider headers are redacted without being listed)."""
 
 
 class RouteAlias(Strict):

@@ -9,6 +9,11 @@ This runs once per request, so it is kept cheap: the series a request bumps are 
 per distinct answer (variant, provider, status, stream) and kept; the metrics are plain numbers
 (:mod:`gateway.observability.metrics`); the log line is one ``orjson`` call and leaves with the
 rest of the event-loop turn's lines (:class:`~gateway.observability.logs.AccessWriter`).
+
+Secrets: every attempt's failure text was redacted when the router recorded it. The line of a
+request with a failed attempt (or that carries the prompt) goes through the
+:class:`~gateway.observability.redact.Redactor` once more, as a whole; a successful request's
+line does not (nothing upstream-written is in it but ``usage``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import orjson
 
 from gateway.observability.logs import ACCESS_LOGGER, ACCESS_WRITER, AccessWriter, UTCNow
 from gateway.observability.metrics import Metrics, PlainCounter, PlainHistogram
+from gateway.observability.redact import Redactor
 from gateway.observability.stats import Stats
 from gateway.observability.timing import StageTimes
 
@@ -181,8 +187,10 @@ class AccessLog:
         stats: Stats | None = None,
         log_prompts: bool = False,
         writer: AccessWriter | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._m = metrics
+        self._redact = redactor if redactor is not None else Redactor()
         self.stats = stats if stats is not None else Stats()
         self.log_prompts = log_prompts
         """When True the chat handler passes the messages and they are logged (off by default)."""
@@ -204,8 +212,11 @@ class AccessLog:
         error: str | None,
         times: StageTimes | None = None,
         prompt: Any = None,
+        client: str | None = None,
     ) -> None:
-        """Record one finished request: metrics, rolling stats, one JSON log line."""
+        """Record one finished request: metrics, rolling stats, one JSON log line.
+
+        ``client``: the caller's address (the peer, or what a trusted proxy forwarded)."""
         rec = Record(request_id, key_id, status, stream, error, rs, duration_s,
                      times or _NO_TIMES)  # fmt: skip
         self._observe_request(rec)
@@ -215,9 +226,16 @@ class AccessLog:
         self._count(rec)
         if self._writer.enabled():
             line = rec.line(self._now())
+            if client is not None:
+                line["client"] = client
+            unsure = bool(rec.failed_providers())  # upstream text is in the attempts
             if self.log_prompts and prompt is not None:
                 line["prompt"] = prompt
-            self._writer.add(orjson.dumps(line, default=str))
+                unsure = True
+            data = orjson.dumps(line, default=str)
+            if unsure:
+                data = self._redact(data.decode()).encode()
+            self._writer.add(data)
 
     def _count(self, rec: Record) -> None:
         self.stats.count(

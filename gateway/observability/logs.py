@@ -2,7 +2,10 @@
 
 The access log (``glm_gateway.access``) writes records that are already JSON; every other
 record, uvicorn's included, becomes a small JSON object with its traceback as a field, so a log
-pipeline never sees a multi-line entry in ``json`` format.
+pipeline never sees a multi-line entry in ``json`` format. The message and traceback of every
+such record pass through a :class:`~gateway.observability.redact.Redactor` (the last line of
+defence: an exception's text may quote a URL with a key in it); access lines are redacted where
+they are built (:mod:`gateway.observability.access`).
 
 Access lines do not go through ``logging`` one by one: :class:`AccessWriter` buffers them and
 writes each event-loop turn's lines to the access logger's handlers at once.
@@ -21,6 +24,7 @@ from typing import Any, TextIO, TypeGuard
 import orjson
 
 from gateway.catalogue.schema import LoggingConfig
+from gateway.observability.redact import Redactor
 
 ACCESS_LOGGER = "glm_gateway.access"
 SERVER_LOGGERS = ("uvicorn", "uvicorn.error")
@@ -31,7 +35,12 @@ def _time(record: logging.LogRecord) -> str:
 
 
 class JSONFormatter(logging.Formatter):
-    """Access records pass through; others become ``{"event": "log", ...}`` objects."""
+    """Access records pass through; others become ``{"event": "log", ...}`` objects, their
+    message and traceback redacted."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redact = redactor if redactor is not None else Redactor()
 
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage()
@@ -42,23 +51,27 @@ class JSONFormatter(logging.Formatter):
             "time": _time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": msg,
+            "msg": self.redact(msg),
         }
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = self.redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            out["stack"] = self.redact(self.formatStack(record.stack_info))
         return orjson.dumps(out).decode()
 
 
 class TextFormatter(logging.Formatter):
-    """For people at a terminal: access records as one short line, others as usual."""
+    """For people at a terminal: access records as one short line, others as usual (redacted:
+    message, traceback and all)."""
 
-    def __init__(self) -> None:
+    def __init__(self, redactor: Redactor | None = None) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self.redact = redactor if redactor is not None else Redactor()
 
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage()
         if record.name != ACCESS_LOGGER or not msg.startswith("{"):
-            return super().format(record)
+            return self.redact(super().format(record))
         try:
             rec = orjson.loads(msg)
         except orjson.JSONDecodeError:
@@ -85,10 +98,12 @@ def access_line(rec: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def configure_logging(level: str, cfg: LoggingConfig) -> None:
-    """Our loggers and uvicorn's to stderr in ``cfg.format``; ours at ``level``."""
+def configure_logging(level: str, cfg: LoggingConfig, redactor: Redactor | None = None) -> None:
+    """Our loggers and uvicorn's to stderr in ``cfg.format``; ours at ``level``. ``redactor``
+    (default: credential shapes only) cleans every record but the access lines."""
     handler = StderrHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if cfg.format == "json" else TextFormatter())
+    formatter = JSONFormatter(redactor) if cfg.format == "json" else TextFormatter(redactor)
+    handler.setFormatter(formatter)
     root = logging.getLogger("glm_gateway")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

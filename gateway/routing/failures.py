@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, TypeVar
@@ -332,6 +332,19 @@ def stream_failure(obj: object) -> Failure | None:
     ):
         return None
     return failure
+
+
+def redacted(failure: Failure, redact: Callable[[str], str]) -> Failure:
+    """``failure`` with its upstream text (``message`` and ``code``) passed through ``redact``.
+
+    The router applies it to every failure it records, so what is built from attempts (error
+    bodies, ``X-GLM-Fallback-Reason``, the access log) never carries a key a host echoed.
+    """
+    message = redact(failure.message)
+    code = redact(failure.code) if failure.code else failure.code
+    if message == failure.message and code == failure.code:
+        return failure
+    return replace(failure, message=message, code=code)
 
 
 # --- decisions ------------------------------------------------------------------------------

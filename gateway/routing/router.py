@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamsFailed,
 )
 from gateway.limits import Admission
+from gateway.observability.redact import Redactor
 from gateway.observability.timing import StageTimes
 from gateway.providers.base import (
     Provider,
@@ -130,8 +131,10 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
         admission: Admission | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._admission = admission or Admission(config, state, wall=wallclock)
+        self._redact = redactor if redactor is not None else Redactor()
         self._config = config
         self._routing = config.gateway.routing
         self._providers = providers
@@ -264,6 +267,14 @@ class Router:
                 return StreamSession(rs, resp, reader, got, started, usage, guard)
         raise self._all_failed(rs, deadline)
 
+    @overload
+    def redacted(self, failure: fl.Failure) -> fl.Failure: ...
+    @overload
+    def redacted(self, failure: None) -> None: ...
+    def redacted(self, failure: fl.Failure | None) -> fl.Failure | None:
+        """``failure`` with no secret in its upstream text (for a stream's error event)."""
+        return None if failure is None else fl.redacted(failure, self._redact)
+
     def stream_ended(self, session: StreamSession, failure: fl.Failure | None) -> None:
         """Record how a committed stream ended (for breakers and latency)."""
         rs, target = session.state, session.state.attempts[-1].target
@@ -271,6 +282,7 @@ class Router:
         if failure is None:
             rs.outcomes.append(Outcome(target.id, True, took))
         else:
+            failure = fl.redacted(failure, self._redact)
             rs.attempts[-1].failure = failure
             rs.outcomes.append(Outcome(target.id, False, took, failure.cls.value, None))
 
@@ -365,6 +377,7 @@ class Router:
         tries: int,
     ) -> None:
         took = self._clock() - started
+        failure = fl.redacted(failure, self._redact)  # every attempt's text leaves: bodies, logs
         rs.attempts.append(Attempt(target, status, failure, took))
         decision = fl.decide(
             failure, attempt_on_target=tries, transient_retries=self._routing.transient_retries

@@ -11,7 +11,8 @@ Rule fields (all optional)::
     rate              probability 0-1 that the rule applies to a request (drawn from the
                       book's RNG: ``POST /_sim/faults?seed=N`` makes the draws repeatable)
     status            HTTP status; >= 400 (or with ``body``) answers with an error
-    code, message     error code and text, shaped per dialect
+    code, message     error code and text, shaped per dialect; ``{api_key}`` in the text is
+                      replaced by the bearer key the request carried (a host echoing it)
     body              raw JSON body returned with ``status`` (default 500)
     retry_after       seconds, sent as the Retry-After header
     latency_ms        delay before the response head
@@ -23,7 +24,8 @@ Rule fields (all optional)::
     finish_reason     end the answer with this finish_reason (``network_error``, ``sensitive``)
     stream_error      streams: {"code", "message"}: after ``cut_after_chunks`` content chunks
                       (default 0) send an error event inside the 200 stream, in the dialect's
-                      shape (OpenRouter: a chunk with ``error`` and ``finish_reason: "error"``)
+                      shape (OpenRouter: a chunk with ``error`` and ``finish_reason: "error"``);
+                      ``{api_key}`` in the message as above
     tool_args_object  true: tool-call ``arguments`` as a JSON object (Zhipu's documented type)
     content           reply text instead of the usual answer
     hang              true: never answer; wait until the client goes away
@@ -51,7 +53,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -157,6 +159,27 @@ def _parse_match(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or set(value) - _MATCH_KEYS:
         raise DirectiveError("`match` takes an object with provider, model and/or variant")
     return tuple((k, str(v)) for k, v in value.items())
+
+
+KEY_MARK = "{api_key}"
+
+
+def echo_key(rule: Rule | None, authorization: str | None) -> Rule | None:
+    """``rule`` with ``{api_key}`` in its messages replaced by the request's bearer key."""
+    if rule is None:
+        return None
+    text = rule.message or ""
+    spec = rule.stream_error if isinstance(rule.stream_error, dict) else {}
+    said = spec.get("message")
+    if KEY_MARK not in text and not (isinstance(said, str) and KEY_MARK in said):
+        return rule
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip() if scheme.lower() == "bearer" else ""
+    stream_error = rule.stream_error
+    if isinstance(said, str):
+        stream_error = {**spec, "message": said.replace(KEY_MARK, key)}
+    message = rule.message.replace(KEY_MARK, key) if rule.message else rule.message
+    return replace(rule, message=message, stream_error=stream_error)
 
 
 def parse_rules(raw: Any) -> tuple[Rule, ...]:

@@ -45,7 +45,7 @@ from gateway.simulator.behaviour import (
 )
 from gateway.simulator.checks import check_request
 from gateway.simulator.dialects import ErrorReply
-from gateway.simulator.faults import DirectiveError, FaultBook, Rule, parse_rules
+from gateway.simulator.faults import DirectiveError, FaultBook, Rule, echo_key, parse_rules
 from gateway.simulator.malformed import malformed_wire
 from gateway.simulator.models import ModelTable, SimModel
 from gateway.simulator.streams import StreamBook
@@ -191,7 +191,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         return _error(d.zhipu_error(400, "1231", f"request_id 重复 (duplicate): {rid}"))
     try:
         scan = scan_messages(body.get("messages"))
-        rule = state.faults.select(scan.directives, model)
+        rule = echo_key(
+            state.faults.select(scan.directives, model), request.headers.get("Authorization")
+        )
     except BadRequest as exc:
         return _error(d.invalid_body(dialect, str(exc), "messages"))
     except DirectiveError as exc:

@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import sys
-import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from gateway.catalogue.schema import Variant
 from gateway.simulator.behaviour import count_tokens, split_pieces
 from gateway.simulator.instances import schema_instance
 from gateway.simulator.models import SimModel, sim_models_from_targets
-from gateway.simulator.server import SimServer, start_simulator
+from gateway.simulator.server import STATE, SimServer, start_simulator
 
 
 def sim(
@@ -662,33 +662,69 @@ async def test_fault_finish_reason(sim_server: SimServer, sim_http: aiohttp.Clie
     assert (choice["finish_reason"], choice["message"]["content"]) == ("sensitive", "Blocked.")
 
 
+async def received(sim: SimServer, marker: str) -> None:
+    """Return once the simulator has logged a request whose body contains ``marker``."""
+    log = sim.app[STATE].requests
+    for _ in range(5000):  # bounded: a request that never arrives fails here, not at the timeout
+        if any(marker in orjson.dumps(r["body"]).decode() for r in log):
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"the simulator logged no request containing {marker!r}")
+
+
 async def test_fault_latency_and_ttft(
     sim_server: SimServer, sim_http: aiohttp.ClientSession
 ) -> None:
-    start = time.perf_counter()
-    await post(sim_http, sim_server, "zai", chat("glm-4.7", directive({"latency_ms": 250})))
-    assert time.perf_counter() - start >= 0.25
+    # Checked by order, not seconds: an undelayed request sent once the delayed one is in the
+    # simulator's hands is answered first.
+    order: list[str] = []
+    marker = f"latency-{uuid.uuid4().hex}"
+    delayed = asyncio.create_task(
+        post(sim_http, sim_server, "zai", chat("glm-4.7", directive({"latency_ms": 250}, marker)))
+    )
+    delayed.add_done_callback(lambda _: order.append("delayed answer"))
+    await received(sim_server, marker)
+    await post(sim_http, sim_server, "zai", chat("glm-4.7"))
+    order.append("undelayed answer")
+    await delayed
+    assert order == ["undelayed answer", "delayed answer"]
+    # ttft_ms: the head at once, the first chunk only after an undelayed answer that was asked
+    # for once the head was in
+    order.clear()
     url = f"{sim_server.url}/zai/v1/chat/completions"
     body = chat("glm-4.7", directive({"ttft_ms": 250, "chunk_delay_ms": 5}), stream=True)
-    start = time.perf_counter()
     async with sim_http.post(url, json=body, headers=AUTH) as r:
-        head_at = time.perf_counter() - start
-        first = await r.content.readuntil(b"\n\n")
-        first_at = time.perf_counter() - start
-        rest = await r.read()
-    assert head_at < 0.2 <= 0.25 <= first_at
-    assert sse_events((first + rest).decode())[-1] == "[DONE]"
+        order.append("head")
+        first = asyncio.create_task(r.content.readuntil(b"\n\n"))
+        first.add_done_callback(lambda _: order.append("first chunk"))
+        await post(sim_http, sim_server, "zai", chat("glm-4.7"))
+        order.append("undelayed answer")
+        rest = (await first) + await r.read()
+    assert order == ["head", "undelayed answer", "first chunk"]
+    assert sse_events(rest.decode())[-1] == "[DONE]"
 
 
-async def test_fault_hang_until_the_client_leaves(sim_client: openai.AsyncOpenAI) -> None:
-    start = time.perf_counter()
-    with pytest.raises(openai.APITimeoutError):
-        await sim_client.chat.completions.create(
+async def test_fault_hang_until_the_client_leaves(
+    sim_server: SimServer, sim_http: aiohttp.ClientSession, sim_client: openai.AsyncOpenAI
+) -> None:
+    # Checked by order, not seconds: the hanging request is still unanswered when a request
+    # sent after it has its answer, and it ends with the client's own timeout.
+    order: list[str] = []
+    marker = f"hang-{uuid.uuid4().hex}"
+    hanging = asyncio.create_task(
+        sim_client.chat.completions.create(
             model="glm-4.7",
-            messages=[{"role": "user", "content": directive({"hang": True})}],
+            messages=[{"role": "user", "content": directive({"hang": True}, marker)}],
             timeout=0.3,
         )
-    assert time.perf_counter() - start < 2
+    )
+    hanging.add_done_callback(lambda _: order.append("hanging request ended"))
+    await received(sim_server, marker)
+    await post(sim_http, sim_server, "zai", chat("glm-4.7"))
+    order.append("undelayed answer")
+    with pytest.raises(openai.APITimeoutError):
+        await hanging
+    assert order == ["undelayed answer", "hanging request ended"]
 
 
 async def test_client_gone_before_the_stream_starts_is_not_an_error(

@@ -69,7 +69,12 @@ class Proc:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            # A gateway drains on SIGTERM (server.shutdown_grace_s first); a second SIGTERM
+            # skips the grace and the drain. Tests that check the drain signal it themselves.
             self.proc.terminate()
+            time.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

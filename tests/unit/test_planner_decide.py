@@ -18,11 +18,11 @@ from gateway.catalogue.catalogue import Config, Target
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import Needs, resolve_needs
 from gateway.catalogue.schema import Variant
-from gateway.catalogue.tokens import cl100k
 from gateway.errors import GatewayError
 from gateway.routing.planner import Plan, plan
 from tests.support.catalogue import make_config, make_target
 from tests.support.catalogue import make_variant as _variant
+from tests.support.cl100k import needs_cl100k
 from tests.support.procs import CONFIG
 
 CAPS = ["vision", "function_calling", "tool_use", "structured_outputs", "code_execution"]
@@ -166,8 +166,8 @@ def test_explain_false_still_explains_an_empty_plan(shipped: Config) -> None:
     assert "vision (inferred)" in p.unmet and "code_execution (declared)" in p.unmet
 
 
-@pytest.mark.skipif(cl100k() is None, reason="tiktoken or LiteLLM's BPE file missing")
 @pytest.mark.parametrize("explain", [True, False])
+@needs_cl100k
 def test_every_cost_uses_the_same_prompt_figure(shipped: Config, explain: bool) -> None:
     # ~6k tokens in ~25 KB: the byte bound misses the 8192-token floor of the variants with an
     # unknown window, so planning tokenizes; every candidate is then costed on the exact count

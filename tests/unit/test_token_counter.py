@@ -5,14 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any, cast
 
-import pytest
-
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import resolve_needs
-from gateway.catalogue.tokens import PromptTokens, TokenCounter, cl100k
+from gateway.catalogue.tokens import PromptTokens, TokenCounter
+from tests.support.cl100k import needs_cl100k
 from tests.support.procs import CONFIG
-
-needs_cl100k = pytest.mark.skipif(cl100k() is None, reason="tiktoken or LiteLLM's BPE file missing")
 
 
 class FakeEncoding:

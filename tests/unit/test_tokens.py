@@ -19,6 +19,7 @@ from gateway.catalogue.tokens import (
     PromptTokens,
     cl100k,
 )
+from tests.support.cl100k import needs_cl100k
 
 CORPUS = {
     "english": "The quick brown fox jumps over the lazy dog. " * 40,
@@ -64,9 +65,6 @@ def _random_strings(n: int, seed: int = 20261128) -> list[str]:
 
 def _user(text: Any) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
-
-
-needs_cl100k = pytest.mark.skipif(cl100k() is None, reason="tiktoken or LiteLLM's BPE file missing")
 
 
 @needs_cl100k
@@ -215,7 +213,8 @@ def test_exact_falls_back_to_the_bound_without_a_tokenizer(monkeypatch: pytest.M
 @needs_cl100k
 def test_loader_matches_tiktoken_cl100k(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our hand-built Encoding (pattern + specials copied from tiktoken_ext) equals tiktoken's."""
-    tiktoken = pytest.importorskip("tiktoken")
+    import tiktoken
+
     path = tokens._bundled_bpe_file()
     assert path is not None
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(path.parent))
