@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.admin import register_admin
@@ -21,6 +21,7 @@ from gateway.api.asgi import Receive, Scope, Send, new_request_id
 from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
+from gateway.api.openapi import GLM_HEADERS, OpenAPIDocument, errors, json_body, operation
 from gateway.api.ops import key_bad_targets, readiness
 from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
@@ -63,12 +64,36 @@ def build_fastapi(
             err.status, err.type = 405, "invalid_request_error"
         return _error_response(err, request.headers.get("x-request-id") or new_request_id())
 
-    @app.get("/v1/models")
+    openapi_doc = OpenAPIDocument(app.openapi)
+    obj: dict[str, Any] = {"type": "object"}
+
+    @app.get("/openapi.json", openapi_extra=operation("This document.", {}, public=True))
+    async def _openapi() -> Response:
+        return Response(openapi_doc.bytes(), media_type="application/json")
+
+    @app.get(
+        "/v1/models",
+        openapi_extra=operation(
+            "The variant ids plus auto, in OpenAI's list shape.",
+            {"200": json_body(obj, "The model list."), **errors(401, 403)},
+        ),
+    )
     async def _models(request: Request) -> Response:
         await s.auth.identify(request.headers.get("authorization"))
         return ORJSONResponse(models_body(s.config))
 
-    @app.post("/v1/route")
+    @app.post(
+        "/v1/route",
+        openapi_extra=operation(
+            "Explain routing for a chat body (no upstream call).",
+            {
+                "200": json_body(obj, "Needs, ranked candidates, rejections."),
+                **errors(400, 401, 403, 404, 413),
+            },
+            body={"$ref": "#/components/schemas/ChatCompletionRequest"},
+            parameters=GLM_HEADERS,
+        ),
+    )
     async def _route(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         caller = await s.auth.identify(headers.get("authorization"))
@@ -89,16 +114,23 @@ def build_fastapi(
             },
         )
 
-    @app.get("/healthz")
+    @app.get("/healthz", openapi_extra=operation("Alive.", {}, public=True))
     async def _healthz() -> Response:
         return ORJSONResponse({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        openapi_extra=operation("Config loaded; state backend reachable.", {}, public=True),
+    )
     async def _readyz() -> Response:
         status, body = await readiness(s)
         return ORJSONResponse(body, status_code=status)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        openapi_extra=operation("Prometheus exposition.", {}, public=True),
+    )
     async def _metrics() -> Response:
         backend, targets = s.config.gateway.state.backend, s.config.catalogue.targets
         await s.metrics.refresh_state(s.state, backend, targets)
