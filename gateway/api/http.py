@@ -21,7 +21,7 @@ from gateway.api.asgi import Receive, Scope, Send, new_request_id
 from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
-from gateway.api.openapi import GLM_HEADERS, OpenAPIDocument, errors, json_body, operation
+from gateway.api.openapi import OpenAPIDocument, errors, json_body, operation
 from gateway.api.ops import key_bad_targets, readiness
 from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
@@ -64,7 +64,12 @@ def build_fastapi(
             err.status, err.type = 405, "invalid_request_error"
         return _error_response(err, request.headers.get("x-request-id") or new_request_id())
 
-    openapi_doc = OpenAPIDocument(app.openapi)
+    models = [m["id"] for m in models_body(s.config)["data"]]
+    openapi_doc = OpenAPIDocument(
+        app.openapi,
+        [*models, "glm-4", *s.config.gateway.aliases],
+        sorted(s.config.catalogue.provider_names),
+    )
     obj: dict[str, Any] = {"type": "object"}
 
     @app.get("/openapi.json", openapi_extra=operation("This document.", {}, public=True))
@@ -91,7 +96,6 @@ def build_fastapi(
                 **errors(400, 401, 403, 404, 413),
             },
             body={"$ref": "#/components/schemas/ChatCompletionRequest"},
-            parameters=GLM_HEADERS,
         ),
     )
     async def _route(request: Request) -> Response:

@@ -75,7 +75,7 @@ ROUTE_FIELD: dict[str, Any] = {
         "params": {"type": "string", "pattern": r"^(<=|>=|<|>|=)?[0-9]{1,4}B$"},
         "prefer": {"enum": list(POLICIES)},
         "fallback": {"enum": list(FALLBACK_MODES)},
-        "providers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "providers": {"type": "array", "minItems": 1},  # the names: complete()
         "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
     },
 }
@@ -92,7 +92,7 @@ CHAT_REQUEST: dict[str, Any] = {
             "type": "string",
             "minLength": 1,
             "description": "A variant id, 'auto' / 'glm-4', or a configured alias.",
-        },
+        },  # complete() adds the ids this gateway knows
         "messages": {"type": "array", "minItems": 1, "items": {"$ref": _REF + "ChatMessage"}},
         "stream": {"type": ["boolean", "null"]},
         "max_tokens": {"type": ["integer", "null"], "minimum": 1},
@@ -118,24 +118,42 @@ CHAT_REQUEST: dict[str, Any] = {
         "route": {"$ref": _REF + "RouteDeclarations"},
     },
 }
-GLM_HEADERS: list[dict[str, Any]] = [
-    {
-        "name": name,
-        "in": "header",
-        "required": False,
-        "description": text,
-        "schema": {"type": "string"},
-    }
-    for name, text in (
-        ("X-GLM-Capabilities", "Capabilities that must all be supported, comma-separated."),
-        ("X-GLM-Min-Context", "Tokens the variant must accept: 150000 or 150k."),
-        ("X-GLM-Params", "Parameter-size bound: <=9B, >=32B."),
-        ("X-GLM-Prefer", "cost, latency, quality or newest."),
-        ("X-GLM-Fallback", "none, providers or variants."),
-        ("X-GLM-Providers", "Only these providers, in this order."),
-        ("X-GLM-Timeout", "Total deadline in seconds."),
-    )
-]
+_CAPS = "(" + "|".join(CAPABILITIES) + ")"
+GLM_HEADER_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
+    "X-GLM-Capabilities": (
+        "Capabilities that must all be supported, comma-separated.",
+        {"type": "string", "pattern": f"^{_CAPS}(,{_CAPS})*$"},
+    ),
+    "X-GLM-Min-Context": (
+        "Tokens the variant must accept: 150000 or 150k.",
+        {"type": "string", "pattern": "^[1-9][0-9]{0,4}[kK]?$"},
+    ),
+    "X-GLM-Params": (
+        "Parameter-size bound: <=9B, >=32B.",
+        {"type": "string", "pattern": "^(<=|>=)[1-9][0-9]{0,3}B$"},
+    ),
+    "X-GLM-Prefer": ("Ranking policy.", {"enum": list(POLICIES)}),
+    "X-GLM-Fallback": ("How far fallback may go.", {"enum": list(FALLBACK_MODES)}),
+    "X-GLM-Providers": (
+        "Only these providers, in this order (comma-separated).",
+        {"type": "string"},
+    ),
+    "X-GLM-Timeout": ("Total deadline in seconds.", {"type": "string", "pattern": "^[1-9][0-9]?$"}),
+}
+
+
+def glm_headers(providers: list[str]) -> list[dict[str, Any]]:
+    """The X-GLM-* request headers; ``providers``: the names X-GLM-Providers may use."""
+    out = []
+    for name, (text, schema) in GLM_HEADER_SCHEMAS.items():
+        if name == "X-GLM-Providers":
+            schema = {"enum": providers}
+        out.append(
+            {"name": name, "in": "header", "required": False, "description": text, "schema": schema}
+        )
+    return out
+
+
 ROUTE_HEADERS = {
     name: {"description": text, "schema": {"type": "string"}}
     for name, text in (
@@ -195,7 +213,7 @@ def chat_operation() -> dict[str, Any]:
         "operationId": "create_chat_completion",
         "summary": "Chat completion, routed to the best capable GLM-4 variant.",
         "externalDocs": {"url": OPENAI_CHAT_DOCS},
-        "parameters": GLM_HEADERS,
+        "parameters": [],  # complete() adds the X-GLM-* headers
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": _REF + "ChatCompletionRequest"}}},
@@ -204,8 +222,11 @@ def chat_operation() -> dict[str, Any]:
     }
 
 
-def complete(generated: dict[str, Any]) -> dict[str, Any]:
+def complete(generated: dict[str, Any], models: list[str], providers: list[str]) -> dict[str, Any]:
     """FastAPI's document plus the raw chat path, the shared schemas and bearer security.
+
+    ``models``: what ``model`` may name here (variant ids, auto, aliases); any other string is
+    answered 404. ``providers``: the provider names X-GLM-Providers may use.
 
     FastAPI's 422 answers are dropped: no route declares a parameter FastAPI validates beyond a
     string path segment, so the gateway never sends them.
@@ -220,6 +241,8 @@ def complete(generated: dict[str, Any]) -> dict[str, Any]:
         for op in item.values():
             op.get("responses", {}).pop("422", None)
     paths["/v1/chat/completions"] = {"post": chat_operation()}
+    for path in ("/v1/chat/completions", "/v1/route"):
+        paths[path]["post"]["parameters"] = glm_headers(providers)
     paths = {p: paths[p] for p in sorted(paths, key=lambda p: (not p.startswith("/v1"), p))}
     doc["paths"] = paths
     schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
@@ -227,9 +250,9 @@ def complete(generated: dict[str, Any]) -> dict[str, Any]:
         schemas.pop(name, None)
     schemas.update(
         ErrorResponse=ERROR_SCHEMA,
-        ChatCompletionRequest=CHAT_REQUEST,
+        ChatCompletionRequest=_chat_request(models),
         ChatMessage=MESSAGE_SCHEMA,
-        RouteDeclarations=ROUTE_FIELD,
+        RouteDeclarations=_route_field(providers),
         KeySpec=KeySpec.model_json_schema(ref_template=_REF + "{model}"),
     )
     doc["components"]["securitySchemes"] = {
@@ -243,14 +266,30 @@ def complete(generated: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _chat_request(models: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(CHAT_REQUEST)
+    out["properties"]["model"]["enum"] = models  # any other string: 404 model_not_found
+    return out
+
+
+def _route_field(providers: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(ROUTE_FIELD)
+    out["properties"]["providers"]["items"] = {"enum": providers}
+    return out
+
+
 class OpenAPIDocument:
     """The document's bytes, built from ``generate()`` (FastAPI's) on first use."""
 
-    def __init__(self, generate: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, generate: Callable[[], dict[str, Any]], models: list[str], providers: list[str]
+    ) -> None:
         self._generate = generate
+        self._models = models
+        self._providers = providers
         self._bytes: bytes | None = None
 
     def bytes(self) -> bytes:
         if self._bytes is None:
-            self._bytes = orjson.dumps(complete(self._generate()))
+            self._bytes = orjson.dumps(complete(self._generate(), self._models, self._providers))
         return self._bytes
