@@ -16,7 +16,14 @@ import orjson
 from gateway.catalogue.catalogue import Target
 from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 
-_NOT_FORWARDED = ("model", "messages", "stream")
+_NOT_FORWARDED = frozenset({"model", "messages", "stream", "metadata"})
+"""Passed by name below, or read by LiteLLM itself (``metadata`` feeds its callbacks)."""
+_CONNECTION_KWARGS = frozenset(
+    {"api_base", "base_url", "api_key", "api_version", "extra_headers", "headers"}
+)
+"""LiteLLM options that pick where a call goes and with which credentials: only the
+deployment's config may set them (the body reaching here is already allowlisted by
+``dialects.fields``; this is the second line)."""
 
 
 class LiteLLMProvider:
@@ -42,7 +49,16 @@ class LiteLLMProvider:
         read_timeout: float,
     ) -> UpstreamResponse:
         lib = self._lib()
-        kwargs = {k: v for k, v in body.items() if k not in _NOT_FORWARDED}
+        if _has_remote_image(body.get("messages")):
+            # LiteLLM downloads image URLs itself for hosts that take only inline images (Bedrock
+            # Converse): the gateway would fetch a URL a client chose. Such a request goes to a
+            # host that fetches images itself.
+            raise UpstreamConnectionError(
+                f"{target.provider}: this LiteLLM deployment takes inline (data:) images only"
+            )
+        kwargs = {
+            k: v for k, v in body.items() if k not in _NOT_FORWARDED and k not in _CONNECTION_KWARGS
+        }
         kwargs.update(dict(target.litellm_params))
         if target.base_url:
             kwargs["api_base"] = target.base_url
@@ -68,6 +84,21 @@ class LiteLLMProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _has_remote_image(messages: Any) -> bool:
+    if not isinstance(messages, list):
+        return False
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            img = part.get("image_url") if isinstance(part, dict) else None
+            url = img.get("url") if isinstance(img, dict) else img
+            if isinstance(url, str) and not url.startswith("data:"):
+                return True
+    return False
 
 
 def _chain_names(exc: BaseException) -> set[str]:

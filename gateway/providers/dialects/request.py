@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.catalogue.catalogue import Target
+from gateway.providers.dialects.fields import forwardable
 from gateway.providers.dialects.spec import NO_OP_VALUES, DialectSpec, spec_for
 from gateway.providers.dialects.thinking import apply_switch
 
@@ -30,12 +31,14 @@ SCHEMA_PROMPT = (
 
 
 def adapt_request(body: dict[str, Any], target: Target) -> tuple[dict[str, Any], list[str]]:
-    """A copy of ``body`` fit for ``target``, and the list of changes made (``field=what``)."""
+    """A copy of ``body`` fit for ``target``, and the list of changes made (``field=what``).
+
+    Only allowlisted fields survive (:mod:`.fields`): ``route`` and anything unknown are gone.
+    """
     spec = spec_for(target)
-    out = dict(body)
+    out, dropped = forwardable(body)
     out["model"] = target.model
-    out.pop("route", None)
-    changes: list[str] = []
+    changes: list[str] = [dropped] if dropped else []
     if spec.rewrites_fields:
         _fields(out, spec, target, changes)
     apply_switch(out, spec.thinking_form, target.variant.thinking, changes)
