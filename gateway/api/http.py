@@ -7,6 +7,7 @@ of throughput on this path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -17,7 +18,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.admin import register_admin
-from gateway.api.asgi import Receive, Scope, Send, new_request_id
+from gateway.api.asgi import (
+    Message,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    new_request_id,
+    safe_header,
+    send_error,
+)
 from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
@@ -27,6 +37,8 @@ from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
 from gateway.errors import GatewayError, NotFound
 from gateway.services import Services
+
+log = logging.getLogger("glm_gateway.api")
 
 
 class ORJSONResponse(JSONResponse):
@@ -142,8 +154,45 @@ def build_fastapi(
 
     register_dashboard(app, s)
     register_admin(app, s)
+    app.add_middleware(LastLine)
 
     return app
+
+
+class LastLine:
+    """Pure-ASGI, inside FastAPI's error middleware: an exception no route handled becomes a 500
+    in OpenAI's error shape with the request id, logged here once with its traceback (Starlette
+    would answer plain text and uvicorn log it again)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            request_id = header_map(scope).get("x-request-id") or new_request_id()
+            log.exception(
+                "unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id
+            )
+            if started:
+                return  # the answer is half sent: the server closes the connection
+            err = GatewayError(
+                f"The gateway failed on this request (request id {request_id}); it has been "
+                "logged. Retrying will not help if the request is the same.",
+                code="internal_error",
+            )
+            await send_error(send, err, [(b"x-request-id", safe_header(request_id, 200))])
 
 
 class GatewayASGI:
