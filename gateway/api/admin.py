@@ -16,9 +16,23 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from gateway.api.openapi import errors, json_body, operation
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import BodyTooLarge, InvalidRequest, NotFound
 from gateway.keys import MICROS, KeyRecord, KeySpec, new_key, period_window
 from gateway.services import Services
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The request body; BodyTooLarge (413) past ``limit`` bytes, as on the chat path."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(
+                f"Request body is larger than the {limit} bytes this gateway accepts."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -77,7 +91,7 @@ def register_admin(app: FastAPI, s: Services) -> None:
     )
     async def _create(request: Request) -> Response:
         s.auth.require_master(request.headers.get("authorization"))
-        spec = _spec(await request.body(), s)
+        spec = _spec(await read_capped(request, s.config.gateway.server.max_body_bytes), s)
         now = time.time()
         token, record = new_key(spec, s.config.gateway.auth.key_defaults, now)
         await s.state.put_key(record)

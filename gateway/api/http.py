@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api.admin import register_admin
+from gateway.api.admin import read_capped, register_admin
 from gateway.api.asgi import (
     Message,
     Receive,
@@ -113,7 +113,7 @@ def build_fastapi(
     async def _route(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         caller = await s.auth.identify(headers.get("authorization"))
-        body = parse_body(await request.body())
+        body = parse_body(await read_capped(request, s.config.gateway.server.max_body_bytes))
         needs = resolve_needs(body, headers, s.config)
         plan = await s.router.plan(needs, caller=caller)
         out = explain(needs, plan, str(body.get("model")), await key_bad_targets(s))

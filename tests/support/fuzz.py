@@ -8,6 +8,8 @@ in the gateway's log.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +18,9 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, settings
 
-from tests.support.e2e import AUTH, MASTER_KEY, assert_error_shape, module_gateway
+from tests.support.e2e import MASTER_KEY, assert_error_shape, module_gateway
+
+__all__ = ["MASTER_KEY"]  # re-exported for the fuzz modules
 from tests.support.procs import Proc
 
 UPSTREAM_STATUSES = frozenset({502, 503, 504})
@@ -63,6 +67,7 @@ class LogWatch:
 
     def assert_no_traceback(self, where: str = "") -> None:
         text = self.since()
+        self.mark()  # each traceback is reported once
         for marker in TRACEBACK_MARKERS:
             at = text.find(marker)
             assert at < 0, (
@@ -95,4 +100,80 @@ def verdict(
         raise AssertionError(f"error not in OpenAI's shape ({exc}) {detail}") from None
 
 
-__all__ = ["AUTH", "MASTER_KEY", "LogWatch", "fuzz_gateway", "fuzz_settings", "verdict"]
+PROTOCOL_REJECT = b"Invalid HTTP request received."
+"""uvicorn's plain-text 400 for bytes that are not HTTP (never reaches the gateway)."""
+
+
+class RawAnswer:
+    """One HTTP/1.1 answer read off a socket (``Connection: close``; chunked bodies joined)."""
+
+    def __init__(self, raw: bytes) -> None:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.status = int(lines[0].split(b" ")[1]) if lines and lines[0] else 0
+        self.headers = {
+            k.strip().lower().decode("latin-1"): v.strip().decode("latin-1")
+            for k, _, v in (line.partition(b":") for line in lines[1:])
+        }
+        self.body = (
+            _dechunk(rest) if "chunked" in self.headers.get("transfer-encoding", "") else rest
+        )
+
+    @property
+    def from_http_server(self) -> bool:
+        """uvicorn's own reject of malformed HTTP (no request id: the gateway never saw it)."""
+        return "x-request-id" not in self.headers and self.body.startswith(PROTOCOL_REJECT)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
+
+
+def raw_request(
+    url: str,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes = b"",
+    *,
+    content_length: bool = True,
+    timeout: float = 60,
+) -> RawAnswer:
+    """Send exactly these bytes (headers in order, duplicates and all) and read the answer."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    head = [f"{method} {path} HTTP/1.1".encode(), f"Host: {host}:{port}".encode()]
+    head += [k + b": " + v for k, v in headers]
+    if content_length:
+        head.append(b"Content-Length: " + str(len(body)).encode())
+    head.append(b"Connection: close")
+    payload = b"\r\n".join(head) + b"\r\n\r\n" + body
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        # Answered (413/400) and closed before reading it all: read the answer all the same.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(payload)
+        chunks = []
+        while True:
+            try:
+                part = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not part:
+                break
+            chunks.append(part)
+    return RawAnswer(b"".join(chunks))
+
+
+def raw_verdict(answer: RawAnswer, where: str) -> dict[str, Any] | None:
+    """:func:`verdict` for a raw answer; uvicorn's own 400 for non-HTTP bytes is allowed."""
+    assert answer.status, f"no answer at all {where}"
+    return verdict(
+        answer.status, answer.headers, answer.body, where, gateway=not answer.from_http_server
+    )
