@@ -14,6 +14,7 @@
       RateLimited (429)               Retry-After
       UpstreamsFailed (502 / 503)     every attempt listed
       DeadlineExceeded (504)
+      InternalError (500)             an uncaught exception, logged once with its traceback
     ConfigError                       start-up only; names file and key
 """
 
@@ -121,6 +122,20 @@ class UpstreamsFailed(GatewayError):
     def __init__(self, message: str, *, status: int = 502, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.status = status
+
+
+class InternalError(GatewayError):
+    """A bug: an exception nothing else caught. The answer names the request id to report."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"The gateway failed on this request (an internal error, not the upstream's). "
+            f"It was logged with request id {request_id}; report that id to the operator."
+        )
 
 
 class DeadlineExceeded(GatewayError):

@@ -18,16 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.admin import read_capped, register_admin
-from gateway.api.asgi import (
-    Message,
-    Receive,
-    Scope,
-    Send,
-    header_map,
-    new_request_id,
-    safe_header,
-    send_error,
-)
+from gateway.api.asgi import Receive, Scope, Send, new_request_id
 from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
@@ -35,10 +26,10 @@ from gateway.api.openapi import OpenAPIDocument, errors, json_body, operation
 from gateway.api.ops import key_bad_targets, readiness
 from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.services import Services
 
-log = logging.getLogger("glm_gateway.api")
+log = logging.getLogger("glm_gateway.http")
 
 
 class ORJSONResponse(JSONResponse):
@@ -61,6 +52,13 @@ def build_fastapi(
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
         return _error_response(exc, request.headers.get("x-request-id") or new_request_id())
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette answers with this, then re-raises to the server: GatewayASGI logs it once.
+        request_id = request.headers.get("x-request-id") or new_request_id()
+        request.scope["glm_request_id"] = request_id
+        return _error_response(InternalError(request_id), request_id)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -113,7 +111,8 @@ def build_fastapi(
     async def _route(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         caller = await s.auth.identify(headers.get("authorization"))
-        body = parse_body(await read_capped(request, s.config.gateway.server.max_body_bytes))
+        raw = await read_capped(request, s.config.gateway.server.max_body_bytes)
+        body = parse_body(raw, s.config.gateway.limits)
         needs = resolve_needs(body, headers, s.config)
         plan = await s.router.plan(needs, caller=caller)
         out = explain(needs, plan, str(body.get("model")), await key_bad_targets(s))
@@ -154,45 +153,8 @@ def build_fastapi(
 
     register_dashboard(app, s)
     register_admin(app, s)
-    app.add_middleware(LastLine)
 
     return app
-
-
-class LastLine:
-    """Pure-ASGI, inside FastAPI's error middleware: an exception no route handled becomes a 500
-    in OpenAI's error shape with the request id, logged here once with its traceback (Starlette
-    would answer plain text and uvicorn log it again)."""
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Any]) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception:
-            request_id = header_map(scope).get("x-request-id") or new_request_id()
-            log.exception(
-                "unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id
-            )
-            if started:
-                return  # the answer is half sent: the server closes the connection
-            err = GatewayError(
-                f"The gateway failed on this request (request id {request_id}); it has been "
-                "logged. Retrying will not help if the request is the same.",
-                code="internal_error",
-            )
-            await send_error(send, err, [(b"x-request-id", safe_header(request_id, 200))])
 
 
 class GatewayASGI:
@@ -211,4 +173,17 @@ class GatewayASGI:
         ):
             await self.chat(scope, receive, send)
             return
-        await self.fastapi(scope, receive, send)
+        if scope["type"] != "http":
+            await self.fastapi(scope, receive, send)  # lifespan: start-up errors stop the server
+            return
+        try:
+            await self.fastapi(scope, receive, send)
+        except Exception:
+            # Already answered (500, OpenAI's shape) by the FastAPI handler: log it once here,
+            # with the request id the client was given, and do not hand it to the server.
+            log.exception(
+                "unhandled error on %s %s (request %s)",
+                scope.get("method"),
+                scope.get("path"),
+                scope.get("glm_request_id", "-"),
+            )

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from gateway.catalogue.body import IMAGE_PART_TYPES, ImageTally, check_counts, check_parts
 from gateway.catalogue.catalogue import Config
-from gateway.catalogue.schema import CAPABILITIES, FALLBACK_MODES, POLICIES
+from gateway.catalogue.schema import CAPABILITIES, FALLBACK_MODES, POLICIES, RequestLimits
 from gateway.catalogue.tokens import PromptTokens
 from gateway.errors import InvalidRequest, NotFound
 
@@ -24,7 +25,8 @@ BUILTIN_TOOL_CAPABILITY = {
     "mcp": "tool_use",
     "code_interpreter": "code_execution",
 }
-IMAGE_PART_TYPES = frozenset({"image_url", "video_url", "input_image"})
+__all__ = ["IMAGE_PART_TYPES", "Needs", "infer", "resolve_needs"]
+_DEFAULT_LIMITS = RequestLimits()
 HEADER_KEYS = {
     "x-glm-capabilities": "capabilities",
     "x-glm-min-context": "min_context",
@@ -216,14 +218,9 @@ class Inferred(NamedTuple):
     output_tokens: int | None
 
 
-def _content_has_image(content: Any) -> bool:
-    if not isinstance(content, list):
-        return False
-    return any(isinstance(p, dict) and p.get("type") in IMAGE_PART_TYPES for p in content)
-
-
-def _check_messages(messages: Any) -> bool:
-    """Validate the message list's shape; return whether any message carries an image."""
+def _check_messages(messages: Any, limits: RequestLimits) -> bool:
+    """Validate the message list's shape and image limits; return whether any message carries
+    an image."""
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(
             "'messages' must be a non-empty array of message objects.",
@@ -231,6 +228,7 @@ def _check_messages(messages: Any) -> bool:
             code="invalid_value",
         )
     images = False
+    tally = ImageTally(limits)
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
             raise InvalidRequest(
@@ -245,8 +243,8 @@ def _check_messages(messages: Any) -> bool:
                 param=f"messages[{i}].content",
                 code="invalid_type",
             )
-        if not images and isinstance(content, list):
-            images = _content_has_image(content)
+        if isinstance(content, list) and check_parts(content, i, tally):
+            images = True
         if "tool_calls" in msg:
             _check_tool_calls(msg["tool_calls"], i)
     return images
@@ -289,6 +287,10 @@ def _tool_needs(tools: Any, functions: Any) -> tuple[set[str], set[str]]:
                     param=f"tools[{i}].type",
                     code="invalid_value",
                 )
+    if functions is not None and not isinstance(functions, list):
+        raise InvalidRequest(
+            "'functions' must be an array.", param="functions", code="invalid_type"
+        )
     if functions:
         caps.add("function_calling")
     return caps, builtin
@@ -307,9 +309,9 @@ def _output_tokens(body: Mapping[str, Any]) -> int | None:
     return None
 
 
-def infer(body: Mapping[str, Any]) -> Inferred:
-    """Infer needs from the body, validating only the fields it reads."""
-    images = _check_messages(body.get("messages"))
+def infer(body: Mapping[str, Any], limits: RequestLimits = _DEFAULT_LIMITS) -> Inferred:
+    """Infer needs from the body, validating the fields it reads and the request limits."""
+    images = _check_messages(body.get("messages"), limits)
     caps, builtin = _tool_needs(body.get("tools"), body.get("functions"))
     if images:
         caps.add("vision")
@@ -358,7 +360,9 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
             code="invalid_value",
         )
     declared = parse_declared(headers, body.get("route"), cat.provider_names)
-    inferred = infer(body)
+    limits = config.gateway.limits
+    check_counts(body, limits)
+    inferred = infer(body, limits)
     pinned: str | None = None
     alias = config.gateway.aliases.get(model)
     if model in cat.variants:

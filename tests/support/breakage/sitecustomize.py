@@ -1,0 +1,39 @@
+"""Loaded by a gateway test process whose PYTHONPATH includes this folder (and only then).
+
+Plants a bug that fires only for requests carrying ``BOOM`` in their body, so tests can prove
+the last line of defence: an exception nothing else catches becomes a 500 in the API's own
+error shape (or an error event mid-stream), logged once with its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+BOOM = "<<boom>>"
+
+if os.environ.get("GLM_TEST_PLANT_BUG") == "1":
+    import gateway.api.chat as chat
+    import gateway.api.http as http
+    import gateway.api.models as models
+
+    real_resolve = chat.resolve_needs
+    real_rewrite = chat._Relay.rewrite
+    real_models = models.models_body
+
+    def resolve_needs(body: Any, headers: Any, config: Any) -> Any:
+        if BOOM in str(body.get("messages")):
+            raise RuntimeError("planted bug before the answer")
+        return real_resolve(body, headers, config)
+
+    def rewrite(self: Any, event: bytes) -> bytes:
+        if b"BOOM-CHUNK" in event:
+            raise RuntimeError("planted bug mid-stream")
+        return real_rewrite(self, event)
+
+    def models_body(config: Any) -> Any:
+        raise RuntimeError("planted bug in /v1/models")
+
+    chat.resolve_needs = resolve_needs
+    chat._Relay.rewrite = rewrite  # type: ignore[method-assign]
+    http.models_body = models_body
