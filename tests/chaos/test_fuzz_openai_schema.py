@@ -36,7 +36,7 @@ from tests.support.openapi import rewrite_nullable
 from tests.support.procs import Proc
 
 pytestmark = pytest.mark.chaos
-EXAMPLES = {GenerationMode.POSITIVE: 150, GenerationMode.NEGATIVE: 150}
+EXAMPLES = {GenerationMode.POSITIVE: 120, GenerationMode.NEGATIVE: 120}
 
 
 @functools.cache
