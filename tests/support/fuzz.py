@@ -17,12 +17,14 @@ from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.support.e2e import MASTER_KEY, assert_error_shape, module_gateway
 
 __all__ = ["MASTER_KEY"]  # re-exported for the fuzz modules
-from tests.support.procs import Proc
+from tests.support.procs import OUT, Proc
 
+set_hypothesis_home_dir(OUT / "hypothesis")  # its caches go with the suite's output, not ./
 UPSTREAM_STATUSES = frozenset({502, 503, 504})
 """The only 5xx a client may see, and only with an OpenAI error body."""
 VALID_MODELS = ("auto", "glm-4", "cheap", "vision", "glm-4.7", "glm-4.6v", "glm-4-9b", "glm-4v-9b")
