@@ -52,6 +52,8 @@ class KeyRecord:
     budget_usd: float | None = None
     budget_period: BudgetPeriod = "month"
     downgrade: bool = False
+    max_in_flight: int | None = None
+    """Requests of this key running at once across replicas; None: no limit."""
 
     @property
     def revoked(self) -> bool:
@@ -95,6 +97,7 @@ class KeySpec(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0)
     budget_period: BudgetPeriod | None = None
     downgrade: bool | None = None
+    max_in_flight: int | None = Field(default=None, gt=0)
 
 
 def new_key(spec: KeySpec, defaults: KeyLimits, now: float) -> tuple[str, KeyRecord]:
@@ -116,6 +119,9 @@ def new_key(spec: KeySpec, defaults: KeyLimits, now: float) -> tuple[str, KeyRec
         budget_usd=spec.budget_usd if spec.budget_usd is not None else defaults.budget_usd,
         budget_period=spec.budget_period or defaults.budget_period,
         downgrade=spec.downgrade if spec.downgrade is not None else defaults.downgrade,
+        max_in_flight=(
+            spec.max_in_flight if spec.max_in_flight is not None else defaults.max_in_flight
+        ),
     )
     return token, record
 

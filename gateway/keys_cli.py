@@ -42,6 +42,9 @@ def add_keys_parser(sub: Any) -> None:
     )
     c.add_argument("--rpm", type=int, help="requests per minute")
     c.add_argument("--tpm", type=int, help="tokens per minute")
+    c.add_argument(
+        "--max-in-flight", type=int, help="requests of this key running at once, across replicas"
+    )
     c.add_argument("--budget", type=float, help="USD per budget period")
     c.add_argument("--period", choices=BUDGET_PERIODS, help="budget period (default: month)")
     c.add_argument(
@@ -86,6 +89,7 @@ def _run(args: argparse.Namespace, url: str, master: str) -> dict[str, Any]:
             "budget_usd": args.budget,
             "budget_period": args.period,
             "downgrade": args.downgrade,
+            "max_in_flight": args.max_in_flight,
         }
         body = {k: v for k, v in spec.items() if v is not None}
         return call("POST", f"{url}/admin/keys", master, body)

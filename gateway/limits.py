@@ -20,7 +20,9 @@ A budget downgrade sends the request to the single cheapest capable deployment, 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from gateway.observability.timing import StageTimes
 from gateway.refusals import ratelimit_headers, refusal, unavailable
 from gateway.routing.planner import Plan, plan
 from gateway.state.base import (
+    REFUSED_CONCURRENCY,
     REFUSED_REVOKED,
     DeploymentAsk,
     KeyAsk,
@@ -65,6 +68,12 @@ class _Cheap:
 
 
 _NOTHING_BLOCKED: frozenset[str] = frozenset()
+SLOT_SLACK_S = 30.0
+"""A key's in-flight slot is held for the request's deadline plus this (the answer's relay and
+the ``after`` call), unless released first: a crashed replica's slots come back then."""
+_SLOT_PREFIX = os.urandom(6).hex() + "-"
+_slots = itertools.count(1)
+"""In-flight slot ids: random per process, then a counter (unique across replicas)."""
 
 
 class Snapshot:
@@ -212,6 +221,7 @@ class Admission:
         if record is not None:
             period, end = period_window(record.budget_period, now)
             cost = max(estimate_micros(t, needs) for t in tried)
+            mif = record.max_in_flight
             key = KeyAsk(
                 record.id,
                 record.rpm,
@@ -221,8 +231,18 @@ class Admission:
                 end,
                 cost,
                 cheap.cost_micros if cheap is not None else None,
+                mif,
+                f"{_SLOT_PREFIX}{next(_slots):x}" if mif is not None else "",
+                self._hold_s(needs) if mif is not None else 0.0,
             )
         return Ticket(asks, tokens, key, reserve)
+
+    def _hold_s(self, needs: Needs) -> float:
+        """How long an in-flight slot is held at most: the request's deadline plus slack."""
+        total = self._routing.total_timeout_s
+        if needs.timeout is not None:
+            total = min(total, needs.timeout)
+        return total + SLOT_SLACK_S
 
     def _cheap(self, needs: Needs, p: Plan, now: float) -> _Cheap | None:
         """The cheapest deployment that meets every need, when its variant is not the first.
@@ -246,6 +266,8 @@ class Admission:
             self._metrics.rate_limited.labels("key", reason).inc()
         if reason == REFUSED_REVOKED:
             return AuthenticationFailed("This API key was revoked.")
+        if reason == REFUSED_CONCURRENCY:
+            return _too_many_in_flight(v)
         return refusal(v, ticket.tokens)
 
     def _unavailable(self, needs: Needs, view: View, now: float) -> GatewayError:
@@ -284,6 +306,15 @@ class Admission:
         answered_by = target.id if target is not None and target.has_own_limits else None
         report = Report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
         await self._state.after(report, self._wall())
+
+
+def _too_many_in_flight(v: KeyVerdict) -> RateLimited:
+    """429 for a key at its ``max_in_flight`` (counted across every replica)."""
+    return RateLimited(
+        f"Too many requests in flight for this API key: its limit is {v.in_flight_limit} "
+        "running at once (across all replicas). Retry in 1s, once one of them has finished.",
+        headers={"Retry-After": "1", **dict(ratelimit_headers(v))},
+    )
 
 
 def restrict(needs: Needs, record: KeyRecord) -> None:

@@ -28,6 +28,7 @@ from gateway.api.asgi import (
     send_error,
     send_json,
 )
+from gateway.api.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.auth import Caller
 from gateway.catalogue.body import check_depth
 from gateway.catalogue.needs import Needs, resolve_needs
@@ -41,6 +42,7 @@ from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
 from gateway.routing.sse import error_event, event_json, is_done
 from gateway.services import Services
+from gateway.tenancy.shedding import InFlightGate, Overloaded
 
 _DEFAULT_LIMITS = RequestLimits()
 log = logging.getLogger("glm_gateway.chat")
@@ -116,12 +118,38 @@ def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
 class ChatEndpoint:
     def __init__(self, services: Services) -> None:
         self._s = services
+        server = services.config.gateway.server
+        self.gate = InFlightGate(
+            server.max_in_flight, server.max_queued, server.queue_timeout_s, services.metrics
+        )
+        """This process's in-flight cap (load shedding); every upstream-calling endpoint
+        should pass through it."""
         self._config = services.config
         self._router = services.router
         self._limit = services.config.gateway.server.max_body_bytes
         self._limits = services.config.gateway.limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gate = self.gate
+        if not gate.take():  # contended: wait in the bounded queue, or be shed at once
+            started = time.perf_counter()
+            try:
+                await gate.wait()
+            except Overloaded as err:
+                await self._shed(scope, send, err, started)
+                return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            gate.leave()
+
+    async def _shed(self, scope: Scope, send: Send, err: Overloaded, started: float) -> None:
+        ctx = _Ctx(header_map(scope).get("x-request-id") or new_request_id(), started)
+        ctx.status, ctx.error, ctx.done = err.status, err.code, True
+        await send_error(send, err, self._headers(ctx))
+        await self._finish(ctx)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
         task = asyncio.current_task()
@@ -147,7 +175,7 @@ class ChatEndpoint:
             )
             if ctx.stream:
                 session = await self._router.open_stream(body, ctx.rs, deadline)
-                await self._relay(session, send, ctx)
+                await self._relay(session, send, ctx, self._guard(deadline, needs))
             else:
                 data = await self._router.complete(body, ctx.rs, deadline)
                 ctx.done = True
@@ -187,6 +215,11 @@ class ChatEndpoint:
         ctx.times.planned = True
         return rs
 
+    def _guard(self, deadline: float, needs: Needs) -> StreamGuard:
+        routing = self._config.gateway.routing
+        total = min(routing.total_timeout_s, needs.timeout or routing.total_timeout_s)
+        return StreamGuard(deadline, routing.stream_idle_timeout_s, total)
+
     def _headers(self, ctx: _Ctx) -> list[tuple[bytes, bytes]]:
         rs = ctx.rs
         target = rs.target if rs else None
@@ -207,9 +240,11 @@ class ChatEndpoint:
                 out.append((b"x-glm-adapted", safe_header(",".join(rs.adaptations))))
         return out
 
-    async def _relay(self, session: StreamSession, send: Send, ctx: _Ctx) -> None:
+    async def _relay(
+        self, session: StreamSession, send: Send, ctx: _Ctx, guard: StreamGuard
+    ) -> None:
         target = session.state.attempts[-1].target
-        relay = _Relay(session, target, ctx.times)
+        relay = _Relay(session, target, ctx.times, guard)
         failure: fl.Failure | None = None
         try:
             await send(
@@ -225,7 +260,9 @@ class ChatEndpoint:
             ctx.times.ttft_s = time.perf_counter() - ctx.started
             failure = relay.failure or await relay.pump(send)
             if failure is not None:
-                ctx.status, ctx.error = 502, f"stream_{failure.cls.value}"
+                timed_out = failure.code in (DEADLINE_CODE, IDLE_CODE)
+                ctx.status = 504 if timed_out else 502
+                ctx.error = failure.code if timed_out else f"stream_{failure.cls.value}"
                 await send(
                     {
                         "type": "http.response.body",
@@ -264,10 +301,15 @@ class ChatEndpoint:
 class _Relay:
     """Rewrites and forwards a committed stream's events."""
 
-    __slots__ = ("failure", "norm", "raw", "replacements", "session", "target", "times", "usage")
+    __slots__ = (
+        "failure", "guard", "norm", "raw", "replacements", "session", "target", "times", "usage",
+    )  # fmt: skip
 
-    def __init__(self, session: StreamSession, target: Any, times: StageTimes) -> None:
+    def __init__(
+        self, session: StreamSession, target: Any, times: StageTimes, guard: StreamGuard
+    ) -> None:
         self.session = session
+        self.guard = guard
         self.times = times
         self.target = target
         self.norm = StreamNormaliser(
@@ -314,13 +356,28 @@ class _Relay:
         self.failure = self.failure or fl.stream_failure(obj)
 
     async def pump(self, send: Send) -> fl.Failure | None:
+        guard = self.guard
+        guard.start()
+        try:
+            return await self._pump(send)
+        except asyncio.CancelledError:
+            failure = guard.tripped()  # the total deadline or the idle limit passed
+            if failure is None:
+                raise
+            return failure
+        finally:
+            guard.stop()
+
+    async def _pump(self, send: Send) -> fl.Failure | None:
         reader = self.session.reader
+        guard = self.guard
         try:
             while True:
                 # Two clock reads per event; the histograms are fed once per stream (_finish).
                 waiting = time.perf_counter()
                 event = await reader.next_event()
-                self.times.chunk_waited(time.perf_counter() - waiting)
+                guard.last = now = time.perf_counter()
+                self.times.chunk_waited(now - waiting)
                 if event is None:
                     return fl.Failure(
                         fl.FailureClass.TRANSIENT, 200, None, "upstream stream ended without [DONE]"
@@ -353,6 +410,14 @@ class _Relay:
 
 
 def _stream_error(failure: fl.Failure, target: Any) -> bytes:
+    if failure.code in (DEADLINE_CODE, IDLE_CODE):
+        err = GatewayError(
+            f"The stream from {target.provider} ({target.variant.id}) was stopped: "
+            f"{failure.message}; the upstream request was cancelled.",
+            code=failure.code,
+        )
+        err.type = "timeout_error"
+        return error_event(err.body_bytes())
     err = GatewayError(
         f"The upstream stream from {target.provider} ({target.variant.id}) failed after the "
         f"answer started: {failure.cls.value}: {failure.message}",

@@ -40,6 +40,7 @@ STAGE_BUCKETS = (
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
 CHUNK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 STATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 T = TypeVar("T")
@@ -175,6 +176,7 @@ class Metrics:
         self._usage()
         self._runtime()
         self._shared_state()
+        self._overload()
 
     def _requests(self) -> None:
         r = self.registry
@@ -327,6 +329,29 @@ class Metrics:
             "glm_gateway_budget_downgrades",
             "Requests answered by a cheaper variant because the key's budget was nearly spent.",
             ["key"],
+            registry=r,
+        )
+
+    def _overload(self) -> None:
+        """Process-level load shedding (gateway/tenancy/shedding.py)."""
+        r = self.registry
+        self.queue_wait = PlainHistogram(
+            "glm_gateway_queue_seconds",
+            "Time a request waited for an in-flight slot (server.max_in_flight); only requests "
+            "that had to wait are observed, shed ones included.",
+            buckets=QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.queued = PlainGauge(
+            "glm_gateway_queued_requests",
+            "Requests waiting for an in-flight slot now (at most server.max_queued).",
+            registry=r,
+        )
+        self.shed = PlainCounter(
+            "glm_gateway_shed",
+            "Requests refused with 503 overloaded before any work, by scope (process) and "
+            "reason (queue_full, queue_timeout).",
+            ["scope", "reason"],
             registry=r,
         )
 

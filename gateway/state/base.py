@@ -16,6 +16,12 @@ Windows (both backends, same arithmetic): a count made at second ``t`` is held i
 one-second buckets (a sliding minute); the breaker's error rate uses 12 buckets over
 ``error_window_s``; cost reservations use 15 one-minute buckets, so a lease whose request
 never settles (a crashed replica) frees itself within a quarter of an hour.
+
+A key with ``max_in_flight`` holds one *slot* per request running (``KeyAsk.slot``, an id
+unique to the request): a set of slot ids scored by when each expires. ``before`` drops expired
+slots, counts the rest against the limit and adds this request's; ``after`` removes it. A slot
+expires ``KeyAsk.hold_s`` after it was taken (the request's deadline plus slack, so never
+before its request could have ended), which is how a slot held by a crashed replica comes back.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ REFUSED_REVOKED = "revoked"
 REFUSED_RPM = "rpm"
 REFUSED_TPM = "tpm"
 REFUSED_BUDGET = "budget"
+REFUSED_CONCURRENCY = "concurrency"
 
 
 class StateUnavailable(GatewayError):
@@ -91,6 +98,12 @@ class KeyAsk:
     """Reservation: the most the planned candidates could cost."""
     cheap_cost_micros: int | None = None
     """Reservation if downgraded to the cheapest capable variant; None: no downgrade."""
+    max_in_flight: int | None = None
+    """Requests of this key running at once, across replicas; None: no limit."""
+    slot: str = ""
+    """This request's slot id (unique per request) when ``max_in_flight`` is set."""
+    hold_s: float = 0.0
+    """How long the slot is held unless released first (a crashed holder's comes back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +121,7 @@ class Ticket:
 @dataclass(frozen=True, slots=True)
 class KeyVerdict:
     refused: str | None
-    """None (allowed), or ``revoked``, ``rpm``, ``tpm``, ``budget``."""
+    """None (allowed), or ``revoked``, ``rpm``, ``tpm``, ``budget``, ``concurrency``."""
     retry_after_s: float = 0.0
     downgraded: bool = False
     rpm_limit: int | None = None
@@ -121,6 +134,9 @@ class KeyVerdict:
     spend_micros: int = 0
     reserved_micros: int = 0
     """Held by requests in flight (this one included when allowed)."""
+    in_flight_limit: int | None = None
+    in_flight: int = 0
+    """The key's requests running now, across replicas (this one included when allowed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +173,8 @@ class Lease:
     """Half-open circuits whose single probe this request holds."""
     shared: bool = True
     """Taken in the shared backend; False when it came from a replica's local fallback."""
+    slot: str | None = None
+    """The key's in-flight slot this request holds (keys with ``max_in_flight``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +245,10 @@ class StateStore(Protocol):
 
     async def before(self, ticket: Ticket, now: float) -> View:
         """One call before forwarding. Atomically: report open circuits and saturated
-        candidates; judge the key (revoked, RPM, TPM, budget incl. in-flight reservations);
-        when allowed and ``ticket.reserve``, count one request and ``ticket.tokens`` on the key
-        and on the first available candidate, reserve the cost, and take the single probe of
+        candidates; judge the key (revoked, RPM, TPM, budget incl. in-flight reservations,
+        requests in flight); when allowed and ``ticket.reserve``, count one request and
+        ``ticket.tokens`` on the key and on the first available candidate, reserve the cost,
+        take the key's in-flight slot, and take the single probe of
         every half-open candidate (others keep seeing it open until the probe's outcome is
         recorded or ``probe_lease_s`` passes). Nothing is taken when no candidate is available
         or the key is refused.
@@ -238,7 +257,8 @@ class StateStore(Protocol):
 
     async def after(self, report: Report, now: float) -> None:
         """One call after answering: breaker outcomes, attempts against deployment RPM,
-        token and spend settlement (actual minus reserved), unused probes released."""
+        token and spend settlement (actual minus reserved), unused probes and the in-flight
+        slot released."""
         ...
 
     async def health(self, now: float) -> list[Health]: ...

@@ -62,6 +62,8 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
                 "cheap": k.cheap_cost_micros,
             }
         )
+        if k.max_in_flight is not None:
+            doc["key"].update(mif=k.max_in_flight, slot=k.slot, hold=k.hold_s)
     return orjson.dumps(doc)
 
 
@@ -114,6 +116,7 @@ def encode_report(report: Report, breaker: dict[str, Any]) -> bytes:
                 "pend": lease.period_end if math.isfinite(lease.period_end) else None,
                 "dep": lease.deployment,
                 "probes": list(lease.probes),
+                "slot": lease.slot,
             }
         )
     return orjson.dumps(_compact(doc))
@@ -162,6 +165,8 @@ def _verdict(v: dict[str, Any]) -> KeyVerdict:
         _int(v.get("budget")),
         int(v.get("spend", 0)),
         int(v.get("reserved", 0)),
+        _int(v.get("mif")),
+        int(v.get("held", 0)),
     )
 
 
@@ -176,6 +181,7 @@ def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
         key.period_end if key else math.inf,
         doc.get("dep"),
         tuple(_list(doc.get("probes"))),
+        slot=doc.get("slot"),
     )
 
 

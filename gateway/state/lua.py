@@ -17,6 +17,7 @@ Keys (``P`` = prefix)::
     P:rl:d|k:<id>:r|t    HASH  per-minute windows (requests, tokens) of a deployment / key
     P:rs:<kid>           HASH  cost reservations in flight (micro-USD, one-minute buckets)
     P:sp:<kid>:<period>  STR   settled spend in micro-USD
+    P:if:<kid>           ZSET  in-flight slots of a key with max_in_flight -> when each expires
     P:key:<kid>          HASH  json, revoked
     P:keys               SET   key ids;  P:keys:ver  STR  bumped on every key change
     P:done:<report id>   STR   reports already applied (a replayed one is skipped), 1 day
@@ -134,7 +135,13 @@ local function judge(k)
   local ut, lt = wsum(base .. ':t', RS, RN)
   local spend = tonumber(redis.call('GET', P .. ':sp:' .. k.id .. ':' .. k.period) or '0')
   local reserved = wsum(P .. ':rs:' .. k.id, CS, CN)
-  local v = {retry = 0, spend = spend, budget = k.budget, rpm = k.rpm, tpm = k.tpm}
+  local held = 0
+  if k.mif then
+    local IF = P .. ':if:' .. k.id
+    redis.call('ZREMRANGEBYSCORE', IF, '-inf', now)
+    held = redis.call('ZCARD', IF)
+  end
+  local v = {retry = 0, spend = spend, budget = k.budget, rpm = k.rpm, tpm = k.tpm, mif = k.mif}
   if k.rpm and ur + 1 > k.rpm then
     v.refused, v.retry = 'rpm', room_in(lr, ur, k.rpm, 1, RS, RN)
   elseif k.tpm and ut + t.tokens > k.tpm then
@@ -146,7 +153,11 @@ local function judge(k)
       v.refused, v.retry = 'budget', (k.pend and (k.pend - now) or -1)
     end
   end
+  if not v.refused and k.mif and held + 1 > k.mif then
+    v.refused, v.retry = 'concurrency', 1
+  end
   local taken = v.refused and 0 or 1
+  if k.mif then v.held = held + taken end
   v.cost = (v.refused and 0) or (v.downgraded and k.cheap) or k.cost
   v.rpm_left = math.max(0, (k.rpm or 0) - ur - taken)
   v.tpm_left = math.max(0, (k.tpm or 0) - ut - t.tokens * taken)
@@ -184,6 +195,13 @@ if t.key then
   wadd(base .. ':t', sec, t.tokens, RS, RN)
   wadd(P .. ':rs:' .. t.key.id, math.floor(now / CS), v.cost, CS, CN)
   lease.cost = v.cost
+  if t.key.mif then
+    local IF = P .. ':if:' .. t.key.id
+    redis.call('ZADD', IF, now + t.key.hold, t.key.slot)
+    local ttl = math.ceil(t.key.hold) + 1
+    if redis.call('TTL', IF) < ttl then redis.call('EXPIRE', IF, ttl) end
+    lease.slot = t.key.slot
+  end
 end
 out.lease = lease
 return cjson.encode(out)
@@ -280,6 +298,7 @@ if lease.dep then
 end
 if r.by and r.tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', ls, r.tokens, RS, RN) end
 if lease.key then
+  if lease.slot then redis.call('ZREM', P .. ':if:' .. lease.key, lease.slot) end
   wadd(P .. ':rl:k:' .. lease.key .. ':t', ls, r.tokens - lease.tokens, RS, RN)
   wadd(P .. ':rs:' .. lease.key, math.floor(ls / CS), -lease.cost, CS, CN)
   if r.cost > 0 then

@@ -14,6 +14,7 @@ from gateway.keys import KeyRecord
 from gateway.state.base import (
     RATE_WINDOW,
     REFUSED_BUDGET,
+    REFUSED_CONCURRENCY,
     REFUSED_REVOKED,
     REFUSED_RPM,
     REFUSED_TPM,
@@ -41,6 +42,8 @@ class MemoryState:
         self._circuits: dict[str, Circuit] = {}
         self._windows: dict[str, Window] = {}
         self._spend: dict[tuple[str, str], int] = {}
+        self._slots: dict[str, dict[str, float]] = {}
+        """key id -> slot id -> when the slot expires (requests in flight)."""
         self._keys: dict[str, KeyRecord] = {}
         self._keys_version = 0
 
@@ -108,6 +111,8 @@ class MemoryState:
             self._window("d", report.answered_by, "t").add(now, report.tokens, sec)
         if lease.key_id is not None:
             kid = lease.key_id
+            if lease.slot is not None:
+                self._slots.get(kid, {}).pop(lease.slot, None)
             self._window("k", kid, "t").add(now, report.tokens - lease.tokens, sec)
             reserve = self._reserve(kid)
             reserve.add(now, -lease.cost_micros, reserve.bucket(sec))
@@ -148,6 +153,7 @@ class MemoryState:
         used_r, used_t = wr.total(now), wt.total(now)
         spend = self._spend.get((key.key_id, key.period), 0)
         reserved = self._reserve(key.key_id).total(now)
+        held = self._held(key.key_id, now) if key.max_in_flight is not None else 0
         refused, retry, downgraded = None, 0.0, False
         budget = key.budget_micros
         if key.rpm is not None and used_r + 1 > key.rpm:
@@ -161,6 +167,8 @@ class MemoryState:
             else:
                 refused = REFUSED_BUDGET
                 retry = key.period_end - now if math.isfinite(key.period_end) else -1.0
+        if not refused and key.max_in_flight is not None and held + 1 > key.max_in_flight:
+            refused, retry = REFUSED_CONCURRENCY, 1.0
         taken = 0 if refused else 1
         cost = 0 if refused else (key.cheap_cost_micros or 0) if downgraded else key.cost_micros
         return KeyVerdict(
@@ -176,7 +184,19 @@ class MemoryState:
             key.budget_micros,
             spend,
             reserved + cost,
+            key.max_in_flight,
+            held + taken if key.max_in_flight is not None else 0,
         )
+
+    def _held(self, kid: str, now: float) -> int:
+        """Slots of ``kid`` still held at ``now`` (expired ones are dropped)."""
+        slots = self._slots.get(kid)
+        if not slots:
+            return 0
+        expired = [s for s, until in slots.items() if until <= now]
+        for s in expired:
+            del slots[s]
+        return len(slots)
 
     def _take(
         self, ticket: Ticket, verdict: KeyVerdict | None, available: list[DeploymentAsk], now: float
@@ -193,8 +213,11 @@ class MemoryState:
             deployment = first.target_id
             self._window("d", deployment, "r").add(now, 1)
             self._window("d", deployment, "t").add(now, ticket.tokens)
-        key, cost = ticket.key, 0
+        key, cost, slot = ticket.key, 0, None
         if key is not None:
+            if key.max_in_flight is not None:
+                slot = key.slot
+                self._slots.setdefault(key.key_id, {})[slot] = now + key.hold_s
             self._window("k", key.key_id, "r").add(now, 1)
             self._window("k", key.key_id, "t").add(now, ticket.tokens)
             downgraded = verdict is not None and verdict.downgraded
@@ -209,6 +232,7 @@ class MemoryState:
             key.period_end if key else math.inf,
             deployment,
             tuple(probes),
+            slot=slot,
         )
 
     # --- storage -----------------------------------------------------------------------------

@@ -253,6 +253,7 @@ class RedisState:
     async def _recover(self) -> int:
         """One recovery attempt; raises while Redis is not back. Returns reports replayed."""
         await self._pool.disconnect()  # connections to a server that went away are dead
+        await self._hot_pool.disconnect()  # the auto-pipeline's SCRIPT LOAD goes through it
         await self._auto.drop_connections()
         async with asyncio.timeout(self._slow_timeout):
             await self._r.ping()

@@ -7,6 +7,7 @@ Redis is a real ``redis-server`` started for this session on a free port.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -89,6 +90,16 @@ def key(
 ) -> KeyAsk:
     period, end = period_window("day", at)
     return KeyAsk(kid, rpm, tpm, budget, period, end, cost, cheap)
+
+
+_slot_ids = itertools.count(1)
+
+
+def busy(mif: int, hold: float = 300.0, kid: str = "k1", **limits: int) -> KeyAsk:
+    """A key with ``max_in_flight``; each call is a new request (its own slot id)."""
+    period, end = period_window("day", T0)
+    return KeyAsk(kid, limits.get("rpm"), None, None, period, end, 0, None, mif,
+                  f"slot-{next(_slot_ids)}", hold)  # fmt: skip
 
 
 async def add_key(store: StateStore, kid: str = "k1", revoked: bool = False) -> None:
@@ -449,3 +460,86 @@ async def test_the_lease_carries_what_after_needs(store: StateStore) -> None:
     period, end = period_window("day", T0)
     assert (lease.key_id, lease.second, lease.tokens, lease.cost_micros) == ("k1", int(T0), 7, 3)
     assert (lease.period, lease.period_end, lease.deployment) == (period, end, A.target_id)
+
+
+# --- requests in flight per key (max_in_flight) ------------------------------------------------
+
+
+async def test_max_in_flight_admits_the_limit_until_one_ends(store: StateStore) -> None:
+    await add_key(store)
+    leases = []
+    for i in range(2):
+        view = await store.before(Ticket((A,), 1, busy(2)), T0 + i)
+        v = view.verdict
+        assert (
+            v is not None and v.refused is None and (v.in_flight_limit, v.in_flight) == (2, i + 1)
+        )
+        assert view.lease is not None and view.lease.slot is not None
+        leases.append(view.lease)
+    full = await store.before(Ticket((A,), 1, busy(2)), T0 + 2)
+    v = full.verdict
+    assert v is not None and v.refused == "concurrency" and full.lease is None
+    assert (v.retry_after_s, v.in_flight_limit, v.in_flight) == (1.0, 2, 2)
+    await store.after(Report((), (A.target_id,), leases[0], A.target_id, 1), T0 + 3)
+    again = await store.before(Ticket((A,), 1, busy(2)), T0 + 4)
+    assert again.verdict is not None and again.verdict.refused is None
+    assert again.verdict.in_flight == 2
+
+
+async def test_concurrent_requests_never_exceed_max_in_flight(store: StateStore) -> None:
+    await add_key(store)
+    views = await asyncio.gather(*(store.before(Ticket((A,), 1, busy(5)), T0) for _ in range(30)))
+    allowed = [v for v in views if v.verdict is not None and v.verdict.refused is None]
+    assert len(allowed) == 5
+    assert len({v.lease.slot for v in allowed if v.lease is not None}) == 5
+    refused = [v for v in views if v not in allowed]
+    assert all(
+        v.lease is None and v.verdict and v.verdict.refused == "concurrency" for v in refused
+    )
+
+
+async def test_a_slot_never_released_comes_back_after_its_hold(store: StateStore) -> None:
+    """A replica that crashed mid-request never sends ``after``: its slot expires."""
+    await add_key(store)
+    for _ in range(2):
+        assert (await store.before(Ticket((A,), 1, busy(2, hold=10)), T0)).lease is not None
+    held = await store.before(Ticket((A,), 1, busy(2, hold=10)), T0 + 9.5)
+    assert held.verdict is not None and held.verdict.refused == "concurrency"
+    back = await store.before(Ticket((A,), 1, busy(2, hold=10)), T0 + 10)
+    assert back.verdict is not None and back.verdict.refused is None
+    assert back.verdict.in_flight == 1
+
+
+async def test_refused_and_looking_requests_hold_no_slot(store: StateStore) -> None:
+    await add_key(store)
+    for _ in range(3):
+        look = await store.before(Ticket((A,), 1, busy(1), reserve=False), T0)
+        assert look.lease is None and look.verdict is not None and look.verdict.refused is None
+    over_rpm = await store.before(Ticket((A,), 1, busy(1, rpm=1)), T0)
+    assert over_rpm.lease is not None
+    refused = await store.before(Ticket((A,), 1, busy(1, rpm=1)), T0 + 1)
+    assert refused.verdict is not None and refused.verdict.refused == "rpm"
+    await store.after(Report((), (A.target_id,), over_rpm.lease), T0 + 2)
+    free = await store.before(Ticket((A,), 1, busy(1)), T0 + 3)
+    assert free.verdict is not None and free.verdict.refused is None
+    assert free.verdict.in_flight == 1
+
+
+async def test_slots_are_counted_per_key(store: StateStore) -> None:
+    await add_key(store, "k1")
+    await add_key(store, "k2")
+    assert (await store.before(Ticket((A,), 1, busy(1, kid="k1")), T0)).lease is not None
+    other = await store.before(Ticket((A,), 1, busy(1, kid="k2")), T0)
+    assert other.verdict is not None and other.verdict.refused is None
+    same = await store.before(Ticket((A,), 1, busy(1, kid="k1")), T0)
+    assert same.verdict is not None and same.verdict.refused == "concurrency"
+
+
+async def test_max_in_flight_round_trips_in_the_key_record(store: StateStore) -> None:
+    record = KeyRecord("def456def456", "ci", "f" * 64, "sk-glm-def…", T0, max_in_flight=3)
+    await store.put_key(record)
+    assert await store.get_key("def456def456") == record
+    # a record stored before the field existed reads as "no limit"
+    legacy = orjson.loads(record.to_json())
+    del legacy["max_in_flight"]
+    assert KeyRecord.from_json(orjson.dumps(legacy)).max_in_flight is None

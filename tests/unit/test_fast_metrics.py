@@ -59,6 +59,9 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_state_resyncs": ("counter", ()),
     "glm_gateway_rate_limited": ("counter", ("scope", "reason")),
     "glm_gateway_budget_downgrades": ("counter", ("key",)),
+    "glm_gateway_queue_seconds": ("histogram", ()),
+    "glm_gateway_queued_requests": ("gauge", ()),
+    "glm_gateway_shed": ("counter", ("scope", "reason")),
 }
 
 PlainMetric = PlainCounter | PlainGauge | PlainHistogram
