@@ -74,10 +74,9 @@ def build_fastapi(
             err.status, err.type = 405, "invalid_request_error"
         return _error_response(err, request.headers.get("x-request-id") or new_request_id())
 
-    models = [m["id"] for m in models_body(s.config)["data"]]
     openapi_doc = OpenAPIDocument(
         app.openapi,
-        [*models, "glm-4", *s.config.gateway.aliases],
+        ["auto", "glm-4", *s.config.catalogue.variants, *s.config.gateway.aliases],
         sorted(s.config.catalogue.provider_names),
     )
     obj: dict[str, Any] = {"type": "object"}
