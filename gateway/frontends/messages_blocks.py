@@ -72,6 +72,8 @@ class Turns:
                 out += self._user(content, f"{path}.content")
             else:
                 out += self._assistant(content, f"{path}.content")
+        if not out:
+            raise bad("messages", "hold no content the model can read (every turn is empty).")
         return merge_adjacent(out)
 
     def _user(self, content: str | list[Any], path: str) -> list[dict[str, Any]]:
