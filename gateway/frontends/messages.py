@@ -90,12 +90,7 @@ def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes)
     if not requested:
         raise bad("model", "must not be empty.")
     model, context_need = _model(requested, claude_models)
-    if "max_tokens" not in body:
-        raise bad("max_tokens", "is required (a positive integer).", "missing_field")
-    max_tokens = integer(body["max_tokens"], "max_tokens", 1)
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise bad("stream", "must be a boolean.", "invalid_type")
+    max_tokens, stream = _limits(body)
     messages = Turns(thinking_key, ignored).chat_messages(body.get("messages"))
     system = body.get("system")
     if system is not None:
@@ -112,11 +107,22 @@ def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes)
         chat=chat,
         requested_model=requested,
         max_tokens=max_tokens,
-        stream=bool(stream),
+        stream=stream,
         context_need=context_need,
         stop_sequences=stop_sequences(body),
         ignored=ignored.entries(),
     )
+
+
+def _limits(body: dict[str, Any]) -> tuple[int, bool]:
+    """``max_tokens`` (required, positive) and ``stream`` (a boolean, default false)."""
+    if "max_tokens" not in body:
+        raise bad("max_tokens", "is required (a positive integer).", "missing_field")
+    max_tokens = integer(body["max_tokens"], "max_tokens", 1)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise bad("stream", "must be a boolean.", "invalid_type")
+    return max_tokens, bool(stream)
 
 
 def _model(requested: str, claude_models: Mapping[str, str]) -> tuple[str, int | None]:

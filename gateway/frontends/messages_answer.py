@@ -123,18 +123,9 @@ def from_chat(
     choice = choice if isinstance(choice, dict) else {}
     msg = choice.get("message")
     msg = msg if isinstance(msg, dict) else {}
-    blocks: list[dict[str, Any]] = []
-    reasoning = msg.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
-        signature = sign_thinking(reasoning, thinking_key)
-        blocks.append({"type": "thinking", "thinking": reasoning, "signature": signature})
     text = msg.get("content")
     text = text if isinstance(text, str) else ""
-    if text:
-        blocks.append({"type": "text", "text": text, "citations": None})
-    calls = msg.get("tool_calls")
-    if isinstance(calls, list):
-        blocks += [tool_use_block(c) for c in calls if isinstance(c, dict)]
+    blocks = _blocks(msg, text, thinking_key)
     tool_use = any(b["type"] == "tool_use" for b in blocks)
     sequence = None if tool_use else matched_stop(choice, text, stop_sequences)
     reason = stop_reason(choice.get("finish_reason"), tool_use=tool_use, sequence=sequence)
@@ -150,3 +141,18 @@ def from_chat(
         "container": None,
         "usage": usage(answer.get("usage")),
     }
+
+
+def _blocks(msg: dict[str, Any], text: str, key: bytes) -> list[dict[str, Any]]:
+    """Thinking (signed), text, then tool calls: the order the host produced them in."""
+    blocks: list[dict[str, Any]] = []
+    reasoning = msg.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        signature = sign_thinking(reasoning, key)
+        blocks.append({"type": "thinking", "thinking": reasoning, "signature": signature})
+    if text:
+        blocks.append({"type": "text", "text": text, "citations": None})
+    calls = msg.get("tool_calls")
+    if isinstance(calls, list):
+        blocks += [tool_use_block(c) for c in calls if isinstance(c, dict)]
+    return blocks

@@ -127,9 +127,15 @@ class MessagesStream:
         )
         reason = stop_reason(self._finish, tool_use=tool_use, sequence=sequence)
         u = usage(self._usage, self._input_estimate)
-        delta_usage = {k: u[k] for k in ("output_tokens", "cache_read_input_tokens")}
-        if isinstance(self._usage, dict) and "prompt_tokens" in self._usage:
-            delta_usage["input_tokens"] = u["input_tokens"]
+        reported = isinstance(self._usage, dict) and "prompt_tokens" in self._usage
+        delta_usage = {
+            "input_tokens": u["input_tokens"] if reported else None,
+            "output_tokens": u["output_tokens"],
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": u["cache_read_input_tokens"],
+            "output_tokens_details": None,
+            "server_tool_use": None,
+        }
         delta = {
             "stop_reason": reason,
             "stop_sequence": sequence if reason == "stop_sequence" else None,
