@@ -15,9 +15,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from gateway.errors import InvalidRequest, NotFound
+from gateway.api.openapi import errors, json_body, operation
+from gateway.errors import BodyTooLarge, InvalidRequest, NotFound
 from gateway.keys import MICROS, KeyRecord, KeySpec, new_key, period_window
 from gateway.services import Services
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The request body; BodyTooLarge (413) past ``limit`` bytes, as on the chat path."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(
+                f"Request body is larger than the {limit} bytes this gateway accepts."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -60,11 +75,23 @@ async def _find(s: Services, key_id: str) -> KeyRecord:
     return record
 
 
+_KEY = json_body({"type": "object"}, "The key's record and its spend this period.")
+_SPEC = {"$ref": "#/components/schemas/KeySpec"}
+
+
 def register_admin(app: FastAPI, s: Services) -> None:
-    @app.post("/admin/keys")
+    @app.post(
+        "/admin/keys",
+        status_code=201,
+        openapi_extra=operation(
+            "Create a virtual key (the token is in the answer, once).",
+            {"201": _KEY, **errors(400, 401, 403, 413)},
+            body=_SPEC,
+        ),
+    )
     async def _create(request: Request) -> Response:
         s.auth.require_master(request.headers.get("authorization"))
-        spec = _spec(await request.body(), s)
+        spec = _spec(await read_capped(request, s.config.gateway.server.max_body_bytes), s)
         now = time.time()
         token, record = new_key(spec, s.config.gateway.auth.key_defaults, now)
         await s.state.put_key(record)
@@ -74,19 +101,31 @@ def register_admin(app: FastAPI, s: Services) -> None:
         out["note"] = "Store this key now: the gateway keeps only its hash, never the key."
         return _json(out, 201)
 
-    @app.get("/admin/keys")
+    @app.get(
+        "/admin/keys",
+        openapi_extra=operation(
+            "List virtual keys.",
+            {"200": json_body({"type": "object"}, "The keys."), **errors(401, 403)},
+        ),
+    )
     async def _list(request: Request) -> Response:
         s.auth.require_master(request.headers.get("authorization"))
         now = time.time()
         records = await s.state.list_keys()
         return _json({"object": "list", "data": [await describe(s, r, now) for r in records]})
 
-    @app.get("/admin/keys/{key_id}")
+    @app.get(
+        "/admin/keys/{key_id}",
+        openapi_extra=operation("One virtual key.", {"200": _KEY, **errors(401, 403, 404)}),
+    )
     async def _show(key_id: str, request: Request) -> Response:
         s.auth.require_master(request.headers.get("authorization"))
         return _json(await describe(s, await _find(s, key_id), time.time()))
 
-    @app.delete("/admin/keys/{key_id}")
+    @app.delete(
+        "/admin/keys/{key_id}",
+        openapi_extra=operation("Revoke a virtual key.", {"200": _KEY, **errors(401, 403, 404)}),
+    )
     async def _revoke(key_id: str, request: Request) -> Response:
         s.auth.require_master(request.headers.get("authorization"))
         now = time.time()

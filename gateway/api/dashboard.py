@@ -12,8 +12,9 @@ from importlib import resources
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 
+from gateway.api.openapi import errors, json_body, operation
 from gateway.errors import AuthenticationFailed, NotFound, PermissionDenied
 from gateway.observability.overview import overview
 from gateway.services import Services
@@ -60,11 +61,21 @@ def register_dashboard(app: FastAPI, s: Services) -> None:
     backend = s.config.gateway.state.backend
     targets = s.config.catalogue.targets
 
-    @app.get("/dashboard")
+    @app.get(
+        "/dashboard",
+        response_class=HTMLResponse,
+        openapi_extra=operation("The ops page (no data in it).", {}, public=True),
+    )
     async def _page() -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
-    @app.get("/dashboard/data")
+    @app.get(
+        "/dashboard/data",
+        openapi_extra=operation(
+            "The dashboard's JSON (master key when auth is on).",
+            {"200": json_body({"type": "object"}, "Totals, series, circuits."), **errors(401, 403)},
+        ),
+    )
     async def _data(request: Request) -> Response:
         require_master(s, request.headers.get("authorization"))
         body = await overview(s.access.stats, s.metrics, s.state, backend, targets)
@@ -74,7 +85,17 @@ def register_dashboard(app: FastAPI, s: Services) -> None:
             headers={"cache-control": "no-store"},
         )
 
-    @app.get("/dashboard/{name}")  # after /dashboard/data: routes match in order
+    static = {"200": {"description": "The file.", "content": {t: {} for t in _ASSETS.values()}}}
+
+    @app.get(
+        "/dashboard/{name}",
+        response_class=Response,
+        openapi_extra=operation(
+            "The page's script and stylesheet (app.js, style.css).",
+            {**static, **errors(404)},
+            public=True,
+        ),
+    )  # after /dashboard/data: routes match in order
     async def _static(name: str) -> Response:
         if name not in assets:
             raise NotFound(f"No dashboard file {name!r}; the page is GET /dashboard.")

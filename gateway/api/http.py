@@ -15,14 +15,15 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api.admin import register_admin
+from gateway.api.admin import read_capped, register_admin
 from gateway.api.asgi import Receive, Scope, Send, new_request_id, send_error
 from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
+from gateway.api.openapi import OpenAPIDocument, errors, json_body, operation
 from gateway.api.ops import key_bad_targets, readiness
 from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
@@ -75,16 +76,44 @@ def build_fastapi(
             err.status, err.type = 405, "invalid_request_error"
         return _error_response(err, request.headers.get("x-request-id") or new_request_id())
 
-    @app.get("/v1/models")
+    openapi_doc = OpenAPIDocument(
+        app.openapi,
+        ["auto", "glm-4", *s.config.catalogue.variants, *s.config.gateway.aliases],
+        sorted(s.config.catalogue.provider_names),
+    )
+    obj: dict[str, Any] = {"type": "object"}
+
+    @app.get("/openapi.json", openapi_extra=operation("This document.", {}, public=True))
+    async def _openapi() -> Response:
+        return Response(openapi_doc.bytes(), media_type="application/json")
+
+    @app.get(
+        "/v1/models",
+        openapi_extra=operation(
+            "The variant ids plus auto, in OpenAI's list shape.",
+            {"200": json_body(obj, "The model list."), **errors(401, 403)},
+        ),
+    )
     async def _models(request: Request) -> Response:
         await s.auth.identify(request.headers.get("authorization"))
         return ORJSONResponse(models_body(s.config))
 
-    @app.post("/v1/route")
+    @app.post(
+        "/v1/route",
+        openapi_extra=operation(
+            "Explain routing for a chat body (no upstream call).",
+            {
+                "200": json_body(obj, "Needs, ranked candidates, rejections."),
+                **errors(400, 401, 403, 404, 413),
+            },
+            body={"$ref": "#/components/schemas/ChatCompletionRequest"},
+        ),
+    )
     async def _route(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         caller = await s.auth.identify(headers.get("authorization"))
-        body = parse_body(await request.body(), s.config.gateway.limits)
+        raw = await read_capped(request, s.config.gateway.server.max_body_bytes)
+        body = parse_body(raw, s.config.gateway.limits)
         needs = resolve_needs(body, headers, s.config)
         plan = await s.router.plan(needs, caller=caller)
         out = explain(needs, plan, str(body.get("model")), await key_bad_targets(s))
@@ -101,16 +130,23 @@ def build_fastapi(
             },
         )
 
-    @app.get("/healthz")
+    @app.get("/healthz", openapi_extra=operation("Alive.", {}, public=True))
     async def _healthz() -> Response:
         return ORJSONResponse({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        openapi_extra=operation("Config loaded; state backend reachable.", {}, public=True),
+    )
     async def _readyz() -> Response:
         status, body = await readiness(s)
         return ORJSONResponse(body, status_code=status)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        openapi_extra=operation("Prometheus exposition.", {}, public=True),
+    )
     async def _metrics() -> Response:
         backend, targets = s.config.gateway.state.backend, s.config.catalogue.targets
         await s.metrics.refresh_state(s.state, backend, targets)

@@ -1,0 +1,227 @@
+"""Anthropic Messages (``POST /v1/messages``) in and out of the gateway's OpenAI chat form.
+
+:func:`to_chat` turns a Messages body into the chat body the router routes (see
+:mod:`.messages_blocks` for content and :mod:`.messages_params` for parameters);
+:func:`from_chat` turns the chat completion back into a ``Message``; :func:`error_for` renders a
+gateway error in Anthropic's error shape. The stream counterpart is :mod:`.messages_stream`.
+
+Model names: ``[1m]`` at the end of the name (Claude Code's long-context tier) is stripped and
+becomes a context need of :data:`LONG_CONTEXT_NEED` tokens; the rest is looked up in
+``claude_models`` (client name → gateway model: a variant id, ``auto`` or an alias), falling back
+to its ``"*"`` entry, else passed on as sent (the router answers 404 for an unknown model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from gateway.errors import GatewayError
+from gateway.frontends.messages_answer import from_chat
+from gateway.frontends.messages_blocks import Turns
+from gateway.frontends.messages_fields import Ignored, bad, integer, string, text_of
+from gateway.frontends.messages_params import sampling, stop_sequences, thinking, tool_choice, tools
+from gateway.frontends.messages_signature import sign_thinking, verify_thinking
+
+__all__ = [
+    "LONG_CONTEXT_NEED",
+    "MessagesRequest",
+    "error_body",
+    "error_for",
+    "from_chat",
+    "sign_thinking",
+    "to_chat",
+    "verify_thinking",
+]
+
+LONG_CONTEXT_NEED: Final = 200_000
+"""The min-context need a ``[1m]`` model suffix asks for: the largest GLM-4 windows (GLM-4.6 and
+4.7, 200K). No GLM-4 chat variant has 1M, so asking for 1M would make every request a 400."""
+
+_LONG_SUFFIX = "[1m]"
+_HANDLED: Final = frozenset(
+    {
+        "model", "messages", "system", "max_tokens", "stream", "tools", "tool_choice",
+        "temperature", "top_p", "top_k", "stop_sequences", "metadata", "thinking",
+        "output_config", "output_format",
+    }
+)  # fmt: skip
+_IGNORED: Final = frozenset(
+    {
+        "context_management", "service_tier", "container", "inference_geo", "cache_control",
+        "diagnostics", "speed", "user_profile_id",
+    }
+)  # fmt: skip
+"""Known fields that only steer Anthropic's own service: accepted, reported, not forwarded."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRequest:
+    """One Messages request, translated."""
+
+    chat: dict[str, Any]
+    """The OpenAI chat body to route (``model`` already mapped)."""
+    requested_model: str
+    """The client's ``model`` as sent, echoed in answers."""
+    max_tokens: int
+    stream: bool
+    context_need: int | None = None
+    """Minimum context window asked for by a ``[1m]`` suffix, else None."""
+    stop_sequences: list[str] = field(default_factory=list)
+    """The request's stop sequences (the answer reports which one it stopped at)."""
+    ignored: list[str] = field(default_factory=list)
+    """What was accepted but not honoured, ``what=how`` (for ``X-GLM-Ignored``)."""
+
+
+def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes) -> MessagesRequest:
+    """Translate a Messages body; ``thinking_key`` checks replayed thinking signatures.
+
+    Raises :class:`~gateway.errors.InvalidRequest` (``param`` = the field's path) for every
+    malformed field it reads, and its subclass ``NoCapableVariant`` for content or server tools
+    no GLM host here can take. Never raises anything else, whatever the JSON.
+    """
+    if not isinstance(body, dict):
+        raise bad("body", "must be a JSON object.", "invalid_type")
+    ignored = Ignored()
+    requested = string(body.get("model"), "model")
+    if not requested:
+        raise bad("model", "must not be empty.")
+    model, context_need = _model(requested, claude_models)
+    max_tokens, stream = _limits(body)
+    messages = Turns(thinking_key, ignored).chat_messages(body.get("messages"))
+    system = body.get("system")
+    if system is not None:
+        messages = [{"role": "system", "content": text_of(system, "system")}, *messages]
+    chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    if stream:
+        chat["stream"] = True
+    tools(body, chat, ignored)
+    tool_choice(body, chat)
+    sampling(body, chat)
+    thinking(body, chat, ignored)
+    _report_rest(body, ignored)
+    return MessagesRequest(
+        chat=chat,
+        requested_model=requested,
+        max_tokens=max_tokens,
+        stream=stream,
+        context_need=context_need,
+        stop_sequences=stop_sequences(body),
+        ignored=ignored.entries(),
+    )
+
+
+def _limits(body: dict[str, Any]) -> tuple[int, bool]:
+    """``max_tokens`` (required, positive) and ``stream`` (a boolean, default false)."""
+    if "max_tokens" not in body:
+        raise bad("max_tokens", "is required (a positive integer).", "missing_field")
+    max_tokens = integer(body["max_tokens"], "max_tokens", 1)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise bad("stream", "must be a boolean.", "invalid_type")
+    return max_tokens, bool(stream)
+
+
+def _model(requested: str, claude_models: Mapping[str, str]) -> tuple[str, int | None]:
+    name, need = requested, None
+    if name.lower().endswith(_LONG_SUFFIX):
+        name, need = name[: -len(_LONG_SUFFIX)].rstrip(), LONG_CONTEXT_NEED
+    mapped = claude_models.get(name) or claude_models.get("*") or name
+    if not mapped:
+        raise bad("model", "names no model once the [1m] suffix is removed.")
+    return mapped, need
+
+
+def _report_rest(body: dict[str, Any], ignored: Ignored) -> None:
+    if _has_cache_control(body):
+        ignored.field("cache_control=ignored")
+    for key in body:
+        if key in _HANDLED:
+            continue
+        if key == "mcp_servers":
+            _mcp_servers(body[key])
+        elif key in _IGNORED:
+            if body[key] is not None and key != "cache_control":
+                ignored.field(f"{key}=ignored")
+        else:
+            ignored.unknown(key)
+
+
+def _mcp_servers(value: Any) -> None:
+    if value is None or value == []:
+        return
+    raise bad(
+        "mcp_servers",
+        "the gateway does not connect to MCP servers; run them in the client (as tools).",
+        "unsupported_parameter",
+    )
+
+
+def _has_cache_control(node: Any, depth: int = 0) -> bool:
+    """Whether ``cache_control`` appears in the places Anthropic takes it (bounded walk)."""
+    if depth > 4:
+        return False
+    if isinstance(node, dict):
+        if node.get("cache_control") is not None:
+            return True
+        return any(
+            _has_cache_control(node.get(k), depth + 1)
+            for k in ("system", "messages", "tools", "content")
+        )
+    if isinstance(node, list):
+        return any(_has_cache_control(v, depth + 1) for v in node)
+    return False
+
+
+_STATUS_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}
+"""Anthropic's error type per status (anything else: ``api_error``). 413 is
+``invalid_request_error``: Anthropic's docs say ``request_too_large``, but neither its OpenAPI
+spec nor its SDK's ``ErrorObject`` union has that type, and clients parse by the union."""
+
+OVERLOADED_STATUS: Final = 529
+
+
+def error_body(status: int, etype: str, message: str, **extra: Any) -> bytes:
+    """Anthropic's error body ``{"type": "error", "error": {"type", "message", ...extra}}``.
+
+    ``status`` is the HTTP status it goes with (not part of the body; kept for symmetry with
+    :func:`error_for`). A ``request_id`` in ``extra`` goes at the top level, the rest inside
+    ``error`` (Anthropic clients ignore keys they do not know there).
+    """
+    del status
+    request_id = extra.pop("request_id", None)
+    err = {"type": etype, "message": message, **extra}
+    return orjson.dumps({"type": "error", "error": err, "request_id": request_id})
+
+
+def error_for(
+    err: GatewayError, *, overloaded: bool = False, request_id: str | None = None
+) -> tuple[int, bytes]:
+    """The status and Anthropic body for a gateway error.
+
+    ``overloaded`` (the lead's call: every attempt failed for capacity, ``UpstreamsFailed`` with
+    status 503) gives 529 ``overloaded_error``, which Claude Code retries as Anthropic's own.
+    The gateway's ``code``, ``param`` and ``attempts`` stay inside ``error``.
+    """
+    status = err.status
+    if overloaded and status == 503:
+        status, etype = OVERLOADED_STATUS, "overloaded_error"
+    else:
+        etype = _STATUS_TYPES.get(status, "api_error")
+    extra: dict[str, Any] = {"code": err.code}
+    if err.param is not None:
+        extra["param"] = err.param
+    if err.extra:
+        extra.update({k: v for k, v in err.extra.items() if k not in ("type", "message")})
+    return status, error_body(status, etype, err.message, request_id=request_id, **extra)
