@@ -37,6 +37,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.dialects import adapt_request, client_wants_usage, normalise_response
 from gateway.routing import failures as fl
+from gateway.routing.answers import is_event_stream, not_a_stream, parse_answer
 from gateway.routing.planner import Plan
 from gateway.routing.sse import SSEReader, carries_content, event_json, first_choice
 from gateway.routing.structured import SchemaCache, SchemaGuard
@@ -185,7 +186,7 @@ class Router:
                 else:
                     status = resp.status
                     if 200 <= status < 300:
-                        out = self._accept(resp.body, target, rs, changes, started, guard)
+                        out = self._accept(resp, target, rs, changes, started, guard)
                         if isinstance(out, bytes):
                             return out
                         failure = out
@@ -198,21 +199,16 @@ class Router:
 
     def _accept(
         self,
-        raw: bytes,
+        resp: UpstreamResponse,
         target: Target,
         rs: RouteState,
         changes: list[str],
         started: float,
         guard: SchemaGuard | None = None,
     ) -> bytes | fl.Failure:
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return fl.Failure(fl.FailureClass.TRANSIENT, 200, None, "upstream sent invalid JSON")
-        if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
-            return fl.Failure(
-                fl.FailureClass.TRANSIENT, 200, None, "upstream answer has no choices"
-            )
+        obj = parse_answer(resp.body, resp.headers)
+        if isinstance(obj, fl.Failure):
+            return obj
         choice = first_choice(obj)
         fr = choice.get("finish_reason") if choice else None
         failure = fl.classify_finish_reason(fr) if isinstance(fr, str) else None
@@ -254,6 +250,10 @@ class Router:
                     failure = fl.classify_response(resp.status, resp.headers, resp.body)
                     self._failed(rs, target, resp.status, failure, started, tries)
                     continue
+                if not is_event_stream(resp.headers):
+                    failure = await not_a_stream(resp, self._ttft_left(deadline))
+                    self._failed(rs, target, resp.status, failure, started, tries)
+                    continue
                 reader = SSEReader(resp.chunks)
                 got = await self._until_commit(reader, deadline)
                 if isinstance(got, fl.Failure):
@@ -286,8 +286,11 @@ class Router:
             rs.attempts[-1].failure = failure
             rs.outcomes.append(Outcome(target.id, False, took, failure.cls.value, None))
 
+    def _ttft_left(self, deadline: float) -> float:
+        return min(self._routing.ttft_timeout_s, max(0.0, deadline - self._clock()))
+
     async def _until_commit(self, reader: SSEReader, deadline: float) -> list[bytes] | fl.Failure:
-        ttft = min(self._routing.ttft_timeout_s, max(0.0, deadline - self._clock()))
+        ttft = self._ttft_left(deadline)
         prelude: list[bytes] = []
         try:
             async with asyncio.timeout(ttft):
