@@ -6,7 +6,9 @@ tried first, in order of appearance, then global rules; the first rule that matc
 
 Rule fields (all optional)::
 
-    match             {"provider": ..., "model": ..., "variant": ...}; absent keys match anything
+    match             {"provider": ..., "model": ..., "variant": ..., "api": ...}; absent keys
+                      match anything; ``api`` is the surface: ``chat`` (chat completions) or
+                      ``messages`` (the native Anthropic Messages endpoint)
     times             apply only the first N times this rule matched, then skip it
     rate              probability 0-1 that the rule applies to a request (drawn from the
                       book's RNG: ``POST /_sim/faults?seed=N`` makes the draws repeatable)
@@ -27,6 +29,11 @@ Rule fields (all optional)::
                       shape (OpenRouter: a chunk with ``error`` and ``finish_reason: "error"``);
                       ``{api_key}`` in the message as above
     tool_args_object  true: tool-call ``arguments`` as a JSON object (Zhipu's documented type)
+    tool_call         {"name": ..., "arguments": {...}}: call exactly this tool with these
+                      arguments instead of the first tool with generated ones, when the
+                      request offers a tool of that name and its last turn is not a tool
+                      result; otherwise answer text (so an agent's loop ends: call, result,
+                      text). Any dialect, and the Messages surface (a ``tool_use`` block)
     content           reply text instead of the usual answer
     hang              true: never answer; wait until the client goes away
     trickle_ms        never finish: streams send one content chunk every ``trickle_ms``
@@ -63,7 +70,8 @@ from gateway.simulator.models import SimModel
 MARK = "<<sim:"
 _END = ">>"
 _DECODER = json.JSONDecoder()
-_MATCH_KEYS = frozenset({"provider", "model", "variant"})
+_MATCH_KEYS = frozenset({"provider", "model", "variant", "api"})
+APIS = frozenset({"chat", "messages"})
 _PARSE_CACHE_MAX = 4096
 
 
@@ -94,6 +102,7 @@ class Rule:
     tool_args_object: bool = False
     trickle_ms: float = 0.0
     malformed: str | None = None
+    tool_call: Any = None
 
     @property
     def is_error(self) -> bool:
@@ -102,9 +111,12 @@ class Rule:
             return False  # ``status`` is the malformed answer's own status
         return self.body is not None or (self.status is not None and self.status >= 400)
 
-    def matches(self, model: SimModel) -> bool:
-        """Whether every ``match`` key equals the model's provider, model id or variant."""
-        return all(getattr(model, key) == want for key, want in self.match)
+    def matches(self, model: SimModel, api: str = "chat") -> bool:
+        """Whether every ``match`` key equals the model's provider, model id or variant, or
+        (``api``) the surface the request came in on."""
+        return all(
+            (api if key == "api" else getattr(model, key)) == want for key, want in self.match
+        )
 
 
 _NUMBERS = ("retry_after", "latency_ms", "ttft_ms", "chunk_delay_ms", "rate", "trickle_ms")
@@ -138,6 +150,8 @@ def parse_rule(raw: Any) -> Rule:
             kw[name] = value
         elif name in ("hang", "tool_args_object"):
             kw[name] = _typed(name, value, (bool,))
+        elif name == "tool_call":
+            kw[name] = _parse_tool_call(value)
         elif name == "malformed":
             if value not in MALFORMED:
                 raise DirectiveError(f"`malformed` must be one of {', '.join(sorted(MALFORMED))}")
@@ -157,8 +171,20 @@ def _typed(name: str, value: Any, types: tuple[type, ...]) -> Any:
 
 def _parse_match(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or set(value) - _MATCH_KEYS:
-        raise DirectiveError("`match` takes an object with provider, model and/or variant")
+        raise DirectiveError("`match` takes an object with provider, model, variant and/or api")
+    if "api" in value and value["api"] not in APIS:
+        raise DirectiveError(f"`match.api` must be one of {', '.join(sorted(APIS))}")
     return tuple((k, str(v)) for k, v in value.items())
+
+
+def _parse_tool_call(value: Any) -> dict[str, Any]:
+    name = value.get("name") if isinstance(value, dict) else None
+    args = value.get("arguments", {}) if isinstance(value, dict) else None
+    if not isinstance(name, str) or not name or not isinstance(args, dict):
+        raise DirectiveError('`tool_call` takes {"name": string, "arguments": object}')
+    if set(value) - {"name", "arguments"}:
+        raise DirectiveError("`tool_call` takes only name and arguments")
+    return {"name": name, "arguments": args}
 
 
 KEY_MARK = "{api_key}"
@@ -251,23 +277,24 @@ class FaultBook:
         self.set_global(())
         self._counts.clear()
 
-    def select(self, directives: Sequence[str], model: SimModel) -> Rule | None:
-        """The first rule that applies to a request for ``model``, counting it if it does.
+    def select(self, directives: Sequence[str], model: SimModel, api: str = "chat") -> Rule | None:
+        """The first rule that applies to a request for ``model`` on surface ``api``, counting
+        it if it does.
 
         Raises DirectiveError for a directive that does not parse.
         """
         for text in directives:
             for i, rule in enumerate(self._parse(text)):
-                if self._applies(("p:" + text, i), rule, model):
+                if self._applies(("p:" + text, i), rule, model, api):
                     return rule
         key = f"g:{self._generation}"
         for i, rule in enumerate(self._global):
-            if self._applies((key, i), rule, model):
+            if self._applies((key, i), rule, model, api):
                 return rule
         return None
 
-    def _applies(self, key: tuple[str, int], rule: Rule, model: SimModel) -> bool:
-        if not rule.matches(model):
+    def _applies(self, key: tuple[str, int], rule: Rule, model: SimModel, api: str) -> bool:
+        if not rule.matches(model, api):
             return False
         if rule.rate is not None and self._rng.random() >= rule.rate:
             return False
