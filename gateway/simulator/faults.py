@@ -14,7 +14,11 @@ Rule fields (all optional)::
                       book's RNG: ``POST /_sim/faults?seed=N`` makes the draws repeatable)
     status            HTTP status; >= 400 (or with ``body``) answers with an error
     code, message     error code and text, shaped per dialect; ``{api_key}`` in the text is
-                      replaced by the bearer key the request carried (a host echoing it)
+                      replaced by the bearer key the request carried (a host echoing it).
+                      On the Messages surface the error's ``type`` follows the status
+                      (429 ``rate_limit_error``, 529 ``overloaded_error``, 500 ``api_error``
+                      ...) or ``code`` when that is an Anthropic error type; another code is
+                      kept as ``error.code``
     body              raw JSON body returned with ``status`` (default 500)
     retry_after       seconds, sent as the Retry-After header
     latency_ms        delay before the response head
@@ -23,11 +27,14 @@ Rule fields (all optional)::
     cut_after_chunks  streams: abort the connection after N content chunks (with
                       ``finish_reason``: end there with it instead); non-streams: close the
                       connection without an answer
-    finish_reason     end the answer with this finish_reason (``network_error``, ``sensitive``)
+    finish_reason     end the answer with this finish_reason (``network_error``, ``sensitive``);
+                      on Messages as a ``stop_reason`` (``stop`` -> ``end_turn``, ``length`` ->
+                      ``max_tokens``, ``sensitive`` -> ``refusal``; others verbatim)
     stream_error      streams: {"code", "message"}: after ``cut_after_chunks`` content chunks
                       (default 0) send an error event inside the 200 stream, in the dialect's
-                      shape (OpenRouter: a chunk with ``error`` and ``finish_reason: "error"``);
-                      ``{api_key}`` in the message as above
+                      shape (OpenRouter: a chunk with ``error`` and ``finish_reason: "error"``;
+                      Messages: ``event: error``, typed by ``code`` as above, else
+                      ``api_error``); ``{api_key}`` in the message as above
     tool_args_object  true: tool-call ``arguments`` as a JSON object (Zhipu's documented type)
     tool_call         {"name": ..., "arguments": {...}}: call exactly this tool with these
                       arguments instead of the first tool with generated ones, when the
@@ -40,7 +47,7 @@ Rule fields (all optional)::
                       after the head; non-streams send the head, then one space (legal JSON
                       whitespace) every ``trickle_ms``; until the client goes away
     malformed         a broken 200 answer (after ``cut_after_chunks`` content chunks, default
-                      0, for streams):
+                      0, for streams; on Messages ``no_done`` leaves out ``message_stop``):
                         bad_json       JSON cut in half (streams: one event of broken JSON,
                                        then the rest of the stream and ``[DONE]``)
                         html           a text/html page instead of JSON or SSE (with
