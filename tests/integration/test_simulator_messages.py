@@ -374,3 +374,58 @@ async def test_tool_call_on_the_chat_dialect(sim_server: SimServer) -> None:
         ]
         second = await c.chat.completions.create(model="glm-4.7", messages=messages, tools=tools)
         assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content
+
+
+CLAUDE_CODE_BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14"
+
+
+async def test_a_claude_code_shaped_loop(sim_server: SimServer) -> None:
+    """What ``claude -p`` sends (agent-apis.md): bearer token, betas, cached system blocks,
+    many tools, adaptive thinking, extra fields; a tool call, its result, then text."""
+    tools = [BASH, READ] + [
+        {"name": f"Tool{i}", "input_schema": {"type": "object"}} for i in range(22)
+    ]
+    system = [
+        {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "Be brief. " * 500},
+    ]
+    rule = {"tool_call": {"name": "Bash", "arguments": {"command": "echo hi"}}}
+    messages: list[Any] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "say hi <<sim:" + orjson.dumps(rule).decode() + ">>"}
+            ],
+        }
+    ]
+    extra = {
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
+        "metadata": {"user_id": '{"device_id": "d", "session_id": "s"}'},
+    }
+    async with anthropic.AsyncAnthropic(
+        base_url=f"{sim_server.url}/zai/anthropic", auth_token="t", max_retries=0
+    ) as c:
+        answers = []
+        for _ in range(2):
+            async with c.messages.stream(
+                model="glm-4.7", max_tokens=64_000, system=system, messages=messages,
+                tools=tools, thinking={"type": "adaptive"},
+                extra_body=extra,
+                extra_headers={"anthropic-beta": CLAUDE_CODE_BETAS},
+            ) as s:  # fmt: skip
+                final = await s.get_final_message()
+            answers.append(final)
+            messages.append(
+                {"role": "assistant", "content": [b.model_dump() for b in final.content]}
+            )
+            uses = [b for b in final.content if b.type == "tool_use"]
+            results = [
+                {"type": "tool_result", "tool_use_id": u.id, "content": "hi\n"} for u in uses
+            ]
+            messages.append({"role": "user", "content": results})
+    assert [a.stop_reason for a in answers] == ["tool_use", "end_turn"]
+    assert [[b.type for b in a.content] for a in answers] == [
+        ["thinking", "tool_use"],
+        ["thinking", "text"],
+    ]
