@@ -48,12 +48,7 @@ async def messages_route(request: web.Request) -> web.StreamResponse:
     """Record, then refuse as the host would (auth, body, model), apply a fault, or answer."""
     state = request.app[STATE]
     provider = request.match_info["provider"]
-    raw = await request.read()
-    try:
-        body: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    state.record(request, provider, raw.decode(errors="replace") if body is None else body, API)
+    body = await state.read_body(request, provider, API)
     if state.table.dialect(provider) != d.ZHIPU:
         return error_response(d.not_found(request.path))
     key = request_key(request.headers.get("x-api-key"), request.headers.get("Authorization"))

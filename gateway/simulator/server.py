@@ -103,12 +103,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     """Record, then refuse as the host would (auth, body, model), apply a fault, or answer."""
     state = request.app[STATE]
     provider = request.match_info["provider"]
-    raw = await request.read()
-    try:
-        body: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    state.record(request, provider, body if body is not None else raw.decode(errors="replace"))
+    body = await state.read_body(request, provider, "chat")
     dialect = state.table.dialect(provider)
     if dialect is None:
         return error_response(d.unknown_provider(provider))

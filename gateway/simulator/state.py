@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.simulator.faults import FaultBook
@@ -58,6 +59,17 @@ class SimState:
     def next_uid(self) -> str:
         """A fresh id suffix, unique within this simulator."""
         return f"sim{self._prefix}{next(self._ids):08x}"
+
+    async def read_body(self, request: web.Request, provider: str, api: str) -> Any:
+        """Read the request's JSON body and log the request; ``None`` when the body is not
+        JSON (logged as text)."""
+        raw = await request.read()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        self.record(request, provider, raw.decode(errors="replace") if body is None else body, api)
+        return body
 
     def record(self, request: web.Request, provider: str, body: Any, api: str = "chat") -> None:
         """Append a request to the log, ``Authorization`` and ``x-api-key`` values replaced by
