@@ -298,6 +298,14 @@ def _check_gateway(gateway: GatewayFile, file: str, variants: Mapping[str, Varia
                 problems.append(
                     f"{file}: aliases.{name}.variants[{j}]: {_unknown_variant(vid, variants)}"
                 )
+    known = {*variants, *gateway.aliases, *RESERVED_MODEL_NAMES}
+    written = "frontends" in gateway.model_fields_set  # the defaults name shipped aliases
+    for name, model in gateway.frontends.messages.claude_models.items():
+        if written and model not in known:
+            problems.append(
+                f"{file}: frontends.messages.claude_models.{name}: {model!r} is not a variant "
+                "id, an alias or auto"
+            )
     if gateway.state.backend == "redis" and not gateway.state.redis_url:
         problems.append(
             f"{file}: state.redis_url: required when state.backend is 'redis' "

@@ -270,9 +270,33 @@ class RouteAlias(Strict):
     description: str | None = None
 
 
+class MessagesConfig(Strict):
+    """Anthropic Messages (``/v1/messages``): Claude model names, thinking signatures."""
+
+    claude_models: dict[str, str] = Field(
+        default_factory=lambda: {
+            "claude-opus": "best",
+            "claude-sonnet": "coding",
+            "claude-haiku": "fast",
+            "claude": "coding",
+        }
+    )
+    """Client model name prefix → gateway model (variant id, alias or ``auto``); the longest
+    prefix wins, other names are taken as sent. These names are also listed by ``GET /v1/models``
+    for Anthropic clients (Claude Code's picker shows only ``claude*`` ids)."""
+    thinking_key: str | None = None
+    """Signs the thinking blocks the gateway returns, so a replayed block is known unmodified.
+    Replicas must share it. Unset: derived from ``auth.master_key``, else random per process."""
+
+
+class FrontendsConfig(Strict):
+    messages: MessagesConfig = MessagesConfig()
+
+
 class GatewayFile(Strict):
     server: ServerConfig = ServerConfig()
     limits: RequestLimits = RequestLimits()
+    frontends: FrontendsConfig = FrontendsConfig()
     routing: RoutingConfig = RoutingConfig()
     auth: AuthConfig = AuthConfig()
     state: StateConfig = StateConfig()
