@@ -203,3 +203,18 @@ async def test_504_deadline(gw: Proc) -> None:
         assert_glm_headers(r.headers)
     rec = await wait_for_log(gw, rid)
     assert rec["status"] == 504 and rec["api"] == "messages"
+
+
+async def test_type_slips_in_a_replay_are_400s_naming_the_field(gw: Proc) -> None:
+    """A replayed ``tool_use`` whose ``input`` is an array crashed a proxy elsewhere."""
+    use = {"type": "tool_use", "id": "toolu_x", "name": "Bash", "input": ["ls"]}
+    result = {"type": "tool_result", "tool_use_id": "toolu_x", "content": [{"type": "text"}]}
+    for turns, param in (
+        ([{"role": "assistant", "content": [use]}], "messages[1].content[0].input"),
+        ([{"role": "user", "content": [result]}], "messages[1].content[0].content[0].text"),
+    ):
+        payload = body("hi", messages=[{"role": "user", "content": "hi"}, *turns])
+        r = await post(gw, payload)
+        assert r.status_code == 400, r.text
+        assert check_error(r.json()).error.type == "invalid_request_error"
+        assert r.json()["error"]["param"] == param

@@ -164,8 +164,10 @@ async def test_failure_before_the_first_byte_is_invisible(gw: Proc, simulator: P
         {"cut_after_chunks": 2},
         {"cut_after_chunks": 2, "finish_reason": "network_error"},
         {"stream_error": {"code": "1234", "message": "host fell over"}, "cut_after_chunks": 2},
+        {"malformed": "no_done", "cut_after_chunks": 2},  # a clean close, half an answer
+        {"malformed": "truncated_sse", "cut_after_chunks": 2},
     ],
-    ids=["cut", "network_error", "stream_error"],
+    ids=["cut", "network_error", "stream_error", "no_done", "truncated_sse"],
 )
 async def test_failure_after_the_first_byte_is_an_error_event(
     gw: Proc, fault: dict[str, Any]
