@@ -53,7 +53,12 @@ def number(value: Any, path: str, lo: float, hi: float) -> float:
 
 
 def integer(value: Any, path: str, lo: int) -> int:
-    """``value`` if it is an integer (not a bool) ``>= lo``; raises InvalidRequest otherwise."""
+    """``value`` if it is an integer (not a bool) ``>= lo``; raises InvalidRequest otherwise.
+
+    A number with a zero fraction (``1024.0``) is an integer, as JSON Schema (and so
+    Anthropic's spec) has it; it comes back as an ``int``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise bad(path, "must be an integer.", "invalid_type")
     if value < lo:

@@ -461,6 +461,17 @@ def test_bad_fields_name_their_path(patch: dict[str, Any], param: str) -> None:
     assert exc.value.param == param
 
 
+def test_integral_numbers_are_integers_as_json_schema_says() -> None:
+    """``max_tokens: 3377.0`` meets the spec's ``type: integer`` (Schemathesis sends it)."""
+    body = {**base(messages=[{"role": "user", "content": "x"}]), "max_tokens": 3377.0}
+    req = to_chat(body, MODELS, thinking_key=KEY)
+    assert req.max_tokens == 3377 and isinstance(req.chat["max_tokens"], int)
+    for bad_value in (3377.5, 1e300, float("inf")):
+        with pytest.raises(InvalidRequest) as exc:
+            chat_of({**base(messages=[{"role": "user", "content": "x"}]), "max_tokens": bad_value})
+        assert exc.value.param == "max_tokens"
+
+
 # --- replayed thinking ----------------------------------------------------------------------
 
 
