@@ -47,6 +47,23 @@ def event(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+def _delta_head(index: int, kind: str, field: str) -> bytes:
+    """The bytes of a ``content_block_delta`` event up to its delta's text: what
+    ``event("content_block_delta", ...)`` writes, built once per block, not once per chunk."""
+    return (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+        + str(index).encode()
+        + b',"delta":{"type":"'
+        + kind.encode()
+        + b'","'
+        + field.encode()
+        + b'":'
+    )
+
+
+_DELTA_TAIL = b"}}\n\n"
+
+
 class MessagesStream:
     """The state of one Messages stream; not thread-safe, one per response."""
 
@@ -63,6 +80,8 @@ class MessagesStream:
         self.id = message_id()
         self._index = 0
         self._open: str | None = None
+        self._head = b""
+        """The open block's delta event head (:func:`_delta_head`)."""
         self._thinking: list[str] = []
         self._text_tail = ""
         self._calls: list[_Call] = []
@@ -98,18 +117,20 @@ class MessagesStream:
         """The events for one normalised ``chat.completion.chunk`` (often none)."""
         if self._done:
             return b""
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
+        usage = chunk.get("usage")
+        if usage is not None and isinstance(usage, dict):
+            self._usage = usage
         choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices else None
+        if not choices or not isinstance(choices, list):
+            return b""
+        choice = choices[0]
         if not isinstance(choice, dict):
             return b""
-        out = b""
         delta = choice.get("delta")
-        if isinstance(delta, dict):
-            out += self._delta(delta)
-        if isinstance(choice.get("finish_reason"), str):
-            self._finish = choice["finish_reason"]
+        out = self._delta(delta) if delta and isinstance(delta, dict) else b""
+        finish = choice.get("finish_reason")
+        if finish is not None and isinstance(finish, str):
+            self._finish = finish
             said = matched_stop(choice, "", self.stops)
             self._matched = said or self._matched
         return out
@@ -159,15 +180,20 @@ class MessagesStream:
     def _delta(self, delta: dict[str, Any]) -> bytes:
         out = b""
         reasoning = delta.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
-            out += self._open_block("thinking")
+        if reasoning and isinstance(reasoning, str):
+            if self._open != "thinking":
+                out += self._open_block("thinking")
             self._thinking.append(reasoning)
-            out += self._block_delta({"type": "thinking_delta", "thinking": reasoning})
+            out += self._head + orjson.dumps(reasoning) + _DELTA_TAIL
         text = delta.get("content")
-        if isinstance(text, str) and text:
-            out += self._open_block("text")
-            self._text_tail = (self._text_tail + text)[-256:]
-            out += self._block_delta({"type": "text_delta", "text": text})
+        if text and isinstance(text, str):
+            if self._open != "text":
+                out += self._open_block("text")
+            if self.stops:  # only a stop sequence needs the text's end
+                self._text_tail = (self._text_tail + text)[-256:]
+            out += self._head + orjson.dumps(text) + _DELTA_TAIL
+        if "tool_calls" not in delta:
+            return out
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for position, call in enumerate(calls):
@@ -200,8 +226,10 @@ class MessagesStream:
         block: dict[str, Any]
         if kind == "thinking":
             block = {"type": "thinking", "thinking": "", "signature": ""}
+            self._head = _delta_head(self._index, "thinking_delta", "thinking")
         else:
             block = {"type": "text", "text": "", "citations": None}
+            self._head = _delta_head(self._index, "text_delta", "text")
         self._open = kind
         start = {"type": "content_block_start", "index": self._index, "content_block": block}
         return out + event("content_block_start", start)

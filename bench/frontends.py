@@ -1,0 +1,152 @@
+"""What the Messages front-end costs over chat: the same upstream answer relayed as an OpenAI
+chat stream and as an Anthropic Messages stream, gateway CPU µs per request, in process.
+
+The app, config and canned upstream are :mod:`inproc`'s (auth on, capability routing, metrics,
+in-memory state, access log to /dev/null; the bench's static 50-chunk stream, answered at
+once). Each round measures chat, then Messages, on the same body content and the same
+``model`` (so the same plan and host dialect); the ratio is taken per round and its median
+reported, which cancels most of a shared machine's drift. Non-streamed answers are measured the
+same way (``--shapes json,sse``).
+
+    .venv/bin/python bench/frontends.py                      # sse, 7 alternated rounds
+    .venv/bin/python bench/frontends.py --shapes json,sse --rounds 9 --n 2000
+    .venv/bin/python bench/frontends.py --profile messages   # cProfile of the Messages stream
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from inproc import MASTER, build
+
+SYSTEM = "You are a concise assistant. Answer in one short paragraph."
+USER = "Summarise why a gateway should add as little latency as it can."
+TARGET = 1.3
+"""The issue's bound: a Messages stream at most 1.3x the gateway CPU of the same chat stream."""
+
+
+def bodies(model: str, stream: bool) -> dict[str, tuple[str, bytes, list[tuple[bytes, bytes]]]]:
+    """API -> (path, body, headers) for the same conversation in each API's shape."""
+    chat: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
+        "max_tokens": 256,
+    }
+    messages: dict[str, Any] = {
+        "model": model,
+        "system": SYSTEM,
+        "messages": [{"role": "user", "content": USER}],
+        "max_tokens": 256,
+    }
+    if stream:
+        chat["stream"] = messages["stream"] = True
+    bearer = [(b"authorization", b"Bearer " + MASTER.encode())]
+    keyed = [(b"x-api-key", MASTER.encode()), (b"anthropic-version", b"2023-06-01")]
+    return {
+        "chat": ("/v1/chat/completions", orjson.dumps(chat), bearer),
+        "messages": ("/v1/messages", orjson.dumps(messages), keyed),
+    }
+
+
+async def one(app: Any, path: str, body: bytes, auth: list[tuple[bytes, bytes]]) -> int:
+    """One request through the ASGI app; the answer is received and dropped."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            *auth,
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    sent = [False]
+    status = [0]
+    gate = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gate.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.start":
+            status[0] = msg["status"]
+
+    await app(scope, receive, send)
+    gate.set()
+    await asyncio.sleep(0)  # one loop turn per request, as under a server (per-turn flushes)
+    return status[0]
+
+
+async def run(app: Any, request: tuple[str, bytes, list[tuple[bytes, bytes]]], n: int) -> float:
+    """CPU µs per request over ``n`` sequential requests (after 200 to warm up)."""
+    for _ in range(200):
+        status = await one(app, *request)
+        assert status == 200, f"{request[0]} answered {status}"
+    t0 = time.process_time()
+    for _ in range(n):
+        await one(app, *request)
+    return (time.process_time() - t0) / n * 1e6
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--src", default=str(Path(__file__).resolve().parent.parent))
+    p.add_argument("--n", type=int, default=2000, help="requests per measurement")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--model", default="auto", help="the same `model` for both APIs")
+    p.add_argument("--shapes", type=lambda s: s.split(","), default=["sse"])
+    p.add_argument("--profile", choices=["chat", "messages"])
+    p.add_argument("--top", type=int, default=35)
+    args = p.parse_args()
+    app = build(Path(args.src).resolve())
+    import uvloop
+
+    loop = uvloop.new_event_loop()  # what `glm-gateway serve` runs on
+    if args.profile:
+        request = bodies(args.model, stream=True)[args.profile]
+        loop.run_until_complete(run(app, request, 300))
+        prof = cProfile.Profile()
+        prof.enable()
+        loop.run_until_complete(run(app, request, args.n))
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.top)
+        print(out.getvalue())
+        return 0
+    for shape in args.shapes:
+        requests = bodies(args.model, stream=shape == "sse")
+        chat, messages, ratios = [], [], []
+        for _ in range(args.rounds):
+            c = loop.run_until_complete(run(app, requests["chat"], args.n))
+            m = loop.run_until_complete(run(app, requests["messages"], args.n))
+            chat.append(c)
+            messages.append(m)
+            ratios.append(m / c)
+        ratio = statistics.median(ratios)
+        verdict = "within" if ratio <= TARGET else "ABOVE"
+        print(
+            f"{shape}: chat {statistics.median(chat):.1f} µs/request, messages "
+            f"{statistics.median(messages):.1f} µs/request, ratio {ratio:.2f} "
+            f"({verdict} {TARGET}; per-round ratios: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
