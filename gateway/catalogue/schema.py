@@ -117,9 +117,14 @@ class ProviderConfig(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: PositiveFloat | None = None
     litellm_params: dict[str, Any] = Field(default_factory=dict)
+    anthropic_base_url: str | None = None
+    """The host's own Anthropic Messages endpoint (``POST {anthropic_base_url}/v1/messages``,
+    e.g. Z.ai's ``https://api.z.ai/api/anthropic``): a Messages request routed to one of this
+    provider's deployments is forwarded there as sent (model id set), with the client's
+    ``anthropic-version`` / ``anthropic-beta``, instead of being translated to chat."""
     deployments: list[Deployment]
 
-    @field_validator("base_url")
+    @field_validator("base_url", "anthropic_base_url")
     @classmethod
     def _no_trailing_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v

@@ -44,10 +44,10 @@ class ChatFrontEnd:
             raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
         return Inbound(body, stream is True)
 
-    def render(self, answer: bytes, inbound: Inbound) -> bytes:
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
         return answer
 
-    def stream(self, inbound: Inbound) -> _Passthrough:
+    def stream(self, inbound: Inbound, native: bool = False) -> _Passthrough:
         return _PASSTHROUGH
 
     def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:

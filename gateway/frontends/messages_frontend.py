@@ -18,7 +18,8 @@ from gateway.edge.asgi import JSON_CT, SSE_HEADERS, safe_header
 from gateway.errors import GatewayError, UpstreamsFailed
 from gateway.frontends.base import Headers, Inbound
 from gateway.frontends.messages import MessagesRequest, error_for, from_chat, to_chat
-from gateway.frontends.messages_stream import MessagesStream
+from gateway.frontends.messages_native import MessagesNative
+from gateway.frontends.messages_stream import MessagesStream, event
 from gateway.routing.sse import event_json, is_done
 from gateway.tenancy.shedding import Overloaded
 
@@ -62,13 +63,13 @@ class _MessagesOut:
 
     def relay(self, chunk: bytes) -> bytes:
         out = b""
-        for event in chunk.split(b"\n\n"):
-            if not event:
+        for ev in chunk.split(b"\n\n"):
+            if not ev:
                 continue
-            if is_done(event):
+            if is_done(ev):
                 out += self._s.end()
                 continue
-            obj = event_json(event)
+            obj = event_json(ev)
             if isinstance(obj, dict):
                 out += self._s.feed(obj)
         return out
@@ -77,6 +78,34 @@ class _MessagesOut:
         status, body = error_for(err, overloaded=_overloaded(err))
         etype = orjson.loads(body)["error"]["type"]
         return self._s.error(status, etype, err.message)
+
+
+class _NativeOut:
+    """A host's own Messages stream: passed on, the client's model name put back."""
+
+    __slots__ = ("_requested", "_started")
+
+    def __init__(self, requested: str) -> None:
+        self._requested = orjson.dumps(requested)
+        self._started = False
+
+    def begin(self) -> bytes:
+        return b""
+
+    def relay(self, chunk: bytes) -> bytes:
+        if self._started or b"message_start" not in chunk:
+            return chunk
+        self._started = True
+        head, sep, rest = chunk.partition(b"\n\n")
+        obj = event_json(head)
+        if isinstance(obj, dict) and isinstance(obj.get("message"), dict):
+            obj["message"]["model"] = orjson.loads(self._requested)
+            head = event("message_start", obj).rstrip(b"\n")
+        return head + sep + rest
+
+    def fail(self, err: GatewayError) -> bytes:
+        _, body = error_for(err, overloaded=_overloaded(err))
+        return event("error", orjson.loads(body))
 
 
 class MessagesFrontEnd:
@@ -94,10 +123,15 @@ class MessagesFrontEnd:
         extra: Headers = []
         if req.ignored:
             extra.append((b"x-glm-ignored", safe_header(",".join(req.ignored))))
-        return Inbound(req.chat, req.stream, extra, req.context_need, req)
+        native = MessagesNative(body, headers)
+        return Inbound(req.chat, req.stream, extra, req.context_need, req, native)
 
-    def render(self, answer: bytes, inbound: Inbound) -> bytes:
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
         req: MessagesRequest = inbound.state
+        if native:  # the host's own Message: only the model name goes back to the client's
+            message = orjson.loads(answer)
+            message["model"] = req.requested_model
+            return orjson.dumps(message)
         message = from_chat(
             orjson.loads(answer),
             req.requested_model,
@@ -106,8 +140,10 @@ class MessagesFrontEnd:
         )
         return orjson.dumps(message)
 
-    def stream(self, inbound: Inbound) -> _MessagesOut:
+    def stream(self, inbound: Inbound, native: bool = False) -> _MessagesOut | _NativeOut:
         req: MessagesRequest = inbound.state
+        if native:
+            return _NativeOut(req.requested_model)
         return _MessagesOut(
             MessagesStream(
                 req.requested_model, thinking_key=self._key, stop_sequences=req.stop_sequences
