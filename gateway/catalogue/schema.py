@@ -289,6 +289,10 @@ class MessagesConfig(Strict):
     """Client model name prefix → gateway model (variant id, alias or ``auto``); the longest
     prefix wins, other names are taken as sent. These names are also listed by ``GET /v1/models``
     for Anthropic clients (Claude Code's picker shows only ``claude*`` ids)."""
+    max_output_tokens: PositiveInt = 32000
+    """Messages' ``max_tokens`` is a ceiling that agents set high (Claude Code: 64k-128k); the
+    routed request asks at most this many output tokens (reported in ``X-GLM-Ignored``), so the
+    context need stays prompt + this and a long session keeps every capable window."""
     thinking_key: str | None = None
     """Signs the thinking blocks the gateway returns, so a replayed block is known unmodified.
     Replicas must share it. Unset: derived from ``auth.master_key``, else random per process."""

@@ -110,15 +110,22 @@ class MessagesFrontEnd:
     name = "messages"
     stream_headers: Headers = SSE_HEADERS
 
-    def __init__(self, claude_models: Mapping[str, str], thinking_key: bytes) -> None:
+    def __init__(
+        self, claude_models: Mapping[str, str], thinking_key: bytes, max_output: int = 32000
+    ) -> None:
         self._models = ClaudeModels(claude_models)
         self._key = thinking_key
+        self._max_output = max_output
 
     def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Inbound:
         req = to_chat(body, self._models, thinking_key=self._key)
         if req.stream:  # the stream's message_delta reports usage: always ask the host for it
             req.chat["stream_options"] = {"include_usage": True}
-        extra = [("x-glm-ignored", ",".join(req.ignored))] if req.ignored else []
+        ignored = list(req.ignored)
+        if req.max_tokens > self._max_output:  # a ceiling set high: ask what a host can give
+            req.chat["max_tokens"] = self._max_output
+            ignored.append(f"max_tokens=clamped:{self._max_output}")
+        extra = [("x-glm-ignored", ",".join(ignored))] if ignored else []
         native = MessagesNative(body, headers)
         return Inbound(req.chat, req.stream, extra, req.context_need, req, native)
 

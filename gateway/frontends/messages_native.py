@@ -48,14 +48,56 @@ def _tokens(usage: Any) -> dict[str, int] | None:
     return got or None
 
 
+def fold_system_turns(messages: Any) -> Any:
+    """Anthropic's API takes only ``user`` and ``assistant`` turns; Claude Code also sends
+    ``role: system`` mid-conversation (a beta). For a host's own Messages endpoint each such
+    turn becomes a ``<system-reminder>`` text block at the head of the next user turn (as
+    Claude Code itself does when a host refuses it), or a user turn of its own at the end."""
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and m.get("role") == "system" for m in messages
+    ):
+        return messages
+    out: list[Any] = []
+    pending: list[dict[str, Any]] = []
+    for msg in messages:
+        if isinstance(msg, dict) and msg.get("role") == "system":
+            pending.append(
+                {"type": "text", "text": f"<system-reminder>{_text(msg)}</system-reminder>"}
+            )
+            continue
+        if pending and isinstance(msg, dict) and msg.get("role") == "user":
+            content = msg.get("content")
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            msg = {**msg, "content": [*pending, *(blocks if isinstance(blocks, list) else [])]}
+            pending = []
+        out.append(msg)
+    if pending:
+        out.append({"role": "user", "content": pending})
+    return out
+
+
+def _text(msg: dict[str, Any]) -> str:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(b.get("text", ""))
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "text"
+        )
+    return ""
+
+
 class MessagesNative:
     """One Messages request, ready for hosts that speak Messages."""
 
     api = "messages"
-    __slots__ = ("_body", "headers")
+    __slots__ = ("_body", "_messages", "headers")
 
     def __init__(self, body: dict[str, Any], headers: Mapping[str, str]) -> None:
         self._body = body
+        self._messages = fold_system_turns(body.get("messages"))
         self.headers = passed_headers(headers)
 
     def serves(self, target: Target) -> bool:
@@ -66,7 +108,7 @@ class MessagesNative:
         return target.messages_url
 
     def body(self, target: Target) -> dict[str, Any]:
-        return {**self._body, "model": target.model}
+        return {**self._body, "model": target.model, "messages": self._messages}
 
     def accept(self, raw: bytes) -> tuple[bytes, dict[str, int]] | str:
         try:
