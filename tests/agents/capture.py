@@ -28,6 +28,7 @@ from tests.support.agents import (  # noqa: E402
     AGENTS,
     CLAUDE,
     NO_TRAFFIC_ENV,
+    connects,
     package_version,
 )
 from tests.support.anthropic_recorder import Recorder  # noqa: E402
@@ -86,28 +87,6 @@ def clean_headers(headers: list[list[str]]) -> list[list[str]]:
             v = "<key>"
         out.append([k, v])
     return out
-
-
-def connects(trace: Path, port: int) -> list[str]:
-    """Every distinct connect() destination in an strace log (the recorder's port named)."""
-    seen: list[str] = []
-    for line in trace.read_text().splitlines():
-        if "connect(" not in line:
-            continue
-        m = re.search(
-            r'sin6?_port=htons\((\d+)\).*?(?:inet_addr|inet_pton\(AF_INET6, )\("?([^")]+)', line
-        )
-        u = re.search(r'sun_path="([^"]+)"', line)
-        if m:
-            p = "<recorder>" if int(m.group(1)) == port else m.group(1)
-            dest = f"{m.group(2)}:{p}"
-        elif u:
-            dest = "unix:" + u.group(1)
-        else:
-            continue
-        if dest not in seen:
-            seen.append(dest)
-    return seen
 
 
 def run_claude(run: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ answers text, so each agent loop is: call, run the tool locally, send the result
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.agents import installed, run_ai_sdk, run_claude
+from tests.support.agents import (
+    ROOT,
+    connects,
+    installed,
+    package_version,
+    run_ai_sdk,
+    run_claude,
+)
+from tests.support.anthropic_recorder import Recorder
 from tests.support.e2e import (
     MASTER_KEY,
     directive,
@@ -197,3 +206,35 @@ def test_ai_sdk_generate_and_stream_with_a_tool(
     assert out["stream"]["errors"] == []
     upstream = [q["body"] for q in sim_requests(simulator, tag) if isinstance(q.get("body"), dict)]
     assert sum(_tool_result_in(b, "temperature_c") for b in upstream) >= 2, upstream
+
+
+@pytest.mark.skipif(
+    shutil.which("strace") is None, reason="strace missing: tests/support/system-deps.sh"
+)
+def test_claude_code_connects_to_nothing_but_the_base_url(tmp_path: Path) -> None:
+    """With the no-traffic switches, every socket Claude Code opens goes to ANTHROPIC_BASE_URL:
+    no DNS lookup, no telemetry, no update check (a recording server stands in for the gateway)."""
+    trace = tmp_path / "connect.trace"
+    with Recorder() as rec:
+        run = run_claude(["-p", "say hi"], rec.url, "x", tmp_path / "home", strace_to=trace)
+        seen = [(q["method"], q["path"].split("?")[0]) for q in rec.requests]
+    assert run.returncode == 0, run
+    assert "hi from the recorder" in run.stdout
+    assert connects(trace, rec.port) == ["127.0.0.1:<recorder>"]
+    assert seen == [("POST", "/v1/messages")]
+
+
+def test_captures_are_of_the_pinned_versions() -> None:
+    """tests/data/agents/ holds a capture of each pinned client version: bumping a pin in
+    tests/agents/package.json needs a new capture (python tests/agents/capture.py)."""
+    data = ROOT / "tests" / "data" / "agents"
+    for name, prefix in (
+        ("@anthropic-ai/claude-code", "claude-code"),
+        ("@ai-sdk/anthropic", "ai-sdk-anthropic"),
+    ):
+        path = data / f"{prefix}-{package_version(name)}.json"
+        assert path.exists(), (
+            f"no capture for {name} {package_version(name)}: run tests/agents/capture.py"
+        )
+        runs = json.loads(path.read_text())["runs"]
+        assert runs and all(r["exit_code"] == 0 and r["requests"] for r in runs), path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,29 @@ def package_version(name: str) -> str:
     return str(data["version"])
 
 
+def connects(trace: Path, port: int) -> list[str]:
+    """Every distinct connect() destination in an ``strace -e trace=connect`` log, in order:
+    ``ip:port`` (``port`` shown as ``<recorder>``) or ``unix:<path>``."""
+    seen: list[str] = []
+    for line in trace.read_text().splitlines():
+        if "connect(" not in line:
+            continue
+        m = re.search(
+            r'sin6?_port=htons\((\d+)\).*?(?:inet_addr|inet_pton\(AF_INET6, )\("?([^")]+)', line
+        )
+        u = re.search(r'sun_path="([^"]+)"', line)
+        if m:
+            p = "<recorder>" if int(m.group(1)) == port else m.group(1)
+            dest = f"{m.group(2)}:{p}"
+        elif u:
+            dest = "unix:" + u.group(1)
+        else:
+            continue
+        if dest not in seen:
+            seen.append(dest)
+    return seen
+
+
 def installed() -> bool:
     return CLAUDE.exists() and (MODULES / "ai" / "package.json").exists()
 
@@ -42,12 +66,18 @@ class Run:
 
 
 def run_claude(
-    args: list[str], base_url: str, token: str, home: Path, extra_env: dict[str, str] | None = None
+    args: list[str],
+    base_url: str,
+    token: str,
+    home: Path,
+    extra_env: dict[str, str] | None = None,
+    strace_to: Path | None = None,
 ) -> Run:
     """``claude <args>`` given only the base URL and token (plus the no-traffic switches).
 
     HOME and CLAUDE_CONFIG_DIR are ``home`` (a fresh temp dir), the working directory is
-    ``home/work``; nothing of the caller's environment but PATH is passed on.
+    ``home/work``; nothing of the caller's environment but PATH is passed on. With
+    ``strace_to``, runs under ``strace -f -e trace=connect`` writing there (see :func:`connects`).
     """
     work = home / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -60,8 +90,11 @@ def run_claude(
         **NO_TRAFFIC_ENV,
         **(extra_env or {}),
     }
+    trace = (
+        ["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(strace_to)] if strace_to else []
+    )
     p = subprocess.run(
-        [str(CLAUDE), *args],
+        [*trace, str(CLAUDE), *args],
         env=env,
         cwd=work,
         capture_output=True,

@@ -14,6 +14,7 @@ Used to capture what real clients (Claude Code, the AI SDK) put on the wire. It 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -48,7 +49,8 @@ def answer_blocks(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         call = json.loads(m.group(1))
         block = {
             "type": "tool_use",
-            "id": "toolu_rec" + uuid.uuid4().hex[:16],
+            # Derived from the request, so a capture of the same run has the same ids.
+            "id": "toolu_rec" + hashlib.sha256(text.encode()).hexdigest()[:16],
             "name": call["name"],
             "input": call.get("input", {}),
         }
