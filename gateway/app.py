@@ -10,10 +10,8 @@ from fastapi import FastAPI
 
 from gateway.api.chat import ChatEndpoint
 from gateway.api.http import GatewayASGI, build_fastapi
-from gateway.auth import Authenticator, KeyBook
 from gateway.catalogue.catalogue import Config, config_secrets
 from gateway.edge.lifecycle import Lifecycle
-from gateway.limits import Admission
 from gateway.observability.access import AccessLog
 from gateway.observability.loop import LoopLagMonitor
 from gateway.observability.metrics import Metrics
@@ -25,6 +23,8 @@ from gateway.routing.router import Router
 from gateway.services import Services
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryState
+from gateway.tenancy.auth import Authenticator, KeyBook
+from gateway.tenancy.limits import Admission
 from gateway.tenancy.shedding import InFlightGate
 
 GC_GEN0_THRESHOLD = 50_000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.auth import Authenticator
 from gateway.catalogue.catalogue import Config
 from gateway.edge.lifecycle import Lifecycle
 from gateway.observability.access import AccessLog
@@ -12,6 +11,7 @@ from gateway.observability.metrics import Metrics
 from gateway.providers.base import Provider
 from gateway.routing.router import Router
 from gateway.state.base import StateStore
+from gateway.tenancy.auth import Authenticator
 from gateway.tenancy.shedding import InFlightGate
 
 

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from gateway.api.openapi import errors, json_body, operation
 from gateway.errors import BodyTooLarge, InvalidRequest, NotFound
-from gateway.keys import MICROS, KeyRecord, KeySpec, new_key, period_window
 from gateway.services import Services
+from gateway.tenancy.keys import MICROS, KeyRecord, KeySpec, new_key, period_window
 
 
 async def read_capped(request: Request, limit: int) -> bytes:

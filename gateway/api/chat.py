@@ -16,7 +16,12 @@ from typing import Any
 
 import orjson
 
-from gateway.api.asgi import (
+from gateway.api.client_addr import ClientAddress
+from gateway.api.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
+from gateway.catalogue.body import check_depth
+from gateway.catalogue.needs import Needs, resolve_needs
+from gateway.catalogue.schema import RequestLimits
+from gateway.edge.asgi import (
     SSE_HEADERS,
     Receive,
     Scope,
@@ -28,12 +33,6 @@ from gateway.api.asgi import (
     send_error,
     send_json,
 )
-from gateway.api.client_addr import ClientAddress
-from gateway.api.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
-from gateway.auth import Caller
-from gateway.catalogue.body import check_depth
-from gateway.catalogue.needs import Needs, resolve_needs
-from gateway.catalogue.schema import RequestLimits
 from gateway.edge.lifecycle import ShuttingDown
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NoCapableVariant
 from gateway.observability.timing import StageTimes
@@ -44,6 +43,7 @@ from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
 from gateway.routing.sse import error_event, event_json, is_done
 from gateway.services import Services
+from gateway.tenancy.auth import Caller
 from gateway.tenancy.shedding import Overloaded
 
 _DEFAULT_LIMITS = RequestLimits()

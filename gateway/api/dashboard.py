@@ -15,8 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
 from gateway.api.openapi import errors, json_body, operation
+from gateway.api.ops import dashboard_data
 from gateway.errors import AuthenticationFailed, NotFound, PermissionDenied
-from gateway.observability.overview import overview
 from gateway.services import Services
 
 _ASSETS = {
@@ -78,7 +78,7 @@ def register_dashboard(app: FastAPI, s: Services) -> None:
     )
     async def _data(request: Request) -> Response:
         require_master(s, request.headers.get("authorization"))
-        body = await overview(s.access.stats, s.metrics, s.state, backend, targets)
+        body = await dashboard_data(s.access.stats, s.metrics, s.state, backend, targets)
         return Response(
             orjson.dumps(body),
             media_type="application/json",

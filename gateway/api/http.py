@@ -19,14 +19,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.admin import read_capped, register_admin
-from gateway.api.asgi import Receive, Scope, Send, new_request_id, send_error
 from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
 from gateway.api.openapi import OpenAPIDocument, errors, json_body, operation
-from gateway.api.ops import key_bad_targets, readiness
+from gateway.api.ops import key_bad_targets, readiness, refresh_state_metrics
 from gateway.api.route import explain
 from gateway.catalogue.needs import resolve_needs
+from gateway.edge.asgi import Receive, Scope, Send, new_request_id, send_error
 from gateway.edge.headers import HeadersTooLarge, head_bytes
 from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.services import Services
@@ -149,7 +149,7 @@ def build_fastapi(
     )
     async def _metrics() -> Response:
         backend, targets = s.config.gateway.state.backend, s.config.catalogue.targets
-        await s.metrics.refresh_state(s.state, backend, targets)
+        await refresh_state_metrics(s.metrics, s.state, backend, targets)
         return Response(s.metrics.render(), media_type="text/plain; version=0.0.4")
 
     register_dashboard(app, s)

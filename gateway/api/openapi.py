@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.catalogue.schema import CAPABILITIES, FALLBACK_MODES, POLICIES
-from gateway.keys import KeySpec
+from gateway.tenancy.keys import KeySpec
 
 _REF = "#/components/schemas/"
 OPENAI_CHAT_DOCS = "https://platform.openai.com/docs/api-reference/chat/create"

@@ -3,9 +3,48 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
+from gateway.catalogue.target import Target
+from gateway.observability.metrics import Metrics
+from gateway.observability.overview import overview
+from gateway.observability.stats import Stats
 from gateway.services import Services
+from gateway.state.base import StateStore
+
+T = TypeVar("T")
+
+
+async def _quietly(call: Awaitable[T]) -> T | None:
+    try:
+        return await call
+    except Exception:
+        return None
+
+
+async def refresh_state_metrics(
+    metrics: Metrics, state: StateStore, backend: str, targets: Sequence[Target]
+) -> None:
+    """Scrape time: read the backend's reachability and circuits into the gauges. Never
+    raises (a failed read counts as ``glm_gateway_state_errors_total{op="scrape"}``)."""
+    up = await _quietly(state.ping())
+    health = await _quietly(state.health(time.time()))
+    circuits = None if health is None else {h.target_id: h.state for h in health}
+    metrics.set_state(backend, up, circuits, targets)
+
+
+async def dashboard_data(
+    stats: Stats, metrics: Metrics, state: StateStore, backend: str, targets: Sequence[Target]
+) -> dict[str, Any]:
+    """The dashboard's JSON: the rolling stats and totals, and the circuits as state has them."""
+    health = await _quietly(state.health(time.time()))
+    about = {
+        "backend": backend,
+        "reachable": health is not None,
+        "degraded": bool(getattr(state, "degraded", False)),
+    }
+    return overview(stats, metrics, health, about, targets)
 
 
 async def key_bad_targets(s: Services) -> frozenset[str]:

@@ -16,64 +16,14 @@ from urllib.parse import urlsplit
 
 from gateway.catalogue.plan_index import PlanIndex, build_index
 from gateway.catalogue.schema import (
-    Adapter,
-    Dialect,
     GatewayFile,
-    Price,
     ProviderConfig,
     Variant,
 )
+from gateway.catalogue.target import Target
 from gateway.catalogue.tokens import TokenCounter
 
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One deployment: a variant served by one provider. The unit the router attempts."""
-
-    id: str
-    """``"<provider>/<variant>"``: stable key for breakers, limits and metrics."""
-    provider: str
-    variant: Variant
-    model: str
-    """The provider's model id sent upstream."""
-    adapter: Adapter
-    dialect: Dialect
-    base_url: str | None
-    api_key: str | None = field(repr=False)
-    """Never in a repr (a log line or an exception that prints a target)."""
-    capabilities: frozenset[str]
-    context: int | None
-    max_output: int | None
-    price: Price | None
-    builtin_tools: frozenset[str]
-    weight: int
-    priority: int
-    rpm: int | None
-    tpm: int | None
-    timeout: float | None
-    litellm_model: str | None
-    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    litellm_params: tuple[tuple[str, object], ...] = field(default=(), repr=False)
-
-    @property
-    def accepts_images(self) -> bool:
-        return "vision" in self.capabilities or (
-            self.variant.multimodal and "vision" not in self.removed_capabilities
-        )
-
-    @property
-    def removed_capabilities(self) -> frozenset[str]:
-        return self.variant.capabilities - self.capabilities
-
-    @property
-    def has_own_limits(self) -> bool:
-        """An rpm or tpm of its own: only such a deployment keeps request/token counts."""
-        return self.rpm is not None or self.tpm is not None
-
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        if self.price is None:
-            return 0.0
-        return (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6
+__all__ = ["Catalogue", "Config", "SkippedDeployment", "Target", "config_secrets"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.catalogue.catalogue import Catalogue, Config, SkippedDeployment, Target
+from gateway.catalogue.catalogue import Catalogue, Config, SkippedDeployment
 from gateway.catalogue.schema import (
     Deployment,
     GatewayFile,
@@ -33,6 +33,7 @@ from gateway.catalogue.schema import (
     ProvidersFile,
     Variant,
 )
+from gateway.catalogue.target import Target
 from gateway.errors import ConfigError
 
 GATEWAY_FILE = "gateway.yaml"

@@ -12,12 +12,10 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from gateway.catalogue.schema import CAPABILITIES, Variant
-
-if TYPE_CHECKING:
-    from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 
 HOST_TOOL_FAMILIES: Final[Mapping[str, frozenset[str]]] = {
     "code_execution": frozenset({"code_interpreter"}),

@@ -17,7 +17,7 @@ from types import FrameType
 
 import uvicorn
 
-from gateway.api.asgi import Receive, Scope, Send
+from gateway.edge.asgi import Receive, Scope, Send
 from gateway.edge.lifecycle import CUT_WAIT_S, Lifecycle
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]

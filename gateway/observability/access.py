@@ -1,9 +1,9 @@
 """One record per request: metrics, the dashboard's rolling stats, and one JSON log line.
 
 Built once when a request ends (``ChatEndpoint._finish``), from what routing recorded
-(:class:`gateway.routing.router.RouteState`) and the stage marks
-(:class:`gateway.observability.timing.StageTimes`). No prompt text unless
-``logging.log_prompts`` is on.
+(:class:`~gateway.observability.records.RouteRecord`, which the router's ``RouteState``
+satisfies) and the stage marks (:class:`gateway.observability.timing.StageTimes`). No prompt
+text unless ``logging.log_prompts`` is on.
 
 This runs once per request, so it is kept cheap: the series a request bumps are looked up once
 per distinct answer (variant, provider, status, stream) and kept; the metrics are plain numbers
@@ -19,18 +19,16 @@ line does not (nothing upstream-written is in it but ``usage``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from gateway.observability.logs import ACCESS_LOGGER, ACCESS_WRITER, AccessWriter, UTCNow
 from gateway.observability.metrics import Metrics, PlainCounter, PlainHistogram
+from gateway.observability.records import RouteRecord
 from gateway.observability.redact import Redactor
 from gateway.observability.stats import Stats
 from gateway.observability.timing import StageTimes
-
-if TYPE_CHECKING:
-    from gateway.routing.router import RouteState
 
 LOGGER = ACCESS_LOGGER
 
@@ -54,7 +52,7 @@ class Record:
         status: int,
         stream: bool,
         error: str | None,
-        rs: RouteState | None,
+        rs: RouteRecord | None,
         total: float,
         times: StageTimes,
     ) -> None:
@@ -79,7 +77,7 @@ class Record:
         self.overhead: float = max(0.0, total - upstream - backoff)
         """The gateway's own seconds: total minus upstream and backoff."""
 
-    def _answered_by(self, rs: RouteState) -> None:
+    def _answered_by(self, rs: RouteRecord) -> None:
         target = rs.target
         if target is not None:
             self.variant, self.provider = target.variant.id, target.provider
@@ -208,7 +206,7 @@ class AccessLog:
         status: int,
         stream: bool,
         duration_s: float,
-        rs: RouteState | None,
+        rs: RouteRecord | None,
         error: str | None,
         times: StageTimes | None = None,
         prompt: Any = None,
@@ -309,7 +307,7 @@ class AccessLog:
             m.cost.labels(rec.variant, rec.provider, key).inc(rec.cost_usd)
 
 
-def _fallback(rs: RouteState, answered: str) -> dict[str, str] | None:
+def _fallback(rs: RouteRecord, answered: str) -> dict[str, str] | None:
     """A fallback: the first attempt failed and another was made (answered or not)."""
     first = rs.attempts[0]
     if first.failure is None:

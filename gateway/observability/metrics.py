@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import prometheus_client as prom
@@ -31,8 +30,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from gateway import __version__
-from gateway.catalogue.catalogue import Target
-from gateway.state.base import StateStore
+from gateway.catalogue.target import Target
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 STAGE_BUCKETS = (
@@ -379,20 +377,20 @@ class Metrics:
         if not ok:
             self.state_errors.labels(backend, op).inc()
 
-    async def refresh_state(
-        self, state: StateStore, backend: str, targets: Iterable[Target]
+    def set_state(
+        self,
+        backend: str,
+        up: bool | None,
+        circuits: Mapping[str, str] | None,
+        targets: Iterable[Target],
     ) -> None:
-        """Scrape-time gauges: backend reachability and every configured circuit's state.
-
-        Never raises. Round trips are timed by the backend itself (the Redis backend calls
-        :meth:`observe_state`); an exception that escapes it counts as op ``scrape``.
-        """
-        up = await _quietly(state.ping())
+        """Scrape-time gauges: backend reachability (``None``: the check itself failed) and
+        every configured circuit's state (deployment id -> ``closed`` / ``half_open`` /
+        ``open``; ``None`` when it could not be read). The caller reads the state backend."""
         self.state_up.labels(backend).set(1.0 if up else 0.0)
-        health = await _quietly(state.health(time.time()))
-        if up is None or health is None:
+        if up is None or circuits is None:
             self.state_errors.labels(backend, "scrape").inc()
-        states = {h.target_id: h.state for h in health or ()}
+        states = circuits or {}
         for t in targets:
             value = CIRCUIT_VALUES.get(states.get(t.id, "closed"), 0.0)
             self.circuit.labels(t.id, t.variant.id, t.provider).set(value)
@@ -400,10 +398,3 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition (no ``_created`` series: the plain classes do not export them)."""
         return generate_latest(self.registry)
-
-
-async def _quietly(call: Awaitable[T]) -> T | None:
-    try:
-        return await call
-    except Exception:
-        return None

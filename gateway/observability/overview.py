@@ -7,53 +7,41 @@ and the Prometheus counters.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from gateway import __version__
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 from gateway.observability.metrics import Metrics
+from gateway.observability.records import CircuitRecord
 from gateway.observability.stats import Stats
-from gateway.state.base import Health, StateStore
 
 _STATE_ORDER = {"open": 0, "half_open": 1, "closed": 2}
 
 
-async def overview(
+def overview(
     stats: Stats,
     metrics: Metrics,
-    state: StateStore,
-    backend: str,
+    health: Iterable[CircuitRecord] | None,
+    state: dict[str, Any],
     targets: Sequence[Target],
 ) -> dict[str, Any]:
-    """Everything the dashboard shows, as one JSON-ready dict."""
+    """Everything the dashboard shows, as one JSON-ready dict. ``health`` is what the state
+    backend reported (``None`` if it could not be read); ``state`` describes the backend."""
     data = dict(stats.snapshot())
-    health, reachable = await _health(state)
     data.update(
         version=__version__,
         in_flight=int(sum(v for _, v in _samples(metrics.in_flight))),
-        state={
-            "backend": backend,
-            "reachable": reachable,
-            "degraded": bool(getattr(state, "degraded", False)),
-        },
-        circuits=circuits(health, targets),
+        state=state,
+        circuits=circuits(health or (), targets),
         totals=totals(metrics),
     )
     return data
 
 
-async def _health(state: StateStore) -> tuple[list[Health], bool]:
-    try:
-        return await state.health(time.time()), True
-    except Exception:
-        return [], False
-
-
-def circuits(health: Iterable[Health], targets: Sequence[Target]) -> list[dict[str, Any]]:
+def circuits(health: Iterable[CircuitRecord], targets: Sequence[Target]) -> list[dict[str, Any]]:
     """One row per configured deployment: open first, then half-open, then busiest closed."""
     by_id = {h.target_id: h for h in health}
     rows: list[dict[str, Any]] = []

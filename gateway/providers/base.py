@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 
 
 class UpstreamConnectionError(Exception):

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 
 _NOT_FORWARDED = frozenset({"model", "messages", "stream", "metadata"})

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 
 _JSON = "application/json"

@@ -27,10 +27,11 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-from gateway.catalogue.catalogue import Catalogue, Target
+from gateway.catalogue.catalogue import Catalogue
 from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import HOST_TOOL_FAMILIES, PlanIndex
 from gateway.catalogue.schema import RoutingConfig, Variant
+from gateway.catalogue.target import Target
 from gateway.routing.ranking import Candidate, Ranked, rank
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

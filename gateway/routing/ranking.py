@@ -14,9 +14,9 @@ from itertools import repeat
 from operator import itemgetter
 from typing import NamedTuple
 
-from gateway.catalogue.catalogue import Target
 from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import PlanIndex
+from gateway.catalogue.target import Target
 from gateway.providers.dialects import can_force_tool_choice
 
 

@@ -16,9 +16,9 @@ from typing import Any, overload
 
 import orjson
 
-from gateway.auth import Caller
-from gateway.catalogue.catalogue import Config, Target
+from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import Needs
+from gateway.catalogue.target import Target
 from gateway.errors import (
     ContextLengthExceeded,
     DeadlineExceeded,
@@ -26,7 +26,6 @@ from gateway.errors import (
     InvalidRequest,
     UpstreamsFailed,
 )
-from gateway.limits import Admission
 from gateway.observability.redact import Redactor
 from gateway.observability.timing import StageTimes
 from gateway.providers.base import (
@@ -42,6 +41,8 @@ from gateway.routing.planner import Plan
 from gateway.routing.sse import SSEReader, carries_content, event_json, first_choice
 from gateway.routing.structured import SchemaCache, SchemaGuard
 from gateway.state.base import Lease, Outcome, StateStore
+from gateway.tenancy.auth import Caller
+from gateway.tenancy.limits import Admission
 
 DEADLINE_SLACK_S = 0.01
 """A deadline this close counts as passed: timers (uvloop's are in ms) may fire a hair early,

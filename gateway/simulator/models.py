@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 
 DEFAULT_CONTEXT = 8192
 """Window assumed for a model whose context is unknown."""

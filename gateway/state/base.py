@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.errors import GatewayError
-from gateway.keys import KeyRecord
+from gateway.tenancy.keys import KeyRecord
 
 RATE_WINDOW = (1, 60)
 """(bucket seconds, buckets) of per-minute limits."""
@@ -92,7 +92,7 @@ class KeyAsk:
     tpm: int | None = None
     budget_micros: int | None = None
     period: str = "total"
-    """Budget period id (:func:`gateway.keys.period_window`)."""
+    """Budget period id (:func:`gateway.tenancy.keys.period_window`)."""
     period_end: float = float("inf")
     cost_micros: int = 0
     """Reservation: the most the planned candidates could cost."""

@@ -10,7 +10,6 @@ import math
 from collections.abc import Iterable
 
 from gateway.catalogue.schema import BreakerConfig
-from gateway.keys import KeyRecord
 from gateway.state.base import (
     RATE_WINDOW,
     REFUSED_BUDGET,
@@ -31,6 +30,7 @@ from gateway.state.base import (
 )
 from gateway.state.circuits import Circuit, error_bucket_s
 from gateway.state.windows import Window
+from gateway.tenancy.keys import KeyRecord
 
 
 class MemoryState:

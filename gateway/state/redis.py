@@ -34,7 +34,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.catalogue.schema import BreakerConfig
-from gateway.keys import KeyRecord
 from gateway.observability.metrics import Metrics
 from gateway.state import lua
 from gateway.state.autopipe import AutoPipeline, consume
@@ -49,6 +48,7 @@ from gateway.state.codec import (
 )
 from gateway.state.memory import MemoryState
 from gateway.state.outage import Outage
+from gateway.tenancy.keys import KeyRecord
 
 T = TypeVar("T")
 _ERRORS = (RedisError, OSError, TimeoutError)

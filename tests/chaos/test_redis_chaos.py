@@ -23,9 +23,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.catalogue.schema import BreakerConfig
-from gateway.keys import KeyRecord, period_window
 from gateway.state.base import DeploymentAsk, KeyAsk, Report, Ticket
 from gateway.state.redis import RedisState
+from gateway.tenancy.keys import KeyRecord, period_window
 from tests.support.e2e import AUTH, GATEWAY_ENV, directive, gateway_yaml, nonce, sdk_client
 from tests.support.procs import Proc, config_copy, start_gateway
 from tests.support.redis_server import RedisServer

@@ -15,7 +15,6 @@ import orjson
 import pytest
 
 from gateway.catalogue.schema import BreakerConfig
-from gateway.keys import KeyRecord, period_window
 from gateway.routing import failures as fl
 from gateway.state.base import (
     DeploymentAsk,
@@ -28,6 +27,7 @@ from gateway.state.base import (
 )
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.tenancy.keys import KeyRecord, period_window
 from tests.support.redis_server import RedisServer
 
 T0 = 1_900_000_000.0

@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.routing import failures as fl

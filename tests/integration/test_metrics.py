@@ -17,8 +17,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.catalogue.catalogue import Target
 from gateway.catalogue.loader import load_config
+from gateway.catalogue.target import Target
 from tests.support.procs import CONFIG, ROOT, Proc
 
 MASTER = "sk-test-master"  # the session gateway's master key (tests/conftest.py)

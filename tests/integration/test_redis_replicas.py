@@ -23,9 +23,9 @@ import aiohttp
 import pytest
 
 from gateway.catalogue.schema import BreakerConfig
-from gateway.keys import MICROS, KeyRecord, period_window
 from gateway.state.base import DeploymentAsk, KeyAsk, Outcome, Report, Ticket
 from gateway.state.redis import RedisState
+from gateway.tenancy.keys import MICROS, KeyRecord, period_window
 from tests.support.e2e import AUTH, GATEWAY_ENV, directive, gateway_yaml, nonce
 from tests.support.procs import Proc, config_copy, start_gateway
 from tests.support.redis_server import RedisServer

@@ -20,8 +20,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from gateway.catalogue.catalogue import Target
 from gateway.catalogue.schema import Variant
+from gateway.catalogue.target import Target
 from gateway.simulator.behaviour import count_tokens, split_pieces
 from gateway.simulator.instances import schema_instance
 from gateway.simulator.models import SimModel, sim_models_from_targets

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.catalogue.catalogue import Catalogue, Config, Target
+from gateway.catalogue.catalogue import Catalogue, Config
 from gateway.catalogue.schema import GatewayFile, Price, ProviderConfig, RoutingConfig, Variant
+from gateway.catalogue.target import Target
 
 
 def make_variant(vid: str, **kw: Any) -> Variant:

@@ -22,9 +22,9 @@ import orjson
 import pytest
 from _pytest.logging import LogCaptureHandler
 
-from gateway.catalogue.catalogue import Target
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.schema import LoggingConfig
+from gateway.catalogue.target import Target
 from gateway.observability.access import AccessLog, _ms, _round
 from gateway.observability.logs import (
     AccessWriter,

@@ -13,9 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.catalogue.catalogue import Config, Target
+from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import default_config_dir, load_config
 from gateway.catalogue.needs import resolve_needs
+from gateway.catalogue.target import Target
 from gateway.providers.dialects import (
     DIALECTS,
     StreamNormaliser,

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from gateway import __version__
-from gateway.catalogue.catalogue import Target
+from gateway.api.ops import refresh_state_metrics
 from gateway.catalogue.loader import load_config
+from gateway.catalogue.target import Target
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import (
     LATENCY_BUCKETS,
@@ -198,7 +199,7 @@ def populate(m: Metrics, targets: tuple[Target, ...]) -> None:
     m.in_flight.dec()
     m.loop_lag.observe(0.002)
     m.observe_state("redis", "eval", 0.0003, ok=False)
-    asyncio.run(m.refresh_state(OneOpen(answered.id), "memory", targets))  # type: ignore[arg-type]
+    asyncio.run(refresh_state_metrics(m, OneOpen(answered.id), "memory", targets))  # type: ignore[arg-type]
     m.state_degraded.set(1)
     m.state_resyncs.inc()
     m.rate_limited.labels("key", "rpm").inc()

@@ -8,15 +8,15 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from gateway.auth import Caller
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import resolve_needs
 from gateway.catalogue.schema import KeyLimits
 from gateway.errors import RateLimited
-from gateway.keys import KeySpec, new_key
-from gateway.limits import SLOT_SLACK_S, Admission
 from gateway.state.base import Report
 from gateway.state.memory import MemoryState
+from gateway.tenancy.auth import Caller
+from gateway.tenancy.keys import KeySpec, new_key
+from gateway.tenancy.limits import SLOT_SLACK_S, Admission
 from tests.support.procs import CONFIG
 
 

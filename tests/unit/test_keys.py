@@ -12,18 +12,25 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway import keys as keymod
 from gateway.app import create_app
-from gateway.auth import ANONYMOUS, MASTER, Authenticator, KeyBook
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import resolve_needs
 from gateway.catalogue.schema import AuthConfig, BreakerConfig, KeyLimits
 from gateway.errors import AuthenticationFailed, PermissionDenied, RateLimited
-from gateway.keys import KeySpec, key_id_of, new_key, period_window, token_hash, token_matches
-from gateway.limits import restrict
-from gateway.refusals import go_duration, refusal
 from gateway.state.base import KeyVerdict
 from gateway.state.memory import MemoryState
+from gateway.tenancy import keys as keymod
+from gateway.tenancy.auth import ANONYMOUS, MASTER, Authenticator, KeyBook
+from gateway.tenancy.keys import (
+    KeySpec,
+    key_id_of,
+    new_key,
+    period_window,
+    token_hash,
+    token_matches,
+)
+from gateway.tenancy.limits import restrict
+from gateway.tenancy.refusals import go_duration, refusal
 from tests.support.procs import CONFIG, Proc
 
 MK = "sk-unit-master"

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from gateway.catalogue.catalogue import Config, Target
+from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import Needs, resolve_needs
 from gateway.catalogue.schema import Variant
+from gateway.catalogue.target import Target
 from gateway.routing.planner import Plan, plan
 from tests.support.catalogue import make_config as config_of
 from tests.support.catalogue import make_target

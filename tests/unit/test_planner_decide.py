@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from gateway.catalogue.catalogue import Config, Target
+from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import Needs, resolve_needs
 from gateway.catalogue.schema import Variant
+from gateway.catalogue.target import Target
 from gateway.errors import GatewayError
 from gateway.routing.planner import Plan, plan
 from tests.support.catalogue import make_config, make_target
@@ -115,7 +116,7 @@ def _state(rng: random.Random, ids: list[str]) -> dict[str, Any]:
 
 def _needs(config: Config, body: dict[str, Any], headers: dict[str, str], keep: Any) -> Needs:
     needs = resolve_needs(body, headers, config)
-    if keep is not None:  # a key restricted to some variants (gateway.limits.restrict)
+    if keep is not None:  # a key restricted to some variants (gateway.tenancy.limits.restrict)
         current = needs.allowed_variants
         needs.allowed_variants = keep if current is None else current & keep
     return needs

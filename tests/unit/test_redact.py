@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.catalogue.catalogue import Config, Target, config_secrets
+from gateway.catalogue.catalogue import Config, config_secrets
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import resolve_needs
 from gateway.catalogue.schema import LoggingConfig
+from gateway.catalogue.target import Target
 from gateway.errors import UpstreamsFailed
 from gateway.observability.access import LOGGER, AccessLog
 from gateway.observability.logs import JSONFormatter, TextFormatter

@@ -15,13 +15,13 @@ import pytest
 from rich.console import Console
 
 from gateway.api.dashboard import require_master
-from gateway.catalogue.catalogue import Target
+from gateway.api.ops import dashboard_data, refresh_state_metrics
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.schema import AuthConfig
+from gateway.catalogue.target import Target
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from gateway.observability.access import LOGGER, AccessLog
 from gateway.observability.metrics import MAX_KEY_LABELS, BoundedLabel, Metrics
-from gateway.observability.overview import overview
 from gateway.observability.stats import (
     STEP_S,
     TOP_SERIES,
@@ -328,7 +328,7 @@ def test_scrape_refresh_never_raises_and_counts_backend_errors(
     targets: tuple[Target, ...],
 ) -> None:
     m = Metrics()
-    asyncio.run(m.refresh_state(BrokenState(), "redis", targets))  # type: ignore[arg-type]
+    asyncio.run(refresh_state_metrics(m, BrokenState(), "redis", targets))  # type: ignore[arg-type]
     get = m.registry.get_sample_value
     assert get("glm_gateway_state_up", {"backend": "redis"}) == 0
     assert get("glm_gateway_state_errors_total", {"backend": "redis", "op": "scrape"}) == 1
@@ -343,10 +343,10 @@ def test_circuit_gauge_and_overview_show_an_open_circuit_first(
     m = Metrics()
     t = targets[-1]
     state = OneOpen(t.id)
-    asyncio.run(m.refresh_state(state, "memory", targets))  # type: ignore[arg-type]
+    asyncio.run(refresh_state_metrics(m, state, "memory", targets))  # type: ignore[arg-type]
     labels = {"deployment": t.id, "variant": t.variant.id, "provider": t.provider}
     assert m.registry.get_sample_value("glm_gateway_circuit_state", labels) == 2
-    data = asyncio.run(overview(Stats(), m, state, "memory", targets))  # type: ignore[arg-type]
+    data = asyncio.run(dashboard_data(Stats(), m, state, "memory", targets))  # type: ignore[arg-type]
     assert data["circuits"][0]["deployment"] == t.id
     assert data["circuits"][0]["state"] == "open"
     assert len(data["circuits"]) == len(targets)
@@ -365,7 +365,7 @@ def test_top_renders_the_dashboard_data(targets: tuple[Target, ...], captured: l
         log.emit(request_id="r", key_id="master", status=200, stream=False, duration_s=0.25,
                  rs=rs, error=None)  # fmt: skip
     clock.now += 1
-    data = asyncio.run(overview(stats, m, OneOpen(targets[0].id), "memory", targets))  # type: ignore[arg-type]
+    data = asyncio.run(dashboard_data(stats, m, OneOpen(targets[0].id), "memory", targets))  # type: ignore[arg-type]
     out = io.StringIO()
     Console(file=out, width=160, color_system=None).print(render(data, "http://gw"))
     text = out.getvalue()

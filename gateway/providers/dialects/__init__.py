@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 from gateway.providers.dialects.request import adapt_request, client_wants_usage
 from gateway.providers.dialects.response import normalise_chunk, normalise_response
 from gateway.providers.dialects.spec import (

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 from gateway.providers.dialects.fields import forwardable
 from gateway.providers.dialects.spec import NO_OP_VALUES, DialectSpec, spec_for
 from gateway.providers.dialects.thinking import apply_switch

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 from gateway.providers.dialects.spec import tags_in_content
 from gateway.providers.dialects.tags import unwrap
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 
 
 class ThinkingForm(StrEnum):

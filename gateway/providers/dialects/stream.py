@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.catalogue.catalogue import Target
+from gateway.catalogue.target import Target
 from gateway.providers.dialects.response import normalise_chunk
 from gateway.providers.dialects.spec import spec_for, tags_in_content
 from gateway.providers.dialects.tags import TagSplitter

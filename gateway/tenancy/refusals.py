@@ -9,8 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 
 from gateway.errors import GatewayError, RateLimited, UpstreamsFailed
-from gateway.keys import MICROS
 from gateway.state.base import REFUSED_BUDGET, REFUSED_TPM, KeyVerdict
+from gateway.tenancy.keys import MICROS
 
 
 def refusal(v: KeyVerdict, tokens: int) -> GatewayError:

@@ -14,8 +14,8 @@ import orjson
 from gateway import __version__
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.cli.keys import add_keys_parser
 from gateway.errors import ConfigError, GatewayError
-from gateway.keys_cli import add_keys_parser
 from gateway.settings import Settings
 
 DEMO_HELP = (
@@ -286,7 +286,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,14 +28,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.auth import Caller, KeyBook
-from gateway.catalogue.catalogue import Config, Target
+from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import Needs
+from gateway.catalogue.target import Target
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
-from gateway.keys import KeyRecord, period_window
 from gateway.observability.metrics import Metrics
 from gateway.observability.timing import StageTimes
-from gateway.refusals import ratelimit_headers, refusal, unavailable
 from gateway.routing.planner import Plan, plan
 from gateway.state.base import (
     REFUSED_CONCURRENCY,
@@ -50,6 +48,9 @@ from gateway.state.base import (
     Ticket,
     View,
 )
+from gateway.tenancy.auth import Caller, KeyBook
+from gateway.tenancy.keys import KeyRecord, period_window
+from gateway.tenancy.refusals import ratelimit_headers, refusal, unavailable
 
 
 @dataclass(slots=True)

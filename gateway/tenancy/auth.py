@@ -1,4 +1,4 @@
-"""Client authentication: the master key and virtual keys (:mod:`gateway.keys`).
+"""Client authentication: the master key and virtual keys (:mod:`gateway.tenancy.keys`).
 
 Keys are compared in constant time and never logged, echoed or put in an error message.
 Virtual key records come from the state backend through :class:`KeyBook`, this replica's copy:
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from gateway.catalogue.schema import AuthConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied
-from gateway.keys import KeyRecord, key_id_of, token_matches
 from gateway.state.base import StateStore
+from gateway.tenancy.keys import KeyRecord, key_id_of, token_matches
 
 ANONYMOUS = "anonymous"
 MASTER = "master"
