@@ -194,7 +194,7 @@ def plan_answer(
     if rule is not None and rule.content is not None:
         content: str | None = rule.content
     else:
-        call = None if scan.last_role == "tool" else _tool_call(body, uid)
+        call = None if scan.last_role == "tool" else _tool_call(body, uid, rule)
         content = None if call else _content(model, body, echo)
         if content is not None and not _wants_json(body):
             content, finish = _fit(content, requested_output(body))
@@ -214,7 +214,10 @@ def plan_answer(
     return Answer(content, reasoning, call, finish, prompt, used)
 
 
-def _tool_call(body: dict[str, Any], uid: str) -> dict[str, Any] | None:
+def _tool_call(body: dict[str, Any], uid: str, rule: Rule | None) -> dict[str, Any] | None:
+    """The first offered tool (or the one ``tool_choice`` names) with generated arguments;
+    with a ``tool_call`` rule, that tool with the rule's arguments, or no call when the request
+    does not offer it."""
     choice = body.get("tool_choice")
     fns = function_tools(body) if choice != "none" else []
     if not fns:
@@ -223,7 +226,14 @@ def _tool_call(body: dict[str, Any], uid: str) -> dict[str, Any] | None:
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
         fn = next((f for f in fns if f.get("name") == name), fn)
-    args = safe_instance(fn.get("parameters") or {"type": "object"})
+    wanted = rule.tool_call if rule is not None else None
+    if isinstance(wanted, dict):
+        found = next((f for f in fns if f.get("name") == wanted["name"]), None)
+        if found is None:
+            return None
+        fn, args = found, wanted["arguments"]
+    else:
+        args = safe_instance(fn.get("parameters") or {"type": "object"})
     return {
         "id": f"call_{uid}",
         "type": "function",

@@ -6,13 +6,19 @@ tried first, in order of appearance, then global rules; the first rule that matc
 
 Rule fields (all optional)::
 
-    match             {"provider": ..., "model": ..., "variant": ...}; absent keys match anything
+    match             {"provider": ..., "model": ..., "variant": ..., "api": ...}; absent keys
+                      match anything; ``api`` is the surface: ``chat`` (chat completions) or
+                      ``messages`` (the native Anthropic Messages endpoint)
     times             apply only the first N times this rule matched, then skip it
     rate              probability 0-1 that the rule applies to a request (drawn from the
                       book's RNG: ``POST /_sim/faults?seed=N`` makes the draws repeatable)
     status            HTTP status; >= 400 (or with ``body``) answers with an error
     code, message     error code and text, shaped per dialect; ``{api_key}`` in the text is
-                      replaced by the bearer key the request carried (a host echoing it)
+                      replaced by the bearer key the request carried (a host echoing it).
+                      On the Messages surface the error's ``type`` follows the status
+                      (429 ``rate_limit_error``, 529 ``overloaded_error``, 500 ``api_error``
+                      ...) or ``code`` when that is an Anthropic error type; another code is
+                      kept as ``error.code``
     body              raw JSON body returned with ``status`` (default 500)
     retry_after       seconds, sent as the Retry-After header
     latency_ms        delay before the response head
@@ -21,19 +27,27 @@ Rule fields (all optional)::
     cut_after_chunks  streams: abort the connection after N content chunks (with
                       ``finish_reason``: end there with it instead); non-streams: close the
                       connection without an answer
-    finish_reason     end the answer with this finish_reason (``network_error``, ``sensitive``)
+    finish_reason     end the answer with this finish_reason (``network_error``, ``sensitive``);
+                      on Messages as a ``stop_reason`` (``stop`` -> ``end_turn``, ``length`` ->
+                      ``max_tokens``, ``sensitive`` -> ``refusal``; others verbatim)
     stream_error      streams: {"code", "message"}: after ``cut_after_chunks`` content chunks
                       (default 0) send an error event inside the 200 stream, in the dialect's
-                      shape (OpenRouter: a chunk with ``error`` and ``finish_reason: "error"``);
-                      ``{api_key}`` in the message as above
+                      shape (OpenRouter: a chunk with ``error`` and ``finish_reason: "error"``;
+                      Messages: ``event: error``, typed by ``code`` as above, else
+                      ``api_error``); ``{api_key}`` in the message as above
     tool_args_object  true: tool-call ``arguments`` as a JSON object (Zhipu's documented type)
+    tool_call         {"name": ..., "arguments": {...}}: call exactly this tool with these
+                      arguments instead of the first tool with generated ones, when the
+                      request offers a tool of that name and its last turn is not a tool
+                      result; otherwise answer text (so an agent's loop ends: call, result,
+                      text). Any dialect, and the Messages surface (a ``tool_use`` block)
     content           reply text instead of the usual answer
     hang              true: never answer; wait until the client goes away
     trickle_ms        never finish: streams send one content chunk every ``trickle_ms``
                       after the head; non-streams send the head, then one space (legal JSON
                       whitespace) every ``trickle_ms``; until the client goes away
     malformed         a broken 200 answer (after ``cut_after_chunks`` content chunks, default
-                      0, for streams):
+                      0, for streams; on Messages ``no_done`` leaves out ``message_stop``):
                         bad_json       JSON cut in half (streams: one event of broken JSON,
                                        then the rest of the stream and ``[DONE]``)
                         html           a text/html page instead of JSON or SSE (with
@@ -63,7 +77,8 @@ from gateway.simulator.models import SimModel
 MARK = "<<sim:"
 _END = ">>"
 _DECODER = json.JSONDecoder()
-_MATCH_KEYS = frozenset({"provider", "model", "variant"})
+_MATCH_KEYS = frozenset({"provider", "model", "variant", "api"})
+APIS = frozenset({"chat", "messages"})
 _PARSE_CACHE_MAX = 4096
 
 
@@ -94,6 +109,7 @@ class Rule:
     tool_args_object: bool = False
     trickle_ms: float = 0.0
     malformed: str | None = None
+    tool_call: Any = None
 
     @property
     def is_error(self) -> bool:
@@ -102,9 +118,12 @@ class Rule:
             return False  # ``status`` is the malformed answer's own status
         return self.body is not None or (self.status is not None and self.status >= 400)
 
-    def matches(self, model: SimModel) -> bool:
-        """Whether every ``match`` key equals the model's provider, model id or variant."""
-        return all(getattr(model, key) == want for key, want in self.match)
+    def matches(self, model: SimModel, api: str = "chat") -> bool:
+        """Whether every ``match`` key equals the model's provider, model id or variant, or
+        (``api``) the surface the request came in on."""
+        return all(
+            (api if key == "api" else getattr(model, key)) == want for key, want in self.match
+        )
 
 
 _NUMBERS = ("retry_after", "latency_ms", "ttft_ms", "chunk_delay_ms", "rate", "trickle_ms")
@@ -138,6 +157,8 @@ def parse_rule(raw: Any) -> Rule:
             kw[name] = value
         elif name in ("hang", "tool_args_object"):
             kw[name] = _typed(name, value, (bool,))
+        elif name == "tool_call":
+            kw[name] = _parse_tool_call(value)
         elif name == "malformed":
             if value not in MALFORMED:
                 raise DirectiveError(f"`malformed` must be one of {', '.join(sorted(MALFORMED))}")
@@ -157,8 +178,20 @@ def _typed(name: str, value: Any, types: tuple[type, ...]) -> Any:
 
 def _parse_match(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or set(value) - _MATCH_KEYS:
-        raise DirectiveError("`match` takes an object with provider, model and/or variant")
+        raise DirectiveError("`match` takes an object with provider, model, variant and/or api")
+    if "api" in value and value["api"] not in APIS:
+        raise DirectiveError(f"`match.api` must be one of {', '.join(sorted(APIS))}")
     return tuple((k, str(v)) for k, v in value.items())
+
+
+def _parse_tool_call(value: Any) -> dict[str, Any]:
+    name = value.get("name") if isinstance(value, dict) else None
+    args = value.get("arguments", {}) if isinstance(value, dict) else None
+    if not isinstance(name, str) or not name or not isinstance(args, dict):
+        raise DirectiveError('`tool_call` takes {"name": string, "arguments": object}')
+    if set(value) - {"name", "arguments"}:
+        raise DirectiveError("`tool_call` takes only name and arguments")
+    return {"name": name, "arguments": args}
 
 
 KEY_MARK = "{api_key}"
@@ -251,23 +284,24 @@ class FaultBook:
         self.set_global(())
         self._counts.clear()
 
-    def select(self, directives: Sequence[str], model: SimModel) -> Rule | None:
-        """The first rule that applies to a request for ``model``, counting it if it does.
+    def select(self, directives: Sequence[str], model: SimModel, api: str = "chat") -> Rule | None:
+        """The first rule that applies to a request for ``model`` on surface ``api``, counting
+        it if it does.
 
         Raises DirectiveError for a directive that does not parse.
         """
         for text in directives:
             for i, rule in enumerate(self._parse(text)):
-                if self._applies(("p:" + text, i), rule, model):
+                if self._applies(("p:" + text, i), rule, model, api):
                     return rule
         key = f"g:{self._generation}"
         for i, rule in enumerate(self._global):
-            if self._applies((key, i), rule, model):
+            if self._applies((key, i), rule, model, api):
                 return rule
         return None
 
-    def _applies(self, key: tuple[str, int], rule: Rule, model: SimModel) -> bool:
-        if not rule.matches(model):
+    def _applies(self, key: tuple[str, int], rule: Rule, model: SimModel, api: str) -> bool:
+        if not rule.matches(model, api):
             return False
         if rule.rate is not None and self._rng.random() >= rule.rate:
             return False

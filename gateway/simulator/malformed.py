@@ -44,12 +44,16 @@ def malformed_wire(
     error_body: Any,
     status: int | None,
     cut: int | None,
+    broken: bytes = BROKEN_EVENT,
+    last: bytes = DONE,
 ) -> Wire | None:
     """The broken answer ``kind`` makes of a request's answer; None: answer normally.
 
     ``plan`` is the stream's events (None for a non-streaming request), ``completion`` the
     non-streaming body, ``error_body`` the dialect's error object, ``cut`` the content chunks
-    sent before the breakage (streams).
+    sent before the breakage (streams). ``broken`` is the half event ``bad_json`` sends and
+    ``last`` the closing event ``no_done`` leaves out (chat: ``[DONE]``; Messages: the
+    ``message_stop`` event).
     """
     if kind == "html":
         return Wire(status or 200, "text/html; charset=utf-8", [HTML_PAGE])
@@ -57,7 +61,7 @@ def malformed_wire(
         return Wire(status or 200, JSON, [orjson.dumps(error_body)])
     if plan is None:
         return _whole(kind, completion)
-    return _stream(kind, plan, cut)
+    return _stream(kind, plan, cut, broken, last)
 
 
 def _whole(kind: str, completion: bytes) -> Wire | None:
@@ -69,16 +73,16 @@ def _whole(kind: str, completion: bytes) -> Wire | None:
     return None  # no_done: a non-streaming answer has no [DONE] to leave out
 
 
-def _stream(kind: str, plan: StreamPlan, cut: int | None) -> Wire:
+def _stream(kind: str, plan: StreamPlan, cut: int | None, broken: bytes, last: bytes) -> Wire:
     n = max(cut or 0, 0)
     sent = plan.head + plan.body[:n]
     rest = plan.body[n:] + plan.tail
     if kind == "bad_json":
-        return Wire(200, SSE, [*sent, BROKEN_EVENT + b"\n\n", *rest])
+        return Wire(200, SSE, [*sent, broken + b"\n\n", *rest])
     if kind == "truncated_sse":
-        nxt = rest[0] if rest else DONE
+        nxt = rest[0] if rest else last
         return Wire(200, SSE, [*sent, nxt[: max(len(nxt) // 2, 1)]])
     # no_done
     if cut is None:
-        return Wire(200, SSE, [*plan.head, *plan.body, *(e for e in plan.tail if e != DONE)])
+        return Wire(200, SSE, [*plan.head, *plan.body, *(e for e in plan.tail if e != last)])
     return Wire(200, SSE, sent)

@@ -3,6 +3,8 @@
 Routes::
 
     POST   /{provider}/.../chat/completions   answer as that provider's host would
+    POST   /{provider}/anthropic/v1/messages  zhipu providers: the host's native Anthropic
+                                              Messages endpoint (see :mod:`.messages`)
     GET    /{provider}/.../models             the provider's model ids (OpenAI list)
     GET    /_sim/requests                     the last 200 provider requests, newest last
     DELETE /_sim/requests                     clear them
@@ -14,18 +16,19 @@ Routes::
     GET    /_sim/healthz                      200
 
 A chat request goes: record -> provider -> auth -> JSON -> model -> scan -> fault -> host
-checks -> answer (JSON body or SSE). All state lives on :class:`SimState`, one per app.
+checks -> answer (JSON body or SSE). All state lives on :class:`SimState` (:mod:`.state`), one
+per app; every request is logged with ``api`` naming its surface (``chat``, ``models``,
+``messages``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import functools
 import logging
 import signal
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,95 +47,24 @@ from gateway.simulator.behaviour import (
     stream_plan,
 )
 from gateway.simulator.checks import check_request
-from gateway.simulator.dialects import ErrorReply
-from gateway.simulator.faults import DirectiveError, FaultBook, Rule, echo_key, parse_rules
+from gateway.simulator.faults import DirectiveError, Rule, echo_key, parse_rules
 from gateway.simulator.malformed import malformed_wire
-from gateway.simulator.models import ModelTable, SimModel
-from gateway.simulator.streams import StreamBook
+from gateway.simulator.messages import messages_route
+from gateway.simulator.models import SimModel
+from gateway.simulator.state import STATE, SimState
 from gateway.simulator.writer import (
-    abort,
+    error_response,
+    fault_head,
+    json_response,
     rule_headers,
     send_plan,
     send_wire,
     trickle,
-    until_gone,
 )
 
+__all__ = ["STATE", "SimServer", "SimState", "create_sim_app", "run_simulator", "start_simulator"]
+
 log = logging.getLogger(__name__)
-
-LOG_SIZE = 200
-SEEN_IDS = 10_000
-_JSON = "application/json"
-HANG_POLL_S = 0.05
-
-
-class SimState:
-    """Everything one simulator app remembers: models, request log, faults, id counter."""
-
-    __slots__ = (
-        "_ids",
-        "_prefix",
-        "_seen",
-        "_seen_order",
-        "closing",
-        "faults",
-        "requests",
-        "streams",
-        "table",
-    )
-
-    def __init__(self, models: Iterable[SimModel]) -> None:
-        self.table = ModelTable(models)
-        self.faults = FaultBook()
-        self.streams = StreamBook()
-        self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
-        self.closing = False
-        self._ids = itertools.count(1)
-        self._prefix = f"{int(time.time()) & 0xFFFFFF:06x}"
-        self._seen: set[str] = set()
-        self._seen_order: deque[str] = deque()
-
-    def fresh_request_id(self, request_id: str) -> bool:
-        """Remember a client ``request_id``; False when it was seen before (Zhipu error 1231)."""
-        if request_id in self._seen:
-            return False
-        self._seen.add(request_id)
-        self._seen_order.append(request_id)
-        if len(self._seen_order) > SEEN_IDS:
-            self._seen.discard(self._seen_order.popleft())
-        return True
-
-    def next_uid(self) -> str:
-        """A fresh id suffix, unique within this simulator."""
-        return f"sim{self._prefix}{next(self._ids):08x}"
-
-    def record(self, request: web.Request, provider: str, body: Any) -> None:
-        """Append a request to the log, the Authorization value replaced by ``<redacted>``."""
-        # str(k): multidict keys are ``istr``, a str subclass orjson refuses.
-        headers = {
-            str(k): ("<redacted>" if k.lower() == "authorization" else v)
-            for k, v in request.headers.items()
-        }
-        self.requests.append(
-            {
-                "provider": provider,
-                "method": request.method,
-                "path": request.path,
-                "headers": headers,
-                "body": body,
-            }
-        )
-
-
-STATE = web.AppKey("sim_state", SimState)
-
-
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(obj), content_type=_JSON, headers=headers)
-
-
-def _error(reply: ErrorReply, rule: Rule | None = None) -> web.Response:
-    return _json(reply.body, reply.status, {**reply.headers, **rule_headers(rule)})
 
 
 # --- provider routes ---------------------------------------------------------------------------
@@ -143,63 +75,63 @@ async def _provider_route(request: web.Request) -> web.StreamResponse:
     path = request.path
     if request.method == "POST" and path.endswith("/chat/completions"):
         return await _chat(request)
+    if request.method == "POST" and path.endswith("/anthropic/v1/messages"):
+        return await messages_route(request)
     if request.method == "GET" and path.endswith("/models"):
         return _models(request)
-    return _error(d.not_found(path))
+    return error_response(d.not_found(path))
 
 
 def _models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     provider = request.match_info["provider"]
-    state.record(request, provider, None)
+    state.record(request, provider, None, api="models")
     dialect = state.table.dialect(provider)
     if dialect is None:
-        return _error(d.unknown_provider(provider))
+        return error_response(d.unknown_provider(provider))
     refusal = d.check_auth(dialect, request.headers.get("Authorization"))
     if refusal is not None:
-        return _error(refusal)
+        return error_response(refusal)
     data = [
         {"id": m, "object": "model", "created": 0, "owned_by": provider}
         for m in state.table.model_ids(provider)
     ]
-    return _json({"object": "list", "data": data})
+    return json_response({"object": "list", "data": data})
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
     """Record, then refuse as the host would (auth, body, model), apply a fault, or answer."""
     state = request.app[STATE]
     provider = request.match_info["provider"]
-    raw = await request.read()
-    try:
-        body: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    state.record(request, provider, body if body is not None else raw.decode(errors="replace"))
+    body = await state.read_body(request, provider, "chat")
     dialect = state.table.dialect(provider)
     if dialect is None:
-        return _error(d.unknown_provider(provider))
+        return error_response(d.unknown_provider(provider))
     refusal = d.check_auth(dialect, request.headers.get("Authorization"))
     if refusal is not None:
-        return _error(refusal)
+        return error_response(refusal)
     if not isinstance(body, dict):
-        return _error(d.invalid_body(dialect, "We could not parse the JSON body of your request."))
+        return error_response(
+            d.invalid_body(dialect, "We could not parse the JSON body of your request.")
+        )
     model = state.table.get(provider, body.get("model"))
     if model is None:
-        return _error(d.model_not_found(dialect, body.get("model")))
+        return error_response(d.model_not_found(dialect, body.get("model")))
     rid = body.get("request_id")
     if dialect == d.ZHIPU and isinstance(rid, str) and not state.fresh_request_id(rid):
-        return _error(d.zhipu_error(400, "1231", f"request_id 重复 (duplicate): {rid}"))
+        return error_response(d.zhipu_error(400, "1231", f"request_id 重复 (duplicate): {rid}"))
     try:
         scan = scan_messages(body.get("messages"))
         rule = echo_key(
             state.faults.select(scan.directives, model), request.headers.get("Authorization")
         )
     except BadRequest as exc:
-        return _error(d.invalid_body(dialect, str(exc), "messages"))
+        return error_response(d.invalid_body(dialect, str(exc), "messages"))
     except DirectiveError as exc:
-        return _error(d.bad_directive(str(exc)))
+        return error_response(d.bad_directive(str(exc)))
     if rule is not None:
-        early = await _fault_head(request, state, rule, dialect, body.get("stream") is True)
+        shape = functools.partial(d.fault_error, dialect)
+        early = await fault_head(request, state, rule, body.get("stream") is True, shape)
         if early is not None:
             return early
     return await _answer(request, state, model, body, scan, rule)
@@ -217,7 +149,7 @@ async def _answer(
     prompt = prompt_tokens(scan, body.get("tools"))
     refusal = check_request(model, body, scan, prompt)
     if refusal is not None:
-        return _error(refusal, rule)
+        return error_response(refusal, rule)
     uid = state.next_uid()
     answer = plan_answer(model, body, scan, prompt, uid, rule)
     request_id = body.get("request_id")
@@ -244,75 +176,52 @@ async def _answer(
             return await send_wire(request, state, wire, rule)
     if plan is not None:
         return await send_plan(request, state, plan, rule)
-    return _json(completion_body(answer, env), headers=rule_headers(rule))
-
-
-async def _fault_head(
-    request: web.Request, state: SimState, rule: Rule, dialect: str, stream: bool
-) -> web.StreamResponse | None:
-    """Apply the parts of a rule that act before the answer; a response ends the request."""
-    if rule.latency_ms > 0:
-        await asyncio.sleep(rule.latency_ms / 1000)
-    if rule.hang:
-        state.streams.opened += 1
-        try:
-            await until_gone(request, state)
-        finally:
-            state.streams.ended("client_gone")
-        return web.Response(status=499)
-    if rule.is_error:
-        if rule.body is not None:
-            return _error(ErrorReply(rule.status or 500, rule.body), rule)
-        return _error(d.fault_error(dialect, rule.status or 500, rule.code, rule.message), rule)
-    if rule.cut_after_chunks is not None and not stream and rule.malformed is None:
-        abort(request)
-        return web.Response(status=499)
-    return None
+    return json_response(completion_body(answer, env), headers=rule_headers(rule))
 
 
 # --- /_sim control routes ----------------------------------------------------------------------
 
 
 async def _get_requests(request: web.Request) -> web.Response:
-    return _json(list(request.app[STATE].requests))
+    return json_response(list(request.app[STATE].requests))
 
 
 async def _clear_requests(request: web.Request) -> web.Response:
     request.app[STATE].requests.clear()
-    return _json({"cleared": True})
+    return json_response({"cleared": True})
 
 
 async def _set_faults(request: web.Request) -> web.Response:
     try:
         rules = parse_rules(orjson.loads(await request.read()))
     except (orjson.JSONDecodeError, DirectiveError) as exc:
-        return _error(d.bad_directive(str(exc)))
+        return error_response(d.bad_directive(str(exc)))
     faults = request.app[STATE].faults
     seed = request.query.get("seed")
     if seed is not None:
         if not seed.lstrip("-").isdigit():
-            return _error(d.bad_directive(f"seed must be an integer, not {seed!r}"))
+            return error_response(d.bad_directive(f"seed must be an integer, not {seed!r}"))
         faults.seed(int(seed))
     faults.set_global(rules)
-    return _json({"rules": len(rules)})
+    return json_response({"rules": len(rules)})
 
 
 async def _clear_faults(request: web.Request) -> web.Response:
     request.app[STATE].faults.reset()
-    return _json({"cleared": True})
+    return json_response({"cleared": True})
 
 
 async def _get_streams(request: web.Request) -> web.Response:
-    return _json(request.app[STATE].streams.snapshot())
+    return json_response(request.app[STATE].streams.snapshot())
 
 
 async def _clear_streams(request: web.Request) -> web.Response:
     request.app[STATE].streams.reset()
-    return _json({"cleared": True})
+    return json_response({"cleared": True})
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok", "models": len(request.app[STATE].table)})
+    return json_response({"status": "ok", "models": len(request.app[STATE].table)})
 
 
 def create_sim_app(models: Iterable[SimModel]) -> web.Application:

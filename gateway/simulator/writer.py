@@ -5,11 +5,14 @@ answers, trickles that never end, hangs. Each one is counted on the app's :class
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 from gateway.simulator.behaviour import StreamPlan
+from gateway.simulator.dialects import ErrorReply
 from gateway.simulator.faults import Rule
 from gateway.simulator.malformed import JSON, SSE, Wire
 from gateway.simulator.streams import Ending, StreamBook
@@ -29,6 +32,45 @@ def rule_headers(rule: Rule | None) -> dict[str, str]:
     if rule is None or rule.retry_after is None:
         return {}
     return {"Retry-After": f"{rule.retry_after:g}"}
+
+
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """``obj`` as an ``application/json`` response."""
+    return web.Response(status=status, body=orjson.dumps(obj), content_type=JSON, headers=headers)
+
+
+def error_response(reply: ErrorReply, rule: Rule | None = None) -> web.Response:
+    """An error answer, with the rule's ``Retry-After`` when it sets one."""
+    return json_response(reply.body, reply.status, {**reply.headers, **rule_headers(rule)})
+
+
+FaultShape = Callable[[int, str | None, str | None], ErrorReply]
+"""Builds a fault's error answer from (status, code, message) in the surface's own shape."""
+
+
+async def fault_head(
+    request: web.Request, state: Holder, rule: Rule, stream: bool, shape: FaultShape
+) -> web.StreamResponse | None:
+    """Apply the parts of a rule that act before the answer; a response ends the request."""
+    if rule.latency_ms > 0:
+        await asyncio.sleep(rule.latency_ms / 1000)
+    if rule.hang:
+        state.streams.opened += 1
+        try:
+            await until_gone(request, state)
+        finally:
+            state.streams.ended("client_gone")
+        return web.Response(status=499)
+    if rule.is_error:
+        if rule.body is not None:
+            return error_response(ErrorReply(rule.status or 500, rule.body), rule)
+        return error_response(shape(rule.status or 500, rule.code, rule.message), rule)
+    if rule.cut_after_chunks is not None and not stream and rule.malformed is None:
+        abort(request)
+        return web.Response(status=499)
+    return None
 
 
 def abort(request: web.Request) -> None:
