@@ -164,7 +164,7 @@ def test_claude_code_model_discovery_reads_an_anthropic_model_list(
     agent_gateway: Proc, tmp_path: Path
 ) -> None:
     """With gateway model discovery on, Claude Code first sends ``GET /v1/models?limit=1000``
-    with ``anthropic-version`` and must still answer (the list is read, or ignored if absent)."""
+    with ``anthropic-version``; the gateway's Anthropic-shaped list must pass its check."""
     r = httpx.get(
         agent_gateway.url + "/v1/models?limit=1000",
         headers={"Authorization": f"Bearer {MASTER_KEY}", "anthropic-version": "2023-06-01"},
@@ -181,9 +181,16 @@ def test_claude_code_model_discovery_reads_an_anthropic_model_list(
     reply = f"hi after discovery {nonce()}"
     prompt = f"say hi {directive({'content': reply}, nonce())}"
     env = {"CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1"}
-    run = run_claude(["-p", prompt], agent_gateway.url, MASTER_KEY, tmp_path, env)
+    debug = tmp_path / "debug.log"
+    args = ["-p", "--debug-file", str(debug), prompt]
+    run = run_claude(args, agent_gateway.url, MASTER_KEY, tmp_path / "home", env)
     assert run.returncode == 0, _diagnose(run, agent_gateway)
     assert reply in run.stdout, _diagnose(run, agent_gateway)
+    # Claude Code keeps only ids matching /(claude|anthropic)/i; "cached N models" means the
+    # list passed its schema and offered at least one (else: "response body failed
+    # validation", "non-OK status", "0 usable models after filter").
+    lines = [ln for ln in debug.read_text().splitlines() if "[gatewayDiscovery]" in ln]
+    assert any("[gatewayDiscovery] cached" in ln for ln in lines), lines
 
 
 @NEEDS_MESSAGES
