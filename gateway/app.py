@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import gc
+import hmac
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api.chat import ChatEndpoint
 from gateway.api.http import GatewayASGI, build_fastapi
 from gateway.catalogue.catalogue import Config, config_secrets
+from gateway.edge.endpoint import Endpoint
 from gateway.edge.lifecycle import Lifecycle
+from gateway.frontends.base import FrontEnd
+from gateway.frontends.chat import ChatFrontEnd
+from gateway.frontends.messages_frontend import MessagesFrontEnd
 from gateway.observability.access import AccessLog
 from gateway.observability.loop import LoopLagMonitor
 from gateway.observability.metrics import Metrics
@@ -95,6 +100,7 @@ def build_services(
         demo=demo,
         lifecycle=Lifecycle(server.shutdown_grace_s, server.drain_timeout_s),
         gate=InFlightGate(server.max_in_flight, server.max_queued, server.queue_timeout_s, metrics),
+        frontends=build_frontends(config),
     )
 
 
@@ -129,4 +135,30 @@ def create_app(
                 await on_shutdown()
 
     fastapi_app = build_fastapi(services, lifespan)
-    return GatewayASGI(fastapi_app, ChatEndpoint(services), services)
+    routes = {f"/v1/{path}": Endpoint(services, fe) for path, fe in services.frontends.items()}
+    return GatewayASGI(fastapi_app, routes, services)
+
+
+def thinking_key(config: Config) -> bytes:
+    """The key that signs returned thinking blocks: configured, else derived from the master
+    key (replicas agree without more config), else random for this process."""
+    messages = config.gateway.frontends.messages
+    if messages.thinking_key:
+        return messages.thinking_key.encode()
+    master = config.gateway.auth.master_key
+    if master:
+        return hmac.new(master.encode(), b"glm-gateway thinking signatures", "sha256").digest()
+    return os.urandom(32)
+
+
+def build_frontends(config: Config) -> dict[str, FrontEnd]:
+    """Path under ``/v1/`` → the front-end API served there (one line per API)."""
+    known = {*config.catalogue.variants, *config.gateway.aliases}
+    claude = {  # the default table names shipped aliases; a config without them gets auto
+        name: model if model in known else "auto"
+        for name, model in config.gateway.frontends.messages.claude_models.items()
+    }
+    return {
+        "chat/completions": ChatFrontEnd(),
+        "messages": MessagesFrontEnd(claude, thinking_key(config)),
+    }

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gateway.catalogue.catalogue import Config
 from gateway.edge.lifecycle import Lifecycle
+from gateway.frontends.base import FrontEnd
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.providers.base import Provider
@@ -28,4 +29,6 @@ class Services:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     gate: InFlightGate = field(default_factory=lambda: InFlightGate(1024, 256, 1.0))
     """The process's in-flight cap and bounded queue (``server.max_in_flight`` ...)."""
+    frontends: dict[str, FrontEnd] = field(default_factory=dict)
+    """Path under ``/v1/`` → the front-end API served there."""
     extras: dict[str, object] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """The FastAPI app for everything but the hot path, and the ASGI dispatcher in front of it.
 
-The only module that imports FastAPI. ``/v1/chat/completions`` bypasses FastAPI entirely
-(:class:`gateway.api.chat.ChatEndpoint`), because its request/response machinery costs ~40%
+With :mod:`gateway.api.anthropic`, the only modules that import FastAPI. The front-end APIs
+(``/v1/chat/completions``, ``/v1/messages``) bypass FastAPI entirely
+(:class:`gateway.edge.endpoint.Endpoint`), because its request/response machinery costs ~40%
 of throughput on this path.
 """
 
@@ -19,14 +20,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.admin import read_capped, register_admin
-from gateway.api.chat import ChatEndpoint, no_capable_error, parse_body
+from gateway.api.anthropic import anthropic_models_body, register_anthropic, wants_anthropic
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
 from gateway.api.openapi import OpenAPIDocument, errors, json_body, operation
 from gateway.api.ops import key_bad_targets, readiness, refresh_state_metrics
 from gateway.api.route import explain
+from gateway.catalogue.body import parse_body
 from gateway.catalogue.needs import resolve_needs
 from gateway.edge.asgi import Receive, Scope, Send, new_request_id, send_error
+from gateway.edge.endpoint import Endpoint, bearer, no_capable_error
 from gateway.edge.headers import HeadersTooLarge, head_bytes
 from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.services import Services
@@ -66,8 +69,8 @@ def build_fastapi(
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         err: GatewayError = NotFound(
             f"No route for {request.method} {request.url.path}. Endpoints: POST "
-            "/v1/chat/completions, GET /v1/models, POST /v1/route, GET /healthz, /readyz, "
-            "/metrics, /dashboard."
+            "/v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, GET "
+            "/v1/models, POST /v1/route, GET /healthz, /readyz, /metrics, /dashboard."
         )
         if exc.status_code == 405:
             err = GatewayError(
@@ -95,7 +98,10 @@ def build_fastapi(
         ),
     )
     async def _models(request: Request) -> Response:
-        await s.auth.identify(request.headers.get("authorization"))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        await s.auth.identify(bearer(headers))
+        if wants_anthropic(headers):
+            return ORJSONResponse(anthropic_models_body(s.config))
         return ORJSONResponse(models_body(s.config))
 
     @app.post(
@@ -111,10 +117,16 @@ def build_fastapi(
     )
     async def _route(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
-        caller = await s.auth.identify(headers.get("authorization"))
+        caller = await s.auth.identify(bearer(headers))
         raw = await read_capped(request, s.config.gateway.server.max_body_bytes)
         body = parse_body(raw, s.config.gateway.limits)
+        min_context = None
+        if wants_anthropic(headers) or request.query_params.get("api") == "messages":
+            inbound = s.frontends["messages"].parse(body, headers)  # a Messages body
+            body, min_context = inbound.chat, inbound.min_context
         needs = resolve_needs(body, headers, s.config)
+        if min_context and min_context > (needs.min_context or 0):
+            needs.min_context = min_context
         plan = await s.router.plan(needs, caller=caller)
         out = explain(needs, plan, str(body.get("model")), await key_bad_targets(s))
         if not plan.candidates:
@@ -154,6 +166,7 @@ def build_fastapi(
 
     register_dashboard(app, s)
     register_admin(app, s)
+    register_anthropic(app, s)
 
     return app
 
@@ -165,9 +178,13 @@ class GatewayASGI:
     tracked by the lifecycle while it runs, so a shutdown can drain it.
     """
 
-    def __init__(self, fastapi_app: FastAPI, chat: ChatEndpoint, services: Services) -> None:
+    def __init__(
+        self, fastapi_app: FastAPI, routes: dict[str, Endpoint], services: Services
+    ) -> None:
         self.fastapi = fastapi_app
-        self.chat = chat
+        self.routes = routes
+        """``POST`` path → the raw endpoint of one front-end API (the query string is not part
+        of the path: ``/v1/messages?beta=true`` is ``/v1/messages``)."""
         self.services = services
         self._max_head = services.config.gateway.server.max_header_bytes
         self._in_flight = services.lifecycle.tasks
@@ -185,8 +202,9 @@ class GatewayASGI:
         assert task is not None  # uvicorn runs each request in a task of its own
         self._in_flight.add(task)
         try:
-            if scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
-                await self.chat(scope, receive, send)
+            endpoint = self.routes.get(scope["path"]) if scope["method"] == "POST" else None
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
             else:
                 await self._fastapi(scope, receive, send)
         finally:

@@ -16,10 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+import orjson
+
 from gateway.catalogue.schema import RequestLimits
 from gateway.errors import InvalidRequest
 
 IMAGE_PART_TYPES: Final = frozenset({"image_url", "video_url", "input_image"})
+_DEFAULT_LIMITS: Final = RequestLimits()
 _BASE64_PER_BYTE: Final = 4 / 3
 
 
@@ -29,6 +32,31 @@ def _limit(what: str, key: str, value: int, param: str, code: str) -> InvalidReq
         param=param,
         code=code,
     )
+
+
+def parse_body(raw: bytes, limits: RequestLimits = _DEFAULT_LIMITS) -> dict[str, Any]:
+    """The request body as a JSON object (any API), nested no deeper than the limit; 400
+    ``invalid_json`` / ``too_deep`` otherwise."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson's own ceiling (1024) is past any configured one
+            raise _limit(
+                "The request body is nested too deeply",
+                "max_json_depth",
+                limits.max_json_depth,
+                "body",
+                "too_deep",
+            ) from None
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc}.", code="invalid_json"
+        ) from None
+    if not isinstance(obj, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    check_depth(raw, obj, limits)
+    return obj
 
 
 def check_depth(raw: bytes, obj: Any, limits: RequestLimits) -> None:

@@ -298,6 +298,14 @@ def _check_gateway(gateway: GatewayFile, file: str, variants: Mapping[str, Varia
                 problems.append(
                     f"{file}: aliases.{name}.variants[{j}]: {_unknown_variant(vid, variants)}"
                 )
+    known = {*variants, *gateway.aliases, *RESERVED_MODEL_NAMES}
+    written = "frontends" in gateway.model_fields_set  # the defaults name shipped aliases
+    for name, model in gateway.frontends.messages.claude_models.items():
+        if written and model not in known:
+            problems.append(
+                f"{file}: frontends.messages.claude_models.{name}: {model!r} is not a variant "
+                "id, an alias or auto"
+            )
     if gateway.state.backend == "redis" and not gateway.state.redis_url:
         problems.append(
             f"{file}: state.redis_url: required when state.backend is 'redis' "
@@ -320,6 +328,8 @@ def _demo_rewrite(providers: list[_Provider], url: str, warnings: list[str]) -> 
     out = []
     for src in providers:
         update: dict[str, Any] = {"base_url": f"{url}/{src.name}/v1"}
+        if src.config.anthropic_base_url:
+            update["anthropic_base_url"] = f"{url}/{src.name}/anthropic"
         if src.config.adapter == "litellm":
             update["adapter"] = "openai"
             warnings.append(
@@ -418,6 +428,7 @@ def _target(
         litellm_model=dep.litellm_model,
         headers=tuple(cfg.headers.items()),
         litellm_params=tuple(cfg.litellm_params.items()),
+        messages_url=f"{cfg.anthropic_base_url}/v1/messages" if cfg.anthropic_base_url else None,
     )
 
 

@@ -133,8 +133,8 @@ def _parse_header_args(items: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from gateway.api.chat import parse_body
     from gateway.api.route import explain
+    from gateway.catalogue.body import parse_body
     from gateway.catalogue.needs import resolve_needs
     from gateway.routing.planner import plan
 

@@ -145,6 +145,8 @@ def thinking(body: dict[str, Any], chat: dict[str, Any], ignored: Ignored) -> No
         chat["thinking"] = {"type": "disabled" if kind == "disabled" else "enabled"}
     elif effort is not None:
         chat["thinking"] = {"type": "enabled"}
+    else:  # Anthropic's default is no thinking; GLM 4.5+ thinks unless told not to
+        chat["thinking"] = {"type": "disabled"}
     for path, fmt in (
         ("output_config.format", cfg.get("format")),
         ("output_format", body.get("output_format")),

@@ -40,7 +40,7 @@ class Record:
     """Everything known about one finished request (built once, read by every sink)."""
 
     __slots__ = (
-        "backoff", "cost_usd", "error", "fallback", "key_id", "overhead", "provider",
+        "api", "backoff", "cost_usd", "error", "fallback", "key_id", "overhead", "provider",
         "request_id", "rs", "status", "stream", "times", "tokens_in", "tokens_out", "total",
         "upstream", "variant",
     )  # fmt: skip
@@ -55,7 +55,9 @@ class Record:
         rs: RouteRecord | None,
         total: float,
         times: StageTimes,
+        api: str = "chat",
     ) -> None:
+        self.api = api
         self.request_id, self.key_id, self.status, self.stream = request_id, key_id, status, stream
         self.error, self.rs, self.times, self.total = error, rs, times, total
         upstream = times.relay_wait_s
@@ -194,7 +196,7 @@ class AccessLog:
         """When True the chat handler passes the messages and they are logged (off by default)."""
         self._writer = writer if writer is not None else ACCESS_WRITER
         self._now = UTCNow()
-        self._answered: dict[tuple[str, str, int, bool], _Answered] = {}
+        self._answered: dict[tuple[str, str, int, bool, str], _Answered] = {}
         self._stages: tuple[PlainHistogram, ...] = ()
         """parse, route, state, other: created with the first planned request, as before."""
 
@@ -211,12 +213,14 @@ class AccessLog:
         times: StageTimes | None = None,
         prompt: Any = None,
         client: str | None = None,
+        api: str = "chat",
     ) -> None:
         """Record one finished request: metrics, rolling stats, one JSON log line.
 
-        ``client``: the caller's address (the peer, or what a trusted proxy forwarded)."""
+        ``client``: the caller's address (the peer, or what a trusted proxy forwarded);
+        ``api``: the front-end it came in on (``chat``, ``messages``)."""
         rec = Record(request_id, key_id, status, stream, error, rs, duration_s,
-                     times or _NO_TIMES)  # fmt: skip
+                     times or _NO_TIMES, api)  # fmt: skip
         self._observe_request(rec)
         self._observe_stages(rec)
         self._observe_routing(rec)
@@ -224,6 +228,7 @@ class AccessLog:
         self._count(rec)
         if self._writer.enabled():
             line = rec.line(self._now())
+            line["api"] = api
             if client is not None:
                 line["client"] = client
             unsure = bool(rec.failed_providers())  # upstream text is in the attempts
@@ -243,7 +248,7 @@ class AccessLog:
         )  # fmt: skip
 
     def _observe_request(self, rec: Record) -> None:
-        key = (rec.variant, rec.provider, rec.status, rec.stream)
+        key = (rec.variant, rec.provider, rec.status, rec.stream, rec.api)
         a = self._answered.get(key) or self._answer(key)
         a.requests.inc()
         if rec.error is not None:
@@ -252,13 +257,14 @@ class AccessLog:
         a.duration.observe(rec.total)
         a.overhead.observe(rec.overhead)
 
-    def _answer(self, key: tuple[str, str, int, bool]) -> _Answered:
-        """The series of a new (variant, provider, status, stream), created in today's order."""
+    def _answer(self, key: tuple[str, str, int, bool, str]) -> _Answered:
+        """The series of a new (variant, provider, status, stream, api), created in today's
+        order."""
         m = self._m
-        variant, provider, status, stream = key
+        variant, provider, status, stream, api = key
         s = "true" if stream else "false"
         a = _Answered(
-            m.requests.labels(variant, provider, str(status), s),
+            m.requests.labels(variant, provider, str(status), s, api),
             m.duration.labels(variant, s),
             m.overhead.labels(s),
         )

@@ -193,8 +193,8 @@ class Metrics:
         r = self.registry
         self.requests = PlainCounter(
             "glm_gateway_requests",
-            "Chat completion requests by the variant and provider that answered, and status.",
-            ["variant", "provider", "status", "stream"],
+            "Requests by the variant and provider that answered, status, and front-end API.",
+            ["variant", "provider", "status", "stream", "api"],
             registry=r,
         )
         self.errors = PlainCounter(

@@ -141,7 +141,7 @@ def reference_line(
             "inter_chunk_mean_ms": None if t.gap_mean_s is None else ms(t.gap_mean_s),
             "inter_chunk_max_ms": ms(t.gap_max_s) if t.chunks else None,
         },
-        "error": error,
+        "error": error, "api": "chat",
     }  # fmt: skip
 
 

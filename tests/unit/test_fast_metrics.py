@@ -38,7 +38,7 @@ from tests.support.state_stubs import OneOpen
 
 # name: (type, label names), as the README's metrics table lists them
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "glm_gateway_requests": ("counter", ("variant", "provider", "status", "stream")),
+    "glm_gateway_requests": ("counter", ("variant", "provider", "status", "stream", "api")),
     "glm_gateway_request_errors": ("counter", ("error",)),
     "glm_gateway_in_flight_requests": ("gauge", ()),
     "glm_gateway_build_info": ("gauge", ("version",)),
@@ -208,17 +208,19 @@ def populate(m: Metrics, targets: tuple[Target, ...]) -> None:
 
 def test_labels_returns_one_series_per_label_values_however_asked() -> None:
     m = Metrics()
-    a = m.requests.labels("v", "p", "200", "false")
-    assert m.requests.labels("v", "p", "200", "false") is a
-    assert m.requests.labels("v", "p", 200, False) is not a  # "False" is another value
-    assert m.requests.labels("v", "p", 200, "false") is a  # str() as prometheus-client does
-    assert m.requests.labels(variant="v", provider="p", status="200", stream="false") is a
+    a = m.requests.labels("v", "p", "200", "false", "chat")
+    assert m.requests.labels("v", "p", "200", "false", "chat") is a
+    assert m.requests.labels("v", "p", 200, False, "chat") is not a  # "False" is another value
+    assert m.requests.labels("v", "p", 200, "false", "chat") is a  # str() as prometheus does
+    assert (
+        m.requests.labels(variant="v", provider="p", status="200", stream="false", api="chat") is a
+    )
     with pytest.raises(ValueError, match="Incorrect label count"):
         m.requests.labels("v")
     with pytest.raises(ValueError, match="No label names"):
         m.in_flight.labels("x")
     with pytest.raises(ValueError, match="already has labels"):
-        a.labels("v", "p", "200", "false")
+        a.labels("v", "p", "200", "false", "chat")
     with pytest.raises(ValueError, match="non-negative"):
         a.inc(-1)
 

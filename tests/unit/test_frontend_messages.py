@@ -72,6 +72,7 @@ def test_plain_text_golden() -> None:
             {"role": "user", "content": "Hi"},
         ],
         "max_tokens": 1024,
+        "thinking": {"type": "disabled"},  # Anthropic's default; GLM 4.5+ would think
     }
     assert (req.requested_model, req.max_tokens, req.stream, req.context_need) == (
         "claude-opus-4-8",

@@ -75,7 +75,15 @@ def test_shipped_config_has_the_16_seed_variants_in_order() -> None:
     assert list(config.catalogue.variants) == SEED_IDS
     assert list(config.catalogue.by_variant) == SEED_IDS
     assert set(config.catalogue.providers) == SHIPPED_PROVIDERS
-    assert set(config.gateway.aliases) == {"cheap", "best", "fast", "vision", "long", "code"}
+    assert set(config.gateway.aliases) == {
+        "cheap",
+        "best",
+        "fast",
+        "vision",
+        "long",
+        "coding",
+        "code",
+    }
     assert config.gateway.auth.master_key is None
     assert config.gateway.state.redis_url is None
 

@@ -236,7 +236,7 @@ def test_access_record_feeds_metrics_stats_and_one_json_line(
     v, p = answered.variant.id, answered.provider
     get = m.registry.get_sample_value
     assert get("glm_gateway_requests_total", {"variant": v, "provider": p, "status": "200",
-                                              "stream": "false"}) == 1  # fmt: skip
+                                              "stream": "false", "api": "chat"}) == 1  # fmt: skip
     assert get("glm_gateway_fallbacks_total", {"reason": "overloaded",
                "from_variant": first.variant.id, "to_variant": v}) == 1  # fmt: skip
     attempt = {"variant": first.variant.id, "provider": first.provider, "outcome": "overloaded"}
@@ -280,7 +280,8 @@ def test_an_early_error_has_no_route_and_still_counts(captured: list[str]) -> No
     get = m.registry.get_sample_value
     assert get("glm_gateway_request_errors_total", {"error": "invalid_api_key"}) == 1
     assert get("glm_gateway_requests_total", {"variant": "none", "provider": "none",
-                                              "status": "401", "stream": "false"}) == 1  # fmt: skip
+                                              "status": "401", "stream": "false",
+                                              "api": "chat"}) == 1  # fmt: skip
     assert get("glm_gateway_stage_duration_seconds_count", {"stage": "parse"}) is None
     assert orjson.loads(captured[0])["variant"] == "none"
 

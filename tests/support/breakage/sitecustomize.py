@@ -13,12 +13,13 @@ from typing import Any
 BOOM = "<<boom>>"
 
 if os.environ.get("GLM_TEST_PLANT_BUG") == "1":
-    import gateway.api.chat as chat
     import gateway.api.http as http
     import gateway.api.models as models
+    import gateway.edge.endpoint as endpoint
+    import gateway.edge.relay as relay
 
-    real_resolve = chat.resolve_needs
-    real_rewrite = chat._Relay.rewrite
+    real_resolve = endpoint.resolve_needs
+    real_rewrite = relay.Relay.rewrite
     real_models = models.models_body
 
     def resolve_needs(body: Any, headers: Any, config: Any) -> Any:
@@ -34,6 +35,6 @@ if os.environ.get("GLM_TEST_PLANT_BUG") == "1":
     def models_body(config: Any) -> Any:
         raise RuntimeError("planted bug in /v1/models")
 
-    chat.resolve_needs = resolve_needs
-    chat._Relay.rewrite = rewrite  # type: ignore[method-assign]
+    endpoint.resolve_needs = resolve_needs
+    relay.Relay.rewrite = rewrite  # type: ignore[method-assign]
     http.models_body = models_body

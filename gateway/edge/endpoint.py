@@ -1,0 +1,344 @@
+"""One raw ASGI handler for every front-end API: the hot path.
+
+Read and parse the body once (orjson), let the front-end turn it into the internal request,
+resolve needs, plan, hand the fallback loop to the router, and answer through the front-end:
+its body, its stream events, its error shape. Everything that is not the API's shape is here
+once for all of them: auth, load shedding, limits, the stream commit point, deadlines, client
+disconnects, shutdown, the last-line 500, metrics and the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.catalogue.body import parse_body
+from gateway.catalogue.needs import Needs, resolve_needs
+from gateway.edge.asgi import Receive, Scope, Send, header_map, new_request_id, read_body
+from gateway.edge.asgi import safe_header as _safe
+from gateway.edge.client_addr import ClientAddress
+from gateway.edge.lifecycle import ShuttingDown
+from gateway.edge.relay import Relay, stream_failure_error
+from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
+from gateway.errors import GatewayError, InternalError, NoCapableVariant
+from gateway.frontends.base import FrontEnd, Headers, Inbound, StreamOut
+from gateway.observability.timing import StageTimes
+from gateway.routing import failures as fl
+from gateway.routing.planner import Plan
+from gateway.routing.router import RouteState, StreamSession
+from gateway.services import Services
+from gateway.tenancy.auth import Caller
+from gateway.tenancy.shedding import Overloaded
+
+log = logging.getLogger("glm_gateway.edge")
+EXACT_IN_THREAD_BYTES = 60_000
+WATCH_AFTER_S = 0.02
+"""A request still running after this long gets a task that watches for the client going away
+(and cancels the upstream call). Answers faster than that, most of them behind a fast host,
+never pay for the task; a disconnect is still noticed within this delay."""
+
+
+@dataclass(slots=True)
+class _Ctx:
+    request_id: str
+    started: float
+    rs: RouteState | None = None
+    inbound: Inbound | None = None
+    out: StreamOut | None = None
+    status: int = 200
+    stream: bool = False
+    responded: bool = False
+    done: bool = False
+    disconnected: bool = False
+    key_id: str = "-"
+    client: str = "-"
+    caller: Caller | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    times: StageTimes = field(default_factory=StageTimes)
+    watcher: asyncio.Task[None] | None = None
+
+
+def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
+    why = "; ".join(
+        f"{r.variant}{'@' + r.provider if r.provider else ''}: {', '.join(r.reasons)}"
+        for r in plan.rejected
+    )
+    return NoCapableVariant(
+        "No GLM-4 variant can serve this request. It needs: "
+        + ", ".join(plan.unmet)
+        + f". Rejected: {why}. Relax a need (X-GLM-* headers / route) or pick another model.",
+        extra={
+            "unmet": plan.unmet,
+            "rejected": [
+                {"variant": r.variant, "provider": r.provider, "reasons": list(r.reasons)}
+                for r in plan.rejected
+            ],
+        },
+    )
+
+
+def bearer(headers: dict[str, str]) -> str | None:
+    """The client's key: ``Authorization`` as sent, or Anthropic's ``x-api-key`` as a bearer."""
+    auth = headers.get("authorization")
+    if auth is None and (key := headers.get("x-api-key")):
+        return "Bearer " + key
+    return auth
+
+
+class Endpoint:
+    """``POST`` of one front-end API (chat completions, Messages ...)."""
+
+    def __init__(self, services: Services, frontend: FrontEnd) -> None:
+        self._s = services
+        self._fe = frontend
+        self.gate = services.gate
+        """This process's in-flight cap (load shedding), shared by every front-end."""
+        self._config = services.config
+        self._router = services.router
+        self._limit = services.config.gateway.server.max_body_bytes
+        self._limits = services.config.gateway.limits
+        self._client = ClientAddress(services.config.gateway.server.trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gate = self.gate
+        if not gate.take():  # contended: wait in the bounded queue, or be shed at once
+            started = time.perf_counter()
+            try:
+                await gate.wait()
+            except Overloaded as err:
+                await self._shed(scope, send, err, started)
+                return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            gate.leave()
+
+    async def _shed(self, scope: Scope, send: Send, err: Overloaded, started: float) -> None:
+        ctx = _Ctx(header_map(scope).get("x-request-id") or new_request_id(), started)
+        ctx.status, ctx.error, ctx.done = err.status, err.code, True
+        await self._send_error(send, err, ctx)
+        await self._finish(ctx)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_map(scope)
+        ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
+        ctx.client = self._client.of(scope, headers)
+        task = asyncio.current_task()
+        watch: asyncio.TimerHandle | None = None
+        self._s.metrics.in_flight.inc()
+        try:
+            ctx.caller = await self._s.auth.identify(bearer(headers))
+            ctx.key_id = ctx.caller.key_id
+            body = parse_body(await read_body(receive, self._limit), self._limits)
+            inbound = ctx.inbound = self._fe.parse(body, headers)
+            ctx.stream = inbound.stream
+            needs = resolve_needs(inbound.chat, headers, self._config)
+            if inbound.min_context and inbound.min_context > (needs.min_context or 0):
+                needs.min_context = inbound.min_context
+            if needs.prompt.upper > EXACT_IN_THREAD_BYTES:
+                # Large prompts may need exact tokenizing near a window edge (~25 ms per
+                # 200 KB): do it off the event loop before the (pure) planner asks for it.
+                await asyncio.to_thread(needs.prompt.exact)
+            ctx.rs = await self._plan(inbound.chat, needs, ctx)
+            if not ctx.rs.plan.targets:
+                raise no_capable_error(needs, ctx.rs.plan)
+            deadline = self._router.deadline(needs)
+            assert task is not None
+            watch = asyncio.get_running_loop().call_later(
+                WATCH_AFTER_S, _start_watch, receive, task, ctx
+            )
+            if ctx.stream:
+                session = await self._router.open_stream(
+                    inbound.chat, ctx.rs, deadline, inbound.native
+                )
+                await self._relay(session, send, ctx, self._guard(deadline, needs))
+            else:
+                data = await self._router.complete(inbound.chat, ctx.rs, deadline, inbound.native)
+                answer = self._fe.render(data, inbound, ctx.rs.native)
+                ctx.done = True
+                await _send_body(send, 200, answer, self._headers(ctx))
+        except GatewayError as err:
+            ctx.status, ctx.error = err.status, err.code or err.type
+            if not ctx.responded:
+                ctx.done = True
+                await self._send_error(send, err, ctx)
+        except asyncio.CancelledError:
+            if self._s.lifecycle.stopping and not ctx.disconnected and task is not None:
+                task.uncancel()  # cut by the shutdown: the upstream call is cancelled; say so
+                await self._last_word(send, ctx, ShuttingDown(), 503, "server_shutting_down")
+                return
+            if not ctx.disconnected or task is None:
+                raise
+            task.uncancel()
+            ctx.status, ctx.error = 499, "client_disconnected"
+        except Exception:
+            # The last line: a bug answers in the API's shape, logged here once (not re-raised,
+            # so the server does not log it a second time as a bare traceback).
+            log.exception("unhandled error on request %s", ctx.request_id)
+            bug = InternalError(ctx.request_id)
+            await self._last_word(send, ctx, bug, 500, "internal_error")
+        finally:
+            if watch is not None:
+                watch.cancel()
+            if ctx.watcher is not None:
+                ctx.watcher.cancel()
+            self._s.metrics.in_flight.dec()
+            await self._finish(ctx)
+
+    async def _plan(self, chat: dict[str, Any], needs: Needs, ctx: _Ctx) -> RouteState:
+        """Plan, with stage marks: parse ends here; route excludes the state round trip."""
+        if self._s.access.log_prompts:
+            ctx.extra["prompt"] = chat.get("messages")
+        planning = time.perf_counter()
+        ctx.times.parse_s = planning - ctx.started
+        rs = await self._router.admit(needs, ctx.caller, ctx.times)
+        ctx.times.route_s = time.perf_counter() - planning - ctx.times.before_s
+        ctx.times.planned = True
+        return rs
+
+    def _guard(self, deadline: float, needs: Needs) -> StreamGuard:
+        routing = self._config.gateway.routing
+        total = min(routing.total_timeout_s, needs.timeout or routing.total_timeout_s)
+        return StreamGuard(deadline, routing.stream_idle_timeout_s, total)
+
+    def _headers(self, ctx: _Ctx) -> Headers:
+        rs = ctx.rs
+        target = rs.target if rs else None
+        if target is None and rs and rs.attempts:
+            target = rs.attempts[-1].target
+        out = [
+            (b"x-request-id", _safe(ctx.request_id, 200)),
+            (b"x-glm-variant", (target.variant.id if target else "none").encode()),
+            (b"x-glm-provider", (target.provider if target else "none").encode()),
+            (b"x-glm-attempts", str(len(rs.attempts) if rs else 0).encode()),
+        ]
+        if rs is not None:
+            reason = rs.fallback_reason
+            if reason:
+                out.append((b"x-glm-fallback-reason", _safe(reason)))
+            out.extend((k.encode(), _safe(v)) for k, v in rs.headers)
+            if rs.adaptations and rs.target is not None:
+                out.append((b"x-glm-adapted", _safe(",".join(rs.adaptations))))
+        if ctx.inbound is not None and ctx.inbound.headers:
+            out.extend(ctx.inbound.headers)
+        return out
+
+    async def _send_error(self, send: Send, err: GatewayError, ctx: _Ctx) -> None:
+        status, body, extra = self._fe.error(err, ctx.request_id)
+        headers = [*extra, *self._headers(ctx)]
+        headers.extend((k.lower().encode(), _safe(v)) for k, v in err.headers.items())
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _relay(
+        self, session: StreamSession, send: Send, ctx: _Ctx, guard: StreamGuard
+    ) -> None:
+        assert ctx.inbound is not None
+        target = session.state.attempts[-1].target
+        relay = Relay(session, target, ctx.times, guard)
+        out = ctx.out = self._fe.stream(ctx.inbound, session.native is not None)
+        failure: fl.Failure | None = None
+
+        async def forward(chunk: bytes) -> None:
+            data = out.relay(chunk)
+            if data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        try:
+            head = [*self._fe.stream_headers, *self._headers(ctx)]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            ctx.responded = True
+            first = out.begin() + out.relay(b"".join(relay.rewrite(ev) for ev in session.prelude))
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            ctx.times.ttft_s = time.perf_counter() - ctx.started
+            failure = self._router.redacted(relay.failure or await relay.pump(forward))
+            if failure is not None:
+                timed_out = failure.code in (DEADLINE_CODE, IDLE_CODE)
+                ctx.status = 504 if timed_out else 502
+                ctx.error = failure.code if timed_out else f"stream_{failure.cls.value}"
+                tail = out.fail(stream_failure_error(failure, target))
+                await send({"type": "http.response.body", "body": tail, "more_body": True})
+            ctx.done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await session.response.close()
+            session.state.usage = relay.usage
+            self._router.stream_ended(session, failure)
+
+    async def _last_word(
+        self, send: Send, ctx: _Ctx, err: GatewayError, status: int, code: str
+    ) -> None:
+        """The answer to a request cut short (shutdown, a bug): an error in the API's shape, or
+        inside a started stream its error event and the end of the body (never its clean end).
+        Nothing is sent when the answer was already out."""
+        if ctx.done:
+            return
+        ctx.done = True
+        ctx.status, ctx.error = status, code
+        try:
+            if not ctx.responded:
+                await self._send_error(send, err, ctx)
+                return
+            tail = ctx.out.fail(err) if ctx.out is not None else b""
+            await send({"type": "http.response.body", "body": tail, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception:  # the client is gone or the transport broke: nothing left to tell
+            log.debug("could not tell %s how it ended", ctx.request_id, exc_info=True)
+
+    async def _finish(self, ctx: _Ctx) -> None:
+        # The answer is out: the duration ends here. Recording outcomes and settling the lease
+        # happen after it (their time is the ``state`` stage, not the client's wait).
+        ended = time.perf_counter()
+        rs = ctx.rs
+        if rs is not None:
+            await self._router.record(rs)
+            ctx.times.after_s = time.perf_counter() - ended
+        self._s.access.emit(
+            request_id=ctx.request_id,
+            key_id=ctx.key_id,
+            status=ctx.status,
+            stream=ctx.stream,
+            duration_s=ended - ctx.started,
+            rs=rs,
+            error=ctx.error,
+            times=ctx.times,
+            prompt=ctx.extra.get("prompt"),
+            client=ctx.client,
+            api=self._fe.name,
+        )
+
+
+async def _send_body(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _start_watch(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx) -> None:
+    if not ctx.done:
+        ctx.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task, ctx))
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx) -> None:
+    """Cancel the handler when the client goes away before we finished answering."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            if not ctx.done:
+                ctx.disconnected = True
+                task.cancel()
+            return

@@ -1,0 +1,174 @@
+"""The relay of a committed stream: the upstream's events rewritten and forwarded.
+
+The router hands over a stream once it has its first content token (the commit point). From
+there :class:`Relay` rewrites each event (``model``; a host dialect's chunks normalised; the usage
+chunk the gateway asked for hidden unless the client asked too), joins what one read delivered
+into one write, checks a ``json_schema`` answer at its end, and watches the total deadline and
+the idle limit (:class:`~gateway.edge.stream_guard.StreamGuard`). Its output is OpenAI chunk
+bytes; a front-end's :class:`~gateway.frontends.base.StreamOut` turns them into its API's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
+from gateway.errors import GatewayError
+from gateway.observability.timing import StageTimes
+from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
+from gateway.providers.dialects import StreamNormaliser, model_rewriter
+from gateway.routing import failures as fl
+from gateway.routing.router import StreamSession
+from gateway.routing.sse import event_json, is_done
+
+Out = Callable[[bytes], Awaitable[None]]
+"""Where relayed bytes go (the front-end's translation, then the client)."""
+
+
+class Relay:
+    """Rewrites and forwards a committed stream's events."""
+
+    __slots__ = (
+        "ends", "failure", "guard", "native", "norm", "raw", "replacements", "session", "target",
+        "times", "usage",
+    )  # fmt: skip
+
+    def __init__(
+        self, session: StreamSession, target: Any, times: StageTimes, guard: StreamGuard
+    ) -> None:
+        self.session = session
+        self.guard = guard
+        self.times = times
+        self.target = target
+        self.norm = StreamNormaliser(
+            target, include_usage=session.include_usage, collect_content=session.guard is not None
+        )
+        self.raw = self.norm.raw
+        self.replacements = model_rewriter(target)
+        self.failure: fl.Failure | None = None
+        self.usage: dict[str, Any] | None = None
+        self.native = session.native
+        """The host speaks the client's API: its events pass as they are (the front-end puts
+        the client's model name back), watched only for errors, usage and their end."""
+        self.ends: Callable[[bytes], bool] = self.native.ends if self.native else is_done
+
+    def rewrite(self, event: bytes) -> bytes:
+        if self.native is not None:
+            return self._native(event)
+        if is_done(event):
+            return self._done() + event + b"\n\n"
+        if self.raw:
+            for old, new in self.replacements:
+                event = event.replace(old, new)
+            special = b"network_error" in event or b'"error"' in event
+            if special or b'"usage":{' in event or b'"usage": {' in event:
+                obj = event_json(event)
+                self._inspect(obj)
+                if not self.norm.keep_raw(obj):
+                    return b""  # the usage chunk the gateway asked for, not the client
+            return event + b"\n\n"
+        obj = event_json(event)
+        if not isinstance(obj, dict):
+            return event + b"\n\n"
+        self._inspect(obj)
+        return self.norm.chunk(obj)
+
+    def _native(self, event: bytes) -> bytes:
+        assert self.native is not None
+        if b'"error"' in event or b"usage" in event:
+            obj = event_json(event)
+            got = self.native.usage(obj)
+            if got:
+                self.usage = {**(self.usage or {}), **got}
+            if isinstance(obj, dict) and obj.get("type") == "error":
+                self.failure = self.failure or fl.classify_stream_event(obj)
+                return b""
+        return event + b"\n\n"
+
+    def _done(self) -> bytes:
+        """Held-back text; a json_schema answer is checked against its schema here."""
+        tail = self.norm.close()
+        guard = self.session.guard
+        if guard is not None and self.failure is None:
+            self.failure = guard.check_text(self.norm.content(), self.norm.finish_reason)
+        return tail
+
+    def _inspect(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            return
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        self.failure = self.failure or fl.stream_failure(obj)
+
+    async def pump(self, out: Out) -> fl.Failure | None:
+        guard = self.guard
+        guard.start()
+        try:
+            return await self._pump(out)
+        except asyncio.CancelledError:
+            failure = guard.tripped()  # the total deadline or the idle limit passed
+            if failure is None:
+                raise
+            return failure
+        finally:
+            guard.stop()
+
+    async def _pump(self, out_to: Out) -> fl.Failure | None:
+        reader = self.session.reader
+        guard = self.guard
+        try:
+            while True:
+                # Two clock reads per event; the histograms are fed once per stream (_finish).
+                waiting = time.perf_counter()
+                event = await reader.next_event()
+                guard.last = now = time.perf_counter()
+                self.times.chunk_waited(now - waiting)
+                if event is None:
+                    return fl.Failure(
+                        fl.FailureClass.TRANSIENT, 200, None, "upstream stream ended without [DONE]"
+                    )
+                # Relay every event this read delivered in one send: one write, not one per
+                # event (no added wait: only events already received are joined).
+                out: list[bytes] = []
+                done = False
+                while event is not None:
+                    out.append(self.rewrite(event))
+                    if self.failure is not None:
+                        out.pop()
+                        break
+                    if self.ends(event):
+                        done = True
+                        break
+                    event = reader.pop_buffered()
+                    if event is not None:
+                        self.times.chunk_waited(0.0)  # already here: no wait, still a chunk
+                if out:
+                    await out_to(b"".join(out))
+                if self.failure is not None:
+                    return self.failure
+                if done:
+                    return None
+        except (UpstreamTimeout, UpstreamConnectionError) as exc:
+            return fl.classify_exception(exc)
+
+
+def stream_failure_error(failure: fl.Failure, target: Any) -> GatewayError:
+    if failure.code in (DEADLINE_CODE, IDLE_CODE):
+        err = GatewayError(
+            f"The stream from {target.provider} ({target.variant.id}) was stopped: "
+            f"{failure.message}; the upstream request was cancelled.",
+            code=failure.code,
+        )
+        err.type = "timeout_error"
+        return err
+    err = GatewayError(
+        f"The upstream stream from {target.provider} ({target.variant.id}) failed after the "
+        f"answer started: {failure.cls.value}: {failure.message}",
+        code="stream_interrupted",
+    )
+    err.type = "upstream_error"
+    return err

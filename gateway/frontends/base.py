@@ -1,0 +1,122 @@
+"""The one Protocol every front-end API meets: a translator in and out of the internal request.
+
+The internal request is an OpenAI chat-completions body (a dict): the needs, the planner, the
+fallback loop and the providers know nothing else. A front-end turns its API's body into that
+(:meth:`FrontEnd.parse`), the router's answer back into its API's body (:meth:`FrontEnd.render`)
+or stream (:meth:`FrontEnd.stream`), and any gateway error into its API's error shape
+(:meth:`FrontEnd.error`). The edge (:mod:`gateway.edge.endpoint`) does the rest the same way
+for every API: auth, limits, needs, planning, fallback, the stream commit point, deadlines,
+disconnects, shutdown, metrics and the access log. Adding an API is a new module here and one
+line in the route table; it touches neither ``routing/`` nor ``providers/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.catalogue.target import Target
+from gateway.errors import GatewayError
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class NativeCall(Protocol):
+    """A request that a host speaking the client's API natively takes as sent.
+
+    The router tries each candidate in plan order as always; for a deployment this call
+    :meth:`serves` it sends :meth:`body` to :meth:`url` (with :attr:`headers`) instead of the
+    translated chat body, and the answer goes back to the client untranslated.
+    """
+
+    api: str
+    """The API spoken natively (``messages``), named in ``X-GLM-Adapted``."""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Client headers the host's API needs (checked values only: ``anthropic-version``)."""
+        ...
+
+    def serves(self, target: Target) -> bool: ...
+
+    def url(self, target: Target) -> str: ...
+
+    def body(self, target: Target) -> dict[str, Any]:
+        """The client's body for ``target`` (its model id set)."""
+        ...
+
+    def accept(self, raw: bytes) -> tuple[bytes, dict[str, int]] | str:
+        """A 2xx non-streaming answer: the body and its usage as ``prompt_tokens`` /
+        ``completion_tokens``, or why it is not an answer."""
+        ...
+
+    def commits(self, event: Any) -> bool:
+        """A parsed stream event that carries answer content (the commit point)."""
+        ...
+
+    def ends(self, event: bytes) -> bool:
+        """The raw stream event that ends the answer (the API's ``[DONE]``)."""
+        ...
+
+    def usage(self, event: Any) -> dict[str, int] | None:
+        """Usage a parsed stream event reports (``prompt_tokens`` / ``completion_tokens``)."""
+        ...
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One request as a front-end parsed it."""
+
+    chat: dict[str, Any]
+    """The internal request: an OpenAI chat body, routed as is."""
+    stream: bool
+    headers: Headers = field(default_factory=list)
+    """Extra response headers the front-end adds (e.g. ``x-glm-ignored``)."""
+    min_context: int | None = None
+    """A context need the API expressed outside the chat body (a ``[1m]`` model suffix)."""
+    state: Any = None
+    """The front-end's own per-request data (the client's model name, stop sequences ...)."""
+    native: NativeCall | None = None
+    """Set when some hosts speak this API natively: the router may send the body as is."""
+
+
+class StreamOut(Protocol):
+    """One stream's translation, fed the relay's OpenAI chunk bytes."""
+
+    def begin(self) -> bytes:
+        """Sent right after the response head (Messages: ``message_start``, a ``ping``)."""
+        ...
+
+    def relay(self, chunk: bytes) -> bytes:
+        """One or more whole ``data:`` events of OpenAI chunks (``[DONE]`` last) → the API's."""
+        ...
+
+    def fail(self, err: GatewayError) -> bytes:
+        """The API's error event after the answer started: the stream's last bytes."""
+        ...
+
+
+class FrontEnd(Protocol):
+    name: str
+    """The API's label in metrics and the access log (``chat``, ``messages``)."""
+    stream_headers: Headers
+    """Content type and friends of this API's streams."""
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Inbound:
+        """The internal request; raises :class:`~gateway.errors.InvalidRequest` (or another
+        :class:`~gateway.errors.GatewayError`) naming what was wrong."""
+        ...
+
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
+        """The router's non-streaming answer in this API's shape: an OpenAI chat completion,
+        or (``native``) the host's own answer in this API, to pass on."""
+        ...
+
+    def stream(self, inbound: Inbound, native: bool = False) -> StreamOut:
+        """A stream's translation (``native``: the host's events are already this API's)."""
+        ...
+
+    def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:
+        """Status, body and extra headers of an error answer in this API's shape."""
+        ...

@@ -1,0 +1,54 @@
+"""OpenAI chat completions: the internal request already, so the translation is the identity.
+
+``parse`` checks only what the edge needs before the needs resolver reads the body (``stream``);
+answers and streams pass through as the router produced them (model rewritten, dialect
+normalised); errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from gateway.edge.asgi import JSON_CT, SSE_HEADERS
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.frontends.base import Headers, Inbound
+from gateway.routing.sse import error_event
+
+_ERROR_HEADERS: Final = [JSON_CT]
+
+
+class _Passthrough:
+    __slots__ = ()
+
+    def begin(self) -> bytes:
+        return b""
+
+    def relay(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def fail(self, err: GatewayError) -> bytes:
+        return error_event(err.body_bytes())
+
+
+_PASSTHROUGH: Final = _Passthrough()
+
+
+class ChatFrontEnd:
+    name = "chat"
+    stream_headers: Headers = SSE_HEADERS
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Inbound:
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
+        return Inbound(body, stream is True)
+
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
+        return answer
+
+    def stream(self, inbound: Inbound, native: bool = False) -> _Passthrough:
+        return _PASSTHROUGH
+
+    def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:
+        return err.status, err.body_bytes(), _ERROR_HEADERS

@@ -1,0 +1,155 @@
+"""Anthropic Messages (``POST /v1/messages``) on the front-end Protocol.
+
+The translation itself lives in :mod:`.messages` (request and answer) and
+:mod:`.messages_stream` (events); this class puts it on :class:`~gateway.frontends.base.FrontEnd`
+for the edge: ``claude-*`` names mapped through the configured table (longest prefix wins), what
+the gateway ignored reported in ``X-GLM-Ignored``, usage always asked of the upstream stream,
+errors in Anthropic's shape (529 ``overloaded_error`` when every candidate was out of capacity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import orjson
+
+from gateway.edge.asgi import JSON_CT, SSE_HEADERS, safe_header
+from gateway.errors import GatewayError, UpstreamsFailed
+from gateway.frontends.base import Headers, Inbound
+from gateway.frontends.messages import MessagesRequest, error_for, from_chat, to_chat
+from gateway.frontends.messages_native import MessagesNative
+from gateway.frontends.messages_stream import MessagesStream, event
+from gateway.routing.sse import event_json, is_done
+from gateway.tenancy.shedding import Overloaded
+
+_ERROR_HEADERS: Final = [JSON_CT]
+
+
+class ClaudeModels(Mapping[str, str]):
+    """Client model name → gateway model (a variant id, alias or ``auto``) by the longest
+    configured prefix: ``claude-sonnet`` maps ``claude-sonnet-4-5-20250929`` too."""
+
+    def __init__(self, table: Mapping[str, str]) -> None:
+        self._table = dict(table)
+        self._prefixes = sorted(self._table, key=len, reverse=True)
+
+    def __getitem__(self, name: str) -> str:
+        lowered = name.lower()
+        for prefix in self._prefixes:
+            if prefix != "*" and lowered.startswith(prefix.lower()):
+                return self._table[prefix]
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def _overloaded(err: GatewayError) -> bool:
+    return (isinstance(err, UpstreamsFailed) and err.status == 503) or isinstance(err, Overloaded)
+
+
+class _MessagesOut:
+    __slots__ = ("_s",)
+
+    def __init__(self, stream: MessagesStream) -> None:
+        self._s = stream
+
+    def begin(self) -> bytes:
+        return self._s.start(0) + self._s.ping()
+
+    def relay(self, chunk: bytes) -> bytes:
+        out = b""
+        for ev in chunk.split(b"\n\n"):
+            if not ev:
+                continue
+            if is_done(ev):
+                out += self._s.end()
+                continue
+            obj = event_json(ev)
+            if isinstance(obj, dict):
+                out += self._s.feed(obj)
+        return out
+
+    def fail(self, err: GatewayError) -> bytes:
+        status, body = error_for(err, overloaded=_overloaded(err))
+        etype = orjson.loads(body)["error"]["type"]
+        return self._s.error(status, etype, err.message)
+
+
+class _NativeOut:
+    """A host's own Messages stream: passed on, the client's model name put back."""
+
+    __slots__ = ("_requested", "_started")
+
+    def __init__(self, requested: str) -> None:
+        self._requested = orjson.dumps(requested)
+        self._started = False
+
+    def begin(self) -> bytes:
+        return b""
+
+    def relay(self, chunk: bytes) -> bytes:
+        if self._started or b"message_start" not in chunk:
+            return chunk
+        self._started = True
+        head, sep, rest = chunk.partition(b"\n\n")
+        obj = event_json(head)
+        if isinstance(obj, dict) and isinstance(obj.get("message"), dict):
+            obj["message"]["model"] = orjson.loads(self._requested)
+            head = event("message_start", obj).rstrip(b"\n")
+        return head + sep + rest
+
+    def fail(self, err: GatewayError) -> bytes:
+        _, body = error_for(err, overloaded=_overloaded(err))
+        return event("error", orjson.loads(body))
+
+
+class MessagesFrontEnd:
+    name = "messages"
+    stream_headers: Headers = SSE_HEADERS
+
+    def __init__(self, claude_models: Mapping[str, str], thinking_key: bytes) -> None:
+        self._models = ClaudeModels(claude_models)
+        self._key = thinking_key
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Inbound:
+        req = to_chat(body, self._models, thinking_key=self._key)
+        if req.stream:  # the stream's message_delta reports usage: always ask the host for it
+            req.chat["stream_options"] = {"include_usage": True}
+        extra: Headers = []
+        if req.ignored:
+            extra.append((b"x-glm-ignored", safe_header(",".join(req.ignored))))
+        native = MessagesNative(body, headers)
+        return Inbound(req.chat, req.stream, extra, req.context_need, req, native)
+
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
+        req: MessagesRequest = inbound.state
+        if native:  # the host's own Message: only the model name goes back to the client's
+            message = orjson.loads(answer)
+            message["model"] = req.requested_model
+            return orjson.dumps(message)
+        message = from_chat(
+            orjson.loads(answer),
+            req.requested_model,
+            stop_sequences=req.stop_sequences,
+            thinking_key=self._key,
+        )
+        return orjson.dumps(message)
+
+    def stream(self, inbound: Inbound, native: bool = False) -> _MessagesOut | _NativeOut:
+        req: MessagesRequest = inbound.state
+        if native:
+            return _NativeOut(req.requested_model)
+        return _MessagesOut(
+            MessagesStream(
+                req.requested_model, thinking_key=self._key, stop_sequences=req.stop_sequences
+            )
+        )
+
+    def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:
+        status, body = error_for(err, overloaded=_overloaded(err), request_id=request_id)
+        return status, body, _ERROR_HEADERS
