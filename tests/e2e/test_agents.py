@@ -45,8 +45,6 @@ pytestmark = [
     ),
 ]
 
-NEEDS_MESSAGES = pytest.mark.xfail(strict=True, reason="needs /v1/messages")
-
 BASH_CALL = {"name": "Bash", "arguments": {"command": "echo hi", "description": "Print hi"}}
 WEATHER_CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
 
@@ -96,7 +94,10 @@ def _diagnose(run: Any, gateway: Proc) -> str:
     )
 
 
-@NEEDS_MESSAGES
+def _answered(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in recs if r.get("api") == "messages" and r["status"] == 200]
+
+
 def test_claude_code_runs_a_bash_tool_through_the_gateway(
     agent_gateway: Proc, simulator: Proc, tmp_path: Path
 ) -> None:
@@ -111,10 +112,11 @@ def test_claude_code_runs_a_bash_tool_through_the_gateway(
     assert run.returncode == 0, _diagnose(run, agent_gateway)
     assert "Hello from glm-" in run.stdout, _diagnose(run, agent_gateway)
 
-    recs = new_records(agent_gateway, since, lambda r: len(r) >= 2)
-    assert len(recs) >= 2, recs
-    assert [r["status"] for r in recs] == [200] * len(recs), recs
-    assert all(r["variant"] and r["variant"].startswith("glm-") for r in recs), recs
+    # The tool call, then the answer after the tool result: two messages requests answered 200.
+    recs = new_records(agent_gateway, since, lambda r: len(_answered(r)) >= 2)
+    ok = _answered(recs)
+    assert len(ok) == 2, recs
+    assert all(r["variant"].startswith("glm-") for r in ok), recs
 
     upstream = [q["body"] for q in sim_requests(simulator, tag) if isinstance(q.get("body"), dict)]
     assert len(upstream) >= 2, upstream
@@ -122,7 +124,24 @@ def test_claude_code_runs_a_bash_tool_through_the_gateway(
     assert _tool_result_in(upstream[-1], "hi"), upstream[-1].get("messages")
 
 
-@NEEDS_MESSAGES
+@pytest.mark.xfail(
+    strict=True,
+    reason="native Messages passthrough forwards Claude Code's mid-conversation role:system "
+    "message (beta per-turn-control-2026-07-01); the Z.ai/BigModel Anthropic endpoint answers "
+    "400 \"messages.1.role: Input should be 'user' or 'assistant'\" and Claude Code retries "
+    "without that beta, the system text folded into the user turn",
+)
+def test_claude_code_first_request_is_accepted(agent_gateway: Proc, tmp_path: Path) -> None:
+    """Every request of a Claude Code session is answered 200: none is refused and retried."""
+    reply = f"first try {nonce()}"
+    prompt = f"say hi {directive({'content': reply}, nonce())}"
+    since = len(log_records(agent_gateway))
+    run = run_claude(["-p", prompt], agent_gateway.url, MASTER_KEY, tmp_path)
+    assert run.returncode == 0 and reply in run.stdout, _diagnose(run, agent_gateway)
+    recs = new_records(agent_gateway, since, lambda r: len(_answered(r)) >= 1)
+    assert [(r["api"], r["status"]) for r in recs] == [("messages", 200)], recs
+
+
 @pytest.mark.parametrize(
     ("args", "env", "variant"),
     [
@@ -131,10 +150,10 @@ def test_claude_code_runs_a_bash_tool_through_the_gateway(
         pytest.param(["--model", "haiku"], {}, None, id="haiku"),
         pytest.param([], {"ANTHROPIC_MODEL": "glm-4.7"}, "glm-4.7", id="ANTHROPIC_MODEL"),
         pytest.param(
-            ["--model", "sonnet"],
-            {"ANTHROPIC_DEFAULT_SONNET_MODEL": "glm-4.6"},
-            "glm-4.6",
-            id="ANTHROPIC_DEFAULT_SONNET_MODEL",
+            ["--model", "haiku"],
+            {"ANTHROPIC_DEFAULT_HAIKU_MODEL": "glm-4.6v"},
+            "glm-4.6v",
+            id="ANTHROPIC_DEFAULT_HAIKU_MODEL",
         ),
     ],
 )
@@ -153,13 +172,12 @@ def test_claude_code_model_names(
     run = run_claude(["-p", *args, prompt], agent_gateway.url, MASTER_KEY, tmp_path, env)
     assert run.returncode == 0, _diagnose(run, agent_gateway)
     assert reply in run.stdout, _diagnose(run, agent_gateway)
-    recs = new_records(agent_gateway, since, lambda r: len(r) >= 1)
-    assert recs and all(r["status"] == 200 for r in recs), recs
+    ok = _answered(new_records(agent_gateway, since, lambda r: len(_answered(r)) >= 1))
+    assert len(ok) == 1, ok
     if variant is not None:
-        assert {r["variant"] for r in recs} == {variant}, recs
+        assert ok[0]["variant"] == variant, ok
 
 
-@NEEDS_MESSAGES
 def test_claude_code_model_discovery_reads_an_anthropic_model_list(
     agent_gateway: Proc, tmp_path: Path
 ) -> None:
@@ -193,7 +211,6 @@ def test_claude_code_model_discovery_reads_an_anthropic_model_list(
     assert any("[gatewayDiscovery] cached" in ln for ln in lines), lines
 
 
-@NEEDS_MESSAGES
 @pytest.mark.parametrize("model", ["glm-4.7", "claude-sonnet-4-5"])
 def test_ai_sdk_generate_and_stream_with_a_tool(
     agent_gateway: Proc, simulator: Proc, model: str
