@@ -224,7 +224,7 @@ class Endpoint:
             if rs.adaptations and rs.target is not None:
                 out.append((b"x-glm-adapted", _safe(",".join(rs.adaptations))))
         if ctx.inbound is not None and ctx.inbound.headers:
-            out.extend(ctx.inbound.headers)
+            out.extend((k.encode(), _safe(v)) for k, v in ctx.inbound.headers)
         return out
 
     async def _send_error(self, send: Send, err: GatewayError, ctx: _Ctx) -> None:

@@ -14,12 +14,39 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+import orjson
 
 from gateway.catalogue.target import Target
 from gateway.errors import GatewayError
 
 Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Final[Headers] = [(b"content-type", b"application/json")]
+SSE_HEADERS: Final[Headers] = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def sse_data(event: bytes) -> Any:
+    """The JSON of one ``data:`` event (an ``event:`` line may come first), or None."""
+    at = event.find(b"data:")
+    if at < 0:
+        return None
+    payload = event[at + 5 :].strip()
+    if not payload or payload == b"[DONE]":
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def is_done(event: bytes) -> bool:
+    return event.strip() == b"data: [DONE]"
 
 
 class NativeCall(Protocol):
@@ -71,8 +98,9 @@ class Inbound:
     chat: dict[str, Any]
     """The internal request: an OpenAI chat body, routed as is."""
     stream: bool
-    headers: Headers = field(default_factory=list)
-    """Extra response headers the front-end adds (e.g. ``x-glm-ignored``)."""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    """Extra response headers the front-end adds (e.g. ``x-glm-ignored``); the edge makes
+    the values header-safe."""
     min_context: int | None = None
     """A context need the API expressed outside the chat body (a ``[1m]`` model suffix)."""
     state: Any = None

@@ -10,20 +10,15 @@ errors in Anthropic's shape (529 ``overloaded_error`` when every candidate was o
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
-from gateway.edge.asgi import JSON_CT, SSE_HEADERS, safe_header
 from gateway.errors import GatewayError, UpstreamsFailed
-from gateway.frontends.base import Headers, Inbound
+from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound, is_done, sse_data
 from gateway.frontends.messages import MessagesRequest, error_for, from_chat, to_chat
 from gateway.frontends.messages_native import MessagesNative
 from gateway.frontends.messages_stream import MessagesStream, event
-from gateway.routing.sse import event_json, is_done
-from gateway.tenancy.shedding import Overloaded
-
-_ERROR_HEADERS: Final = [JSON_CT]
 
 
 class ClaudeModels(Mapping[str, str]):
@@ -49,7 +44,10 @@ class ClaudeModels(Mapping[str, str]):
 
 
 def _overloaded(err: GatewayError) -> bool:
-    return (isinstance(err, UpstreamsFailed) and err.status == 503) or isinstance(err, Overloaded)
+    """Every candidate out of capacity, or this process shedding load (``overloaded``): 529,
+    which Claude Code retries as it does Anthropic's own."""
+    capacity = isinstance(err, UpstreamsFailed) and err.status == 503
+    return capacity or (err.status == 503 and err.code == "overloaded")
 
 
 class _MessagesOut:
@@ -69,7 +67,7 @@ class _MessagesOut:
             if is_done(ev):
                 out += self._s.end()
                 continue
-            obj = event_json(ev)
+            obj = sse_data(ev)
             if isinstance(obj, dict):
                 out += self._s.feed(obj)
         return out
@@ -97,7 +95,7 @@ class _NativeOut:
             return chunk
         self._started = True
         head, sep, rest = chunk.partition(b"\n\n")
-        obj = event_json(head)
+        obj = sse_data(head)
         if isinstance(obj, dict) and isinstance(obj.get("message"), dict):
             obj["message"]["model"] = orjson.loads(self._requested)
             head = event("message_start", obj).rstrip(b"\n")
@@ -120,9 +118,7 @@ class MessagesFrontEnd:
         req = to_chat(body, self._models, thinking_key=self._key)
         if req.stream:  # the stream's message_delta reports usage: always ask the host for it
             req.chat["stream_options"] = {"include_usage": True}
-        extra: Headers = []
-        if req.ignored:
-            extra.append((b"x-glm-ignored", safe_header(",".join(req.ignored))))
+        extra = [("x-glm-ignored", ",".join(req.ignored))] if req.ignored else []
         native = MessagesNative(body, headers)
         return Inbound(req.chat, req.stream, extra, req.context_need, req, native)
 
@@ -152,4 +148,4 @@ class MessagesFrontEnd:
 
     def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:
         status, body = error_for(err, overloaded=_overloaded(err), request_id=request_id)
-        return status, body, _ERROR_HEADERS
+        return status, body, JSON_HEADERS
