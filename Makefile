@@ -31,6 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash tests/support/system-deps.sh
+	bash tests/agents/install.sh
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -160,5 +160,9 @@ def build_frontends(config: Config) -> dict[str, FrontEnd]:
     }
     return {
         "chat/completions": ChatFrontEnd(),
-        "messages": MessagesFrontEnd(claude, thinking_key(config)),
+        "messages": MessagesFrontEnd(
+            claude,
+            thinking_key(config),
+            config.gateway.frontends.messages.max_output_tokens,
+        ),
     }

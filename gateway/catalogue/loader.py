@@ -328,6 +328,8 @@ def _demo_rewrite(providers: list[_Provider], url: str, warnings: list[str]) -> 
     out = []
     for src in providers:
         update: dict[str, Any] = {"base_url": f"{url}/{src.name}/v1"}
+        if src.config.anthropic_base_url:
+            update["anthropic_base_url"] = f"{url}/{src.name}/anthropic"
         if src.config.adapter == "litellm":
             update["adapter"] = "openai"
             warnings.append(
@@ -426,6 +428,7 @@ def _target(
         litellm_model=dep.litellm_model,
         headers=tuple(cfg.headers.items()),
         litellm_params=tuple(cfg.litellm_params.items()),
+        messages_url=f"{cfg.anthropic_base_url}/v1/messages" if cfg.anthropic_base_url else None,
     )
 
 

@@ -117,9 +117,14 @@ class ProviderConfig(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: PositiveFloat | None = None
     litellm_params: dict[str, Any] = Field(default_factory=dict)
+    anthropic_base_url: str | None = None
+    """The host's own Anthropic Messages endpoint (``POST {anthropic_base_url}/v1/messages``,
+    e.g. Z.ai's ``https://api.z.ai/api/anthropic``): a Messages request routed to one of this
+    provider's deployments is forwarded there as sent (model id set), with the client's
+    ``anthropic-version`` / ``anthropic-beta``, instead of being translated to chat."""
     deployments: list[Deployment]
 
-    @field_validator("base_url")
+    @field_validator("base_url", "anthropic_base_url")
     @classmethod
     def _no_trailing_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
@@ -284,6 +289,10 @@ class MessagesConfig(Strict):
     """Client model name prefix → gateway model (variant id, alias or ``auto``); the longest
     prefix wins, other names are taken as sent. These names are also listed by ``GET /v1/models``
     for Anthropic clients (Claude Code's picker shows only ``claude*`` ids)."""
+    max_output_tokens: PositiveInt = 32000
+    """Messages' ``max_tokens`` is a ceiling that agents set high (Claude Code: 64k-128k); the
+    routed request asks at most this many output tokens (reported in ``X-GLM-Ignored``), so the
+    context need stays prompt + this and a long session keeps every capable window."""
     thinking_key: str | None = None
     """Signs the thinking blocks the gateway returns, so a replayed block is known unmodified.
     Replicas must share it. Unset: derived from ``auth.master_key``, else random per process."""

@@ -39,6 +39,8 @@ class Target:
     litellm_model: str | None
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     litellm_params: tuple[tuple[str, object], ...] = field(default=(), repr=False)
+    messages_url: str | None = None
+    """The host's native Anthropic Messages URL, when it has one (``anthropic_base_url``)."""
 
     @property
     def accepts_images(self) -> bool:

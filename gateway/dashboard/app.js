@@ -268,6 +268,7 @@
     fillTable("t-variant", d.totals.by_variant, (r) => [cell(r.variant), cell(fmtNum(r.requests || 0), "num"), ...usage(r)]);
     fillTable("t-provider", d.totals.by_provider, (r) => [cell(r.provider), cell(fmtNum(r.requests || 0), "num"), ...usage(r)]);
     fillTable("t-key", d.totals.by_key, (r) => [cell(r.key), ...usage(r)]);
+    fillTable("t-api", d.totals.by_api || [], (r) => [cell(r.api), cell(fmtNum(r.requests || 0), "num"), cell(fmtNum(r.errors || 0), "num")]);
   }
 
   function render(d) {

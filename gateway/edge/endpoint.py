@@ -152,11 +152,13 @@ class Endpoint:
                 WATCH_AFTER_S, _start_watch, receive, task, ctx
             )
             if ctx.stream:
-                session = await self._router.open_stream(inbound.chat, ctx.rs, deadline)
+                session = await self._router.open_stream(
+                    inbound.chat, ctx.rs, deadline, inbound.native
+                )
                 await self._relay(session, send, ctx, self._guard(deadline, needs))
             else:
-                data = await self._router.complete(inbound.chat, ctx.rs, deadline)
-                answer = self._fe.render(data, inbound)
+                data = await self._router.complete(inbound.chat, ctx.rs, deadline, inbound.native)
+                answer = self._fe.render(data, inbound, ctx.rs.native)
                 ctx.done = True
                 await _send_body(send, 200, answer, self._headers(ctx))
         except GatewayError as err:
@@ -222,7 +224,7 @@ class Endpoint:
             if rs.adaptations and rs.target is not None:
                 out.append((b"x-glm-adapted", _safe(",".join(rs.adaptations))))
         if ctx.inbound is not None and ctx.inbound.headers:
-            out.extend(ctx.inbound.headers)
+            out.extend((k.encode(), _safe(v)) for k, v in ctx.inbound.headers)
         return out
 
     async def _send_error(self, send: Send, err: GatewayError, ctx: _Ctx) -> None:
@@ -239,7 +241,7 @@ class Endpoint:
         assert ctx.inbound is not None
         target = session.state.attempts[-1].target
         relay = Relay(session, target, ctx.times, guard)
-        out = ctx.out = self._fe.stream(ctx.inbound)
+        out = ctx.out = self._fe.stream(ctx.inbound, session.native is not None)
         failure: fl.Failure | None = None
 
         async def forward(chunk: bytes) -> None:

@@ -32,7 +32,8 @@ class Relay:
     """Rewrites and forwards a committed stream's events."""
 
     __slots__ = (
-        "failure", "guard", "norm", "raw", "replacements", "session", "target", "times", "usage",
+        "ends", "failure", "guard", "native", "norm", "raw", "replacements", "session", "target",
+        "times", "usage",
     )  # fmt: skip
 
     def __init__(
@@ -49,8 +50,14 @@ class Relay:
         self.replacements = model_rewriter(target)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
+        self.native = session.native
+        """The host speaks the client's API: its events pass as they are (the front-end puts
+        the client's model name back), watched only for errors, usage and their end."""
+        self.ends: Callable[[bytes], bool] = self.native.ends if self.native else is_done
 
     def rewrite(self, event: bytes) -> bytes:
+        if self.native is not None:
+            return self._native(event)
         if is_done(event):
             return self._done() + event + b"\n\n"
         if self.raw:
@@ -68,6 +75,18 @@ class Relay:
             return event + b"\n\n"
         self._inspect(obj)
         return self.norm.chunk(obj)
+
+    def _native(self, event: bytes) -> bytes:
+        assert self.native is not None
+        if b'"error"' in event or b"usage" in event:
+            obj = event_json(event)
+            got = self.native.usage(obj)
+            if got:
+                self.usage = {**(self.usage or {}), **got}
+            if isinstance(obj, dict) and obj.get("type") == "error":
+                self.failure = self.failure or fl.classify_stream_event(obj)
+                return b""
+        return event + b"\n\n"
 
     def _done(self) -> bytes:
         """Held-back text; a json_schema answer is checked against its schema here."""
@@ -121,7 +140,7 @@ class Relay:
                     if self.failure is not None:
                         out.pop()
                         break
-                    if is_done(event):
+                    if self.ends(event):
                         done = True
                         break
                     event = reader.pop_buffered()

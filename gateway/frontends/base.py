@@ -14,11 +14,81 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+import orjson
+
+from gateway.catalogue.target import Target
 from gateway.errors import GatewayError
 
 Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Final[Headers] = [(b"content-type", b"application/json")]
+SSE_HEADERS: Final[Headers] = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def sse_data(event: bytes) -> Any:
+    """The JSON of one ``data:`` event (an ``event:`` line may come first), or None."""
+    at = event.find(b"data:")
+    if at < 0:
+        return None
+    payload = event[at + 5 :].strip()
+    if not payload or payload == b"[DONE]":
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def is_done(event: bytes) -> bool:
+    return event.strip() == b"data: [DONE]"
+
+
+class NativeCall(Protocol):
+    """A request that a host speaking the client's API natively takes as sent.
+
+    The router tries each candidate in plan order as always; for a deployment this call
+    :meth:`serves` it sends :meth:`body` to :meth:`url` (with :attr:`headers`) instead of the
+    translated chat body, and the answer goes back to the client untranslated.
+    """
+
+    api: str
+    """The API spoken natively (``messages``), named in ``X-GLM-Adapted``."""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Client headers the host's API needs (checked values only: ``anthropic-version``)."""
+        ...
+
+    def serves(self, target: Target) -> bool: ...
+
+    def url(self, target: Target) -> str: ...
+
+    def body(self, target: Target) -> dict[str, Any]:
+        """The client's body for ``target`` (its model id set)."""
+        ...
+
+    def accept(self, raw: bytes) -> tuple[bytes, dict[str, int]] | str:
+        """A 2xx non-streaming answer: the body and its usage as ``prompt_tokens`` /
+        ``completion_tokens``, or why it is not an answer."""
+        ...
+
+    def commits(self, event: Any) -> bool:
+        """A parsed stream event that carries answer content (the commit point)."""
+        ...
+
+    def ends(self, event: bytes) -> bool:
+        """The raw stream event that ends the answer (the API's ``[DONE]``)."""
+        ...
+
+    def usage(self, event: Any) -> dict[str, int] | None:
+        """Usage a parsed stream event reports (``prompt_tokens`` / ``completion_tokens``)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -28,12 +98,15 @@ class Inbound:
     chat: dict[str, Any]
     """The internal request: an OpenAI chat body, routed as is."""
     stream: bool
-    headers: Headers = field(default_factory=list)
-    """Extra response headers the front-end adds (e.g. ``x-glm-ignored``)."""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    """Extra response headers the front-end adds (e.g. ``x-glm-ignored``); the edge makes
+    the values header-safe."""
     min_context: int | None = None
     """A context need the API expressed outside the chat body (a ``[1m]`` model suffix)."""
     state: Any = None
     """The front-end's own per-request data (the client's model name, stop sequences ...)."""
+    native: NativeCall | None = None
+    """Set when some hosts speak this API natively: the router may send the body as is."""
 
 
 class StreamOut(Protocol):
@@ -63,11 +136,14 @@ class FrontEnd(Protocol):
         :class:`~gateway.errors.GatewayError`) naming what was wrong."""
         ...
 
-    def render(self, answer: bytes, inbound: Inbound) -> bytes:
-        """The router's non-streaming answer (OpenAI chat completion JSON) in this API's shape."""
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
+        """The router's non-streaming answer in this API's shape: an OpenAI chat completion,
+        or (``native``) the host's own answer in this API, to pass on."""
         ...
 
-    def stream(self, inbound: Inbound) -> StreamOut: ...
+    def stream(self, inbound: Inbound, native: bool = False) -> StreamOut:
+        """A stream's translation (``native``: the host's events are already this API's)."""
+        ...
 
     def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:
         """Status, body and extra headers of an error answer in this API's shape."""

@@ -10,12 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from gateway.edge.asgi import JSON_CT, SSE_HEADERS
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.frontends.base import Headers, Inbound
-from gateway.routing.sse import error_event
-
-_ERROR_HEADERS: Final = [JSON_CT]
+from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound
 
 
 class _Passthrough:
@@ -28,7 +24,7 @@ class _Passthrough:
         return chunk
 
     def fail(self, err: GatewayError) -> bytes:
-        return error_event(err.body_bytes())
+        return b"data: " + err.body_bytes() + b"\n\n"
 
 
 _PASSTHROUGH: Final = _Passthrough()
@@ -44,11 +40,11 @@ class ChatFrontEnd:
             raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
         return Inbound(body, stream is True)
 
-    def render(self, answer: bytes, inbound: Inbound) -> bytes:
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
         return answer
 
-    def stream(self, inbound: Inbound) -> _Passthrough:
+    def stream(self, inbound: Inbound, native: bool = False) -> _Passthrough:
         return _PASSTHROUGH
 
     def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:
-        return err.status, err.body_bytes(), _ERROR_HEADERS
+        return err.status, err.body_bytes(), JSON_HEADERS

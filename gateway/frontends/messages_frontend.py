@@ -10,19 +10,15 @@ errors in Anthropic's shape (529 ``overloaded_error`` when every candidate was o
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
-from gateway.edge.asgi import JSON_CT, SSE_HEADERS, safe_header
 from gateway.errors import GatewayError, UpstreamsFailed
-from gateway.frontends.base import Headers, Inbound
+from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound, is_done, sse_data
 from gateway.frontends.messages import MessagesRequest, error_for, from_chat, to_chat
-from gateway.frontends.messages_stream import MessagesStream
-from gateway.routing.sse import event_json, is_done
-from gateway.tenancy.shedding import Overloaded
-
-_ERROR_HEADERS: Final = [JSON_CT]
+from gateway.frontends.messages_native import MessagesNative
+from gateway.frontends.messages_stream import MessagesStream, event
 
 
 class ClaudeModels(Mapping[str, str]):
@@ -48,7 +44,10 @@ class ClaudeModels(Mapping[str, str]):
 
 
 def _overloaded(err: GatewayError) -> bool:
-    return (isinstance(err, UpstreamsFailed) and err.status == 503) or isinstance(err, Overloaded)
+    """Every candidate out of capacity, or this process shedding load (``overloaded``): 529,
+    which Claude Code retries as it does Anthropic's own."""
+    capacity = isinstance(err, UpstreamsFailed) and err.status == 503
+    return capacity or (err.status == 503 and err.code == "overloaded")
 
 
 class _MessagesOut:
@@ -63,19 +62,19 @@ class _MessagesOut:
     def relay(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
         feed = self._s.feed
-        for event in chunk.split(b"\n\n"):
-            if not event:
+        for ev in chunk.split(b"\n\n"):
+            if not ev:
                 continue
-            if event.startswith(b"data: {"):  # the relay's own form: one line, one object
+            if ev.startswith(b"data: {"):  # the relay's own form: one line, one object
                 try:
-                    obj = orjson.loads(memoryview(event)[6:])  # no copy of the payload
+                    obj = orjson.loads(memoryview(ev)[6:])  # no copy of the payload
                 except orjson.JSONDecodeError:
-                    obj = event_json(event)
-            elif is_done(event):
+                    obj = sse_data(ev)
+            elif is_done(ev):
                 out.append(self._s.end())
                 continue
             else:
-                obj = event_json(event)
+                obj = sse_data(ev)
             if isinstance(obj, dict):
                 out.append(feed(obj))
         return b"".join(out)
@@ -86,25 +85,63 @@ class _MessagesOut:
         return self._s.error(status, etype, err.message)
 
 
+class _NativeOut:
+    """A host's own Messages stream: passed on, the client's model name put back."""
+
+    __slots__ = ("_requested", "_started")
+
+    def __init__(self, requested: str) -> None:
+        self._requested = orjson.dumps(requested)
+        self._started = False
+
+    def begin(self) -> bytes:
+        return b""
+
+    def relay(self, chunk: bytes) -> bytes:
+        if self._started or b"message_start" not in chunk:
+            return chunk
+        self._started = True
+        head, sep, rest = chunk.partition(b"\n\n")
+        obj = sse_data(head)
+        if isinstance(obj, dict) and isinstance(obj.get("message"), dict):
+            obj["message"]["model"] = orjson.loads(self._requested)
+            head = event("message_start", obj).rstrip(b"\n")
+        return head + sep + rest
+
+    def fail(self, err: GatewayError) -> bytes:
+        _, body = error_for(err, overloaded=_overloaded(err))
+        return event("error", orjson.loads(body))
+
+
 class MessagesFrontEnd:
     name = "messages"
     stream_headers: Headers = SSE_HEADERS
 
-    def __init__(self, claude_models: Mapping[str, str], thinking_key: bytes) -> None:
+    def __init__(
+        self, claude_models: Mapping[str, str], thinking_key: bytes, max_output: int = 32000
+    ) -> None:
         self._models = ClaudeModels(claude_models)
         self._key = thinking_key
+        self._max_output = max_output
 
     def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Inbound:
         req = to_chat(body, self._models, thinking_key=self._key)
         if req.stream:  # the stream's message_delta reports usage: always ask the host for it
             req.chat["stream_options"] = {"include_usage": True}
-        extra: Headers = []
-        if req.ignored:
-            extra.append((b"x-glm-ignored", safe_header(",".join(req.ignored))))
-        return Inbound(req.chat, req.stream, extra, req.context_need, req)
+        ignored = list(req.ignored)
+        if req.max_tokens > self._max_output:  # a ceiling set high: ask what a host can give
+            req.chat["max_tokens"] = self._max_output
+            ignored.append(f"max_tokens=clamped:{self._max_output}")
+        extra = [("x-glm-ignored", ",".join(ignored))] if ignored else []
+        native = MessagesNative(body, headers)
+        return Inbound(req.chat, req.stream, extra, req.context_need, req, native)
 
-    def render(self, answer: bytes, inbound: Inbound) -> bytes:
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
         req: MessagesRequest = inbound.state
+        if native:  # the host's own Message: only the model name goes back to the client's
+            message = orjson.loads(answer)
+            message["model"] = req.requested_model
+            return orjson.dumps(message)
         message = from_chat(
             orjson.loads(answer),
             req.requested_model,
@@ -113,8 +150,10 @@ class MessagesFrontEnd:
         )
         return orjson.dumps(message)
 
-    def stream(self, inbound: Inbound) -> _MessagesOut:
+    def stream(self, inbound: Inbound, native: bool = False) -> _MessagesOut | _NativeOut:
         req: MessagesRequest = inbound.state
+        if native:
+            return _NativeOut(req.requested_model)
         return _MessagesOut(
             MessagesStream(
                 req.requested_model, thinking_key=self._key, stop_sequences=req.stop_sequences
@@ -123,4 +162,4 @@ class MessagesFrontEnd:
 
     def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:
         status, body = error_for(err, overloaded=_overloaded(err), request_id=request_id)
-        return status, body, _ERROR_HEADERS
+        return status, body, JSON_HEADERS

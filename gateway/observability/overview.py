@@ -70,12 +70,16 @@ def totals(metrics: Metrics) -> dict[str, Any]:
     """Since-start requests, tokens and cost, read back from the Prometheus counters."""
     out: dict[str, Any] = {"requests": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0}
     out["cost_usd"] = 0.0
-    groups: dict[str, dict[str, dict[str, float]]] = {"variant": {}, "provider": {}, "key": {}}
+    groups: dict[str, dict[str, dict[str, float]]] = {
+        "variant": {}, "provider": {}, "key": {}, "api": {}
+    }  # fmt: skip
     for labels, value in _samples(metrics.requests):
         out["requests"] += int(value)
-        if labels["status"].startswith("5"):
+        failed = labels["status"].startswith("5")
+        if failed:
             out["errors"] += int(value)
-        for dim in ("variant", "provider"):
+            _add(groups["api"], labels["api"], "errors", value)
+        for dim in ("variant", "provider", "api"):
             _add(groups[dim], labels[dim], "requests", value)
     for labels, value in _samples(metrics.tokens):
         field = "tokens_" + labels["direction"]

@@ -73,3 +73,19 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class NativeSender(Protocol):
+    """A provider that can also post a client's own API body to a host's native endpoint."""
+
+    async def send_native(
+        self,
+        target: Target,
+        url: str,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> UpstreamResponse: ...

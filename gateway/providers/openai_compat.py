@@ -6,7 +6,7 @@ back as raw bytes (never parsed here).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -71,8 +71,55 @@ class OpenAICompatProvider:
         connect_timeout: float,
         read_timeout: float,
     ) -> UpstreamResponse:
+        return await self._post(
+            target,
+            self._url_for(target),
+            self._headers_for(target),
+            body,
+            stream=stream,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+
+    async def send_native(
+        self,
+        target: Target,
+        url: str,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> UpstreamResponse:
+        """POST ``body`` to a host's own endpoint for the client's API (``url``, from config),
+        with the deployment's key as ``x-api-key`` and bearer, and ``headers`` (checked)."""
+        base = self._headers_for(target)
+        sent = {**base, **headers}
+        if target.api_key:
+            sent["x-api-key"] = target.api_key
+        return await self._post(
+            target,
+            URL(url),
+            sent,
+            body,
+            stream=stream,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+
+    async def _post(
+        self,
+        target: Target,
+        url: URL,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> UpstreamResponse:
         session = self._get_session()
-        url = self._url_for(target)
         if stream:  # no total: a stream lasts as long as it keeps sending
             timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_read=read_timeout)
         else:
@@ -83,7 +130,7 @@ class OpenAICompatProvider:
             timeout = aiohttp.ClientTimeout(total=read_timeout, sock_connect=connect_timeout)
         try:
             resp = await session.post(
-                url, data=orjson.dumps(body), headers=self._headers_for(target), timeout=timeout
+                url, data=orjson.dumps(body), headers=headers, timeout=timeout
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(

@@ -113,6 +113,11 @@ ERROR_TYPES: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "authentication_error": ("auth", "authentication error"),
         "rate_limit_error": ("rate_limit", "rate limited"),
         "overloaded_error": ("overloaded", "upstream overloaded"),
+        # Anthropic's error types (hosts that speak Messages natively)
+        "billing_error": ("auth", "no balance or billing quota left on our key"),
+        "permission_error": ("auth", "our key may not use this"),
+        "not_found_error": ("model_gone", "the host does not serve this model id"),
+        "timeout_error": ("timeout", "the host timed out"),
     }
 )
 """``error.type`` values that say more than the HTTP status (after codes and phrases). Generic

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import orjson
 
@@ -26,9 +26,11 @@ from gateway.errors import (
     InvalidRequest,
     UpstreamsFailed,
 )
+from gateway.frontends.base import NativeCall
 from gateway.observability.redact import Redactor
 from gateway.observability.timing import StageTimes
 from gateway.providers.base import (
+    NativeSender,
     Provider,
     UpstreamConnectionError,
     UpstreamResponse,
@@ -101,6 +103,8 @@ class RouteState:
     """What shared state reserved for this request (settled by ``Router.record``)."""
     headers: list[tuple[str, str]] = field(default_factory=list)
     """Response headers from admission (``x-ratelimit-*``)."""
+    native: bool = False
+    """The answer came from a host speaking the client's API natively (not translated)."""
 
     @property
     def fallback_reason(self) -> str | None:
@@ -121,6 +125,8 @@ class StreamSession:
     """The client asked for a final usage chunk (the upstream is always asked)."""
     guard: SchemaGuard | None = None
     """A json_schema request: the relay checks the streamed answer at its end."""
+    native: NativeCall | None = None
+    """Set when the host streams the client's own API (events passed on as they are)."""
 
 
 class Router:
@@ -171,22 +177,38 @@ class Router:
         attempted = [a.target for a in rs.attempts]
         await self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
 
-    async def complete(self, body: dict[str, Any], rs: RouteState, deadline: float) -> bytes:
-        """Non-streaming: the answer body (OpenAI-shaped, ``model`` = variant id)."""
+    async def complete(
+        self,
+        body: dict[str, Any],
+        rs: RouteState,
+        deadline: float,
+        native: NativeCall | None = None,
+    ) -> bytes:
+        """Non-streaming: the answer body (OpenAI-shaped, ``model`` = variant id), or the host's
+        own answer in the client's API when ``native`` serves the deployment (``rs.native``)."""
         guard = self._schemas.guard(body)
         async with aclosing(self._walk(rs, deadline)) as walk:
             async for target, tries in walk:
-                upstream, changes = adapt_request(body, target)
+                direct = native is not None and native.serves(target)
+                upstream, changes = self._body_for(body, target, native if direct else None)
                 started = self._clock()
                 failure: fl.Failure
                 status = 0
                 try:
-                    resp = await self._send(target, upstream, False, deadline)
+                    resp = await self._send(
+                        target, upstream, False, deadline, native if direct else None
+                    )
                 except (UpstreamTimeout, UpstreamConnectionError) as exc:
                     failure = fl.classify_exception(exc)
                 else:
                     status = resp.status
-                    if 200 <= status < 300:
+                    if 200 <= status < 300 and direct:
+                        assert native is not None
+                        out = self._accept_native(native, resp, target, rs, changes, started)
+                        if isinstance(out, bytes):
+                            return out
+                        failure = out
+                    elif 200 <= status < 300:
                         out = self._accept(resp, target, rs, changes, started, guard)
                         if isinstance(out, bytes):
                             return out
@@ -224,6 +246,32 @@ class Router:
         rs.usage = usage if isinstance(usage, dict) else None
         return orjson.dumps(obj)
 
+    def _body_for(
+        self, body: dict[str, Any], target: Target, native: NativeCall | None
+    ) -> tuple[dict[str, Any], list[str]]:
+        if native is None:
+            return adapt_request(body, target)
+        return native.body(target), [f"api={native.api}:native"]
+
+    def _accept_native(
+        self,
+        native: NativeCall,
+        resp: UpstreamResponse,
+        target: Target,
+        rs: RouteState,
+        changes: list[str],
+        started: float,
+    ) -> bytes | fl.Failure:
+        got = native.accept(resp.body)
+        if isinstance(got, str):
+            if b'"error"' in resp.body:
+                return fl.classify_response(200, resp.headers, resp.body)
+            return fl.Failure(fl.FailureClass.TRANSIENT, 200, None, got)
+        raw, usage = got
+        self._succeeded(rs, target, 200, started, changes)
+        rs.native, rs.usage = True, usage or None
+        return raw
+
     def _succeeded(
         self, rs: RouteState, target: Target, status: int, started: float, changes: list[str]
     ) -> None:
@@ -234,16 +282,21 @@ class Router:
         rs.adaptations = changes
 
     async def open_stream(
-        self, body: dict[str, Any], rs: RouteState, deadline: float
+        self,
+        body: dict[str, Any],
+        rs: RouteState,
+        deadline: float,
+        native: NativeCall | None = None,
     ) -> StreamSession:
         """Streaming: fall over invisibly until one upstream sends its first content token."""
         guard = self._schemas.guard(body)
         async with aclosing(self._walk(rs, deadline)) as walk:
             async for target, tries in walk:
-                upstream, changes = adapt_request(body, target)
+                direct = native if native is not None and native.serves(target) else None
+                upstream, changes = self._body_for(body, target, direct)
                 started = self._clock()
                 try:
-                    resp = await self._send(target, upstream, True, deadline)
+                    resp = await self._send(target, upstream, True, deadline, direct)
                 except (UpstreamTimeout, UpstreamConnectionError) as exc:
                     self._failed(rs, target, 0, fl.classify_exception(exc), started, tries)
                     continue
@@ -256,16 +309,17 @@ class Router:
                     self._failed(rs, target, resp.status, failure, started, tries)
                     continue
                 reader = SSEReader(resp.chunks)
-                got = await self._until_commit(reader, deadline)
+                got = await self._until_commit(reader, deadline, direct)
                 if isinstance(got, fl.Failure):
                     await resp.close()
                     self._failed(rs, target, resp.status, got, started, tries)
                     continue
                 rs.target = target
                 rs.adaptations = changes
+                rs.native = direct is not None
                 rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
                 usage = client_wants_usage(body)
-                return StreamSession(rs, resp, reader, got, started, usage, guard)
+                return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
         raise self._all_failed(rs, deadline)
 
     @overload
@@ -290,8 +344,11 @@ class Router:
     def _ttft_left(self, deadline: float) -> float:
         return min(self._routing.ttft_timeout_s, max(0.0, deadline - self._clock()))
 
-    async def _until_commit(self, reader: SSEReader, deadline: float) -> list[bytes] | fl.Failure:
+    async def _until_commit(
+        self, reader: SSEReader, deadline: float, native: NativeCall | None = None
+    ) -> list[bytes] | fl.Failure:
         ttft = self._ttft_left(deadline)
+        commits = native.commits if native is not None else carries_content
         prelude: list[bytes] = []
         try:
             async with asyncio.timeout(ttft):
@@ -306,7 +363,7 @@ class Router:
                         )
                     prelude.append(event)
                     obj = event_json(event)
-                    if carries_content(obj):
+                    if commits(obj):
                         return self._check_first(obj) or prelude
                     if isinstance(obj, dict) and "error" in obj:
                         failure = fl.classify_stream_event(obj)
@@ -394,12 +451,28 @@ class Router:
                     rs.outcomes.append(Outcome(sibling, False, 0.0, cls, cooldown, True))
 
     async def _send(
-        self, target: Target, body: dict[str, Any], stream: bool, deadline: float
+        self,
+        target: Target,
+        body: dict[str, Any],
+        stream: bool,
+        deadline: float,
+        native: NativeCall | None = None,
     ) -> UpstreamResponse:
         remaining = deadline - self._clock()
         read = min(self._routing.attempt_timeout_s, target.timeout or 1e9, remaining)
         if read <= 0:
             raise UpstreamTimeout("deadline reached")
+        if native is not None:
+            sender = cast(NativeSender, self._providers["openai"])
+            return await sender.send_native(
+                target,
+                native.url(target),
+                native.headers,
+                body,
+                stream=stream,
+                connect_timeout=min(self._routing.connect_timeout_s, read),
+                read_timeout=read,
+            )
         provider = self._providers[target.adapter]
         return await provider.send(
             target,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, when missing, the system packages the test suite runs for real (Debian, as root or
 # through sudo): Redis, Chromium + chromedriver (dashboard test), Prometheus (scrape/rules test),
-# nginx (the chaos suite's load balancer in front of two gateway replicas).
+# nginx (the chaos suite's load balancer in front of two gateway replicas), strace (which sockets
+# Claude Code connects to, tests/e2e/test_agents.py).
 #
 # The tests start each of these themselves, on free loopback ports with their own config: no
 # package may be left running as a system service (Debian's postinst starts nginx on port 80,
@@ -16,6 +17,7 @@ have chromedriver || need+=(chromium-driver)
 have prometheus || need+=(prometheus)
 have promtool || need+=(prometheus)
 have nginx || need+=(nginx)
+have strace || need+=(strace)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -397,3 +397,16 @@ def test_dashboard_data_is_for_the_master_key_only_when_auth_is_on() -> None:
         require_master(on, "Bearer sk-virtual-key")
     with pytest.raises(PermissionDenied, match="none is configured"):
         require_master(services_with(True, None), "Bearer anything")
+
+
+def test_totals_split_by_front_end_api() -> None:
+    m = Metrics()
+    log = AccessLog(m)
+    for api, status in (("chat", 200), ("messages", 200), ("messages", 502)):
+        log.emit(request_id="r", key_id="k", status=status, stream=False, duration_s=0.01,
+                 rs=None, error=None, api=api)  # fmt: skip
+    from gateway.observability.overview import totals
+
+    by_api = {r["api"]: r for r in totals(m)["by_api"]}
+    assert by_api["chat"] == {"api": "chat", "requests": 1}
+    assert by_api["messages"] == {"api": "messages", "requests": 2, "errors": 1}
