@@ -22,6 +22,9 @@ _BETA: Final = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}(\s*,\s*[a-z0-9][a-z0-9.\-]
 DEFAULT_VERSION: Final = "2023-06-01"
 _MESSAGE_STOP: Final = b"message_stop"
 _STARTS: Final = frozenset({"text", "thinking", "redacted_thinking", "tool_use"})
+FAILED_STOPS: Final = frozenset({"network_error", "error"})
+"""Stop reasons a GLM host's Messages endpoint passes on from its chat side (``finish_reason``
+``network_error``: the generation broke): not an answer, as on the chat path."""
 
 
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -119,6 +122,9 @@ class MessagesNative:
             return "the host's answer is not a Message"
         if not isinstance(obj.get("content"), list):
             return "the host's Message has no content"
+        stop = obj.get("stop_reason")
+        if isinstance(stop, str) and stop in FAILED_STOPS:
+            return f"the host's Message ended with stop_reason {stop!r} (the generation failed)"
         return raw, _tokens(obj.get("usage")) or {}
 
     def commits(self, event: Any) -> bool:
