@@ -53,7 +53,9 @@ def gw(simulator: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         yield proc
 
 
-ZAI = {"X-GLM-Providers": "zai"}
+HOST = {"X-GLM-Providers": "openrouter"}
+"""A host that speaks chat only: what these tests prove is the translation (Z.ai and BigModel
+take Messages natively; tests/e2e/test_messages_native.py)."""
 
 
 # --- create and stream -------------------------------------------------------------------------
@@ -66,21 +68,25 @@ async def test_create_answers_a_valid_message(gw: Proc, simulator: Proc) -> None
             model=SONNET,
             max_tokens=256,
             messages=[{"role": "user", "content": said("hello", tag)}],
-            extra_headers=ZAI,
+            extra_headers=HOST,
         )
     msg = await raw.parse()
     check_message(orjson.loads(raw.http_response.content))
     assert msg.model == SONNET  # the client's name is echoed, not the variant id
     assert msg.role == "assistant" and msg.stop_reason == "end_turn"
     assert [b.type for b in msg.content] == ["text"]
-    assert msg.content[0].text.startswith("Hello from glm-4.7 via zai")  # type: ignore[union-attr]
+    assert msg.content[0].text.startswith("Hello from glm-4.7 via openrouter")  # type: ignore[union-attr]
     assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
     h = lower(raw.headers)
     assert_glm_headers(h)
-    assert (h["x-glm-variant"], h["x-glm-provider"], h["x-glm-attempts"]) == ("glm-4.7", "zai", "1")
+    assert (h["x-glm-variant"], h["x-glm-provider"], h["x-glm-attempts"]) == (
+        "glm-4.7",
+        "openrouter",
+        "1",
+    )
     [up] = upstream_bodies(simulator, tag)
-    assert up["model"] == "glm-4.7" and up["max_tokens"] == 256
-    assert up["thinking"] == {"type": "disabled"}  # Anthropic's default: no thinking
+    assert up["model"] == "z-ai/glm-4.7" and up["max_tokens"] == 256
+    assert up["reasoning"] == {"enabled": False}  # Anthropic's default: no thinking
 
 
 async def test_stream_accumulates_to_a_valid_message(gw: Proc) -> None:
@@ -91,7 +97,7 @@ async def test_stream_accumulates_to_a_valid_message(gw: Proc) -> None:
             model=SONNET,
             max_tokens=256,
             messages=[{"role": "user", "content": said("stream please", tag)}],
-            extra_headers=ZAI,
+            extra_headers=HOST,
         ) as s,
     ):
         texts = [t async for t in s.text_stream]
@@ -99,10 +105,10 @@ async def test_stream_accumulates_to_a_valid_message(gw: Proc) -> None:
     check_message(final.to_dict())
     assert final.stop_reason == "end_turn" and final.model == SONNET
     assert "".join(texts) == final.content[0].text  # type: ignore[union-attr]
-    assert final.content[0].text.startswith("Hello from glm-4.7 via zai")  # type: ignore[union-attr]
+    assert final.content[0].text.startswith("Hello from glm-4.7 via openrouter")  # type: ignore[union-attr]
     assert final.usage.output_tokens > 0
 
-    r = await post(gw, body(said("raw stream", nonce()), stream=True), ZAI)
+    r = await post(gw, body(said("raw stream", nonce()), stream=True), HOST)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert_glm_headers(r.headers)
     events, snap = check_stream(r.content)
@@ -127,7 +133,11 @@ async def test_tool_round_trip(gw: Proc, simulator: Proc) -> None:
     messages: list[Any] = [{"role": "user", "content": said("list /tmp", tag, rule)}]
     async with sdk(gw) as c:
         first = await c.messages.create(
-            model=SONNET, max_tokens=512, messages=messages, tools=[READ, BASH], extra_headers=ZAI
+            model=SONNET,
+            max_tokens=512,
+            messages=messages,
+            tools=[READ, BASH],
+            extra_headers=HOST,
         )
         check_message(first.to_dict())
         assert first.stop_reason == "tool_use"
@@ -142,7 +152,11 @@ async def test_tool_round_trip(gw: Proc, simulator: Proc) -> None:
             },
         ]
         second = await c.messages.create(
-            model=SONNET, max_tokens=512, messages=messages, tools=[READ, BASH], extra_headers=ZAI
+            model=SONNET,
+            max_tokens=512,
+            messages=messages,
+            tools=[READ, BASH],
+            extra_headers=HOST,
         )
     check_message(second.to_dict())
     assert second.stop_reason == "end_turn"
@@ -159,7 +173,7 @@ async def test_tool_round_trip(gw: Proc, simulator: Proc) -> None:
 async def test_streamed_tool_use_ends_tool_use(gw: Proc) -> None:
     tag = nonce()
     rule = {"tool_call": {"name": "Read", "arguments": {"path": "/etc/hosts"}}}
-    r = await post(gw, body(said("read it", tag, rule), stream=True, tools=[BASH, READ]), ZAI)
+    r = await post(gw, body(said("read it", tag, rule), stream=True, tools=[BASH, READ]), HOST)
     events, snap = check_stream(r.content)
     assert snap.stop_reason == "tool_use"
     [use] = snap.content
@@ -182,7 +196,7 @@ async def _thinking_turn(c: anthropic.AsyncAnthropic, tag: str, stream: bool) ->
         "messages": [{"role": "user", "content": said("where am I", tag, rule)}],
         "tools": [BASH],
         "thinking": THINKING,
-        "extra_headers": ZAI,
+        "extra_headers": HOST,
     }
     if not stream:
         return await c.messages.create(**kw)
@@ -217,7 +231,7 @@ async def test_thinking_then_tool_use_replays_unmodified(
             messages=replay,
             tools=[BASH],
             thinking=THINKING,
-            extra_headers=ZAI,
+            extra_headers=HOST,
         )
     second = await raw.parse()
     check_message(orjson.loads(raw.http_response.content))
@@ -229,7 +243,7 @@ async def test_thinking_then_tool_use_replays_unmodified(
     assert assistant[0]["reasoning_content"] == thought.thinking  # unmodified
     roles = [m["role"] for m in up["messages"]]
     assert roles == ["user", "assistant", "tool"]  # in order: reasoning, call, then its result
-    assert up["thinking"] == {"type": "enabled"}
+    assert up["reasoning"] == {"enabled": True}
 
 
 @pytest.mark.parametrize("tamper", ["text", "signature", "foreign"])
@@ -255,7 +269,7 @@ async def test_tampered_thinking_is_dropped_and_named(
             "content": [{"type": "tool_result", "tool_use_id": use_id, "content": "/"}],
         },
     ]
-    r = await post(gw, body("", messages=replay, tools=[BASH], thinking=THINKING), ZAI)
+    r = await post(gw, body("", messages=replay, tools=[BASH], thinking=THINKING), HOST)
     assert r.status_code == 200, r.text
     check_message(r.json())
     assert "messages.thinking=unverified:1" in r.headers["x-glm-ignored"].split(",")
@@ -266,7 +280,7 @@ async def test_tampered_thinking_is_dropped_and_named(
 
 
 async def test_thinking_then_text_stream(gw: Proc) -> None:
-    r = await post(gw, body(said("think first", nonce()), stream=True, thinking=THINKING), ZAI)
+    r = await post(gw, body(said("think first", nonce()), stream=True, thinking=THINKING), HOST)
     events, snap = check_stream(r.content)
     assert [b.type for b in snap.content] == ["thinking", "text"]
     kinds = [d["delta"]["type"] for n, d in events if n == "content_block_delta"]
@@ -435,7 +449,10 @@ def claude_code_body(text: str) -> dict[str, Any]:
     }
 
 
-async def test_the_claude_code_request_is_answered(gw: Proc, simulator: Proc) -> None:
+@pytest.mark.parametrize("host", ["native", "translated"])
+async def test_the_claude_code_request_is_answered(gw: Proc, simulator: Proc, host: str) -> None:
+    """No model settings, as ``claude -p`` sends it: ``claude-opus-4-8`` goes to the ``best``
+    alias; Z.ai takes it natively, a chat-only host through the translator."""
     tag = nonce()
     rule = {"tool_call": {"name": "Bash", "arguments": {"command": "git status"}}}
     headers = {
@@ -445,34 +462,34 @@ async def test_the_claude_code_request_is_answered(gw: Proc, simulator: Proc) ->
         "x-app": "cli",
         "x-claude-code-session-id": "2b0c6f1e-1d7a-4c5e-9f43-8d7f4b2a9e10",
         "User-Agent": "claude-cli/2.1.197 (external, cli)",
+        "content-type": "application/json",
+        "X-GLM-Providers": "zai" if host == "native" else "openrouter",
     }
     raw = orjson.dumps(claude_code_body(said("what changed?", tag, rule)))
-    r = await request(
-        gw,
-        "POST",
-        "/v1/messages?beta=true",
-        content=raw,
-        headers={**headers, "content-type": "application/json"},
-    )
+    r = await request(gw, "POST", "/v1/messages?beta=true", content=raw, headers=headers)
     assert r.status_code == 200, r.text
     assert_glm_headers(r.headers)
     _, snap = check_stream(r.content)
     assert snap.stop_reason == "tool_use"
     assert [b.type for b in snap.content][-1] == "tool_use"
     assert snap.content[-1].input == {"command": "git status"}
-    ignored = r.headers["x-glm-ignored"].split(",")
-    for hint in (
-        "cache_control=ignored",
-        "output_config.effort=ignored",
-        "context_management=ignored",
-    ):
-        assert hint in ignored, ignored
     [seen] = sim_requests(simulator, tag)
     up = seen["body"]
-    assert len(up["tools"]) == 24 and up["thinking"] == {"type": "enabled"}
+    forwarded = {k.lower(): v for k, v in seen["headers"].items()}
+    assert len(up["tools"]) == 24
+    if host == "native":
+        assert seen["path"] == "/zai/anthropic/v1/messages"
+        assert "api=messages:native" in r.headers["x-glm-adapted"]
+        assert up["thinking"] == {"type": "adaptive"}  # as sent
+        assert forwarded["anthropic-beta"] == CLAUDE_CODE_BETAS
+        assert "x-claude-code-session-id" not in forwarded
+        return
+    ignored = r.headers["x-glm-ignored"].split(",")
+    for hint in ("cache_control", "output_config.effort", "context_management"):
+        assert f"{hint}=ignored" in ignored, ignored
+    assert up["reasoning"] == {"enabled": True}
     assert up["max_tokens"] <= 64000
     sent = orjson.dumps(up).decode()
     for leaked in ("context_management", "output_config", "cache_control", "clear_thinking"):
         assert leaked not in sent, leaked  # Anthropic-only hints stay at the gateway
-    forwarded = {k.lower() for k in seen["headers"]}
-    assert not forwarded & {"anthropic-beta", "anthropic-version", "x-claude-code-session-id"}
+    assert not set(forwarded) & {"anthropic-beta", "anthropic-version", "x-claude-code-session-id"}

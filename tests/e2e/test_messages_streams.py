@@ -88,21 +88,23 @@ async def stream(proc: Proc, payload: dict[str, Any], headers: dict[str, str]) -
     return r, events, snap
 
 
-ZAI = {"X-GLM-Providers": "zai"}
+HOST = {"X-GLM-Providers": "openrouter"}
+"""A chat-only host: these goldens are the translator's (Z.ai and BigModel speak Messages
+natively and get the client's events back untranslated)."""
 
 
 # --- the simulator -----------------------------------------------------------------------------
 
 
 async def test_plain_text(gw: Proc) -> None:
-    _, events, snap = await stream(gw, body(said("hi", nonce())), ZAI)
+    _, events, snap = await stream(gw, body(said("hi", nonce())), HOST)
     assert outline(events) == [*HEAD, "start:text", "text_delta", "stop", *END_TURN]
-    assert snap.content[0].text.startswith("Hello from glm-4.7 via zai")
+    assert snap.content[0].text.startswith("Hello from glm-4.7 via openrouter")
 
 
 async def test_thinking_then_text(gw: Proc) -> None:
     payload = body(said("hi", nonce()), thinking={"type": "enabled", "budget_tokens": 1024})
-    _, events, snap = await stream(gw, payload, ZAI)
+    _, events, snap = await stream(gw, payload, HOST)
     assert outline(events) == [
         *HEAD,
         "start:thinking", "thinking_delta", "signature_delta", "stop",
@@ -117,7 +119,7 @@ async def test_thinking_then_tool_call(gw: Proc) -> None:
     payload = body(
         said("test it", nonce(), rule), thinking={"type": "adaptive"}, tools=[READ, BASH]
     )
-    _, events, snap = await stream(gw, payload, ZAI)
+    _, events, snap = await stream(gw, payload, HOST)
     assert outline(events) == [
         *HEAD,
         "start:thinking", "thinking_delta", "signature_delta", "stop",
@@ -129,7 +131,7 @@ async def test_thinking_then_tool_call(gw: Proc) -> None:
 
 async def test_max_tokens(gw: Proc) -> None:
     payload = body(said("tell me a long story about " + "words " * 30, nonce()), max_tokens=3)
-    _, events, snap = await stream(gw, payload, ZAI)
+    _, events, snap = await stream(gw, payload, HOST)
     assert outline(events) == [
         *HEAD, "start:text", "text_delta", "stop", "message_delta:max_tokens", "message_stop"
     ]  # fmt: skip
@@ -139,60 +141,92 @@ async def test_max_tokens(gw: Proc) -> None:
 async def test_stop_sequence(gw: Proc) -> None:
     rule = {"content": "one two three DONE"}
     payload = body(said("count", nonce(), rule), stop_sequences=["DONE", "###"])
-    _, events, snap = await stream(gw, payload, ZAI)
+    _, events, snap = await stream(gw, payload, HOST)
     assert outline(events)[-2:] == ["message_delta:stop_sequence", "message_stop"]
     assert (snap.stop_reason, snap.stop_sequence) == ("stop_sequence", "DONE")
-    r = await post(gw, payload, ZAI)  # and not streamed
+    r = await post(gw, payload, HOST)  # and not streamed
     assert (r.json()["stop_reason"], r.json()["stop_sequence"]) == ("stop_sequence", "DONE")
 
 
-async def test_failure_before_the_first_byte_is_invisible(gw: Proc, simulator: Proc) -> None:
+PAIRS = {
+    "translated": ("openrouter", "together"),
+    "native": ("zai", "bigmodel"),
+    "native-then-translated": ("zai", "openrouter"),
+}
+"""A first and a second host for glm-4.7: both chat-only, both speaking Messages natively,
+and a fallback across the two kinds."""
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+async def test_failure_before_the_first_byte_is_invisible(
+    gw: Proc, simulator: Proc, pair: str
+) -> None:
+    first, second = PAIRS[pair]
     tag = nonce()
-    rule = {"match": {"provider": "zai"}, "status": 429, "code": "1302"}
-    headers = {"X-GLM-Providers": "zai,bigmodel"}
+    # a first token slower than routing.ttft_timeout_s (3 s): a timeout, which opens no circuit
+    rule = {"match": {"provider": first}, "ttft_ms": 8000}
+    headers = {"X-GLM-Providers": f"{first},{second}"}
     r, events, snap = await stream(gw, body(said("hi", tag, rule), model="glm-4.7"), headers)
-    assert outline(events) == [*HEAD, "start:text", "text_delta", "stop", *END_TURN]
-    assert "via bigmodel" in snap.content[0].text and "via zai" not in snap.content[0].text
-    assert (r.headers["x-glm-provider"], r.headers["x-glm-attempts"]) == ("bigmodel", "2")
-    assert "zai/glm-4.7" in r.headers["x-glm-fallback-reason"]
-    assert [q["provider"] for q in sim_requests(simulator, tag)] == ["zai", "bigmodel"]
+    assert [e for e in outline(events) if e != "ping"] == [
+        "message_start", "start:text", "text_delta", "stop", *END_TURN
+    ]  # fmt: skip
+    text = snap.content[0].text
+    assert f"via {second}" in text and f"via {first}" not in text
+    assert (r.headers["x-glm-provider"], r.headers["x-glm-attempts"]) == (second, "2")
+    assert f"{first}/glm-4.7 timeout" in r.headers["x-glm-fallback-reason"]
+    assert [q["provider"] for q in sim_requests(simulator, tag)] == [first, second]
+
+
+FAULTS = {
+    "cut": {"cut_after_chunks": 2},
+    "network_error": {"cut_after_chunks": 2, "finish_reason": "network_error"},
+    "stream_error": {
+        "stream_error": {"code": "1234", "message": "fell over"},
+        "cut_after_chunks": 2,
+    },
+    "no_done": {"malformed": "no_done", "cut_after_chunks": 2},  # a clean close, half an answer
+    "truncated_sse": {"malformed": "truncated_sse", "cut_after_chunks": 2},
+}
+NATIVE_NETWORK_ERROR = pytest.mark.xfail(
+    strict=True,
+    reason="gateway bug: on the native Messages path a message_delta with stop_reason "
+    "network_error (GLM's failed-generation finish) is relayed as a successful end "
+    "(edge/relay.py Relay._native only treats type=error events as failures)",
+)
 
 
 @pytest.mark.parametrize(
-    "fault",
+    ("fault", "host"),
     [
-        {"cut_after_chunks": 2},
-        {"cut_after_chunks": 2, "finish_reason": "network_error"},
-        {"stream_error": {"code": "1234", "message": "host fell over"}, "cut_after_chunks": 2},
-        {"malformed": "no_done", "cut_after_chunks": 2},  # a clean close, half an answer
-        {"malformed": "truncated_sse", "cut_after_chunks": 2},
+        pytest.param(f, h, marks=NATIVE_NETWORK_ERROR if (f, h) == ("network_error", "zai") else ())
+        for f in FAULTS
+        for h in ("openrouter", "zai")
     ],
-    ids=["cut", "network_error", "stream_error", "no_done", "truncated_sse"],
 )
 async def test_failure_after_the_first_byte_is_an_error_event(
-    gw: Proc, fault: dict[str, Any]
+    gw: Proc, fault: str, host: str
 ) -> None:
     tag = nonce()
     rid = "req-cut-" + tag
-    rule = {"match": {"provider": "zai"}, **fault}
-    headers = {"X-GLM-Providers": "zai,bigmodel", "X-Request-Id": rid}
-    r, events, snap = await stream(gw, body(said("hi", tag, rule)), headers)
+    rule = {"match": {"provider": host}, **FAULTS[fault]}
+    headers = {"X-GLM-Providers": f"{host},together", "X-Request-Id": rid}
+    r, events, snap = await stream(gw, body(said("hi", tag, rule), model="glm-4.7"), headers)
     assert snap is None  # check_stream: an error ended it
-    names = outline(events)
-    assert names[:4] == [*HEAD, "start:text", "text_delta"]
+    names = [e for e in outline(events) if e != "ping"]
+    assert names[:3] == ["message_start", "start:text", "text_delta"]
     assert names[-1] == "error:api_error" and "message_stop" not in names
-    assert r.headers["x-glm-provider"] == "zai"  # committed: no fallover after content
+    assert r.headers["x-glm-provider"] == host  # committed: no fallover after content
     rec = await wait_for_log(gw, rid)
     assert rec["status"] == 502 and rec["api"] == "messages"
 
     # the SDK raises instead of handing back half an answer as a message
     tag = nonce()
-    rule = {"match": {"provider": "zai"}, **fault}
+    rule = {"match": {"provider": host}, **FAULTS[fault]}
     got: list[str] = []
     async with sdk(gw) as c:
         with pytest.raises(anthropic.APIError):
             async with c.messages.stream(
-                model=SONNET,
+                model="glm-4.7",
                 max_tokens=256,
                 messages=[{"role": "user", "content": said("hi", tag, rule)}],
                 extra_headers=headers,
@@ -439,3 +473,16 @@ async def test_stop_sequence_the_host_names(script_gw: Proc) -> None:
     assert snap.stop_sequence == "###"
     r = await post(script_gw, payload, VERSION)
     assert (r.json()["stop_reason"], r.json()["stop_sequence"]) == ("stop_sequence", "###")
+
+
+async def test_a_native_network_error_finish_is_not_an_answer(gw: Proc) -> None:
+    """GLM's failed-generation finish, passed on by its Messages endpoint, falls over as on the
+    chat path (it was accepted as an answer with an invalid ``stop_reason``)."""
+    tag = nonce()
+    rule = {"match": {"provider": "zai"}, "finish_reason": "network_error"}
+    headers = {"X-GLM-Providers": "zai,together"}
+    r = await post(gw, body(said("hi", tag, rule), model="glm-4.7"), headers)
+    assert r.status_code == 200
+    assert r.headers["x-glm-provider"] == "together"  # fell over, as on the chat path
+    assert r.json()["stop_reason"] == "end_turn"
+    assert "zai/glm-4.7 transient" in r.headers["x-glm-fallback-reason"]

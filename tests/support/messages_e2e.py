@@ -40,9 +40,10 @@ READ = {
 @contextmanager
 def messages_gateway(sim: Proc, tmp: Path, **sections: Any) -> Iterator[Proc]:
     """A gateway of its own (its log holds only this module's traffic): auth on with the
-    master key, breakers that open only on explicit cooldowns, a short time to first token."""
+    master key, breakers that open only on explicit cooldowns (never on counts or rates: the
+    faults one test injects must not close hosts to the next), a 3 s time to first token."""
     sections.setdefault("routing", {"ttft_timeout_s": 3.0})
-    sections.setdefault("breaker", {"failure_threshold": 1000})
+    sections.setdefault("breaker", {"failure_threshold": 1000, "error_min_requests": 100_000})
     with module_gateway(sim, tmp, **sections) as proc:
         yield proc
 
