@@ -3,10 +3,12 @@ chat stream and as an Anthropic Messages stream, gateway CPU µs per request, in
 
 The app, config and canned upstream are :mod:`inproc`'s (auth on, capability routing, metrics,
 in-memory state, access log to /dev/null; the bench's static 50-chunk stream, answered at
-once). Each round measures chat, then Messages, on the same body content and the same
-``model`` (so the same plan and host dialect); the ratio is taken per round and its median
-reported, which cancels most of a shared machine's drift. Non-streamed answers are measured the
-same way (``--shapes json,sse``).
+once). Each round measures chat, then Messages, on the same body content, the same ``model``
+and the same ``X-GLM-Providers`` (so the same plan and host dialect); the ratio is taken per
+round and its median reported, which cancels most of a shared machine's drift. The host is a
+chat-only one (OpenRouter's dialect: chunks parsed and re-encoded, as Z.ai's), so the Messages
+request is translated: Z.ai and BigModel would take it natively (``anthropic_base_url``).
+Non-streamed answers are measured the same way (``--shapes json,sse``).
 
     .venv/bin/python bench/frontends.py                      # sse, 7 alternated rounds
     .venv/bin/python bench/frontends.py --shapes json,sse --rounds 9 --n 2000
@@ -35,7 +37,9 @@ TARGET = 1.3
 """The issue's bound: a Messages stream at most 1.3x the gateway CPU of the same chat stream."""
 
 
-def bodies(model: str, stream: bool) -> dict[str, tuple[str, bytes, list[tuple[bytes, bytes]]]]:
+def bodies(
+    model: str, stream: bool, providers: str = "openrouter"
+) -> dict[str, tuple[str, bytes, list[tuple[bytes, bytes]]]]:
     """API -> (path, body, headers) for the same conversation in each API's shape."""
     chat: dict[str, Any] = {
         "model": model,
@@ -50,8 +54,9 @@ def bodies(model: str, stream: bool) -> dict[str, tuple[str, bytes, list[tuple[b
     }
     if stream:
         chat["stream"] = messages["stream"] = True
-    bearer = [(b"authorization", b"Bearer " + MASTER.encode())]
-    keyed = [(b"x-api-key", MASTER.encode()), (b"anthropic-version", b"2023-06-01")]
+    steer = [(b"x-glm-providers", providers.encode())] if providers else []
+    bearer = [(b"authorization", b"Bearer " + MASTER.encode()), *steer]
+    keyed = [(b"x-api-key", MASTER.encode()), (b"anthropic-version", b"2023-06-01"), *steer]
     return {
         "chat": ("/v1/chat/completions", orjson.dumps(chat), bearer),
         "messages": ("/v1/messages", orjson.dumps(messages), keyed),
@@ -110,6 +115,7 @@ def main() -> int:
     p.add_argument("--n", type=int, default=2000, help="requests per measurement")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--model", default="auto", help="the same `model` for both APIs")
+    p.add_argument("--providers", default="openrouter", help="X-GLM-Providers for both APIs")
     p.add_argument("--shapes", type=lambda s: s.split(","), default=["sse"])
     p.add_argument("--profile", choices=["chat", "messages"])
     p.add_argument("--top", type=int, default=35)
@@ -119,7 +125,7 @@ def main() -> int:
 
     loop = uvloop.new_event_loop()  # what `glm-gateway serve` runs on
     if args.profile:
-        request = bodies(args.model, stream=True)[args.profile]
+        request = bodies(args.model, True, args.providers)[args.profile]
         loop.run_until_complete(run(app, request, 300))
         prof = cProfile.Profile()
         prof.enable()
@@ -130,7 +136,7 @@ def main() -> int:
         print(out.getvalue())
         return 0
     for shape in args.shapes:
-        requests = bodies(args.model, stream=shape == "sse")
+        requests = bodies(args.model, shape == "sse", args.providers)
         chat, messages, ratios = [], [], []
         for _ in range(args.rounds):
             c = loop.run_until_complete(run(app, requests["chat"], args.n))
