@@ -1,7 +1,8 @@
 """Fuzzing ``/v1/messages`` and ``/v1/messages/count_tokens`` against a real gateway and
 simulator: Schemathesis fed Anthropic's official OpenAPI document (the spec's
 ``CreateMessageParams`` and ``CountMessageTokensParams``, positive and negative cases), and
-Hypothesis raw bodies (any JSON in every Messages field and content block, over a raw socket).
+Hypothesis raw bodies (any JSON in every Messages field and content block, over a raw socket,
+to the planner's choice, a chat-only host and a host that takes Messages natively).
 
 The verdict, in Anthropic's terms: no 5xx but 502/503/504/529, every error a spec-valid
 ``ErrorResponse`` that the SDK parses, every 200 a spec-valid ``Message`` or event stream
@@ -230,14 +231,19 @@ def test_any_json_in_every_messages_field(gw: Proc) -> None:
         (b"Content-Type", b"application/json"),
     ]
 
-    @given(body=messages_bodies, path=st.sampled_from([MESSAGES, MESSAGES, COUNT]))
+    @given(
+        body=messages_bodies,
+        path=st.sampled_from([MESSAGES, MESSAGES, COUNT]),
+        host=st.sampled_from([None, b"openrouter", b"zai"]),  # routed, translated, native
+    )
     @fuzz_settings(200)
-    def run(body: dict[str, Any], path: str) -> None:
+    def run(body: dict[str, Any], path: str, host: bytes | None) -> None:
         raw = _dumps(body)
-        answer = raw_request(gw.url, "POST", path, auth, raw)
+        steer = [(b"X-GLM-Providers", host)] if host else []
+        answer = raw_request(gw.url, "POST", path, [*auth, *steer], raw)
         if answer.status >= 500:
             time.sleep(0.3)  # uvicorn logs an escaped exception after the answer is out
-        where = f"POST {path} body={raw[:1500]!r}"
+        where = f"POST {path} providers={host!r} body={raw[:1500]!r}"
         anthropic_verdict(answer.status, answer.headers, answer.body, where, path)
         log.assert_no_traceback(f" after {where}")
         seen[f"{path} {answer.status}"] += 1
