@@ -217,6 +217,8 @@ def error_for(
     status = err.status
     if overloaded and status == 503:
         status, etype = OVERLOADED_STATUS, "overloaded_error"
+    elif err.type == "timeout_error":  # a deadline that stopped a started stream (status 500)
+        etype = "timeout_error"
     else:
         etype = _STATUS_TYPES.get(status, "api_error")
     extra: dict[str, Any] = {"code": err.code}

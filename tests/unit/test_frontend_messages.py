@@ -17,6 +17,7 @@ from gateway.catalogue.needs import infer
 from gateway.errors import (
     BodyTooLarge,
     DeadlineExceeded,
+    GatewayError,
     InvalidRequest,
     NoCapableVariant,
     NotFound,
@@ -673,6 +674,14 @@ def test_answer_empty_and_cached_usage() -> None:
 # --- errors, signatures, ids ----------------------------------------------------------------
 
 
+def _stream_timeout() -> GatewayError:
+    """What the edge hands a stream's ``fail`` when the deadline passed after the first byte
+    (``edge/relay.py`` ``stream_failure_error``): type ``timeout_error``, status left at 500."""
+    err = GatewayError("stopped: the request deadline passed", code="deadline_exceeded")
+    err.type = "timeout_error"
+    return err
+
+
 @pytest.mark.parametrize(
     ("err", "overloaded", "status", "etype"),
     [
@@ -689,6 +698,7 @@ def test_answer_empty_and_cached_usage() -> None:
         (UpstreamsFailed("busy", status=503), True, 529, "overloaded_error"),
         (UpstreamsFailed("down", status=503), False, 503, "api_error"),
         (DeadlineExceeded("late"), False, 504, "timeout_error"),
+        (_stream_timeout(), False, 500, "timeout_error"),  # a deadline inside a started stream
     ],
 )
 def test_error_for(err: Any, overloaded: bool, status: int, etype: str) -> None:
