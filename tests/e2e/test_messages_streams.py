@@ -486,3 +486,20 @@ async def test_a_native_network_error_finish_is_not_an_answer(gw: Proc) -> None:
     assert r.headers["x-glm-provider"] == "together"  # fell over, as on the chat path
     assert r.json()["stop_reason"] == "end_turn"
     assert "zai/glm-4.7 transient" in r.headers["x-glm-fallback-reason"]
+
+
+@pytest.mark.parametrize("host", ["openrouter", "zai"])
+async def test_deadline_after_the_first_byte_is_a_timeout_error_event(gw: Proc, host: str) -> None:
+    """It was ``api_error``: the edge's deadline error keeps status 500 and says its type."""
+    tag = nonce()
+    rid = "req-late-" + tag
+    rule = {"match": {"provider": host}, "chunk_delay_ms": 700}
+    headers = {"X-GLM-Providers": host, "X-GLM-Timeout": "2", "X-Request-Id": rid}
+    long = said("a long answer " + "please " * 40, tag, rule)
+    _, events, snap = await stream(gw, body(long, model="glm-4.7"), headers)
+    assert snap is None
+    names = outline(events)
+    assert "start:text" in names and "message_stop" not in names  # committed, then cut
+    assert names[-1] == "error:timeout_error", names[-1]
+    rec = await wait_for_log(gw, rid)
+    assert rec["status"] == 504
