@@ -892,3 +892,13 @@ def test_a_native_host_gets_mid_conversation_system_turns_as_reminders() -> None
     ]  # fmt: skip
     plain = [{"role": "user", "content": "x"}]
     assert fold_system_turns(plain) is plain
+
+
+def test_the_context_1m_beta_is_a_long_context_need() -> None:
+    from gateway.frontends.messages_frontend import MessagesFrontEnd
+
+    fe = MessagesFrontEnd({"claude": "auto"}, KEY)
+    body = base(messages=[{"role": "user", "content": "Hi"}])
+    assert fe.parse(body, {}).min_context is None
+    beta = {"anthropic-beta": "claude-code-20250219,context-1m-2025-08-07"}
+    assert fe.parse(body, beta).min_context == 200_000
