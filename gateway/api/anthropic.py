@@ -78,7 +78,10 @@ def register_anthropic(app: FastAPI, s: Services) -> None:
         "/v1/messages/count_tokens",
         openapi_extra=operation(
             "Anthropic Messages: input tokens of a body (the gateway's conservative count).",
-            {"200": json_body(obj, "{input_tokens}."), **errors(400, 401, 403, 404, 413)},
+            {
+                "200": json_body(obj, "{input_tokens}."),
+                **errors(400, 401, 403, 404, 413, anthropic=True),
+            },
         ),
     )
     async def _count_tokens(request: Request) -> Response:
@@ -100,6 +103,14 @@ def register_anthropic(app: FastAPI, s: Services) -> None:
             headers={"x-request-id": rid},
         )
 
-    @app.head("/", openapi_extra=operation("Reachability probe (Claude Code sends it).", {}))
+    @app.head(
+        "/",
+        response_class=Response,
+        openapi_extra=operation(
+            "Reachability probe (some Anthropic clients send it).",
+            {"200": {"description": "Reachable; no body."}},
+            public=True,
+        ),
+    )
     async def _head_root() -> Response:
         return Response(status_code=200)

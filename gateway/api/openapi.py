@@ -38,6 +38,22 @@ ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
+ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Anthropic's error shape (the Messages endpoints).",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {"type": "string", "minLength": 1},
+                "message": {"type": "string", "minLength": 1},
+            },
+        },
+    },
+}
 ERROR_TEXT = {
     400: "Invalid JSON, field or X-GLM-* header (param names it), or no capable variant.",
     401: "Missing or unknown API key.",
@@ -175,9 +191,10 @@ def json_body(schema: dict[str, Any], description: str, **extra: Any) -> dict[st
     }
 
 
-def errors(*statuses: int) -> dict[str, dict[str, Any]]:
-    """The error answers ``statuses``, each in OpenAI's error shape."""
-    return {str(s): json_body({"$ref": _REF + "ErrorResponse"}, ERROR_TEXT[s]) for s in statuses}
+def errors(*statuses: int, anthropic: bool = False) -> dict[str, dict[str, Any]]:
+    """The error answers ``statuses``, each in OpenAI's error shape (or Anthropic's)."""
+    ref = {"$ref": _REF + ("AnthropicErrorResponse" if anthropic else "ErrorResponse")}
+    return {str(s): json_body(ref, ERROR_TEXT[s]) for s in statuses}
 
 
 def operation(
@@ -250,6 +267,7 @@ def complete(generated: dict[str, Any], models: list[str], providers: list[str])
         schemas.pop(name, None)
     schemas.update(
         ErrorResponse=ERROR_SCHEMA,
+        AnthropicErrorResponse=ANTHROPIC_ERROR_SCHEMA,
         ChatCompletionRequest=_chat_request(models),
         ChatMessage=MESSAGE_SCHEMA,
         RouteDeclarations=_route_field(providers),

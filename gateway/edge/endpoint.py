@@ -185,7 +185,10 @@ class Endpoint:
             if watch is not None:
                 watch.cancel()
             if ctx.watcher is not None:
+                # The watcher's frame holds ctx; once cancelled its traceback would too: drop
+                # the task so no cycle keeps this request's body alive until a full collection.
                 ctx.watcher.cancel()
+                ctx.watcher = None
             self._s.metrics.in_flight.dec()
             await self._finish(ctx)
 

@@ -92,7 +92,7 @@ def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes)
     model, context_need = _model(requested, claude_models)
     max_tokens, stream = _limits(body)
     messages = Turns(thinking_key, ignored).chat_messages(body.get("messages"))
-    system = body.get("system")
+    system = _without_billing_line(body.get("system"), ignored)
     if system is not None:
         messages = [{"role": "system", "content": text_of(system, "system")}, *messages]
     chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
@@ -112,6 +112,25 @@ def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes)
         stop_sequences=stop_sequences(body),
         ignored=ignored.entries(),
     )
+
+
+_BILLING = "x-anthropic-billing-header:"
+
+
+def _without_billing_line(system: Any, ignored: Ignored) -> Any:
+    """Claude Code's first system block is a per-conversation billing line for Anthropic
+    (``x-anthropic-billing-header: cc_version=...``): dropped, so the system prompt a host
+    sees keeps the same prefix from one conversation to the next (its prompt cache)."""
+    if not isinstance(system, list):
+        return system
+    kept = [
+        b
+        for b in system
+        if not (isinstance(b, dict) and str(b.get("text", "")).startswith(_BILLING))
+    ]
+    if len(kept) != len(system):
+        ignored.field("system.billing_header=dropped")
+    return kept
 
 
 def _limits(body: dict[str, Any]) -> tuple[int, bool]:

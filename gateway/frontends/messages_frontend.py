@@ -10,15 +10,24 @@ errors in Anthropic's shape (529 ``overloaded_error`` when every candidate was o
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from gateway.errors import GatewayError, UpstreamsFailed
 from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound, is_done, sse_data
-from gateway.frontends.messages import MessagesRequest, error_for, from_chat, to_chat
+from gateway.frontends.messages import (
+    LONG_CONTEXT_NEED,
+    MessagesRequest,
+    error_for,
+    from_chat,
+    to_chat,
+)
 from gateway.frontends.messages_native import MessagesNative
 from gateway.frontends.messages_stream import MessagesStream, event
+
+_LONG_BETA: Final = "context-1m-"
+"""``anthropic-beta: context-1m-2025-08-07``: the long-context tier, as a ``[1m]`` suffix asks."""
 
 
 class ClaudeModels(Mapping[str, str]):
@@ -134,7 +143,10 @@ class MessagesFrontEnd:
             ignored.append(f"max_tokens=clamped:{self._max_output}")
         extra = [("x-glm-ignored", ",".join(ignored))] if ignored else []
         native = MessagesNative(body, headers)
-        return Inbound(req.chat, req.stream, extra, req.context_need, req, native)
+        need = req.context_need
+        if _LONG_BETA in headers.get("anthropic-beta", ""):  # Claude Code's form of "[1m]"
+            need = max(need or 0, LONG_CONTEXT_NEED)
+        return Inbound(req.chat, req.stream, extra, need, req, native)
 
     def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
         req: MessagesRequest = inbound.state

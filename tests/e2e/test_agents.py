@@ -124,13 +124,6 @@ def test_claude_code_runs_a_bash_tool_through_the_gateway(
     assert _tool_result_in(upstream[-1], "hi"), upstream[-1].get("messages")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="native Messages passthrough forwards Claude Code's mid-conversation role:system "
-    "message (beta per-turn-control-2026-07-01); the Z.ai/BigModel Anthropic endpoint answers "
-    "400 \"messages.1.role: Input should be 'user' or 'assistant'\" and Claude Code retries "
-    "without that beta, the system text folded into the user turn",
-)
 def test_claude_code_first_request_is_accepted(agent_gateway: Proc, tmp_path: Path) -> None:
     """Every request of a Claude Code session is answered 200: none is refused and retried."""
     reply = f"first try {nonce()}"

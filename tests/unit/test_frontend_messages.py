@@ -155,7 +155,7 @@ def test_claude_code_body_translates_and_names_what_it_ignored() -> None:
         "Agent", "Bash", "Edit", "Read", "Write", "WebFetch", "WebSearch",
     ]  # fmt: skip
     assert chat["messages"][0]["role"] == "system"
-    assert chat["messages"][0]["content"].startswith("x-anthropic-billing-header")
+    assert chat["messages"][0]["content"].startswith("You are Claude Code")  # billing line out
     assert [m["role"] for m in chat["messages"]] == [
         "system", "user", "assistant", "tool", "assistant", "user",
     ]  # fmt: skip
@@ -168,6 +168,7 @@ def test_claude_code_body_translates_and_names_what_it_ignored() -> None:
         "cache_control=ignored",
         "context_management=ignored",
         "output_config.effort=ignored",
+        "system.billing_header=dropped",
     }
     inferred = infer(chat)
     assert inferred.capabilities == {"function_calling"} and inferred.output_tokens == 64000
@@ -878,3 +879,47 @@ def test_every_spec_valid_body_translates(body: dict[str, Any]) -> None:
     assert ANTHROPIC.errors("CreateMessageParams", body) == []
     req = to_chat(body, MODELS, thinking_key=KEY)
     infer(req.chat)
+
+
+def test_claude_codes_billing_line_is_not_part_of_the_system_prompt() -> None:
+    system = [
+        {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332.abc1;"},
+        {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+    ]
+    req = to_chat(base(system=system, messages=[{"role": "user", "content": "Hi"}]), MODELS,
+                  thinking_key=KEY)  # fmt: skip
+    assert req.chat["messages"][0] == {"role": "system", "content": "You are Claude Code."}
+    assert "system.billing_header=dropped" in req.ignored
+
+
+def test_a_native_host_gets_mid_conversation_system_turns_as_reminders() -> None:
+    from gateway.frontends.messages_native import fold_system_turns
+
+    turns = [
+        {"role": "user", "content": "a"},
+        {"role": "system", "content": "env: linux"},
+        {"role": "user", "content": [{"type": "text", "text": "b"}]},
+        {"role": "system", "content": [{"type": "text", "text": "late"}]},
+    ]
+    assert fold_system_turns(turns) == [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>env: linux</system-reminder>"},
+            {"type": "text", "text": "b"},
+        ]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>late</system-reminder>"},
+        ]},
+    ]  # fmt: skip
+    plain = [{"role": "user", "content": "x"}]
+    assert fold_system_turns(plain) is plain
+
+
+def test_the_context_1m_beta_is_a_long_context_need() -> None:
+    from gateway.frontends.messages_frontend import MessagesFrontEnd
+
+    fe = MessagesFrontEnd({"claude": "auto"}, KEY)
+    body = base(messages=[{"role": "user", "content": "Hi"}])
+    assert fe.parse(body, {}).min_context is None
+    beta = {"anthropic-beta": "claude-code-20250219,context-1m-2025-08-07"}
+    assert fe.parse(body, beta).min_context == 200_000
