@@ -141,6 +141,8 @@ class MessagesFrontEnd:
         if req.max_tokens > self._max_output:  # a ceiling set high: ask what a host can give
             req.chat["max_tokens"] = self._max_output
             ignored.append(f"max_tokens=clamped:{self._max_output}")
+            # the native host too: the plan checked windows against prompt + the clamped value
+            body = {**body, "max_tokens": self._max_output}
         extra = [("x-glm-ignored", ",".join(ignored))] if ignored else []
         native = MessagesNative(body, headers)
         need = req.context_need
