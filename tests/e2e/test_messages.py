@@ -7,6 +7,10 @@ Create, stream, the tool round trip, thinking and its replay (what the upstream 
 ``X-GLM-*`` steering and the headers every answer carries, the access log and metrics, and the
 request Claude Code sends. Errors: test_messages_errors.py; event sequences:
 test_messages_streams.py.
+
+What the translator does is tested on a chat-only host (``X-GLM-Providers: openrouter``): Z.ai
+and BigModel take Messages natively (``anthropic_base_url``) and get the body as sent; Claude
+Code's request runs against both kinds.
 """
 
 from __future__ import annotations

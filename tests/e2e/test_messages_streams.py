@@ -6,7 +6,8 @@ outline compared with the expected one.
 The simulator answers one tool call per turn and never text *and* a tool call, so parallel tool
 calls and text-then-tool run against a scripted host (:class:`ScriptHost`, an OpenAI-compatible
 server in this process that streams exactly the chunks a test gives it, interleaved argument
-fragments and all) behind a gateway of its own.
+fragments and all) behind a gateway of its own. Fallback before the first byte and failures
+after it run on chat-only hosts, on hosts that speak Messages natively, and across the two.
 """
 
 from __future__ import annotations
