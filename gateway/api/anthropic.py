@@ -64,6 +64,17 @@ def anthropic_models_body(config: Config) -> dict[str, Any]:
     }
 
 
+async def anthropic_models(s: Services, headers: dict[str, str]) -> Response:
+    """``GET /v1/models`` for an Anthropic client: its list shape, its error shape."""
+    rid = headers.get("x-request-id") or new_request_id()
+    try:
+        await s.auth.identify(bearer(headers))
+    except GatewayError as err:
+        return _error(s.frontends["messages"], err, rid)
+    body = orjson.dumps(anthropic_models_body(s.config))
+    return Response(body, media_type="application/json", headers={"x-request-id": rid})
+
+
 def _error(fe: FrontEnd, err: GatewayError, request_id: str) -> Response:
     status, body, _ = fe.error(err, request_id)
     headers = {"x-request-id": request_id, **err.headers}

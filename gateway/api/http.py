@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.admin import read_capped, register_admin
-from gateway.api.anthropic import anthropic_models_body, register_anthropic, wants_anthropic
+from gateway.api.anthropic import anthropic_models, register_anthropic, wants_anthropic
 from gateway.api.dashboard import register_dashboard
 from gateway.api.models import models_body
 from gateway.api.openapi import OpenAPIDocument, errors, json_body, operation
@@ -99,9 +99,9 @@ def build_fastapi(
     )
     async def _models(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
+        if wants_anthropic(headers):  # Anthropic's list, and Anthropic's errors
+            return await anthropic_models(s, headers)
         await s.auth.identify(bearer(headers))
-        if wants_anthropic(headers):
-            return ORJSONResponse(anthropic_models_body(s.config))
         return ORJSONResponse(models_body(s.config))
 
     @app.post(

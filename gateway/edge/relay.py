@@ -86,6 +86,16 @@ class Relay:
             if isinstance(obj, dict) and obj.get("type") == "error":
                 self.failure = self.failure or fl.classify_stream_event(obj)
                 return b""
+            failed = self.native.failed(obj)
+            if failed is not None:  # e.g. GLM's network_error as a stop reason: not an answer
+                self.failure = (
+                    self.failure
+                    or fl.classify_finish_reason(failed)
+                    or fl.Failure(
+                        fl.FailureClass.TRANSIENT, 200, failed, f"the host ended with {failed}"
+                    )
+                )
+                return b""
         return event + b"\n\n"
 
     def _done(self) -> bytes:

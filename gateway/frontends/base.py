@@ -90,6 +90,11 @@ class NativeCall(Protocol):
         """Usage a parsed stream event reports (``prompt_tokens`` / ``completion_tokens``)."""
         ...
 
+    def failed(self, event: Any) -> str | None:
+        """A parsed stream event that ends the answer as a failure: the host's own finish
+        reason for it (``network_error``), else None."""
+        ...
+
 
 @dataclass(slots=True)
 class Inbound:

@@ -22,9 +22,10 @@ _BETA: Final = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}(\s*,\s*[a-z0-9][a-z0-9.\-]
 DEFAULT_VERSION: Final = "2023-06-01"
 _MESSAGE_STOP: Final = b"message_stop"
 _STARTS: Final = frozenset({"text", "thinking", "redacted_thinking", "tool_use"})
-FAILED_STOPS: Final = frozenset({"network_error", "error"})
-"""Stop reasons a GLM host's Messages endpoint passes on from its chat side (``finish_reason``
-``network_error``: the generation broke): not an answer, as on the chat path."""
+STOP_REASONS: Final = frozenset(
+    {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"}
+)
+"""Anthropic's stop reasons; a host's other value (GLM's ``network_error``) is a failure."""
 
 
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -123,7 +124,7 @@ class MessagesNative:
         if not isinstance(obj.get("content"), list):
             return "the host's Message has no content"
         stop = obj.get("stop_reason")
-        if isinstance(stop, str) and stop in FAILED_STOPS:
+        if isinstance(stop, str) and stop not in STOP_REASONS:
             return f"the host's Message ended with stop_reason {stop!r} (the generation failed)"
         return raw, _tokens(obj.get("usage")) or {}
 
@@ -138,6 +139,13 @@ class MessagesNative:
 
     def ends(self, event: bytes) -> bool:
         return _MESSAGE_STOP in event and b'"type":"message_stop"' in event.replace(b" ", b"")
+
+    def failed(self, event: Any) -> str | None:
+        if not isinstance(event, dict) or event.get("type") != "message_delta":
+            return None
+        delta = event.get("delta")
+        reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+        return reason if isinstance(reason, str) and reason not in STOP_REASONS else None
 
     def usage(self, event: Any) -> dict[str, int] | None:
         if not isinstance(event, dict):

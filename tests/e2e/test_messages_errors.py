@@ -220,11 +220,6 @@ async def test_type_slips_in_a_replay_are_400s_naming_the_field(gw: Proc) -> Non
         assert r.json()["error"]["param"] == param
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: GET /v1/models with anthropic-version answers a wrong or missing key "
-    "with OpenAI's error shape (api/http.py _models: auth runs before the shape is chosen)",
-)
 async def test_401_on_the_anthropic_model_list_is_anthropic_shaped(gw: Proc) -> None:
     async with sdk(gw, key="sk-wrong-key-000") as c:
         with pytest.raises(anthropic.AuthenticationError) as ei:

@@ -188,21 +188,11 @@ FAULTS = {
     "no_done": {"malformed": "no_done", "cut_after_chunks": 2},  # a clean close, half an answer
     "truncated_sse": {"malformed": "truncated_sse", "cut_after_chunks": 2},
 }
-NATIVE_NETWORK_ERROR = pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: on the native Messages path a message_delta with stop_reason "
-    "network_error (GLM's failed-generation finish) is relayed as a successful end "
-    "(edge/relay.py Relay._native only treats type=error events as failures)",
-)
 
 
 @pytest.mark.parametrize(
     ("fault", "host"),
-    [
-        pytest.param(f, h, marks=NATIVE_NETWORK_ERROR if (f, h) == ("network_error", "zai") else ())
-        for f in FAULTS
-        for h in ("openrouter", "zai")
-    ],
+    [(f, h) for f in FAULTS for h in ("openrouter", "zai")],
 )
 async def test_failure_after_the_first_byte_is_an_error_event(
     gw: Proc, fault: str, host: str
