@@ -21,7 +21,7 @@ from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import resolve_needs
 from gateway.edge.asgi import new_request_id
 from gateway.edge.endpoint import bearer
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFound
 from gateway.frontends.base import FrontEnd
 from gateway.services import Services
 
@@ -64,15 +64,24 @@ def anthropic_models_body(config: Config) -> dict[str, Any]:
     }
 
 
-async def anthropic_models(s: Services, headers: dict[str, str]) -> Response:
-    """``GET /v1/models`` for an Anthropic client: its list shape, its error shape."""
+async def anthropic_models(
+    s: Services, headers: dict[str, str], model_id: str | None = None
+) -> Response:
+    """``GET /v1/models[/{id}]`` for an Anthropic client: its shapes, its errors."""
     rid = headers.get("x-request-id") or new_request_id()
+    fe = s.frontends["messages"]
     try:
         await s.auth.identify(bearer(headers))
     except GatewayError as err:
-        return _error(s.frontends["messages"], err, rid)
-    body = orjson.dumps(anthropic_models_body(s.config))
-    return Response(body, media_type="application/json", headers={"x-request-id": rid})
+        return _error(fe, err, rid)
+    listing = anthropic_models_body(s.config)
+    out: Any = listing
+    if model_id is not None:
+        out = next((m for m in listing["data"] if m["id"] == model_id), None)
+        if out is None:
+            missing = NotFound(f"The model {model_id!r} does not exist.", param="model_id")
+            return _error(fe, missing, rid)
+    return Response(orjson.dumps(out), media_type="application/json", headers={"x-request-id": rid})
 
 
 def _error(fe: FrontEnd, err: GatewayError, request_id: str) -> Response:

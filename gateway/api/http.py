@@ -104,6 +104,23 @@ def build_fastapi(
         await s.auth.identify(bearer(headers))
         return ORJSONResponse(models_body(s.config))
 
+    @app.get(
+        "/v1/models/{model_id}",
+        openapi_extra=operation(
+            "One model: a variant id, auto, or (Anthropic clients) a claude-* name.",
+            {"200": json_body(obj, "The model."), **errors(401, 403, 404)},
+        ),
+    )
+    async def _model(model_id: str, request: Request) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if wants_anthropic(headers):
+            return await anthropic_models(s, headers, model_id)
+        await s.auth.identify(bearer(headers))
+        for item in models_body(s.config)["data"]:
+            if item["id"] == model_id:
+                return ORJSONResponse(item)
+        raise NotFound(f"The model {model_id!r} does not exist.", param="model_id")
+
     @app.post(
         "/v1/route",
         openapi_extra=operation(

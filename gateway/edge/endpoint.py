@@ -226,8 +226,11 @@ class Endpoint:
             out.extend((k.encode(), _safe(v)) for k, v in rs.headers)
             if rs.adaptations and rs.target is not None:
                 out.append((b"x-glm-adapted", _safe(",".join(rs.adaptations))))
-        if ctx.inbound is not None and ctx.inbound.headers:
-            out.extend((k.encode(), _safe(v)) for k, v in ctx.inbound.headers)
+        inbound = ctx.inbound
+        if inbound is not None:
+            native = rs is not None and rs.native and inbound.native_headers is not None
+            extra = inbound.native_headers if native else inbound.headers
+            out.extend((k.encode(), _safe(v)) for k, v in extra or ())
         return out
 
     async def _send_error(self, send: Send, err: GatewayError, ctx: _Ctx) -> None:

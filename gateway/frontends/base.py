@@ -112,6 +112,8 @@ class Inbound:
     """The front-end's own per-request data (the client's model name, stop sequences ...)."""
     native: NativeCall | None = None
     """Set when some hosts speak this API natively: the router may send the body as is."""
+    native_headers: list[tuple[str, str]] | None = None
+    """``headers`` for an answer a host gave natively (what translation ignores, it got)."""
 
 
 class StreamOut(Protocol):

@@ -122,6 +122,10 @@ class _NativeOut:
         return event("error", orjson.loads(body))
 
 
+def _ignored(entries: list[str]) -> list[tuple[str, str]]:
+    return [("x-glm-ignored", ",".join(entries))] if entries else []
+
+
 class MessagesFrontEnd:
     name = "messages"
     stream_headers: Headers = SSE_HEADERS
@@ -138,17 +142,20 @@ class MessagesFrontEnd:
         if req.stream:  # the stream's message_delta reports usage: always ask the host for it
             req.chat["stream_options"] = {"include_usage": True}
         ignored = list(req.ignored)
+        clamped: list[str] = []
         if req.max_tokens > self._max_output:  # a ceiling set high: ask what a host can give
             req.chat["max_tokens"] = self._max_output
-            ignored.append(f"max_tokens=clamped:{self._max_output}")
+            clamped.append(f"max_tokens=clamped:{self._max_output}")
             # the native host too: the plan checked windows against prompt + the clamped value
             body = {**body, "max_tokens": self._max_output}
-        extra = [("x-glm-ignored", ",".join(ignored))] if ignored else []
         native = MessagesNative(body, headers)
         need = req.context_need
         if _LONG_BETA in headers.get("anthropic-beta", ""):  # Claude Code's form of "[1m]"
             need = max(need or 0, LONG_CONTEXT_NEED)
-        return Inbound(req.chat, req.stream, extra, need, req, native)
+        inbound = Inbound(req.chat, req.stream, _ignored(ignored + clamped), need, req, native)
+        # a native host gets the hints the translation ignores: only the clamp applies there
+        inbound.native_headers = _ignored(clamped)
+        return inbound
 
     def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
         req: MessagesRequest = inbound.state

@@ -50,6 +50,9 @@ DEADLINE_SLACK_S = 0.01
 """A deadline this close counts as passed: timers (uvloop's are in ms) may fire a hair early,
 and an attempt with less time than this left could not be answered anyway."""
 
+_KEY_WIDE = frozenset({fl.FailureClass.RATE_LIMIT, fl.FailureClass.QUOTA})
+"""Failures that hold for every deployment on the same provider key, for this request."""
+
 _NOT_THE_HOSTS_FAULT = frozenset(
     {
         fl.FailureClass.CALLER,
@@ -408,7 +411,12 @@ class Router:
                     raise self._caller_error(rs, last)
                 if decision.larger_context_only:
                     larger_than = target.context or 0
-                if decision.mark_key_bad:
+                if decision.mark_key_bad or (
+                    decision.action is fl.Action.NEXT and last.cls in _KEY_WIDE
+                ):
+                    # this provider key is refused or throttled as a whole (GLM 1302/1303
+                    # concurrency and frequency, quotas): its other deployments would say the
+                    # same in this request, so move on to another provider
                     bad_keys.add((target.provider, target.api_key))
                 if decision.action is fl.Action.RETRY:
                     slept = self._clock()

@@ -27,8 +27,22 @@ def gateway(simulator: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield proc
 
 
+_CLIENTS: dict[str, anthropic.Anthropic] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    for c in _CLIENTS.values():
+        c.close()
+    _CLIENTS.clear()
+
+
 def client(gw: Proc) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    """One SDK client per gateway, closed when the module ends."""
+    if gw.url not in _CLIENTS:
+        _CLIENTS[gw.url] = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    return _CLIENTS[gw.url]
 
 
 HINTS = {"context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}}
@@ -155,3 +169,24 @@ def test_malformed_anthropic_headers_are_not_passed_on(gateway: Proc, simulator:
     (sent,) = sim_requests(simulator, tag)
     headers = {k.lower(): v for k, v in sent["headers"].items()}
     assert headers["anthropic-version"] == "2023-06-01" and "anthropic-beta" not in headers
+
+
+def test_a_native_answer_names_only_the_clamp_in_x_glm_ignored(gateway: Proc) -> None:
+    body = {**ask(nonce()), **HINTS, "max_tokens": 64000}
+    r = httpx.post(
+        gateway.url + "/v1/messages",
+        json=body,
+        headers={**AUTH, "X-GLM-Providers": "zai"},
+        timeout=30,
+    )
+    assert r.status_code == 200 and "api=messages:native" in r.headers["x-glm-adapted"]
+    assert r.headers["x-glm-ignored"] == "max_tokens=clamped:32000"  # the host got the rest
+
+
+def test_models_retrieve_in_both_shapes(gateway: Proc) -> None:
+    got = client(gateway).models.retrieve("claude-sonnet")
+    assert got.id == "claude-sonnet" and got.type == "model"
+    with pytest.raises(anthropic.NotFoundError):
+        client(gateway).models.retrieve("nope")
+    r = httpx.get(gateway.url + "/v1/models/glm-4.7", headers=AUTH, timeout=30)
+    assert r.status_code == 200 and r.json()["object"] == "model"
