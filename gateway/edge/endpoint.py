@@ -248,10 +248,11 @@ class Endpoint:
         target = session.state.attempts[-1].target
         relay = Relay(session, target, ctx.times, guard)
         out = ctx.out = self._fe.stream(ctx.inbound, session.native is not None)
+        relay.objects = out.takes_objects
         failure: fl.Failure | None = None
 
-        async def forward(chunk: bytes) -> None:
-            data = out.relay(chunk)
+        async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
+            data = out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
             if data:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
 

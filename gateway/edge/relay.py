@@ -24,16 +24,18 @@ from gateway.routing import failures as fl
 from gateway.routing.router import StreamSession
 from gateway.routing.sse import event_json, is_done
 
-Out = Callable[[bytes], Awaitable[None]]
-"""Where relayed bytes go (the front-end's translation, then the client)."""
+Out = Callable[[list[bytes], list[Any] | None], Awaitable[None]]
+"""Where relayed events go (the front-end's translation, then the client): the bytes of each
+rewritten event and, when the front-end takes them, the object each one was encoded from
+(``None`` where there is none to give: a raw event, or bytes holding two events)."""
 
 
 class Relay:
     """Rewrites and forwards a committed stream's events."""
 
     __slots__ = (
-        "ends", "failure", "guard", "native", "norm", "raw", "replacements", "session", "target",
-        "times", "usage",
+        "ends", "failure", "guard", "last", "native", "norm", "objects", "raw", "replacements",
+        "session", "target", "times", "usage",
     )  # fmt: skip
 
     def __init__(
@@ -54,6 +56,10 @@ class Relay:
         """The host speaks the client's API: its events pass as they are (the front-end puts
         the client's model name back), watched only for errors, usage and their end."""
         self.ends: Callable[[bytes], bool] = self.native.ends if self.native else is_done
+        self.objects = False
+        """Set by the edge when the front-end translates objects (no re-parse of our bytes)."""
+        self.last: Any = None
+        """The object :meth:`rewrite` just encoded as one event, else None."""
 
     def rewrite(self, event: bytes) -> bytes:
         if self.native is not None:
@@ -74,7 +80,10 @@ class Relay:
         if not isinstance(obj, dict):
             return event + b"\n\n"
         self._inspect(obj)
-        return self.norm.chunk(obj)
+        out = self.norm.chunk(obj)
+        if self.objects and out.count(b"\n\n") == 1:
+            self.last = obj  # what the front-end would parse back out of ``out``
+        return out
 
     def _native(self, event: bytes) -> bytes:
         assert self.native is not None
@@ -144,11 +153,17 @@ class Relay:
                 # Relay every event this read delivered in one send: one write, not one per
                 # event (no added wait: only events already received are joined).
                 out: list[bytes] = []
+                objs: list[Any] | None = [] if self.objects else None
                 done = False
                 while event is not None:
+                    self.last = None
                     out.append(self.rewrite(event))
+                    if objs is not None:
+                        objs.append(self.last)
                     if self.failure is not None:
                         out.pop()
+                        if objs is not None:
+                            objs.pop()
                         break
                     if self.ends(event):
                         done = True
@@ -157,7 +172,7 @@ class Relay:
                     if event is not None:
                         self.times.chunk_waited(0.0)  # already here: no wait, still a chunk
                 if out:
-                    await out_to(b"".join(out))
+                    await out_to(out, objs)
                 if self.failure is not None:
                     return self.failure
                 if done:

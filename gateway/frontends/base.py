@@ -119,12 +119,20 @@ class Inbound:
 class StreamOut(Protocol):
     """One stream's translation, fed the relay's OpenAI chunk bytes."""
 
+    takes_objects: bool
+    """Prefer :meth:`relay_parts` (the relay's parsed objects, no re-parse of its bytes)."""
+
     def begin(self) -> bytes:
         """Sent right after the response head (Messages: ``message_start``, a ``ping``)."""
         ...
 
     def relay(self, chunk: bytes) -> bytes:
         """One or more whole ``data:`` events of OpenAI chunks (``[DONE]`` last) → the API's."""
+        ...
+
+    def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
+        """:meth:`relay` for events given one by one, each with the OpenAI chunk it encodes
+        (``None``: parse the bytes)."""
         ...
 
     def fail(self, err: GatewayError) -> bytes:

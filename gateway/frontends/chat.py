@@ -16,12 +16,16 @@ from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound
 
 class _Passthrough:
     __slots__ = ()
+    takes_objects = False
 
     def begin(self) -> bytes:
         return b""
 
     def relay(self, chunk: bytes) -> bytes:
         return chunk
+
+    def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
+        return b"".join(parts)
 
     def fail(self, err: GatewayError) -> bytes:
         return b"data: " + err.body_bytes() + b"\n\n"

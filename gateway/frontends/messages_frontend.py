@@ -61,6 +61,7 @@ def _overloaded(err: GatewayError) -> bool:
 
 class _MessagesOut:
     __slots__ = ("_s",)
+    takes_objects = True
 
     def __init__(self, stream: MessagesStream) -> None:
         self._s = stream
@@ -88,6 +89,16 @@ class _MessagesOut:
                 out.append(feed(obj))
         return b"".join(out)
 
+    def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
+        out: list[bytes] = []
+        feed = self._s.feed
+        for part, obj in zip(parts, objs, strict=True):
+            if obj is not None:
+                out.append(feed(obj))
+            elif part:
+                out.append(self.relay(part))
+        return b"".join(out)
+
     def fail(self, err: GatewayError) -> bytes:
         status, body = error_for(err, overloaded=_overloaded(err))
         etype = orjson.loads(body)["error"]["type"]
@@ -98,6 +109,7 @@ class _NativeOut:
     """A host's own Messages stream: passed on, the client's model name put back."""
 
     __slots__ = ("_requested", "_started")
+    takes_objects = False
 
     def __init__(self, requested: str) -> None:
         self._requested = orjson.dumps(requested)
@@ -105,6 +117,9 @@ class _NativeOut:
 
     def begin(self) -> bytes:
         return b""
+
+    def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
+        return self.relay(b"".join(parts))
 
     def relay(self, chunk: bytes) -> bytes:
         if self._started or b"message_start" not in chunk:
