@@ -52,17 +52,16 @@ https://github.com/openai/plugins.git`` at every start (the curated plugin sync)
 def codex_config(base_url: str, model: str = "glm-4.7", extra: str = "") -> str:
     """A ``CODEX_HOME/config.toml`` with the gateway as a custom Responses provider ``glm``
     (``base_url`` ends in ``/v1``; the key is read from ``GLM_KEY``), plus the no-traffic
-    switches. ``extra`` is top-level TOML put before the tables."""
+    switches. ``extra`` is top-level TOML (it goes before every table)."""
     return f"""model = "{model}"
 model_provider = "glm"
-{extra}
+{extra}{CODEX_NO_TRAFFIC}
 [model_providers.glm]
 name = "GLM gateway"
 base_url = "{base_url}"
 env_key = "GLM_KEY"
 wire_api = "responses"
-
-{CODEX_NO_TRAFFIC}"""
+"""
 
 
 def package_version(name: str) -> str:
