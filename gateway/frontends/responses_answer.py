@@ -37,7 +37,7 @@ def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
         "error": None,
         "model": req.requested_model,
         "output": [],
-        "usage": None,
+        "usage": usage_of(None),  # OpenAI's schema has no null here
         "previous_response_id": None,
         "instructions": echo["instructions"],
         "tools": echo["tools"],

@@ -53,7 +53,7 @@ class _ResponsesOut:
         return b"".join(out)
 
     def fail(self, err: GatewayError) -> bytes:
-        return self._s.fail(err.code or err.type, err.message)
+        return self._s.fail(err.code or err.type, err.message, rate_limited=err.status == 429)
 
 
 class ResponsesFrontEnd:

@@ -98,14 +98,16 @@ class ResponsesStream:
             kind = "response.incomplete"
         return out + self._event(kind, {"response": self.response})
 
-    def fail(self, code: str, message: str) -> bytes:
-        """``response.failed`` (the response so far, ``status: failed``) then ``error``; the
-        stream is over."""
+    def fail(self, code: str, message: str, *, rate_limited: bool = False) -> bytes:
+        """``response.failed`` (the response so far, ``status: failed``) then ``error`` with the
+        gateway's own ``code``; the stream is over. The Response's ``error.code`` is one of
+        OpenAI's enum: ``rate_limit_exceeded`` or ``server_error``."""
         if self._done:
             return b""
         self._done = True
         self.response["status"] = "failed"
-        self.response["error"] = {"code": code, "message": message}
+        kind = "rate_limit_exceeded" if rate_limited else "server_error"
+        self.response["error"] = {"code": kind, "message": message}
         out = self._event("response.failed", {"response": self.response})
         err = {"code": code, "message": message, "param": None}
         return out + self._event("error", {**err, "error": {"type": "server_error", **err}})
