@@ -192,6 +192,9 @@ def test_formats_choice_and_effort() -> None:
         ({"model": "m", "input": "x", "conversation": "conv_1"}, "conversation"),
         ({"model": "m", "input": "x", "tools": [{"type": "file_search"}]}, "tools[0].type"),
         ({"model": "m", "input": 3}, "input"),
+        ({"model": "m", "input": "x", "include": 0}, "include"),
+        ({"model": "m", "input": "x", "background": True}, "background"),
+        ({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
         ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"model": "m", "input": "x", "tools": [
             {"type": "function", "name": "a__b"},

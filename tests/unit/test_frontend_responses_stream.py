@@ -42,6 +42,37 @@ SCHEMAS = {
 }
 
 
+OPEN_RESPONSES = {
+    "response.created": "ResponseCreatedStreamingEvent",
+    "response.in_progress": "ResponseInProgressStreamingEvent",
+    "response.completed": "ResponseCompletedStreamingEvent",
+    "response.incomplete": "ResponseIncompleteStreamingEvent",
+    "response.failed": "ResponseFailedStreamingEvent",
+    "response.output_item.added": "ResponseOutputItemAddedStreamingEvent",
+    "response.output_item.done": "ResponseOutputItemDoneStreamingEvent",
+    "response.content_part.added": "ResponseContentPartAddedStreamingEvent",
+    "response.content_part.done": "ResponseContentPartDoneStreamingEvent",
+    "response.output_text.delta": "ResponseOutputTextDeltaStreamingEvent",
+    "response.output_text.done": "ResponseOutputTextDoneStreamingEvent",
+    "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaStreamingEvent",
+    "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneStreamingEvent",
+    "response.reasoning_summary_part.added": "ResponseReasoningSummaryPartAddedStreamingEvent",
+    "response.reasoning_summary_part.done": "ResponseReasoningSummaryPartDoneStreamingEvent",
+    "response.reasoning_summary_text.delta": "ResponseReasoningSummaryDeltaStreamingEvent",
+    "response.reasoning_summary_text.done": "ResponseReasoningSummaryDoneStreamingEvent",
+    "error": "ErrorStreamingEvent",
+}
+"""The Open Responses project's event models (``openresponses-types``, optional)."""
+
+
+def open_responses(ev: dict[str, Any]) -> None:
+    try:
+        import openresponses_types
+    except ImportError:  # optional: the lead pins it
+        return
+    getattr(openresponses_types, OPEN_RESPONSES[ev["type"]]).model_validate(ev)
+
+
 def events(raw: bytes) -> list[dict[str, Any]]:
     """Parse and check every event: the SSE framing, the SDK's union, OpenAI's schema, the
     sequence numbers, and each final Response."""
@@ -54,6 +85,7 @@ def events(raw: bytes) -> list[dict[str, Any]]:
         assert head == b"event: " + ev["type"].encode()
         EVENTS.validate_python(ev)
         validate(SCHEMAS[ev["type"]], ev)
+        open_responses(ev)
         if ev["type"] in ("response.completed", "response.incomplete", "response.failed"):
             check_response(ev["response"])
         out.append(ev)
