@@ -1,0 +1,167 @@
+"""OpenAI Responses (``POST /v1/responses``, stateless) in and out of the gateway's chat form.
+
+:func:`to_chat` turns a Responses body into the chat body the router routes (input items in
+:mod:`.responses_items`, tools and formats in :mod:`.responses_tools`); :func:`from_chat`
+(:mod:`.responses_answer`) turns the chat completion back into a ``Response``; errors are
+OpenAI's ``{"error": {"message", "type", "param", "code"}}``. The stream counterpart is
+:mod:`.responses_stream`.
+
+The gateway keeps no state: ``previous_response_id`` and ``conversation`` are a 400 asking for
+the whole input (a silently ignored one would answer without the conversation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from gateway.errors import GatewayError
+from gateway.frontends.messages_fields import Ignored, array, bad, integer, number, string
+from gateway.frontends.responses_answer import from_chat
+from gateway.frontends.responses_items import Items, seal, unseal
+from gateway.frontends.responses_tools import (
+    Names,
+    WebSearch,
+    reasoning,
+    text_format,
+    tool_choice,
+    tools,
+)
+
+__all__ = ["ResponsesRequest", "error_body", "from_chat", "seal", "to_chat", "unseal"]
+
+_HANDLED: Final = frozenset(
+    {
+        "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text",
+        "max_output_tokens", "temperature", "top_p", "reasoning", "stream", "include", "store",
+        "metadata", "user", "prompt_cache_key", "client_metadata", "truncation",
+        "previous_response_id", "conversation", "service_tier", "safety_identifier",
+        "stream_options", "background", "max_tool_calls", "top_logprobs",
+    }
+)  # fmt: skip
+_NOT_FORWARDED: Final = (
+    "prompt_cache_key", "client_metadata", "metadata", "user", "store", "truncation",
+    "service_tier", "safety_identifier", "stream_options", "max_tool_calls", "top_logprobs",
+)  # fmt: skip
+ENCRYPTED: Final = "reasoning.encrypted_content"
+
+
+@dataclass(slots=True)
+class ResponsesRequest:
+    """One Responses request, translated."""
+
+    chat: dict[str, Any]
+    """The OpenAI chat body to route."""
+    requested_model: str
+    stream: bool
+    names: Names
+    """Flat function names ↔ namespaced ones (answers map them back)."""
+    echo: dict[str, Any]
+    """The request's fields as every ``Response`` echoes them (``tools``, ``temperature`` ...)."""
+    summary: bool = False
+    """A reasoning summary was asked: reasoning goes out as ``summary_text``."""
+    encrypted: bool = False
+    """``include`` asked ``reasoning.encrypted_content``: reasoning goes out sealed."""
+    ignored: list[str] = field(default_factory=list)
+    key: bytes = field(default=b"", repr=False)
+    """The server key sealing the reasoning the answer returns."""
+
+
+def to_chat(body: Any, *, key: bytes, web_search: WebSearch = "drop") -> ResponsesRequest:
+    """Translate a Responses body; ``key`` unseals replayed reasoning.
+
+    ``web_search``: ``"builtin"`` forwards a ``web_search`` tool as the gateway's built-in
+    tool need (only hosts running it are picked); ``"drop"`` removes it and says so in
+    ``ignored``. Raises only :class:`~gateway.errors.InvalidRequest` (``param`` = the path).
+    """
+    if not isinstance(body, dict):
+        raise bad("body", "must be a JSON object.", "invalid_type")
+    for stateful in ("previous_response_id", "conversation"):
+        if body.get(stateful) is not None:
+            raise bad(stateful, "the gateway keeps no state; send the whole input instead.",
+                      "unsupported_parameter")  # fmt: skip
+    model = string(body.get("model"), "model")
+    if not model:
+        raise bad("model", "must not be empty.")
+    ignored, names = Ignored(), Names()
+    chat: dict[str, Any] = {"model": model}
+    echo_tools = tools(body, chat, names, web_search=web_search, ignored=ignored)
+    messages = Items(key, ignored, names.flat).chat_messages(body.get("input"))
+    instructions = body.get("instructions")
+    if instructions is not None:
+        messages.insert(0, {"role": "system", "content": string(instructions, "instructions")})
+    chat["messages"] = messages
+    stream = _flag(body, "stream")
+    if stream:
+        chat["stream"] = True
+    echo = _sampling(body, chat)
+    echo["tools"] = echo_tools
+    echo["tool_choice"] = tool_choice(body, chat, names)
+    echo["text"] = {"format": text_format(body, chat)}
+    echo["reasoning"], summary = reasoning(body, chat)
+    echo["instructions"] = instructions
+    echo.update(_passive(body, ignored))
+    return ResponsesRequest(chat, model, stream, names, echo, summary,
+                            ENCRYPTED in echo["include"], ignored.entries(), key)  # fmt: skip
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise bad(name, "must be a boolean.", "invalid_type")
+    return bool(value)
+
+
+def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
+    echo: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0, "max_output_tokens": None}
+    for name, hi in (("temperature", 2.0), ("top_p", 1.0)):
+        if body.get(name) is not None:
+            chat[name] = echo[name] = number(body[name], name, 0.0, hi)
+    if body.get("max_output_tokens") is not None:
+        limit = integer(body["max_output_tokens"], "max_output_tokens", 1)
+        chat["max_tokens"] = echo["max_output_tokens"] = limit
+    return echo
+
+
+def _passive(body: dict[str, Any], ignored: Ignored) -> dict[str, Any]:
+    """Fields accepted and echoed, not forwarded (each sent one named in ``ignored``)."""
+    raw = body.get("include")
+    listed = [] if raw is None else array(raw, "include")
+    include = [string(v, f"include[{i}]") for i, v in enumerate(listed)]
+    if any(v != ENCRYPTED for v in include):  # logprobs, sources ...: nothing here makes them
+        ignored.field("include=partly_ignored")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise bad("metadata", "must be an object.", "invalid_type")
+    truncation = body.get("truncation") or "disabled"
+    if truncation not in ("auto", "disabled"):
+        raise bad("truncation", "must be auto or disabled.")
+    cache_key = body.get("prompt_cache_key")
+    if _flag(body, "background"):
+        raise bad("background", "the gateway keeps no state; background responses need it.",
+                  "unsupported_parameter")  # fmt: skip
+    for name in ("prompt_cache_key", "user", "safety_identifier", "service_tier"):
+        if body.get(name) is not None:
+            string(body[name], name)
+    for name in _NOT_FORWARDED:
+        if body.get(name) is not None:
+            ignored.field(f"{name}=ignored")
+    for name in body:
+        if name not in _HANDLED:
+            ignored.unknown(name)
+    return {
+        "include": include,
+        "metadata": metadata or {},
+        "truncation": truncation,
+        "store": _flag(body, "store"),
+        "background": False,
+        # OpenAI's schema has both as strings (never null); Open Responses requires them
+        "prompt_cache_key": cache_key or "",
+        "safety_identifier": body.get("safety_identifier") or "",
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+    }
+
+
+def error_body(err: GatewayError) -> bytes:
+    """OpenAI's error body ``{"error": {"message", "type", "param", "code"}}``."""
+    return err.body_bytes()

@@ -1,0 +1,175 @@
+"""A chat completion → a Responses ``Response`` object (shared by answers and streams).
+
+The object carries every field OpenAI's schema and the Open Responses schema require, the
+request's settings echoed (:attr:`~gateway.frontends.responses.ResponsesRequest.echo`).
+Output items go in order: ``reasoning`` (a ``summary_text`` when a summary was asked, the
+sealed text when ``include`` asked ``reasoning.encrypted_content``), the ``message``, then one
+``function_call`` per tool call with its name mapped back out of the namespace flattening.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from gateway.frontends.responses_items import seal
+
+if TYPE_CHECKING:
+    from gateway.frontends.responses import ResponsesRequest
+
+
+def new_id(prefix: str) -> str:
+    """A fresh item id such as ``resp_…`` or ``msg_…``."""
+    return f"{prefix}_{secrets.token_hex(16)}"
+
+
+def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
+    """A ``Response`` with no output yet (``status: in_progress``)."""
+    echo = req.echo
+    return {
+        "id": rid,
+        "object": "response",
+        "created_at": created,
+        "completed_at": None,
+        "status": "in_progress",
+        "incomplete_details": None,
+        "error": None,
+        "model": req.requested_model,
+        "output": [],
+        "usage": usage_of(None),  # OpenAI's schema has no null here
+        "previous_response_id": None,
+        "instructions": echo["instructions"],
+        "tools": echo["tools"],
+        "tool_choice": echo["tool_choice"],
+        "parallel_tool_calls": echo["parallel_tool_calls"],
+        "text": echo["text"],
+        "temperature": echo["temperature"],
+        "top_p": echo["top_p"],
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_logprobs": 0,
+        "max_output_tokens": echo["max_output_tokens"],
+        "max_tool_calls": None,
+        "reasoning": echo["reasoning"],
+        "truncation": echo["truncation"],
+        "store": echo["store"],
+        "background": echo["background"],
+        "service_tier": "default",
+        "metadata": echo["metadata"],
+        "safety_identifier": echo["safety_identifier"],
+        "prompt_cache_key": echo["prompt_cache_key"],
+    }
+
+
+def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str, Any]:
+    """Set status, ``completed_at``/``incomplete_details`` and usage from the host's finish."""
+    if finish_reason == "length":
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": "max_output_tokens"}
+    elif finish_reason == "content_filter":
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": "content_filter"}
+    else:
+        response["status"] = "completed"
+        response["completed_at"] = int(time.time())
+    response["usage"] = usage_of(usage)
+    return response
+
+
+def _count(node: Any, key: str) -> int:
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_of(usage: Any) -> dict[str, Any]:
+    """Responses usage from chat usage (missing counts are 0)."""
+    inp, out = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+    cached = _count(
+        usage.get("prompt_tokens_details") if isinstance(usage, dict) else None, "cached_tokens"
+    )
+    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
+    return {
+        "input_tokens": inp,
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "output_tokens": out,
+        "output_tokens_details": {"reasoning_tokens": _count(details, "reasoning_tokens")},
+        "total_tokens": inp + out,
+    }
+
+
+def reasoning_item(req: ResponsesRequest, text: str, rid: str) -> dict[str, Any]:
+    """The ``reasoning`` output item for ``text``."""
+    item: dict[str, Any] = {"type": "reasoning", "id": rid, "summary": []}
+    if req.summary:
+        item["summary"] = [{"type": "summary_text", "text": text}]
+    if req.encrypted:
+        item["encrypted_content"] = seal(text, req.key)
+    return item
+
+
+def message_item(text: str, mid: str, status: str = "completed") -> dict[str, Any]:
+    """The assistant ``message`` output item holding ``text``."""
+    return {
+        "type": "message",
+        "id": mid,
+        "role": "assistant",
+        "status": status,
+        "content": [output_text(text)],
+    }
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def call_item(
+    req: ResponsesRequest, call_id: str, flat: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    """A ``function_call`` output item, its name mapped back out of the flattening."""
+    name, namespace = req.names.back(flat)
+    item: dict[str, Any] = {
+        "type": "function_call",
+        "id": new_id("fc"),
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
+
+
+def from_chat(completion: Any, req: ResponsesRequest) -> dict[str, Any]:
+    """The ``Response`` for a chat completion (an OpenAI chat completion object)."""
+    response = skeleton(req, new_id("resp"), _created(completion))
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    message = choice.get("message") if isinstance(choice, dict) else None
+    message = message if isinstance(message, dict) else {}
+    out = response["output"]
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        out.append(reasoning_item(req, reasoning, new_id("rs")))
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        out.append(message_item(text, new_id("msg")))
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            args = fn.get("arguments")
+            cid = call.get("id") if isinstance(call.get("id"), str) else new_id("call")
+            out.append(
+                call_item(
+                    req, cid, str(fn.get("name") or ""), args if isinstance(args, str) else "{}"
+                )
+            )
+    finish_reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+    usage = completion.get("usage") if isinstance(completion, dict) else None
+    return finish(response, finish_reason, usage)
+
+
+def _created(completion: Any) -> int:
+    created = completion.get("created") if isinstance(completion, dict) else None
+    return created if isinstance(created, int) and created > 0 else int(time.time())

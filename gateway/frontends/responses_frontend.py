@@ -1,0 +1,82 @@
+"""OpenAI Responses (``POST /v1/responses``) on the front-end Protocol.
+
+The translation lives in :mod:`.responses` (request, answer) and :mod:`.responses_stream`
+(events); this class puts it on :class:`~gateway.frontends.base.FrontEnd` for the edge: what the
+gateway ignored reported in ``X-GLM-Ignored``, usage always asked of the upstream stream,
+errors in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gateway.errors import GatewayError
+from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound, is_done, sse_data
+from gateway.frontends.responses import ResponsesRequest, error_body, from_chat, to_chat
+from gateway.frontends.responses_stream import ResponsesStream
+from gateway.frontends.responses_tools import WebSearch
+
+
+class _ResponsesOut:
+    __slots__ = ("_s",)
+    takes_objects = True
+
+    def __init__(self, stream: ResponsesStream) -> None:
+        self._s = stream
+
+    def begin(self) -> bytes:
+        return self._s.start()
+
+    def relay(self, chunk: bytes) -> bytes:
+        out: list[bytes] = []
+        for ev in chunk.split(b"\n\n"):
+            if not ev:
+                continue
+            if is_done(ev):
+                out.append(self._s.end())
+                continue
+            obj = sse_data(ev)
+            if isinstance(obj, dict):
+                out.append(self._s.feed(obj))
+        return b"".join(out)
+
+    def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
+        out: list[bytes] = []
+        for part, obj in zip(parts, objs, strict=True):
+            if isinstance(obj, dict):
+                out.append(self._s.feed(obj))
+            elif part:
+                out.append(self.relay(part))
+        return b"".join(out)
+
+    def fail(self, err: GatewayError) -> bytes:
+        return self._s.fail(err.code or err.type, err.message, rate_limited=err.status == 429)
+
+
+class ResponsesFrontEnd:
+    name = "responses"
+    stream_headers: Headers = SSE_HEADERS
+
+    def __init__(self, key: bytes, web_search: WebSearch = "drop") -> None:
+        self._key = key
+        self._web_search: WebSearch = web_search
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Inbound:
+        req = to_chat(body, key=self._key, web_search=self._web_search)
+        if req.stream:  # response.completed reports usage: always ask the host for it
+            req.chat["stream_options"] = {"include_usage": True}
+        ignored = [("x-glm-ignored", ",".join(req.ignored))] if req.ignored else []
+        return Inbound(req.chat, req.stream, ignored, None, req)
+
+    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
+        req: ResponsesRequest = inbound.state
+        return orjson.dumps(from_chat(orjson.loads(answer), req))
+
+    def stream(self, inbound: Inbound, native: bool = False) -> _ResponsesOut:
+        return _ResponsesOut(ResponsesStream(inbound.state))
+
+    def error(self, err: GatewayError, request_id: str) -> tuple[int, bytes, Headers]:
+        return err.status, error_body(err), JSON_HEADERS

@@ -1,0 +1,226 @@
+"""One Responses event stream, built from the gateway's normalised chat chunks.
+
+``start`` → ``response.created`` + ``response.in_progress``; each ``feed`` turns one chunk into
+zero or more events; ``end`` closes the open item, emits the tool calls and
+``response.completed`` (``response.incomplete`` when the host stopped on length or a filter);
+``fail`` → ``response.failed`` + ``error``, after which the stream emits nothing more. Every
+event carries ``sequence_number``, counting from 0. Item rules:
+
+- ``reasoning_content`` deltas go into a ``reasoning`` item (summary events only when a summary
+  was asked), ``content`` deltas into a ``message`` item; switching kind closes the open item
+  first (``response.output_item.done`` with the whole item), so no delta lands in another item;
+- tool calls are collected per call (OpenAI ``index``; a new ``id`` on an index holding another
+  call starts a new call) and emitted when the upstream finishes, one whole ``function_call``
+  item each, in order of first appearance: interleaved argument fragments of parallel calls
+  each reach their own item verbatim, and one item is open at a time. GLM hosts send a call in
+  one chunk, so holding it back costs no latency.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.frontends.responses import ResponsesRequest
+from gateway.frontends.responses_answer import (
+    call_item,
+    finish,
+    message_item,
+    new_id,
+    output_text,
+    reasoning_item,
+    skeleton,
+)
+
+
+@dataclass(slots=True)
+class _Call:
+    id: str | None = None
+    name: str = ""
+    fragments: list[str] = field(default_factory=list)
+
+
+class ResponsesStream:
+    """The state of one Responses stream; not thread-safe, one per response."""
+
+    def __init__(self, req: ResponsesRequest) -> None:
+        self.req = req
+        self.response = skeleton(req, new_id("resp"), int(time.time()))
+        self._seq = 0
+        self._open: str | None = None
+        self._item_id = ""
+        self._texts: list[str] = []
+        self._calls: list[_Call] = []
+        self._by_index: dict[int, _Call] = {}
+        self._finish: Any = None
+        self._usage: Any = None
+        self._done = False
+
+    def _event(self, kind: str, data: dict[str, Any]) -> bytes:
+        data = {"type": kind, "sequence_number": self._seq, **data}
+        self._seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    def start(self) -> bytes:
+        """``response.created`` and ``response.in_progress``."""
+        out = self._event("response.created", {"response": self.response})
+        return out + self._event("response.in_progress", {"response": self.response})
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        """The events for one normalised ``chat.completion.chunk`` (often none)."""
+        if self._done:
+            return b""
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        choices = chunk.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        if not isinstance(choice, dict):
+            return b""
+        delta = choice.get("delta")
+        out = self._delta(delta) if isinstance(delta, dict) else b""
+        if isinstance(choice.get("finish_reason"), str):
+            self._finish = choice["finish_reason"]
+        return out
+
+    def end(self) -> bytes:
+        """Close the open item, emit the tool calls, then ``response.completed`` (or
+        ``response.incomplete``)."""
+        if self._done:
+            return b""
+        out = self._close() + b"".join(self._call_events(c) for c in self._calls)
+        self._done = True
+        finish(self.response, self._finish, self._usage)
+        kind = "response.completed"
+        if self.response["status"] == "incomplete":
+            kind = "response.incomplete"
+        return out + self._event(kind, {"response": self.response})
+
+    def fail(self, code: str, message: str, *, rate_limited: bool = False) -> bytes:
+        """``response.failed`` (the response so far, ``status: failed``) then ``error`` with the
+        gateway's own ``code``; the stream is over. The Response's ``error.code`` is one of
+        OpenAI's enum: ``rate_limit_exceeded`` or ``server_error``."""
+        if self._done:
+            return b""
+        self._done = True
+        self.response["status"] = "failed"
+        kind = "rate_limit_exceeded" if rate_limited else "server_error"
+        self.response["error"] = {"code": kind, "message": message}
+        out = self._event("response.failed", {"response": self.response})
+        err = {"code": code, "message": message, "param": None}
+        return out + self._event("error", {**err, "error": {"type": "server_error", **err}})
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        out = b""
+        reasoning = delta.get("reasoning_content")
+        if reasoning and isinstance(reasoning, str):
+            out += self._text("reasoning", reasoning)
+        text = delta.get("content")
+        if text and isinstance(text, str):
+            out += self._text("message", text)
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            for position, call in enumerate(calls):
+                if isinstance(call, dict):
+                    self._call_delta(call, position)
+        return out
+
+    def _where(self) -> dict[str, Any]:
+        return {"item_id": self._item_id, "output_index": len(self.response["output"])}
+
+    def _text(self, kind: str, text: str) -> bytes:
+        out = b"" if self._open == kind else self._close() + self._open_item(kind)
+        self._texts.append(text)
+        if kind == "message":
+            data = {**self._where(), "content_index": 0, "delta": text, "logprobs": []}
+            return out + self._event("response.output_text.delta", data)
+        if not self.req.summary:
+            return out
+        data = {**self._where(), "summary_index": 0, "delta": text}
+        return out + self._event("response.reasoning_summary_text.delta", data)
+
+    def _open_item(self, kind: str) -> bytes:
+        self._open, self._texts = kind, []
+        if kind == "message":
+            self._item_id = new_id("msg")
+            item = message_item("", self._item_id, "in_progress")
+            item["content"] = []
+            out = self._added(item)
+            part = {**self._where(), "content_index": 0, "part": output_text("")}
+            return out + self._event("response.content_part.added", part)
+        self._item_id = new_id("rs")
+        out = self._added({"type": "reasoning", "id": self._item_id, "summary": []})
+        if self.req.summary:
+            part = {**self._where(), "summary_index": 0, "part": _summary("")}
+            out += self._event("response.reasoning_summary_part.added", part)
+        return out
+
+    def _added(self, item: dict[str, Any]) -> bytes:
+        return self._event("response.output_item.added", {**self._where(), "item": item})
+
+    def _item_done(self, item: dict[str, Any]) -> bytes:
+        out = self._event("response.output_item.done", {**self._where(), "item": item})
+        self.response["output"].append(item)
+        return out
+
+    def _close(self) -> bytes:
+        if self._open is None:
+            return b""
+        text, kind = "".join(self._texts), self._open
+        self._open, self._texts = None, []
+        where = self._where()
+        if kind == "message":
+            out = self._event(
+                "response.output_text.done",
+                {**where, "content_index": 0, "text": text, "logprobs": []},
+            )
+            part = {**where, "content_index": 0, "part": output_text(text)}
+            out += self._event("response.content_part.done", part)
+            return out + self._item_done(message_item(text, self._item_id))
+        out = b""
+        if self.req.summary:
+            out += self._event(
+                "response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}
+            )
+            part = {**where, "summary_index": 0, "part": _summary(text)}
+            out += self._event("response.reasoning_summary_part.done", part)
+        return out + self._item_done(reasoning_item(self.req, text, self._item_id))
+
+    def _call_delta(self, call: dict[str, Any], position: int) -> None:
+        index = call.get("index")
+        index = index if isinstance(index, int) and not isinstance(index, bool) else position
+        cid = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
+        current = self._by_index.get(index)
+        if current is None or (cid is not None and current.id is not None and cid != current.id):
+            current = _Call()
+            self._by_index[index] = current
+            self._calls.append(current)
+        if cid is not None and current.id is None:
+            current.id = cid
+        fn = call.get("function")
+        if isinstance(fn, dict):
+            if isinstance(fn.get("name"), str) and fn["name"] and not current.name:
+                current.name = fn["name"]
+            if isinstance(fn.get("arguments"), str) and fn["arguments"]:
+                current.fragments.append(fn["arguments"])
+
+    def _call_events(self, call: _Call) -> bytes:
+        arguments = "".join(call.fragments)
+        item = call_item(self.req, call.id or new_id("call"), call.name, arguments)
+        self._item_id = item["id"]
+        out = self._added({**item, "arguments": "", "status": "in_progress"})
+        for fragment in call.fragments:
+            out += self._event(
+                "response.function_call_arguments.delta", {**self._where(), "delta": fragment}
+            )
+        out += self._event(
+            "response.function_call_arguments.done",
+            {**self._where(), "name": item["name"], "arguments": arguments},
+        )
+        return out + self._item_done(item)
+
+
+def _summary(text: str) -> dict[str, Any]:
+    return {"type": "summary_text", "text": text}
