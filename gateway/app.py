@@ -17,6 +17,7 @@ from gateway.edge.lifecycle import Lifecycle
 from gateway.frontends.base import FrontEnd
 from gateway.frontends.chat import ChatFrontEnd
 from gateway.frontends.messages_frontend import MessagesFrontEnd
+from gateway.frontends.responses_frontend import ResponsesFrontEnd
 from gateway.observability.access import AccessLog
 from gateway.observability.loop import LoopLagMonitor
 from gateway.observability.metrics import Metrics
@@ -158,11 +159,13 @@ def build_frontends(config: Config) -> dict[str, FrontEnd]:
         name: model if model in known else "auto"
         for name, model in config.gateway.frontends.messages.claude_models.items()
     }
+    key = thinking_key(config)
     return {
         "chat/completions": ChatFrontEnd(),
         "messages": MessagesFrontEnd(
             claude,
-            thinking_key(config),
+            key,
             config.gateway.frontends.messages.max_output_tokens,
         ),
+        "responses": ResponsesFrontEnd(key, config.gateway.frontends.responses.web_search),
     }

@@ -123,6 +123,30 @@ def register_anthropic(app: FastAPI, s: Services) -> None:
             headers={"x-request-id": rid},
         )
 
+    def stateless() -> NotFound:
+        return NotFound(
+            "This gateway keeps no conversation state: responses are not stored, so they cannot "
+            "be retrieved, deleted or listed. Send the whole input with each request.",
+            code="response_not_found",
+        )
+
+    @app.api_route(
+        "/v1/responses/{response_id}",
+        methods=["GET", "DELETE"],
+        openapi_extra=operation("Stored responses: none (stateless).", errors(401, 404)),
+    )
+    async def _stored(response_id: str, request: Request) -> Response:
+        await s.auth.identify(bearer({k.lower(): v for k, v in request.headers.items()}))
+        raise stateless()
+
+    @app.get(
+        "/v1/responses/{response_id}/input_items",
+        openapi_extra=operation("Stored input items: none (stateless).", errors(401, 404)),
+    )
+    async def _stored_items(response_id: str, request: Request) -> Response:
+        await s.auth.identify(bearer({k.lower(): v for k, v in request.headers.items()}))
+        raise stateless()
+
     @app.head(
         "/",
         response_class=Response,

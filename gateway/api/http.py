@@ -138,8 +138,9 @@ def build_fastapi(
         raw = await read_capped(request, s.config.gateway.server.max_body_bytes)
         body = parse_body(raw, s.config.gateway.limits)
         min_context = None
-        if wants_anthropic(headers) or request.query_params.get("api") == "messages":
-            inbound = s.frontends["messages"].parse(body, headers)  # a Messages body
+        api = request.query_params.get("api") or ("messages" if wants_anthropic(headers) else "")
+        if api in ("messages", "responses"):  # another API's body: its front-end's chat form
+            inbound = s.frontends[api].parse(body, headers)
             body, min_context = inbound.chat, inbound.min_context
         needs = resolve_needs(body, headers, s.config)
         if min_context and min_context > (needs.min_context or 0):

@@ -298,8 +298,17 @@ class MessagesConfig(Strict):
     Replicas must share it. Unset: derived from ``auth.master_key``, else random per process."""
 
 
+class ResponsesConfig(Strict):
+    """OpenAI Responses (``/v1/responses``, stateless)."""
+
+    web_search: Literal["drop", "builtin"] = "drop"
+    """A ``web_search`` tool (Codex sends one): ``drop`` it (named in ``X-GLM-Ignored``) or
+    route to hosts that run GLM's own web search (``builtin``: a ``tool_use`` need)."""
+
+
 class FrontendsConfig(Strict):
     messages: MessagesConfig = MessagesConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 class GatewayFile(Strict):

@@ -153,7 +153,7 @@ def _passive(body: dict[str, Any], ignored: Ignored) -> dict[str, Any]:
         "include": include,
         "metadata": metadata or {},
         "truncation": truncation,
-        "store": _flag(body, "store"),
+        "store": False,  # a stateless gateway stores nothing, whatever the request asked
         "background": False,
         # OpenAI's schema has both as strings (never null); Open Responses requires them
         "prompt_cache_key": cache_key or "",

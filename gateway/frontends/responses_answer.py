@@ -13,6 +13,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from gateway.frontends.responses_items import seal
 
 if TYPE_CHECKING:
@@ -128,9 +130,12 @@ def call_item(
 ) -> dict[str, Any]:
     """A ``function_call`` output item, its name mapped back out of the flattening."""
     name, namespace = req.names.back(flat)
+    sealed = {"call_id": call_id, "name": name, "namespace": namespace, "arguments": arguments}
     item: dict[str, Any] = {
         "type": "function_call",
-        "id": new_id("fc"),
+        # the id carries the call itself, sealed: a client that sends it back as an
+        # ``item_reference`` (the AI SDK does) gets it expanded with no state kept here
+        "id": "fc_" + seal(orjson.dumps(sealed).decode(), req.key),
         "call_id": call_id,
         "name": name,
         "arguments": arguments,

@@ -68,8 +68,10 @@ class ResponsesFrontEnd:
         req = to_chat(body, key=self._key, web_search=self._web_search)
         if req.stream:  # response.completed reports usage: always ask the host for it
             req.chat["stream_options"] = {"include_usage": True}
-        ignored = [("x-glm-ignored", ",".join(req.ignored))] if req.ignored else []
-        return Inbound(req.chat, req.stream, ignored, None, req)
+        extra = [("x-glm-ignored", ",".join(req.ignored))] if req.ignored else []
+        if body.get("store") is True:  # accepted, but this gateway keeps no state
+            extra.append(("x-glm-stored", "false: stateless gateway, nothing was stored"))
+        return Inbound(req.chat, req.stream, extra, None, req)
 
     def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
         req: ResponsesRequest = inbound.state

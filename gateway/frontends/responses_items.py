@@ -20,6 +20,8 @@ import base64
 import binascii
 from typing import Any, Final
 
+import orjson
+
 from gateway.frontends.messages_fields import Ignored, array, bad, obj, string
 from gateway.frontends.messages_signature import sign_thinking, verify_thinking
 
@@ -90,10 +92,32 @@ class Items:
                 self._unverified += 1
             else:
                 self._reasoning.append(unsealed)
-        elif kind in ("item_reference", "compaction"):
+        elif kind == "item_reference":
+            self._reference(item, path)
+        elif kind == "compaction":
             raise bad(f"{path}.type", "the gateway keeps no state; send the whole input.")
         else:
             raise bad(f"{path}.type", f"unsupported input item type {kind!r}.")
+
+    def _reference(self, item: dict[str, Any], path: str) -> None:
+        """An ``item_reference`` to an item this gateway answered: a ``function_call`` id
+        carries the call, sealed (expanded here); a reasoning or message id carries nothing
+        to restore (dropped and named); anything else would need stored state (400)."""
+        ref = string(item.get("id"), f"{path}.id")
+        if ref.startswith("fc_"):
+            unsealed = unseal(ref[3:], self._key)
+            call = orjson.loads(unsealed) if unsealed is not None else None
+            if isinstance(call, dict):
+                self._call({k: v for k, v in call.items() if v is not None}, path)
+                return
+        elif ref.startswith(("rs_", "msg_")):
+            self._ignored.field("input.item_reference=dropped")
+            return
+        raise bad(
+            f"{path}.id",
+            "refers to an item this gateway cannot restore (it keeps no state); send the item "
+            "itself, or set store: false in the client.",
+        )
 
     def _message(self, item: dict[str, Any], path: str) -> None:
         role = item.get("role")

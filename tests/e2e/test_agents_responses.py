@@ -7,7 +7,7 @@ fresh HOME and CODEX_HOME whose config.toml names the gateway as a custom provid
 URL and the key. The simulator's ``tool_call`` directive makes the first answer call one tool;
 after the tool result it answers text.
 
-The gateway has no Responses front-end yet: the tests that need it are strict xfails.
+The gateway serves them through its Responses front-end (`/v1/responses`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ pytestmark = [
     ),
 ]
 
-NEEDS_RESPONSES = pytest.mark.xfail(strict=True, reason="needs /v1/responses")
 EXEC_CALL = {"name": "exec_command", "arguments": {"cmd": "echo hi-from-codex"}}
 WEATHER_CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
 # Fail fast instead of Codex's default five retries per request and per stream.
@@ -83,7 +82,6 @@ def _tool_result_in(body: Any, text: str) -> bool:
     )
 
 
-@NEEDS_RESPONSES
 def test_codex_exec_runs_a_shell_tool_through_the_gateway(
     agent_gateway: Proc, simulator: Proc, tmp_path: Path
 ) -> None:
@@ -112,7 +110,6 @@ def test_codex_exec_runs_a_shell_tool_through_the_gateway(
     assert _tool_result_in(upstream[-1], "hi-from-codex"), upstream[-1].get("messages")
 
 
-@NEEDS_RESPONSES
 def test_codex_first_request_is_accepted(agent_gateway: Proc, tmp_path: Path) -> None:
     """A plain Codex turn (its ~40 KB body: developer messages, 8 function tools, a
     ``namespace`` tool, ``web_search``, ``reasoning``, ``include``, ``store: false``) is
@@ -131,7 +128,6 @@ def test_codex_first_request_is_accepted(agent_gateway: Proc, tmp_path: Path) ->
     assert [r["status"] for r in log_records(agent_gateway)[since:]] == [200]
 
 
-@NEEDS_RESPONSES
 def test_ai_sdk_openai_generate_and_stream_with_a_tool(
     agent_gateway: Proc, simulator: Proc
 ) -> None:

@@ -194,7 +194,7 @@ def test_formats_choice_and_effort() -> None:
         ({"model": "m", "input": 3}, "input"),
         ({"model": "m", "input": "x", "include": 0}, "include"),
         ({"model": "m", "input": "x", "background": True}, "background"),
-        ({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+        ({"model": "m", "input": [{"type": "item_reference", "id": "item_1"}]}, "input[0].id"),
         ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"model": "m", "input": "x", "tools": [
             {"type": "function", "name": "a__b"},
@@ -323,3 +323,25 @@ def test_fuzz_only_invalid_request_escapes(body: Any) -> None:
         return
     with contextlib.suppress(InvalidRequest):
         infer(req.chat)
+
+
+def test_an_item_reference_to_a_call_is_expanded_without_state() -> None:
+    """The AI SDK (store on by default) sends back ``item_reference`` ids, not the items: a
+    ``function_call`` id carries the call, sealed, so the gateway restores it."""
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    first = {"model": "m", "input": "weather?", "tools": tools}
+    call = {"id": "call_9", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}  # fmt: skip
+    answer = from_chat(completion({"content": None, "tool_calls": [call]}, "tool_calls"),
+                       to_chat(first, key=KEY))  # fmt: skip
+    (item,) = [o for o in answer["output"] if o["type"] == "function_call"]
+    replay = {**first, "input": [
+        {"role": "user", "content": "weather?"},
+        {"type": "item_reference", "id": item["id"]},
+        {"type": "function_call_output", "call_id": "call_9", "output": "sunny"},
+    ]}  # fmt: skip
+    chat = to_chat(replay, key=KEY).chat
+    assert chat["messages"][1]["tool_calls"] == [call]
+    forged = {**replay, "input": [{"type": "item_reference", "id": item["id"][:-4] + "AAAA"}]}
+    with pytest.raises(InvalidRequest):
+        to_chat(forged, key=KEY)
