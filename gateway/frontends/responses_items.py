@@ -66,6 +66,13 @@ class Items:
         """The chat messages of ``input`` (a string or an array of items)."""
         if isinstance(value, str):
             return [{"role": "user", "content": value}]
+        if value is None:
+            raise bad(
+                "input",
+                "is required (a string or an array of items): this gateway keeps no stored "
+                "prompts or conversations.",
+                "missing_field",
+            )
         for i, item in enumerate(array(value, "input")):
             self._item(obj(item, f"input[{i}]"), f"input[{i}]")
         if self._reasoning:

