@@ -17,6 +17,7 @@ from gateway.edge.lifecycle import Lifecycle
 from gateway.frontends.base import FrontEnd
 from gateway.frontends.chat import ChatFrontEnd
 from gateway.frontends.messages_frontend import MessagesFrontEnd
+from gateway.frontends.responses_compact import CompactFrontEnd
 from gateway.frontends.responses_frontend import ResponsesFrontEnd
 from gateway.observability.access import AccessLog
 from gateway.observability.loop import LoopLagMonitor
@@ -168,4 +169,5 @@ def build_frontends(config: Config) -> dict[str, FrontEnd]:
             config.gateway.frontends.messages.max_output_tokens,
         ),
         "responses": ResponsesFrontEnd(key, config.gateway.frontends.responses.web_search),
+        "responses/compact": CompactFrontEnd(key, config.gateway.frontends.responses.web_search),
     }

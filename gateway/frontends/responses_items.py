@@ -102,7 +102,14 @@ class Items:
         elif kind == "item_reference":
             self._reference(item, path)
         elif kind == "compaction":
-            raise bad(f"{path}.type", "the gateway keeps no state; send the whole input.")
+            summary = unseal(item.get("encrypted_content"), self._key)
+            if summary is None:
+                raise bad(
+                    f"{path}.encrypted_content",
+                    "is not a compaction this gateway sealed (it keeps no state to restore).",
+                )
+            text = f"<conversation-checkpoint>\n{summary}\n</conversation-checkpoint>"
+            self._out.append({"role": "user", "content": text})
         else:
             raise bad(f"{path}.type", f"unsupported input item type {kind!r}.")
 

@@ -119,3 +119,34 @@ def test_route_explains_a_responses_body(gateway: Proc) -> None:
         timeout=30,
     )  # fmt: skip
     assert r.status_code == 200 and "vision" in r.json()["needs"]["capabilities"]
+
+
+def test_compact_seals_a_summary_that_comes_back_as_input(
+    client: openai.OpenAI, gateway: Proc, simulator: Proc
+) -> None:
+    tag = nonce()
+    r = httpx.post(
+        gateway.url + "/v1/responses/compact",
+        json={"model": "glm-4.7", "input": [{"role": "user", "content": f"build a site {tag}"}]},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    validate("CompactResource", body)
+    (item,) = body["output"]
+    assert item["type"] == "compaction" and item["encrypted_content"]
+    again = client.responses.create(
+        model="glm-4.7",
+        input=[item, {"role": "user", "content": f"continue {tag}"}],  # type: ignore[list-item]
+    )
+    assert again.status == "completed"
+    sent = sim_requests(simulator, f"continue {tag}")[-1]["body"]
+    assert "<conversation-checkpoint>" in sent["messages"][0]["content"]
+    forged = {**item, "encrypted_content": item["encrypted_content"][:-4] + "AAAA"}
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="glm-4.7", input=[forged])  # type: ignore[list-item]
+    no_model = httpx.post(
+        gateway.url + "/v1/responses/compact", json={"input": "x"}, headers=AUTH, timeout=30
+    )
+    assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
