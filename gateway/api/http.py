@@ -31,6 +31,8 @@ from gateway.catalogue.needs import resolve_needs
 from gateway.edge.asgi import Receive, Scope, Send, new_request_id, send_error
 from gateway.edge.endpoint import Endpoint, bearer, no_capable_error
 from gateway.edge.headers import HeadersTooLarge, head_bytes
+from gateway.edge.websocket import PATH as WS_PATH
+from gateway.edge.websocket import ResponsesSocket
 from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.services import Services
 
@@ -208,6 +210,9 @@ class GatewayASGI:
         self._in_flight = services.lifecycle.tasks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._socket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.fastapi(scope, receive, send)  # lifespan
             return
@@ -225,6 +230,22 @@ class GatewayASGI:
                 await endpoint(scope, receive, send)
             else:
                 await self._fastapi(scope, receive, send)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """WebSocket: Responses on ``/v1/responses`` only; anything else is refused (1008)."""
+        endpoint = self.routes.get(scope["path"]) if scope["path"] == WS_PATH else None
+        head = sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + len(scope["path"])
+        if endpoint is None or head > self._max_head:
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            await ResponsesSocket(endpoint)(scope, receive, send)
         finally:
             self._in_flight.discard(task)
 
