@@ -150,3 +150,33 @@ def test_compact_seals_a_summary_that_comes_back_as_input(
         gateway.url + "/v1/responses/compact", json={"input": "x"}, headers=AUTH, timeout=30
     )
     assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
+
+
+def test_fallback_before_the_first_byte_is_invisible(client: openai.OpenAI) -> None:
+    tag = nonce()
+    rule = {"match": {"provider": "zai"}, "status": 500, "times": 2}  # and its retry
+    with client.responses.with_streaming_response.create(
+        model="glm-4.7",
+        input=f"hi {tag} " + directive(rule, tag),
+        stream=True,
+        extra_headers={"X-GLM-Providers": "zai,deepinfra"},
+    ) as raw:
+        assert raw.headers["x-glm-attempts"] == "3"
+        assert raw.headers["x-glm-provider"] == "deepinfra"
+        assert "zai" in raw.headers["x-glm-fallback-reason"]
+        kinds = [line for line in raw.iter_lines() if line.startswith("event: ")]
+    assert kinds[0] == "event: response.created" and kinds[-1] == "event: response.completed"
+
+
+def test_max_output_tokens_is_incomplete(client: openai.OpenAI) -> None:
+    resp = client.responses.create(
+        model="glm-4.7", input="tell me a long story " * 20, max_output_tokens=16
+    )
+    assert resp.status == "incomplete"
+    assert resp.incomplete_details is not None
+    assert resp.incomplete_details.reason == "max_output_tokens"
+
+
+def test_the_access_log_and_metrics_name_the_api(gateway: Proc) -> None:
+    text = httpx.get(gateway.url + "/metrics", timeout=30).text
+    assert 'api="responses"' in text
