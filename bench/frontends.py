@@ -52,14 +52,21 @@ def bodies(
         "messages": [{"role": "user", "content": USER}],
         "max_tokens": 256,
     }
+    responses: dict[str, Any] = {
+        "model": model,
+        "instructions": SYSTEM,
+        "input": [{"role": "user", "content": USER}],
+        "max_output_tokens": 256,
+    }
     if stream:
-        chat["stream"] = messages["stream"] = True
+        chat["stream"] = messages["stream"] = responses["stream"] = True
     steer = [(b"x-glm-providers", providers.encode())] if providers else []
     bearer = [(b"authorization", b"Bearer " + MASTER.encode()), *steer]
     keyed = [(b"x-api-key", MASTER.encode()), (b"anthropic-version", b"2023-06-01"), *steer]
     return {
         "chat": ("/v1/chat/completions", orjson.dumps(chat), bearer),
         "messages": ("/v1/messages", orjson.dumps(messages), keyed),
+        "responses": ("/v1/responses", orjson.dumps(responses), bearer),
     }
 
 
@@ -117,7 +124,9 @@ def main() -> int:
     p.add_argument("--model", default="auto", help="the same `model` for both APIs")
     p.add_argument("--providers", default="openrouter", help="X-GLM-Providers for both APIs")
     p.add_argument("--shapes", type=lambda s: s.split(","), default=["sse"])
-    p.add_argument("--profile", choices=["chat", "messages"])
+    p.add_argument("--profile", choices=["chat", "messages", "responses"])
+    p.add_argument("--api", default="messages", choices=["messages", "responses"],
+                   help="the front-end compared with chat")  # fmt: skip
     p.add_argument("--top", type=int, default=35)
     args = p.parse_args()
     app = build(Path(args.src).resolve())
@@ -140,14 +149,14 @@ def main() -> int:
         chat, messages, ratios = [], [], []
         for _ in range(args.rounds):
             c = loop.run_until_complete(run(app, requests["chat"], args.n))
-            m = loop.run_until_complete(run(app, requests["messages"], args.n))
+            m = loop.run_until_complete(run(app, requests[args.api], args.n))
             chat.append(c)
             messages.append(m)
             ratios.append(m / c)
         ratio = statistics.median(ratios)
         verdict = "within" if ratio <= TARGET else "ABOVE"
         print(
-            f"{shape}: chat {statistics.median(chat):.1f} µs/request, messages "
+            f"{shape}: chat {statistics.median(chat):.1f} µs/request, {args.api} "
             f"{statistics.median(messages):.1f} µs/request, ratio {ratio:.2f} "
             f"({verdict} {TARGET}; per-round ratios: {', '.join(f'{r:.2f}' for r in ratios)})"
         )

@@ -248,7 +248,8 @@ class Endpoint:
         target = session.state.attempts[-1].target
         relay = Relay(session, target, ctx.times, guard)
         out = ctx.out = self._fe.stream(ctx.inbound, session.native is not None)
-        relay.objects = out.takes_objects
+        if out.takes_objects:
+            relay.take_objects()
         failure: fl.Failure | None = None
 
         async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
@@ -260,7 +261,7 @@ class Endpoint:
             head = [*self._fe.stream_headers, *self._headers(ctx)]
             await send({"type": "http.response.start", "status": 200, "headers": head})
             ctx.responded = True
-            first = out.begin() + out.relay(b"".join(relay.rewrite(ev) for ev in session.prelude))
+            first = out.begin() + relay.prelude(out)
             await send({"type": "http.response.body", "body": first, "more_body": True})
             ctx.times.ttft_s = time.perf_counter() - ctx.started
             failure = self._router.redacted(relay.failure or await relay.pump(forward))

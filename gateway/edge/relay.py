@@ -57,9 +57,26 @@ class Relay:
         the client's model name back), watched only for errors, usage and their end."""
         self.ends: Callable[[bytes], bool] = self.native.ends if self.native else is_done
         self.objects = False
-        """Set by the edge when the front-end translates objects (no re-parse of our bytes)."""
+        """Set by the edge (:meth:`take_objects`) when the front-end translates objects."""
         self.last: Any = None
         """The object :meth:`rewrite` just encoded as one event, else None."""
+
+    def prelude(self, out: Any) -> bytes:
+        """The events read before the commit point, through the front-end's translation."""
+        parts: list[bytes] = []
+        objs: list[Any] = []
+        for event in self.session.prelude:
+            self.last = None
+            parts.append(self.rewrite(event))
+            objs.append(self.last)
+        if self.objects:
+            return bytes(out.relay_parts(parts, objs))
+        return bytes(out.relay(b"".join(parts)))
+
+    def take_objects(self) -> None:
+        """The front-end reads the normalised objects: neither re-parse nor encode them."""
+        self.objects = True
+        self.norm.encode = False
 
     def rewrite(self, event: bytes) -> bytes:
         if self.native is not None:

@@ -58,6 +58,8 @@ class ResponsesStream:
         self._finish: Any = None
         self._usage: Any = None
         self._done = False
+        self._prefix: bytes | None = None
+        """The open item's text-delta event prefix (built on its first delta)."""
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
         data = {"type": kind, "sequence_number": self._seq, **data}
@@ -73,6 +75,9 @@ class ResponsesStream:
         """The events for one normalised ``chat.completion.chunk`` (often none)."""
         if self._done:
             return b""
+        fast = self._more_text(chunk)
+        if fast is not None:
+            return fast
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         choices = chunk.get("choices")
@@ -112,6 +117,29 @@ class ResponsesStream:
         err = {"code": code, "message": message, "param": None}
         return out + self._event("error", {**err, "error": {"type": "server_error", **err}})
 
+    def _more_text(self, chunk: dict[str, Any]) -> bytes | None:
+        """The common chunk, cheaply: more text for the open message item and nothing else
+        (no usage, reasoning, tool call or finish). None: take the general path."""
+        prefix = self._prefix
+        if prefix is None or self._open != "message" or "usage" in chunk:
+            return None
+        choices = chunk.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        delta = choice.get("delta") if type(choice) is dict else None
+        if type(delta) is not dict or choice.get("finish_reason") is not None:
+            return None
+        text = delta.get("content")
+        if type(text) is not str or not text or len(delta) > 2:  # content (+ role) only
+            return None
+        if len(delta) == 2 and "role" not in delta:
+            return None
+        self._texts.append(text)
+        seq = self._seq
+        self._seq += 1
+        return prefix + str(seq).encode() + b',"delta":' + orjson.dumps(text) + b"}\n\n"
+
     def _delta(self, delta: dict[str, Any]) -> bytes:
         out = b""
         reasoning = delta.get("reasoning_content")
@@ -133,16 +161,29 @@ class ResponsesStream:
     def _text(self, kind: str, text: str) -> bytes:
         out = b"" if self._open == kind else self._close() + self._open_item(kind)
         self._texts.append(text)
-        if kind == "message":
-            data = {**self._where(), "content_index": 0, "delta": text, "logprobs": []}
-            return out + self._event("response.output_text.delta", data)
-        if not self.req.summary:
+        if kind != "message" and not self.req.summary:
             return out
-        data = {**self._where(), "summary_index": 0, "delta": text}
-        return out + self._event("response.reasoning_summary_text.delta", data)
+        prefix = self._prefix
+        if prefix is None:  # once per item: the event's fixed part, as bytes
+            prefix = self._prefix = self._delta_prefix(kind)
+        seq = self._seq
+        self._seq += 1
+        return out + prefix + str(seq).encode() + b',"delta":' + orjson.dumps(text) + b"}\n\n"
+
+    def _delta_prefix(self, kind: str) -> bytes:
+        """``event: ...\ndata: {...,"sequence_number":`` for this item's text deltas (the same
+        keys as :meth:`_event` gives, in the same order but ``delta`` last)."""
+        if kind == "message":
+            name = "response.output_text.delta"
+            rest: dict[str, Any] = {**self._where(), "content_index": 0, "logprobs": []}
+        else:
+            name = "response.reasoning_summary_text.delta"
+            rest = {**self._where(), "summary_index": 0}
+        head = orjson.dumps({"type": name, **rest})[:-1]
+        return b"event: " + name.encode() + b"\ndata: " + head + b',"sequence_number":'
 
     def _open_item(self, kind: str) -> bytes:
-        self._open, self._texts = kind, []
+        self._open, self._texts, self._prefix = kind, [], None
         if kind == "message":
             self._item_id = new_id("msg")
             item = message_item("", self._item_id, "in_progress")

@@ -27,7 +27,9 @@ _TOP = ("id", "object", "created", "model")
 class StreamNormaliser:
     """Rewrites the chunks of one committed stream for one target."""
 
-    __slots__ = ("_content", "_tags", "_top", "finish_reason", "include_usage", "raw", "target")
+    __slots__ = (
+        "_content", "_tags", "_top", "encode", "finish_reason", "include_usage", "raw", "target",
+    )  # fmt: skip
 
     def __init__(self, target: Target, *, include_usage: bool, collect_content: bool) -> None:
         self.target = target
@@ -38,6 +40,9 @@ class StreamNormaliser:
         self.finish_reason: str | None = None
         self.raw = spec_for(target).raw_chunks and self._tags is None and not collect_content
         """Byte relay: parse only events :meth:`keep_raw` must see."""
+        self.encode = True
+        """False when the caller reads the normalised objects, not the bytes: :meth:`chunk`
+        then returns :data:`ONE_EVENT` for a chunk that is one event (nothing is encoded)."""
 
     def keep_raw(self, obj: Any) -> bool:
         """Raw relay: False for a usage chunk the client did not ask for (the gateway did)."""
@@ -61,6 +66,8 @@ class StreamNormaliser:
                 if isinstance(text, str):
                     self._content.append(text)
         moved = _finish_usage(obj)
+        if not self.encode and (moved is None or not self.include_usage):
+            return ONE_EVENT
         out = _sse(obj)
         if moved is not None and self.include_usage:
             out += _sse({**self._top, "choices": [], "usage": moved})
@@ -125,6 +132,11 @@ def _delta(reasoning: str, content: str) -> dict[str, Any]:
     if content:
         out["content"] = content
     return out
+
+
+ONE_EVENT = b"data: {}\n\n"
+"""What :meth:`StreamNormaliser.chunk` returns, not encoding, for one event (its object is the
+chunk it was given, normalised in place)."""
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
