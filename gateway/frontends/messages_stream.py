@@ -19,7 +19,6 @@ emits nothing more. Block rules (each a bug other gateways shipped):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -33,13 +32,7 @@ from gateway.frontends.messages_answer import (
     usage,
 )
 from gateway.frontends.messages_signature import sign_thinking
-
-
-@dataclass(slots=True)
-class _Call:
-    id: str | None = None
-    name: str = ""
-    fragments: list[str] = field(default_factory=list)
+from gateway.frontends.tool_calls import Call, ToolCalls
 
 
 def event(kind: str, data: dict[str, Any]) -> bytes:
@@ -84,8 +77,7 @@ class MessagesStream:
         """The open block's delta event head (:func:`_delta_head`)."""
         self._thinking: list[str] = []
         self._text_tail = ""
-        self._calls: list[_Call] = []
-        self._by_index: dict[int, _Call] = {}
+        self._tools = ToolCalls()
         self._finish: Any = None
         self._matched: str | None = None
         self._usage: Any = None
@@ -140,9 +132,9 @@ class MessagesStream:
         ``message_stop``."""
         if self._done:
             return b""
-        out = self._close() + b"".join(self._tool_block(c) for c in self._calls)
+        out = self._close() + b"".join(self._tool_block(c) for c in self._tools.calls)
         self._done = True
-        tool_use = bool(self._calls)
+        tool_use = bool(self._tools.calls)
         sequence = (
             None if tool_use else self._matched or matched_stop({}, self._text_tail, self.stops)
         )
@@ -194,30 +186,8 @@ class MessagesStream:
             out += self._head + orjson.dumps(text) + _DELTA_TAIL
         if "tool_calls" not in delta:
             return out
-        calls = delta.get("tool_calls")
-        if isinstance(calls, list):
-            for position, call in enumerate(calls):
-                if isinstance(call, dict):
-                    self._call_delta(call, position)
+        self._tools.feed(delta.get("tool_calls"))
         return out
-
-    def _call_delta(self, call: dict[str, Any], position: int) -> None:
-        index = call.get("index")
-        index = index if isinstance(index, int) and not isinstance(index, bool) else position
-        cid = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
-        current = self._by_index.get(index)
-        if current is None or (cid is not None and current.id is not None and cid != current.id):
-            current = _Call()
-            self._by_index[index] = current
-            self._calls.append(current)
-        if cid is not None and current.id is None:
-            current.id = cid
-        fn = call.get("function")
-        if isinstance(fn, dict):
-            if isinstance(fn.get("name"), str) and fn["name"] and not current.name:
-                current.name = fn["name"]
-            if isinstance(fn.get("arguments"), str) and fn["arguments"]:
-                current.fragments.append(fn["arguments"])
 
     def _open_block(self, kind: str) -> bytes:
         if self._open == kind:
@@ -251,7 +221,7 @@ class MessagesStream:
         self._index += 1
         return out
 
-    def _tool_block(self, call: _Call) -> bytes:
+    def _tool_block(self, call: Call) -> bytes:
         arguments = "".join(call.fragments)
         block = tool_use_block({"id": call.id, "function": {"name": call.name}})
         block["input"] = {}

@@ -19,7 +19,6 @@ event carries ``sequence_number``, counting from 0. Item rules:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -34,13 +33,7 @@ from gateway.frontends.responses_answer import (
     reasoning_item,
     skeleton,
 )
-
-
-@dataclass(slots=True)
-class _Call:
-    id: str | None = None
-    name: str = ""
-    fragments: list[str] = field(default_factory=list)
+from gateway.frontends.tool_calls import Call, ToolCalls
 
 
 class ResponsesStream:
@@ -53,8 +46,7 @@ class ResponsesStream:
         self._open: str | None = None
         self._item_id = ""
         self._texts: list[str] = []
-        self._calls: list[_Call] = []
-        self._by_index: dict[int, _Call] = {}
+        self._tools = ToolCalls()
         self._finish: Any = None
         self._usage: Any = None
         self._done = False
@@ -95,7 +87,7 @@ class ResponsesStream:
         ``response.incomplete``)."""
         if self._done:
             return b""
-        out = self._close() + b"".join(self._call_events(c) for c in self._calls)
+        out = self._close() + b"".join(self._call_events(c) for c in self._tools.calls)
         self._done = True
         finish(self.response, self._finish, self._usage)
         kind = "response.completed"
@@ -148,11 +140,7 @@ class ResponsesStream:
         text = delta.get("content")
         if text and isinstance(text, str):
             out += self._text("message", text)
-        calls = delta.get("tool_calls")
-        if isinstance(calls, list):
-            for position, call in enumerate(calls):
-                if isinstance(call, dict):
-                    self._call_delta(call, position)
+        self._tools.feed(delta.get("tool_calls"))
         return out
 
     def _where(self) -> dict[str, Any]:
@@ -229,25 +217,7 @@ class ResponsesStream:
             out += self._event("response.reasoning_summary_part.done", part)
         return out + self._item_done(reasoning_item(self.req, text, self._item_id))
 
-    def _call_delta(self, call: dict[str, Any], position: int) -> None:
-        index = call.get("index")
-        index = index if isinstance(index, int) and not isinstance(index, bool) else position
-        cid = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
-        current = self._by_index.get(index)
-        if current is None or (cid is not None and current.id is not None and cid != current.id):
-            current = _Call()
-            self._by_index[index] = current
-            self._calls.append(current)
-        if cid is not None and current.id is None:
-            current.id = cid
-        fn = call.get("function")
-        if isinstance(fn, dict):
-            if isinstance(fn.get("name"), str) and fn["name"] and not current.name:
-                current.name = fn["name"]
-            if isinstance(fn.get("arguments"), str) and fn["arguments"]:
-                current.fragments.append(fn["arguments"])
-
-    def _call_events(self, call: _Call) -> bytes:
+    def _call_events(self, call: Call) -> bytes:
         arguments = "".join(call.fragments)
         item = call_item(self.req, call.id or new_id("call"), call.name, arguments)
         self._item_id = item["id"]
