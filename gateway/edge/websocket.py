@@ -21,7 +21,17 @@ PATH = "/v1/responses"
 
 def _error(code: str, message: str, status: int = 400, param: str | None = None) -> str:
     err = {"type": "invalid_request_error", "code": code, "message": message, "param": param}
-    return orjson.dumps({"type": "error", "status": status, "error": err}).decode()
+    return _error_event(status, err)
+
+
+def _error_event(status: int, err: dict[str, Any]) -> str:
+    """An Open Responses ``error`` event: ``sequence_number`` 0 (it is the only event of that
+    ``response.create``) and an error payload with ``type``, ``code``, ``message``, ``param``."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    payload = {"type": kind, "code": None, "param": None, **err}
+    payload["message"] = str(payload.get("message") or f"HTTP {status}")
+    event = {"type": "error", "sequence_number": 0, "status": status, "error": payload}
+    return orjson.dumps(event).decode()
 
 
 class ResponsesSocket:
@@ -125,6 +135,7 @@ class _Frames:
         try:
             err = orjson.loads(self._buf).get("error")
         except (orjson.JSONDecodeError, AttributeError):
+            err = None
+        if not isinstance(err, dict):
             err = {"message": self._buf.decode("utf-8", "replace")}
-        event = {"type": "error", "status": self._status, "error": err}
-        await self._send({"type": "websocket.send", "text": orjson.dumps(event).decode()})
+        await self._send({"type": "websocket.send", "text": _error_event(self._status, err)})

@@ -12,6 +12,7 @@ from websockets.exceptions import InvalidStatus
 from tests.support.e2e import AUTH
 from tests.support.openapi import validate
 from tests.support.procs import Proc
+from tests.unit.test_frontend_responses_stream import open_responses
 
 
 def ws_url(gw: Proc, path: str = "/v1/responses") -> str:
@@ -22,6 +23,7 @@ async def events_until_done(ws: object) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     while True:
         event = orjson.loads(await ws.recv())  # type: ignore[attr-defined]
+        open_responses(event)  # every event, errors too, is an Open Responses event
         out.append(event)
         if event["type"] in ("response.completed", "response.failed", "error"):
             return out
@@ -53,8 +55,9 @@ async def test_previous_response_id_is_not_found_and_the_socket_stays_open(gatew
             ).decode()
         )
         err = orjson.loads(await ws.recv())
-        assert err["type"] == "error"
+        assert err["type"] == "error" and err["sequence_number"] == 0
         assert err["error"]["code"] == "previous_response_not_found"  # type: ignore[index]
+        open_responses(err)
         await ws.send(orjson.dumps({"type": "response.create", "model": "glm-4.7",
                                     "input": "hi"}).decode())  # fmt: skip
         assert (await events_until_done(ws))[-1]["type"] == "response.completed"
@@ -66,6 +69,16 @@ async def test_a_bad_key_is_an_error_event(gateway: Proc) -> None:
                                     "input": "hi"}).decode())  # fmt: skip
         err = orjson.loads(await ws.recv())
         assert err["type"] == "error" and err["status"] == 401
+        open_responses(err)  # sequence_number and a full error payload (type, code, param)
+
+
+async def test_bad_messages_are_open_responses_error_events(gateway: Proc) -> None:
+    async with connect(ws_url(gateway), additional_headers=AUTH) as ws:
+        for text in ("not json", '{"type": "response.cancel"}', '{"type": "response.create"}'):
+            await ws.send(text)
+            err = orjson.loads(await ws.recv())
+            assert err["type"] == "error" and err["sequence_number"] == 0, err
+            open_responses(err)
 
 
 async def test_other_websocket_paths_are_refused(gateway: Proc) -> None:
