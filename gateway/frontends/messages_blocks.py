@@ -2,8 +2,9 @@
 
 - ``text`` → text; several blocks of one turn are joined by a blank line;
 - ``image`` (base64 or url source) → an ``image_url`` part (base64 as a ``data:`` URL);
-- ``document`` with a ``text`` or ``content`` source → its text inlined; a PDF (base64, url or
-  file source) → 400 ``no_capable_variant``: no GLM-4 variant here reads documents;
+- ``document`` with a ``text`` or ``content`` source → its text inlined; an inline PDF
+  (``base64``) → its text (:mod:`.documents`); a PDF by url or file id → 400
+  ``no_capable_variant``: no GLM-4 variant here reads documents;
 - ``tool_use`` (assistant) → ``tool_calls`` with ``arguments`` = JSON of ``input`` (an object);
 - ``tool_result`` (user) → a ``role: tool`` message before the turn's other content (OpenAI wants
   tool answers right after the call), its blocks flattened to text, ``is_error`` as an
@@ -23,11 +24,14 @@ and a turn split across messages is one assistant message to GLM).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import orjson
 
 from gateway.errors import NoCapableVariant
+from gateway.frontends.documents import pdf_text
 from gateway.frontends.messages_fields import Ignored, array, bad, obj, string, text_of
 from gateway.frontends.messages_ids import call_id
 from gateway.frontends.messages_signature import verify_thinking
@@ -241,9 +245,16 @@ def document_parts(b: dict[str, Any], where: str) -> list[Part]:
             else:
                 raise bad(f"{at}.type", "must be 'text' or 'image'.")
         return parts
+    if kind == "base64" and source.get("media_type") == "application/pdf":
+        data = string(source.get("data"), f"{where}.source.data")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad(f"{where}.source.data", "is not base64.") from None
+        return [*head, text_part(pdf_text(raw, f"{where}.source.data"))]
     raise NoCapableVariant(
-        f"{where}: no GLM variant served here reads {kind!r} documents (PDF); send the "
-        "document's text instead (a 'text' source).",
+        f"{where}: no GLM variant served here reads {kind!r} documents; send the PDF inline "
+        "(a 'base64' source) or the document's text (a 'text' source).",
         param=f"{where}.source",
     )
 

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.frontends.documents import pdf_text
 from gateway.frontends.messages_fields import Ignored, array, bad, obj, string
 from gateway.frontends.messages_signature import sign_thinking, verify_thinking
 
@@ -223,18 +224,22 @@ def _image(part: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _file_text(part: dict[str, Any], path: str) -> str:
-    """The text of a plain-text file sent inline (``data:text/...;base64,``); anything else
-    is a 400: GLM hosts read no documents."""
+    """The text of a file sent inline: plain text (``data:text/...;base64,``) as is, a PDF
+    through :func:`~gateway.frontends.documents.pdf_text`; anything else is a 400."""
     data = part.get("file_data")
     head, comma, payload = (data if isinstance(data, str) else "").partition(",")
     if not comma or not head.startswith("data:") or not head.endswith(";base64"):
         raise bad(f"{path}.file_data", "only plain-text files sent inline as data URLs work.")
-    if not head[5:].startswith(_TEXT_MIME):
-        raise bad(f"{path}.file_data", "only plain-text files work (no PDFs or images here).")
+    pdf = head[5:].startswith("application/pdf")
+    if not pdf and not head[5:].startswith(_TEXT_MIME):
+        raise bad(f"{path}.file_data", "only plain-text and PDF files work (no images here).")
     try:
-        return base64.b64decode(payload, validate=True).decode("utf-8")
+        raw = base64.b64decode(payload, validate=True)
+        text = pdf_text(raw, f"{path}.file_data") if pdf else raw.decode("utf-8")
     except (binascii.Error, ValueError):
-        raise bad(f"{path}.file_data", "is not base64 of UTF-8 text.") from None
+        raise bad(f"{path}.file_data", "is not base64 of UTF-8 text or of a PDF.") from None
+    name = part.get("filename")
+    return f"<file name={name!r}>\n{text}\n</file>" if isinstance(name, str) else text
 
 
 def _output_text(output: Any, path: str) -> str:

@@ -180,3 +180,22 @@ def test_max_output_tokens_is_incomplete(client: openai.OpenAI) -> None:
 def test_the_access_log_and_metrics_name_the_api(gateway: Proc) -> None:
     text = httpx.get(gateway.url + "/metrics", timeout=30).text
     assert 'api="responses"' in text
+
+
+def test_a_pdf_is_read_as_its_text(client: openai.OpenAI, simulator: Proc) -> None:
+    import base64
+
+    from tests.support.pdf import pdf_with_text
+
+    tag = nonce()
+    data = base64.b64encode(pdf_with_text(f"Invoice {tag}")).decode()
+    resp = client.responses.create(
+        model="auto",
+        input=[{"role": "user", "content": [
+            {"type": "input_file", "filename": "invoice.pdf",
+             "file_data": "data:application/pdf;base64," + data},
+            {"type": "input_text", "text": "What is the invoice number?"},
+        ]}],  # type: ignore[list-item]
+    )  # fmt: skip
+    assert resp.status == "completed"
+    assert f"Invoice {tag}" in str(sim_requests(simulator, f"Invoice {tag}")[-1]["body"])

@@ -3,6 +3,7 @@ thinking, type slips, errors; every answer checked with the SDK's types and Anth
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -36,6 +37,7 @@ from gateway.frontends.messages import (
 from gateway.frontends.messages_ids import call_id, tool_use_id
 from tests.support.messages_wire import check_error, check_message
 from tests.support.openapi import ANTHROPIC
+from tests.support.pdf import pdf_with_text
 
 KEY = b"test-thinking-key"
 MODELS = {"claude-opus-4-8": "glm-4.7", "claude-haiku-4-5": "glm-4.5-air"}
@@ -307,7 +309,7 @@ def test_type_slips_are_400s_naming_the_field(block: dict[str, Any], param: str)
     assert exc.value.param == param and exc.value.status == 400
 
 
-def test_documents_text_inlined_pdf_refused() -> None:
+def test_documents_text_inlined_pdf_read() -> None:
     doc = {
         "type": "document",
         "title": "Notes",
@@ -315,12 +317,20 @@ def test_documents_text_inlined_pdf_refused() -> None:
     }
     chat = chat_of(base(messages=[{"role": "user", "content": [doc]}]))
     assert chat["messages"][0]["content"] == "Notes\n\nline"
+    data = base64.b64encode(pdf_with_text("Quarterly report")).decode()
     pdf = {
         "type": "document",
-        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+        "source": {"type": "base64", "media_type": "application/pdf", "data": data},
     }
+    chat = chat_of(base(messages=[{"role": "user", "content": [pdf]}]))
+    assert chat["messages"][0]["content"] == "Quarterly report"  # its text: any variant reads it
+    broken = {**pdf, "source": {**pdf["source"], "data": "JVBE"}}
+    with pytest.raises(InvalidRequest) as bad_pdf:
+        chat_of(base(messages=[{"role": "user", "content": [broken]}]))
+    assert bad_pdf.value.code == "invalid_document"
+    by_url = {"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}
     with pytest.raises(NoCapableVariant) as exc:
-        chat_of(base(messages=[{"role": "user", "content": [pdf]}]))
+        chat_of(base(messages=[{"role": "user", "content": [by_url]}]))
     assert exc.value.code == "no_capable_variant" and "documents" in exc.value.message
 
 

@@ -20,6 +20,7 @@ from gateway.errors import InvalidRequest, UpstreamsFailed
 from gateway.frontends.responses import from_chat, seal, to_chat, unseal
 from gateway.frontends.responses_frontend import ResponsesFrontEnd
 from tests.support.openapi import validate
+from tests.support.pdf import pdf_with_text
 
 KEY = b"test-reasoning-key"
 
@@ -158,13 +159,19 @@ def test_vision_and_text_file() -> None:
         {"type": "input_file", "filename": "a.txt", "file_data": data}]}]})  # fmt: skip
     assert chat["messages"][0]["content"] == [
         {"type": "image_url", "image_url": {"url": "https://x/cat.png", "detail": "low"}},
-        {"type": "text", "text": "notes"},
+        {"type": "text", "text": "<file name='a.txt'>\nnotes\n</file>"},
     ]
     assert "vision" in infer(chat).capabilities
-    pdf = "data:application/pdf;base64,AAAA"
+    broken = "data:application/pdf;base64,AAAA"
     with pytest.raises(InvalidRequest):
         chat_of({"model": "auto", "input": [{"role": "user", "content": [
-            {"type": "input_file", "file_data": pdf}]}]})  # fmt: skip
+            {"type": "input_file", "file_data": broken}]}]})  # fmt: skip
+    pdf = "data:application/pdf;base64," + base64.b64encode(pdf_with_text("Hi there")).decode()
+    chat = chat_of({"model": "auto", "input": [{"role": "user", "content": [
+        {"type": "input_file", "filename": "b.pdf", "file_data": pdf}]}]})  # fmt: skip
+    assert chat["messages"][0]["content"] == [
+        {"type": "text", "text": "<file name='b.pdf'>\nHi there\n</file>"}
+    ]
 
 
 def test_formats_choice_and_effort() -> None:
