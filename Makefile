@@ -18,11 +18,14 @@ STAMP := $(VENV)/.installed
 # itself is then built from the work tree with the locked setuptools: no build isolation, no
 # index, nothing unhashed fetched.
 $(STAMP): pyproject.toml requirements/lock.txt requirements/pip.txt
+	@echo "glm-gateway: creating $(VENV) on $(PYTHON) (first run only, ~30 s)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/pip.txt
+	@echo "glm-gateway: installing the pinned, hash-checked dependencies (requirements/lock.txt)"
 	$(PY) -m pip install -q --require-hashes -r requirements/lock.txt
 	$(PY) -m pip install -q --no-index --no-build-isolation --no-deps -e .
 	touch $(STAMP)
+	@echo "glm-gateway: $(VENV) ready"
 
 install: $(STAMP)
 
