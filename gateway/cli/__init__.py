@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import socket
 import sys
 from collections.abc import Sequence
@@ -73,6 +74,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, demo_simulator_url=sim_url, demo_auth_off=args.demo)
     host = args.host or config.gateway.server.host
     port = args.port if args.port is not None else config.gateway.server.port
+    taken = _cannot_listen(host, port)
+    if taken:  # one clear line, before any banner says it is running
+        print(f"glm-gateway: cannot listen on {host}:{port}: {taken}", file=sys.stderr)
+        return 2
     level = args.log_level or Settings.from_env().log_level or config.gateway.logging.level
     redactor = build_redactor(config)
     configure_logging(level, config.gateway.logging, redactor)
@@ -92,6 +97,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     serve(app, app.services.lifecycle, host, port)
     return 0
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (in use, not an address here ...), or None."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"{exc.strerror or exc} (check --host)"
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            hint = " (another process listens there: stop it or pick --port)"
+            return f"{exc.strerror or exc}{hint if exc.errno == errno.EADDRINUSE else ''}"
+    return None
 
 
 def _demo_hooks(config: Config, sim_port: int) -> dict[str, Any]:

@@ -163,6 +163,8 @@ class Endpoint:
                 await _send_body(send, 200, answer, self._headers(ctx))
         except GatewayError as err:
             ctx.status, ctx.error = err.status, err.code or err.type
+            if isinstance(err, NoCapableVariant) and err.extra:  # the log says which need
+                ctx.extra["unmet"] = err.extra.get("unmet")
             if not ctx.responded:
                 ctx.done = True
                 await self._send_error(send, err, ctx)
@@ -318,6 +320,7 @@ class Endpoint:
             prompt=ctx.extra.get("prompt"),
             client=ctx.client,
             api=self._fe.name,
+            unmet=ctx.extra.get("unmet"),
         )
 
 

@@ -214,6 +214,7 @@ class AccessLog:
         prompt: Any = None,
         client: str | None = None,
         api: str = "chat",
+        unmet: list[str] | None = None,
     ) -> None:
         """Record one finished request: metrics, rolling stats, one JSON log line.
 
@@ -229,6 +230,8 @@ class AccessLog:
         if self._writer.enabled():
             line = rec.line(self._now())
             line["api"] = api
+            if unmet:
+                line["unmet"] = unmet
             if client is not None:
                 line["client"] = client
             unsure = bool(rec.failed_providers())  # upstream text is in the attempts
