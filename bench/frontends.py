@@ -18,7 +18,6 @@ Non-streamed answers are measured the same way (``--shapes json,sse``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import io
 import pstats
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from inproc import MASTER, build
+from inproc import MASTER, build, one
 
 SYSTEM = "You are a concise assistant. Answer in one short paragraph."
 USER = "Summarise why a gateway should add as little latency as it can."
@@ -70,49 +69,15 @@ def bodies(
     }
 
 
-async def one(app: Any, path: str, body: bytes, auth: list[tuple[bytes, bytes]]) -> int:
-    """One request through the ASGI app; the answer is received and dropped."""
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            *auth,
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    sent = [False]
-    status = [0]
-    gate = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if not sent[0]:
-            sent[0] = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await gate.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(msg: dict[str, Any]) -> None:
-        if msg["type"] == "http.response.start":
-            status[0] = msg["status"]
-
-    await app(scope, receive, send)
-    gate.set()
-    await asyncio.sleep(0)  # one loop turn per request, as under a server (per-turn flushes)
-    return status[0]
-
-
 async def run(app: Any, request: tuple[str, bytes, list[tuple[bytes, bytes]]], n: int) -> float:
     """CPU µs per request over ``n`` sequential requests (after 200 to warm up)."""
+    path, body, auth = request
     for _ in range(200):
-        status = await one(app, *request)
-        assert status == 200, f"{request[0]} answered {status}"
+        status = await one(app, body, path, auth)
+        assert status == 200, f"{path} answered {status}"
     t0 = time.process_time()
     for _ in range(n):
-        await one(app, *request)
+        await one(app, body, path, auth)
     return (time.process_time() - t0) / n * 1e6
 
 

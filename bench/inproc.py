@@ -93,15 +93,25 @@ def build(root: Path) -> Any:
     return app
 
 
-async def one(app: Any, body: bytes) -> int:
+BEARER = [(b"authorization", b"Bearer " + MASTER.encode())]
+
+
+async def one(
+    app: Any,
+    body: bytes,
+    path: str = "/v1/chat/completions",
+    auth: list[tuple[bytes, bytes]] = BEARER,
+) -> int:
+    """One request through the ASGI app (the answer received and dropped); its status."""
     scope = {
         "type": "http",
         "method": "POST",
-        "path": "/v1/chat/completions",
+        "path": path,
+        "query_string": b"",
         "headers": [
             (b"host", b"127.0.0.1"),
             (b"content-type", b"application/json"),
-            (b"authorization", b"Bearer " + MASTER.encode()),
+            *auth,
             (b"content-length", str(len(body)).encode()),
         ],
     }

@@ -17,7 +17,15 @@ from typing import Any
 
 from gateway.catalogue.body import parse_body
 from gateway.catalogue.needs import Needs, resolve_needs
-from gateway.edge.asgi import Receive, Scope, Send, header_map, new_request_id, read_body
+from gateway.edge.asgi import (
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    new_request_id,
+    read_body,
+    send_json,
+)
 from gateway.edge.asgi import safe_header as _safe
 from gateway.edge.client_addr import ClientAddress
 from gateway.edge.lifecycle import ShuttingDown
@@ -157,10 +165,13 @@ class Endpoint:
                 )
                 await self._relay(session, send, ctx, self._guard(deadline, needs))
             else:
-                data = await self._router.complete(inbound.chat, ctx.rs, deadline, inbound.native)
-                answer = self._fe.render(data, inbound, ctx.rs.native)
+                fe, rs = self._fe, ctx.rs
+                data = await self._router.complete(
+                    inbound.chat, rs, deadline, inbound.native, not fe.renders_objects
+                )
+                answer = fe.render(data or rs.answer or {}, inbound, rs.native)
                 ctx.done = True
-                await _send_body(send, 200, answer, self._headers(ctx))
+                await send_json(send, 200, answer, self._headers(ctx))
         except GatewayError as err:
             ctx.status, ctx.error = err.status, err.code or err.type
             if isinstance(err, NoCapableVariant) and err.extra:  # the log says which need
@@ -322,21 +333,6 @@ class Endpoint:
             api=self._fe.name,
             unmet=ctx.extra.get("unmet"),
         )
-
-
-async def _send_body(send: Send, status: int, body: bytes, headers: Headers) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _start_watch(receive: Receive, task: asyncio.Task[Any], ctx: _Ctx) -> None:

@@ -145,15 +145,20 @@ class FrontEnd(Protocol):
     """The API's label in metrics and the access log (``chat``, ``messages``)."""
     stream_headers: Headers
     """Content type and friends of this API's streams."""
+    renders_objects: bool
+    """:meth:`render` takes the router's answer object (no encode and re-parse between)."""
 
     def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Inbound:
         """The internal request; raises :class:`~gateway.errors.InvalidRequest` (or another
         :class:`~gateway.errors.GatewayError`) naming what was wrong."""
         ...
 
-    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
-        """The router's non-streaming answer in this API's shape: an OpenAI chat completion,
-        or (``native``) the host's own answer in this API, to pass on."""
+    def render(
+        self, answer: bytes | dict[str, Any], inbound: Inbound, native: bool = False
+    ) -> bytes:
+        """The router's non-streaming answer in this API's shape: an OpenAI chat completion
+        (its bytes, or its object when :attr:`renders_objects`), or (``native``) the host's
+        own answer in this API as bytes, to pass on."""
         ...
 
     def stream(self, inbound: Inbound, native: bool = False) -> StreamOut:

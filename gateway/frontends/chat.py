@@ -37,6 +37,7 @@ _PASSTHROUGH: Final = _Passthrough()
 class ChatFrontEnd:
     name = "chat"
     stream_headers: Headers = SSE_HEADERS
+    renders_objects = False
 
     def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> Inbound:
         stream = body.get("stream")
@@ -44,7 +45,10 @@ class ChatFrontEnd:
             raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
         return Inbound(body, stream is True)
 
-    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
+    def render(
+        self, answer: bytes | dict[str, Any], inbound: Inbound, native: bool = False
+    ) -> bytes:
+        assert isinstance(answer, bytes)  # renders_objects is False: the router encoded it
         return answer
 
     def stream(self, inbound: Inbound, native: bool = False) -> _Passthrough:

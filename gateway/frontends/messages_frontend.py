@@ -144,6 +144,7 @@ def _ignored(entries: list[str]) -> list[tuple[str, str]]:
 class MessagesFrontEnd:
     name = "messages"
     stream_headers: Headers = SSE_HEADERS
+    renders_objects = True
 
     def __init__(
         self, claude_models: Mapping[str, str], thinking_key: bytes, max_output: int = 32000
@@ -172,14 +173,16 @@ class MessagesFrontEnd:
         inbound.native_headers = _ignored(clamped)
         return inbound
 
-    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
+    def render(
+        self, answer: bytes | dict[str, Any], inbound: Inbound, native: bool = False
+    ) -> bytes:
         req: MessagesRequest = inbound.state
+        obj = answer if isinstance(answer, dict) else orjson.loads(answer)
         if native:  # the host's own Message: only the model name goes back to the client's
-            message = orjson.loads(answer)
-            message["model"] = req.requested_model
-            return orjson.dumps(message)
+            obj["model"] = req.requested_model
+            return orjson.dumps(obj)
         message = from_chat(
-            orjson.loads(answer),
+            obj,
             req.requested_model,
             stop_sequences=req.stop_sequences,
             thinking_key=self._key,

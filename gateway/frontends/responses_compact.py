@@ -44,8 +44,10 @@ class CompactFrontEnd(ResponsesFrontEnd):
         inbound.chat["messages"].append({"role": "user", "content": PROMPT})
         return inbound
 
-    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
-        completion = orjson.loads(answer)
+    def render(
+        self, answer: bytes | dict[str, Any], inbound: Inbound, native: bool = False
+    ) -> bytes:
+        completion = answer if isinstance(answer, dict) else orjson.loads(answer)
         choices = completion.get("choices") or [{}]
         message = choices[0].get("message") or {}
         content = message.get("content")

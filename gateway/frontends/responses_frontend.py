@@ -59,6 +59,7 @@ class _ResponsesOut:
 class ResponsesFrontEnd:
     name = "responses"
     stream_headers: Headers = SSE_HEADERS
+    renders_objects = True
 
     def __init__(self, key: bytes, web_search: WebSearch = "drop") -> None:
         self._key = key
@@ -73,9 +74,12 @@ class ResponsesFrontEnd:
             extra.append(("x-glm-stored", "false: stateless gateway, nothing was stored"))
         return Inbound(req.chat, req.stream, extra, None, req)
 
-    def render(self, answer: bytes, inbound: Inbound, native: bool = False) -> bytes:
+    def render(
+        self, answer: bytes | dict[str, Any], inbound: Inbound, native: bool = False
+    ) -> bytes:
         req: ResponsesRequest = inbound.state
-        return orjson.dumps(from_chat(orjson.loads(answer), req))
+        obj = answer if isinstance(answer, dict) else orjson.loads(answer)
+        return orjson.dumps(from_chat(obj, req))
 
     def stream(self, inbound: Inbound, native: bool = False) -> _ResponsesOut:
         return _ResponsesOut(ResponsesStream(inbound.state))

@@ -1,9 +1,10 @@
 """One record per request: metrics, the dashboard's rolling stats, and one JSON log line.
 
-Built once when a request ends (``ChatEndpoint._finish``), from what routing recorded
-(:class:`~gateway.observability.records.RouteRecord`, which the router's ``RouteState``
-satisfies) and the stage marks (:class:`gateway.observability.timing.StageTimes`). No prompt
-text unless ``logging.log_prompts`` is on.
+Built once when a request ends (``Endpoint._finish``, edge/endpoint.py), from what routing
+recorded (:class:`~gateway.observability.records.RouteRecord`, which the router's
+``RouteState`` satisfies) and the stage marks
+(:class:`gateway.observability.timing.StageTimes`). No prompt text unless
+``logging.log_prompts`` is on.
 
 This runs once per request, so it is kept cheap: the series a request bumps are looked up once
 per distinct answer (variant, provider, status, stream) and kept; the metrics are plain numbers

@@ -321,7 +321,7 @@ class Metrics:
         )
 
     def _shared_state(self) -> None:
-        """Limits, budgets and the shared-state backend's health (gateway/limits.py, state/)."""
+        """Limits, budgets and the shared-state backend's health (tenancy/limits.py, state/)."""
         r = self.registry
         self.state_degraded = PlainGauge(
             "glm_gateway_state_degraded",

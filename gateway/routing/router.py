@@ -108,6 +108,8 @@ class RouteState:
     """Response headers from admission (``x-ratelimit-*``)."""
     native: bool = False
     """The answer came from a host speaking the client's API natively (not translated)."""
+    answer: dict[str, Any] | None = None
+    """The OpenAI-shaped answer object, when ``complete`` was asked not to encode it."""
 
     @property
     def fallback_reason(self) -> str | None:
@@ -186,33 +188,32 @@ class Router:
         rs: RouteState,
         deadline: float,
         native: NativeCall | None = None,
+        encode: bool = True,
     ) -> bytes:
         """Non-streaming: the answer body (OpenAI-shaped, ``model`` = variant id), or the host's
-        own answer in the client's API when ``native`` serves the deployment (``rs.native``)."""
+        own answer in the client's API when ``native`` serves the deployment (``rs.native``).
+        ``encode=False`` (a front-end that reads the object): the OpenAI-shaped answer is left
+        in ``rs.answer`` and ``b""`` returned, saving a dump and the front-end's parse."""
         guard = self._schemas.guard(body)
         async with aclosing(self._walk(rs, deadline)) as walk:
             async for target, tries in walk:
-                direct = native is not None and native.serves(target)
-                upstream, changes = self._body_for(body, target, native if direct else None)
+                direct = native if native is not None and native.serves(target) else None
+                upstream, changes = self._body_for(body, target, direct)
                 started = self._clock()
                 failure: fl.Failure
                 status = 0
                 try:
-                    resp = await self._send(
-                        target, upstream, False, deadline, native if direct else None
-                    )
+                    resp = await self._send(target, upstream, False, deadline, direct)
                 except (UpstreamTimeout, UpstreamConnectionError) as exc:
                     failure = fl.classify_exception(exc)
                 else:
                     status = resp.status
-                    if 200 <= status < 300 and direct:
-                        assert native is not None
-                        out = self._accept_native(native, resp, target, rs, changes, started)
-                        if isinstance(out, bytes):
-                            return out
-                        failure = out
-                    elif 200 <= status < 300:
-                        out = self._accept(resp, target, rs, changes, started, guard)
+                    if 200 <= status < 300:
+                        out = (
+                            self._accept_native(direct, resp, target, rs, changes, started)
+                            if direct is not None
+                            else self._accept(resp, target, rs, changes, started, guard, encode)
+                        )
                         if isinstance(out, bytes):
                             return out
                         failure = out
@@ -231,6 +232,7 @@ class Router:
         changes: list[str],
         started: float,
         guard: SchemaGuard | None = None,
+        encode: bool = True,
     ) -> bytes | fl.Failure:
         obj = parse_answer(resp.body, resp.headers)
         if isinstance(obj, fl.Failure):
@@ -247,6 +249,9 @@ class Router:
         self._succeeded(rs, target, 200, started, changes)
         usage = obj.get("usage")
         rs.usage = usage if isinstance(usage, dict) else None
+        if not encode:
+            rs.answer = obj
+            return b""
         return orjson.dumps(obj)
 
     def _body_for(

@@ -35,11 +35,11 @@ from tests.support.e2e import (
     assert_error_shape,
     chat_body,
     directive,
-    log_for,
     module_gateway,
     nonce,
     sdk_client,
     text_msg,
+    wait_for_log,
 )
 from tests.support.procs import Proc, start_simulator
 
@@ -110,16 +110,6 @@ def sse_events(raw: str) -> list[Any]:
             except orjson.JSONDecodeError:
                 out.append({"unparsable": data})
     return out
-
-
-async def wait_for_log(gw: Proc, request_id: str, within_s: float = 20.0) -> dict[str, Any]:
-    end = time.monotonic() + within_s
-    while time.monotonic() < end:
-        rec = log_for(gw, request_id)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no access-log line for {request_id} in {gw.log_path}")
 
 
 # --- 1. a fault mix on one host -------------------------------------------------------------

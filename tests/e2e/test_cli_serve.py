@@ -31,11 +31,9 @@ def test_a_taken_port_is_one_clear_line() -> None:
 
 
 def test_a_no_capable_variant_log_line_names_the_unmet_need(gateway: object) -> None:
-    import time
-
     import httpx
 
-    from tests.support.e2e import AUTH, log_for, nonce
+    from tests.support.e2e import AUTH, nonce, wait_log_for
     from tests.support.procs import Proc
 
     assert isinstance(gateway, Proc)
@@ -48,8 +46,6 @@ def test_a_no_capable_variant_log_line_names_the_unmet_need(gateway: object) -> 
         timeout=30,
     )  # fmt: skip
     assert r.status_code == 400 and r.json()["error"]["code"] == "no_capable_variant"
-    end = time.monotonic() + 10
-    while (rec := log_for(gateway, rid)) is None and time.monotonic() < end:
-        time.sleep(0.02)
-    assert rec is not None and rec["error"] == "no_capable_variant"
+    rec = wait_log_for(gateway, rid)
+    assert rec["error"] == "no_capable_variant"
     assert rec["unmet"] == r.json()["error"]["unmet"] and rec["unmet"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.e2e import AUTH, log_for, module_gateway, nonce, text_msg
+from tests.support.e2e import AUTH, module_gateway, nonce, text_msg, wait_log_for
 from tests.support.procs import Proc
 
 
@@ -36,11 +35,7 @@ def client_logged(gw: Proc, xff: str | None) -> Any:
     body = {"model": "auto", "messages": text_msg("hi")}
     r = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
     assert r.status_code == 200
-    end = time.monotonic() + 10
-    while (rec := log_for(gw, rid)) is None and time.monotonic() < end:
-        time.sleep(0.02)
-    assert rec is not None
-    return rec["client"]
+    return wait_log_for(gw, rid)["client"]
 
 
 def test_forwarded_for_is_ignored_from_an_untrusted_peer(untrusting: Proc) -> None:

@@ -30,6 +30,7 @@ from tests.support.e2e import (
     assert_glm_headers,
     nonce,
     sim_requests,
+    wait_for_log,
 )
 from tests.support.messages_e2e import (
     BASH,
@@ -45,7 +46,6 @@ from tests.support.messages_e2e import (
     said,
     sdk,
     upstream_bodies,
-    wait_for_log,
 )
 from tests.support.messages_wire import check_message, check_stream
 from tests.support.procs import Proc

@@ -15,7 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from tests.support.e2e import AUTH, assert_glm_headers, nonce
+from tests.support.e2e import AUTH, assert_glm_headers, nonce, wait_for_log
 from tests.support.messages_e2e import (
     SONNET,
     body,
@@ -24,7 +24,6 @@ from tests.support.messages_e2e import (
     request,
     said,
     sdk,
-    wait_for_log,
 )
 from tests.support.messages_wire import check_error
 from tests.support.procs import Proc

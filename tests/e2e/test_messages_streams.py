@@ -29,6 +29,7 @@ from tests.support.e2e import (
     gateway_yaml,
     nonce,
     sim_requests,
+    wait_for_log,
 )
 from tests.support.messages_e2e import (
     BASH,
@@ -42,7 +43,6 @@ from tests.support.messages_e2e import (
     request,
     said,
     sdk,
-    wait_for_log,
 )
 from tests.support.messages_wire import check_stream
 from tests.support.procs import Proc, config_copy, start_gateway

@@ -8,7 +8,6 @@ naming the timeout (never ``[DONE]``), the access log says 504, and the upstream
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,11 @@ from tests.support.e2e import (
     AUTH,
     MASTER_KEY,
     directive,
-    log_for,
     module_gateway,
     nonce,
     parse_sse,
     text_msg,
+    wait_log_for,
 )
 from tests.support.procs import Proc
 
@@ -58,15 +57,6 @@ def stream(gw: Proc, messages: list[dict[str, Any]], **headers: str) -> tuple[An
     return rid, events
 
 
-def record(gw: Proc, rid: str) -> dict[str, Any]:
-    """The access-log line of ``rid`` (written once the answer is out: poll, bounded)."""
-    end = time.monotonic() + 10
-    while (rec := log_for(gw, rid)) is None and time.monotonic() < end:
-        time.sleep(0.02)
-    assert rec is not None, f"no access-log line for {rid}"
-    return rec
-
-
 def content_chunks(events: list[Any]) -> int:
     return sum(
         1
@@ -83,7 +73,7 @@ def test_the_total_deadline_holds_mid_stream(gw: Proc) -> None:
     assert err["code"] == "deadline_exceeded" and err["type"] == "timeout_error"
     assert "3s" in err["message"] and "cancelled" in err["message"]
     assert 0 < content_chunks(events) < 40  # it started, and it was stopped early
-    rec = record(gw, rid)
+    rec = wait_log_for(gw, rid)
     assert rec["status"] == 504 and rec["error"] == "deadline_exceeded"
 
 
@@ -94,7 +84,7 @@ def test_the_idle_limit_holds_between_chunks(gw: Proc) -> None:
     assert events[-1]["error"]["code"] == "stream_idle_timeout"
     assert "routing.stream_idle_timeout_s" in events[-1]["error"]["message"]
     assert content_chunks(events) == 1  # the first chunk, then silence past the limit
-    assert record(gw, rid)["status"] == 504
+    assert wait_log_for(gw, rid)["status"] == 504
 
 
 def test_a_steady_stream_inside_both_limits_completes(gw: Proc) -> None:

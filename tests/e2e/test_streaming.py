@@ -32,13 +32,13 @@ from tests.support.e2e import (
     chat_body,
     directive,
     gateway_yaml,
-    log_for,
     module_gateway,
     nonce,
     parse_sse,
     sdk_client,
     text_msg,
     upstream_hits,
+    wait_for_log,
 )
 from tests.support.procs import Proc, config_copy, start_gateway
 
@@ -282,16 +282,6 @@ async def test_committed_failure_is_logged(st_gateway: Proc) -> None:
 
 
 # --- client disconnects ----------------------------------------------------------------------
-
-
-async def wait_for_log(gw: Proc, request_id: str, within_s: float = 20.0) -> dict[str, Any]:
-    end = time.monotonic() + within_s
-    while time.monotonic() < end:
-        rec = log_for(gw, request_id)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no access-log line for {request_id} in {gw.log_path}")
 
 
 async def assert_healthy(gw: Proc) -> None:

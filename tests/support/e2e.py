@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -194,3 +196,23 @@ def log_records(proc: Proc) -> list[dict[str, Any]]:
 def log_for(proc: Proc, request_id: str) -> dict[str, Any] | None:
     found = [r for r in log_records(proc) if r.get("request_id") == request_id]
     return found[-1] if found else None
+
+
+def wait_log_for(proc: Proc, request_id: str, within_s: float = 20.0) -> dict[str, Any]:
+    """:func:`log_for`, once the line is there (it is written after the answer is out)."""
+    end = time.monotonic() + within_s
+    while (rec := log_for(proc, request_id)) is None:
+        if time.monotonic() > end:
+            raise AssertionError(f"no access-log line for {request_id} in {proc.log_path}")
+        time.sleep(0.02)
+    return rec
+
+
+async def wait_for_log(proc: Proc, request_id: str, within_s: float = 20.0) -> dict[str, Any]:
+    """:func:`wait_log_for` for async tests (the event loop keeps running)."""
+    end = time.monotonic() + within_s
+    while (rec := log_for(proc, request_id)) is None:
+        if time.monotonic() > end:
+            raise AssertionError(f"no access-log line for {request_id} in {proc.log_path}")
+        await asyncio.sleep(0.05)
+    return rec

@@ -3,8 +3,6 @@ gateway, request bodies with fault directives, and what the upstream hosts recei
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +12,12 @@ import anthropic
 import httpx
 import orjson
 
-from tests.support.e2e import MASTER_KEY, directive, log_for, module_gateway, sim_requests
+from tests.support.e2e import (
+    MASTER_KEY,
+    directive,
+    module_gateway,
+    sim_requests,
+)
 from tests.support.procs import Proc
 
 VERSION = {"anthropic-version": "2023-06-01"}
@@ -98,14 +101,3 @@ def upstream_bodies(sim: Proc, tag: str) -> list[dict[str, Any]]:
 
 def lower(headers: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
-
-
-async def wait_for_log(gw: Proc, request_id: str, within_s: float = 20.0) -> dict[str, Any]:
-    """The access-log line of ``request_id`` (written once the answer is out)."""
-    end = time.monotonic() + within_s
-    while time.monotonic() < end:
-        rec = log_for(gw, request_id)
-        if rec is not None:
-            return rec
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no access-log line for {request_id} in {gw.log_path}")
