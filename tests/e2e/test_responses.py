@@ -10,7 +10,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.support.e2e import AUTH, MASTER_KEY, directive, nonce, sim_requests
+from tests.support.e2e import AUTH, MASTER_KEY, directive, nonce, sim_requests, wait_log_for
 from tests.support.openapi import validate
 from tests.support.procs import Proc
 
@@ -177,7 +177,10 @@ def test_max_output_tokens_is_incomplete(client: openai.OpenAI) -> None:
     assert resp.incomplete_details.reason == "max_output_tokens"
 
 
-def test_the_access_log_and_metrics_name_the_api(gateway: Proc) -> None:
+def test_the_access_log_and_metrics_name_the_api(client: openai.OpenAI, gateway: Proc) -> None:
+    rid = "req-" + nonce()
+    client.responses.create(model="glm-4.7", input="hi", extra_headers={"X-Request-Id": rid})
+    assert wait_log_for(gateway, rid)["api"] == "responses"
     text = httpx.get(gateway.url + "/metrics", timeout=30).text
     assert 'api="responses"' in text
 
