@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "config"
+CONFIG = ROOT / "gateway" / "config"
 OUT = ROOT / "tests" / "out"
 
 
