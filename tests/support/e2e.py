@@ -193,6 +193,12 @@ def log_records(proc: Proc) -> list[dict[str, Any]]:
     return out
 
 
+def api_records(proc: Proc) -> list[dict[str, Any]]:
+    """The access lines of front-end API requests (chat, Messages, Responses): not those of
+    models, health, metrics, an unknown path ..., which carry a ``path``."""
+    return [r for r in log_records(proc) if "path" not in r]
+
+
 def log_for(proc: Proc, request_id: str) -> dict[str, Any] | None:
     found = [r for r in log_records(proc) if r.get("request_id") == request_id]
     return found[-1] if found else None

@@ -260,9 +260,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 def test_duplicate_yaml_key(tmp_path: Path) -> None:
     write(tmp_path, models=MODELS, gateway="server:\n  port: 1\n  port: 2\n")
-    assert "gateway.yaml:3:3: YAML syntax error: duplicate key 'port'" in error_of(
-        tmp_path
-    )
+    assert "gateway.yaml:3:3: YAML syntax error: duplicate key 'port'" in error_of(tmp_path)
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
