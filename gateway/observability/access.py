@@ -259,7 +259,8 @@ class AccessLog:
     ) -> None:
         """The access line of a request no front-end handled (models, route, health, metrics,
         admin, dashboard, an unknown path ...): the request line's fields, plus ``method`` and
-        ``path``. No metrics and no dashboard stats: probes and scrapes would drown them."""
+        ``path``, redacted. No metrics and no dashboard stats: probes and scrapes would drown
+        them."""
         if not self._writer.enabled():
             return
         rec = Record(request_id, key_id, status, False, error, None, duration_s, _NO_TIMES, api)
@@ -268,7 +269,8 @@ class AccessLog:
         line["method"] = method
         line["path"] = path
         line["client"] = client
-        self._writer.add(orjson.dumps(line, default=str))
+        # The path is the client's text (a key pasted into a URL ...): redacted, as a whole.
+        self._writer.add(self._redact(orjson.dumps(line, default=str).decode()).encode())
 
     def _count(self, rec: Record) -> None:
         self.stats.count(

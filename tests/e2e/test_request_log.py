@@ -134,3 +134,11 @@ def _paths_logged(gateway: Proc, request_id: str, count: int) -> list[str]:
         if len(paths) >= count or time.monotonic() > end:
             return paths
         time.sleep(0.05)
+
+
+def test_a_key_in_an_unknown_path_is_not_logged(gateway: Proc) -> None:
+    secret = "sk-" + "x7" * 24
+    r = httpx.get(f"{gateway.url}/v1/{secret}/models", timeout=30)
+    assert r.status_code == 404
+    line = wait_log_for(gateway, r.headers["x-request-id"])
+    assert secret not in str(line) and "[REDACTED]" in line["path"]

@@ -167,7 +167,7 @@ def module_gateway(
     env: Mapping[str, str] | None = None,
     **sections: Mapping[str, Any],
 ) -> Iterator[Proc]:
-    """A gateway of its own (own breakers and state) on a modified copy of config/."""
+    """A gateway of its own (own breakers and state) on a modified copy of the packaged config."""
     cfg = config_copy(tmp, gateway_yaml(**sections))
     if providers_yaml is not None:
         (cfg / "providers.yaml").write_text(providers_yaml)
