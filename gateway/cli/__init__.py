@@ -254,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         "requests are still served for server.shutdown_grace_s; then no new connections, and "
         "in-flight requests get server.drain_timeout_s; those still running end with a "
         "server_shutting_down error (an error event in a stream, else 503); exit 0. A second "
-        "signal ends the grace and the drain at once.",
+        "signal ends the grace and the drain at once. At start: one line per provider whose key "
+        "is not set (its deployments are skipped), and a WARNING if exact (cl100k) prompt "
+        "token counting is unavailable in this install.",
     )
     with_config(s)
     s.add_argument("--host", default=None, help="bind address (default: server.host)")
