@@ -54,6 +54,13 @@ def source_tree(rev: str | None) -> Path:
     return dest
 
 
+def config_dir(src: Path) -> Path:
+    """The shipped config directory of a source tree: ``gateway/config/`` (packaged), or
+    ``config/`` in a snapshot from before it moved into the package."""
+    packaged = src / "gateway" / "config"
+    return packaged if packaged.is_dir() else src / "config"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -76,7 +76,9 @@ def build(root: Path) -> Any:
     from gateway.providers.base import UpstreamResponse
 
     os.environ["GLM_GATEWAY_MASTER_KEY"] = MASTER
-    config = resolve_config(str(root / "config"), demo_simulator_url="http://127.0.0.1:9")
+    packaged = root / "gateway" / "config"  # before the move into the package: root / "config"
+    conf = packaged if packaged.is_dir() else root / "config"
+    config = resolve_config(str(conf), demo_simulator_url="http://127.0.0.1:9")
     logging.getLogger("glm_gateway").handlers[:] = [logging.FileHandler(os.devnull)]
     logging.getLogger("glm_gateway").setLevel(logging.INFO)
     logging.getLogger("glm_gateway").propagate = False

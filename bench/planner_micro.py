@@ -112,7 +112,9 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def main() -> int:
-    config = load_config(ROOT / "config", demo_simulator_url="http://127.0.0.1:1")
+    packaged = ROOT / "gateway" / "config"  # before the move into the package: ROOT / "config"
+    conf = packaged if packaged.is_dir() else ROOT / "config"
+    config = load_config(conf, demo_simulator_url="http://127.0.0.1:1")
     cat, routing = config.catalogue, config.gateway.routing
     # The hot path plans without wording refusals where the planner can (explain=False).
     kw: dict[str, Any] = {}

@@ -93,8 +93,8 @@ def quick_table(res: Results, args: argparse.Namespace, meta: dict[str, Any], ma
         "Same simulator, same body, same load; `direct` posts to the simulator's provider path "
         "the gateway's plan picks first (with the upstream model id). Added = gateway − direct, "
         "median of per-round pairs; ratio = gateway req/s ÷ direct req/s, median of pairs. "
-        "Gateway config: the shipped config/ (auth on, capability routing, Prometheus metrics, "
-        "in-memory breaker state, JSON access log at info to a file).",
+        "Gateway config: the packaged gateway/config/ (auth on, capability routing, Prometheus "
+        "metrics, in-memory breaker state, JSON access log at info to a file).",
         "",
         "Routes: " + ", ".join(f"`{m}` → {r}" for m, r in meta["routes"].items()) + ".",
         "",
@@ -169,8 +169,8 @@ def full_tables(res: Results, args: argparse.Namespace, meta: dict[str, Any], ma
         "uvicorn+uvloop+httptools, one aiohttp session, no parsing). `minimal` = bench/floor.py "
         "--minimal: the floor plus only the work no gateway with these features can skip (auth "
         "lookup, body parse and check, a dict route, re-serialise both ways, three counters, two "
-        "histogram bumps, one JSON log line); non-streaming only. Gateway: shipped config/ with "
-        "auth on, capability routing, metrics, in-memory state, JSON access log to a file. "
+        "histogram bumps, one JSON log line); non-streaming only. Gateway: packaged gateway/config "
+        "with auth on, capability routing, metrics, in-memory state, JSON access log to a file. "
         "Routes: " + ", ".join(f"`{m}` → {r}" for m, r in meta.get("routes", {}).items()) + ".",
         "Peers: " + (", ".join(f"{k}: {v}" for k, v in meta["peers"].items()) or "none") + ".",
         "",

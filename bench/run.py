@@ -38,6 +38,7 @@ from harness import (
     VENV_PY,
     Proc,
     Target,
+    config_dir,
     free_port,
     http_json,
     http_ok,
@@ -87,7 +88,7 @@ def start_gateway(
     """
     src = src or SRC
     port = free_port()
-    argv = [str(VENV_PY), "-m", "gateway.cli", "serve", "--config", str(src / "config")]
+    argv = [str(VENV_PY), "-m", "gateway.cli", "serve", "--config", str(config_dir(src))]
     argv += ["--port", str(port), "--simulator", upstream_url]
     proc = Proc(
         f"gateway-{port}",
@@ -192,7 +193,7 @@ def quick(args: argparse.Namespace) -> str:
             "gateway.cli",
             "simulate",
             "--config",
-            str(SRC / "config"),
+            str(config_dir(SRC)),
             "--port",
             str(sim_port),
         ],
@@ -472,7 +473,7 @@ def _describe_src(rev: str | None) -> str:
         return f"directory {rev}"
     if rev:
         return f"git {git('rev-parse', '--short', rev)} (snapshot of {rev})"
-    dirty = " + uncommitted changes" if git("status", "--porcelain", "gateway", "config") else ""
+    dirty = " + uncommitted changes" if git("status", "--porcelain", "gateway") else ""
     return f"work tree at {git('rev-parse', '--short', 'HEAD')}{dirty}"
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Settings:
     config_dir: str | None
-    """``GLM_GATEWAY_CONFIG_DIR``; None means the shipped ``config/``."""
+    """``GLM_GATEWAY_CONFIG_DIR``; None means the packaged ``gateway/config/``."""
     redis_url: str | None
     """``GLM_GATEWAY_REDIS_URL``: overrides ``state.redis_url`` and selects the Redis backend."""
     log_level: str | None

@@ -8,6 +8,7 @@ table) before the GLM ids. Errors here are in Anthropic's shape too.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -19,8 +20,8 @@ from gateway.api.openapi import errors, json_body, operation
 from gateway.catalogue.body import parse_body
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import resolve_needs
-from gateway.edge.asgi import new_request_id
-from gateway.edge.endpoint import bearer
+from gateway.edge.endpoint import EXACT_IN_THREAD_BYTES, bearer
+from gateway.edge.request_log import SCOPE_KEY_ID, scope_request_id
 from gateway.errors import GatewayError, NotFound
 from gateway.frontends.base import FrontEnd
 from gateway.services import Services
@@ -65,10 +66,10 @@ def anthropic_models_body(config: Config) -> dict[str, Any]:
 
 
 async def anthropic_models(
-    s: Services, headers: dict[str, str], model_id: str | None = None
+    s: Services, headers: dict[str, str], rid: str, model_id: str | None = None
 ) -> Response:
-    """``GET /v1/models[/{id}]`` for an Anthropic client: its shapes, its errors."""
-    rid = headers.get("x-request-id") or new_request_id()
+    """``GET /v1/models[/{id}]`` for an Anthropic client: its shapes, its errors (``rid``: the
+    request id)."""
     fe = s.frontends["messages"]
     try:
         await s.auth.identify(bearer(headers))
@@ -106,15 +107,18 @@ def register_anthropic(app: FastAPI, s: Services) -> None:
     )
     async def _count_tokens(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
-        rid = headers.get("x-request-id") or new_request_id()
+        rid = scope_request_id(request.scope)
         try:
-            await s.auth.identify(bearer(headers))
+            request.scope[SCOPE_KEY_ID] = (await s.auth.identify(bearer(headers))).key_id
             raw = await read_capped(request, s.config.gateway.server.max_body_bytes)
             body = parse_body(raw, s.config.gateway.limits)
             body.setdefault("max_tokens", 1)  # count_tokens takes no max_tokens
             inbound = fe.parse(body, headers)
             needs = resolve_needs(inbound.chat, headers, s.config)
-            count = needs.prompt.exact()
+            if needs.prompt.upper > EXACT_IN_THREAD_BYTES:  # tokenizing holds the CPU
+                count = await asyncio.to_thread(needs.prompt.exact)
+            else:
+                count = needs.prompt.exact()
         except GatewayError as err:
             return _error(fe, err, rid)
         return Response(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -28,9 +29,10 @@ from gateway.api.ops import key_bad_targets, readiness, refresh_state_metrics
 from gateway.api.route import explain
 from gateway.catalogue.body import parse_body
 from gateway.catalogue.needs import resolve_needs
-from gateway.edge.asgi import Receive, Scope, Send, new_request_id, send_error
+from gateway.edge.asgi import Receive, Scope, Send, header_map, new_request_id, send_error
 from gateway.edge.endpoint import Endpoint, bearer, no_capable_error
 from gateway.edge.headers import HeadersTooLarge, head_bytes
+from gateway.edge.request_log import SCOPE_ERROR, SCOPE_KEY_ID, RequestLog, scope_request_id
 from gateway.edge.websocket import PATH as WS_PATH
 from gateway.edge.websocket import ResponsesSocket
 from gateway.errors import GatewayError, InternalError, NotFound
@@ -44,8 +46,9 @@ class ORJSONResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def _error_response(err: GatewayError, request_id: str) -> Response:
-    headers = {"x-request-id": request_id, **err.headers}
+def _error_response(err: GatewayError, request: Request) -> Response:
+    request.scope[SCOPE_ERROR] = err.code or err.type
+    headers = {"x-request-id": scope_request_id(request.scope), **err.headers}
     return Response(err.body_bytes(), err.status, headers, media_type="application/json")
 
 
@@ -58,14 +61,12 @@ def build_fastapi(
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
-        return _error_response(exc, request.headers.get("x-request-id") or new_request_id())
+        return _error_response(exc, request)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> Response:
         # Starlette answers with this, then re-raises to the server: GatewayASGI logs it once.
-        request_id = request.headers.get("x-request-id") or new_request_id()
-        request.scope["glm_request_id"] = request_id
-        return _error_response(InternalError(request_id), request_id)
+        return _error_response(InternalError(scope_request_id(request.scope)), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -79,7 +80,7 @@ def build_fastapi(
                 f"Method {request.method} not allowed here.", code="method_not_allowed"
             )
             err.status, err.type = 405, "invalid_request_error"
-        return _error_response(err, request.headers.get("x-request-id") or new_request_id())
+        return _error_response(err, request)
 
     openapi_doc = OpenAPIDocument(
         app.openapi,
@@ -102,8 +103,9 @@ def build_fastapi(
     async def _models(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         if wants_anthropic(headers):  # Anthropic's list, and Anthropic's errors
-            return await anthropic_models(s, headers)
-        await s.auth.identify(bearer(headers))
+            return await anthropic_models(s, headers, scope_request_id(request.scope))
+        caller = await s.auth.identify(bearer(headers))
+        request.scope[SCOPE_KEY_ID] = caller.key_id
         return ORJSONResponse(models_body(s.config))
 
     @app.get(
@@ -116,7 +118,7 @@ def build_fastapi(
     async def _model(model_id: str, request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         if wants_anthropic(headers):
-            return await anthropic_models(s, headers, model_id)
+            return await anthropic_models(s, headers, scope_request_id(request.scope), model_id)
         await s.auth.identify(bearer(headers))
         for item in models_body(s.config)["data"]:
             if item["id"] == model_id:
@@ -137,6 +139,7 @@ def build_fastapi(
     async def _route(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         caller = await s.auth.identify(bearer(headers))
+        request.scope[SCOPE_KEY_ID] = caller.key_id
         raw = await read_capped(request, s.config.gateway.server.max_body_bytes)
         body = parse_body(raw, s.config.gateway.limits)
         min_context = None
@@ -155,7 +158,7 @@ def build_fastapi(
         return ORJSONResponse(
             out,
             headers={
-                "x-request-id": headers.get("x-request-id") or new_request_id(),
+                "x-request-id": scope_request_id(request.scope),
                 "x-glm-variant": first.variant.id if first else "none",
                 "x-glm-provider": first.provider if first else "none",
                 "x-glm-attempts": "0",
@@ -208,6 +211,7 @@ class GatewayASGI:
         self.services = services
         self._max_head = services.config.gateway.server.max_header_bytes
         self._in_flight = services.lifecycle.tasks
+        self._log = RequestLog(services.access, services.config.gateway.server.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -218,8 +222,7 @@ class GatewayASGI:
             return
         size = head_bytes(scope)
         if size > self._max_head:
-            err = HeadersTooLarge(size, self._max_head)
-            await send_error(send, err, [(b"x-request-id", new_request_id().encode())])
+            await self._refuse_head(scope, send, HeadersTooLarge(size, self._max_head))
             return
         task = asyncio.current_task()
         assert task is not None  # uvicorn runs each request in a task of its own
@@ -238,8 +241,11 @@ class GatewayASGI:
         endpoint = self.routes.get(scope["path"]) if scope["path"] == WS_PATH else None
         head = sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + len(scope["path"])
         if endpoint is None or head > self._max_head:
+            started = time.perf_counter()
             await receive()
             await send({"type": "websocket.close", "code": 1008})
+            rid = new_request_id()  # a refused upgrade is answered 403 with no headers of ours
+            self._log.line(scope, header_map(scope), rid, 403, time.perf_counter() - started)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -249,9 +255,16 @@ class GatewayASGI:
         finally:
             self._in_flight.discard(task)
 
+    async def _refuse_head(self, scope: Scope, send: Send, err: HeadersTooLarge) -> None:
+        """431 before anything else reads the head: a new id (the client's is not read)."""
+        started, rid = time.perf_counter(), new_request_id()
+        scope[SCOPE_ERROR] = err.code or err.type
+        await send_error(send, err, [(b"x-request-id", rid.encode())])
+        self._log.line(scope, {}, rid, err.status, time.perf_counter() - started)
+
     async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self.fastapi(scope, receive, send)
+            await self._log(self.fastapi, scope, receive, send)
         except Exception:
             # Already answered (500, OpenAI's shape) by the FastAPI handler: log it once here,
             # with the request id the client was given, and do not hand it to the server.

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from gateway.catalogue.target import Target
+from gateway.catalogue.tokens import exact_counting_problem
 from gateway.observability.metrics import Metrics
 from gateway.observability.overview import overview
 from gateway.observability.stats import Stats
@@ -71,6 +72,7 @@ async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
             "skipped_deployments": len(s.config.catalogue.skipped),
         },
         "state": {"backend": backend, "reachable": reachable, "degraded": s.state.degraded},
+        "prompt_tokens": "cl100k" if exact_counting_problem() is None else "byte_bound",
         "open_circuits": [h.target_id for h in health if h.state == "open"],
         "key_bad": [h.target_id for h in health if h.state == "open" and h.last_failure == "auth"],
         "demo": s.demo,

@@ -1,4 +1,4 @@
-"""Config file schema: what may appear in ``config/*.yaml``.
+"""Config file schema: what may appear in ``gateway/config/*.yaml`` (or in a copy of it).
 
 Every model is strict (unknown keys are errors) and frozen. The loader (``loader.py``) turns
 these file-shaped models into the runtime :class:`gateway.catalogue.catalogue.Catalogue`.

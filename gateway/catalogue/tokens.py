@@ -13,8 +13,11 @@ part costs a flat ``IMAGE_TOKENS`` instead of the bytes of its URL or base64 dat
 vision token cost is unknown (§6.3), so this is a reserve, not a bound; 1261 handling catches
 the rest.
 
-cl100k comes from the BPE file LiteLLM bundles, read directly (no network, and no process-wide
-``TIKTOKEN_CACHE_DIR`` to set); without tiktoken or that file, ``exact()`` returns the bound.
+cl100k is tiktoken (a core dependency) over the BPE file shipped in this package
+(``data/cl100k_base.tiktoken.gz``, checked against its sha256; no network, and no process-wide
+``TIKTOKEN_CACHE_DIR`` to set). GLM-4's own tokenizer (a tiktoken BPE of ~151k ranks with
+cl100k's pre-tokenizer) is in no package on PyPI. Without tiktoken or the file, ``exact()``
+returns the bound, and :func:`exact_counting_problem` says why (``serve`` warns at start).
 
 A :class:`TokenCounter` (one per process, on the ``Config``) remembers the cl100k count of every
 text it tokenized: a conversation re-sends its whole history each turn, so only the new
@@ -25,9 +28,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import gzip
 import hashlib
 import importlib.util
+import logging
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +43,8 @@ import orjson
 
 if TYPE_CHECKING:
     import tiktoken
+
+log = logging.getLogger("glm_gateway.tokens")
 
 IMAGE_TOKENS: Final = 1600
 """Reserve per image/video/audio/file part."""
@@ -48,9 +56,10 @@ PROMPT_OVERHEAD: Final = 3
 _MEDIA_KEYS: Final = frozenset({"image_url", "video_url", "file_url", "input_audio", "file"})
 """Keys whose value is a media payload: counted as IMAGE_TOKENS, never as text."""
 
-# tiktoken caches https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken
-# under sha1(url); LiteLLM ships that cache file. Pattern and specials: tiktoken_ext.openai_public.
-_CL100K_FILE: Final = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
+# The file tiktoken downloads (https://openaipublic.blob.core.windows.net/encodings/
+# cl100k_base.tiktoken), gzipped; data/NOTICE says where it is from and its license. Pattern
+# and specials: tiktoken_ext.openai_public.
+_CL100K_FILE: Final = Path(__file__).with_name("data") / "cl100k_base.tiktoken.gz"
 _CL100K_SHA256: Final = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 _CL100K_PATTERN: Final = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
@@ -239,24 +248,39 @@ def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+def exact_counting_problem() -> str | None:
+    """Why exact (cl100k) counting is unavailable in this install, or None when it is.
+
+    Cheap (no import, no file read): ``serve`` asks at start. A file that is there but damaged
+    is found by :func:`cl100k` when it first loads.
+    """
+    try:
+        missing = importlib.util.find_spec("tiktoken") is None
+    except (ImportError, ValueError):
+        missing = True
+    if missing:
+        return "the tiktoken package is not installed"
+    if not _CL100K_FILE.is_file():
+        return f"the BPE file {_CL100K_FILE} is missing"
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def cl100k() -> tiktoken.Encoding | None:
-    """cl100k_base from LiteLLM's bundled BPE file, loaded once per process; None if unavailable.
-
-    Never touches the network. LiteLLM is located with ``find_spec``, not imported.
-    """
+    """cl100k_base from the BPE file shipped in the package, loaded once per process (~0.1 s);
+    None if tiktoken is not installed or the file is missing or damaged. Never touches the
+    network."""
     try:
         import tiktoken
     except ImportError:
         return None
-    path = _bundled_bpe_file()
-    if path is None:
-        return None
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = gzip.decompress(_CL100K_FILE.read_bytes())
+    except (OSError, EOFError, zlib.error) as exc:
+        log.warning("exact prompt token counting is off: cannot read %s: %s", _CL100K_FILE, exc)
         return None
     if hashlib.sha256(data).hexdigest() != _CL100K_SHA256:
+        log.warning("exact prompt token counting is off: %s is not the cl100k file", _CL100K_FILE)
         return None
     ranks = {
         base64.b64decode(token): int(rank)
@@ -268,15 +292,3 @@ def cl100k() -> tiktoken.Encoding | None:
         mergeable_ranks=ranks,
         special_tokens=_CL100K_SPECIAL,
     )
-
-
-def _bundled_bpe_file() -> Path | None:
-    try:
-        spec = importlib.util.find_spec("litellm")
-    except (ImportError, ValueError):
-        return None
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / "litellm_core_utils" / "tokenizers" / _CL100K_FILE
-        if path.is_file():
-            return path
-    return None

@@ -1,10 +1,11 @@
-"""The ``glm-gateway`` command: serve, check-config, route, catalog, simulate."""
+"""The ``glm-gateway`` command: serve, init, check-config, route, catalog, simulate, top, keys."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import errno
+import logging
 import socket
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import orjson
 from gateway import __version__
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.cli.config_cmds import add_config_parsers, cmd_check_config
 from gateway.cli.keys import add_keys_parser
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings
@@ -82,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     redactor = build_redactor(config)
     configure_logging(level, config.gateway.logging, redactor)
     _print_warnings(config)
+    _warn_if_inexact_tokens()
     hooks: dict[str, Any] = {}
     if args.demo and sim_port:
         hooks = _demo_hooks(config, sim_port)
@@ -134,16 +137,22 @@ def _demo_hooks(config: Config, sim_port: int) -> dict[str, Any]:
     return {"on_startup": startup, "on_shutdown": shutdown}
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    config = resolve_config(args.config)
-    _print_warnings(config)
-    cat = config.catalogue
-    print(
-        f"config OK: {config.source_dir}: {len(cat.variants)} variants, "
-        f"{len(cat.targets)} deployments usable, {len(cat.skipped)} skipped, "
-        f"{len(config.gateway.aliases)} aliases, state={config.gateway.state.backend}"
-    )
-    return 0
+def _warn_if_inexact_tokens() -> None:
+    from gateway.catalogue.tokens import exact_counting_problem
+
+    problem = exact_counting_problem()
+    if problem is not None:
+        logging.getLogger("glm_gateway.tokens").warning(
+            "EXACT PROMPT TOKEN COUNTING IS OFF: %s. Prompts are measured by their UTF-8 "
+            "bytes, which over-count English about 4-5x: long prompts are refused as too long "
+            "for context windows they fit. Reinstall glm-gateway with its dependencies "
+            "(tiktoken) to count exactly.",
+            problem,
+        )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    return cmd_check_config(args, resolve_config)
 
 
 def _parse_header_args(items: Sequence[str]) -> dict[str, str]:
@@ -234,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--config",
             metavar="DIR",
-            help="config directory (default: $GLM_GATEWAY_CONFIG_DIR or the shipped config/)",
+            help="config directory (default: $GLM_GATEWAY_CONFIG_DIR, else the config packaged "
+            "with glm-gateway; `glm-gateway init DIR` writes an editable copy)",
         )
 
     s = sub.add_parser(
@@ -244,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         "requests are still served for server.shutdown_grace_s; then no new connections, and "
         "in-flight requests get server.drain_timeout_s; those still running end with a "
         "server_shutting_down error (an error event in a stream, else 503); exit 0. A second "
-        "signal ends the grace and the drain at once.",
+        "signal ends the grace and the drain at once. At start: one line per provider whose key "
+        "is not set (its deployments are skipped), and a WARNING if exact (cl100k) prompt "
+        "token counting is unavailable in this install.",
     )
     with_config(s)
     s.add_argument("--host", default=None, help="bind address (default: server.host)")
@@ -259,9 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.set_defaults(func=cmd_serve)
 
-    c = sub.add_parser("check-config", help="validate the config directory and exit")
-    with_config(c)
-    c.set_defaults(func=cmd_check_config)
+    add_config_parsers(sub, with_config)
+    sub.choices["check-config"].set_defaults(func=_check_config)
 
     r = sub.add_parser(
         "route", help="explain routing for a chat body read from stdin (offline, no upstream)"

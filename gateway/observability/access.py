@@ -244,6 +244,34 @@ class AccessLog:
                 data = self._redact(data.decode()).encode()
             self._writer.add(data)
 
+    def note(
+        self,
+        *,
+        request_id: str,
+        status: int,
+        duration_s: float,
+        api: str,
+        method: str,
+        path: str,
+        client: str,
+        key_id: str = "-",
+        error: str | None = None,
+    ) -> None:
+        """The access line of a request no front-end handled (models, route, health, metrics,
+        admin, dashboard, an unknown path ...): the request line's fields, plus ``method`` and
+        ``path``, redacted. No metrics and no dashboard stats: probes and scrapes would drown
+        them."""
+        if not self._writer.enabled():
+            return
+        rec = Record(request_id, key_id, status, False, error, None, duration_s, _NO_TIMES, api)
+        line = rec.line(self._now())
+        line["api"] = api
+        line["method"] = method
+        line["path"] = path
+        line["client"] = client
+        # The path is the client's text (a key pasted into a URL ...): redacted, as a whole.
+        self._writer.add(self._redact(orjson.dumps(line, default=str).decode()).encode())
+
     def _count(self, rec: Record) -> None:
         self.stats.count(
             rec.status, rec.variant, rec.provider, rec.total, rec.overhead,

@@ -30,8 +30,8 @@ from tests.support.agents import (
 from tests.support.anthropic_recorder import Recorder
 from tests.support.e2e import (
     MASTER_KEY,
+    api_records,
     directive,
-    log_records,
     module_gateway,
     nonce,
     sim_requests,
@@ -65,7 +65,7 @@ def new_records(
     """
     end = time.monotonic() + 30
     while True:
-        recs = log_records(gateway)[since:]
+        recs = api_records(gateway)[since:]
         if until(recs) or time.monotonic() > end:
             return recs
         time.sleep(0.1)
@@ -105,7 +105,7 @@ def test_claude_code_runs_a_bash_tool_through_the_gateway(
     prompt = (
         f"Run the command and tell me what it printed. {directive({'tool_call': BASH_CALL}, tag)}"
     )
-    since = len(log_records(agent_gateway))
+    since = len(api_records(agent_gateway))
     run = run_claude(
         ["-p", "--allowedTools", "Bash", "--", prompt], agent_gateway.url, MASTER_KEY, tmp_path
     )
@@ -128,7 +128,7 @@ def test_claude_code_first_request_is_accepted(agent_gateway: Proc, tmp_path: Pa
     """Every request of a Claude Code session is answered 200: none is refused and retried."""
     reply = f"first try {nonce()}"
     prompt = f"say hi {directive({'content': reply}, nonce())}"
-    since = len(log_records(agent_gateway))
+    since = len(api_records(agent_gateway))
     run = run_claude(["-p", prompt], agent_gateway.url, MASTER_KEY, tmp_path)
     assert run.returncode == 0 and reply in run.stdout, _diagnose(run, agent_gateway)
     recs = new_records(agent_gateway, since, lambda r: len(_answered(r)) >= 1)
@@ -161,7 +161,7 @@ def test_claude_code_model_names(
     mapped by the gateway; a GLM id set through its env vars is routed as that variant."""
     reply = f"hi from the gateway {nonce()}"
     prompt = f"say hi {directive({'content': reply}, nonce())}"
-    since = len(log_records(agent_gateway))
+    since = len(api_records(agent_gateway))
     run = run_claude(["-p", *args, prompt], agent_gateway.url, MASTER_KEY, tmp_path, env)
     assert run.returncode == 0, _diagnose(run, agent_gateway)
     assert reply in run.stdout, _diagnose(run, agent_gateway)

@@ -32,8 +32,8 @@ from tests.support.agents import (
 )
 from tests.support.e2e import (
     MASTER_KEY,
+    api_records,
     directive,
-    log_records,
     module_gateway,
     nonce,
     sim_requests,
@@ -89,7 +89,7 @@ def test_codex_exec_runs_a_shell_tool_through_the_gateway(
     prompt = (
         f"Run the command and tell me what it printed. {directive({'tool_call': EXEC_CALL}, tag)}"
     )
-    since = len(log_records(agent_gateway))
+    since = len(api_records(agent_gateway))
     run = run_codex(
         [*CODEX_EXEC, prompt],
         agent_gateway.url + "/v1",
@@ -100,7 +100,7 @@ def test_codex_exec_runs_a_shell_tool_through_the_gateway(
     assert run.returncode == 0, _diagnose(run, agent_gateway)
     assert "Hello from glm-" in run.stdout, _diagnose(run, agent_gateway)
 
-    ok = [r for r in log_records(agent_gateway)[since:] if r["status"] == 200]
+    ok = [r for r in api_records(agent_gateway)[since:] if r["status"] == 200]
     assert len(ok) >= 2, ok
     assert all(r["variant"].startswith("glm-") for r in ok), ok
 
@@ -116,7 +116,7 @@ def test_codex_first_request_is_accepted(agent_gateway: Proc, tmp_path: Path) ->
     answered 200 at once: no refusal, no retry."""
     reply = f"first try {nonce()}"
     prompt = f"say hi {directive({'content': reply}, nonce())}"
-    since = len(log_records(agent_gateway))
+    since = len(api_records(agent_gateway))
     run = run_codex(
         ["exec", "--skip-git-repo-check", prompt],
         agent_gateway.url + "/v1",
@@ -125,7 +125,7 @@ def test_codex_first_request_is_accepted(agent_gateway: Proc, tmp_path: Path) ->
         config=gateway_config(agent_gateway),
     )
     assert run.returncode == 0 and reply in run.stdout, _diagnose(run, agent_gateway)
-    assert [r["status"] for r in log_records(agent_gateway)[since:]] == [200]
+    assert [r["status"] for r in api_records(agent_gateway)[since:]] == [200]
 
 
 def test_ai_sdk_openai_generate_and_stream_with_a_tool(

@@ -11,7 +11,7 @@ import orjson
 from tests.support.e2e import AUTH, assert_error_shape
 from tests.support.procs import Proc
 
-LIMIT = 32768  # the shipped config/gateway.yaml
+LIMIT = 32768  # the packaged gateway/config/gateway.yaml
 
 
 def exchange(proc: Proc, method: str, path: str, head_size: int, body: bytes = b"") -> bytes:

@@ -11,9 +11,9 @@ from gateway.catalogue import tokens
 F = TypeVar("F", bound=Callable[..., Any])
 
 MISSING = (
-    "cl100k_base could not be loaded: tiktoken is not importable, or LiteLLM's bundled BPE file "
-    "(litellm/litellm_core_utils/tokenizers/" + tokens._CL100K_FILE + ") is missing or not the "
-    "expected file. Both are in requirements/lock.txt: run `make install`."
+    "cl100k_base could not be loaded: tiktoken is not importable, or the BPE file shipped in the "
+    f"package ({tokens._CL100K_FILE}) is missing or not the expected file. tiktoken is a core "
+    "dependency in requirements/lock.txt: run `make install`."
 )
 
 

@@ -167,7 +167,7 @@ def module_gateway(
     env: Mapping[str, str] | None = None,
     **sections: Mapping[str, Any],
 ) -> Iterator[Proc]:
-    """A gateway of its own (own breakers and state) on a modified copy of config/."""
+    """A gateway of its own (own breakers and state) on a modified copy of the packaged config."""
     cfg = config_copy(tmp, gateway_yaml(**sections))
     if providers_yaml is not None:
         (cfg / "providers.yaml").write_text(providers_yaml)
@@ -191,6 +191,12 @@ def log_records(proc: Proc) -> list[dict[str, Any]]:
             if isinstance(obj, dict) and obj.get("event") == "request":
                 out.append(obj)
     return out
+
+
+def api_records(proc: Proc) -> list[dict[str, Any]]:
+    """The access lines of front-end API requests (chat, Messages, Responses): not those of
+    models, health, metrics, an unknown path ..., which carry a ``path``."""
+    return [r for r in log_records(proc) if "path" not in r]
 
 
 def log_for(proc: Proc, request_id: str) -> dict[str, Any] | None:

@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "config"
+CONFIG = ROOT / "gateway" / "config"
 OUT = ROOT / "tests" / "out"
 
 
@@ -24,7 +24,10 @@ def free_port() -> int:
 
 
 class Proc:
-    """A child process serving HTTP on 127.0.0.1:port; stderr goes to tests/out/<name>.log."""
+    """A child process serving HTTP on 127.0.0.1:port; stderr goes to tests/out/<name>.log.
+
+    ``command`` runs the CLI (default: this interpreter's ``-m gateway.cli``), in ``cwd``.
+    """
 
     def __init__(
         self,
@@ -33,6 +36,9 @@ class Proc:
         port: int,
         health: str,
         env: Mapping[str, str] | None = None,
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "gateway.cli"),
+        cwd: Path = ROOT,
     ) -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -42,8 +48,8 @@ class Proc:
         self._log = self.log_path.open("wb")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *args],
-            cwd=ROOT,
+            [*command, *args],
+            cwd=cwd,
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,7 +1,7 @@
 """gateway.providers.dialects: request adaptation per surface, the thinking switch, normalisation.
 
 Targets come from the shipped config, so each test runs against the dialect a provider really
-declares in ``config/providers.yaml``.
+declares in ``providers.yaml`` (``gateway/config/``).
 """
 
 from __future__ import annotations

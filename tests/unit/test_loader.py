@@ -65,8 +65,8 @@ def error_of(root: Path, env: dict[str, str] | None = None) -> str:
 # --- the shipped config ---------------------------------------------------------------------------
 
 
-def test_default_config_dir_is_the_repo_config() -> None:
-    assert default_config_dir() == Path(__file__).resolve().parents[2] / "config"
+def test_default_config_dir_is_the_packaged_config() -> None:
+    assert default_config_dir() == Path(__file__).resolve().parents[2] / "gateway" / "config"
     assert (default_config_dir() / "models.yaml").is_file()
 
 
@@ -213,7 +213,7 @@ def test_interpolation(tmp_path: Path) -> None:
 def test_unset_variable_names_file_key_and_variable(tmp_path: Path) -> None:
     write(tmp_path, models=MODELS, gateway="server: {host: '${GW_HOST}'}\n")
     message = error_of(tmp_path)
-    assert message.startswith(f"{tmp_path / 'gateway.yaml'}: server.host: ")
+    assert message.startswith(f"{tmp_path / 'gateway.yaml'}:1: server.host: ")
     assert "GW_HOST is not set" in message
 
 
@@ -223,7 +223,7 @@ def test_unset_variable_names_file_key_and_variable(tmp_path: Path) -> None:
 def test_unknown_key(tmp_path: Path) -> None:
     write(tmp_path, models=MODELS, gateway="server: {hots: x}\n")
     message = error_of(tmp_path)
-    assert f"{tmp_path / 'gateway.yaml'}: server.hots: unknown key 'hots'" in message
+    assert f"{tmp_path / 'gateway.yaml'}:1: server.hots: unknown key 'hots'" in message
     assert "did you mean 'host'?" in message
 
 
@@ -231,13 +231,13 @@ def test_unknown_key_in_a_deployment(cfg_dir: Path) -> None:
     text = PROVIDERS.replace("model: acme-alpha-fast", "model: m, wieght: 2")
     write(cfg_dir, providers=text)
     message = error_of(cfg_dir)
-    assert "providers.yaml: providers.acme.deployments[1].wieght: unknown key 'wieght'" in message
+    assert "providers.yaml:11: providers.acme.deployments[1].wieght: unknown key" in message
 
 
 def test_wrong_capability_lists_the_allowed_values(tmp_path: Path) -> None:
     write(tmp_path, models=MODELS.replace("[structured_outputs]", "[visoin]"))
     message = error_of(tmp_path)
-    assert "models.yaml: variants[0].capabilities[0]: 'visoin' is not allowed" in message
+    assert "models.yaml:4: variants[0].capabilities[0]: 'visoin' is not allowed" in message
     for cap in ("vision", "function_calling", "tool_use", "structured_outputs", "code_execution"):
         assert cap in message
 
@@ -247,22 +247,20 @@ def test_missing_and_mistyped_values(tmp_path: Path) -> None:
         tmp_path, models=MODELS.replace("quality: 50", "quality: high").replace("name: Beta, ", "")
     )
     message = error_of(tmp_path)
-    assert "models.yaml: variants[0].quality: Input should be a valid integer" in message
-    assert "models.yaml: variants[1].name: missing required key" in message
+    assert "models.yaml:4: variants[0].quality: Input should be a valid integer" in message
+    assert "models.yaml:5: variants[1].name: missing required key" in message  # the item's line
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     write(tmp_path, models=MODELS, gateway="server:\n  host: [x\n  port: 1\n")
     message = error_of(tmp_path)
-    assert message.startswith(f"{tmp_path / 'gateway.yaml'}: line ")
+    assert message.startswith(f"{tmp_path / 'gateway.yaml'}:3:")
     assert "YAML syntax error" in message
 
 
 def test_duplicate_yaml_key(tmp_path: Path) -> None:
     write(tmp_path, models=MODELS, gateway="server:\n  port: 1\n  port: 2\n")
-    assert "gateway.yaml: line 3, column 3: YAML syntax error: duplicate key 'port'" in error_of(
-        tmp_path
-    )
+    assert "gateway.yaml:3:3: YAML syntax error: duplicate key 'port'" in error_of(tmp_path)
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
@@ -280,7 +278,7 @@ def test_missing_files(tmp_path: Path) -> None:
 
 def test_duplicate_variant_id(tmp_path: Path) -> None:
     write(tmp_path, models=MODELS.replace("id: beta", "id: alpha"))
-    assert "models.yaml: variants[1].id: duplicate variant id 'alpha' (first at variants[0])" in (
+    assert "models.yaml:5: variants[1].id: duplicate variant id 'alpha' (first at variants[0])" in (
         error_of(tmp_path)
     )
 
@@ -288,13 +286,15 @@ def test_duplicate_variant_id(tmp_path: Path) -> None:
 def test_deployment_of_unknown_variant(cfg_dir: Path) -> None:
     write(cfg_dir, providers=PROVIDERS.replace("variant: beta", "variant: betta"))
     message = error_of(cfg_dir)
-    assert "providers.acme.deployments[2].variant: unknown variant 'betta'" in message
+    assert "providers.yaml:12: providers.acme.deployments[2].variant: unknown variant 'betta'" in (
+        message
+    )
     assert "did you mean 'beta'?" in message
 
 
 def test_openai_adapter_needs_base_url(cfg_dir: Path) -> None:
     write(cfg_dir, providers=PROVIDERS.replace("base_url: https://acme.example/v1", ""))
-    assert "providers.yaml: providers.acme.base_url: required for adapter 'openai'" in error_of(
+    assert "providers.yaml:3: providers.acme.base_url: required for adapter 'openai'" in error_of(
         cfg_dir
     )
 
@@ -307,13 +307,15 @@ def test_empty_interpolated_base_url_counts_as_missing(cfg_dir: Path) -> None:
 def test_litellm_adapter_needs_litellm_model(cfg_dir: Path) -> None:
     write(cfg_dir, providers=PROVIDERS.replace("name: Acme", "name: Acme\n    adapter: litellm"))
     message = error_of(cfg_dir)
-    assert "providers.yaml: providers.acme.deployments[0].litellm_model: required" in message
+    assert "providers.yaml:10: providers.acme.deployments[0].litellm_model: required" in message
     assert len(message.splitlines()) == 3  # one line per deployment
 
 
 def test_provider_in_both_files(cfg_dir: Path) -> None:
     write(cfg_dir, gateway=PROVIDERS)
-    assert "providers.yaml: providers.acme: provider 'acme' is also defined in" in error_of(cfg_dir)
+    assert "providers.yaml:3: providers.acme: provider 'acme' is also defined in" in error_of(
+        cfg_dir
+    )
 
 
 @pytest.mark.parametrize(
@@ -328,7 +330,7 @@ def test_provider_in_both_files(cfg_dir: Path) -> None:
 )
 def test_alias_checks(tmp_path: Path, aliases: str, expected: str) -> None:
     write(tmp_path, models=MODELS, gateway=f"aliases:\n  {aliases}\n")
-    assert f"gateway.yaml: {expected}" in error_of(tmp_path)
+    assert f"gateway.yaml:2: {expected}" in error_of(tmp_path)
 
 
 def test_redis_backend_needs_url(tmp_path: Path) -> None:
@@ -337,8 +339,21 @@ def test_redis_backend_needs_url(tmp_path: Path) -> None:
         models=MODELS,
         gateway="state: {backend: redis, redis_url: '${GLM_GATEWAY_REDIS_URL:-}'}\n",
     )
-    assert "gateway.yaml: state.redis_url: required when state.backend is 'redis'" in error_of(
+    assert "gateway.yaml:1: state.redis_url: required when state.backend is 'redis'" in error_of(
         tmp_path
     )
     config = load_config(tmp_path, environ={"GLM_GATEWAY_REDIS_URL": "redis://r:6379"})
     assert config.gateway.state.redis_url == "redis://r:6379"
+
+
+def test_every_file_problem_at_once_with_its_line(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        models=MODELS.replace("quality: 10", "quality: ten"),
+        gateway="server:\n  port: 8080\n  hots: x\nrouting: {default_policy: cheapest}\n",
+    )
+    lines = error_of(tmp_path).splitlines()
+    assert lines[0].startswith(f"{tmp_path / 'gateway.yaml'}:3: server.hots: unknown key")
+    assert lines[1].startswith(f"{tmp_path / 'gateway.yaml'}:4: routing.default_policy: 'cheapest'")
+    assert lines[2].startswith(f"{tmp_path / 'models.yaml'}:6: variants[1].quality: ")
+    assert len(lines) == 3

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import random
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -215,9 +217,12 @@ def test_loader_matches_tiktoken_cl100k(monkeypatch: pytest.MonkeyPatch) -> None
     """Our hand-built Encoding (pattern + specials copied from tiktoken_ext) equals tiktoken's."""
     import tiktoken
 
-    path = tokens._bundled_bpe_file()
-    assert path is not None
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(path.parent))
+    # An independent copy: tiktoken's own loader over the cache file LiteLLM bundles (dev extra).
+    spec = importlib.util.find_spec("litellm")
+    assert spec is not None and spec.submodule_search_locations
+    cache = Path(spec.submodule_search_locations[0]) / "litellm_core_utils" / "tokenizers"
+    assert (cache / "9b5ad71b2ce5302211f9c61530b329a4922fc6a4").is_file()  # sha1 of the URL
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     reference = tiktoken.get_encoding("cl100k_base")
     ours = cl100k()
     assert ours is not None
@@ -240,3 +245,25 @@ def test_loader_works_offline_without_importing_litellm() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "2", "False"]
+
+
+def test_exact_counting_is_part_of_the_install() -> None:
+    """tiktoken is a core dependency and the BPE file ships in the package: nothing to warn."""
+    assert tokens.exact_counting_problem() is None
+    assert tokens._CL100K_FILE.is_file()
+
+
+@needs_cl100k
+def test_long_english_prompt_is_counted_near_its_real_size() -> None:
+    """~140k cl100k tokens of English: near that, not the byte bound (~4.5x more), so it fits a
+    200k window and not a 128k one."""
+    words = [w for w in CORPUS["english"].split() if w] + ["gateway", "routing", "context"]
+    rng = random.Random(5)
+    text = " ".join(rng.choice(words) for _ in range(128_000))
+    real = len(cl100k().encode_ordinary(text))  # type: ignore[union-attr]
+    assert 135_000 < real < 150_000
+    p = PromptTokens(_user(text), None)
+    assert p.upper > 4 * real  # the bound alone would refuse it for a 200k window
+    assert real <= p.exact() <= real + PROMPT_OVERHEAD + MESSAGE_OVERHEAD + 8
+    assert p.at_most(200_000) and not p.at_most(128_000)
+    assert p.method == "cl100k"

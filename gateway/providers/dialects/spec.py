@@ -1,6 +1,6 @@
 """Each host dialect's surface, declared as data: what it accepts and how it answers.
 
-A provider names its dialect in ``config/providers.yaml`` (``dialect: zhipu``); everything the
+A provider names its dialect in ``providers.yaml`` (``dialect: zhipu``); everything the
 gateway does differently for that host follows from one :class:`DialectSpec` row below. No
 code path compares provider names.
 """
