@@ -55,6 +55,7 @@ FLUSH_S = 3.0
 LISTED = 8
 """Candidates named on a request span at most (the count is always there). Each attribute
 costs ~2 µs to set and ~3 µs to encode for export: a list of 63 ids cost more than the rest."""
+MODEL_CHARS = 80
 _PARAMS = (
     ("max_tokens", "gen_ai.request.max_tokens"),
     ("max_completion_tokens", "gen_ai.request.max_tokens"),
@@ -200,11 +201,11 @@ class _RequestSpan:
             "glm.key_id": key_id,
             "client.address": client,
         }
-        model = chat.get("model") if chat is not None else None
+        model = _model(chat, self.t.redact)
+        if model is not None:
+            attrs["gen_ai.request.model"] = model
         if chat is not None:
             _request_params(chat, attrs)
-            if self.t.capture:
-                attrs["gen_ai.input.messages"] = self.t.redact(input_messages(chat))
         if needs is not None:
             _needs(needs, attrs)
         if rs is not None:
@@ -212,19 +213,25 @@ class _RequestSpan:
         reasons = [finish_reason] if finish_reason else answer_finish_reasons(answer)
         if reasons:
             attrs["gen_ai.response.finish_reasons"] = reasons
-        if self.t.capture and answer is not None:
-            text = output_messages(answer)
-            if text:
-                attrs["gen_ai.output.messages"] = self.t.redact(text)
         if times.ttft_s is not None:  # the time to first token, as the conventions name it
             attrs["gen_ai.response.time_to_first_chunk"] = times.ttft_s
+        if self.t.capture:
+            self._content(chat, answer, attrs)
         if error is not None:
             attrs["error.type"] = error
         span.set_attributes(attrs)
-        span.update_name(f"chat {model}" if isinstance(model, str) else "chat")
+        span.update_name(f"chat {model}" if model else "chat")
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR, error or str(status)))
         span.end(end)
+
+    def _content(self, chat: Mapping[str, Any] | None, answer: Any, attrs: dict[str, Any]) -> None:
+        """Prompt and (non-streamed) completion text, redacted: only when configured."""
+        if chat is not None:
+            attrs["gen_ai.input.messages"] = self.t.redact(input_messages(chat))
+        text = output_messages(answer) if answer is not None else None
+        if text:
+            attrs["gen_ai.output.messages"] = self.t.redact(text)
 
     def _end_attempts(self, rs: RouteRecord | None, stream: bool, end: int) -> None:
         records: Sequence[AttemptRecord] = rs.attempts if rs is not None else ()
@@ -269,10 +276,14 @@ def _attempt(rec: AttemptRecord, *, followed: bool) -> dict[str, Any]:
     return attrs
 
 
+def _model(chat: Mapping[str, Any] | None, redact: Redactor) -> str | None:
+    """The ``model`` the client asked for: whatever it sent (an unknown one is a 404), so cut
+    short and redacted like any text from outside."""
+    model = chat.get("model") if chat is not None else None
+    return redact(model[:MODEL_CHARS]) if isinstance(model, str) and model else None
+
+
 def _request_params(chat: Mapping[str, Any], attrs: dict[str, Any]) -> None:
-    model = chat.get("model")
-    if isinstance(model, str):
-        attrs["gen_ai.request.model"] = model
     for field, name in _PARAMS:
         value = chat.get(field)
         if isinstance(value, int | float) and not isinstance(value, bool):
