@@ -475,7 +475,8 @@ class Router:
         native: NativeCall | None = None,
         trace: AttemptTracer | None = None,
     ) -> UpstreamResponse:
-        sent = trace.attempt(target) if trace is not None else None  # before any early exit
+        # First, so that every attempt the caller records (a deadline one below too) has a span.
+        sent = trace.attempt(target) if trace is not None else None
         remaining = deadline - self._clock()
         read = min(self._routing.attempt_timeout_s, target.timeout or 1e9, remaining)
         if read <= 0:
