@@ -2,8 +2,9 @@
 
 The import check runs in a fresh interpreter (this one may have loaded the SDK for other
 tests): the app is built and answers a chat request through its ASGI interface (every upstream
-refuses the connection, so the router's attempts run too), then ``sys.modules`` is read. FastAPI imports the OpenTelemetry *API* by itself; what tracing
-would add is the SDK, the exporter and protobuf.
+refuses the connection, so the router's attempts run too), then ``sys.modules`` is read.
+FastAPI imports the OpenTelemetry *API* by itself; what tracing would add is the SDK, the
+exporter and protobuf.
 """
 
 from __future__ import annotations
