@@ -170,6 +170,27 @@ async def test_stream_span_ends_with_the_stream(
     assert attempt.end_ns <= top.end_ns
 
 
+async def test_a_stream_cut_after_its_first_token_is_an_error_span(
+    client: openai.AsyncOpenAI, receiver: OTLPReceiver
+) -> None:
+    tag = nonce()
+    cut = directive({"match": {"provider": "zai"}, "cut_after_chunks": 2}, tag)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="glm-4.7",
+        messages=text_msg(f"hi {tag} {cut}"),
+        stream=True,
+        extra_headers={"X-GLM-Providers": "zai"},
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in raw.parse():
+            pass
+    top, (attempt,) = await request_spans(receiver, raw.headers["x-request-id"])
+    assert top.status_code == ERROR and top.attrs["http.response.status_code"] == 502
+    assert top.attrs["error.type"].startswith("stream_")
+    assert attempt.status_code == ERROR and attempt.attrs["error.type"] == "transient"
+    assert attempt.end_ns <= top.end_ns
+
+
 async def test_anthropic_messages_span(gw: Proc, receiver: OTLPReceiver, simulator: Proc) -> None:
     tag = nonce()
     async with anthropic.AsyncAnthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0) as c:
