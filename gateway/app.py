@@ -23,6 +23,7 @@ from gateway.observability.access import AccessLog
 from gateway.observability.loop import LoopLagMonitor
 from gateway.observability.metrics import Metrics
 from gateway.observability.redact import Redactor
+from gateway.observability.traces import build_tracing
 from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
@@ -103,6 +104,7 @@ def build_services(
         lifecycle=Lifecycle(server.shutdown_grace_s, server.drain_timeout_s),
         gate=InFlightGate(server.max_in_flight, server.max_queued, server.queue_timeout_s, metrics),
         frontends=build_frontends(config),
+        tracing=build_tracing(redactor),
     )
 
 
@@ -133,6 +135,8 @@ def create_app(
                 await p.aclose()
             await services.auth.keys.aclose()
             await services.state.aclose()
+            if services.tracing is not None:
+                await services.tracing.aclose()
             if on_shutdown is not None:
                 await on_shutdown()
 

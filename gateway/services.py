@@ -9,6 +9,7 @@ from gateway.edge.lifecycle import Lifecycle
 from gateway.frontends.base import FrontEnd
 from gateway.observability.access import AccessLog
 from gateway.observability.metrics import Metrics
+from gateway.observability.traces import Tracing
 from gateway.providers.base import Provider
 from gateway.routing.router import Router
 from gateway.state.base import StateStore
@@ -32,3 +33,5 @@ class Services:
     frontends: dict[str, FrontEnd] = field(default_factory=dict)
     """Path under ``/v1/`` → the front-end API served there."""
     extras: dict[str, object] = field(default_factory=dict)
+    tracing: Tracing | None = None
+    """OpenTelemetry traces, when ``OTEL_*`` switches them on (:mod:`.observability.traces`)."""

@@ -34,6 +34,7 @@ from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.errors import GatewayError, InternalError, NoCapableVariant
 from gateway.frontends.base import FrontEnd, Headers, Inbound, StreamOut
 from gateway.observability.timing import StageTimes
+from gateway.observability.traces import RequestTrace
 from gateway.routing import failures as fl
 from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
@@ -68,6 +69,8 @@ class _Ctx:
     extra: dict[str, Any] = field(default_factory=dict)
     times: StageTimes = field(default_factory=StageTimes)
     watcher: asyncio.Task[None] | None = None
+    trace: RequestTrace | None = None
+    needs: Needs | None = None
 
 
 def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
@@ -110,6 +113,7 @@ class Endpoint:
         self._limit = services.config.gateway.server.max_body_bytes
         self._limits = services.config.gateway.limits
         self._client = ClientAddress(services.config.gateway.server.trusted_proxies)
+        self._tracing = services.tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gate
@@ -126,8 +130,11 @@ class Endpoint:
             gate.leave()
 
     async def _shed(self, scope: Scope, send: Send, err: Overloaded, started: float) -> None:
-        ctx = _Ctx(header_map(scope).get("x-request-id") or new_request_id(), started)
+        headers = header_map(scope)
+        ctx = _Ctx(headers.get("x-request-id") or new_request_id(), started)
         ctx.status, ctx.error, ctx.done = err.status, err.code, True
+        if self._tracing is not None:
+            ctx.trace = self._tracing.start(headers)
         await self._send_error(send, err, ctx)
         await self._finish(ctx)
 
@@ -135,6 +142,8 @@ class Endpoint:
         headers = header_map(scope)
         ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
         ctx.client = self._client.of(scope, headers)
+        if self._tracing is not None:
+            ctx.trace = self._tracing.start(headers)
         task = asyncio.current_task()
         watch: asyncio.TimerHandle | None = None
         self._s.metrics.in_flight.inc()
@@ -144,7 +153,7 @@ class Endpoint:
             body = parse_body(await read_body(receive, self._limit), self._limits)
             inbound = ctx.inbound = self._fe.parse(body, headers)
             ctx.stream = inbound.stream
-            needs = resolve_needs(inbound.chat, headers, self._config)
+            needs = ctx.needs = resolve_needs(inbound.chat, headers, self._config)
             if inbound.min_context and inbound.min_context > (needs.min_context or 0):
                 needs.min_context = inbound.min_context
             if needs.prompt.upper > EXACT_IN_THREAD_BYTES:
@@ -169,6 +178,8 @@ class Endpoint:
                 data = await self._router.complete(
                     inbound.chat, rs, deadline, inbound.native, not fe.renders_objects
                 )
+                if ctx.trace is not None:
+                    ctx.extra["answer"] = data or rs.answer
                 answer = fe.render(data or rs.answer or {}, inbound, rs.native)
                 ctx.done = True
                 await send_json(send, 200, answer, self._headers(ctx))
@@ -212,6 +223,7 @@ class Endpoint:
         planning = time.perf_counter()
         ctx.times.parse_s = planning - ctx.started
         rs = await self._router.admit(needs, ctx.caller, ctx.times)
+        rs.trace = ctx.trace
         ctx.times.route_s = time.perf_counter() - planning - ctx.times.before_s
         ctx.times.planned = True
         return rs
@@ -289,6 +301,8 @@ class Endpoint:
         finally:
             await session.response.close()
             session.state.usage = relay.usage
+            if ctx.trace is not None:
+                ctx.extra["finish"] = relay.finish_reason
             self._router.stream_ended(session, failure)
 
     async def _last_word(
@@ -332,6 +346,31 @@ class Endpoint:
             client=ctx.client,
             api=self._fe.name,
             unmet=ctx.extra.get("unmet"),
+        )
+        if ctx.trace is not None:
+            self._trace(ctx, ctx.trace)
+
+    def _trace(self, ctx: _Ctx, trace: RequestTrace) -> None:
+        try:
+            self._end_trace(ctx, trace)
+        except Exception:  # the answer is out: a span is never worth more than a log line
+            log.exception("could not record the trace of request %s", ctx.request_id)
+
+    def _end_trace(self, ctx: _Ctx, trace: RequestTrace) -> None:
+        trace.finish(
+            request_id=ctx.request_id,
+            api=self._fe.name,
+            status=ctx.status,
+            error=ctx.error,
+            stream=ctx.stream,
+            key_id=ctx.key_id,
+            client=ctx.client,
+            chat=ctx.inbound.chat if ctx.inbound is not None else None,
+            needs=ctx.needs,
+            rs=ctx.rs,
+            times=ctx.times,
+            answer=ctx.extra.get("answer"),
+            finish_reason=ctx.extra.get("finish"),
         )
 
 

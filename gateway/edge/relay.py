@@ -22,7 +22,7 @@ from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
 from gateway.providers.dialects import StreamNormaliser, model_rewriter
 from gateway.routing import failures as fl
 from gateway.routing.router import StreamSession
-from gateway.routing.sse import event_json, is_done
+from gateway.routing.sse import event_json, first_choice, is_done
 
 Out = Callable[[list[bytes], list[Any] | None], Awaitable[None]]
 """Where relayed events go (the front-end's translation, then the client): the bytes of each
@@ -34,8 +34,8 @@ class Relay:
     """Rewrites and forwards a committed stream's events."""
 
     __slots__ = (
-        "ends", "failure", "guard", "last", "native", "norm", "objects", "raw", "replacements",
-        "session", "target", "times", "usage",
+        "ends", "failure", "finish", "guard", "last", "native", "norm", "objects", "raw",
+        "replacements", "session", "target", "times", "usage",
     )  # fmt: skip
 
     def __init__(
@@ -52,6 +52,8 @@ class Relay:
         self.replacements = model_rewriter(target)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
+        self.finish: str | None = None
+        """A finish reason seen in an event read whole (the one with usage, GLM's last)."""
         self.native = session.native
         """The host speaks the client's API: its events pass as they are (the front-end puts
         the client's model name back), watched only for errors, usage and their end."""
@@ -72,6 +74,11 @@ class Relay:
         if self.objects:
             return bytes(out.relay_parts(parts, objs))
         return bytes(out.relay(b"".join(parts)))
+
+    @property
+    def finish_reason(self) -> str | None:
+        """How the answer ended, when the stream said so in an event the relay parsed."""
+        return self.norm.finish_reason or self.finish
 
     def take_objects(self) -> None:
         """The front-end reads the normalised objects: neither re-parse nor encode them."""
@@ -138,6 +145,9 @@ class Relay:
         usage = obj.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
+            choice = first_choice(obj)
+            if choice is not None and isinstance(choice.get("finish_reason"), str):
+                self.finish = choice["finish_reason"]
         self.failure = self.failure or fl.stream_failure(obj)
 
     async def pump(self, out: Out) -> fl.Failure | None:

@@ -34,9 +34,18 @@ class AttemptRecord(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class PlanRecord(Protocol):
+    @property
+    def targets(self) -> Sequence[Target]: ...
+
+
 class RouteRecord(Protocol):
     """One request's routing: its attempts, who answered, usage and adaptations."""
 
+    @property
+    def plan(self) -> PlanRecord: ...
+    @property
+    def fallback_reason(self) -> str | None: ...
     @property
     def attempts(self) -> Sequence[AttemptRecord]: ...
     @property

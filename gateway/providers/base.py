@@ -63,11 +63,13 @@ class Provider(Protocol):
         stream: bool,
         connect_timeout: float,
         read_timeout: float,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         """Send one chat-completions request to ``target``.
 
         ``body`` is already adapted for the target (model id set). ``read_timeout`` bounds the
-        wait for the response head (non-stream: the whole body). Raises
+        wait for the response head (non-stream: the whole body). ``trace_headers``: the
+        attempt's W3C trace context (``traceparent``), sent along when traces are on. Raises
         UpstreamConnectionError or UpstreamTimeout when there is no answer.
         """
         ...
@@ -88,4 +90,5 @@ class NativeSender(Protocol):
         stream: bool,
         connect_timeout: float,
         read_timeout: float,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse: ...

@@ -8,7 +8,7 @@ adapters alike; LiteLLM exceptions become UpstreamResponse errors for the failur
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -47,6 +47,7 @@ class LiteLLMProvider:
         stream: bool,
         connect_timeout: float,
         read_timeout: float,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         lib = self._lib()
         if _has_remote_image(body.get("messages")):
@@ -64,6 +65,8 @@ class LiteLLMProvider:
             kwargs["api_base"] = target.base_url
         if target.api_key:
             kwargs["api_key"] = target.api_key
+        if trace_headers:
+            kwargs["extra_headers"] = dict(trace_headers)
         try:
             result = await lib.acompletion(
                 model=target.litellm_model or target.model,

@@ -70,11 +70,15 @@ class OpenAICompatProvider:
         stream: bool,
         connect_timeout: float,
         read_timeout: float,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
+        headers = self._headers_for(target)
+        if trace_headers:
+            headers = {**headers, **trace_headers}
         return await self._post(
             target,
             self._url_for(target),
-            self._headers_for(target),
+            headers,
             body,
             stream=stream,
             connect_timeout=connect_timeout,
@@ -91,11 +95,12 @@ class OpenAICompatProvider:
         stream: bool,
         connect_timeout: float,
         read_timeout: float,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         """POST ``body`` to a host's own endpoint for the client's API (``url``, from config),
         with the deployment's key as ``x-api-key`` and bearer, and ``headers`` (checked)."""
         base = self._headers_for(target)
-        sent = {**base, **headers}
+        sent = {**base, **headers, **(trace_headers or {})}
         if target.api_key:
             sent["x-api-key"] = target.api_key
         return await self._post(

@@ -29,6 +29,7 @@ from gateway.errors import (
 from gateway.frontends.base import NativeCall
 from gateway.observability.redact import Redactor
 from gateway.observability.timing import StageTimes
+from gateway.observability.traces import AttemptTracer
 from gateway.providers.base import (
     NativeSender,
     Provider,
@@ -110,6 +111,8 @@ class RouteState:
     """The answer came from a host speaking the client's API natively (not translated)."""
     answer: dict[str, Any] | None = None
     """The OpenAI-shaped answer object, when ``complete`` was asked not to encode it."""
+    trace: AttemptTracer | None = None
+    """Traces on: opens each upstream attempt's span and gives its ``traceparent``."""
 
     @property
     def fallback_reason(self) -> str | None:
@@ -203,7 +206,7 @@ class Router:
                 failure: fl.Failure
                 status = 0
                 try:
-                    resp = await self._send(target, upstream, False, deadline, direct)
+                    resp = await self._send(target, upstream, False, deadline, direct, rs.trace)
                 except (UpstreamTimeout, UpstreamConnectionError) as exc:
                     failure = fl.classify_exception(exc)
                 else:
@@ -304,7 +307,7 @@ class Router:
                 upstream, changes = self._body_for(body, target, direct)
                 started = self._clock()
                 try:
-                    resp = await self._send(target, upstream, True, deadline, direct)
+                    resp = await self._send(target, upstream, True, deadline, direct, rs.trace)
                 except (UpstreamTimeout, UpstreamConnectionError) as exc:
                     self._failed(rs, target, 0, fl.classify_exception(exc), started, tries)
                     continue
@@ -470,7 +473,10 @@ class Router:
         stream: bool,
         deadline: float,
         native: NativeCall | None = None,
+        trace: AttemptTracer | None = None,
     ) -> UpstreamResponse:
+        # First, so that every attempt the caller records (a deadline one below too) has a span.
+        sent = trace.attempt(target) if trace is not None else None
         remaining = deadline - self._clock()
         read = min(self._routing.attempt_timeout_s, target.timeout or 1e9, remaining)
         if read <= 0:
@@ -485,6 +491,7 @@ class Router:
                 stream=stream,
                 connect_timeout=min(self._routing.connect_timeout_s, read),
                 read_timeout=read,
+                trace_headers=sent,
             )
         provider = self._providers[target.adapter]
         return await provider.send(
@@ -493,6 +500,7 @@ class Router:
             stream=stream,
             connect_timeout=min(self._routing.connect_timeout_s, read),
             read_timeout=read,
+            trace_headers=sent,
         )
 
     def _caller_error(self, rs: RouteState, failure: fl.Failure) -> GatewayError:

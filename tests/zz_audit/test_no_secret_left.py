@@ -24,6 +24,8 @@ SECRETS = (
     MASTER_KEY,
     "sk-operator-SECRET-0123456789abcdef",  # tests/e2e/test_upstream_isolation.py
     "sk-test-SECRET-1234567890abcdef",  # tests/e2e/test_redaction.py
+    "sk-zai-SECRET-0123456789abcdef",  # tests/e2e/test_traces.py
+    "sk-deepinfra-SECRET-fedcba9876543210",
 )
 SESSION_STARTED = float(os.environ.get("GLM_TEST_SESSION_STARTED", "0"))
 _VIRTUAL = re.compile(r"sk-glm-[A-Za-z0-9_\-]{16,}")
