@@ -1,4 +1,4 @@
-"""Copy the gateway's config folder into the Kubernetes base and the Helm chart, or check the copies.
+"""Copy the gateway's config folder into the Kubernetes base and the Helm chart, or check them.
 
 kustomize's configMapGenerator and Helm's `.Files` read only files inside their own folder
 (kustomize refuses `../../../config/...` unless every user passes `--load-restrictor

@@ -106,7 +106,9 @@ def bind_mounts(service: dict[str, Any]) -> list[tuple[Path, str]]:
     """(host path, container path) of each bind mount (a source starting with . or /)."""
     out = []
     for vol in service.get("volumes", []):
-        source, target = vol.split(":")[:2] if isinstance(vol, str) else (vol["source"], vol["target"])
+        source, target = (
+            vol.split(":")[:2] if isinstance(vol, str) else (vol["source"], vol["target"])
+        )
         if source.startswith((".", "/")):
             out.append(((COMPOSE_DIR / source).resolve(), target))
     return out

@@ -71,7 +71,11 @@ def _unknown_fields(given: Any, kept: Any, path: str) -> list[str]:
             out += _unknown_fields(given[k], kept[k], f"{path}.{k}")
         return out
     if isinstance(given, list) and isinstance(kept, list):
-        return [p for i, (g, k) in enumerate(zip(given, kept)) for p in _unknown_fields(g, k, f"{path}[{i}]")]
+        return [
+            p
+            for i, (g, k) in enumerate(zip(given, kept, strict=False))
+            for p in _unknown_fields(g, k, f"{path}[{i}]")
+        ]
     return []
 
 

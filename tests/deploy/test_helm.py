@@ -54,7 +54,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     with helm_python.Chart.load(CHART) as chart:
         out = chart.render(values, name=RELEASE, namespace="llm")
-    docs = [d for path, text in out.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text)]
+    docs = [
+        d for path, text in out.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text)
+    ]
     return [d for d in docs if d]
 
 
@@ -174,7 +176,9 @@ def test_helm_lint_finds_no_error() -> None:
 
 def test_helm_v3_binary_agrees() -> None:
     helm = tool("helm")
-    lint = subprocess.run([helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=60)
+    lint = subprocess.run(
+        [helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=60
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     for name in ("defaults", "redis-url-postgres-tracing-monitor", "cluster-fixed-replicas"):
         values = yaml.safe_dump(VALUE_SETS[name])

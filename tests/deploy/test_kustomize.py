@@ -67,7 +67,9 @@ def test_the_validation_finds_what_is_wrong(base: list[dict[str, Any]]) -> None:
     found = problems([monitor])
     assert found and "interval" in found[0], found
     monitor["spec"]["endpoints"][0] = {"port": "http", "scrapeTimeut": "5s"}
-    assert problems([monitor]) == ["ServiceMonitor/glm-gateway: unknown field .spec.endpoints[0].scrapeTimeut"]
+    assert problems([monitor]) == [
+        "ServiceMonitor/glm-gateway: unknown field .spec.endpoints[0].scrapeTimeut"
+    ]
 
 
 def test_the_pods_drain_within_their_grace_period(base: list[dict[str, Any]]) -> None:
@@ -116,7 +118,11 @@ def test_the_demo_runs_without_keys_on_shared_redis(demo: list[dict[str, Any]]) 
     names = {(o["kind"], o["metadata"]["name"]) for o in demo}
     assert ("Namespace", "glm-gateway-demo") in names
     assert not by_kind(demo, "ServiceMonitor")  # a laptop cluster has no prometheus-operator
-    assert all(o["metadata"].get("namespace") == "glm-gateway-demo" for o in demo if o["kind"] != "Namespace")
+    assert all(
+        o["metadata"].get("namespace") == "glm-gateway-demo"
+        for o in demo
+        if o["kind"] != "Namespace"
+    )
     pod = gateway(demo)["spec"]["template"]["spec"]
     secret = one(demo, "Secret")
     assert pod["containers"][0]["envFrom"][0]["secretRef"]["name"] == secret["metadata"]["name"]
@@ -131,7 +137,9 @@ def test_the_demo_runs_without_keys_on_shared_redis(demo: list[dict[str, Any]]) 
     assert services[host]["spec"]["ports"][0]["port"] == int(port)
     for deployment in by_kind(demo, "Deployment"):
         for c in deployment["spec"]["template"]["spec"]["containers"]:
-            assert ":" in c["image"], f"{deployment['metadata']['name']}: untagged image {c['image']}"
+            assert ":" in c["image"], (
+                f"{deployment['metadata']['name']}: untagged image {c['image']}"
+            )
 
 
 def test_the_base_lists_every_config_file() -> None:
