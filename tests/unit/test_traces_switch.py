@@ -51,9 +51,9 @@ PROBE = """
 import asyncio, json, sys
 import httpx
 from gateway.app import create_app
-from gateway.catalogue.loader import load_config
+from gateway.catalogue.loader import default_config_dir, load_config
 
-app = create_app(load_config("config", demo_simulator_url="http://127.0.0.1:9"))
+app = create_app(load_config(default_config_dir(), demo_simulator_url="http://127.0.0.1:9"))
 
 async def main():
     transport = httpx.ASGITransport(app=app)
