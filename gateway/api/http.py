@@ -72,8 +72,9 @@ def build_fastapi(
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         err: GatewayError = NotFound(
             f"No route for {request.method} {request.url.path}. Endpoints: POST "
-            "/v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, GET "
-            "/v1/models, POST /v1/route, GET /healthz, /readyz, /metrics, /dashboard."
+            "/v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST "
+            "/v1/responses, POST /v1/responses/compact, GET /v1/models, POST /v1/route, GET "
+            "/healthz, /readyz, /metrics, /dashboard."
         )
         if exc.status_code == 405:
             err = GatewayError(
