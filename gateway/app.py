@@ -85,7 +85,11 @@ def build_services(
     state = build_state(config, metrics)
     keys = KeyBook(state)
     admission = Admission(config, state, keys=keys, metrics=metrics)
-    providers: dict[str, Provider] = {"openai": OpenAICompatProvider()}
+    # Each admitted request holds at most one upstream connection at a time: a pool as large
+    # as the gate never makes an admitted request wait for a connection (tests/chaos/test_capacity).
+    providers: dict[str, Provider] = {
+        "openai": OpenAICompatProvider(pool_size=server.max_in_flight)
+    }
     if any(t.adapter == "litellm" for t in config.catalogue.targets):
         providers["litellm"] = LiteLLMProvider()
     return Services(

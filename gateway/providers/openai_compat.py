@@ -22,7 +22,9 @@ _JSON = "application/json"
 class OpenAICompatProvider:
     """Sends chat completions to ``{base_url}/chat/completions`` over a shared pool."""
 
-    def __init__(self, *, pool_size: int = 512, per_host: int = 0) -> None:
+    def __init__(self, *, pool_size: int = 1024, per_host: int = 0) -> None:
+        """``pool_size``: upstream connections open at once, over all hosts (give it the
+        process's ``server.max_in_flight``); ``per_host``: per host, 0 = no own limit."""
         self._pool_size = pool_size
         self._per_host = per_host
         self._session: aiohttp.ClientSession | None = None
@@ -138,6 +140,11 @@ class OpenAICompatProvider:
                 url, data=orjson.dumps(body), headers=headers, timeout=timeout
             )
         except TimeoutError as exc:
+            if stream:  # the connect timer covers the wait for a pooled connection too
+                raise UpstreamTimeout(
+                    f"no connection to {target.provider} within {connect_timeout:g}s or no "
+                    f"answer head within {read_timeout:g}s"
+                ) from exc
             raise UpstreamTimeout(
                 f"no answer from {target.provider} within {read_timeout:g}s"
             ) from exc
