@@ -69,6 +69,8 @@ async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
             "variants": len(s.config.catalogue.variants),
             "deployments": len(s.config.catalogue.targets),
             "skipped_deployments": len(s.config.catalogue.skipped),
+            "generation": s.generation.number,
+            "loaded_at": s.generation.loaded_at,
         },
         "state": {"backend": backend, "reachable": reachable, "degraded": s.state.degraded},
         "open_circuits": [h.target_id for h in health if h.state == "open"],

@@ -6,10 +6,14 @@ re-raises the signal (the process exits 143 on SIGTERM). This server instead fol
 gateway keeps serving for the grace, then it stops accepting and drains, cuts what is left with
 the shutdown error, runs the app's shutdown and returns (exit 0). A second signal ends the grace
 and the drain at once.
+
+SIGHUP reloads the config (:mod:`gateway.edge.reload`): the handler is installed on the running
+loop once the server has started; before that, a SIGHUP is ignored rather than fatal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -24,9 +28,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+    def __init__(
+        self, config: uvicorn.Config, lifecycle: Lifecycle, on_hangup: Callable[[], None] | None
+    ) -> None:
         super().__init__(config)
         self._life = lifecycle
+        self._on_hangup = on_hangup
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._on_hangup is not None and not self.should_exit:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded for re-raising after serve(): a drained shutdown is a clean exit.
@@ -46,8 +58,17 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: ASGIApp, lifecycle: Lifecycle, host: str, port: int) -> None:
-    """Serve ``app`` until a stop signal has been handled as described above."""
+def serve(
+    app: ASGIApp,
+    lifecycle: Lifecycle,
+    host: str,
+    port: int,
+    on_hangup: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` until a stop signal has been handled as described above; ``on_hangup``
+    is called on the event loop for each SIGHUP."""
+    if on_hangup is not None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler is installed
     config = uvicorn.Config(
         app,
         host=host,
@@ -62,4 +83,4 @@ def serve(app: ASGIApp, lifecycle: Lifecycle, host: str, port: int) -> None:
         log_config=None,  # keep configure_logging's handlers (uvicorn's errors as JSON too)
         timeout_graceful_shutdown=int(CUT_WAIT_S) + 1,
     )
-    _Server(config, lifecycle).run()
+    _Server(config, lifecycle, on_hangup).run()
