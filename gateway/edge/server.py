@@ -23,8 +23,13 @@ import uvicorn
 
 from gateway.edge.asgi import Receive, Scope, Send
 from gateway.edge.lifecycle import CUT_WAIT_S, Lifecycle
+from gateway.edge.listener import refuse_new_connections
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+CLOSE = (b"connection", b"close")
+ACCEPT_QUEUED_S = 0.05
+"""After new connection attempts are dropped: time for the loop to accept those already queued
+and for handshakes under way to end (a round trip) before the listening socket closes."""
 
 
 class _Server(uvicorn.Server):
@@ -43,15 +48,36 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded for re-raising after serve(): a drained shutdown is a clean exit.
         self._life.signal(signal.Signals(sig).name)
+        self._close_after_each_answer()
+
+    def _close_after_each_answer(self) -> None:
+        """From the first stop signal on, every answer carries ``Connection: close`` and its
+        connection closes after it. A proxy that keeps connections to this replica alive
+        (nginx ``keepalive``) then stops reusing them one answer at a time, knowing it, rather
+        than sending a request on a connection the drain is closing: that request (a POST) it
+        would answer with a 502 instead of trying another replica."""
+        if CLOSE not in self.config.encoded_headers:  # uvicorn adds these to every response
+            self.config.encoded_headers = [*self.config.encoded_headers, CLOSE]
+            self.server_state.default_headers = [*self.server_state.default_headers, CLOSE]
 
     async def on_tick(self, counter: int) -> bool:
         return await super().on_tick(counter) or self._life.grace_over()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # No new connections (a proxy in front tries another replica), without resetting the
+        # ones already queued: they are accepted and served first (gateway/edge/listener.py).
+        if sum(refuse_new_connections(sock) for server in self.servers for sock in server.sockets):
+            await asyncio.sleep(ACCEPT_QUEUED_S)
         for server in self.servers:
-            server.close()  # no new connections: a proxy in front tries another replica
+            server.close()
         for connection in list(self.server_state.connections):
-            connection.shutdown()  # idle keep-alive connections close; busy ones after the answer
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_started:
+                connection.shutdown()  # its answer will say Connection: close
+        # Idle keep-alive connections, and those of answers under way, stay open through the
+        # drain: closing one races a proxy that may be sending a request on it at that moment
+        # (a POST it would then answer with a 502). A request it sends on one is served and
+        # answered with Connection: close; what is still idle after the drain closes below.
         await self._life.drain()
         # What is left (connections closing, requests outside the dispatcher) gets uvicorn's
         # own graceful wait, bounded by timeout_graceful_shutdown; then the app's shutdown.
