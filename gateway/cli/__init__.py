@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         "requests are still served for server.shutdown_grace_s; then no new connections, and "
         "in-flight requests get server.drain_timeout_s; those still running end with a "
         "server_shutting_down error (an error event in a stream, else 503); exit 0. A second "
-        "signal ends the grace and the drain at once.",
+        "signal ends the grace and the drain at once. SIGHUP reloads the config directory "
+        "(an invalid one is refused and logged; the running config keeps serving).",
     )
     with_config(s)
     s.add_argument("--host", default=None, help="bind address (default: server.host)")

@@ -16,6 +16,7 @@ Every reload is logged (what changed, what needs a restart) and counted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -111,8 +112,13 @@ class Reloader:
         metrics.config_reloads.labels("ok").inc()
         metrics.config_generation.set(new.number)
         metrics.config_loaded.set(new.loaded_at)
-        for line in new.config.warnings:
+        for line in sorted(set(new.config.warnings) - set(old.config.warnings)):
             log.warning("reloaded config: %s", line)
+        removed = set(changes.removed)
+        for t in old.config.catalogue.targets:  # no circuit series for what is gone
+            if t.id in removed:
+                with contextlib.suppress(KeyError):
+                    metrics.circuit.remove(t.id, t.variant.id, t.provider)
         log.warning(
             "config reloaded (%s) from %s: generation %d serving (%d deployments; %d request(s) "
             "finish on generation %d): %s",
