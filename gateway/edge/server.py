@@ -66,7 +66,8 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # No new connections (a proxy in front tries another replica), without resetting the
         # ones already queued: they are accepted and served first (gateway/edge/listener.py).
-        if sum(refuse_new_connections(sock) for server in self.servers for sock in server.sockets):
+        refused = [refuse_new_connections(s) for server in self.servers for s in server.sockets]
+        if any(refused):
             await asyncio.sleep(ACCEPT_QUEUED_S)
         for server in self.servers:
             server.close()
