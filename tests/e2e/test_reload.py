@@ -13,7 +13,8 @@ clients (no retries, half of them streaming) keep it busy, the test:
 Not one request of the load may fail, and some must have been in flight across a reload (the
 reload's log line counts those that finish on the old generation). A second test starts a long
 stream on ``together``, removes that provider by a reload mid-stream, and sees the stream finish
-normally while a new request can no longer reach it.
+normally while a new request can no longer reach it. A third opens a breaker and spends part of
+a key's rpm, reloads, and finds both where they were.
 """
 
 from __future__ import annotations
@@ -257,3 +258,31 @@ async def test_a_stream_finishes_on_the_config_it_started_with(
     assert text.count('"finish_reason":"stop"') == 1 and text.rstrip().endswith("[DONE]")
     assert text.count("word") == 100
     assert "1 request(s) finish on generation 2" in proc.log_text()
+
+
+async def test_keys_limits_and_breakers_carry_over_a_reload(
+    gateway_copy: tuple[Proc, Path], http: httpx.AsyncClient
+) -> None:
+    proc, cfg = gateway_copy
+    made = await http.post("/admin/keys", json={"name": "carried", "rpm": 2}, headers=AUTH)
+    assert made.status_code == 201, made.text
+    key = {"Authorization": f"Bearer {made.json()['key']}"}
+
+    async def ask(headers: dict[str, str], text: str) -> httpx.Response:
+        body = {"model": "glm-4.7", "messages": text_msg(text)}
+        return await http.post("/v1/chat/completions", json=body, headers=headers)
+
+    assert (await ask(key, "one")).status_code == 200
+    pin = {**AUTH, "X-GLM-Providers": "zai", "X-GLM-Fallback": "none"}
+    for i in range(10):  # each request fails twice (one transient retry): 5 failures open it
+        fault = directive({"match": {"provider": "zai"}, "status": 500}, nonce())
+        assert (await ask(pin, f"break {i} {fault}")).status_code >= 500
+        if "zai/glm-4.7" in (await http.get("/readyz")).json()["open_circuits"]:
+            break
+    write_providers(cfg, without=None)  # a reload that changes the deployments
+    assert (await http.post("/admin/reload", headers=AUTH)).status_code == 200
+    assert await generation(http) == 2
+    assert "zai/glm-4.7" in (await http.get("/readyz")).json()["open_circuits"]
+    assert (await ask(key, "two")).status_code == 200  # the key, and its count, survive
+    limited = await ask(key, "three")
+    assert limited.status_code == 429, limited.text
