@@ -12,8 +12,10 @@ from fastapi import FastAPI
 
 from gateway.api.http import GatewayASGI, build_fastapi
 from gateway.catalogue.catalogue import Config, config_secrets
+from gateway.catalogue.loader import load_config
 from gateway.edge.endpoint import Endpoint
 from gateway.edge.lifecycle import Lifecycle
+from gateway.edge.reload import Reloader, initial_metrics
 from gateway.frontends.base import FrontEnd
 from gateway.frontends.chat import ChatFrontEnd
 from gateway.frontends.messages_frontend import MessagesFrontEnd
@@ -28,7 +30,7 @@ from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.routing.router import Router
-from gateway.services import Services
+from gateway.services import Generation, Services
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryState
 from gateway.tenancy.auth import Authenticator, KeyBook
@@ -76,6 +78,45 @@ def build_redactor(config: Config) -> Redactor:
     return Redactor(config_secrets(config))
 
 
+def build_generation(
+    config: Config,
+    services: Services | None,
+    *,
+    state: StateStore,
+    keys: KeyBook,
+    metrics: Metrics,
+    redactor: Redactor,
+    previous: Generation | None = None,
+) -> Generation:
+    """Every object built from ``config``; its endpoints too once ``services`` exists."""
+    admission = Admission(config, state, keys=keys, metrics=metrics)
+    # Each admitted request holds at most one upstream connection at a time: a pool as large as
+    # the gate (``max_in_flight``, a restart setting: the running gate's after a reload) never
+    # makes an admitted request wait for a connection (tests/chaos/test_capacity.py).
+    pool = services.gate.limit if services is not None else config.gateway.server.max_in_flight
+    providers: dict[str, Provider] = {"openai": OpenAICompatProvider(pool_size=pool)}
+    if any(t.adapter == "litellm" for t in config.catalogue.targets):
+        providers["litellm"] = LiteLLMProvider()
+    key = thinking_key(config, previous.thinking_key if previous else None)
+    gen = Generation(
+        config=config,
+        router=Router(config, providers, state, admission=admission, redactor=redactor),
+        auth=Authenticator(config.gateway.auth, keys),
+        providers=providers,
+        frontends=build_frontends(config, key),
+        thinking_key=key,
+        number=previous.number + 1 if previous else 1,
+    )
+    if services is not None:
+        attach_routes(services, gen)
+    return gen
+
+
+def attach_routes(services: Services, gen: Generation) -> None:
+    """The hot-path endpoint of each front-end API, serving ``gen``."""
+    gen.routes = {f"/v1/{path}": Endpoint(services, fe, gen) for path, fe in gen.frontends.items()}
+
+
 def build_services(
     config: Config, *, demo: bool = False, redactor: Redactor | None = None
 ) -> Services:
@@ -84,32 +125,44 @@ def build_services(
     server = config.gateway.server
     state = build_state(config, metrics)
     keys = KeyBook(state)
-    admission = Admission(config, state, keys=keys, metrics=metrics)
-    # Each admitted request holds at most one upstream connection at a time: a pool as large
-    # as the gate never makes an admitted request wait for a connection (tests/chaos/test_capacity).
-    providers: dict[str, Provider] = {
-        "openai": OpenAICompatProvider(pool_size=server.max_in_flight)
-    }
-    if any(t.adapter == "litellm" for t in config.catalogue.targets):
-        providers["litellm"] = LiteLLMProvider()
-    return Services(
-        config=config,
-        router=Router(config, providers, state, admission=admission, redactor=redactor),
+    gen = build_generation(config, None, state=state, keys=keys, metrics=metrics, redactor=redactor)
+    services = Services(
+        generation=gen,
         state=state,
-        auth=Authenticator(config.gateway.auth, keys),
+        keys=keys,
         metrics=metrics,
         access=AccessLog(
             metrics,
             log_prompts=config.gateway.logging.log_prompts,
             redactor=redactor,
         ),
-        providers=providers,
         demo=demo,
         lifecycle=Lifecycle(server.shutdown_grace_s, server.drain_timeout_s),
         gate=InFlightGate(server.max_in_flight, server.max_queued, server.queue_timeout_s, metrics),
-        frontends=build_frontends(config),
         tracing=build_tracing(redactor),
     )
+    attach_routes(services, gen)
+    return services
+
+
+def build_reloader(
+    services: Services, redactor: Redactor, load: Callable[[], Config] | None
+) -> Reloader:
+    """Reloads from ``load`` (default: the loader on the running config's directory)."""
+    source = services.config.source_dir
+
+    def rebuild(config: Config, previous: Generation) -> Generation:
+        return build_generation(
+            config,
+            services,
+            state=services.state,
+            keys=services.keys,
+            metrics=services.metrics,
+            redactor=redactor,
+            previous=previous,
+        )
+
+    return Reloader(services, load or (lambda: load_config(source)), rebuild, redactor)
 
 
 def create_app(
@@ -119,10 +172,15 @@ def create_app(
     on_startup: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     redactor: Redactor | None = None,
+    load: Callable[[], Config] | None = None,
 ) -> GatewayASGI:
     """The ASGI app: raw hot path for chat completions, FastAPI for the rest. ``redactor``:
-    the one the log formatter got (default: built from ``config``)."""
+    the one the log formatter got (default: built from ``config``). ``load``: how a reload
+    reads the config again (default: :func:`load_config` on ``config.source_dir``)."""
+    redactor = redactor if redactor is not None else build_redactor(config)
     services = build_services(config, demo=demo, redactor=redactor)
+    reloader = services.reloader = build_reloader(services, redactor, load)
+    initial_metrics(services)
     loop_lag = LoopLagMonitor(services.metrics, services.access.stats)
 
     @asynccontextmanager
@@ -135,9 +193,8 @@ def create_app(
             yield
         finally:
             await loop_lag.stop()
-            for p in services.providers.values():
-                await p.aclose()
-            await services.auth.keys.aclose()
+            await reloader.aclose()  # every generation's upstream pools
+            await services.keys.aclose()
             await services.state.aclose()
             if services.tracing is not None:
                 await services.tracing.aclose()
@@ -145,30 +202,29 @@ def create_app(
                 await on_shutdown()
 
     fastapi_app = build_fastapi(services, lifespan)
-    routes = {f"/v1/{path}": Endpoint(services, fe) for path, fe in services.frontends.items()}
-    return GatewayASGI(fastapi_app, routes, services)
+    return GatewayASGI(fastapi_app, services)
 
 
-def thinking_key(config: Config) -> bytes:
+def thinking_key(config: Config, fallback: bytes | None = None) -> bytes:
     """The key that signs returned thinking blocks: configured, else derived from the master
-    key (replicas agree without more config), else random for this process."""
+    key (replicas agree without more config), else ``fallback`` (the running config's, on a
+    reload), else random for this process."""
     messages = config.gateway.frontends.messages
     if messages.thinking_key:
         return messages.thinking_key.encode()
     master = config.gateway.auth.master_key
     if master:
         return hmac.new(master.encode(), b"glm-gateway thinking signatures", "sha256").digest()
-    return os.urandom(32)
+    return fallback if fallback is not None else os.urandom(32)
 
 
-def build_frontends(config: Config) -> dict[str, FrontEnd]:
+def build_frontends(config: Config, key: bytes) -> dict[str, FrontEnd]:
     """Path under ``/v1/`` → the front-end API served there (one line per API)."""
     known = {*config.catalogue.variants, *config.gateway.aliases}
     claude = {  # the default table names shipped aliases; a config without them gets auto
         name: model if model in known else "auto"
         for name, model in config.gateway.frontends.messages.claude_models.items()
     }
-    key = thinking_key(config)
     return {
         "chat/completions": ChatFrontEnd(),
         "messages": MessagesFrontEnd(

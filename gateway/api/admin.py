@@ -1,4 +1,5 @@
-"""``/admin/keys``: create, list, show and revoke virtual keys. Master key only.
+"""``/admin/keys``: create, list, show and revoke virtual keys; ``/admin/reload``: reload the
+config (as SIGHUP does). Master key only.
 
 ``POST /admin/keys`` answers the token once (``key``); only its SHA-256 is stored. ``DELETE``
 revokes (the record stays, so spend and the audit trail remain) and takes effect on every
@@ -133,3 +134,24 @@ def register_admin(app: FastAPI, s: Services) -> None:
         await s.state.put_key(record)
         s.auth.keys.put(record)
         return _json(await describe(s, record, now))
+
+    @app.post(
+        "/admin/reload",
+        openapi_extra=operation(
+            "Reload the config directory. An invalid config is refused (422, each problem with "
+            "file and key) and the running config keeps serving.",
+            {
+                "200": json_body({"type": "object"}, "The new generation and what changed."),
+                **errors(401, 403, 422),
+            },
+        ),
+    )
+    async def _reload(request: Request) -> Response:
+        s.auth.require_master(request.headers.get("authorization"))
+        reloader = s.reloader
+        if reloader is None:
+            raise NotFound("This process cannot reload its config.", code="reload_unavailable")
+        result = await reloader.reload("POST /admin/reload")
+        if not result.ok:
+            raise result.error(reloader.source)
+        return _json(result.body())

@@ -202,17 +202,18 @@ class GatewayASGI:
     tracked by the lifecycle while it runs, so a shutdown can drain it.
     """
 
-    def __init__(
-        self, fastapi_app: FastAPI, routes: dict[str, Endpoint], services: Services
-    ) -> None:
+    def __init__(self, fastapi_app: FastAPI, services: Services) -> None:
         self.fastapi = fastapi_app
-        self.routes = routes
-        """``POST`` path → the raw endpoint of one front-end API (the query string is not part
-        of the path: ``/v1/messages?beta=true`` is ``/v1/messages``)."""
         self.services = services
         self._max_head = services.config.gateway.server.max_header_bytes
         self._in_flight = services.lifecycle.tasks
         self._log = RequestLog(services.access, services.config.gateway.server.trusted_proxies)
+
+    @property
+    def routes(self) -> dict[str, Endpoint]:
+        """``POST`` path → the raw endpoint of one front-end API, on the current config (the
+        query string is not part of the path: ``/v1/messages?beta=true`` is ``/v1/messages``)."""
+        return self.services.generation.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -239,9 +240,8 @@ class GatewayASGI:
 
     async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """WebSocket: Responses on ``/v1/responses`` only; anything else is refused (1008)."""
-        endpoint = self.routes.get(scope["path"]) if scope["path"] == WS_PATH else None
         head = sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + len(scope["path"])
-        if endpoint is None or head > self._max_head:
+        if scope["path"] != WS_PATH or head > self._max_head:
             started = time.perf_counter()
             await receive()
             await send({"type": "websocket.close", "code": 1008})
@@ -252,7 +252,8 @@ class GatewayASGI:
         assert task is not None
         self._in_flight.add(task)
         try:
-            await ResponsesSocket(endpoint)(scope, receive, send)
+            # Each message is served by the endpoint of the config current when it arrives.
+            await ResponsesSocket(lambda: self.routes[WS_PATH])(scope, receive, send)
         finally:
             self._in_flight.discard(task)
 

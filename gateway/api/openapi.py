@@ -61,6 +61,7 @@ ERROR_TEXT = {
     404: "Unknown model, key or path.",
     405: "Method not allowed on this path.",
     413: "Body larger than server.max_body_bytes.",
+    422: "The config on disk does not load (error.problems names each, with file and key).",
     429: "Rate limit or budget reached; Retry-After says when to retry.",
     502: "Every candidate failed (error.attempts lists them).",
     503: "Every candidate failed on capacity, or the gateway is overloaded.",

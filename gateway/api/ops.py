@@ -70,6 +70,8 @@ async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
             "variants": len(s.config.catalogue.variants),
             "deployments": len(s.config.catalogue.targets),
             "skipped_deployments": len(s.config.catalogue.skipped),
+            "generation": s.generation.number,
+            "loaded_at": s.generation.loaded_at,
         },
         "state": {"backend": backend, "reachable": reachable, "degraded": s.state.degraded},
         "prompt_tokens": "cl100k" if exact_counting_problem() is None else "byte_bound",

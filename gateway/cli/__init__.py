@@ -73,7 +73,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.demo and sim_url is None:
         sim_port = _free_port("127.0.0.1")
         sim_url = f"http://127.0.0.1:{sim_port}"
-    config = resolve_config(args.config, demo_simulator_url=sim_url, demo_auth_off=args.demo)
+
+    def load() -> Config:  # at start, and again for each config reload
+        return resolve_config(args.config, demo_simulator_url=sim_url, demo_auth_off=args.demo)
+
+    config = load()
     host = args.host or config.gateway.server.host
     port = args.port if args.port is not None else config.gateway.server.port
     taken = _cannot_listen(host, port)
@@ -88,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     hooks: dict[str, Any] = {}
     if args.demo and sim_port:
         hooks = _demo_hooks(config, sim_port)
-    app = create_app(config, demo=args.demo, redactor=redactor, **hooks)
+    app = create_app(config, demo=args.demo, redactor=redactor, load=load, **hooks)
     if args.demo:
         print(
             f"glm-gateway {__version__} demo: http://{host}:{port}/v1 (simulator {sim_url}); "
@@ -98,7 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    serve(app, app.services.lifecycle, host, port)
+    reloader = app.services.reloader
+    serve(app, app.services.lifecycle, host, port, reloader.hangup if reloader else None)
     return 0
 
 
@@ -254,9 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         "requests are still served for server.shutdown_grace_s; then no new connections, and "
         "in-flight requests get server.drain_timeout_s; those still running end with a "
         "server_shutting_down error (an error event in a stream, else 503); exit 0. A second "
-        "signal ends the grace and the drain at once. At start: one line per provider whose key "
-        "is not set (its deployments are skipped), and a WARNING if exact (cl100k) prompt "
-        "token counting is unavailable in this install.",
+        "signal ends the grace and the drain at once. SIGHUP reloads the config directory "
+        "(an invalid one is refused and logged; the running config keeps serving). At start: "
+        "one line per provider whose key is not set (its deployments are skipped), and a "
+        "WARNING if exact (cl100k) prompt token counting is unavailable in this install.",
     )
     with_config(s)
     s.add_argument("--host", default=None, help="bind address (default: server.host)")

@@ -38,7 +38,7 @@ from gateway.observability.traces import RequestTrace
 from gateway.routing import failures as fl
 from gateway.routing.planner import Plan
 from gateway.routing.router import RouteState, StreamSession
-from gateway.services import Services
+from gateway.services import Generation, Services
 from gateway.tenancy.auth import Caller
 from gateway.tenancy.shedding import Overloaded
 
@@ -103,31 +103,40 @@ def bearer(headers: dict[str, str]) -> str | None:
 class Endpoint:
     """``POST`` of one front-end API (chat completions, Messages ...)."""
 
-    def __init__(self, services: Services, frontend: FrontEnd) -> None:
+    def __init__(
+        self, services: Services, frontend: FrontEnd, generation: Generation | None = None
+    ) -> None:
         self._s = services
         self._fe = frontend
         self.gate = services.gate
         """This process's in-flight cap (load shedding), shared by every front-end."""
-        self._config = services.config
-        self._router = services.router
-        self._limit = services.config.gateway.server.max_body_bytes
-        self._limits = services.config.gateway.limits
-        self._client = ClientAddress(services.config.gateway.server.trusted_proxies)
+        gen = self._gen = generation or services.generation
+        """The config this endpoint serves (a reload builds new endpoints)."""
+        self._config = gen.config
+        self._router = gen.router
+        self._auth = gen.auth
+        self._limit = gen.config.gateway.server.max_body_bytes
+        self._limits = gen.config.gateway.limits
+        self._client = ClientAddress(gen.config.gateway.server.trusted_proxies)
         self._tracing = services.tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gate = self.gate
-        if not gate.take():  # contended: wait in the bounded queue, or be shed at once
-            started = time.perf_counter()
-            try:
-                await gate.wait()
-            except Overloaded as err:
-                await self._shed(scope, send, err, started)
-                return
+        gen, gate = self._gen, self.gate
+        gen.enter()  # before any await: a reload cannot close this config's pools under us
         try:
-            await self._serve(scope, receive, send)
+            if not gate.take():  # contended: wait in the bounded queue, or be shed at once
+                started = time.perf_counter()
+                try:
+                    await gate.wait()
+                except Overloaded as err:
+                    await self._shed(scope, send, err, started)
+                    return
+            try:
+                await self._serve(scope, receive, send)
+            finally:
+                gate.leave()
         finally:
-            gate.leave()
+            gen.leave()
 
     async def _shed(self, scope: Scope, send: Send, err: Overloaded, started: float) -> None:
         headers = header_map(scope)
@@ -148,7 +157,7 @@ class Endpoint:
         watch: asyncio.TimerHandle | None = None
         self._s.metrics.in_flight.inc()
         try:
-            ctx.caller = await self._s.auth.identify(bearer(headers))
+            ctx.caller = await self._auth.identify(bearer(headers))
             ctx.key_id = ctx.caller.key_id
             body = parse_body(await read_body(receive, self._limit), self._limits)
             inbound = ctx.inbound = self._fe.parse(body, headers)

@@ -6,10 +6,14 @@ re-raises the signal (the process exits 143 on SIGTERM). This server instead fol
 gateway keeps serving for the grace, then it stops accepting and drains, cuts what is left with
 the shutdown error, runs the app's shutdown and returns (exit 0). A second signal ends the grace
 and the drain at once.
+
+SIGHUP reloads the config (:mod:`gateway.edge.reload`): the handler is installed on the running
+loop once the server has started; before that, a SIGHUP is ignored rather than fatal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -19,35 +23,79 @@ import uvicorn
 
 from gateway.edge.asgi import Receive, Scope, Send
 from gateway.edge.lifecycle import CUT_WAIT_S, Lifecycle
+from gateway.edge.listener import refuse_new_connections
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+CLOSE = (b"connection", b"close")
+ACCEPT_QUEUED_S = 0.05
+"""After new connection attempts are dropped: time for the loop to accept those already queued
+and for handshakes under way to end (a round trip) before the listening socket closes."""
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+    def __init__(
+        self, config: uvicorn.Config, lifecycle: Lifecycle, on_hangup: Callable[[], None] | None
+    ) -> None:
         super().__init__(config)
         self._life = lifecycle
+        self._on_hangup = on_hangup
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._on_hangup is not None and not self.should_exit:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded for re-raising after serve(): a drained shutdown is a clean exit.
         self._life.signal(signal.Signals(sig).name)
+        self._close_after_each_answer()
+
+    def _close_after_each_answer(self) -> None:
+        """From the first stop signal on, every answer carries ``Connection: close`` and its
+        connection closes after it. A proxy that keeps connections to this replica alive
+        (nginx ``keepalive``) then stops reusing them one answer at a time, knowing it, rather
+        than sending a request on a connection the drain is closing: that request (a POST) it
+        would answer with a 502 instead of trying another replica."""
+        if CLOSE not in self.config.encoded_headers:  # uvicorn adds these to every response
+            self.config.encoded_headers = [*self.config.encoded_headers, CLOSE]
+            self.server_state.default_headers = [*self.server_state.default_headers, CLOSE]
 
     async def on_tick(self, counter: int) -> bool:
         return await super().on_tick(counter) or self._life.grace_over()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # No new connections (a proxy in front tries another replica), without resetting the
+        # ones already queued: they are accepted and served first (gateway/edge/listener.py).
+        refused = [refuse_new_connections(s) for server in self.servers for s in server.sockets]
+        if any(refused):
+            await asyncio.sleep(ACCEPT_QUEUED_S)
         for server in self.servers:
-            server.close()  # no new connections: a proxy in front tries another replica
+            server.close()
         for connection in list(self.server_state.connections):
-            connection.shutdown()  # idle keep-alive connections close; busy ones after the answer
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_started:
+                connection.shutdown()  # its answer will say Connection: close
+        # Idle keep-alive connections, and those of answers under way, stay open through the
+        # drain: closing one races a proxy that may be sending a request on it at that moment
+        # (a POST it would then answer with a 502). A request it sends on one is served and
+        # answered with Connection: close; what is still idle after the drain closes below.
         await self._life.drain()
         # What is left (connections closing, requests outside the dispatcher) gets uvicorn's
         # own graceful wait, bounded by timeout_graceful_shutdown; then the app's shutdown.
         await super().shutdown(sockets)
 
 
-def serve(app: ASGIApp, lifecycle: Lifecycle, host: str, port: int) -> None:
-    """Serve ``app`` until a stop signal has been handled as described above."""
+def serve(
+    app: ASGIApp,
+    lifecycle: Lifecycle,
+    host: str,
+    port: int,
+    on_hangup: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` until a stop signal has been handled as described above; ``on_hangup``
+    is called on the event loop for each SIGHUP."""
+    if on_hangup is not None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler is installed
     config = uvicorn.Config(
         app,
         host=host,
@@ -62,4 +110,4 @@ def serve(app: ASGIApp, lifecycle: Lifecycle, host: str, port: int) -> None:
         log_config=None,  # keep configure_logging's handlers (uvicorn's errors as JSON too)
         timeout_graceful_shutdown=int(CUT_WAIT_S) + 1,
     )
-    _Server(config, lifecycle).run()
+    _Server(config, lifecycle, on_hangup).run()

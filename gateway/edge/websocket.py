@@ -9,6 +9,7 @@ The gateway keeps no state, so a ``previous_response_id`` is answered with an er
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,8 +36,9 @@ def _error_event(status: int, err: dict[str, Any]) -> str:
 
 
 class ResponsesSocket:
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Callable[[], Endpoint]) -> None:
         self._endpoint = endpoint
+        """The edge handler for the next message (a config reload may replace it)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -77,7 +79,7 @@ class ResponsesSocket:
 
         out = _Frames(send)
         try:
-            await self._endpoint(http, receive, out)
+            await self._endpoint()(http, receive, out)
         finally:
             done.set()
         await out.flush()

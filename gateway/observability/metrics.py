@@ -188,6 +188,7 @@ class Metrics:
         self._runtime()
         self._shared_state()
         self._overload()
+        self._config()
 
     def _requests(self) -> None:
         r = self.registry
@@ -368,6 +369,24 @@ class Metrics:
             "Requests refused with 503 overloaded before any work, by scope (process) and "
             "reason (queue_full, queue_timeout).",
             ["scope", "reason"],
+            registry=r,
+        )
+
+    def _config(self) -> None:
+        """Config reloads (gateway/edge/reload.py)."""
+        r = self.registry
+        self.config_reloads = PlainCounter(
+            "glm_gateway_config_reloads",
+            "Config reloads (SIGHUP, POST /admin/reload) by result: ok, invalid (refused).",
+            ["result"],
+            registry=r,
+        )
+        self.config_generation = PlainGauge(
+            "glm_gateway_config_generation", "The serving config's number: 1 at start.", registry=r
+        )
+        self.config_loaded = PlainGauge(
+            "glm_gateway_config_loaded_timestamp_seconds",
+            "When the serving config was loaded (Unix time).",
             registry=r,
         )
 

@@ -1,7 +1,8 @@
 """Secrets out of text that leaves the process: error bodies, headers, stream events, logs.
 
-A :class:`Redactor` is built once at start from plain strings (the configured secrets:
-:func:`gateway.catalogue.catalogue.config_secrets`) and replaces with :data:`PLACEHOLDER`:
+A :class:`Redactor` is built at start from plain strings (the configured secrets:
+:func:`gateway.catalogue.catalogue.config_secrets`; a config reload adds its own) and replaces
+with :data:`PLACEHOLDER`:
 
 1. every configured secret of at least :data:`MIN_SECRET` characters, verbatim (and as it reads
    inside a JSON string);
@@ -103,22 +104,33 @@ def _keep_lead(m: re.Match[str]) -> str:
 class Redactor:
     """Replaces secrets and credential-shaped strings in text; see the module docstring.
 
-    ``secrets``: the values to hide (shorter than :data:`MIN_SECRET` ignored). Immutable once
-    built; calling it never raises.
+    ``secrets``: the values to hide (shorter than :data:`MIN_SECRET` ignored). Changed only by
+    :meth:`learn` (a config reload adds the new config's secrets); calling it never raises.
     """
 
     __slots__ = ("_forms", "_grams", "secrets")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        kept = sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=lambda s: (-len(s), s))
-        self.secrets: tuple[str, ...] = tuple(kept)
+        self.secrets: tuple[str, ...] = ()
+        self._forms: tuple[str, ...] = ()
+        self._grams: frozenset[str] = frozenset()
+        self.learn(secrets)
+
+    def learn(self, secrets: Iterable[str]) -> None:
+        """Hide ``secrets`` too, from now on. Nothing is forgotten: text about a request that
+        started on an older config may still carry one of its secrets."""
+        new = {s for s in secrets if len(s) >= MIN_SECRET} - set(self.secrets)
+        if not new and self.secrets:
+            return
+        kept = sorted({*self.secrets, *new}, key=lambda s: (-len(s), s))
         forms = set(kept)
         for s in kept:  # as it reads inside a JSON string (an access line)
             forms.add(orjson.dumps(s).decode()[1:-1])
+        grams = frozenset(s[i : i + FRAGMENT] for s in kept for i in range(len(s) - FRAGMENT + 1))
+        # Each attribute is replaced whole, so a call in progress sees a consistent set.
         self._forms = tuple(sorted(forms, key=lambda s: (-len(s), s)))
-        self._grams = frozenset(
-            s[i : i + FRAGMENT] for s in kept for i in range(len(s) - FRAGMENT + 1)
-        )
+        self._grams = grams
+        self.secrets = tuple(kept)
 
     def __call__(self, text: str) -> str:
         """``text`` with every secret and credential shape replaced by :data:`PLACEHOLDER`."""

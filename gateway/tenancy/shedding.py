@@ -57,6 +57,11 @@ class InFlightGate:
         """Requests holding a slot now."""
 
     @property
+    def limit(self) -> int:
+        """Requests admitted at once (``server.max_in_flight``)."""
+        return self._limit
+
+    @property
     def queued(self) -> int:
         return len(self._waiters)
 

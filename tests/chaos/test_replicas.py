@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
-import subprocess
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +27,12 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.e2e import GATEWAY_ENV, MASTER_KEY, directive, gateway_yaml, nonce, text_msg
-from tests.support.procs import OUT, Proc, config_copy, free_port
+from tests.support.e2e import MASTER_KEY, directive, gateway_yaml, nonce, text_msg
+from tests.support.procs import Proc, config_copy, free_port
+from tests.support.topology import Nginx, replica
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
-NGINX = Path("/usr/sbin/nginx")
 TOTAL = 240
 """Requests in the run, every other one streamed."""
 CLIENTS = 8
@@ -47,92 +44,6 @@ LOAD_BOUND_S = 55.0
 CLIENT_ATTEMPTS = 3
 """Whole-request attempts by the client (each with the SDK's own retries inside)."""
 SERVER = {"shutdown_grace_s": 1.0, "drain_timeout_s": 10.0}
-
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-user root;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    log_format probe '$status $upstream_addr $upstream_status';
-    access_log {tmp}/access.log probe;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    upstream gateways {{
-        server 127.0.0.1:{a} max_fails=1 fail_timeout=1s;
-        server 127.0.0.1:{b} max_fails=1 fail_timeout=1s;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://gateways;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_next_upstream error timeout;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 30s;
-        }}
-    }}
-}}
-"""
-
-
-class Nginx:
-    """nginx in the foreground with its own config and logs in ``tmp``."""
-
-    def __init__(self, tmp: Path, a: int, b: int) -> None:
-        if not NGINX.exists():
-            pytest.fail(
-                f"nginx is not installed at {NGINX}: this chaos test needs it "
-                "(`apt-get install -y nginx`; tests/support/system-deps.sh installs it)"
-            )
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.access_log = tmp / "access.log"
-        self.error_log = tmp / "error.log"
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, a=a, b=b, port=self.port))
-        self._out = (OUT / f"nginx-{self.port}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(NGINX), "-p", str(tmp), "-c", str(conf)],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(200):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.error_log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("nginx did not start listening")
-
-    def lines(self) -> list[str]:
-        return self.access_log.read_text().splitlines() if self.access_log.exists() else []
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._out.close()
-
-
-def replica(name: str, port: int, sim: Proc, cfg: Path) -> Proc:
-    args = ["serve", "--config", str(cfg), "--port", str(port), "--simulator", sim.url]
-    return Proc(name, args, port, "/healthz", GATEWAY_ENV)
 
 
 @dataclass
@@ -196,18 +107,6 @@ async def until_completed(run: Run, n: int) -> None:
         await run.progress.wait()
 
 
-async def until_routed_to(nginx: Nginx, port: int, after_line: int) -> None:
-    """Until nginx has answered a request from the replica on ``port`` (A back in rotation)."""
-    for _ in range(400):
-        if any(
-            line.startswith("200 ") and line.split(" ")[1] == f"127.0.0.1:{port}"
-            for line in nginx.lines()[after_line:]
-        ):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("nginx never sent a request to the restarted replica")
-
-
 async def controller(run: Run, nginx: Nginx, procs: dict[str, Proc], start_a: Any) -> int:
     """Kill A, restart it, drain B; returns B's exit code."""
     await until_completed(run, KILL_A_AT)
@@ -218,7 +117,7 @@ async def controller(run: Run, nginx: Nginx, procs: dict[str, Proc], start_a: An
     await until_completed(run, RESTART_A_AT)
     seen = len(nginx.lines())
     procs["a"] = await asyncio.to_thread(start_a)
-    await until_routed_to(nginx, procs["a"].port, seen)
+    await nginx.until_routed_to(procs["a"].port, seen)
     run.phase = "a-back"
     await until_completed(run, TERM_B_AT)
     run.phase = "b-draining"  # from here on not one failure is allowed

@@ -64,6 +64,9 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_queue_seconds": ("histogram", ()),
     "glm_gateway_queued_requests": ("gauge", ()),
     "glm_gateway_shed": ("counter", ("scope", "reason")),
+    "glm_gateway_config_reloads": ("counter", ("result",)),
+    "glm_gateway_config_generation": ("gauge", ()),
+    "glm_gateway_config_loaded_timestamp_seconds": ("gauge", ()),
 }
 
 PlainMetric = PlainCounter | PlainGauge | PlainHistogram

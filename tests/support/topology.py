@@ -1,0 +1,130 @@
+"""The replica topology as processes on this machine: gateways behind nginx, as deploy/ runs it.
+
+:class:`Nginx` runs nginx in the foreground with its own config and logs, balancing the given
+gateway ports (``proxy_next_upstream error timeout``: a replica that refuses connections is
+skipped; ``proxy_buffering off``: streams pass as they come; upstream keep-alive if asked).
+:func:`replica` starts one ``glm-gateway serve`` on a given port (so a restarted replica comes
+back where nginx expects it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.support.e2e import GATEWAY_ENV
+from tests.support.procs import OUT, Proc, free_port
+
+NGINX = Path("/usr/sbin/nginx")
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+user root;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    log_format probe '$status $upstream_addr $upstream_status';
+    access_log {tmp}/access.log probe;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream gateways {{
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://gateways;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_next_upstream error timeout;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 30s;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx in the foreground with its own config and logs in ``tmp``, in front of ``ports``."""
+
+    def __init__(self, tmp: Path, *ports: int, keepalive: int = 0) -> None:
+        """``keepalive``: idle connections nginx keeps to the replicas (its upstream
+        ``keepalive``; 0: a new connection per request)."""
+        if not NGINX.exists():
+            pytest.fail(
+                f"nginx is not installed at {NGINX}: this chaos test needs it "
+                "(`apt-get install -y nginx`; tests/support/system-deps.sh installs it)"
+            )
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.access_log = tmp / "access.log"
+        self.error_log = tmp / "error.log"
+        servers = [f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=1s;" for p in ports]
+        if keepalive:
+            servers.append(f"        keepalive {keepalive};")
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, servers="\n".join(servers), port=self.port))
+        self._out = (OUT / f"nginx-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(NGINX), "-p", str(tmp), "-c", str(conf)],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.error_log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("nginx did not start listening")
+
+    def lines(self) -> list[str]:
+        """Access-log lines: ``<status> <upstream addresses> <upstream statuses>``; a comma
+        in the addresses means nginx tried another replica for that request."""
+        return self.access_log.read_text().splitlines() if self.access_log.exists() else []
+
+    async def until_routed_to(self, port: int, after_line: int) -> None:
+        """Until nginx has answered a request from the replica on ``port`` (back in rotation)."""
+        for _ in range(400):
+            if any(
+                line.startswith("200 ") and line.split(" ")[1] == f"127.0.0.1:{port}"
+                for line in self.lines()[after_line:]
+            ):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"nginx never sent a request to the replica on {port}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._out.close()
+
+
+def replica(
+    name: str, port: int, sim: Proc, cfg: Path, env: Mapping[str, str] | None = None
+) -> Proc:
+    """``glm-gateway serve`` on ``port`` with ``cfg``, every provider sent to ``sim``."""
+    args = ["serve", "--config", str(cfg), "--port", str(port), "--simulator", sim.url]
+    return Proc(name, args, port, "/healthz", {**GATEWAY_ENV, **(env or {})})
