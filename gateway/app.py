@@ -29,6 +29,7 @@ from gateway.observability.traces import build_tracing
 from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.routing.affinity import Affinity
 from gateway.routing.router import Router
 from gateway.services import Generation, Services
 from gateway.state.base import StateStore
@@ -100,7 +101,14 @@ def build_generation(
     key = thinking_key(config, previous.thinking_key if previous else None)
     gen = Generation(
         config=config,
-        router=Router(config, providers, state, admission=admission, redactor=redactor),
+        router=Router(
+            config,
+            providers,
+            state,
+            admission=admission,
+            redactor=redactor,
+            affinity=build_affinity(config, state, metrics, admission),
+        ),
         auth=Authenticator(config.gateway.auth, keys),
         providers=providers,
         frontends=build_frontends(config, key),
@@ -110,6 +118,17 @@ def build_generation(
     if services is not None:
         attach_routes(services, gen)
     return gen
+
+
+def build_affinity(
+    config: Config, state: StateStore, metrics: Metrics, admission: Admission
+) -> Affinity | None:
+    """Session affinity, unless ``routing.affinity.enabled`` is false."""
+    cfg = config.gateway.routing.affinity
+    if not cfg.enabled:
+        return None
+    known = {t.id: t.provider for t in config.catalogue.targets}
+    return Affinity(cfg, state, metrics, blocked=admission.blocked_ids, known=known)
 
 
 def attach_routes(services: Services, gen: Generation) -> None:

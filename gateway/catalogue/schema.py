@@ -175,6 +175,19 @@ class RequestLimits(Strict):
     max_tools: PositiveInt = 512
 
 
+class AffinityConfig(Strict):
+    """Session affinity: one agent session's requests go to one deployment (its prompt cache)."""
+
+    enabled: bool = True
+    ttl_s: PositiveFloat = 300.0
+    """How long a pin lives after the session's last answer (a host's prompt-cache lifetime)."""
+    provider_ttl_s: dict[str, PositiveFloat] = {}
+    """Per provider id: its own cache lifetime, in place of ``ttl_s``."""
+    prefix_messages: Annotated[int, Field(ge=1, le=64)] = 1
+    """Without a session id: the key is a hash of the system messages and this many of the
+    messages after them (the part of the prompt that stays the same turn after turn)."""
+
+
 class RoutingConfig(Strict):
     default_policy: Policy = "cost"
     default_fallback: FallbackMode = "variants"
@@ -196,6 +209,7 @@ class RoutingConfig(Strict):
     """Streams: longest silence between two chunks once the answer has started."""
     total_timeout_s: PositiveFloat = 300.0
     """Per request, streams included to their last byte; X-GLM-Timeout may lower it."""
+    affinity: AffinityConfig = AffinityConfig()
 
 
 BudgetPeriod = Literal["hour", "day", "week", "month", "total"]

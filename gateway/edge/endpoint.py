@@ -169,7 +169,8 @@ class Endpoint:
                 # Large prompts may need exact tokenizing near a window edge (~25 ms per
                 # 200 KB): do it off the event loop before the (pure) planner asks for it.
                 await asyncio.to_thread(needs.prompt.exact)
-            ctx.rs = await self._plan(inbound.chat, needs, ctx)
+            pin_key = self._router.session(headers, inbound.session, inbound.chat)
+            ctx.rs = await self._plan(inbound.chat, needs, ctx, pin_key)
             if not ctx.rs.plan.targets:
                 raise no_capable_error(needs, ctx.rs.plan)
             deadline = self._router.deadline(needs)
@@ -225,13 +226,15 @@ class Endpoint:
             self._s.metrics.in_flight.dec()
             await self._finish(ctx)
 
-    async def _plan(self, chat: dict[str, Any], needs: Needs, ctx: _Ctx) -> RouteState:
+    async def _plan(
+        self, chat: dict[str, Any], needs: Needs, ctx: _Ctx, session: str | None = None
+    ) -> RouteState:
         """Plan, with stage marks: parse ends here; route excludes the state round trip."""
         if self._s.access.log_prompts:
             ctx.extra["prompt"] = chat.get("messages")
         planning = time.perf_counter()
         ctx.times.parse_s = planning - ctx.started
-        rs = await self._router.admit(needs, ctx.caller, ctx.times)
+        rs = await self._router.admit(needs, ctx.caller, ctx.times, session)
         rs.trace = ctx.trace
         ctx.times.route_s = time.perf_counter() - planning - ctx.times.before_s
         ctx.times.planned = True

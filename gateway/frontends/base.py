@@ -12,6 +12,7 @@ line in the route table; it touches neither ``routing/`` nor ``providers/``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -43,6 +44,36 @@ def sse_data(event: bytes) -> Any:
         return orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
+
+
+_CLAUDE_SESSION = re.compile(r"_session_([0-9A-Za-z-]{8,})")
+
+
+def body_session(body: dict[str, Any]) -> str | None:
+    """A session id an OpenAI-style body carries: ``prompt_cache_key`` (Codex), else ``user``."""
+    for name in ("prompt_cache_key", "user"):
+        value = body.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def claude_session(body: dict[str, Any]) -> str | None:
+    """Claude Code's session in ``metadata.user_id`` (``user_<h>_account_<a>_session_<uuid>``,
+    or a JSON object with ``session_id``); else the ``user_id`` itself."""
+    meta = body.get("metadata")
+    user = meta.get("user_id") if isinstance(meta, dict) else None
+    if not isinstance(user, str) or not user:
+        return None
+    if user.startswith("{"):
+        try:
+            obj = orjson.loads(user)
+        except orjson.JSONDecodeError:
+            return user
+        sid = obj.get("session_id") if isinstance(obj, dict) else None
+        return sid if isinstance(sid, str) and sid else user
+    found = _CLAUDE_SESSION.search(user)
+    return found.group(1) if found else user
 
 
 def is_done(event: bytes) -> bool:
@@ -114,6 +145,9 @@ class Inbound:
     """Set when some hosts speak this API natively: the router may send the body as is."""
     native_headers: list[tuple[str, str]] | None = None
     """``headers`` for an answer a host gave natively (what translation ignores, it got)."""
+    session: str | None = None
+    """The agent's session id as this API's body carries it (Claude Code's ``metadata.user_id``
+    session, ``prompt_cache_key``, ``user``), for session affinity; raw, hashed by routing."""
 
 
 class StreamOut(Protocol):

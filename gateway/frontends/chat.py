@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound
+from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound, body_session
 
 
 class _Passthrough:
@@ -43,7 +43,9 @@ class ChatFrontEnd:
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
-        return Inbound(body, stream is True)
+        inbound = Inbound(body, stream is True)
+        inbound.session = body_session(body)
+        return inbound
 
     def render(
         self, answer: bytes | dict[str, Any], inbound: Inbound, native: bool = False

@@ -15,7 +15,15 @@ from typing import Any, Final
 import orjson
 
 from gateway.errors import GatewayError, UpstreamsFailed
-from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound, is_done, sse_data
+from gateway.frontends.base import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    Headers,
+    Inbound,
+    claude_session,
+    is_done,
+    sse_data,
+)
 from gateway.frontends.messages import (
     LONG_CONTEXT_NEED,
     MessagesRequest,
@@ -171,6 +179,7 @@ class MessagesFrontEnd:
         inbound = Inbound(req.chat, req.stream, _ignored(ignored + clamped), need, req, native)
         # a native host gets the hints the translation ignores: only the clamp applies there
         inbound.native_headers = _ignored(clamped)
+        inbound.session = claude_session(body)
         return inbound
 
     def render(

@@ -14,7 +14,15 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound, is_done, sse_data
+from gateway.frontends.base import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    Headers,
+    Inbound,
+    body_session,
+    is_done,
+    sse_data,
+)
 from gateway.frontends.responses import ResponsesRequest, error_body, from_chat, to_chat
 from gateway.frontends.responses_stream import ResponsesStream
 from gateway.frontends.responses_tools import WebSearch
@@ -72,7 +80,9 @@ class ResponsesFrontEnd:
         extra = [("x-glm-ignored", ",".join(req.ignored))] if req.ignored else []
         if body.get("store") is True:  # accepted, but this gateway keeps no state
             extra.append(("x-glm-stored", "false: stateless gateway, nothing was stored"))
-        return Inbound(req.chat, req.stream, extra, None, req)
+        inbound = Inbound(req.chat, req.stream, extra, None, req)
+        inbound.session = body_session(body)
+        return inbound
 
     def render(
         self, answer: bytes | dict[str, Any], inbound: Inbound, native: bool = False

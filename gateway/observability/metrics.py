@@ -185,6 +185,7 @@ class Metrics:
         self._latency()
         self._routing()
         self._usage()
+        self._affinity()
         self._runtime()
         self._shared_state()
         self._overload()
@@ -277,7 +278,8 @@ class Metrics:
         r = self.registry
         self.tokens = PlainCounter(
             "glm_gateway_tokens",
-            "Tokens by direction (in: prompt, out: completion), from upstream usage.",
+            "Tokens by direction (in: prompt, out: completion, cached: the part of the prompt "
+            "the host read from its prompt cache), from upstream usage.",
             ["variant", "provider", "key", "direction"],
             registry=r,
         )
@@ -285,6 +287,23 @@ class Metrics:
             "glm_gateway_cost_usd",
             "Cost in USD at the configured price per 1M tokens, from upstream usage.",
             ["variant", "provider", "key"],
+            registry=r,
+        )
+
+    def _affinity(self) -> None:
+        r = self.registry
+        self.affinity = PlainCounter(
+            "glm_gateway_affinity_requests",
+            "Answered requests by what their session's pin did: new, pinned (answered by its "
+            "pinned deployment), repinned, elsewhere (the pin did not fit this request; kept).",
+            ["outcome"],
+            registry=r,
+        )
+        self.affinity_repins = PlainCounter(
+            "glm_gateway_affinity_repins",
+            "Session pins moved off a deployment, by its provider and why (failure class, "
+            "circuit_open, gone).",
+            ["provider", "reason"],
             registry=r,
         )
 

@@ -39,6 +39,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.dialects import adapt_request, client_wants_usage, normalise_response
 from gateway.routing import failures as fl
+from gateway.routing.affinity import Affinity, Pinned, session_key
 from gateway.routing.answers import is_event_stream, not_a_stream, parse_answer
 from gateway.routing.planner import Plan
 from gateway.routing.sse import SSEReader, carries_content, event_json, first_choice
@@ -113,6 +114,8 @@ class RouteState:
     """The OpenAI-shaped answer object, when ``complete`` was asked not to encode it."""
     trace: AttemptTracer | None = None
     """Traces on: opens each upstream attempt's span and gives its ``traceparent``."""
+    pinned: Pinned | None = None
+    """The request's session and its pin (session affinity on)."""
 
     @property
     def fallback_reason(self) -> str | None:
@@ -148,8 +151,10 @@ class Router:
         wallclock: Callable[[], float] = time.time,
         admission: Admission | None = None,
         redactor: Redactor | None = None,
+        affinity: Affinity | None = None,
     ) -> None:
         self._admission = admission or Admission(config, state, wall=wallclock)
+        self._affinity = affinity
         self._redact = redactor if redactor is not None else Redactor()
         self._config = config
         self._routing = config.gateway.routing
@@ -173,17 +178,42 @@ class Router:
         admitted = await self._admission.admit(needs, caller, reserve=False, times=times)
         return admitted.plan
 
+    def session(
+        self, headers: Mapping[str, str], named: str | None, body: dict[str, Any]
+    ) -> str | None:
+        """The request's hashed session key, or None with session affinity off."""
+        a = self._affinity
+        return None if a is None else session_key(headers, named, body, a.prefix_messages)
+
     async def admit(
-        self, needs: Needs, caller: Caller | None, times: StageTimes | None = None
+        self,
+        needs: Needs,
+        caller: Caller | None,
+        times: StageTimes | None = None,
+        session: str | None = None,
     ) -> RouteState:
-        """Plan and take the request's lease (limits, budget, probes): one state call."""
-        admitted = await self._admission.admit(needs, caller, times=times)
-        return RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
+        """Plan and take the request's lease (limits, budget, probes): one state call; with a
+        ``session``, its pin read beside it and its deployment put first."""
+        admitting = self._admission.admit(needs, caller, times=times)
+        if session is None or self._affinity is None:
+            admitted = await admitting
+            return RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
+        admitted, pinned = await self._affinity.admit(session, admitting)
+        self._affinity.order(admitted.plan.targets, pinned)
+        rs = RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
+        rs.pinned = pinned
+        return rs
 
     async def record(self, rs: RouteState) -> None:
-        """Outcomes, attempts and the lease's settlement: one state call."""
+        """Outcomes, attempts and the lease's settlement: one state call (and the session's
+        pin beside it)."""
         attempted = [a.target for a in rs.attempts]
-        await self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
+        settling = self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
+        if rs.pinned is None or self._affinity is None:
+            await settling
+            return
+        tried = [(a.target, a.failure) for a in rs.attempts]
+        await asyncio.gather(settling, self._affinity.settle(rs.pinned, rs.target, tried))
 
     async def complete(
         self,

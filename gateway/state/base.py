@@ -237,6 +237,19 @@ class Health:
         return self.window_failures / self.window_requests if self.window_requests else None
 
 
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A session's pinned deployment (session affinity) and when the pin lapses."""
+
+    target_id: str
+    until: float
+    """Epoch seconds; the pin is gone from then on."""
+
+
+MAX_PINS = 100_000
+"""Pins one process keeps in memory (the memory backend, the Redis backend's local copy)."""
+
+
 class StateStore(Protocol):
     @property
     def degraded(self) -> bool:
@@ -279,4 +292,13 @@ class StateStore(Protocol):
 
     async def key_spend(self, key_id: str, period: str) -> int:
         """Settled spend in micro-USD of ``key_id`` in budget period ``period``."""
+        ...
+
+    async def get_pin(self, session: str, now: float) -> Pin | None:
+        """The live pin of ``session`` (a hashed session key), or None. On the hot path: never
+        raises and waits at most the backend's hot-path timeout (then: this replica's copy)."""
+        ...
+
+    async def set_pin(self, session: str, target_id: str, ttl_s: float, now: float) -> None:
+        """Pin ``session`` to ``target_id`` for ``ttl_s`` from ``now`` (a re-pin replaces it)."""
         ...

@@ -21,6 +21,7 @@ Keys (``P`` = prefix)::
     P:key:<kid>          HASH  json, revoked
     P:keys               SET   key ids;  P:keys:ver  STR  bumped on every key change
     P:done:<report id>   STR   reports already applied (a replayed one is skipped), 1 day
+    P:pin:<session>      STR   a session's pinned deployment: ``<tid>\n<until>`` (PX: its TTL)
 """
 
 from __future__ import annotations
@@ -335,3 +336,23 @@ if #out == 0 then return '[]' end
 return cjson.encode(out)
 """
 )
+
+PIN_GET = r"""
+local now = tonumber(ARGV[2])
+local v = redis.call('GET', ARGV[1] .. ':pin:' .. ARGV[3])
+if not v then return false end
+local tid, till = string.match(v, '^(.*)\n([^\n]+)$')
+if not tid or tonumber(till) <= now then return false end
+return v
+"""
+"""``ARGV[3]`` the session key: ``<tid>\n<until>``, or nil without a live pin."""
+
+PIN_SET = r"""
+local now = tonumber(ARGV[2])
+local session, tid, ttl = string.match(ARGV[3], '^([^\n]+)\n(.*)\n([^\n]+)$')
+ttl = tonumber(ttl)
+local v = tid .. '\n' .. string.format('%.3f', now + ttl)
+redis.call('SET', ARGV[1] .. ':pin:' .. session, v, 'PX', math.ceil(ttl * 1000))
+return 1
+"""
+"""``ARGV[3]`` = ``<session>\n<tid>\n<ttl seconds>``: (re)pin, the TTL restarted."""

@@ -17,12 +17,14 @@ from gateway.state.base import (
     REFUSED_REVOKED,
     REFUSED_RPM,
     REFUSED_TPM,
+    MAX_PINS,
     RESERVE_WINDOW,
     DeploymentAsk,
     Health,
     KeyAsk,
     KeyVerdict,
     Lease,
+    Pin,
     Report,
     Saturation,
     Ticket,
@@ -46,6 +48,7 @@ class MemoryState:
         """key id -> slot id -> when the slot expires (requests in flight)."""
         self._keys: dict[str, KeyRecord] = {}
         self._keys_version = 0
+        self._pins: dict[str, Pin] = {}
 
     @property
     def degraded(self) -> bool:
@@ -288,3 +291,25 @@ class MemoryState:
 
     async def key_spend(self, key_id: str, period: str) -> int:
         return self._spend.get((key_id, period), 0)
+
+    async def get_pin(self, session: str, now: float) -> Pin | None:
+        return self.pin(session, now)
+
+    def pin(self, session: str, now: float) -> Pin | None:
+        """:meth:`get_pin`, callable from synchronous code (the Redis backend's fallback)."""
+        pin = self._pins.get(session)
+        return pin if pin is not None and pin.until > now else None
+
+    async def set_pin(self, session: str, target_id: str, ttl_s: float, now: float) -> None:
+        self.keep_pin(session, Pin(target_id, now + ttl_s), now)
+
+    def keep_pin(self, session: str, pin: Pin, now: float) -> None:
+        """Store ``pin``; past :data:`MAX_PINS`, lapsed pins go first, then the oldest."""
+        pins = self._pins
+        pins.pop(session, None)
+        if len(pins) >= MAX_PINS:
+            for s in [s for s, p in pins.items() if p.until <= now]:
+                del pins[s]
+            while len(pins) >= MAX_PINS:
+                del pins[next(iter(pins))]
+        pins[session] = pin

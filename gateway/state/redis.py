@@ -37,7 +37,7 @@ from gateway.catalogue.schema import BreakerConfig
 from gateway.observability.metrics import Metrics
 from gateway.state import lua
 from gateway.state.autopipe import AutoPipeline, consume
-from gateway.state.base import Health, Lease, Report, StateUnavailable, Ticket, View
+from gateway.state.base import Health, Lease, Pin, Report, StateUnavailable, Ticket, View
 from gateway.state.circuits import error_bucket_s
 from gateway.state.codec import (
     breaker_doc,
@@ -96,7 +96,9 @@ class RedisState:
         )  # socket_timeout=None said out loud: redis-py 8 defaults it to 5 s
         self._hot = Redis(connection_pool=self._hot_pool, retry=no_retry)
         self._auto = AutoPipeline(
-            self._hot, {"before": lua.BEFORE, "after": lua.AFTER}, timeout=self._slow_timeout
+            self._hot,
+            {"before": lua.BEFORE, "after": lua.AFTER, "pin": lua.PIN_GET, "repin": lua.PIN_SET},
+            timeout=self._slow_timeout,
         )
         self._after = self._r.register_script(lua.AFTER)
         self._health = self._r.register_script(lua.HEALTH)
@@ -172,6 +174,22 @@ class RedisState:
         if got == NOT_SENT:
             self._undelivered(report, local_lease, now)
 
+    async def get_pin(self, session: str, now: float) -> Pin | None:
+        got, raw = await self._script("pin", session.encode(), now, _ignore)
+        if got != ANSWERED:
+            return self._local.pin(session, now)
+        if raw is None:
+            return None
+        tid, _, until = (raw.decode() if isinstance(raw, bytes) else str(raw)).rpartition("\n")
+        pin = Pin(tid, float(until))
+        self._local.keep_pin(session, pin, now)  # what this replica falls back on
+        return pin
+
+    async def set_pin(self, session: str, target_id: str, ttl_s: float, now: float) -> None:
+        self._local.keep_pin(session, Pin(target_id, now + ttl_s), now)
+        payload = f"{session}\n{target_id}\n{ttl_s!r}".encode()
+        await self._script("repin", payload, now, _ignore)
+
     def _undelivered(self, report: Report, local_lease: bool, now: float) -> None:
         """Journal for the resync; count the spend locally so budgets hold meanwhile."""
         self._outage.remember(report, now)
@@ -190,7 +208,7 @@ class RedisState:
         if self._outage.degraded:
             return NOT_SENT, None
         started = time.perf_counter()
-        linger = self._linger if op == "after" else 0.0
+        linger = self._linger if op in ("after", "repin") else 0.0
         call = self._auto.call(op, [self._p, repr(now), payload], linger=linger)
         # Wait for the call or the timeout, whichever first, leaving the call running: what
         # ``asyncio.timeout`` + ``asyncio.shield`` do, with one future and one timer (3 µs
@@ -387,6 +405,10 @@ class RedisState:
         except StateUnavailable:
             return await self._local.key_spend(key_id, period)
         return int(raw or 0)
+
+
+def _ignore(_result: Any) -> None:
+    """A pin call that lands late: nothing to give back."""
 
 
 def _charge_only(lease: Lease | None) -> Lease | None:

@@ -131,6 +131,10 @@ class Admission:
         self._asks = {t.id: DeploymentAsk(t.id, t.rpm, t.tpm) for t in config.catalogue.targets}
         """What admission asks the state about each deployment (immutable: built once)."""
 
+    def blocked_ids(self, now: float) -> frozenset[str]:
+        """Deployments this replica last saw with an open circuit or at their rpm limit."""
+        return self._snap.blocked_ids(now)
+
     def _plan(
         self, needs: Needs, now: float, *, stateless: bool = False, explain: bool = False
     ) -> Plan:

@@ -543,3 +543,27 @@ async def test_max_in_flight_round_trips_in_the_key_record(store: StateStore) ->
     legacy = orjson.loads(record.to_json())
     del legacy["max_in_flight"]
     assert KeyRecord.from_json(orjson.dumps(legacy)).max_in_flight is None
+
+
+async def test_a_pin_is_read_back_until_its_ttl_passes(store: StateStore) -> None:
+    assert await store.get_pin("s1", T0) is None
+    await store.set_pin("s1", A.target_id, 300.0, T0)
+    pin = await store.get_pin("s1", T0 + 299)
+    assert pin is not None and pin.target_id == A.target_id
+    assert pin.until == pytest.approx(T0 + 300, abs=0.01)
+    assert await store.get_pin("s1", T0 + 300.5) is None
+    assert await store.get_pin("s2", T0) is None  # per session
+
+
+async def test_a_repin_replaces_the_pin_and_restarts_its_ttl(store: StateStore) -> None:
+    await store.set_pin("s1", A.target_id, 60.0, T0)
+    await store.set_pin("s1", B.target_id, 60.0, T0 + 50)
+    pin = await store.get_pin("s1", T0 + 100)
+    assert pin is not None and pin.target_id == B.target_id
+
+
+async def test_pins_of_many_sessions_are_independent(store: StateStore) -> None:
+    tids = [A.target_id, B.target_id]
+    await asyncio.gather(*(store.set_pin(f"s{i}", tids[i % 2], 60.0, T0) for i in range(20)))
+    pins = await asyncio.gather(*(store.get_pin(f"s{i}", T0 + 1) for i in range(20)))
+    assert [p.target_id if p else None for p in pins] == [tids[i % 2] for i in range(20)]

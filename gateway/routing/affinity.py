@@ -1,0 +1,216 @@
+"""Session affinity: the requests of one agent session go to one deployment.
+
+Coding agents send the same long prefix on every turn; a host's prompt cache only hits when the
+same deployment saw that prefix a moment ago. So a session is pinned: the first deployment that
+answers it is remembered in shared state (every replica sees it) for the provider's cache
+lifetime, and later requests of the session try it first, as long as the plan holds it (every
+need met, circuit not open: eligibility is never widened to keep a pin). A pin moves only when
+the pinned deployment failed in a way that implicates the host (429, 5xx, network, its circuit
+open), never on the caller's fault; each move is logged and counted.
+
+The session key: ``X-GLM-Session``, else what the agents send (``x-claude-code-session-id``,
+``x-codex-window-id``, or the front-end's body field: Claude Code's ``metadata.user_id``
+session, ``prompt_cache_key``, ``user``), else a hash of the stable prefix of the prompt (the
+system messages and the first ``prefix_messages`` after them). Every key is hashed before it is
+stored or logged: neither a session id nor prompt text leaves in a Redis key or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.catalogue.schema import AffinityConfig
+from gateway.catalogue.target import Target
+from gateway.errors import InvalidRequest
+from gateway.observability.metrics import Metrics
+from gateway.routing import failures as fl
+from gateway.state.base import Pin, StateStore
+
+log = logging.getLogger("glm_gateway.affinity")
+
+SESSION_HEADER = "x-glm-session"
+AGENT_HEADERS = ("x-claude-code-session-id", "x-codex-window-id")
+"""Session ids agents send on every request of one conversation, in the order they count."""
+_SESSION_VALUE = re.compile(r"^[\x21-\x7e]{1,256}$")
+_NOT_THE_HOSTS_FAULT = frozenset(
+    {
+        fl.FailureClass.CALLER,
+        fl.FailureClass.CONTENT_FILTER,
+        fl.FailureClass.CONTEXT,
+        fl.FailureClass.SCHEMA,
+    }
+)
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def _digest(kind: str, data: bytes) -> str:
+    return kind + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def session_key(
+    headers: Mapping[str, str], body_session: str | None, chat: dict[str, Any], prefix: int
+) -> str:
+    """The hashed session key of a request (see the module doc for the order of sources).
+
+    Raises InvalidRequest naming ``X-GLM-Session`` when that header is malformed.
+    """
+    explicit = headers.get(SESSION_HEADER)
+    if explicit is not None:
+        if not _SESSION_VALUE.match(explicit):
+            raise InvalidRequest(
+                "X-GLM-Session must be 1-256 visible ASCII characters (no spaces), "
+                f"got {len(explicit)} character(s) that are not.",
+                param="X-GLM-Session",
+                code="invalid_header",
+            )
+        return _digest("h", explicit.encode())
+    for name in AGENT_HEADERS:
+        value = headers.get(name)
+        if value:
+            return _digest("a", value.encode())
+    if body_session:
+        return _digest("b", body_session.encode())
+    return _digest("p", _stable_prefix(chat, prefix))
+
+
+def _stable_prefix(chat: dict[str, Any], after_system: int) -> bytes:
+    """The system messages and the first ``after_system`` messages after them, as bytes."""
+    messages = chat.get("messages")
+    if not isinstance(messages, list):
+        return b""
+    end = 0
+    while end < len(messages) and _role(messages[end]) in _SYSTEM_ROLES:
+        end += 1
+    return orjson.dumps(messages[: end + after_system])
+
+
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, dict) else None
+
+
+@dataclass(slots=True)
+class Pinned:
+    """One request's session and what shared state said about it."""
+
+    session: str
+    pin: Pin | None
+    front: bool = False
+    """The pinned deployment was moved to the front of the plan (it was eligible)."""
+
+
+class Affinity:
+    """Reads a session's pin before the attempts, and (re)pins after the answer."""
+
+    def __init__(
+        self,
+        config: AffinityConfig,
+        state: StateStore,
+        metrics: Metrics | None = None,
+        *,
+        blocked: Callable[[float], frozenset[str]] = lambda _now: frozenset(),
+        known: Mapping[str, str] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._cfg = config
+        self._state = state
+        self._metrics = metrics
+        self._blocked = blocked
+        """Deployments this replica last saw with an open circuit or at their limit."""
+        self._known: Mapping[str, str] = known or {}
+        """Every configured deployment -> its provider (a pin to one that is gone moves)."""
+        self._wall = wall
+
+    @property
+    def prefix_messages(self) -> int:
+        return self._cfg.prefix_messages
+
+    async def admit(self, session: str, admission: Awaitable[Any]) -> tuple[Any, Pinned]:
+        """Run ``admission`` with the pin's lookup beside it (on Redis both ride one pipeline
+        write), and return admission's result with the session's pin."""
+        lookup = asyncio.ensure_future(self._state.get_pin(session, self._wall()))
+        try:
+            admitted = await admission
+        except BaseException:
+            lookup.cancel()
+            raise
+        return admitted, Pinned(session, await lookup)
+
+    def order(self, targets: list[Target], pinned: Pinned) -> None:
+        """Move the pinned deployment to the front of ``targets`` when it is there."""
+        pin = pinned.pin
+        if pin is None or not targets or targets[0].id == pin.target_id:
+            pinned.front = pin is not None and bool(targets)
+            return
+        for i, t in enumerate(targets):
+            if t.id == pin.target_id:
+                targets.insert(0, targets.pop(i))
+                pinned.front = True
+                return
+
+    async def settle(
+        self, pinned: Pinned, target: Target | None, attempts: Sequence[tuple[Target, Any]]
+    ) -> None:
+        """After the answer: pin a new session, keep (refresh) a pin that held, move one whose
+        deployment failed for the host's reasons; leave it when this request could not use it.
+        ``attempts``: (deployment, failure or None) in the order they were made."""
+        if target is None:
+            return
+        pin, now = pinned.pin, self._wall()
+        ttl = self._cfg.provider_ttl_s.get(target.provider, self._cfg.ttl_s)
+        if pin is None:
+            self._count("new")
+            await self._state.set_pin(pinned.session, target.id, ttl, now)
+            return
+        if pin.target_id == target.id:
+            self._count("pinned")
+            if pin.until - now < ttl / 2:  # refreshed at most twice per TTL, not every turn
+                await self._state.set_pin(pinned.session, target.id, ttl, now)
+            return
+        reason = self._why_moved(pinned, attempts, now)
+        if reason is None:
+            self._count("elsewhere")  # this request could not use it; the pin stays
+            return
+        self._count("repinned")
+        if self._metrics is not None:
+            provider = self._known.get(pin.target_id, "gone")
+            self._metrics.affinity_repins.labels(provider, reason).inc()
+        log.info(
+            "session %s re-pinned from %s to %s (%s)",
+            pinned.session[:12],
+            pin.target_id,
+            target.id,
+            reason,
+        )
+        await self._state.set_pin(pinned.session, target.id, ttl, now)
+
+    def _why_moved(
+        self, pinned: Pinned, attempts: Sequence[tuple[Target, Any]], now: float
+    ) -> str | None:
+        """Why the pin should move to another deployment, or None when it must stay."""
+        pin = pinned.pin
+        assert pin is not None
+        if pinned.front:
+            for t, failure in attempts:
+                if t.id == pin.target_id and isinstance(failure, fl.Failure):
+                    if failure.cls in _NOT_THE_HOSTS_FAULT:
+                        return None
+                    return failure.cls.value
+            return None
+        if pin.target_id in self._blocked(now):
+            return "circuit_open"
+        if self._known and pin.target_id not in self._known:
+            return "gone"
+        return None
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.affinity.labels(outcome).inc()
