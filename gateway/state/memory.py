@@ -11,13 +11,13 @@ from collections.abc import Iterable
 
 from gateway.catalogue.schema import BreakerConfig
 from gateway.state.base import (
+    MAX_PINS,
     RATE_WINDOW,
     REFUSED_BUDGET,
     REFUSED_CONCURRENCY,
     REFUSED_REVOKED,
     REFUSED_RPM,
     REFUSED_TPM,
-    MAX_PINS,
     RESERVE_WINDOW,
     DeploymentAsk,
     Health,
