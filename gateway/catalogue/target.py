@@ -7,6 +7,7 @@ from below, with no import circle between them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.catalogue.schema import Adapter, Dialect, Price, Variant
 
@@ -57,7 +58,29 @@ class Target:
         """An rpm or tpm of its own: only such a deployment keeps request/token counts."""
         return self.rpm is not None or self.tpm is not None
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        if self.price is None:
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """USD of one answer; ``cached_tokens`` (part of ``prompt_tokens``) at the cached rate."""
+        return self.cost_micros(prompt_tokens, completion_tokens, cached_tokens) / 1e6
+
+    def cost_micros(self, prompt_tokens: int, completion_tokens: int, cached: int = 0) -> float:
+        """Micro-USD of one answer (prices are per 1M tokens), unrounded."""
+        price = self.price
+        if price is None:
             return 0.0
-        return (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6
+        cached = min(max(cached, 0), prompt_tokens)
+        rate = price.input if price.cached_input is None else price.cached_input
+        fresh = prompt_tokens - cached
+        return fresh * price.input + cached * rate + completion_tokens * price.output
+
+
+def cached_tokens(usage: Any) -> int:
+    """Prompt tokens a host read from its prompt cache, as its usage says: OpenAI's and GLM's
+    ``prompt_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens``, or the
+    flat ``cached_tokens`` of a native answer's usage; 0 when it says nothing."""
+    if not isinstance(usage, dict):
+        return 0
+    details = usage.get("prompt_tokens_details")
+    n = details.get("cached_tokens") if isinstance(details, dict) else None
+    if n is None:
+        n = usage.get("cached_tokens", usage.get("cache_read_input_tokens"))
+    return n if isinstance(n, int) and n > 0 else 0

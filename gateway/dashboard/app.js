@@ -223,6 +223,7 @@
     setKpi("k-open", String(open), open > 0 ? "bad" : "");
     setKpi("k-tokens", fmtNum(m.tokens_in + m.tokens_out));
     setKpi("k-cost", fmtUsd(m.cost_usd));
+    setKpi("k-cache", m.tokens_in ? fmtPct(m.cache_hit_ratio) : "–");
     setKpi("k-total", fmtNum(d.totals.requests));
     setKpi("k-cost-total", fmtUsd(d.totals.cost_usd));
   }
@@ -265,8 +266,10 @@
     ]);
     const usage = (r) => [cell(fmtNum(r.tokens_in || 0), "num"), cell(fmtNum(r.tokens_out || 0), "num"),
       cell(fmtUsd(r.cost_usd || 0), "num")];
-    fillTable("t-variant", d.totals.by_variant, (r) => [cell(r.variant), cell(fmtNum(r.requests || 0), "num"), ...usage(r)]);
-    fillTable("t-provider", d.totals.by_provider, (r) => [cell(r.provider), cell(fmtNum(r.requests || 0), "num"), ...usage(r)]);
+    // the share of prompt tokens the host read from its prompt cache (session affinity)
+    const cached = (r) => cell(r.tokens_in ? fmtPct((r.tokens_cached || 0) / r.tokens_in) : "", "num");
+    fillTable("t-variant", d.totals.by_variant, (r) => [cell(r.variant), cell(fmtNum(r.requests || 0), "num"), ...usage(r), cached(r)]);
+    fillTable("t-provider", d.totals.by_provider, (r) => [cell(r.provider), cell(fmtNum(r.requests || 0), "num"), ...usage(r), cached(r)]);
     fillTable("t-key", d.totals.by_key, (r) => [cell(r.key), ...usage(r)]);
     fillTable("t-api", d.totals.by_api || [], (r) => [cell(r.api), cell(fmtNum(r.requests || 0), "num"), cell(fmtNum(r.errors || 0), "num")]);
   }

@@ -47,6 +47,8 @@ def _tokens(usage: Any) -> dict[str, int] | None:
     got: dict[str, int] = {}
     if isinstance(inp, int):
         got["prompt_tokens"] = inp + (cached if isinstance(cached, int) else 0)
+        if isinstance(cached, int) and cached > 0:
+            got["cached_tokens"] = cached
     if isinstance(out, int):
         got["completion_tokens"] = out
     return got or None

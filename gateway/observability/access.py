@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from gateway.catalogue.target import cached_tokens
 from gateway.observability.logs import ACCESS_LOGGER, ACCESS_WRITER, AccessWriter, UTCNow
 from gateway.observability.metrics import Metrics, PlainCounter, PlainHistogram
 from gateway.observability.records import RouteRecord
@@ -42,8 +43,8 @@ class Record:
 
     __slots__ = (
         "api", "backoff", "cost_usd", "error", "fallback", "key_id", "overhead", "provider",
-        "request_id", "rs", "status", "stream", "times", "tokens_in", "tokens_out", "total",
-        "upstream", "variant",
+        "request_id", "rs", "status", "stream", "times", "tokens_cached", "tokens_in",
+        "tokens_out", "total", "upstream", "variant",
     )  # fmt: skip
 
     def __init__(
@@ -64,7 +65,7 @@ class Record:
         upstream = times.relay_wait_s
         backoff = 0.0
         self.variant = self.provider = "none"
-        self.tokens_in = self.tokens_out = 0
+        self.tokens_in = self.tokens_out = self.tokens_cached = 0
         self.cost_usd = 0.0
         self.fallback: dict[str, str] | None = None
         if rs is not None:
@@ -85,7 +86,8 @@ class Record:
         if target is not None:
             self.variant, self.provider = target.variant.id, target.provider
             self.tokens_in, self.tokens_out = _tokens(rs.usage)
-            self.cost_usd = target.cost_usd(self.tokens_in, self.tokens_out)
+            self.tokens_cached = min(cached_tokens(rs.usage), self.tokens_in)
+            self.cost_usd = target.cost_usd(self.tokens_in, self.tokens_out, self.tokens_cached)
         if len(rs.attempts) > 1:
             self.fallback = _fallback(rs, self.variant)
 
@@ -123,6 +125,7 @@ class Record:
             "usage": rs.usage if rs else None,
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
+            "tokens_cached": self.tokens_cached,
             "cost_usd": _round(self.cost_usd, 10**8, 8),
             "duration_ms": total_ms,
             "durations": self.durations(total_ms),
@@ -276,7 +279,7 @@ class AccessLog:
         self.stats.count(
             rec.status, rec.variant, rec.provider, rec.total, rec.overhead,
             rec.fallback is not None, rec.tokens_in, rec.tokens_out, rec.cost_usd,
-            rec.times.ttft_s, rec.failed_providers(),
+            rec.times.ttft_s, rec.failed_providers(), rec.tokens_cached,
         )  # fmt: skip
 
     def _observe_request(self, rec: Record) -> None:
@@ -341,6 +344,8 @@ class AccessLog:
         key = m.key_label(rec.key_id)
         m.tokens.labels(rec.variant, rec.provider, key, "in").inc(rec.tokens_in)
         m.tokens.labels(rec.variant, rec.provider, key, "out").inc(rec.tokens_out)
+        if rec.tokens_cached:
+            m.tokens.labels(rec.variant, rec.provider, key, "cached").inc(rec.tokens_cached)
         if rec.cost_usd:
             m.cost.labels(rec.variant, rec.provider, key).inc(rec.cost_usd)
 

@@ -69,6 +69,7 @@ def circuits(health: Iterable[CircuitRecord], targets: Sequence[Target]) -> list
 def totals(metrics: Metrics) -> dict[str, Any]:
     """Since-start requests, tokens and cost, read back from the Prometheus counters."""
     out: dict[str, Any] = {"requests": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0}
+    out["tokens_cached"] = 0
     out["cost_usd"] = 0.0
     groups: dict[str, dict[str, dict[str, float]]] = {
         "variant": {}, "provider": {}, "key": {}, "api": {}

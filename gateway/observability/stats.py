@@ -79,6 +79,7 @@ class Sample:
     cost_usd: float = 0.0
     ttft_s: float | None = None
     failed_providers: tuple[str, ...] = ()
+    tokens_cached: int = 0
 
 
 @dataclass(slots=True)
@@ -90,6 +91,7 @@ class _Slot:
     fallbacks: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0
     cost_usd: float = 0.0
     latency: dict[int, int] = field(default_factory=dict)
     overhead: dict[int, int] = field(default_factory=dict)
@@ -97,16 +99,20 @@ class _Slot:
     variants: dict[str, int] = field(default_factory=dict)
     providers: dict[str, int] = field(default_factory=dict)
     attempt_failures: dict[str, int] = field(default_factory=dict)
+    prompt_by_provider: dict[str, int] = field(default_factory=dict)
+    cached_by_provider: dict[str, int] = field(default_factory=dict)
 
     def reset(self, sec: int) -> None:
         self.sec = sec
         self.requests = self.errors = self.client_errors = self.fallbacks = 0
-        self.tokens_in = self.tokens_out = 0
+        self.tokens_in = self.tokens_out = self.tokens_cached = 0
         self.cost_usd = 0.0
         for d in (self.latency, self.overhead, self.ttft):
             d.clear()
         for c in (self.variants, self.providers, self.attempt_failures):
             c.clear()
+        self.prompt_by_provider.clear()
+        self.cached_by_provider.clear()
 
 
 class Stats:
@@ -125,6 +131,7 @@ class Stats:
         self.count(
             s.status, s.variant, s.provider, s.duration_s, s.overhead_s, s.fallback,
             s.tokens_in, s.tokens_out, s.cost_usd, s.ttft_s, s.failed_providers,
+            s.tokens_cached,
         )  # fmt: skip
 
     def count(
@@ -140,6 +147,7 @@ class Stats:
         cost_usd: float = 0.0,
         ttft_s: float | None = None,
         failed_providers: Iterable[str] = (),
+        tokens_cached: int = 0,
     ) -> None:
         """Count one finished request, the fields of a :class:`Sample` passed as they are (the
         access log's hot path: no object per request, a handful of increments)."""
@@ -157,6 +165,13 @@ class Stats:
         slot.tokens_in += tokens_in
         slot.tokens_out += tokens_out
         slot.cost_usd += cost_usd
+        if tokens_in:  # the prompt cache's hit ratio per provider (dashboard)
+            slot.tokens_cached += tokens_cached
+            pp = slot.prompt_by_provider
+            pp[provider] = pp.get(provider, 0) + tokens_in
+            if tokens_cached:
+                cp = slot.cached_by_provider
+                cp[provider] = cp.get(provider, 0) + tokens_cached
         # _bump inlined: this runs once per request
         b = bin_of(duration_s)
         slot.latency[b] = slot.latency.get(b, 0) + 1
@@ -234,7 +249,27 @@ def _summary(slots: Iterable[_Slot]) -> dict[str, Any]:
         "fallback_rate": _ratio(sum(s.fallbacks for s in slots), n),
         "tokens_in": sum(s.tokens_in for s in slots),
         "tokens_out": sum(s.tokens_out for s in slots),
+        "tokens_cached": sum(s.tokens_cached for s in slots),
+        "cache_hit_ratio": _ratio(
+            sum(s.tokens_cached for s in slots), sum(s.tokens_in for s in slots)
+        ),
+        "cache_by_provider": _cache_by_provider(slots),
         "cost_usd": round(sum(s.cost_usd for s in slots), 6),
+    }
+
+
+def _cache_by_provider(slots: list[_Slot]) -> dict[str, dict[str, float]]:
+    """Per provider: prompt tokens, cached prompt tokens and their ratio."""
+    prompt: dict[str, int] = {}
+    cached: dict[str, int] = {}
+    for s in slots:
+        for name, n in s.prompt_by_provider.items():
+            prompt[name] = prompt.get(name, 0) + n
+        for name, n in s.cached_by_provider.items():
+            cached[name] = cached.get(name, 0) + n
+    return {
+        p: {"prompt": n, "cached": cached.get(p, 0), "ratio": _ratio(cached.get(p, 0), n)}
+        for p, n in sorted(prompt.items())
     }
 
 

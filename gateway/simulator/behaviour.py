@@ -171,14 +171,19 @@ class Answer:
     completion_tokens: int
     tagged: bool = False
     """GLM-4.5V style: reasoning and answer box are tags inside ``content``."""
+    cached_tokens: int = 0
+    """The part of the prompt read from the deployment's prompt cache (:mod:`.prefix_cache`)."""
 
-    def usage(self) -> dict[str, int]:
-        """The OpenAI ``usage`` object."""
-        return {
+    def usage(self) -> dict[str, Any]:
+        """The OpenAI ``usage`` object (GLM's too: ``prompt_tokens_details.cached_tokens``)."""
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
+        if self.cached_tokens:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return out
 
 
 def plan_answer(

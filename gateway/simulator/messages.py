@@ -16,6 +16,8 @@ without function calling, a prompt (with ``max_tokens``) over the window; an unk
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import orjson
@@ -89,7 +91,12 @@ async def _answer(
     if refusal is not None:
         return error_response(refusal, rule)
     uid = state.next_uid()
-    answer = plan_answer(model, chat_view(body), scan, prompt, uid, rule)
+    view = chat_view(body)
+    answer = plan_answer(model, view, scan, prompt, uid, rule)
+    where = f"{request.match_info['provider']}/{body['model']}"
+    prefix = [{"system": body.get("system")}, *(body.get("messages") or ())]
+    cached = state.prefix_cache.serve(where, prefix, prompt)
+    answer = dataclasses.replace(answer, cached_tokens=cached)
     stops = body.get("stop_sequences")
     stops = [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else []
     reply = wire.build_reply(answer, uid, str(body["model"]), stops)

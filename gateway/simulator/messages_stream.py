@@ -68,13 +68,14 @@ def fault_error(status: int, code: str | None, message: str | None) -> ErrorRepl
     return anthropic_error(status, message or f"Simulated upstream error (HTTP {status})", code)
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    """The ``Usage`` object: counts, no cache, every other field null."""
+def usage(input_tokens: int, output_tokens: int, cached: int = 0) -> dict[str, Any]:
+    """The ``Usage`` object: counts (``input_tokens`` without the ``cached`` read from the
+    prompt cache, as Anthropic counts), every other field null."""
     return {
-        "input_tokens": input_tokens,
+        "input_tokens": input_tokens - cached,
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": cached,
         "cache_creation": None,
         "inference_geo": None,
         "output_tokens_details": None,
@@ -94,6 +95,8 @@ class Reply:
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    cached_tokens: int = 0
+    """Of ``input_tokens``, read from the prompt cache."""
 
 
 def build_reply(answer: Answer, uid: str, model: str, stops: list[str]) -> Reply:
@@ -116,7 +119,16 @@ def build_reply(answer: Answer, uid: str, model: str, stops: list[str]) -> Reply
     reason = "stop_sequence" if sequence is not None else answer.finish_reason
     reason = STOP_REASONS.get(reason, reason)
     used = answer.completion_tokens
-    return Reply(f"msg_{uid}", model, blocks, reason, sequence, answer.prompt_tokens, used)
+    return Reply(
+        f"msg_{uid}",
+        model,
+        blocks,
+        reason,
+        sequence,
+        answer.prompt_tokens,
+        used,
+        answer.cached_tokens,
+    )
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, str | None]:
@@ -141,7 +153,7 @@ def message_body(reply: Reply) -> dict[str, Any]:
         "content": reply.blocks,
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
-        "usage": usage(reply.input_tokens, reply.output_tokens),
+        "usage": usage(reply.input_tokens, reply.output_tokens, reply.cached_tokens),
     }
 
 
@@ -166,7 +178,7 @@ def event(name: str, data: dict[str, Any]) -> bytes:
 
 def stream_plan(reply: Reply, stream_error: Any = None) -> StreamPlan:
     """The events of ``reply``, in the three parts faults cut between (module docstring)."""
-    start = {**_message_top(reply), "usage": usage(reply.input_tokens, 1)}
+    start = {**_message_top(reply), "usage": usage(reply.input_tokens, 1, reply.cached_tokens)}
     head = [
         event("message_start", {"type": "message_start", "message": start}),
         event("ping", {"type": "ping"}),
@@ -240,10 +252,10 @@ def _message_delta(reply: Reply) -> dict[str, Any]:
         "container": None,
     }
     counts = {
-        "input_tokens": reply.input_tokens,
+        "input_tokens": reply.input_tokens - reply.cached_tokens,
         "output_tokens": reply.output_tokens,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": reply.cached_tokens,
         "output_tokens_details": None,
         "server_tool_use": None,
     }

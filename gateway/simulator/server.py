@@ -13,6 +13,8 @@ Routes::
     DELETE /_sim/faults                       drop global rules and every ``times`` counter
     GET    /_sim/streams                      progressive answers: open, opened, completed,
                                               client_gone, cut (DELETE zeroes them)
+    GET    /_sim/cache                        the prompt cache: TTL, prompt and cached tokens
+    DELETE /_sim/cache[?ttl_s=S]              forget every prefix (and set the TTL)
     GET    /_sim/healthz                      200
 
 A chat request goes: record -> provider -> auth -> JSON -> model -> scan -> fault -> host
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
@@ -152,6 +155,9 @@ async def _answer(
         return error_response(refusal, rule)
     uid = state.next_uid()
     answer = plan_answer(model, body, scan, prompt, uid, rule)
+    where = f"{request.match_info['provider']}/{body['model']}"
+    cached = state.prefix_cache.serve(where, body.get("messages"), prompt)
+    answer = dataclasses.replace(answer, cached_tokens=cached)
     request_id = body.get("request_id")
     env = Envelope(
         "chatcmpl-" + uid,
@@ -180,6 +186,22 @@ async def _answer(
 
 
 # --- /_sim control routes ----------------------------------------------------------------------
+
+
+async def _get_cache(request: web.Request) -> web.Response:
+    return json_response(request.app[STATE].prefix_cache.stats())
+
+
+async def _clear_cache(request: web.Request) -> web.Response:
+    raw = request.query.get("ttl_s")
+    try:
+        ttl = float(raw) if raw is not None else None
+    except ValueError:
+        ttl = -1.0
+    if ttl is not None and not ttl > 0:
+        return error_response(d.bad_directive(f"ttl_s must be a positive number, got {raw!r}"))
+    request.app[STATE].prefix_cache.clear(ttl)
+    return json_response(request.app[STATE].prefix_cache.stats())
 
 
 async def _get_requests(request: web.Request) -> web.Response:
@@ -234,6 +256,8 @@ def create_sim_app(models: Iterable[SimModel]) -> web.Application:
     app.router.add_delete("/_sim/faults", _clear_faults)
     app.router.add_get("/_sim/streams", _get_streams)
     app.router.add_delete("/_sim/streams", _clear_streams)
+    app.router.add_get("/_sim/cache", _get_cache)
+    app.router.add_delete("/_sim/cache", _clear_cache)
     app.router.add_get("/_sim/healthz", _healthz)
     app.router.add_route("*", "/{provider}/{tail:.+}", _provider_route)
     return app

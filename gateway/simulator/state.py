@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.simulator.faults import FaultBook
 from gateway.simulator.models import ModelTable, SimModel
+from gateway.simulator.prefix_cache import PrefixCache
 from gateway.simulator.streams import StreamBook
 
 LOG_SIZE = 200
@@ -30,6 +31,7 @@ class SimState:
         "_seen_order",
         "closing",
         "faults",
+        "prefix_cache",
         "requests",
         "streams",
         "table",
@@ -38,6 +40,7 @@ class SimState:
     def __init__(self, models: Iterable[SimModel]) -> None:
         self.table = ModelTable(models)
         self.faults = FaultBook()
+        self.prefix_cache = PrefixCache()
         self.streams = StreamBook()
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self.closing = False

@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import Needs
-from gateway.catalogue.target import Target
+from gateway.catalogue.target import Target, cached_tokens
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
 from gateway.observability.metrics import Metrics
 from gateway.observability.timing import StageTimes
@@ -366,8 +366,8 @@ def _charge(target: Target, usage: dict[str, Any] | None, lease: Lease | None) -
     prompt = usage.get("prompt_tokens") if usage else None
     completion = usage.get("completion_tokens") if usage else None
     if isinstance(prompt, int) and isinstance(completion, int):
-        price = target.price
-        cost = 0 if price is None else math.ceil(prompt * price.input + completion * price.output)
+        # a prompt the host read from its cache is billed (and charged here) at the cached rate
+        cost = math.ceil(target.cost_micros(prompt, completion, cached_tokens(usage)))
         return prompt + completion, cost
     if lease is None:
         return 0, 0
