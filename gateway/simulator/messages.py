@@ -17,7 +17,6 @@ without function calling, a prompt (with ``max_tokens``) over the window; an unk
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any
 
 import orjson
