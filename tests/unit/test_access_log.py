@@ -132,7 +132,7 @@ def reference_line(
         "stream": stream, "variant": variant, "provider": provider,
         "attempts": [a.describe() for a in rs.attempts] if rs else [], "fallback": fallback,
         "adaptations": rs.adaptations if rs else [], "usage": rs.usage if rs else None,
-        "tokens_in": tin, "tokens_out": tout, "cost_usd": round(cost, 8),
+        "tokens_in": tin, "tokens_out": tout, "tokens_cached": 0, "cost_usd": round(cost, 8),
         "duration_ms": ms(duration_s),
         "durations": {
             "total_ms": ms(duration_s), "overhead_ms": ms(overhead), "parse_ms": ms(t.parse_s),

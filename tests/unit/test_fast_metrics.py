@@ -51,6 +51,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_fallbacks": ("counter", ("reason", "from_variant", "to_variant")),
     "glm_gateway_circuit_state": ("gauge", ("deployment", "variant", "provider")),
     "glm_gateway_tokens": ("counter", ("variant", "provider", "key", "direction")),
+    "glm_gateway_affinity_requests": ("counter", ("outcome",)),
+    "glm_gateway_affinity_repins": ("counter", ("provider", "reason")),
     "glm_gateway_cost_usd": ("counter", ("variant", "provider", "key")),
     "glm_gateway_event_loop_lag_seconds": ("histogram", ()),
     "glm_gateway_event_loop_tasks": ("gauge", ()),
