@@ -205,15 +205,16 @@ class Router:
         return rs
 
     async def record(self, rs: RouteState) -> None:
-        """Outcomes, attempts and the lease's settlement: one state call (and the session's
-        pin beside it)."""
+        """Outcomes, attempts and the lease's settlement: one state call."""
         attempted = [a.target for a in rs.attempts]
-        settling = self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
-        if rs.pinned is None or self._affinity is None:
-            await settling
-            return
-        tried = [(a.target, a.failure) for a in rs.attempts]
-        await asyncio.gather(settling, self._affinity.settle(rs.pinned, rs.target, tried))
+        await self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
+
+    async def _answered(self, rs: RouteState) -> None:
+        """A deployment answered: (re)pin the session before the client can send its next
+        turn (to any replica)."""
+        if rs.pinned is not None and self._affinity is not None:
+            tried = [(a.target, a.failure) for a in rs.attempts]
+            await self._affinity.settle(rs.pinned, rs.target, tried)
 
     async def complete(
         self,
@@ -248,6 +249,7 @@ class Router:
                             else self._accept(resp, target, rs, changes, started, guard, encode)
                         )
                         if isinstance(out, bytes):
+                            await self._answered(rs)
                             return out
                         failure = out
                     else:
@@ -360,6 +362,7 @@ class Router:
                 rs.native = direct is not None
                 rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
                 usage = client_wants_usage(body)
+                await self._answered(rs)
                 return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
         raise self._all_failed(rs, deadline)
 

@@ -208,7 +208,7 @@ class RedisState:
         if self._outage.degraded:
             return NOT_SENT, None
         started = time.perf_counter()
-        linger = self._linger if op in ("after", "repin") else 0.0
+        linger = self._linger if op == "after" else 0.0
         call = self._auto.call(op, [self._p, repr(now), payload], linger=linger)
         # Wait for the call or the timeout, whichever first, leaving the call running: what
         # ``asyncio.timeout`` + ``asyncio.shield`` do, with one future and one timer (3 µs
