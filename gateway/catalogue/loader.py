@@ -91,6 +91,13 @@ def load_config(
     problems += more
     problems += [p for src in providers for p in _check_provider(src, variants)]
     problems += _check_gateway(gateway, gw_marks, variants)
+    names = {src.name for src in providers}
+    problems += [
+        f"{gw_marks.at(('routing', 'affinity', 'provider_ttl_s', name))}: unknown provider "
+        f"'{name}' (known: {', '.join(sorted(names))})"
+        for name in gateway.routing.affinity.provider_ttl_s
+        if name not in names
+    ]
     if problems:
         raise ConfigError("\n".join(problems))
 

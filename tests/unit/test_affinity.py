@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
-from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.catalogue.loader import ConfigError, default_config_dir, load_config
 from gateway.catalogue.schema import AffinityConfig
 from gateway.catalogue.target import Target, cached_tokens
 from gateway.errors import InvalidRequest
@@ -144,3 +147,14 @@ def test_the_pinned_deployment_goes_first_only_when_the_plan_holds_it() -> None:
     order, pinned = [a], Pinned("s", Pin(b.id, T0))
     a_.order(order, pinned)
     assert order == [a] and not pinned.front
+
+
+def test_an_unknown_provider_in_provider_ttl_s_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    shutil.copytree(default_config_dir(), cfg)
+    text = (cfg / "gateway.yaml").read_text()
+    (cfg / "gateway.yaml").write_text(
+        text.replace("provider_ttl_s: {}", "provider_ttl_s: {zia: 5}")
+    )
+    with pytest.raises(ConfigError, match=r"provider_ttl_s\.zia: unknown provider 'zia'"):
+        load_config(cfg, demo_simulator_url="http://127.0.0.1:9")
