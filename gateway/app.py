@@ -128,7 +128,8 @@ def build_affinity(
     if not cfg.enabled:
         return None
     known = {t.id: t.provider for t in config.catalogue.targets}
-    return Affinity(cfg, state, metrics, blocked=admission.blocked_ids, known=known)
+    beside = not isinstance(state, MemoryState)
+    return Affinity(cfg, state, metrics, blocked=admission.blocked_ids, known=known, beside=beside)
 
 
 def attach_routes(services: Services, gen: Generation) -> None:

@@ -119,6 +119,7 @@ class Affinity:
         blocked: Callable[[float], frozenset[str]] = lambda _now: frozenset(),
         known: Mapping[str, str] | None = None,
         wall: Callable[[], float] = time.time,
+        beside: bool = True,
     ) -> None:
         self._cfg = config
         self._state = state
@@ -128,6 +129,9 @@ class Affinity:
         self._known: Mapping[str, str] = known or {}
         """Every configured deployment -> its provider (a pin to one that is gone moves)."""
         self._wall = wall
+        self._beside = beside
+        """Look the pin up beside admission (a backend with round trips: they share one);
+        False: after it (in-process state answers at once, a task would only cost)."""
 
     @property
     def prefix_messages(self) -> int:
@@ -136,6 +140,9 @@ class Affinity:
     async def admit(self, session: str, admission: Awaitable[Any]) -> tuple[Any, Pinned]:
         """Run ``admission`` with the pin's lookup beside it (on Redis both ride one pipeline
         write), and return admission's result with the session's pin."""
+        if not self._beside:
+            admitted = await admission
+            return admitted, Pinned(session, await self._state.get_pin(session, self._wall()))
         lookup = asyncio.ensure_future(self._state.get_pin(session, self._wall()))
         try:
             admitted = await admission
