@@ -133,14 +133,14 @@ async def run(session: Session, clients: list[openai.AsyncOpenAI], seed: int, tu
         await session.turn(clients[n % 2], n, rng.sample(POOL, len(POOL)))
 
 
-async def metric(proc: Proc, name: str) -> float:
-    """The sum of a counter's samples on one replica."""
+async def metric(proc: Proc, name: str, having: str = "") -> float:
+    """The sum of a counter's samples on one replica (those whose labels contain ``having``)."""
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(proc.url + "/metrics")).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and having in line
     )
 
 
@@ -152,6 +152,17 @@ async def test_a_30_turn_session_stays_on_one_deployment_across_two_replicas(
     await run(session, clients, seed=17, turns=TURNS)
     assert session.stay >= 0.95, session.providers
     assert session.hit_ratio >= 0.90, (session.cached, session.prompt)
+
+
+async def test_cached_prompt_tokens_are_counted_per_provider(pair: list[Proc]) -> None:
+    async with sdk_client(pair[0]) as a, sdk_client(pair[1]) as b:
+        session = Session(nonce(), {"X-GLM-Session": nonce()})
+        await run(session, [a, b], seed=3, turns=3)
+    where = f'provider="{session.providers[0]}"'
+    cached = [await metric(p, "glm_gateway_tokens_total", 'direction="cached"') for p in pair]
+    mine = [await metric(p, "glm_gateway_tokens_total", where) for p in pair]
+    assert sum(cached) >= session.cached > 0
+    assert all(m > 0 for m in mine)  # each replica counted its turns
 
 
 async def test_without_a_session_header_the_prompt_prefix_keys_the_session(
@@ -248,3 +259,45 @@ async def test_cached_tokens_reach_messages_and_responses_clients(pair: list[Pro
             assert r.usage is not None
             got.append(r.usage.input_tokens_details.cached_tokens)
     assert got[1] > 0
+
+
+async def test_streams_report_cached_tokens_in_each_apis_usage(pair: list[Proc]) -> None:
+    system = system_prompt(nonce())
+    sid = nonce()
+    async with sdk_client(pair[0]) as client:
+        cached = []
+        for n in range(2):
+            stream = await client.chat.completions.create(
+                model="glm-4.7",
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": tool_output(n)},
+                ],
+                max_tokens=16,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers={"X-GLM-Session": sid},
+            )
+            usage = [c.usage async for c in stream if c.usage is not None]
+            details = usage[-1].prompt_tokens_details
+            cached.append((details.cached_tokens or 0) if details is not None else 0)
+    assert cached[0] == 0 and cached[1] > 0
+    async with anthropic.AsyncAnthropic(
+        base_url=pair[1].url, api_key=MASTER_KEY, max_retries=0
+    ) as claude:
+        for host in ("zai", "together"):  # the host's own Messages API; translated from chat
+            reads = []
+            for n in range(2):
+                async with claude.messages.stream(
+                    model="glm-4.7",
+                    system=system + host,
+                    messages=[{"role": "user", "content": tool_output(n)}],
+                    max_tokens=16,
+                    extra_headers={"x-claude-code-session-id": sid, "X-GLM-Providers": host},
+                ) as s:
+                    final = await s.get_final_message()
+                    assert s.response.headers["x-glm-provider"] == host
+                    native = "api=messages:native" in s.response.headers.get("x-glm-adapted", "")
+                reads.append(final.usage.cache_read_input_tokens or 0)
+            assert native == (host == "zai")
+            assert reads[0] == 0 and reads[1] > 0, host
