@@ -88,13 +88,11 @@ def _stable_prefix(chat: dict[str, Any], after_system: int) -> bytes:
     if not isinstance(messages, list):
         return b""
     end = 0
-    while end < len(messages) and _role(messages[end]) in _SYSTEM_ROLES:
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in _SYSTEM_ROLES:
+            break
         end += 1
     return orjson.dumps(messages[: end + after_system])
-
-
-def _role(message: Any) -> Any:
-    return message.get("role") if isinstance(message, dict) else None
 
 
 @dataclass(slots=True)
@@ -129,6 +127,11 @@ class Affinity:
         self._known: Mapping[str, str] = known or {}
         """Every configured deployment -> its provider (a pin to one that is gone moves)."""
         self._wall = wall
+        self._outcomes = (
+            {o: metrics.affinity.labels(o) for o in ("new", "pinned", "repinned", "elsewhere")}
+            if metrics is not None
+            else {}
+        )
         self._beside = beside
         """Look the pin up beside admission (a backend with round trips: they share one);
         False: after it (in-process state answers at once, a task would only cost)."""
@@ -163,12 +166,10 @@ class Affinity:
                 pinned.front = True
                 return
 
-    async def settle(
-        self, pinned: Pinned, target: Target | None, attempts: Sequence[tuple[Target, Any]]
-    ) -> None:
+    async def settle(self, pinned: Pinned, target: Target | None, attempts: Sequence[Any]) -> None:
         """After the answer: pin a new session, keep (refresh) a pin that held, move one whose
         deployment failed for the host's reasons; leave it when this request could not use it.
-        ``attempts``: (deployment, failure or None) in the order they were made."""
+        ``attempts``: the router's, in order (each with ``target`` and ``failure`` or None)."""
         if target is None:
             return
         pin, now = pinned.pin, self._wall()
@@ -199,15 +200,14 @@ class Affinity:
         )
         await self._state.set_pin(pinned.session, target.id, ttl, now)
 
-    def _why_moved(
-        self, pinned: Pinned, attempts: Sequence[tuple[Target, Any]], now: float
-    ) -> str | None:
+    def _why_moved(self, pinned: Pinned, attempts: Sequence[Any], now: float) -> str | None:
         """Why the pin should move to another deployment, or None when it must stay."""
         pin = pinned.pin
         assert pin is not None
         if pinned.front:
-            for t, failure in attempts:
-                if t.id == pin.target_id and isinstance(failure, fl.Failure):
+            for a in attempts:
+                failure = a.failure
+                if a.target.id == pin.target_id and isinstance(failure, fl.Failure):
                     if failure.cls in _NOT_THE_HOSTS_FAULT:
                         return None
                     return failure.cls.value
@@ -219,5 +219,6 @@ class Affinity:
         return None
 
     def _count(self, outcome: str) -> None:
-        if self._metrics is not None:
-            self._metrics.affinity.labels(outcome).inc()
+        series = self._outcomes.get(outcome)
+        if series is not None:
+            series.inc()

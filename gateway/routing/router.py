@@ -213,8 +213,7 @@ class Router:
         """A deployment answered: (re)pin the session before the client can send its next
         turn (to any replica)."""
         if rs.pinned is not None and self._affinity is not None:
-            tried = [(a.target, a.failure) for a in rs.attempts]
-            await self._affinity.settle(rs.pinned, rs.target, tried)
+            await self._affinity.settle(rs.pinned, rs.target, rs.attempts)
 
     async def complete(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -98,6 +99,7 @@ def test_cached_prompt_tokens_cost_the_cached_rate() -> None:
 async def settle(
     pin: Pin | None, front: bool, target: Target, tried: list[tuple[Target, object]]
 ) -> tuple[str | None, Metrics]:
+    attempts = [SimpleNamespace(target=t, failure=f) for t, f in tried]
     state, metrics = MemoryState(CONFIG.gateway.breaker), Metrics()
     known = {t.id: t.provider for t in CONFIG.catalogue.targets}
     blocked = frozenset({"gone/x"})
@@ -106,7 +108,7 @@ async def settle(
     )
     if pin is not None:
         await state.set_pin("s", pin.target_id, 300, T0 - 10)
-    await a.settle(Pinned("s", pin, front), target, tried)
+    await a.settle(Pinned("s", pin, front), target, attempts)
     got = await state.get_pin("s", T0)
     return (got.target_id if got else None), metrics
 
