@@ -128,8 +128,7 @@ def build_affinity(
     if not cfg.enabled:
         return None
     known = {t.id: t.provider for t in config.catalogue.targets}
-    beside = not isinstance(state, MemoryState)
-    return Affinity(cfg, state, metrics, blocked=admission.blocked_ids, known=known, beside=beside)
+    return Affinity(cfg, state, metrics, blocked=admission.blocked_ids, known=known)
 
 
 def attach_routes(services: Services, gen: Generation) -> None:

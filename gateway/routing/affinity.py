@@ -17,12 +17,11 @@ stored or logged: neither a session id nor prompt text leaves in a Redis key or 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +116,6 @@ class Affinity:
         blocked: Callable[[float], frozenset[str]] = lambda _now: frozenset(),
         known: Mapping[str, str] | None = None,
         wall: Callable[[], float] = time.time,
-        beside: bool = True,
     ) -> None:
         self._cfg = config
         self._state = state
@@ -132,39 +130,25 @@ class Affinity:
             if metrics is not None
             else {}
         )
-        self._beside = beside
-        """Look the pin up beside admission (a backend with round trips: they share one);
-        False: after it (in-process state answers at once, a task would only cost)."""
 
     @property
     def prefix_messages(self) -> int:
         return self._cfg.prefix_messages
 
-    async def admit(self, session: str, admission: Awaitable[Any]) -> tuple[Any, Pinned]:
-        """Run ``admission`` with the pin's lookup beside it (on Redis both ride one pipeline
-        write), and return admission's result with the session's pin."""
-        if not self._beside:
-            admitted = await admission
-            return admitted, Pinned(session, await self._state.get_pin(session, self._wall()))
-        lookup = asyncio.ensure_future(self._state.get_pin(session, self._wall()))
-        try:
-            admitted = await admission
-        except BaseException:
-            lookup.cancel()
-            raise
-        return admitted, Pinned(session, await lookup)
-
-    def order(self, targets: list[Target], pinned: Pinned) -> None:
+    def order(self, targets: list[Target], session: str, pin: Pin | None) -> Pinned:
         """Move the pinned deployment to the front of ``targets`` when it is there."""
-        pin = pinned.pin
-        if pin is None or not targets or targets[0].id == pin.target_id:
-            pinned.front = pin is not None and bool(targets)
-            return
+        pinned = Pinned(session, pin)
+        if pin is None or not targets:
+            return pinned
+        if targets[0].id == pin.target_id:
+            pinned.front = True
+            return pinned
         for i, t in enumerate(targets):
             if t.id == pin.target_id:
                 targets.insert(0, targets.pop(i))
                 pinned.front = True
-                return
+                break
+        return pinned
 
     async def settle(self, pinned: Pinned, target: Target | None, attempts: Sequence[Any]) -> None:
         """After the answer: pin a new session, keep (refresh) a pin that held, move one whose

@@ -192,16 +192,12 @@ class Router:
         times: StageTimes | None = None,
         session: str | None = None,
     ) -> RouteState:
-        """Plan and take the request's lease (limits, budget, probes): one state call; with a
-        ``session``, its pin read beside it and its deployment put first."""
-        admitting = self._admission.admit(needs, caller, times=times)
-        if session is None or self._affinity is None:
-            admitted = await admitting
-            return RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
-        admitted, pinned = await self._affinity.admit(session, admitting)
-        self._affinity.order(admitted.plan.targets, pinned)
+        """Plan and take the request's lease (limits, budget, probes): one state call, which
+        also reads a ``session``'s pin; its deployment then goes first."""
+        admitted = await self._admission.admit(needs, caller, times=times, session=session or "")
         rs = RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
-        rs.pinned = pinned
+        if session is not None and self._affinity is not None:
+            rs.pinned = self._affinity.order(admitted.plan.targets, session, admitted.pin)
         return rs
 
     async def record(self, rs: RouteState) -> None:

@@ -116,6 +116,8 @@ class Ticket:
     key: KeyAsk | None = None
     reserve: bool = True
     """False: only look (``/v1/route``): no probe taken, nothing counted."""
+    session: str = ""
+    """A hashed session key (session affinity): its live pin is answered in ``View.pin``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,15 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class Pin:
+    """A session's pinned deployment (session affinity) and when the pin lapses."""
+
+    target_id: str
+    until: float
+    """Epoch seconds; the pin is gone from then on."""
+
+
+@dataclass(frozen=True, slots=True)
 class View:
     """Shared state as the planner needs it, and this request's verdict."""
 
@@ -194,6 +205,8 @@ class View:
     """Bumped on every key change: replicas reload their key cache when it moves."""
     degraded: bool = False
     """Answered from a replica's local state because the shared backend did not answer."""
+    pin: Pin | None = None
+    """The live pin of ``Ticket.session``, when one was asked about."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,15 +248,6 @@ class Health:
     def error_rate(self) -> float | None:
         """Failure share over the breaker's error window; None without attempts in it."""
         return self.window_failures / self.window_requests if self.window_requests else None
-
-
-@dataclass(frozen=True, slots=True)
-class Pin:
-    """A session's pinned deployment (session affinity) and when the pin lapses."""
-
-    target_id: str
-    until: float
-    """Epoch seconds; the pin is gone from then on."""
 
 
 MAX_PINS = 100_000

@@ -16,6 +16,7 @@ from gateway.state.base import (
     DeploymentAsk,
     KeyVerdict,
     Lease,
+    Pin,
     Report,
     Saturation,
     Ticket,
@@ -48,6 +49,8 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
         "lease_s": breaker.probe_lease_s,
         "cands": [_ask(c) for c in ticket.candidates],
     }
+    if ticket.session:
+        doc["pin"] = ticket.session
     k = ticket.key
     if k is not None:
         doc["key"] = _compact(
@@ -141,6 +144,7 @@ def decode_view(raw: bytes | str, ticket: Ticket) -> View:
     lease = None
     if "lease" in doc:
         lease = _lease(doc["lease"], ticket)
+    pin = doc.get("pin")
     return View(
         {k: float(v) for k, v in _items(doc.get("open")).items()},
         {k: float(v) for k, v in _items(doc.get("lat")).items()},
@@ -148,6 +152,7 @@ def decode_view(raw: bytes | str, ticket: Ticket) -> View:
         verdict,
         lease,
         int(doc.get("ver", 0)),
+        pin=Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
     )
 
 

@@ -83,6 +83,12 @@ BEFORE = (
 local t = cjson.decode(ARGV[3])
 local out = {open = {}, lat = {}, sat = {}}
 out.ver = tonumber(redis.call('GET', P .. ':keys:ver') or '0')
+if t.pin then
+  local v = redis.call('GET', P .. ':pin:' .. t.pin)
+  local tid, till
+  if v then tid, till = string.match(v, '^(.*)\\n([^\\n]+)$') end
+  if tid and tonumber(till) > now then out.pin = {tid, tonumber(till)} end
+end
 local OPEN = P .. ':cb:open'
 local tripped = {}
 local zl = redis.call('ZRANGE', OPEN, 0, -1, 'WITHSCORES')

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 
 from gateway.catalogue.schema import BreakerConfig
 from gateway.state.base import (
@@ -57,6 +58,12 @@ class MemoryState:
     # --- before / after ----------------------------------------------------------------------
 
     async def before(self, ticket: Ticket, now: float) -> View:
+        view = self._before(ticket, now)
+        if ticket.session:
+            return replace(view, pin=self.pin(ticket.session, now))
+        return view
+
+    def _before(self, ticket: Ticket, now: float) -> View:
         opened = self._open(now)
         latency: dict[str, float] = {}
         saturated: dict[str, Saturation] = {}

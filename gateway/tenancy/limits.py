@@ -43,6 +43,7 @@ from gateway.state.base import (
     KeyVerdict,
     Lease,
     Outcome,
+    Pin,
     Report,
     StateStore,
     Ticket,
@@ -59,6 +60,8 @@ class Admitted:
     lease: Lease | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     """``x-ratelimit-*`` (keys with limits) and ``x-glm-budget-downgrade``."""
+    pin: Pin | None = None
+    """The session's pinned deployment, when a session was asked about."""
 
 
 @dataclass(slots=True)
@@ -157,8 +160,10 @@ class Admission:
         *,
         reserve: bool = True,
         times: StageTimes | None = None,
+        session: str = "",
     ) -> Admitted:
-        """Plan the request and take its lease; raises 401/403/429/503 as described above."""
+        """Plan the request and take its lease; raises 401/403/429/503 as described above.
+        ``session``: a hashed session key whose pin the same state call reads."""
         now = self._wall()
         record = caller.record if caller is not None else None
         if record is not None:
@@ -170,6 +175,8 @@ class Admission:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
         ticket = self._ticket(needs, asked, record if reserve else None, cheap, reserve, now)
+        if session:
+            ticket = dataclasses.replace(ticket, session=session)
         started = time.perf_counter()
         view = await self._state.before(ticket, now)
         if times is not None:
@@ -177,7 +184,9 @@ class Admission:
         self._snap.update(view, ticket.candidates, now)
         if self._keys is not None:
             self._keys.saw_version(view.keys_version)
-        return await self._decide(needs, view, ticket, cheap, first, assumed, now)
+        admitted = await self._decide(needs, view, ticket, cheap, first, assumed, now)
+        admitted.pin = view.pin
+        return admitted
 
     async def _decide(
         self,

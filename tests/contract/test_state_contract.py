@@ -567,3 +567,12 @@ async def test_pins_of_many_sessions_are_independent(store: StateStore) -> None:
     await asyncio.gather(*(store.set_pin(f"s{i}", tids[i % 2], 60.0, T0) for i in range(20)))
     pins = await asyncio.gather(*(store.get_pin(f"s{i}", T0 + 1) for i in range(20)))
     assert [p.target_id if p else None for p in pins] == [tids[i % 2] for i in range(20)]
+
+
+async def test_before_answers_the_sessions_pin_in_the_same_call(store: StateStore) -> None:
+    assert (await store.before(Ticket((A,), 1, session="s1"), T0)).pin is None
+    await store.set_pin("s1", B.target_id, 60.0, T0)
+    view = await store.before(Ticket((A,), 1, session="s1"), T0 + 1)
+    assert view.pin is not None and view.pin.target_id == B.target_id
+    assert (await store.before(Ticket((A,), 1), T0 + 1)).pin is None  # not asked
+    assert (await store.before(Ticket((A,), 1, session="s1"), T0 + 61)).pin is None  # lapsed

@@ -143,11 +143,10 @@ def test_the_pinned_deployment_goes_first_only_when_the_plan_holds_it() -> None:
     a, b = two()
     a_ = Affinity(AffinityConfig(), MemoryState(CONFIG.gateway.breaker))
     order = [a, b]
-    pinned = Pinned("s", Pin(b.id, T0))
-    a_.order(order, pinned)
+    pinned = a_.order(order, "s", Pin(b.id, T0))
     assert order == [b, a] and pinned.front
-    order, pinned = [a], Pinned("s", Pin(b.id, T0))
-    a_.order(order, pinned)
+    order = [a]
+    pinned = a_.order(order, "s", Pin(b.id, T0))
     assert order == [a] and not pinned.front
 
 
