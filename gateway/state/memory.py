@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import replace
 
 from gateway.catalogue.schema import BreakerConfig
 from gateway.state.base import (
@@ -58,13 +57,8 @@ class MemoryState:
     # --- before / after ----------------------------------------------------------------------
 
     async def before(self, ticket: Ticket, now: float) -> View:
-        view = self._before(ticket, now)
-        if ticket.session:
-            return replace(view, pin=self.pin(ticket.session, now))
-        return view
-
-    def _before(self, ticket: Ticket, now: float) -> View:
         opened = self._open(now)
+        pin = self.pin(ticket.session, now) if ticket.session else None
         latency: dict[str, float] = {}
         saturated: dict[str, Saturation] = {}
         available: list[DeploymentAsk] = []
@@ -82,14 +76,14 @@ class MemoryState:
                 saturated[ask.target_id] = sat
             else:
                 available.append(ask)
-        view = View(opened, latency, saturated, keys_version=self._keys_version)
+        view = View(opened, latency, saturated, keys_version=self._keys_version, pin=pin)
         if not available:
             return view
         verdict = self._judge(ticket.key, ticket.tokens, now) if ticket.key else None
         if not ticket.reserve or (verdict is not None and verdict.refused):
-            return View(opened, latency, saturated, verdict, None, self._keys_version)
+            return View(opened, latency, saturated, verdict, None, self._keys_version, pin=pin)
         lease = self._take(ticket, verdict, available, now)
-        return View(opened, latency, saturated, verdict, lease, self._keys_version)
+        return View(opened, latency, saturated, verdict, lease, self._keys_version, pin=pin)
 
     async def after(self, report: Report, now: float) -> None:
         self.apply(report, now)

@@ -175,8 +175,8 @@ class Admission:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
         ticket = self._ticket(needs, asked, record if reserve else None, cheap, reserve, now)
-        if session:
-            ticket = dataclasses.replace(ticket, session=session)
+        if session:  # the same call reads the session's pin
+            ticket = Ticket(ticket.candidates, ticket.tokens, ticket.key, reserve, session)
         started = time.perf_counter()
         view = await self._state.before(ticket, now)
         if times is not None:
