@@ -6,7 +6,10 @@ answers it is remembered in shared state (every replica sees it) for the provide
 lifetime, and later requests of the session try it first, as long as the plan holds it (every
 need met, circuit not open: eligibility is never widened to keep a pin). A pin moves only when
 the pinned deployment failed in a way that implicates the host (429, 5xx, network, its circuit
-open), never on the caller's fault; each move is logged and counted.
+open), never on the caller's fault; each move is logged and counted. The pin is read by the
+request's one ``StateStore.before`` call (``Ticket.session``) and written before the answer
+goes out (so the session's next turn finds it on any replica), only when it is new, moves, or
+is past half its TTL.
 
 The session key: ``X-GLM-Session``, else what the agents send (``x-claude-code-session-id``,
 ``x-codex-window-id``, or the front-end's body field: Claude Code's ``metadata.user_id``

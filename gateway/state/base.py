@@ -268,7 +268,8 @@ class StateStore(Protocol):
         take the key's in-flight slot, and take the single probe of
         every half-open candidate (others keep seeing it open until the probe's outcome is
         recorded or ``probe_lease_s`` passes). Nothing is taken when no candidate is available
-        or the key is refused.
+        or the key is refused. With ``ticket.session``, the session's live pin is answered too
+        (``View.pin``, session affinity): no call of its own on the hot path.
         """
         ...
 
