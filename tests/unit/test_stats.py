@@ -410,3 +410,21 @@ def test_totals_split_by_front_end_api() -> None:
     by_api = {r["api"]: r for r in totals(m)["by_api"]}
     assert by_api["chat"] == {"api": "chat", "requests": 1}
     assert by_api["messages"] == {"api": "messages", "requests": 2, "errors": 1}
+
+
+def test_the_prompt_cache_hit_ratio_per_provider() -> None:
+    clock = Clock()
+    stats = Stats(clock)
+    for i in range(4):
+        cached = 90 if i < 2 else 0
+        stats.add(
+            sample(provider="zai" if i < 2 else "together", tokens_in=100, tokens_cached=cached)
+        )
+    clock.now += 1
+    m = stats.snapshot()["summary"]
+    assert m["tokens_cached"] == 180
+    assert m["cache_hit_ratio"] == 0.45
+    assert m["cache_by_provider"] == {
+        "together": {"prompt": 200, "cached": 0, "ratio": 0.0},
+        "zai": {"prompt": 200, "cached": 180, "ratio": 0.9},
+    }
