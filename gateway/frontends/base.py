@@ -60,7 +60,7 @@ def body_session(body: dict[str, Any]) -> str | None:
 
 def claude_session(body: dict[str, Any]) -> str | None:
     """Claude Code's session in ``metadata.user_id`` (``user_<h>_account_<a>_session_<uuid>``,
-    or a JSON object with ``session_id``); else the ``user_id`` itself."""
+    or a JSON object with ``session_id``); None when it names no session (a user is not one)."""
     meta = body.get("metadata")
     user = meta.get("user_id") if isinstance(meta, dict) else None
     if not isinstance(user, str) or not user:
@@ -69,11 +69,11 @@ def claude_session(body: dict[str, Any]) -> str | None:
         try:
             obj = orjson.loads(user)
         except orjson.JSONDecodeError:
-            return user
+            return None
         sid = obj.get("session_id") if isinstance(obj, dict) else None
-        return sid if isinstance(sid, str) and sid else user
+        return sid if isinstance(sid, str) and sid else None
     found = _CLAUDE_SESSION.search(user)
-    return found.group(1) if found else user
+    return found.group(1) if found else None
 
 
 def is_done(event: bytes) -> bool:

@@ -72,7 +72,7 @@ def test_agents_session_ids_are_read_from_their_bodies() -> None:
     assert claude_session(legacy) == "0c6f0d5e-1111-2222"
     shaped = {"metadata": {"user_id": '{"device_id":"d","session_id":"s-123"}'}}
     assert claude_session(shaped) == "s-123"
-    assert claude_session({"metadata": {"user_id": "plain"}}) == "plain"
+    assert claude_session({"metadata": {"user_id": "u-123456"}}) is None  # a user, no session
     assert claude_session({}) is None
     assert body_session({"prompt_cache_key": "k", "user": "u"}) == "k"
     assert body_session({"user": "u"}) == "u"
