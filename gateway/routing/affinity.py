@@ -139,17 +139,21 @@ class Affinity:
         return self._cfg.prefix_messages
 
     def order(self, targets: list[Target], session: str, pin: Pin | None) -> Pinned:
-        """Move the pinned deployment to the front of ``targets`` when it is there."""
+        """Move the pinned deployment to the front of ``targets`` when it is there and serves
+        the variant the plan put first: a pin chooses among the hosts of the policy's choice
+        (a prompt cache is per model anyway), never over the policy's choice of variant."""
         pinned = Pinned(session, pin)
         if pin is None or not targets:
             return pinned
-        if targets[0].id == pin.target_id:
+        first = targets[0]
+        if first.id == pin.target_id:
             pinned.front = True
             return pinned
         for i, t in enumerate(targets):
             if t.id == pin.target_id:
-                targets.insert(0, targets.pop(i))
-                pinned.front = True
+                if t.variant.id == first.variant.id:
+                    targets.insert(0, targets.pop(i))
+                    pinned.front = True
                 break
         return pinned
 

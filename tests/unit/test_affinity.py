@@ -148,6 +148,10 @@ def test_the_pinned_deployment_goes_first_only_when_the_plan_holds_it() -> None:
     order = [a]
     pinned = a_.order(order, "s", Pin(b.id, T0))
     assert order == [a] and not pinned.front
+    other = next(t for t in CONFIG.catalogue.targets if t.variant.id != a.variant.id)
+    order = [a, other]  # the policy chose a's variant: a pin to another variant waits
+    pinned = a_.order(order, "s", Pin(other.id, T0))
+    assert order == [a, other] and not pinned.front
 
 
 def test_an_unknown_provider_in_provider_ttl_s_is_a_config_error(tmp_path: Path) -> None:
