@@ -105,6 +105,8 @@ class Pinned:
     pin: Pin | None
     front: bool = False
     """The pinned deployment was moved to the front of the plan (it was eligible)."""
+    known: bool = True
+    """False: shared state was not read (late or down); a missing pin is then unknown."""
 
 
 class Affinity:
@@ -166,6 +168,8 @@ class Affinity:
         pin, now = pinned.pin, self._wall()
         ttl = self._cfg.provider_ttl_s.get(target.provider, self._cfg.ttl_s)
         if pin is None:
+            if not pinned.known:  # it may have a pin this replica could not see: keep that one
+                return
             self._count("new")
             await self._state.set_pin(pinned.session, target.id, ttl, now)
             return

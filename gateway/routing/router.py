@@ -198,6 +198,7 @@ class Router:
         rs = RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
         if session is not None and self._affinity is not None:
             rs.pinned = self._affinity.order(admitted.plan.targets, session, admitted.pin)
+            rs.pinned.known = admitted.pin_known
         return rs
 
     async def record(self, rs: RouteState) -> None:

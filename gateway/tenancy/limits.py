@@ -62,6 +62,9 @@ class Admitted:
     """``x-ratelimit-*`` (keys with limits) and ``x-glm-budget-downgrade``."""
     pin: Pin | None = None
     """The session's pinned deployment, when a session was asked about."""
+    pin_known: bool = True
+    """False: shared state did not answer in time (this replica's local view): no pin seen
+    does not mean the session has none."""
 
 
 @dataclass(slots=True)
@@ -185,7 +188,7 @@ class Admission:
         if self._keys is not None:
             self._keys.saw_version(view.keys_version)
         admitted = await self._decide(needs, view, ticket, cheap, first, assumed, now)
-        admitted.pin = view.pin
+        admitted.pin, admitted.pin_known = view.pin, not view.degraded
         return admitted
 
     async def _decide(

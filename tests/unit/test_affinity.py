@@ -118,6 +118,15 @@ async def test_a_new_session_is_pinned_where_it_was_answered() -> None:
     assert (await settle(None, False, a, [(a, None)]))[0] == a.id
 
 
+async def test_no_pin_is_written_when_shared_state_was_not_read() -> None:
+    a, _ = two()
+    state = MemoryState(CONFIG.gateway.breaker)
+    pinned = Pinned("s", None)
+    pinned.known = False  # the before() call was late: another replica's pin may exist
+    await Affinity(AffinityConfig(), state, wall=lambda: T0).settle(pinned, a, [])
+    assert await state.get_pin("s", T0) is None
+
+
 async def test_a_host_failure_on_the_pinned_deployment_moves_the_pin() -> None:
     a, b = two()
     down = fl.Failure(fl.FailureClass.OVERLOADED, 503, None, "busy")
