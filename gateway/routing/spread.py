@@ -67,8 +67,9 @@ class Group(NamedTuple):
         return tuple(w / total if total else 0.0 for w in self.weights)
 
 
-def _class_keys(policy: str, ix: PlanIndex) -> tuple[Any, ...]:
-    """Per position: what must be equal for two candidates to be equivalent under ``policy``."""
+def _class_keys(policy: str, ix: PlanIndex) -> tuple[int, ...]:
+    """Per position: a number equal for two candidates exactly when what must be equal for
+    them to be equivalent under ``policy`` is."""
     out: list[tuple[Any, ...]] = []
     for t in ix.targets:
         v = t.variant
@@ -81,7 +82,8 @@ def _class_keys(policy: str, ix: PlanIndex) -> tuple[Any, ...]:
             out.append((t.priority, v.released, v.quality))
         else:
             out.append((t.priority,))
-    return tuple(out)
+    ids: dict[tuple[Any, ...], int] = {}
+    return tuple(ids.setdefault(k, len(ids)) for k in out)
 
 
 class Spread:
@@ -115,42 +117,30 @@ class Spread:
         prefix: Callable[[int], tuple[float, ...]] | None,
         advance: bool,
     ) -> list[Group]:
-        """Reorder ``ranked`` in place within each group; the groups (2+ members) found.
+        """Reorder ``ranked`` in place within each group; the groups (2+ members) found among
+        the candidates the router may try (the first ``max_attempts``).
 
         ``advance=False`` (``/v1/route``, the downgrade probe): the same order, no state moved.
         """
         groups: list[Group] = []
+        classes, tol, by_latency = self._classes[policy], self._cfg.tolerance, policy == "latency"
         reach = min(len(ranked), self._reach)
-        i = 0
-        while i < reach:
-            j = self._run_end(ranked, i, policy, costs, lead, prefix)
-            if j - i > 1:
-                groups.append(self._arrange(ranked, i, j, policy, costs, advance))
-            i = j
+        start, head = 0, ranked[0]
+        for j in range(1, reach + 1):  # one pass: does ranked[j] join the group of ``head``?
+            if j < reach:
+                k = ranked[j]
+                if (
+                    classes[k] == classes[head]
+                    and (costs[k] == costs[head] or _near(costs[k], costs[head], tol))
+                    and (not by_latency or _near(lead[k], lead[head], tol))
+                    and (prefix is None or prefix(k) == prefix(head))
+                ):
+                    continue
+            if j - start > 1:
+                groups.append(self._arrange(ranked, start, j, policy, costs, advance))
+            if j < reach:
+                start, head = j, ranked[j]
         return groups
-
-    def _run_end(
-        self,
-        ranked: list[int],
-        i: int,
-        policy: str,
-        costs: Scores,
-        lead: Scores,
-        prefix: Callable[[int], tuple[float, ...]] | None,
-    ) -> int:
-        """Where the group headed by ``ranked[i]`` ends (exclusive)."""
-        head, classes, tol = ranked[i], self._classes[policy], self._cfg.tolerance
-        j = i + 1
-        while j < len(ranked):
-            k = ranked[j]
-            if classes[k] != classes[head] or not _near(costs[k], costs[head], tol):
-                break
-            if policy == "latency" and not _near(lead[k], lead[head], tol):
-                break
-            if prefix is not None and prefix(k) != prefix(head):
-                break
-            j += 1
-        return j
 
     def _arrange(
         self, ranked: list[int], i: int, j: int, policy: str, costs: Scores, advance: bool
@@ -191,10 +181,13 @@ class Spread:
                 self._current[key] = current
         if not advance:
             current = dict(current)
+        best, top, total = members[0], -math.inf, 0.0
         for k, w in ready:
-            current[k] += w
-        best = max(ready, key=lambda kw: current[kw[0]])[0]
-        current[best] -= sum(w for _, w in ready)
+            c = current[k] = current[k] + w
+            total += w
+            if c > top:
+                best, top = k, c
+        current[best] -= total
         return best
 
 

@@ -257,16 +257,14 @@ class Admission:
                 f"{_SLOT_PREFIX}{next(_slots):x}" if mif is not None else "",
                 self._hold_s(needs) if mif is not None else 0.0,
             )
-        return Ticket(asks, tokens, key, reserve, self._flight(needs, p, tried))
+        return Ticket(asks, tokens, key, reserve, self._flight(needs, p))
 
-    def _flight(self, needs: Needs, p: Plan, tried: list[Target]) -> FlightAsk | None:
-        """Count requests in flight on the spread members among the candidates asked about."""
+    def _flight(self, needs: Needs, p: Plan) -> FlightAsk | None:
+        """Count requests in flight on the spread groups' members (all among the first
+        ``max_attempts`` candidates, the ones asked about)."""
         if not p.spread or self._spread is None or not self._spread.counts_in_flight:
             return None
-        asked = {t.id for t in tried}
-        ids = tuple(tid for g in p.spread for tid in g.ids if tid in asked)
-        if not ids:
-            return None
+        ids = tuple(tid for g in p.spread for tid in g.ids)
         return FlightAsk(ids, f"{_SLOT_PREFIX}{next(_slots):x}", self._hold_s(needs))
 
     def _hold_s(self, needs: Needs) -> float:
