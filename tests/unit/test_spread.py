@@ -23,8 +23,7 @@ W = make_variant("glm-4-32b", quality=60)
 def cfg(*specs: tuple[str, Any], **spread: Any) -> tuple[Config, Spread]:
     """Deployments of V ``(provider, weight)`` or ``(provider, weight, price)``."""
     targets = [
-        make_target(s[0], V, weight=s[1], **({"price": s[2]} if len(s) > 2 else {}))
-        for s in specs
+        make_target(s[0], V, weight=s[1], **({"price": s[2]} if len(s) > 2 else {})) for s in specs
     ]
     config = make_config(targets, spread=SpreadConfig(enabled=True, **spread))
     routing = config.gateway.routing
