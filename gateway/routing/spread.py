@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 from gateway.catalogue.plan_index import PlanIndex
 from gateway.catalogue.schema import RoutingConfig, SpreadConfig
+from gateway.state.base import FlightAsk
 
 Scores = Mapping[int, float] | Sequence[float]
 
@@ -100,9 +101,12 @@ class Spread:
         self.in_flight: dict[str, int] = {}
         """Deployment id -> requests in flight (the last View, plus what was sent since)."""
 
-    @property
-    def counts_in_flight(self) -> bool:
-        return self._cfg.in_flight
+    def ask(self, groups: list[Group], slot: str, hold_s: float) -> FlightAsk | None:
+        """What to ask shared state about requests in flight: every group member (all among
+        the candidates the ticket asks about); None when ``in_flight`` is off."""
+        if not self._cfg.in_flight:
+            return None
+        return FlightAsk(tuple(tid for g in groups for tid in g.ids), slot, hold_s)
 
     def saw(self, in_flight: Mapping[str, int]) -> None:
         """Take the counts shared state reported (they replace this replica's guesses)."""

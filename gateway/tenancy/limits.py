@@ -40,7 +40,6 @@ from gateway.state.base import (
     REFUSED_CONCURRENCY,
     REFUSED_REVOKED,
     DeploymentAsk,
-    FlightAsk,
     KeyAsk,
     KeyVerdict,
     Lease,
@@ -215,7 +214,11 @@ class Admission:
                     self._metrics.key_label(ticket.key.key_id)
                 ).inc()
             final = self._plan(needs, now, explain=not ticket.reserve, advance=ticket.reserve)
-        elif self._snap.blocked_ids(now) != assumed or not first.targets:
+        elif (
+            self._snap.blocked_ids(now) != assumed
+            or not first.targets
+            or (first.spread and not ticket.reserve)  # /v1/route: the counts just read
+        ):
             final = self._plan(needs, now, explain=not ticket.reserve, advance=ticket.reserve)
         if not final.targets and ticket.reserve:
             await self._release(view.lease, now)
@@ -257,15 +260,12 @@ class Admission:
                 f"{_SLOT_PREFIX}{next(_slots):x}" if mif is not None else "",
                 self._hold_s(needs) if mif is not None else 0.0,
             )
-        return Ticket(asks, tokens, key, reserve, self._flight(needs, p))
-
-    def _flight(self, needs: Needs, p: Plan) -> FlightAsk | None:
-        """Count requests in flight on the spread groups' members (all among the first
-        ``max_attempts`` candidates, the ones asked about)."""
-        if not p.spread or self._spread is None or not self._spread.counts_in_flight:
-            return None
-        ids = tuple(tid for g in p.spread for tid in g.ids)
-        return FlightAsk(ids, f"{_SLOT_PREFIX}{next(_slots):x}", self._hold_s(needs))
+        flight = None
+        if p.spread and self._spread is not None:
+            flight = self._spread.ask(
+                p.spread, f"{_SLOT_PREFIX}{next(_slots):x}", self._hold_s(needs)
+            )
+        return Ticket(asks, tokens, key, reserve, flight)
 
     def _hold_s(self, needs: Needs) -> float:
         """How long an in-flight slot is held at most: the request's deadline plus slack."""
