@@ -175,6 +175,22 @@ class RequestLimits(Strict):
     max_tools: PositiveInt = 512
 
 
+class SpreadConfig(Strict):
+    """Load shared among deployments the policy ranks as equivalent (``gateway.routing.spread``)."""
+
+    enabled: bool = False
+    """Off: equivalent deployments are tried in ``weight`` order (a tie-break only)."""
+    tolerance: Annotated[float, Field(ge=0, le=10)] = 0.0
+    """Equivalent when the cost (and for ``latency`` the latency) is within this fraction of
+    the best in its group: 0 = exactly equal, 0.05 = within 5%."""
+    in_flight: bool = True
+    """Prefer the member with the fewest requests in flight per unit of weight, counted across
+    replicas in shared state (one sorted set per spread deployment)."""
+    price_weighted: bool = False
+    """Policy ``cost``: weight x (cheapest cost / this one's)², OpenRouter's price-weighted
+    balancing; use with a wide ``tolerance``."""
+
+
 class RoutingConfig(Strict):
     default_policy: Policy = "cost"
     default_fallback: FallbackMode = "variants"
@@ -196,6 +212,7 @@ class RoutingConfig(Strict):
     """Streams: longest silence between two chunks once the answer has started."""
     total_timeout_s: PositiveFloat = 300.0
     """Per request, streams included to their last byte; X-GLM-Timeout may lower it."""
+    spread: SpreadConfig = SpreadConfig()
 
 
 BudgetPeriod = Literal["hour", "day", "week", "month", "total"]

@@ -175,13 +175,18 @@ def cmd_route(args: argparse.Namespace) -> int:
     from gateway.catalogue.body import parse_body
     from gateway.catalogue.needs import resolve_needs
     from gateway.routing.planner import plan
+    from gateway.routing.spread import Spread
 
     config = resolve_config(
         args.config, demo_simulator_url="http://127.0.0.1:0" if args.demo else None
     )
     body = parse_body(sys.stdin.buffer.read())
     needs = resolve_needs(body, _parse_header_args(args.header), config)
-    p = plan(needs, config.catalogue, config.gateway.routing)
+    routing = config.gateway.routing
+    spread = None
+    if routing.spread.enabled:  # the groups and shares, as /v1/route shows them
+        spread = Spread(routing.spread, routing, config.catalogue.index)
+    p = plan(needs, config.catalogue, routing, spread=spread, advance=False)
     out = explain(needs, p, str(body.get("model")))
     sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0 if p.candidates else 3

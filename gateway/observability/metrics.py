@@ -342,6 +342,13 @@ class Metrics:
             ["scope", "reason"],
             registry=r,
         )
+        self.spread_picks = PlainCounter(
+            "glm_gateway_spread_picks",
+            "Requests whose plan opened with a spread group (routing.spread), by the "
+            "deployment tried first.",
+            ["deployment"],
+            registry=r,
+        )
         self.budget_downgrades = PlainCounter(
             "glm_gateway_budget_downgrades",
             "Requests answered by a cheaper variant because the key's budget was nearly spent.",

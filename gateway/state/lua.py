@@ -18,6 +18,7 @@ Keys (``P`` = prefix)::
     P:rs:<kid>           HASH  cost reservations in flight (micro-USD, one-minute buckets)
     P:sp:<kid>:<period>  STR   settled spend in micro-USD
     P:if:<kid>           ZSET  in-flight slots of a key with max_in_flight -> when each expires
+    P:sf:<tid>           ZSET  in-flight slots of a spread deployment -> when each expires
     P:key:<kid>          HASH  json, revoked
     P:keys               SET   key ids;  P:keys:ver  STR  bumped on every key change
     P:done:<report id>   STR   reports already applied (a replayed one is skipped), 1 day
@@ -125,6 +126,15 @@ if #ids > 0 then
     if lats[i] then out.lat[id] = tonumber(lats[i]) end
   end
 end
+local fl = t.fl
+if fl then
+  out.inf = {}
+  for _, id in ipairs(fl.ids) do
+    local F = P .. ':sf:' .. id
+    redis.call('ZREMRANGEBYSCORE', F, '-inf', now)
+    out.inf[id] = redis.call('ZCARD', F)
+  end
+end
 if #avail == 0 then return cjson.encode(out) end
 
 local function judge(k)
@@ -188,6 +198,15 @@ if not (v and v.downgraded) and (avail[1].rpm or avail[1].tpm) then
   wadd(base .. ':r', sec, 1, RS, RN)
   wadd(base .. ':t', sec, t.tokens, RS, RN)
   lease.dep = avail[1].id
+end
+if fl and not (v and v.downgraded) and out.inf[avail[1].id] then
+  local id = avail[1].id
+  local F = P .. ':sf:' .. id
+  redis.call('ZADD', F, now + fl.hold, fl.slot)
+  local ttl = math.ceil(fl.hold) + 1
+  if redis.call('TTL', F) < ttl then redis.call('EXPIRE', F, ttl) end
+  out.inf[id] = out.inf[id] + 1
+  lease.fdep, lease.fslot = id, fl.slot
 end
 if t.key then
   local base = P .. ':rl:k:' .. t.key.id
@@ -297,6 +316,7 @@ if lease.dep then
   wadd(P .. ':rl:d:' .. lease.dep .. ':t', ls, -lease.tokens, RS, RN)
 end
 if r.by and r.tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', ls, r.tokens, RS, RN) end
+if lease.fdep then redis.call('ZREM', P .. ':sf:' .. lease.fdep, lease.fslot) end
 if lease.key then
   if lease.slot then redis.call('ZREM', P .. ':if:' .. lease.key, lease.slot) end
   wadd(P .. ':rl:k:' .. lease.key .. ':t', ls, r.tokens - lease.tokens, RS, RN)

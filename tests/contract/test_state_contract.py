@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -18,6 +19,7 @@ from gateway.catalogue.schema import BreakerConfig
 from gateway.routing import failures as fl
 from gateway.state.base import (
     DeploymentAsk,
+    FlightAsk,
     KeyAsk,
     Lease,
     Outcome,
@@ -543,3 +545,65 @@ async def test_max_in_flight_round_trips_in_the_key_record(store: StateStore) ->
     legacy = orjson.loads(record.to_json())
     del legacy["max_in_flight"]
     assert KeyRecord.from_json(orjson.dumps(legacy)).max_in_flight is None
+
+
+# --- requests in flight per spread deployment (routing.spread) ----------------------------------
+
+FREE_A, FREE_B = DeploymentAsk("vllm-a/glm-4-9b"), DeploymentAsk("vllm-b/glm-4-9b")
+"""Spread deployments without limits of their own: only their requests in flight count."""
+
+
+def flying(*asks: DeploymentAsk, hold: float = 300.0, reserve: bool = True) -> Ticket:
+    """A request whose plan spreads over ``asks`` (each call its own slot id)."""
+    ids = tuple(a.target_id for a in asks)
+    return Ticket(asks, 1, None, reserve, FlightAsk(ids, f"fl-{next(_slot_ids)}", hold))
+
+
+async def test_in_flight_is_counted_on_the_first_available_deployment(store: StateStore) -> None:
+    first = await store.before(flying(FREE_A, FREE_B), T0)
+    assert first.in_flight == {FREE_A.target_id: 1, FREE_B.target_id: 0}
+    assert first.lease is not None and first.lease.flight is not None
+    assert first.lease.flight[0] == FREE_A.target_id
+    second = await store.before(flying(FREE_B, FREE_A), T0)
+    assert second.in_flight == {FREE_A.target_id: 1, FREE_B.target_id: 1}
+    third = await store.before(flying(FREE_A, FREE_B), T0)
+    assert third.in_flight == {FREE_A.target_id: 2, FREE_B.target_id: 1}
+    await store.after(Report(lease=first.lease), T0 + 1)
+    look = await store.before(flying(FREE_A, FREE_B, reserve=False), T0 + 2)
+    assert look.in_flight == {FREE_A.target_id: 1, FREE_B.target_id: 1} and look.lease is None
+
+
+async def test_a_deployment_slot_never_released_comes_back_after_its_hold(
+    store: StateStore,
+) -> None:
+    assert (await store.before(flying(FREE_A, hold=10), T0)).lease is not None
+    still = await store.before(flying(FREE_A, reserve=False), T0 + 9.5)
+    assert still.in_flight == {FREE_A.target_id: 1}
+    gone = await store.before(flying(FREE_A, reserve=False), T0 + 10)
+    assert gone.in_flight == {FREE_A.target_id: 0}
+
+
+async def test_no_flight_is_counted_unless_asked(store: StateStore) -> None:
+    plain = await store.before(Ticket((FREE_A,), 1), T0)
+    assert plain.in_flight == {} and plain.lease is not None and plain.lease.flight is None
+    # the head is not a spread deployment: nothing taken, the others still reported
+    other = await store.before(
+        Ticket((A, FREE_A), 1, None, True, FlightAsk((FREE_A.target_id,), "fl-x", 60.0)), T0
+    )
+    assert other.lease is not None and other.lease.flight is None
+    assert other.in_flight == {FREE_A.target_id: 0}
+
+
+async def test_refused_and_open_requests_hold_no_deployment_slot(store: StateStore) -> None:
+    await add_key(store)
+    over = Ticket((FREE_A,), 1, busy(1, rpm=1), True, FlightAsk((FREE_A.target_id,), "f1", 60.0))
+    assert (await store.before(over, T0)).lease is not None
+    again = replace(over, flight=FlightAsk((FREE_A.target_id,), "f2", 60.0))
+    refused = await store.before(again, T0 + 1)
+    assert refused.verdict is not None and refused.verdict.refused is not None
+    assert refused.in_flight == {FREE_A.target_id: 1}
+
+
+async def test_concurrent_requests_count_every_deployment_slot(store: StateStore) -> None:
+    views = await asyncio.gather(*(store.before(flying(FREE_A), T0) for _ in range(20)))
+    assert sorted(v.in_flight[FREE_A.target_id] for v in views) == list(range(1, 21))

@@ -61,6 +61,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_state_resyncs": ("counter", ()),
     "glm_gateway_rate_limited": ("counter", ("scope", "reason")),
     "glm_gateway_budget_downgrades": ("counter", ("key",)),
+    "glm_gateway_spread_picks": ("counter", ("deployment",)),
     "glm_gateway_queue_seconds": ("histogram", ()),
     "glm_gateway_queued_requests": ("gauge", ()),
     "glm_gateway_shed": ("counter", ("scope", "reason")),
@@ -207,6 +208,7 @@ def populate(m: Metrics, targets: tuple[Target, ...]) -> None:
     m.state_resyncs.inc()
     m.rate_limited.labels("key", "rpm").inc()
     m.budget_downgrades.labels(m.key_label("k")).inc()
+    m.spread_picks.labels(first.id).inc()
 
 
 def test_labels_returns_one_series_per_label_values_however_asked() -> None:
