@@ -72,6 +72,12 @@ class PlanIndex:
     runs_tool: Mapping[str, int]
     """Built-in tool -> deployments whose host runs it."""
     of_provider: Mapping[str, int]
+    of_surface: Mapping[str, int]
+    """Surface name (``api``, ``coding`` ...) -> deployments on a surface of that name."""
+    by_default: int
+    """Deployments on a surface in their provider's default ``surface_order``."""
+    multi_surface: bool
+    """Some provider has more than one surface (else surfaces cost the planner nothing)."""
     position_bit: Mapping[str, int]
     """Deployment id -> its bit (the bits, should two deployments share an id)."""
     prices: tuple[tuple[float, float] | None, ...]
@@ -242,6 +248,10 @@ def _filtering(facts: Sequence[VariantFacts], targets: Sequence[Target]) -> dict
         },
         "runs_tool": {tool: _mask(tool in t.builtin_tools for t in targets) for tool in tools},
         "of_provider": _grouped((t.provider, 1 << i) for i, t in enumerate(targets)),
+        "of_surface": _grouped((t.surface, 1 << i) for i, t in enumerate(targets)),
+        "by_default": _mask(t.surface_rank >= 0 for t in targets),
+        "multi_surface": len({t.surface for t in targets}) > 1
+        or any(t.surface_rank < 0 for t in targets),
         "position_bit": _grouped((t.id, 1 << i) for i, t in enumerate(targets)),
     }
 

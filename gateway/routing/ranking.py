@@ -18,6 +18,7 @@ from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import PlanIndex
 from gateway.catalogue.target import Target
 from gateway.providers.dialects import can_force_tool_choice
+from gateway.routing import surfaces
 
 
 class Candidate(NamedTuple):
@@ -90,6 +91,7 @@ def rank(eligible_mask: int, needs: Needs, ix: PlanIndex, latency: Mapping[str, 
         or (needs.pinned and needs.fallback == "variants")
     ):
         eligible.sort(key=lambda i: _prefix(ix.targets[i], needs))  # else the same for all
+    surfaces.order(eligible, needs, ix)
     return Ranked(_trim(eligible, needs, ix), ix.targets, scores, _BASIS[policy])
 
 

@@ -54,6 +54,9 @@ class KeyRecord:
     downgrade: bool = False
     max_in_flight: int | None = None
     """Requests of this key running at once across replicas; None: no limit."""
+    surfaces: tuple[str, ...] | None = None
+    """Provider surfaces this key may use, in the order tried (``["coding", "api"]``: a
+    Coding Plan first, pay-as-you-go after); None: each provider's ``surface_order``."""
 
     @property
     def revoked(self) -> bool:
@@ -69,7 +72,7 @@ class KeyRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> KeyRecord:
         data: dict[str, Any] = orjson.loads(raw)
-        for name in ("allowed_variants", "allowed_capabilities"):
+        for name in ("allowed_variants", "allowed_capabilities", "surfaces"):
             if data.get(name) is not None:
                 data[name] = tuple(data[name])
         return cls(**data)
@@ -98,6 +101,7 @@ class KeySpec(BaseModel):
     budget_period: BudgetPeriod | None = None
     downgrade: bool | None = None
     max_in_flight: int | None = Field(default=None, gt=0)
+    surfaces: list[str] | None = Field(default=None, min_length=1)
 
 
 def new_key(spec: KeySpec, defaults: KeyLimits, now: float) -> tuple[str, KeyRecord]:
@@ -122,6 +126,7 @@ def new_key(spec: KeySpec, defaults: KeyLimits, now: float) -> tuple[str, KeyRec
         max_in_flight=(
             spec.max_in_flight if spec.max_in_flight is not None else defaults.max_in_flight
         ),
+        surfaces=tuple(dict.fromkeys(spec.surfaces)) if spec.surfaces else None,
     )
     return token, record
 
