@@ -5,8 +5,9 @@ from __future__ import annotations
 import gc
 import hmac
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI
 
@@ -29,6 +30,7 @@ from gateway.observability.traces import build_tracing
 from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.providers.quota import QuotaReader, QuotaSource, QuotaWindow
 from gateway.routing.router import Router
 from gateway.services import Generation, Services
 from gateway.state.base import StateStore
@@ -165,6 +167,22 @@ def build_reloader(
     return Reloader(services, load or (lambda: load_config(source)), rebuild, redactor)
 
 
+def build_quota_reader(services: Services) -> QuotaReader:
+    """Reads plan quotas (surfaces with ``quota:``) over the current generation's pool."""
+
+    async def fetch(url: str, headers: Mapping[str, str], limit_s: float) -> tuple[int, bytes]:
+        sender = cast(OpenAICompatProvider, services.providers["openai"])
+        return await sender.get(url, headers, limit_s)
+
+    def report(src: QuotaSource, windows: list[QuotaWindow]) -> None:
+        for w in windows:
+            services.metrics.set_plan_quota(
+                src.provider, src.surface, w.window, w.remaining, w.resets_at
+            )
+
+    return QuotaReader(lambda: services.config, fetch, report)
+
+
 def create_app(
     config: Config,
     *,
@@ -182,16 +200,19 @@ def create_app(
     reloader = services.reloader = build_reloader(services, redactor, load)
     initial_metrics(services)
     loop_lag = LoopLagMonitor(services.metrics, services.access.stats)
+    quota = build_quota_reader(services)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             await on_startup()
         loop_lag.start()
+        quota.start()
         quiet_gc()
         try:
             yield
         finally:
+            await quota.stop()
             await loop_lag.stop()
             await reloader.aclose()  # every generation's upstream pools
             await services.keys.aclose()

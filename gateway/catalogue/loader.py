@@ -42,6 +42,8 @@ PROVIDERS_FILE = "providers.yaml"
 RESERVED_MODEL_NAMES = frozenset({"auto", "glm-4"})
 """``model`` values that mean "choose among all variants"; no alias may take them."""
 DEMO_API_KEY = "demo"
+SIM_QUOTA_PATH = "/api/monitor/usage/quota/limit"
+"""Where the simulator answers a provider's plan quota (``gateway.simulator.plans``)."""
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -256,6 +258,9 @@ def _demo_rewrite(providers: list[_Provider], url: str, warnings: list[str]) -> 
         update: dict[str, Any] = {"base_url": f"{url}/{src.name}/v1"}
         if src.config.anthropic_base_url:
             update["anthropic_base_url"] = f"{url}/{src.name}/anthropic"
+        quota = f"{url}/{src.name}{SIM_QUOTA_PATH}"
+        if src.config.quota:
+            update["quota"] = src.config.quota.model_copy(update={"url": quota})
         if src.config.surfaces:
             update["surfaces"] = {
                 name: surface.model_copy(
@@ -263,6 +268,9 @@ def _demo_rewrite(providers: list[_Provider], url: str, warnings: list[str]) -> 
                         "base_url": f"{url}/{src.name}/{name}/v1",
                         "anthropic_base_url": f"{url}/{src.name}/{name}/anthropic"
                         if surface.anthropic_base_url
+                        else None,
+                        "quota": surface.quota.model_copy(update={"url": quota})
+                        if surface.quota
                         else None,
                     }
                 )
