@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hmac
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import cast
@@ -30,7 +31,7 @@ from gateway.observability.traces import build_tracing
 from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
-from gateway.providers.quota import QuotaReader, QuotaSource, QuotaWindow
+from gateway.providers.quota import QuotaReader, QuotaSource, QuotaWindow, spent_until
 from gateway.routing.router import Router
 from gateway.services import Generation, Services
 from gateway.state.base import StateStore
@@ -174,11 +175,21 @@ def build_quota_reader(services: Services) -> QuotaReader:
         sender = cast(OpenAICompatProvider, services.providers["openai"])
         return await sender.get(url, headers, limit_s)
 
-    def report(src: QuotaSource, windows: list[QuotaWindow]) -> None:
+    async def report(src: QuotaSource, windows: list[QuotaWindow]) -> None:
+        """Gauges; and a spent plan window opens its surface's circuits until the reset."""
         for w in windows:
             services.metrics.set_plan_quota(
                 src.provider, src.surface, w.window, w.remaining, w.resets_at
             )
+        now = time.time()
+        until = spent_until(windows, now)
+        if until is not None:
+            ids = tuple(
+                t.id
+                for t in services.config.catalogue.targets
+                if t.provider == src.provider and t.surface == src.surface
+            )
+            await services.state.open_until(ids, until, "quota", now)
 
     return QuotaReader(lambda: services.config, fetch, report)
 

@@ -116,7 +116,21 @@ def _window(entry: dict[str, Any]) -> QuotaWindow | None:
     return QuotaWindow(label, min(max(share, 0.0), 1.0), reset)
 
 
-Report = Callable[[QuotaSource, list[QuotaWindow]], None]
+def spent_until(windows: list[QuotaWindow], now: float) -> float | None:
+    """When a spent token window resets (the latest, if several are spent), else None.
+
+    Only ``tokens*`` windows gate chat: Z.ai's ``TIME_LIMIT`` counts MCP tool time (web
+    search and the like), which does not stop the plan serving the model.
+    """
+    ends = [
+        w.resets_at
+        for w in windows
+        if w.window.startswith("tokens") and w.remaining <= 0 and (w.resets_at or 0) > now
+    ]
+    return max((e for e in ends if e is not None), default=None)
+
+
+Report = Callable[[QuotaSource, list[QuotaWindow]], Awaitable[None]]
 
 
 class QuotaReader:
@@ -171,7 +185,7 @@ class QuotaReader:
             self._failed(src, f"HTTP {status}, not a quota answer")
             return None
         self._said.pop((src.provider, src.surface), None)
-        self._report(src, windows)
+        await self._report(src, windows)
         return windows
 
     def _failed(self, src: QuotaSource, why: str) -> None:

@@ -24,15 +24,15 @@ WINDOW_S = 3
 """The simulated plan window: short, so the reset comes within the test."""
 
 
-def providers_yaml() -> str:
+def providers_yaml(quota: bool) -> str:
     data = yaml.safe_load((CONFIG / "providers.yaml").read_text())
-    data["providers"]["zai"]["surfaces"] = {
-        "coding": {
-            "base_url": "https://api.z.ai/api/coding/paas/v4",
-            "variants": ["glm-4.7"],
-            "quota": {"url": "https://api.z.ai/api/monitor/usage/quota/limit", "interval_s": 1},
-        }
+    coding: dict[str, Any] = {
+        "base_url": "https://api.z.ai/api/coding/paas/v4",
+        "variants": ["glm-4.7"],
     }
+    if quota:
+        coding["quota"] = {"url": "https://api.z.ai/api/monitor/usage/quota/limit", "interval_s": 1}
+    data["providers"]["zai"]["surfaces"] = {"coding": coding}
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -46,9 +46,12 @@ def sim() -> Iterator[Proc]:
 
 
 @pytest.fixture
-def gateway(sim: Proc, tmp_path: Path) -> Iterator[Proc]:
+def gateway(sim: Proc, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Proc]:
+    """A gateway of its own; with ``@pytest.mark.parametrize("gateway", [True], indirect=True)``
+    it reads the plan's quota every second (else never: the window decides alone)."""
+    quota = bool(getattr(request, "param", False))
     httpx.delete(sim.url + "/_sim/plans", timeout=10).raise_for_status()
-    with module_gateway(sim, tmp_path, providers_yaml=providers_yaml()) as gw:
+    with module_gateway(sim, tmp_path, providers_yaml=providers_yaml(quota)) as gw:
         yield gw
     httpx.delete(sim.url + "/_sim/plans", timeout=10).raise_for_status()
 
@@ -144,28 +147,54 @@ def test_a_key_limited_to_pay_as_you_go(sim: Proc, gateway: Proc) -> None:
     assert bad.status_code == 400 and "Unknown surface 'plan'" in bad.text
 
 
-def test_plan_quota_in_metrics_and_dashboard(sim: Proc, gateway: Proc) -> None:
+def wait_for(what: str, check: Any, within_s: float = 15.0) -> Any:
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"not within {within_s}s: {what}")
+
+
+def dashboard(gw: Proc) -> dict[str, Any]:
+    r = httpx.get(
+        gw.url + "/dashboard/data", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10
+    )
+    r.raise_for_status()
+    data: dict[str, Any] = r.json()
+    return data
+
+
+@pytest.mark.parametrize("gateway", [True], indirect=True)
+def test_plan_quota_read_on_a_schedule(sim: Proc, gateway: Proc) -> None:
     set_plan(sim, requests=4, window_s=60)
     tag = nonce()
     ask(gateway, tag)
-    line = 'glm_gateway_plan_quota_remaining_ratio{provider="zai",surface="coding",window="tokens_5h"} 0.75'
-    end = time.monotonic() + 15
-    text = ""
-    while time.monotonic() < end:
-        text = httpx.get(gateway.url + "/metrics", timeout=10).text
-        if line in text:
-            break
-        time.sleep(0.2)
-    assert line in text
+    line = (
+        'glm_gateway_plan_quota_remaining_ratio{provider="zai",surface="coding",'
+        'window="tokens_5h"} 0.75'
+    )
+    wait_for(line, lambda: line in httpx.get(gateway.url + "/metrics", timeout=10).text)
+    text = httpx.get(gateway.url + "/metrics", timeout=10).text
     assert 'glm_gateway_plan_quota_reset_timestamp_seconds{provider="zai",surface="coding"' in text
-    data = httpx.get(
-        gateway.url + "/dashboard/data",
-        headers={"Authorization": f"Bearer {MASTER_KEY}"},
-        timeout=10,
-    ).json()
-    row = next(r for r in data["plan_quota"] if r["surface"] == "coding")
+    row = next(r for r in dashboard(gateway)["plan_quota"] if r["surface"] == "coding")
     assert (row["provider"], row["window"], row["remaining"]) == ("zai", "tokens_5h", 0.75)
-    quota_reads = [
+    reads = [
         q for q in httpx.get(sim.url + "/_sim/requests", timeout=10).json() if q["api"] == "quota"
     ]
-    assert quota_reads and all(q["headers"]["Authorization"] == "<redacted>" for q in quota_reads)
+    assert reads and all(q["headers"]["Authorization"] == "<redacted>" for q in reads)
+
+    for i in range(3):  # the rest of the window
+        ask(gateway, f"{tag}-{i}")
+    assert surfaces_hit(sim, tag) == ["zai:coding"] * 4
+
+    def plan_open() -> bool:
+        rows = dashboard(gateway)["circuits"]
+        return any(c["deployment"] == "zai:coding/glm-4.7" and c["state"] == "open" for c in rows)
+
+    # the quota says the window is spent: its circuit opens before any request is refused
+    wait_for("the plan's circuit open from the quota reading", plan_open)
+    moved = ask(gateway, f"{tag}-after")
+    assert surfaces_hit(sim, f"{tag}-after") == ["zai:general"]
+    assert moved.headers["x-glm-attempts"] == "1"
