@@ -15,6 +15,8 @@ A catalogue with one surface per provider (``PlanIndex.multi_surface`` false) sk
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import PlanIndex
 from gateway.catalogue.target import Target
@@ -48,12 +50,25 @@ def order(ranked: list[int], needs: Needs, ix: PlanIndex) -> None:
     key's or the provider's surface order, where the first of them was ranked."""
     if not ix.multi_surface or len(ranked) < 2:
         return
-    targets = ix.targets
-    first: dict[tuple[str, str, str], int] = {}
-    for n, i in enumerate(ranked):
-        first.setdefault(targets[i].deployment, n)
+    group = ix.surface_group
+    members: dict[int, list[int]] = {}
+    for i in ranked:
+        g = group[i]
+        if g >= 0:
+            members.setdefault(g, []).append(i)
+    if not any(len(m) > 1 for m in members.values()):
+        return
     names = needs.surfaces
     if names is None:
-        ranked.sort(key=lambda i: (first[targets[i].deployment], targets[i].surface_rank))
+        rank: Callable[[int], int] = ix.surface_rank.__getitem__
     else:
-        ranked.sort(key=lambda i: (first[targets[i].deployment], names.index(targets[i].surface)))
+        of = ix.surface_names
+        rank = lambda i: names.index(of[i])  # noqa: E731
+    out: list[int] = []
+    for i in ranked:
+        g = group[i]
+        if g < 0:
+            out.append(i)
+        elif (m := members.pop(g, None)) is not None:
+            out += sorted(m, key=rank) if len(m) > 1 else m
+    ranked[:] = out
