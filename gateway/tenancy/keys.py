@@ -30,6 +30,8 @@ from gateway.catalogue.schema import BudgetPeriod, Capability, KeyLimits
 TOKEN_PREFIX = "sk-glm-"
 _TOKEN_RE = re.compile(r"^sk-glm-([0-9a-f]{12})-[A-Za-z0-9_\-]{43}$")
 MICROS = 1_000_000
+MAX_LIMIT = 10**15
+"""Largest rpm / tpm / max_in_flight a key may set: a record must stay JSON (64-bit ints)."""
 """Money is counted in integer micro-USD everywhere in shared state."""
 
 
@@ -95,12 +97,12 @@ class KeySpec(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     allowed_variants: list[str] | None = None
     allowed_capabilities: list[Capability] | None = None
-    rpm: int | None = Field(default=None, gt=0)
-    tpm: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
     budget_usd: float | None = Field(default=None, ge=0)
     budget_period: BudgetPeriod | None = None
     downgrade: bool | None = None
-    max_in_flight: int | None = Field(default=None, gt=0)
+    max_in_flight: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
     surfaces: list[str] | None = Field(default=None, min_length=1)
 
 
