@@ -14,7 +14,7 @@ from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.needs import resolve_needs
 from gateway.errors import ConfigError
-from gateway.providers.quota import parse_quota
+from gateway.providers.quota import QuotaReader, parse_quota, quota_sources, spent_until
 from gateway.routing import failures as fl
 from gateway.routing.planner import Plan, plan
 from gateway.routing.router import _siblings_by_key
@@ -227,3 +227,34 @@ def test_simulated_plan_window() -> None:
     clock[0] = 1006.0
     assert book.refuse("zai", "/zai/coding/v1/chat/completions") is None
     assert book.refuse("other", "/other/v1/chat/completions") is None
+
+
+async def test_the_reader_keeps_going_when_a_host_answers_nonsense(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load(tmp_path)
+    (src,) = quota_sources(config)
+    assert (src.provider, src.surface, src.api_key) == ("zai", "coding", "k-plan")
+    answers = [(502, b"<html>bad gateway</html>"), (502, b"<html>bad gateway</html>"),
+               (200, b'{"data":{"limits":[{"type":"TOKENS_LIMIT","percentage":100,'
+                     b'"nextResetTime":1900000000000}]}}')]  # fmt: skip
+    sent: list[dict[str, str]] = []
+    got: list[Any] = []
+
+    async def fetch(url: str, headers: Any, limit_s: float) -> tuple[int, bytes]:
+        sent.append(dict(headers))
+        return answers.pop(0)
+
+    async def report(s: Any, windows: Any) -> None:
+        got.append(windows)
+
+    reader = QuotaReader(lambda: config, fetch, report)
+    assert await reader.read(src) is None
+    assert await reader.read(src) is None
+    windows = await reader.read(src)
+    assert windows is not None and got == [windows]
+    assert spent_until(windows, 1_800_000_000.0) == 1_900_000_000.0
+    assert spent_until(windows, 1_950_000_000.0) is None
+    assert sent[0]["Authorization"] == "Bearer k-plan"
+    said = [r.getMessage() for r in caplog.records if "plan quota" in r.getMessage()]
+    assert said == ["plan quota of zai surface coding not read: HTTP 502, not a quota answer"]
