@@ -56,6 +56,7 @@ def _candidates(plan: Plan) -> list[dict[str, Any]]:
             "variant": c.target.variant.id,
             "provider": c.target.provider,
             "deployment": c.target.id,
+            "surface": c.target.surface,
             "upstream_model": c.target.model,
             "score": None if c.score == float("inf") else c.score,
             "score_basis": c.basis,

@@ -16,6 +16,7 @@ import orjson
 from gateway import __version__
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.catalogue.schema import DEFAULT_SURFACE
 from gateway.cli.config_cmds import add_config_parsers, cmd_check_config
 from gateway.cli.keys import add_keys_parser
 from gateway.errors import ConfigError, GatewayError
@@ -204,7 +205,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         if v.params_active_b:
             params += f"/{v.params_active_b:g}B"
         caps = ",".join(sorted(v.capabilities | ({"multimodal"} if v.multimodal else set())))
-        provs = [t.provider for t in cat.targets_for(vid)] + skipped.get(vid, [])
+        provs = [
+            t.provider if t.surface == DEFAULT_SURFACE else f"{t.provider}:{t.surface}"
+            for t in cat.targets_for(vid)
+        ] + skipped.get(vid, [])
         rows.append((vid, str(v.context or "-"), params, caps or "-", " ".join(provs) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:

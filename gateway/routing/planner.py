@@ -34,6 +34,7 @@ from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import HOST_TOOL_FAMILIES, PlanIndex
 from gateway.catalogue.schema import RoutingConfig, Variant
 from gateway.catalogue.target import Target
+from gateway.routing import surfaces
 from gateway.routing.ranking import Candidate, Ranked, rank
 from gateway.routing.spread import Group, Spread
 
@@ -195,6 +196,8 @@ def _surface_reasons(
         reasons.append(f"provider window {t.context} < need {needs.context_need()}")
     if needs.providers is not None and t.provider not in needs.providers:
         reasons.append("provider not in X-GLM-Providers")
+    if (why := surfaces.refusal(t, needs)) is not None:
+        reasons.append(why)
     if t.id in open_circuits:
         reasons.append(f"circuit open for {open_circuits[t.id]:.0f}s more")
     if t.id in saturated:
@@ -331,7 +334,7 @@ def _surface_offers(
     needs: Needs, ix: PlanIndex, opened: Mapping[str, float], full: Mapping[str, str]
 ) -> int:
     """The deployments whose own surface meets every need, on a listed provider, available."""
-    mask = ix.everything
+    mask = surfaces.allowed(needs, ix)
     tools = needs.builtin_tools
     for cap in needs.capabilities:
         mask &= ix.surface_offers.get(cap, 0)

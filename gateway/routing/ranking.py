@@ -18,6 +18,7 @@ from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import PlanIndex
 from gateway.catalogue.target import Target
 from gateway.providers.dialects import can_force_tool_choice
+from gateway.routing import surfaces
 
 if TYPE_CHECKING:
     from gateway.routing.spread import Group, Spread
@@ -104,6 +105,7 @@ def rank(
     prefixed = bool(needs.forced_tool_choice or (needs.pinned and needs.fallback == "variants"))
     if needs.providers or prefixed:
         eligible.sort(key=lambda i: _prefix(ix.targets[i], needs))  # else the same for all
+    surfaces.order(eligible, needs, ix)  # a provider's surfaces together, in their order
     groups = None
     if spread is not None and len(eligible) > 1 and not needs.providers:
         prefix = (lambda i: _prefix(ix.targets[i], needs)) if prefixed else None

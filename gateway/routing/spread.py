@@ -75,14 +75,16 @@ def _class_keys(policy: str, ix: PlanIndex) -> tuple[int, ...]:
     for t in ix.targets:
         v = t.variant
         active = v.params_active_b or v.params_total_b or math.inf
+        # A provider's surfaces keep their order (plan first, then pay-as-you-go): deployments
+        # on surfaces of different rank are never equivalent.
         if policy == "cost":
-            out.append((t.priority, active, v.quality))
+            out.append((t.priority, t.surface_rank, active, v.quality))
         elif policy == "quality":
-            out.append((t.priority, v.quality))
+            out.append((t.priority, t.surface_rank, v.quality))
         elif policy == "newest":
-            out.append((t.priority, v.released, v.quality))
+            out.append((t.priority, t.surface_rank, v.released, v.quality))
         else:
-            out.append((t.priority,))
+            out.append((t.priority, t.surface_rank))
     ids: dict[tuple[Any, ...], int] = {}
     return tuple(ids.setdefault(k, len(ids)) for k in out)
 

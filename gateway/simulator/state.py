@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.simulator.faults import FaultBook
 from gateway.simulator.models import ModelTable, SimModel
+from gateway.simulator.plans import PlanBook
 from gateway.simulator.streams import StreamBook
 
 LOG_SIZE = 200
@@ -30,6 +31,7 @@ class SimState:
         "_seen_order",
         "closing",
         "faults",
+        "plans",
         "requests",
         "streams",
         "table",
@@ -38,6 +40,7 @@ class SimState:
     def __init__(self, models: Iterable[SimModel]) -> None:
         self.table = ModelTable(models)
         self.faults = FaultBook()
+        self.plans = PlanBook()
         self.streams = StreamBook()
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self.closing = False

@@ -285,6 +285,15 @@ class StateStore(Protocol):
         slot and the deployment in-flight slot released."""
         ...
 
+    async def open_until(
+        self, target_ids: tuple[str, ...], until: float, reason: str, now: float
+    ) -> None:
+        """Hold these circuits open until epoch ``until`` (a plan window a host says is spent,
+        until its stated reset), then half-open as after any trip; one whose circuit is open
+        longer keeps it. No attempt is counted. Off the request path; never raises (a shared
+        backend that does not answer: only this replica's local state is told)."""
+        ...
+
     async def health(self, now: float) -> list[Health]: ...
 
     async def ping(self) -> bool:

@@ -355,3 +355,24 @@ if #out == 0 then return '[]' end
 return cjson.encode(out)
 """
 )
+
+OPEN_UNTIL = """
+local P, now = ARGV[1], tonumber(ARGV[2])
+local r = cjson.decode(ARGV[3])
+local OPEN = P .. ':cb:open'
+if r.till <= now then return 0 end
+for _, id in ipairs(r.ids) do
+  local key = P .. ':cb:' .. id
+  redis.call('SADD', P .. ':cb:ids', id)
+  local c = redis.call('HMGET', key, 'trips', 'open_until')
+  local trips, open_until = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+  if r.till > open_until then
+    redis.call('HSET', key, 'trips', math.max(trips, 1), 'open_until', tostring(r.till),
+      'probe_until', 0, 'last_failure', r.reason)
+    redis.call('ZADD', OPEN, r.till, id)
+  end
+end
+return 1
+"""
+"""``StateStore.open_until``: ``ARGV[3]`` is ``{"ids": [...], "till": epoch, "reason": str}``;
+mirrors :meth:`gateway.state.circuits.Circuit.hold_open`."""

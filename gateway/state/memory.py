@@ -276,6 +276,14 @@ class MemoryState:
         self._windows = {k: w for k, w in self._windows.items() if not k.startswith("k:")}
         self._spend.clear()
 
+    async def open_until(
+        self, target_ids: tuple[str, ...], until: float, reason: str, now: float
+    ) -> None:
+        if until <= now:
+            return
+        for tid in target_ids:
+            self._circuit(tid).hold_open(until, reason)
+
     async def health(self, now: float) -> list[Health]:
         return [c.health(tid, now) for tid, c in sorted(self._circuits.items())]
 

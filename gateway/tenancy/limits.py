@@ -349,6 +349,8 @@ def _too_many_in_flight(v: KeyVerdict) -> RateLimited:
 
 def restrict(needs: Needs, record: KeyRecord) -> None:
     """Narrow ``needs`` to what a virtual key may use; PermissionDenied (403) otherwise."""
+    if record.surfaces is not None:
+        needs.surfaces = record.surfaces
     caps = record.allowed_capabilities
     if caps is not None:
         denied = [c for c in needs.capabilities if c not in caps]

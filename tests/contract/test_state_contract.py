@@ -192,6 +192,31 @@ async def test_a_probe_the_request_did_not_use_is_released(store: StateStore) ->
     assert again.lease is not None and again.lease.probes == (A.target_id,)
 
 
+async def test_open_until_holds_circuits_open_until_a_stated_time(store: StateStore) -> None:
+    # a plan window the host says is spent: every deployment on that surface, until the reset
+    await store.open_until((A.target_id, B.target_id), T0 + 7200.0, "quota", T0)
+    view = await store.before(Ticket((A, B), 1), T0 + 100)
+    assert view.open_circuits[A.target_id] == pytest.approx(7100.0)
+    assert view.open_circuits[B.target_id] == pytest.approx(7100.0)
+    assert view.lease is None
+    health = {h.target_id: h for h in await store.health(T0 + 100)}
+    assert (health[A.target_id].state, health[A.target_id].last_failure) == ("open", "quota")
+    assert (health[A.target_id].requests, health[A.target_id].failures) == (0, 0)
+    # then half-open: one probe, whose success closes it
+    probe = await store.before(Ticket((A,), 1), T0 + 7201)
+    assert probe.lease is not None and probe.lease.probes == (A.target_id,)
+    await store.after(ok(), T0 + 7202)
+    assert (await store.before(Ticket((A,), 1), T0 + 7203)).open_circuits == {}
+
+
+async def test_open_until_never_shortens_an_open_circuit(store: StateStore) -> None:
+    await store.after(fail(cooldown=600.0), T0)
+    await store.open_until((A.target_id,), T0 + 60.0, "quota", T0)
+    await store.open_until((B.target_id,), T0 - 1.0, "quota", T0)  # past: nothing
+    view = await store.before(Ticket((A, B), 1), T0 + 1)
+    assert view.open_circuits == {A.target_id: pytest.approx(599.0)}
+
+
 async def test_an_explicit_cooldown_opens_at_once_and_is_capped(store: StateStore) -> None:
     await store.after(fail(cooldown=42.0), T0)
     await store.after(fail(B.target_id, cooldown=1e9), T0)

@@ -50,6 +50,11 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_upstream_attempts": ("counter", ("variant", "provider", "outcome")),
     "glm_gateway_fallbacks": ("counter", ("reason", "from_variant", "to_variant")),
     "glm_gateway_circuit_state": ("gauge", ("deployment", "variant", "provider")),
+    "glm_gateway_plan_quota_remaining_ratio": ("gauge", ("provider", "surface", "window")),
+    "glm_gateway_plan_quota_reset_timestamp_seconds": (
+        "gauge",
+        ("provider", "surface", "window"),
+    ),
     "glm_gateway_tokens": ("counter", ("variant", "provider", "key", "direction")),
     "glm_gateway_cost_usd": ("counter", ("variant", "provider", "key")),
     "glm_gateway_event_loop_lag_seconds": ("histogram", ()),
@@ -209,6 +214,7 @@ def populate(m: Metrics, targets: tuple[Target, ...]) -> None:
     m.rate_limited.labels("key", "rpm").inc()
     m.budget_downgrades.labels(m.key_label("k")).inc()
     m.spread_picks.labels(first.id).inc()
+    m.set_plan_quota("zai", "coding", "tokens_5h", 0.25, 1_900_000_000.0)
 
 
 def test_labels_returns_one_series_per_label_values_however_asked() -> None:
