@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import hmac
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI
 
@@ -29,6 +31,7 @@ from gateway.observability.traces import build_tracing
 from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.providers.quota import QuotaReader, QuotaSource, QuotaWindow, spent_until
 from gateway.routing.affinity import Affinity
 from gateway.routing.router import Router
 from gateway.services import Generation, Services
@@ -184,6 +187,32 @@ def build_reloader(
     return Reloader(services, load or (lambda: load_config(source)), rebuild, redactor)
 
 
+def build_quota_reader(services: Services) -> QuotaReader:
+    """Reads plan quotas (surfaces with ``quota:``) over the current generation's pool."""
+
+    async def fetch(url: str, headers: Mapping[str, str], limit_s: float) -> tuple[int, bytes]:
+        sender = cast(OpenAICompatProvider, services.providers["openai"])
+        return await sender.get(url, headers, limit_s)
+
+    async def report(src: QuotaSource, windows: list[QuotaWindow]) -> None:
+        """Gauges; and a spent plan window opens its surface's circuits until the reset."""
+        for w in windows:
+            services.metrics.set_plan_quota(
+                src.provider, src.surface, w.window, w.remaining, w.resets_at
+            )
+        now = time.time()
+        until = spent_until(windows, now)
+        if until is not None:
+            ids = tuple(
+                t.id
+                for t in services.config.catalogue.targets
+                if t.provider == src.provider and t.surface == src.surface
+            )
+            await services.state.open_until(ids, until, "quota", now)
+
+    return QuotaReader(lambda: services.config, fetch, report)
+
+
 def create_app(
     config: Config,
     *,
@@ -201,16 +230,19 @@ def create_app(
     reloader = services.reloader = build_reloader(services, redactor, load)
     initial_metrics(services)
     loop_lag = LoopLagMonitor(services.metrics, services.access.stats)
+    quota = build_quota_reader(services)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             await on_startup()
         loop_lag.start()
+        quota.start()
         quiet_gc()
         try:
             yield
         finally:
+            await quota.stop()
             await loop_lag.stop()
             await reloader.aclose()  # every generation's upstream pools
             await services.keys.aclose()

@@ -56,6 +56,14 @@ def _spec(raw: bytes, s: Services) -> KeySpec:
             param="allowed_variants",
             code="invalid_key_spec",
         )
+    known = {t.surface for t in s.config.catalogue.targets}
+    strange = [n for n in spec.surfaces or () if n not in known]
+    if strange:
+        raise InvalidRequest(
+            f"Unknown surface {strange[0]!r} in surfaces; configured: {', '.join(sorted(known))}.",
+            param="surfaces",
+            code="invalid_key_spec",
+        )
     return spec
 
 

@@ -13,7 +13,8 @@ KEY_BAD_REASON = "key marked bad: the host refused this deployment's key or acco
 def explain(
     needs: Needs, plan: Plan, model: str, key_bad: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
-    """Declared and inferred needs, ranked candidates, and every rejection with its reason.
+    """Declared and inferred needs, ranked candidates, the spread groups among them, and every
+    rejection with its reason.
 
     ``key_bad``: deployment ids whose key the host refused (their rejection says so).
     """
@@ -40,21 +41,46 @@ def explain(
             "alias": needs.alias,
             "tool_choice_forcing": needs.forced_tool_choice,
         },
-        "candidates": [
-            {
-                "rank": i + 1,
-                "variant": c.target.variant.id,
-                "provider": c.target.provider,
-                "deployment": c.target.id,
-                "upstream_model": c.target.model,
-                "score": None if c.score == float("inf") else c.score,
-                "score_basis": c.basis,
-            }
-            for i, c in enumerate(plan.candidates)
-        ],
+        "candidates": _candidates(plan),
+        "spread": _spread(plan),
         "rejected": _rejected(plan, key_bad),
         "unmet": plan.unmet,
     }
+
+
+def _candidates(plan: Plan) -> list[dict[str, Any]]:
+    group = {tid: g for g, grp in enumerate(plan.spread) for tid in grp.ids}
+    return [
+        {
+            "rank": i + 1,
+            "variant": c.target.variant.id,
+            "provider": c.target.provider,
+            "deployment": c.target.id,
+            "surface": c.target.surface,
+            "upstream_model": c.target.model,
+            "score": None if c.score == float("inf") else c.score,
+            "score_basis": c.basis,
+            "spread_group": group.get(c.target.id),
+        }
+        for i, c in enumerate(plan.candidates)
+    ]
+
+
+def _spread(plan: Plan) -> list[dict[str, Any]]:
+    """Each spread group: its members in the order this request would try them, each one's
+    effective weight, its share of the group when none is busier, and its requests in flight."""
+    return [
+        {
+            "group": g,
+            "members": [
+                {"deployment": tid, "weight": w, "share": round(share, 4), "in_flight": n}
+                for tid, w, share, n in zip(
+                    grp.ids, grp.weights, grp.shares, grp.in_flight, strict=True
+                )
+            ],
+        }
+        for g, grp in enumerate(plan.spread)
+    ]
 
 
 def _rejected(plan: Plan, key_bad: frozenset[str]) -> list[dict[str, Any]]:

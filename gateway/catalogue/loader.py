@@ -16,7 +16,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from gateway.catalogue.catalogue import Catalogue, Config, SkippedDeployment
 from gateway.catalogue.config_files import Marks, read_file
 from gateway.catalogue.schema import (
+    DEFAULT_SURFACE,
     Deployment,
     GatewayFile,
     ModelsFile,
@@ -41,6 +42,8 @@ PROVIDERS_FILE = "providers.yaml"
 RESERVED_MODEL_NAMES = frozenset({"auto", "glm-4"})
 """``model`` values that mean "choose among all variants"; no alias may take them."""
 DEMO_API_KEY = "demo"
+SIM_QUOTA_PATH = "/api/monitor/usage/quota/limit"
+"""Where the simulator answers a provider's plan quota (``gateway.simulator.plans``)."""
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -185,6 +188,36 @@ def _check_provider(src: _Provider, variants: Mapping[str, Variant]) -> list[str
                 f"{src.at('deployments', i, 'litellm_model')}: required for adapter 'litellm' "
                 "(e.g. bedrock/converse/zai.glm-4.7)"
             )
+    return problems + _check_surfaces(src)
+
+
+def _check_surfaces(src: _Provider) -> list[str]:
+    cfg = src.config
+    problems = []
+    served = {d.variant for d in cfg.deployments}
+    for name, surface in cfg.surfaces.items():
+        if name == DEFAULT_SURFACE or not _PROVIDER_NAME.match(name):
+            problems.append(
+                f"{src.at('surfaces', name)}: a surface name uses lowercase letters, digits, "
+                f"'-' and '_', and is not '{DEFAULT_SURFACE}' (the provider's own base_url)"
+            )
+        if cfg.adapter == "openai" and not (surface.base_url or cfg.base_url):
+            where = src.at("surfaces", name, "base_url")
+            problems.append(f"{where}: required for adapter 'openai'")
+        for j, vid in enumerate(surface.variants or ()):
+            if vid not in served:
+                problems.append(
+                    f"{src.at('surfaces', name, 'variants', j)}: this provider has no deployment "
+                    f"of '{vid}'; it has: {', '.join(sorted(served))}"
+                )
+    known = {DEFAULT_SURFACE, *cfg.surfaces}
+    order = cfg.surface_order or ()
+    for j, name in enumerate(order):
+        if name not in known or order.index(name) != j:
+            what = "is named twice" if name in known else "is not a surface of this provider"
+            problems.append(
+                f"{src.at('surface_order', j)}: '{name}' {what}; surfaces: {', '.join(known)}"
+            )
     return problems
 
 
@@ -232,6 +265,24 @@ def _demo_rewrite(providers: list[_Provider], url: str, warnings: list[str]) -> 
         update: dict[str, Any] = {"base_url": f"{url}/{src.name}/v1"}
         if src.config.anthropic_base_url:
             update["anthropic_base_url"] = f"{url}/{src.name}/anthropic"
+        quota = f"{url}/{src.name}{SIM_QUOTA_PATH}"
+        if src.config.quota:
+            update["quota"] = src.config.quota.model_copy(update={"url": quota})
+        if src.config.surfaces:
+            update["surfaces"] = {
+                name: surface.model_copy(
+                    update={
+                        "base_url": f"{url}/{src.name}/{name}/v1",
+                        "anthropic_base_url": f"{url}/{src.name}/{name}/anthropic"
+                        if surface.anthropic_base_url
+                        else None,
+                        "quota": surface.quota.model_copy(update={"url": quota})
+                        if surface.quota
+                        else None,
+                    }
+                )
+                for name, surface in src.config.surfaces.items()
+            }
         if src.config.adapter == "litellm":
             update["adapter"] = "openai"
             warnings.append(
@@ -252,18 +303,21 @@ def _build_catalogue(
     found: dict[str, list[Target]] = {vid: [] for vid in variants}
     skipped: list[SkippedDeployment] = []
     for src in providers:
-        cfg = src.config
-        key, reason = _api_key(cfg, env, demo)
-        if reason is not None:
-            skipped += [SkippedDeployment(src.name, d.variant, reason) for d in cfg.deployments]
-            count = len(cfg.deployments)
-            warnings.append(
-                f"provider {src.name} ({cfg.name}): {reason}; "
-                f"{count} deployment{'' if count == 1 else 's'} skipped"
-            )
-            continue
-        for target in _provider_targets(src.name, cfg, variants, key):
-            found[target.variant.id].append(target)
+        for surface in _surfaces(src.config):
+            cfg = surface.config
+            key, reason = _api_key(cfg, env, demo)
+            deps = surface.deployments
+            if reason is not None:
+                skipped += [SkippedDeployment(src.name, d.variant, reason) for d in deps]
+                count = len(deps)
+                where = "" if surface.name == DEFAULT_SURFACE else f" surface {surface.name}"
+                warnings.append(
+                    f"provider {src.name} ({cfg.name}){where}: {reason}; "
+                    f"{count} deployment{'' if count == 1 else 's'} skipped"
+                )
+                continue
+            for target in _provider_targets(src.name, surface, variants, key):
+                found[target.variant.id].append(target)
     by_variant = {vid: tuple(ts) for vid, ts in found.items()}
     warnings += _coverage_warnings(variants, by_variant, skipped)
     return Catalogue(
@@ -287,16 +341,47 @@ def _api_key(
     return (key, None) if key else (None, f"{cfg.api_key_env} is not set")
 
 
+@dataclass(frozen=True)
+class _Surface:
+    name: str
+    config: ProviderConfig
+    """The provider's config as this surface sees it (its own URLs and key env)."""
+    deployments: tuple[Deployment, ...]
+    """The provider's deployments this surface serves."""
+
+
+def _surfaces(cfg: ProviderConfig) -> list[_Surface]:
+    """The default surface, then each named one, as a provider config of its own."""
+    out = [_Surface(DEFAULT_SURFACE, cfg, tuple(cfg.deployments))]
+    for name, s in cfg.surfaces.items():
+        view = cfg.model_copy(
+            update={
+                "base_url": s.base_url or cfg.base_url,
+                "anthropic_base_url": s.anthropic_base_url,
+                "api_key_env": s.api_key_env or cfg.api_key_env,
+            }
+        )
+        deps = tuple(d for d in cfg.deployments if s.variants is None or d.variant in s.variants)
+        out.append(_Surface(name, view, deps))
+    return out
+
+
 def _provider_targets(
-    provider: str, cfg: ProviderConfig, variants: Mapping[str, Variant], api_key: str | None
+    provider: str, surface: _Surface, variants: Mapping[str, Variant], api_key: str | None
 ) -> list[Target]:
     seen: dict[str, int] = {}
     targets = []
-    for dep in cfg.deployments:
+    named = "" if surface.name == DEFAULT_SURFACE else f":{surface.name}"
+    for dep in surface.deployments:
         seen[dep.variant] = seen.get(dep.variant, 0) + 1
         n = seen[dep.variant]
-        target_id = f"{provider}/{dep.variant}" + (f"#{n}" if n > 1 else "")
-        targets.append(_target(target_id, provider, cfg, dep, variants[dep.variant], api_key))
+        target_id = f"{provider}{named}/{dep.variant}" + (f"#{n}" if n > 1 else "")
+        target = _target(target_id, provider, surface.config, dep, variants[dep.variant], api_key)
+        order = surface.config.surface_names
+        rank = order.index(surface.name) if surface.name in order else -1
+        if named or rank != 0:
+            target = replace(target, surface=surface.name, surface_rank=rank)
+        targets.append(target)
     return targets
 
 

@@ -78,6 +78,9 @@ class Needs:
     forced_tool_choice: bool = False
     """``tool_choice`` is ``required`` or names a function: hosts that can force a tool call
     rank first (the others would be sent ``auto``, reported in ``X-GLM-Adapted``)."""
+    surfaces: tuple[str, ...] | None = None
+    """The provider surfaces a virtual key may use, in its order (None: each provider's
+    ``surface_order``)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def context_need(self) -> int:

@@ -72,6 +72,18 @@ class PlanIndex:
     runs_tool: Mapping[str, int]
     """Built-in tool -> deployments whose host runs it."""
     of_provider: Mapping[str, int]
+    of_surface: Mapping[str, int]
+    """Surface name (``api``, ``coding`` ...) -> deployments on a surface of that name."""
+    by_default: int
+    """Deployments on a surface in their provider's default ``surface_order``."""
+    multi_surface: bool
+    """Some provider has more than one surface (else surfaces cost the planner nothing)."""
+    surface_group: tuple[int, ...]
+    """Per position: one number shared by the same deployment on its several surfaces, -1
+    for a deployment on one surface only."""
+    surface_rank: tuple[int, ...]
+    """Per position: its surface's place in the provider's ``surface_order``."""
+    surface_names: tuple[str, ...]
     position_bit: Mapping[str, int]
     """Deployment id -> its bit (the bits, should two deployments share an id)."""
     prices: tuple[tuple[float, float] | None, ...]
@@ -242,8 +254,23 @@ def _filtering(facts: Sequence[VariantFacts], targets: Sequence[Target]) -> dict
         },
         "runs_tool": {tool: _mask(tool in t.builtin_tools for t in targets) for tool in tools},
         "of_provider": _grouped((t.provider, 1 << i) for i, t in enumerate(targets)),
+        "of_surface": _grouped((t.surface, 1 << i) for i, t in enumerate(targets)),
+        "by_default": _mask(t.surface_rank >= 0 for t in targets),
+        "multi_surface": len({t.surface for t in targets}) > 1
+        or any(t.surface_rank < 0 for t in targets),
+        "surface_group": _surface_groups(targets),
+        "surface_rank": tuple(t.surface_rank for t in targets),
+        "surface_names": tuple(t.surface for t in targets),
         "position_bit": _grouped((t.id, 1 << i) for i, t in enumerate(targets)),
     }
+
+
+def _surface_groups(targets: Sequence[Target]) -> tuple[int, ...]:
+    count: dict[tuple[str, str, str], int] = {}
+    for t in targets:
+        count[t.deployment] = count.get(t.deployment, 0) + 1
+    numbers = {d: n for n, d in enumerate(d for d, c in count.items() if c > 1)}
+    return tuple(numbers.get(t.deployment, -1) for t in targets)
 
 
 def build_index(

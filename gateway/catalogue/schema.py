@@ -6,7 +6,7 @@ these file-shaped models into the runtime :class:`gateway.catalogue.catalogue.Ca
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -107,6 +107,43 @@ class Deployment(Strict):
     note: str | None = None
 
 
+DEFAULT_SURFACE: Final = "api"
+"""The surface a provider's own ``base_url`` / ``api_key_env`` describe (every provider has it)."""
+
+
+class QuotaConfig(Strict):
+    """Where a surface's host tells what is left of its plan quota (read on a schedule only)."""
+
+    url: str
+    """``GET`` with the surface's key, e.g. Z.ai's ``https://api.z.ai/api/monitor/usage/quota/limit``
+    (undocumented by Z.ai; community tools read it; the reader tolerates shape changes)."""
+    interval_s: Annotated[float, Field(ge=1)] = 300.0
+    timeout_s: PositiveFloat = 10.0
+
+
+class Surface(Strict):
+    """Another way into the same provider: its own base URL, key, variants and quota.
+
+    Z.ai and BigModel sell a Coding Plan: a prepaid subscription with 5-hour and weekly
+    windows, served at its own base URL (``/api/coding/paas/v4``) and not at the general one.
+    """
+
+    base_url: str | None = None
+    """Defaults to the provider's ``base_url`` (adapter ``openai`` needs one of the two)."""
+    anthropic_base_url: str | None = None
+    api_key_env: str | None = None
+    """Defaults to the provider's ``api_key_env`` (Z.ai: one key serves both surfaces)."""
+    variants: tuple[str, ...] | None = None
+    """The variants this surface serves (among the provider's deployments); all when absent.
+    A surface that does not serve a variant is never a candidate for it."""
+    quota: QuotaConfig | None = None
+
+    @field_validator("base_url", "anthropic_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+
 class ProviderConfig(Strict):
     name: str
     adapter: Adapter = "openai"
@@ -123,6 +160,23 @@ class ProviderConfig(Strict):
     provider's deployments is forwarded there as sent (model id set), with the client's
     ``anthropic-version`` / ``anthropic-beta``, instead of being translated to chat."""
     deployments: list[Deployment]
+    surfaces: dict[str, Surface] = Field(default_factory=dict)
+    """More surfaces besides the default one (``api``: this provider's own base URL and key),
+    e.g. ``coding`` for a Coding Plan. Each deployment is served on every surface that lists
+    its variant."""
+    surface_order: tuple[str, ...] | None = None
+    """The order surfaces of one deployment are tried in, unless a virtual key names its own
+    (``surfaces``); a surface left out is not used by default. Default: the ``surfaces`` in
+    the order written, then ``api`` (a plan first, pay-as-you-go when its window is spent)."""
+    quota: QuotaConfig | None = None
+    """The default surface's quota endpoint, when it has one."""
+
+    @property
+    def surface_names(self) -> tuple[str, ...]:
+        """Surfaces in default order."""
+        if self.surface_order is not None:
+            return self.surface_order
+        return (*self.surfaces, DEFAULT_SURFACE)
 
     @field_validator("base_url", "anthropic_base_url")
     @classmethod
@@ -175,6 +229,22 @@ class RequestLimits(Strict):
     max_tools: PositiveInt = 512
 
 
+class SpreadConfig(Strict):
+    """Load shared among deployments the policy ranks as equivalent (``gateway.routing.spread``)."""
+
+    enabled: bool = False
+    """Off: equivalent deployments are tried in ``weight`` order (a tie-break only)."""
+    tolerance: Annotated[float, Field(ge=0, le=10)] = 0.0
+    """Equivalent when the cost (and for ``latency`` the latency) is within this fraction of
+    the best in its group: 0 = exactly equal, 0.05 = within 5%."""
+    in_flight: bool = True
+    """Prefer the member with the fewest requests in flight per unit of weight, counted across
+    replicas in shared state (one sorted set per spread deployment)."""
+    price_weighted: bool = False
+    """Policy ``cost``: weight x (cheapest cost / this one's)², OpenRouter's price-weighted
+    balancing; use with a wide ``tolerance``."""
+
+
 class AffinityConfig(Strict):
     """Session affinity: one agent session's requests go to one deployment (its prompt cache)."""
 
@@ -209,6 +279,7 @@ class RoutingConfig(Strict):
     """Streams: longest silence between two chunks once the answer has started."""
     total_timeout_s: PositiveFloat = 300.0
     """Per request, streams included to their last byte; X-GLM-Timeout may lower it."""
+    spread: SpreadConfig = SpreadConfig()
     affinity: AffinityConfig = AffinityConfig()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.catalogue.schema import Adapter, Dialect, Price, Variant
+from gateway.catalogue.schema import DEFAULT_SURFACE, Adapter, Dialect, Price, Variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,22 @@ class Target:
     litellm_params: tuple[tuple[str, object], ...] = field(default=(), repr=False)
     messages_url: str | None = None
     """The host's native Anthropic Messages URL, when it has one (``anthropic_base_url``)."""
+    surface: str = DEFAULT_SURFACE
+    """Which of the provider's surfaces (``api``, ``coding`` ...) this deployment is on."""
+    surface_rank: int = 0
+    """Its place in the provider's ``surface_order``; -1: left out (used only by keys that
+    name the surface)."""
+
+    @property
+    def account(self) -> tuple[str, str, str | None]:
+        """(provider, surface, key): what one refusal of our key or quota holds for. Z.ai's
+        one key answers 1113 (no balance) on the general surface and serves the Coding Plan."""
+        return self.provider, self.surface, self.api_key
+
+    @property
+    def deployment(self) -> tuple[str, str, str]:
+        """(provider, variant, model): the same deployment on every surface."""
+        return self.provider, self.variant.id, self.model
 
     @property
     def accepts_images(self) -> bool:

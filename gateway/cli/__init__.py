@@ -16,6 +16,7 @@ import orjson
 from gateway import __version__
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.catalogue.schema import DEFAULT_SURFACE
 from gateway.cli.config_cmds import add_config_parsers, cmd_check_config
 from gateway.cli.keys import add_keys_parser
 from gateway.errors import ConfigError, GatewayError
@@ -175,13 +176,18 @@ def cmd_route(args: argparse.Namespace) -> int:
     from gateway.catalogue.body import parse_body
     from gateway.catalogue.needs import resolve_needs
     from gateway.routing.planner import plan
+    from gateway.routing.spread import Spread
 
     config = resolve_config(
         args.config, demo_simulator_url="http://127.0.0.1:0" if args.demo else None
     )
     body = parse_body(sys.stdin.buffer.read())
     needs = resolve_needs(body, _parse_header_args(args.header), config)
-    p = plan(needs, config.catalogue, config.gateway.routing)
+    routing = config.gateway.routing
+    spread = None
+    if routing.spread.enabled:  # the groups and shares, as /v1/route shows them
+        spread = Spread(routing.spread, routing, config.catalogue.index)
+    p = plan(needs, config.catalogue, routing, spread=spread, advance=False)
     out = explain(needs, p, str(body.get("model")))
     sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0 if p.candidates else 3
@@ -199,7 +205,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         if v.params_active_b:
             params += f"/{v.params_active_b:g}B"
         caps = ",".join(sorted(v.capabilities | ({"multimodal"} if v.multimodal else set())))
-        provs = [t.provider for t in cat.targets_for(vid)] + skipped.get(vid, [])
+        provs = [
+            t.provider if t.surface == DEFAULT_SURFACE else f"{t.provider}:{t.surface}"
+            for t in cat.targets_for(vid)
+        ] + skipped.get(vid, [])
         rows.append((vid, str(v.context or "-"), params, caps or "-", " ".join(provs) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:

@@ -40,6 +40,9 @@ def add_keys_parser(sub: Any) -> None:
     c.add_argument(
         "--capabilities", type=_csv, help=f"allowed capabilities: {', '.join(CAPABILITIES)}"
     )
+    c.add_argument(
+        "--surfaces", type=_csv, help="provider surfaces it may use, in order (e.g. coding,api)"
+    )
     c.add_argument("--rpm", type=int, help="requests per minute")
     c.add_argument("--tpm", type=int, help="tokens per minute")
     c.add_argument(
@@ -90,6 +93,7 @@ def _run(args: argparse.Namespace, url: str, master: str) -> dict[str, Any]:
             "budget_period": args.period,
             "downgrade": args.downgrade,
             "max_in_flight": args.max_in_flight,
+            "surfaces": args.surfaces,
         }
         body = {k: v for k, v in spec.items() if v is not None}
         return call("POST", f"{url}/admin/keys", master, body)

@@ -264,6 +264,12 @@
       cell(fmtMs(c.latency_ms), "num"), cell(fmtNum(c.requests), "num"),
       cell(fmtNum(c.failures), "num"), cell(c.last_failure || ""),
     ]);
+    const quota = d.plan_quota || [];
+    $("p-quota").classList.toggle("hidden", quota.length === 0);
+    fillTable("t-quota", quota, (q) => [
+      cell(q.provider), cell(q.surface), cell(q.window), cell(fmtPct(q.remaining), "num"),
+      cell(q.resets_at ? fmtTime(q.resets_at) : "–", "num"),
+    ]);
     const usage = (r) => [cell(fmtNum(r.tokens_in || 0), "num"), cell(fmtNum(r.tokens_out || 0), "num"),
       cell(fmtUsd(r.cost_usd || 0), "num")];
     // the share of prompt tokens the host read from its prompt cache (session affinity)

@@ -274,6 +274,27 @@ class Metrics:
             registry=r,
         )
 
+        self.plan_quota = PlainGauge(
+            "glm_gateway_plan_quota_remaining_ratio",
+            "Share (0-1) left of a provider surface's plan quota per window, as the host's quota "
+            "endpoint last said (surfaces with quota: in config, read every interval_s).",
+            ["provider", "surface", "window"],
+            registry=r,
+        )
+        self.plan_quota_reset = PlainGauge(
+            "glm_gateway_plan_quota_reset_timestamp_seconds",
+            "When that plan window resets (Unix time), where the host says.",
+            ["provider", "surface", "window"],
+            registry=r,
+        )
+
+    def set_plan_quota(
+        self, provider: str, surface: str, window: str, remaining: float, resets_at: float | None
+    ) -> None:
+        self.plan_quota.labels(provider, surface, window).set(remaining)
+        if resets_at is not None:
+            self.plan_quota_reset.labels(provider, surface, window).set(resets_at)
+
     def _usage(self) -> None:
         r = self.registry
         self.tokens = PlainCounter(
@@ -359,6 +380,13 @@ class Metrics:
             "Requests refused by the gateway's own limits, by scope (key, deployments) and "
             "reason (rpm, tpm, budget, revoked).",
             ["scope", "reason"],
+            registry=r,
+        )
+        self.spread_picks = PlainCounter(
+            "glm_gateway_spread_picks",
+            "Requests whose plan opened with a spread group (routing.spread), by the "
+            "deployment tried first.",
+            ["deployment"],
             registry=r,
         )
         self.budget_downgrades = PlainCounter(

@@ -37,8 +37,29 @@ def overview(
         state=state,
         circuits=circuits(health or (), targets),
         totals=totals(metrics),
+        plan_quota=plan_quota(metrics),
     )
     return data
+
+
+def plan_quota(metrics: Metrics) -> list[dict[str, Any]]:
+    """What each plan surface's host last said is left, per window (empty: none read)."""
+    resets = {
+        (lb["provider"], lb["surface"], lb["window"]): v
+        for lb, v in _samples(metrics.plan_quota_reset)
+    }
+    rows = [
+        {
+            "provider": lb["provider"],
+            "surface": lb["surface"],
+            "window": lb["window"],
+            "remaining": round(v, 4),
+            "resets_at": resets.get((lb["provider"], lb["surface"], lb["window"])),
+        }
+        for lb, v in _samples(metrics.plan_quota)
+    ]
+    rows.sort(key=lambda r: (r["provider"], r["surface"], r["window"]))
+    return rows
 
 
 def circuits(health: Iterable[CircuitRecord], targets: Sequence[Target]) -> list[dict[str, Any]]:

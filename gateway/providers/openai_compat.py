@@ -164,6 +164,23 @@ class OpenAICompatProvider:
             resp.status, resp.headers, chunks=_iter_chunks(resp), release=resp.close
         )
 
+    async def get(self, url: str, headers: Mapping[str, str], limit_s: float) -> tuple[int, bytes]:
+        """``GET url`` off the request path (a plan's quota endpoint): (status, body).
+
+        Raises:
+            UpstreamTimeout: no full answer within ``limit_s``.
+            UpstreamConnectionError: the host could not be reached.
+        """
+        try:
+            async with self._get_session().get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=limit_s)
+            ) as resp:
+                return resp.status, await resp.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"no answer from {URL(url).host} within {limit_s:g}s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectionError(f"{URL(url).host}: {type(exc).__name__}") from exc
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -37,7 +37,11 @@ GLM_CODES: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "1110": ("auth", "account inactive"),
         "1111": ("auth", "account does not exist"),
         "1112": ("auth", "account locked"),
-        "1113": ("auth", "account in arrears (no balance): out until topped up"),
+        # HTTP 429 "Insufficient balance or no resource package": no balance on this surface.
+        # A Coding Plan key sent to the general endpoint gets it (the plan is only served at
+        # /api/coding/paas/v4): auth marks this key bad on this surface only (Target.account),
+        # so the request moves on to the key's other surfaces.
+        "1113": ("auth", "no balance or resource package on this surface (wrong surface?)"),
         "1120": ("transient", "cannot access the account right now, try later"),
         "1121": ("auth", "account locked for irregular activity"),
         "1200": ("caller", "API call error"),

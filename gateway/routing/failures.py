@@ -366,6 +366,13 @@ def decide(failure: Failure, *, attempt_on_target: int, transient_retries: int) 
     )
 
 
+def account_wide(failure: Failure) -> bool:
+    """A quota with a stated reset (GLM 1304/1308/1310, a Coding Plan's 5-hour or weekly
+    window): the whole key on that surface is spent until then, every model on it, so every
+    deployment there opens its circuit until the reset, not only the one that answered."""
+    return failure.cls is FailureClass.QUOTA and failure.reset_at is not None
+
+
 def client_error_for(failure: Failure) -> tuple[int, str, str]:
     """(status, type, code) for the client when the decision is FAIL.
 

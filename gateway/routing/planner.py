@@ -7,7 +7,9 @@ Pure: no I/O, no clock. Three steps, each explainable:
 2. surface filter — each deployment of a surviving variant: the provider's capability
    overrides, its own window, the host-side tools it runs, ``X-GLM-Providers``, open circuits;
 3. ranking by policy (after the pin, the X-GLM-Providers order and, for a forced
-   ``tool_choice``, hosts that can force a tool call), then trimming to the fallback mode.
+   ``tool_choice``, hosts that can force a tool call), the load spread within groups of
+   equivalent candidates (:mod:`gateway.routing.spread`, when configured), then trimming to
+   the fallback mode.
 
 Fallback never widens eligibility: every candidate satisfies every need.
 
@@ -32,7 +34,9 @@ from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import HOST_TOOL_FAMILIES, PlanIndex
 from gateway.catalogue.schema import RoutingConfig, Variant
 from gateway.catalogue.target import Target
+from gateway.routing import surfaces
 from gateway.routing.ranking import Candidate, Ranked, rank
+from gateway.routing.spread import Group, Spread
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -61,7 +65,7 @@ class Plan:
     deployments, and building 63 Candidate tuples per request cost more than the ranking.
     """
 
-    __slots__ = ("_candidates", "_lazy", "rejected", "targets", "unmet")
+    __slots__ = ("_candidates", "_lazy", "rejected", "spread", "targets", "unmet")
 
     def __init__(
         self,
@@ -77,12 +81,15 @@ class Plan:
         ``explain=True``, or when there is no candidate."""
         self.unmet: list[str] = unmet if unmet is not None else []
         """When there is no candidate: the needs no variant/deployment meets."""
+        self.spread: list[Group] = []
+        """Groups of equivalent candidates sharing the load (``routing.spread``)."""
 
     @classmethod
     def of(cls, ranked: Ranked, rejected: list[Rejection]) -> Plan:
         p = cls.__new__(cls)
         p._candidates, p._lazy = None, ranked
         p.targets, p.rejected, p.unmet = ranked.targets, rejected, []
+        p.spread = ranked.groups
         return p
 
     @property
@@ -105,11 +112,15 @@ def plan(
     latency: Mapping[str, float] | None = None,
     saturated: Mapping[str, str] | None = None,
     explain: bool = True,
+    spread: Spread | None = None,
+    advance: bool = True,
 ) -> Plan:
     """Order every deployment that can serve the request; explain every one that cannot.
 
     ``explain=False``: the same candidates, but ``rejected`` stays empty unless there is no
     candidate (then the plan is explained in full, for the no_capable_variant error).
+    ``spread``: reorder within groups of equivalent candidates (its round-robin moves only
+    when ``advance``).
     """
     opened = open_circuits or _NONE
     full = saturated or _NONE
@@ -118,7 +129,7 @@ def plan(
     else:
         method = needs.prompt.method
         eligible, rejected = _decided(needs, catalogue.index, routing, opened, full), []
-    ranked = rank(eligible, needs, catalogue.index, latency or _NONE)
+    ranked = rank(eligible, needs, catalogue.index, latency or _NONE, spread, advance)
     if ranked.targets:
         return Plan.of(ranked, rejected)
     if not explain:
@@ -185,6 +196,8 @@ def _surface_reasons(
         reasons.append(f"provider window {t.context} < need {needs.context_need()}")
     if needs.providers is not None and t.provider not in needs.providers:
         reasons.append("provider not in X-GLM-Providers")
+    if (why := surfaces.refusal(t, needs)) is not None:
+        reasons.append(why)
     if t.id in open_circuits:
         reasons.append(f"circuit open for {open_circuits[t.id]:.0f}s more")
     if t.id in saturated:
@@ -321,7 +334,7 @@ def _surface_offers(
     needs: Needs, ix: PlanIndex, opened: Mapping[str, float], full: Mapping[str, str]
 ) -> int:
     """The deployments whose own surface meets every need, on a listed provider, available."""
-    mask = ix.everything
+    mask = surfaces.allowed(needs, ix)
     tools = needs.builtin_tools
     for cap in needs.capabilities:
         mask &= ix.surface_offers.get(cap, 0)

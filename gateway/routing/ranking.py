@@ -12,12 +12,16 @@ import math
 from collections.abc import Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.catalogue.needs import Needs
 from gateway.catalogue.plan_index import PlanIndex
 from gateway.catalogue.target import Target
 from gateway.providers.dialects import can_force_tool_choice
+from gateway.routing import surfaces
+
+if TYPE_CHECKING:
+    from gateway.routing.spread import Group, Spread
 
 
 class Candidate(NamedTuple):
@@ -44,12 +48,19 @@ _BASIS = {
 class Ranked:
     """Ranked positions; the targets at once, the scored candidates when asked for."""
 
-    __slots__ = ("_basis", "_ranked", "_scores", "_targets", "targets")
+    __slots__ = ("_basis", "_ranked", "_scores", "_targets", "groups", "targets")
 
     def __init__(
-        self, ranked: list[int], targets: Sequence[Target], scores: Scores, basis: str
+        self,
+        ranked: list[int],
+        targets: Sequence[Target],
+        scores: Scores,
+        basis: str,
+        groups: list[Group] | None = None,
     ) -> None:
         self._ranked, self._targets, self._scores, self._basis = ranked, targets, scores, basis
+        self.groups: list[Group] = groups or []
+        """Spread groups (``routing.spread``), in plan order."""
         if len(ranked) > 1:
             self.targets: list[Target] = list(itemgetter(*ranked)(targets))
         else:
@@ -62,8 +73,15 @@ class Ranked:
 _NOTHING = Ranked([], (), (), "")
 
 
-def rank(eligible_mask: int, needs: Needs, ix: PlanIndex, latency: Mapping[str, float]) -> Ranked:
-    """Order by policy, trimmed to the fallback mode. The sort keys (lower first):
+def rank(
+    eligible_mask: int,
+    needs: Needs,
+    ix: PlanIndex,
+    latency: Mapping[str, float],
+    spread: Spread | None = None,
+    advance: bool = True,
+) -> Ranked:
+    """Order by policy, spread (when ``spread``), trimmed to the fallback mode. Sort keys:
 
     - cost:    (cost, active params, priority, -weight, -quality)
     - quality: (-quality, cost, priority, -weight)
@@ -84,13 +102,15 @@ def rank(eligible_mask: int, needs: Needs, ix: PlanIndex, latency: Mapping[str, 
     costs = _costs(eligible, needs, ix)
     eligible.sort(key=costs.__getitem__)
     scores = _lead(policy, eligible, costs, ix, latency)
-    if (
-        needs.providers
-        or needs.forced_tool_choice
-        or (needs.pinned and needs.fallback == "variants")
-    ):
+    prefixed = bool(needs.forced_tool_choice or (needs.pinned and needs.fallback == "variants"))
+    if needs.providers or prefixed:
         eligible.sort(key=lambda i: _prefix(ix.targets[i], needs))  # else the same for all
-    return Ranked(_trim(eligible, needs, ix), ix.targets, scores, _BASIS[policy])
+    surfaces.order(eligible, needs, ix)  # a provider's surfaces together, in their order
+    groups = None
+    if spread is not None and len(eligible) > 1 and not needs.providers:
+        prefix = (lambda i: _prefix(ix.targets[i], needs)) if prefixed else None
+        groups = spread.order(eligible, policy, costs, scores, prefix, advance)
+    return Ranked(_trim(eligible, needs, ix), ix.targets, scores, _BASIS[policy], groups)
 
 
 def _lead(

@@ -423,13 +423,13 @@ class Router:
     async def _walk(self, rs: RouteState, deadline: float) -> Any:
         """Yield (target, try number) in plan order, honouring retry/next decisions."""
         larger_than: int | None = None
-        bad_keys: set[tuple[str, str | None]] = set()
+        bad_keys: set[tuple[str, str, str | None]] = set()
         budget = self._routing.max_attempts
         for target in rs.plan.targets:
             if larger_than is not None and (target.context or 0) <= larger_than:
                 continue
-            if (target.provider, target.api_key) in bad_keys:
-                continue  # the same provider key just failed auth/balance: it will again
+            if target.account in bad_keys:
+                continue  # the same key on this surface just failed auth/balance: it will again
             tries = 0
             while budget > 0:
                 if self._clock() >= deadline - DEADLINE_SLACK_S:
@@ -454,7 +454,7 @@ class Router:
                     # this provider key is refused or throttled as a whole (GLM 1302/1303
                     # concurrency and frequency, quotas): its other deployments would say the
                     # same in this request, so move on to another provider
-                    bad_keys.add((target.provider, target.api_key))
+                    bad_keys.add(target.account)
                 if decision.action is fl.Action.RETRY:
                     slept = self._clock()
                     await self._backoff(last, tries, deadline)
@@ -491,7 +491,7 @@ class Router:
         if failure.cls not in _NOT_THE_HOSTS_FAULT:
             cls, cooldown, key_bad = failure.cls.value, decision.cooldown_s, decision.mark_key_bad
             rs.outcomes.append(Outcome(target.id, False, took, cls, cooldown, key_bad))
-            if key_bad:  # every deployment on that provider key is just as unusable
+            if key_bad or fl.account_wide(failure):  # so is every deployment on that key
                 for sibling in self._same_key.get(target.id, ()):
                     rs.outcomes.append(Outcome(sibling, False, 0.0, cls, cooldown, True))
 
@@ -586,8 +586,8 @@ class Router:
 
 
 def _siblings_by_key(targets: tuple[Target, ...]) -> dict[str, tuple[str, ...]]:
-    """Target id -> the other targets that use the same provider and API key."""
-    groups: dict[tuple[str, str | None], list[str]] = {}
+    """Target id -> the other targets that use the same provider surface and API key."""
+    groups: dict[tuple[str, str, str | None], list[str]] = {}
     for t in targets:
-        groups.setdefault((t.provider, t.api_key), []).append(t.id)
+        groups.setdefault(t.account, []).append(t.id)
     return {tid: tuple(o for o in ids if o != tid) for ids in groups.values() for tid in ids}

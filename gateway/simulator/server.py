@@ -13,6 +13,9 @@ Routes::
     DELETE /_sim/faults                       drop global rules and every ``times`` counter
     GET    /_sim/streams                      progressive answers: open, opened, completed,
                                               client_gone, cut (DELETE zeroes them)
+    POST   /_sim/plans                        Coding Plan windows per provider (JSON object;
+                                              see :mod:`.plans`); DELETE drops them
+    GET    /{provider}/api/monitor/usage/quota/limit   the plan's quota (Z.ai's shape)
     GET    /_sim/cache                        the prompt cache: TTL, prompt and cached tokens
     DELETE /_sim/cache[?ttl_s=S]              forget every prefix (and set the TTL)
     GET    /_sim/healthz                      200
@@ -54,6 +57,7 @@ from gateway.simulator.faults import DirectiveError, Rule, echo_key, parse_rules
 from gateway.simulator.malformed import malformed_wire
 from gateway.simulator.messages import messages_route
 from gateway.simulator.models import SimModel
+from gateway.simulator.plans import QUOTA_PATH, PlanError
 from gateway.simulator.state import STATE, SimState
 from gateway.simulator.writer import (
     error_response,
@@ -82,7 +86,23 @@ async def _provider_route(request: web.Request) -> web.StreamResponse:
         return await messages_route(request)
     if request.method == "GET" and path.endswith("/models"):
         return _models(request)
+    if request.method == "GET" and path.endswith(QUOTA_PATH):
+        return _quota(request)
     return error_response(d.not_found(path))
+
+
+def _quota(request: web.Request) -> web.Response:
+    """A Coding Plan's quota, as Z.ai's monitor endpoint answers it (see :mod:`.plans`)."""
+    state = request.app[STATE]
+    provider = request.match_info["provider"]
+    state.record(request, provider, None, api="quota")
+    dialect = state.table.dialect(provider)
+    if dialect is None:
+        return error_response(d.unknown_provider(provider))
+    refusal = d.check_auth(dialect, request.headers.get("Authorization"))
+    if refusal is not None:
+        return error_response(refusal)
+    return json_response(state.plans.quota(provider))
 
 
 def _models(request: web.Request) -> web.Response:
@@ -117,6 +137,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         return error_response(
             d.invalid_body(dialect, "We could not parse the JSON body of your request.")
         )
+    spent = state.plans.refuse(provider, request.path)
+    if spent is not None:
+        return error_response(spent)
     model = state.table.get(provider, body.get("model"))
     if model is None:
         return error_response(d.model_not_found(dialect, body.get("model")))
@@ -242,6 +265,19 @@ async def _clear_streams(request: web.Request) -> web.Response:
     return json_response({"cleared": True})
 
 
+async def _set_plans(request: web.Request) -> web.Response:
+    try:
+        request.app[STATE].plans.set(orjson.loads(await request.read()))
+    except (orjson.JSONDecodeError, PlanError) as exc:
+        return error_response(d.bad_directive(str(exc)))
+    return json_response({"plans": True})
+
+
+async def _clear_plans(request: web.Request) -> web.Response:
+    request.app[STATE].plans.clear()
+    return json_response({"cleared": True})
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "models": len(request.app[STATE].table)})
 
@@ -256,6 +292,8 @@ def create_sim_app(models: Iterable[SimModel]) -> web.Application:
     app.router.add_delete("/_sim/faults", _clear_faults)
     app.router.add_get("/_sim/streams", _get_streams)
     app.router.add_delete("/_sim/streams", _clear_streams)
+    app.router.add_post("/_sim/plans", _set_plans)
+    app.router.add_delete("/_sim/plans", _clear_plans)
     app.router.add_get("/_sim/cache", _get_cache)
     app.router.add_delete("/_sim/cache", _clear_cache)
     app.router.add_get("/_sim/healthz", _healthz)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.simulator.faults import FaultBook
 from gateway.simulator.models import ModelTable, SimModel
+from gateway.simulator.plans import PlanBook
 from gateway.simulator.prefix_cache import PrefixCache
 from gateway.simulator.streams import StreamBook
 
@@ -31,6 +32,7 @@ class SimState:
         "_seen_order",
         "closing",
         "faults",
+        "plans",
         "prefix_cache",
         "requests",
         "streams",
@@ -40,6 +42,7 @@ class SimState:
     def __init__(self, models: Iterable[SimModel]) -> None:
         self.table = ModelTable(models)
         self.faults = FaultBook()
+        self.plans = PlanBook()
         self.prefix_cache = PrefixCache()
         self.streams = StreamBook()
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)

@@ -22,6 +22,11 @@ unique to the request): a set of slot ids scored by when each expires. ``before`
 slots, counts the rest against the limit and adds this request's; ``after`` removes it. A slot
 expires ``KeyAsk.hold_s`` after it was taken (the request's deadline plus slack, so never
 before its request could have ended), which is how a slot held by a crashed replica comes back.
+
+Deployments in a spread group (``routing.spread``) count their requests in flight the same way
+(``Ticket.flight``): ``before`` reports each listed deployment's live slots and, when it
+reserves, adds this request's slot on the first available candidate if it is listed; ``after``
+removes it. Nothing is counted for a ticket without ``flight``.
 """
 
 from __future__ import annotations
@@ -107,6 +112,18 @@ class KeyAsk:
 
 
 @dataclass(frozen=True, slots=True)
+class FlightAsk:
+    """Requests in flight per deployment: the deployments to report on, and this request's
+    slot (taken on the first available candidate when it is one of them)."""
+
+    ids: tuple[str, ...]
+    slot: str
+    """Unique per request."""
+    hold_s: float
+    """How long the slot is held unless released first (a crashed holder's comes back)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Ticket:
     """What a request asks of shared state before it is forwarded."""
 
@@ -116,6 +133,8 @@ class Ticket:
     key: KeyAsk | None = None
     reserve: bool = True
     """False: only look (``/v1/route``): no probe taken, nothing counted."""
+    flight: FlightAsk | None = None
+    """Spread groups in the plan: count requests in flight on their deployments."""
     session: str = ""
     """A hashed session key (session affinity): its live pin is answered in ``View.pin``."""
 
@@ -177,6 +196,8 @@ class Lease:
     """Taken in the shared backend; False when it came from a replica's local fallback."""
     slot: str | None = None
     """The key's in-flight slot this request holds (keys with ``max_in_flight``)."""
+    flight: tuple[str, str] | None = None
+    """(deployment, slot): the in-flight slot this request holds on a spread deployment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +226,9 @@ class View:
     """Bumped on every key change: replicas reload their key cache when it moves."""
     degraded: bool = False
     """Answered from a replica's local state because the shared backend did not answer."""
+    in_flight: dict[str, int] = field(default_factory=dict)
+    """Deployment -> requests in flight across replicas (``Ticket.flight`` ids; this request
+    counted where it took its slot)."""
     pin: Pin | None = None
     """The live pin of ``Ticket.session``, when one was asked about."""
 
@@ -276,7 +300,16 @@ class StateStore(Protocol):
     async def after(self, report: Report, now: float) -> None:
         """One call after answering: breaker outcomes, attempts against deployment RPM,
         token and spend settlement (actual minus reserved), unused probes and the in-flight
-        slot released."""
+        slot and the deployment in-flight slot released."""
+        ...
+
+    async def open_until(
+        self, target_ids: tuple[str, ...], until: float, reason: str, now: float
+    ) -> None:
+        """Hold these circuits open until epoch ``until`` (a plan window a host says is spent,
+        until its stated reset), then half-open as after any trip; one whose circuit is open
+        longer keeps it. No attempt is counted. Off the request path; never raises (a shared
+        backend that does not answer: only this replica's local state is told)."""
         ...
 
     async def health(self, now: float) -> list[Health]: ...

@@ -95,6 +95,14 @@ class Circuit:
             self.open_until = now + cooldown
             self.probe_until = 0.0
 
+    def hold_open(self, until: float, reason: str) -> None:
+        """Open until ``until`` unless already open longer (a trip: half-open afterwards)."""
+        if until > self.open_until:
+            self.open_until = until
+            self.trips = max(self.trips, 1)
+            self.probe_until = 0.0
+            self.last_failure = reason
+
     def release_probe(self) -> None:
         self.probe_until = 0.0
 

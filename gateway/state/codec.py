@@ -67,6 +67,9 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
         )
         if k.max_in_flight is not None:
             doc["key"].update(mif=k.max_in_flight, slot=k.slot, hold=k.hold_s)
+    f = ticket.flight
+    if f is not None:
+        doc["fl"] = {"ids": list(f.ids), "slot": f.slot, "hold": f.hold_s}
     return orjson.dumps(doc)
 
 
@@ -120,6 +123,8 @@ def encode_report(report: Report, breaker: dict[str, Any]) -> bytes:
                 "dep": lease.deployment,
                 "probes": list(lease.probes),
                 "slot": lease.slot,
+                "fdep": lease.flight[0] if lease.flight else None,
+                "fslot": lease.flight[1] if lease.flight else None,
             }
         )
     return orjson.dumps(_compact(doc))
@@ -152,6 +157,7 @@ def decode_view(raw: bytes | str, ticket: Ticket) -> View:
         verdict,
         lease,
         int(doc.get("ver", 0)),
+        in_flight={k: int(v) for k, v in _items(doc.get("inf")).items()},
         pin=Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
     )
 
@@ -187,6 +193,7 @@ def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
         doc.get("dep"),
         tuple(_list(doc.get("probes"))),
         slot=doc.get("slot"),
+        flight=(str(doc["fdep"]), str(doc["fslot"])) if "fdep" in doc else None,
     )
 
 

@@ -18,6 +18,7 @@ Keys (``P`` = prefix)::
     P:rs:<kid>           HASH  cost reservations in flight (micro-USD, one-minute buckets)
     P:sp:<kid>:<period>  STR   settled spend in micro-USD
     P:if:<kid>           ZSET  in-flight slots of a key with max_in_flight -> when each expires
+    P:sf:<tid>           ZSET  in-flight slots of a spread deployment -> when each expires
     P:key:<kid>          HASH  json, revoked
     P:keys               SET   key ids;  P:keys:ver  STR  bumped on every key change
     P:done:<report id>   STR   reports already applied (a replayed one is skipped), 1 day
@@ -132,6 +133,15 @@ if #ids > 0 then
     if lats[i] then out.lat[id] = tonumber(lats[i]) end
   end
 end
+local fl = t.fl
+if fl then
+  out.inf = {}
+  for _, id in ipairs(fl.ids) do
+    local F = P .. ':sf:' .. id
+    redis.call('ZREMRANGEBYSCORE', F, '-inf', now)
+    out.inf[id] = redis.call('ZCARD', F)
+  end
+end
 if #avail == 0 then return cjson.encode(out) end
 
 local function judge(k)
@@ -195,6 +205,15 @@ if not (v and v.downgraded) and (avail[1].rpm or avail[1].tpm) then
   wadd(base .. ':r', sec, 1, RS, RN)
   wadd(base .. ':t', sec, t.tokens, RS, RN)
   lease.dep = avail[1].id
+end
+if fl and not (v and v.downgraded) and out.inf[avail[1].id] then
+  local id = avail[1].id
+  local F = P .. ':sf:' .. id
+  redis.call('ZADD', F, now + fl.hold, fl.slot)
+  local ttl = math.ceil(fl.hold) + 1
+  if redis.call('TTL', F) < ttl then redis.call('EXPIRE', F, ttl) end
+  out.inf[id] = out.inf[id] + 1
+  lease.fdep, lease.fslot = id, fl.slot
 end
 if t.key then
   local base = P .. ':rl:k:' .. t.key.id
@@ -304,6 +323,7 @@ if lease.dep then
   wadd(P .. ':rl:d:' .. lease.dep .. ':t', ls, -lease.tokens, RS, RN)
 end
 if r.by and r.tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', ls, r.tokens, RS, RN) end
+if lease.fdep then redis.call('ZREM', P .. ':sf:' .. lease.fdep, lease.fslot) end
 if lease.key then
   if lease.slot then redis.call('ZREM', P .. ':if:' .. lease.key, lease.slot) end
   wadd(P .. ':rl:k:' .. lease.key .. ':t', ls, r.tokens - lease.tokens, RS, RN)
@@ -343,6 +363,26 @@ return cjson.encode(out)
 """
 )
 
+OPEN_UNTIL = """
+local P, now = ARGV[1], tonumber(ARGV[2])
+local r = cjson.decode(ARGV[3])
+local OPEN = P .. ':cb:open'
+if r.till <= now then return 0 end
+for _, id in ipairs(r.ids) do
+  local key = P .. ':cb:' .. id
+  redis.call('SADD', P .. ':cb:ids', id)
+  local c = redis.call('HMGET', key, 'trips', 'open_until')
+  local trips, open_until = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+  if r.till > open_until then
+    redis.call('HSET', key, 'trips', math.max(trips, 1), 'open_until', tostring(r.till),
+      'probe_until', 0, 'last_failure', r.reason)
+    redis.call('ZADD', OPEN, r.till, id)
+  end
+end
+return 1
+"""
+"""``StateStore.open_until``: ``ARGV[3]`` is ``{"ids": [...], "till": epoch, "reason": str}``;
+mirrors :meth:`gateway.state.circuits.Circuit.hold_open`."""
 PIN_GET = r"""
 local now = tonumber(ARGV[2])
 local v = redis.call('GET', ARGV[1] .. ':pin:' .. ARGV[3])

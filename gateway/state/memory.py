@@ -46,6 +46,8 @@ class MemoryState:
         self._spend: dict[tuple[str, str], int] = {}
         self._slots: dict[str, dict[str, float]] = {}
         """key id -> slot id -> when the slot expires (requests in flight)."""
+        self._flights: dict[str, dict[str, float]] = {}
+        """deployment id -> slot id -> when the slot expires (spread deployments)."""
         self._keys: dict[str, KeyRecord] = {}
         self._keys_version = 0
         self._pins: dict[str, Pin] = {}
@@ -76,14 +78,18 @@ class MemoryState:
                 saturated[ask.target_id] = sat
             else:
                 available.append(ask)
-        view = View(opened, latency, saturated, keys_version=self._keys_version, pin=pin)
+        flying = self._flying(ticket, now)
+        ver = self._keys_version
+        view = View(opened, latency, saturated, keys_version=ver, in_flight=flying, pin=pin)
         if not available:
             return view
         verdict = self._judge(ticket.key, ticket.tokens, now) if ticket.key else None
         if not ticket.reserve or (verdict is not None and verdict.refused):
-            return View(opened, latency, saturated, verdict, None, self._keys_version, pin=pin)
+            return View(opened, latency, saturated, verdict, None, ver, in_flight=flying, pin=pin)
         lease = self._take(ticket, verdict, available, now)
-        return View(opened, latency, saturated, verdict, lease, self._keys_version, pin=pin)
+        if lease.flight is not None:
+            flying[lease.flight[0]] += 1
+        return View(opened, latency, saturated, verdict, lease, ver, in_flight=flying, pin=pin)
 
     async def after(self, report: Report, now: float) -> None:
         self.apply(report, now)
@@ -113,6 +119,8 @@ class MemoryState:
             self._window("d", lease.deployment, "t").add(now, -lease.tokens, sec)
         if report.answered_by and report.tokens:
             self._window("d", report.answered_by, "t").add(now, report.tokens, sec)
+        if lease.flight is not None:
+            self._flights.get(lease.flight[0], {}).pop(lease.flight[1], None)
         if lease.key_id is not None:
             kid = lease.key_id
             if lease.slot is not None:
@@ -192,15 +200,15 @@ class MemoryState:
             held + taken if key.max_in_flight is not None else 0,
         )
 
+    def _flying(self, ticket: Ticket, now: float) -> dict[str, int]:
+        """Requests in flight on each deployment ``ticket.flight`` lists."""
+        if ticket.flight is None:
+            return {}
+        return {tid: _live(self._flights.get(tid), now) for tid in ticket.flight.ids}
+
     def _held(self, kid: str, now: float) -> int:
         """Slots of ``kid`` still held at ``now`` (expired ones are dropped)."""
-        slots = self._slots.get(kid)
-        if not slots:
-            return 0
-        expired = [s for s, until in slots.items() if until <= now]
-        for s in expired:
-            del slots[s]
-        return len(slots)
+        return _live(self._slots.get(kid), now)
 
     def _take(
         self, ticket: Ticket, verdict: KeyVerdict | None, available: list[DeploymentAsk], now: float
@@ -213,10 +221,16 @@ class MemoryState:
                 probes.append(ask.target_id)
         deployment = None
         first = available[0]
-        if (verdict is None or not verdict.downgraded) and first.has_own_limits:
+        downgraded = verdict is not None and verdict.downgraded
+        if not downgraded and first.has_own_limits:
             deployment = first.target_id
             self._window("d", deployment, "r").add(now, 1)
             self._window("d", deployment, "t").add(now, ticket.tokens)
+        flight = None
+        fa = ticket.flight
+        if fa is not None and not downgraded and first.target_id in fa.ids:
+            flight = (first.target_id, fa.slot)
+            self._flights.setdefault(first.target_id, {})[fa.slot] = now + fa.hold_s
         key, cost, slot = ticket.key, 0, None
         if key is not None:
             if key.max_in_flight is not None:
@@ -224,7 +238,6 @@ class MemoryState:
                 self._slots.setdefault(key.key_id, {})[slot] = now + key.hold_s
             self._window("k", key.key_id, "r").add(now, 1)
             self._window("k", key.key_id, "t").add(now, ticket.tokens)
-            downgraded = verdict is not None and verdict.downgraded
             cost = (key.cheap_cost_micros or 0) if downgraded else key.cost_micros
             self._reserve(key.key_id).add(now, cost)
         return Lease(
@@ -237,6 +250,7 @@ class MemoryState:
             deployment,
             tuple(probes),
             slot=slot,
+            flight=flight,
         )
 
     # --- storage -----------------------------------------------------------------------------
@@ -265,6 +279,14 @@ class MemoryState:
         """Drop key counters and spend (the Redis backend calls this once it has resynced)."""
         self._windows = {k: w for k, w in self._windows.items() if not k.startswith("k:")}
         self._spend.clear()
+
+    async def open_until(
+        self, target_ids: tuple[str, ...], until: float, reason: str, now: float
+    ) -> None:
+        if until <= now:
+            return
+        for tid in target_ids:
+            self._circuit(tid).hold_open(until, reason)
 
     async def health(self, now: float) -> list[Health]:
         return [c.health(tid, now) for tid, c in sorted(self._circuits.items())]
@@ -314,3 +336,13 @@ class MemoryState:
             while len(pins) >= MAX_PINS:
                 del pins[next(iter(pins))]
         pins[session] = pin
+
+
+def _live(slots: dict[str, float] | None, now: float) -> int:
+    """Slots still held at ``now`` (expired ones are dropped)."""
+    if not slots:
+        return 0
+    expired = [s for s, until in slots.items() if until <= now]
+    for s in expired:
+        del slots[s]
+    return len(slots)

@@ -18,6 +18,7 @@ counts, budgets from the last shared spend it saw plus its own since.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import os
@@ -102,6 +103,7 @@ class RedisState:
         )
         self._after = self._r.register_script(lua.AFTER)
         self._health = self._r.register_script(lua.HEALTH)
+        self._open_until = self._r.register_script(lua.OPEN_UNTIL)
         self._local = MemoryState(breaker)
         self._metrics = metrics
         self._where = _where(url)
@@ -325,6 +327,16 @@ class RedisState:
 
     def _unavailable(self) -> str:
         return f"The shared state backend (redis at {self._where}) is not answering; retry soon."
+
+    async def open_until(
+        self, target_ids: tuple[str, ...], until: float, reason: str, now: float
+    ) -> None:
+        await self._local.open_until(target_ids, until, reason, now)  # degraded reads it
+        if not target_ids or until <= now:
+            return
+        doc = orjson.dumps({"ids": list(target_ids), "till": until, "reason": reason})
+        with contextlib.suppress(StateUnavailable):
+            await self._slow("open_until", lambda: self._open_until(args=[self._p, repr(now), doc]))
 
     async def health(self, now: float) -> list[Health]:
         wsize = error_bucket_s(self._cfg)

@@ -30,6 +30,8 @@ from gateway.catalogue.schema import BudgetPeriod, Capability, KeyLimits
 TOKEN_PREFIX = "sk-glm-"
 _TOKEN_RE = re.compile(r"^sk-glm-([0-9a-f]{12})-[A-Za-z0-9_\-]{43}$")
 MICROS = 1_000_000
+MAX_LIMIT = 10**15
+"""Largest rpm / tpm / max_in_flight a key may set: a record must stay JSON (64-bit ints)."""
 """Money is counted in integer micro-USD everywhere in shared state."""
 
 
@@ -54,6 +56,9 @@ class KeyRecord:
     downgrade: bool = False
     max_in_flight: int | None = None
     """Requests of this key running at once across replicas; None: no limit."""
+    surfaces: tuple[str, ...] | None = None
+    """Provider surfaces this key may use, in the order tried (``["coding", "api"]``: a
+    Coding Plan first, pay-as-you-go after); None: each provider's ``surface_order``."""
 
     @property
     def revoked(self) -> bool:
@@ -69,7 +74,7 @@ class KeyRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> KeyRecord:
         data: dict[str, Any] = orjson.loads(raw)
-        for name in ("allowed_variants", "allowed_capabilities"):
+        for name in ("allowed_variants", "allowed_capabilities", "surfaces"):
             if data.get(name) is not None:
                 data[name] = tuple(data[name])
         return cls(**data)
@@ -92,12 +97,13 @@ class KeySpec(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     allowed_variants: list[str] | None = None
     allowed_capabilities: list[Capability] | None = None
-    rpm: int | None = Field(default=None, gt=0)
-    tpm: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
     budget_usd: float | None = Field(default=None, ge=0)
     budget_period: BudgetPeriod | None = None
     downgrade: bool | None = None
-    max_in_flight: int | None = Field(default=None, gt=0)
+    max_in_flight: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
+    surfaces: list[str] | None = Field(default=None, min_length=1)
 
 
 def new_key(spec: KeySpec, defaults: KeyLimits, now: float) -> tuple[str, KeyRecord]:
@@ -122,6 +128,7 @@ def new_key(spec: KeySpec, defaults: KeyLimits, now: float) -> tuple[str, KeyRec
         max_in_flight=(
             spec.max_in_flight if spec.max_in_flight is not None else defaults.max_in_flight
         ),
+        surfaces=tuple(dict.fromkeys(spec.surfaces)) if spec.surfaces else None,
     )
     return token, record
 

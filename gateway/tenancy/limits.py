@@ -35,6 +35,7 @@ from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied,
 from gateway.observability.metrics import Metrics
 from gateway.observability.timing import StageTimes
 from gateway.routing.planner import Plan, plan
+from gateway.routing.spread import Spread
 from gateway.state.base import (
     REFUSED_CONCURRENCY,
     REFUSED_REVOKED,
@@ -136,15 +137,26 @@ class Admission:
         self._snap = Snapshot()
         self._asks = {t.id: DeploymentAsk(t.id, t.rpm, t.tpm) for t in config.catalogue.targets}
         """What admission asks the state about each deployment (immutable: built once)."""
+        spread = self._routing.spread
+        self._spread = (
+            Spread(spread, self._routing, config.catalogue.index) if spread.enabled else None
+        )
 
     def blocked_ids(self, now: float) -> frozenset[str]:
         """Deployments this replica last saw with an open circuit or at their rpm limit."""
         return self._snap.blocked_ids(now)
 
     def _plan(
-        self, needs: Needs, now: float, *, stateless: bool = False, explain: bool = False
+        self,
+        needs: Needs,
+        now: float,
+        *,
+        stateless: bool = False,
+        explain: bool = False,
+        advance: bool = False,
     ) -> Plan:
-        """``explain``: word every refusal (``/v1/route``); an empty plan is always explained."""
+        """``explain``: word every refusal (``/v1/route``); an empty plan is always explained.
+        ``advance``: this plan is the one to forward (the spread's round-robin moves)."""
         opened, full = ({}, {}) if stateless else self._snap.blocked(now)
         return plan(
             needs,
@@ -154,6 +166,8 @@ class Admission:
             latency=self._snap.latency,
             saturated=full,
             explain=explain,
+            spread=self._spread,
+            advance=advance,
         )
 
     async def admit(
@@ -172,19 +186,23 @@ class Admission:
         if record is not None:
             restrict(needs, record)
         assumed = self._snap.blocked_ids(now)
-        first = self._plan(needs, now, explain=not reserve)
+        first = self._plan(needs, now, explain=not reserve, advance=reserve)
         asked = first if first.targets else self._plan(needs, now, stateless=True)
         if not asked.targets:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
         ticket = self._ticket(needs, asked, record if reserve else None, cheap, reserve, now)
         if session:  # the same call reads the session's pin
-            ticket = Ticket(ticket.candidates, ticket.tokens, ticket.key, reserve, session)
+            ticket = Ticket(
+                ticket.candidates, ticket.tokens, ticket.key, reserve, ticket.flight, session
+            )
         started = time.perf_counter()
         view = await self._state.before(ticket, now)
         if times is not None:
             times.before_s = time.perf_counter() - started
         self._snap.update(view, ticket.candidates, now)
+        if self._spread is not None:
+            self._spread.saw(view.in_flight)
         if self._keys is not None:
             self._keys.saw_version(view.keys_version)
         admitted = await self._decide(needs, view, ticket, cheap, first, assumed, now)
@@ -213,12 +231,20 @@ class Admission:
                 self._metrics.budget_downgrades.labels(
                     self._metrics.key_label(ticket.key.key_id)
                 ).inc()
-            final = self._plan(needs, now, explain=not ticket.reserve)
-        elif self._snap.blocked_ids(now) != assumed or not first.targets:
-            final = self._plan(needs, now, explain=not ticket.reserve)
+            final = self._plan(needs, now, explain=not ticket.reserve, advance=ticket.reserve)
+        elif (
+            self._snap.blocked_ids(now) != assumed
+            or not first.targets
+            or (first.spread and not ticket.reserve)  # /v1/route: the counts just read
+        ):
+            final = self._plan(needs, now, explain=not ticket.reserve, advance=ticket.reserve)
         if not final.targets and ticket.reserve:
             await self._release(view.lease, now)
             raise self._unavailable(needs, view, now)
+        if final.spread and ticket.reserve and self._metrics is not None:
+            head = final.targets[0].id
+            if head in final.spread[0].ids:
+                self._metrics.spread_picks.labels(head).inc()
         return Admitted(final, view.lease, headers)
 
     def _ticket(
@@ -252,7 +278,12 @@ class Admission:
                 f"{_SLOT_PREFIX}{next(_slots):x}" if mif is not None else "",
                 self._hold_s(needs) if mif is not None else 0.0,
             )
-        return Ticket(asks, tokens, key, reserve)
+        flight = None
+        if p.spread and self._spread is not None:
+            flight = self._spread.ask(
+                p.spread, f"{_SLOT_PREFIX}{next(_slots):x}", self._hold_s(needs)
+            )
+        return Ticket(asks, tokens, key, reserve, flight)
 
     def _hold_s(self, needs: Needs) -> float:
         """How long an in-flight slot is held at most: the request's deadline plus slack."""
@@ -336,6 +367,8 @@ def _too_many_in_flight(v: KeyVerdict) -> RateLimited:
 
 def restrict(needs: Needs, record: KeyRecord) -> None:
     """Narrow ``needs`` to what a virtual key may use; PermissionDenied (403) otherwise."""
+    if record.surfaces is not None:
+        needs.surfaces = record.surfaces
     caps = record.allowed_capabilities
     if caps is not None:
         denied = [c for c in needs.capabilities if c not in caps]

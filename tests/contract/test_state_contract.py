@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -18,6 +19,7 @@ from gateway.catalogue.schema import BreakerConfig
 from gateway.routing import failures as fl
 from gateway.state.base import (
     DeploymentAsk,
+    FlightAsk,
     KeyAsk,
     Lease,
     Outcome,
@@ -188,6 +190,31 @@ async def test_a_probe_the_request_did_not_use_is_released(store: StateStore) ->
     await store.after(Report((), (B.target_id,), view.lease), T0 + 11.5)
     again = await store.before(Ticket((A,), 1), T0 + 11.6)
     assert again.lease is not None and again.lease.probes == (A.target_id,)
+
+
+async def test_open_until_holds_circuits_open_until_a_stated_time(store: StateStore) -> None:
+    # a plan window the host says is spent: every deployment on that surface, until the reset
+    await store.open_until((A.target_id, B.target_id), T0 + 7200.0, "quota", T0)
+    view = await store.before(Ticket((A, B), 1), T0 + 100)
+    assert view.open_circuits[A.target_id] == pytest.approx(7100.0)
+    assert view.open_circuits[B.target_id] == pytest.approx(7100.0)
+    assert view.lease is None
+    health = {h.target_id: h for h in await store.health(T0 + 100)}
+    assert (health[A.target_id].state, health[A.target_id].last_failure) == ("open", "quota")
+    assert (health[A.target_id].requests, health[A.target_id].failures) == (0, 0)
+    # then half-open: one probe, whose success closes it
+    probe = await store.before(Ticket((A,), 1), T0 + 7201)
+    assert probe.lease is not None and probe.lease.probes == (A.target_id,)
+    await store.after(ok(), T0 + 7202)
+    assert (await store.before(Ticket((A,), 1), T0 + 7203)).open_circuits == {}
+
+
+async def test_open_until_never_shortens_an_open_circuit(store: StateStore) -> None:
+    await store.after(fail(cooldown=600.0), T0)
+    await store.open_until((A.target_id,), T0 + 60.0, "quota", T0)
+    await store.open_until((B.target_id,), T0 - 1.0, "quota", T0)  # past: nothing
+    view = await store.before(Ticket((A, B), 1), T0 + 1)
+    assert view.open_circuits == {A.target_id: pytest.approx(599.0)}
 
 
 async def test_an_explicit_cooldown_opens_at_once_and_is_capped(store: StateStore) -> None:
@@ -543,6 +570,68 @@ async def test_max_in_flight_round_trips_in_the_key_record(store: StateStore) ->
     legacy = orjson.loads(record.to_json())
     del legacy["max_in_flight"]
     assert KeyRecord.from_json(orjson.dumps(legacy)).max_in_flight is None
+
+
+# --- requests in flight per spread deployment (routing.spread) ----------------------------------
+
+FREE_A, FREE_B = DeploymentAsk("vllm-a/glm-4-9b"), DeploymentAsk("vllm-b/glm-4-9b")
+"""Spread deployments without limits of their own: only their requests in flight count."""
+
+
+def flying(*asks: DeploymentAsk, hold: float = 300.0, reserve: bool = True) -> Ticket:
+    """A request whose plan spreads over ``asks`` (each call its own slot id)."""
+    ids = tuple(a.target_id for a in asks)
+    return Ticket(asks, 1, None, reserve, FlightAsk(ids, f"fl-{next(_slot_ids)}", hold))
+
+
+async def test_in_flight_is_counted_on_the_first_available_deployment(store: StateStore) -> None:
+    first = await store.before(flying(FREE_A, FREE_B), T0)
+    assert first.in_flight == {FREE_A.target_id: 1, FREE_B.target_id: 0}
+    assert first.lease is not None and first.lease.flight is not None
+    assert first.lease.flight[0] == FREE_A.target_id
+    second = await store.before(flying(FREE_B, FREE_A), T0)
+    assert second.in_flight == {FREE_A.target_id: 1, FREE_B.target_id: 1}
+    third = await store.before(flying(FREE_A, FREE_B), T0)
+    assert third.in_flight == {FREE_A.target_id: 2, FREE_B.target_id: 1}
+    await store.after(Report(lease=first.lease), T0 + 1)
+    look = await store.before(flying(FREE_A, FREE_B, reserve=False), T0 + 2)
+    assert look.in_flight == {FREE_A.target_id: 1, FREE_B.target_id: 1} and look.lease is None
+
+
+async def test_a_deployment_slot_never_released_comes_back_after_its_hold(
+    store: StateStore,
+) -> None:
+    assert (await store.before(flying(FREE_A, hold=10), T0)).lease is not None
+    still = await store.before(flying(FREE_A, reserve=False), T0 + 9.5)
+    assert still.in_flight == {FREE_A.target_id: 1}
+    gone = await store.before(flying(FREE_A, reserve=False), T0 + 10)
+    assert gone.in_flight == {FREE_A.target_id: 0}
+
+
+async def test_no_flight_is_counted_unless_asked(store: StateStore) -> None:
+    plain = await store.before(Ticket((FREE_A,), 1), T0)
+    assert plain.in_flight == {} and plain.lease is not None and plain.lease.flight is None
+    # the head is not a spread deployment: nothing taken, the others still reported
+    other = await store.before(
+        Ticket((A, FREE_A), 1, None, True, FlightAsk((FREE_A.target_id,), "fl-x", 60.0)), T0
+    )
+    assert other.lease is not None and other.lease.flight is None
+    assert other.in_flight == {FREE_A.target_id: 0}
+
+
+async def test_refused_and_open_requests_hold_no_deployment_slot(store: StateStore) -> None:
+    await add_key(store)
+    over = Ticket((FREE_A,), 1, busy(1, rpm=1), True, FlightAsk((FREE_A.target_id,), "f1", 60.0))
+    assert (await store.before(over, T0)).lease is not None
+    again = replace(over, flight=FlightAsk((FREE_A.target_id,), "f2", 60.0))
+    refused = await store.before(again, T0 + 1)
+    assert refused.verdict is not None and refused.verdict.refused is not None
+    assert refused.in_flight == {FREE_A.target_id: 1}
+
+
+async def test_concurrent_requests_count_every_deployment_slot(store: StateStore) -> None:
+    views = await asyncio.gather(*(store.before(flying(FREE_A), T0) for _ in range(20)))
+    assert sorted(v.in_flight[FREE_A.target_id] for v in views) == list(range(1, 21))
 
 
 async def test_a_pin_is_read_back_until_its_ttl_passes(store: StateStore) -> None:

@@ -50,6 +50,11 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_upstream_attempts": ("counter", ("variant", "provider", "outcome")),
     "glm_gateway_fallbacks": ("counter", ("reason", "from_variant", "to_variant")),
     "glm_gateway_circuit_state": ("gauge", ("deployment", "variant", "provider")),
+    "glm_gateway_plan_quota_remaining_ratio": ("gauge", ("provider", "surface", "window")),
+    "glm_gateway_plan_quota_reset_timestamp_seconds": (
+        "gauge",
+        ("provider", "surface", "window"),
+    ),
     "glm_gateway_tokens": ("counter", ("variant", "provider", "key", "direction")),
     "glm_gateway_affinity_requests": ("counter", ("outcome",)),
     "glm_gateway_affinity_repins": ("counter", ("provider", "reason")),
@@ -63,6 +68,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_state_resyncs": ("counter", ()),
     "glm_gateway_rate_limited": ("counter", ("scope", "reason")),
     "glm_gateway_budget_downgrades": ("counter", ("key",)),
+    "glm_gateway_spread_picks": ("counter", ("deployment",)),
     "glm_gateway_queue_seconds": ("histogram", ()),
     "glm_gateway_queued_requests": ("gauge", ()),
     "glm_gateway_shed": ("counter", ("scope", "reason")),
@@ -209,6 +215,8 @@ def populate(m: Metrics, targets: tuple[Target, ...]) -> None:
     m.state_resyncs.inc()
     m.rate_limited.labels("key", "rpm").inc()
     m.budget_downgrades.labels(m.key_label("k")).inc()
+    m.spread_picks.labels(first.id).inc()
+    m.set_plan_quota("zai", "coding", "tokens_5h", 0.25, 1_900_000_000.0)
 
 
 def test_labels_returns_one_series_per_label_values_however_asked() -> None:
