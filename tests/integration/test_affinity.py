@@ -22,15 +22,14 @@ import openai
 import pytest
 
 from tests.support.e2e import (
-    GATEWAY_ENV,
     MASTER_KEY,
     directive,
-    gateway_yaml,
     nonce,
     sdk_client,
 )
-from tests.support.procs import Proc, config_copy, start_gateway
+from tests.support.procs import Proc
 from tests.support.redis_server import RedisServer
+from tests.support.topology import redis_replicas
 
 POOL = ("together", "fireworks", "deepinfra", "novita")
 """Deployments of glm-4.7 that speak plain OpenAI chat in the shipped config."""
@@ -40,19 +39,8 @@ TURNS = 30
 def start_pair(
     sim: Proc, redis: RedisServer, tmp: Path, affinity: dict[str, Any] | None = None
 ) -> list[Proc]:
-    state = {"backend": "redis", "redis_timeout_ms": 2000, "redis_prefix": nonce()}
     routing = {"affinity": affinity} if affinity else {}
-    cfg = config_copy(tmp, gateway_yaml(state=state, routing=routing))
-    env = {**GATEWAY_ENV, "GLM_GATEWAY_REDIS_URL": redis.url}
-    procs: list[Proc] = []
-    try:
-        for _ in range(2):
-            procs.append(start_gateway(sim.url, cfg, env=env))
-    except BaseException:
-        for p in procs:
-            p.stop()
-        raise
-    return procs
+    return redis_replicas(sim, redis.url, tmp, timeout_ms=2000, routing=routing)
 
 
 @pytest.fixture(scope="module")

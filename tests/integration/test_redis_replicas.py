@@ -26,9 +26,10 @@ from gateway.catalogue.schema import BreakerConfig
 from gateway.state.base import DeploymentAsk, KeyAsk, Outcome, Report, Ticket
 from gateway.state.redis import RedisState
 from gateway.tenancy.keys import MICROS, KeyRecord, period_window
-from tests.support.e2e import AUTH, GATEWAY_ENV, directive, gateway_yaml, nonce
-from tests.support.procs import Proc, config_copy, start_gateway
+from tests.support.e2e import AUTH, GATEWAY_ENV, directive, nonce
+from tests.support.procs import Proc
 from tests.support.redis_server import RedisServer
+from tests.support.topology import redis_replicas
 
 PRICED = {"X-GLM-Providers": "zai", "X-GLM-Fallback": "none"}
 """With model glm-4-32b: zai's deployment only, $0.10 in and out per 1M tokens. Not a thinking
@@ -39,18 +40,8 @@ PRICE_IN, PRICE_OUT = 0.10, 0.10
 def replicas(
     sim: Proc, redis: RedisServer, tmp: Path, *, timeout_ms: int, n: int = 2
 ) -> list[Proc]:
-    state = {"backend": "redis", "redis_timeout_ms": timeout_ms, "redis_prefix": nonce()}
-    cfg = config_copy(tmp, gateway_yaml(state=state, breaker={"failure_threshold": 2}))
-    env = {**GATEWAY_ENV, "GLM_GATEWAY_REDIS_URL": redis.url}
-    procs: list[Proc] = []
-    try:
-        for _ in range(n):
-            procs.append(start_gateway(sim.url, cfg, env=env))
-    except BaseException:
-        for p in procs:
-            p.stop()
-        raise
-    return procs
+    breaker = {"failure_threshold": 2}
+    return redis_replicas(sim, redis.url, tmp, n=n, timeout_ms=timeout_ms, breaker=breaker)
 
 
 @pytest.fixture(scope="module")

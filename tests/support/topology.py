@@ -4,7 +4,7 @@
 gateway ports (``proxy_next_upstream error timeout``: a replica that refuses connections is
 skipped; ``proxy_buffering off``: streams pass as they come; upstream keep-alive if asked).
 :func:`replica` starts one ``glm-gateway serve`` on a given port (so a restarted replica comes
-back where nginx expects it).
+back where nginx expects it); :func:`redis_replicas` starts several sharing one Redis.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.e2e import GATEWAY_ENV
-from tests.support.procs import OUT, Proc, free_port
+from tests.support.e2e import GATEWAY_ENV, gateway_yaml, nonce
+from tests.support.procs import OUT, Proc, config_copy, free_port, start_gateway
 
 NGINX = Path("/usr/sbin/nginx")
 
@@ -128,3 +129,23 @@ def replica(
     """``glm-gateway serve`` on ``port`` with ``cfg``, every provider sent to ``sim``."""
     args = ["serve", "--config", str(cfg), "--port", str(port), "--simulator", sim.url]
     return Proc(name, args, port, "/healthz", {**GATEWAY_ENV, **(env or {})})
+
+
+def redis_replicas(
+    sim: Proc, redis_url: str, tmp: Path, *, n: int = 2, timeout_ms: int, **sections: Any
+) -> list[Proc]:
+    """``n`` gateways sharing the Redis at ``redis_url`` (their own key prefix, ``timeout_ms``
+    for each Redis call) on a copy of the packaged config with ``sections`` changed; each
+    sends every provider to ``sim``. All are stopped if one fails to start."""
+    state = {"backend": "redis", "redis_timeout_ms": timeout_ms, "redis_prefix": nonce()}
+    cfg = config_copy(tmp, gateway_yaml(state=state, **sections))
+    env = {**GATEWAY_ENV, "GLM_GATEWAY_REDIS_URL": redis_url}
+    procs: list[Proc] = []
+    try:
+        for _ in range(n):
+            procs.append(start_gateway(sim.url, cfg, env=env))
+    except BaseException:
+        for p in procs:
+            p.stop()
+        raise
+    return procs
