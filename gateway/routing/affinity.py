@@ -35,7 +35,7 @@ from gateway.catalogue.target import Target
 from gateway.errors import InvalidRequest
 from gateway.observability.metrics import Metrics
 from gateway.routing import failures as fl
-from gateway.state.base import Pin, StateStore
+from gateway.state.base import Pin, StateStore, View
 
 log = logging.getLogger("glm_gateway.affinity")
 
@@ -52,6 +52,34 @@ _NOT_THE_HOSTS_FAULT = frozenset(
     }
 )
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def pinnable(targets: Sequence[Target], reach: int) -> tuple[str, ...]:
+    """The deployments among the first ``reach`` that a pin may put first: those serving the
+    variant the plan put first. A pin chooses among the hosts of the policy's choice (a prompt
+    cache is per model anyway), never over the policy's choice of variant."""
+    if len(targets) < 2:
+        return ()
+    variant = targets[0].variant.id
+    return tuple([t.id for t in targets[:reach] if t.variant.id == variant])
+
+
+def put_first(targets: list[Target], pin: Pin | None, movable: Sequence[str], view: View) -> bool:
+    """Move the pinned deployment to the front of ``targets`` exactly when shared state did
+    (``StateStore.before``: listed in ``movable``, its circuit not open, not at its limit),
+    so the request goes where its reservation and in-flight slot were taken. True: it is first.
+    """
+    if pin is None:
+        return False
+    tid = pin.target_id
+    if tid not in movable or tid in view.open_circuits or tid in view.saturated:
+        return bool(targets) and targets[0].id == tid
+    for i, t in enumerate(targets):
+        if t.id == tid:
+            if i:
+                targets.insert(0, targets.pop(i))
+            return True
+    return False
 
 
 def _digest(kind: str, data: bytes) -> str:
@@ -139,25 +167,6 @@ class Affinity:
     @property
     def prefix_messages(self) -> int:
         return self._cfg.prefix_messages
-
-    def order(self, targets: list[Target], session: str, pin: Pin | None) -> Pinned:
-        """Move the pinned deployment to the front of ``targets`` when it is there and serves
-        the variant the plan put first: a pin chooses among the hosts of the policy's choice
-        (a prompt cache is per model anyway), never over the policy's choice of variant."""
-        pinned = Pinned(session, pin)
-        if pin is None or not targets:
-            return pinned
-        first = targets[0]
-        if first.id == pin.target_id:
-            pinned.front = True
-            return pinned
-        for i, t in enumerate(targets):
-            if t.id == pin.target_id:
-                if t.variant.id == first.variant.id:
-                    targets.insert(0, targets.pop(i))
-                    pinned.front = True
-                break
-        return pinned
 
     async def settle(self, pinned: Pinned, target: Target | None, attempts: Sequence[Any]) -> None:
         """After the answer: pin a new session, keep (refresh) a pin that held, move one whose

@@ -197,8 +197,7 @@ class Router:
         admitted = await self._admission.admit(needs, caller, times=times, session=session or "")
         rs = RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
         if session is not None and self._affinity is not None:
-            rs.pinned = self._affinity.order(admitted.plan.targets, session, admitted.pin)
-            rs.pinned.known = admitted.pin_known
+            rs.pinned = Pinned(session, admitted.pin, admitted.pin_first, admitted.pin_known)
         return rs
 
     async def record(self, rs: RouteState) -> None:

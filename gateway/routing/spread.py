@@ -99,6 +99,7 @@ class Spread:
         self._ix = ix
         self._classes = {p: _class_keys(p, ix) for p in ("cost", "quality", "newest", "latency")}
         self._weights = tuple(float(t.weight) for t in ix.targets)
+        self._pos = {tid: k for k, tid in enumerate(ix.ids)}
         self._current: dict[tuple[int, ...], dict[int, float]] = {}
         self.in_flight: dict[str, int] = {}
         """Deployment id -> requests in flight (the last View, plus what was sent since)."""
@@ -113,6 +114,18 @@ class Spread:
     def saw(self, in_flight: Mapping[str, int]) -> None:
         """Take the counts shared state reported (they replace this replica's guesses)."""
         self.in_flight.update(in_flight)
+
+    def moved(self, group: Group, picked: str, took: str) -> None:
+        """A request of this group went to ``took`` (a session's pin), not to ``picked`` (the
+        round-robin's choice): the pick is credited to the member that took it, so the group's
+        shares by weight count pinned requests too (new sessions go where there is room)."""
+        pos = self._pos
+        current = self._current.get(tuple(sorted(pos[i] for i in group.ids)))
+        if current is None:
+            return
+        total = sum(group.weights)
+        current[pos[picked]] += total
+        current[pos[took]] -= total
 
     def order(
         self,

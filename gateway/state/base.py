@@ -137,6 +137,10 @@ class Ticket:
     """Spread groups in the plan: count requests in flight on their deployments."""
     session: str = ""
     """A hashed session key (session affinity): its live pin is answered in ``View.pin``."""
+    pinnable: tuple[str, ...] = ()
+    """Candidates the session's pin may put first: when the pinned deployment is one of them
+    and available, it is the first available candidate (the reservation and the in-flight
+    slot are taken on it, where the request goes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +297,8 @@ class StateStore(Protocol):
         every half-open candidate (others keep seeing it open until the probe's outcome is
         recorded or ``probe_lease_s`` passes). Nothing is taken when no candidate is available
         or the key is refused. With ``ticket.session``, the session's live pin is answered too
-        (``View.pin``, session affinity): no call of its own on the hot path.
+        (``View.pin``, session affinity): no call of its own on the hot path; an available
+        pinned deployment listed in ``ticket.pinnable`` counts as the first available one.
         """
         ...
 

@@ -51,6 +51,8 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     }
     if ticket.session:
         doc["pin"] = ticket.session
+        if ticket.pinnable:
+            doc["pk"] = list(ticket.pinnable)
     k = ticket.key
     if k is not None:
         doc["key"] = _compact(

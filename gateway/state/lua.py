@@ -127,6 +127,16 @@ for i, c in ipairs(t.cands) do
     end
   end
 end
+if out.pin and t.pk and #avail > 1 then  -- an available pinned candidate goes first
+  for i, c in ipairs(avail) do
+    if c.id == out.pin[1] then
+      for _, k in ipairs(t.pk) do
+        if k == c.id then table.insert(avail, 1, table.remove(avail, i)) break end
+      end
+      break
+    end
+  end
+end
 if #ids > 0 then
   local lats = redis.call('HMGET', P .. ':lat', unpack(ids))
   for i, id in ipairs(ids) do

@@ -78,6 +78,11 @@ class MemoryState:
                 saturated[ask.target_id] = sat
             else:
                 available.append(ask)
+        if pin is not None and pin.target_id in ticket.pinnable:  # it goes first if available
+            for i, ask in enumerate(available):
+                if ask.target_id == pin.target_id:
+                    available.insert(0, available.pop(i))
+                    break
         flying = self._flying(ticket, now)
         ver = self._keys_version
         view = View(opened, latency, saturated, keys_version=ver, in_flight=flying, pin=pin)

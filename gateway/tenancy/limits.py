@@ -34,6 +34,7 @@ from gateway.catalogue.target import Target, cached_tokens
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
 from gateway.observability.metrics import Metrics
 from gateway.observability.timing import StageTimes
+from gateway.routing.affinity import pinnable, put_first
 from gateway.routing.planner import Plan, plan
 from gateway.routing.spread import Spread
 from gateway.state.base import (
@@ -66,6 +67,8 @@ class Admitted:
     pin_known: bool = True
     """False: shared state did not answer in time (this replica's local view): no pin seen
     does not mean the session has none."""
+    pin_first: bool = False
+    """The pinned deployment is first in the plan (the lease was taken on it)."""
 
 
 @dataclass(slots=True)
@@ -192,10 +195,10 @@ class Admission:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
         ticket = self._ticket(needs, asked, record if reserve else None, cheap, reserve, now)
-        if session:  # the same call reads the session's pin
-            ticket = Ticket(
-                ticket.candidates, ticket.tokens, ticket.key, reserve, ticket.flight, session
-            )
+        if session:  # the same call reads the session's pin (and may put it first)
+            movable = pinnable(asked.targets, self._routing.max_attempts)
+            t = ticket
+            ticket = Ticket(t.candidates, t.tokens, t.key, reserve, t.flight, session, movable)
         started = time.perf_counter()
         view = await self._state.before(ticket, now)
         if times is not None:
@@ -241,11 +244,16 @@ class Admission:
         if not final.targets and ticket.reserve:
             await self._release(view.lease, now)
             raise self._unavailable(needs, view, now)
-        if final.spread and ticket.reserve and self._metrics is not None:
-            head = final.targets[0].id
-            if head in final.spread[0].ids:
-                self._metrics.spread_picks.labels(head).inc()
-        return Admitted(final, view.lease, headers)
+        picked = final.targets[0].id if final.targets else None
+        pin_first = put_first(final.targets, view.pin, ticket.pinnable, view)
+        if final.spread and ticket.reserve and picked is not None:
+            head, group = final.targets[0].id, final.spread[0]
+            if head in group.ids:
+                if head != picked and picked in group.ids and self._spread is not None:
+                    self._spread.moved(group, picked, head)  # the pin's, not the round-robin's
+                if self._metrics is not None:
+                    self._metrics.spread_picks.labels(head).inc()
+        return Admitted(final, view.lease, headers, pin_first=pin_first)
 
     def _ticket(
         self,

@@ -28,6 +28,8 @@ URL = "http://127.0.0.1:9/v1"  # replaced by --simulator
 WEIGHTS = {"vllm-a": 1, "vllm-b": 1, "vllm-c": 2}
 RPM = 3
 """The rpm of vllm-a's glm-4-32b deployment (glm-4-32b is served by vllm-a and vllm-b only)."""
+PIN_VARIANT, PIN_RPM = "glm-4-air-4b", 4
+"""Served by vllm-a and vllm-b only, each with this rpm (the pinned-session test's alone)."""
 
 
 def providers_yaml() -> str:
@@ -41,6 +43,9 @@ def providers_yaml() -> str:
             limit = {"rpm": RPM} if name == "vllm-a" else {}
             deps.append(
                 {"variant": "glm-4-32b", "model": "THUDM/GLM-4-32B-0414", "price": free, **limit}
+            )
+            deps.append(
+                {"variant": PIN_VARIANT, "model": "glm-air-4b", "price": free, "rpm": PIN_RPM}
             )
         providers[name] = {"name": name, "dialect": "vllm", "base_url": URL, "deployments": deps}
     return yaml.safe_dump({"providers": providers})
@@ -169,3 +174,31 @@ async def test_a_deployment_at_its_rpm_is_skipped_for_the_rest_of_its_window(
     assert [c["deployment"] for c in out["candidates"]] == ["vllm-b/glm-4-32b"]
     [refused] = [r for r in out["rejected"] if r["provider"] == "vllm-a"]
     assert any(f"at its rpm limit ({RPM} requests/min)" in why for why in refused["reasons"])
+
+
+async def test_a_pinned_sessions_requests_are_reserved_on_its_pinned_deployment(
+    cluster: tuple[Proc, list[Proc]],
+) -> None:
+    """The rpm reservation goes where the request goes: a pinned session fills its own
+    deployment up to its rpm, then moves to the equivalent one, never past the limit (were
+    the reservation on the round-robin's pick instead, every request in flight would follow
+    the pin and the pinned deployment would get them all)."""
+    sim, replicas = cluster
+    headers = {**AUTH, "X-GLM-Session": nonce()}
+    body = {"model": PIN_VARIANT, "messages": text_msg("pinned"), "max_tokens": 8}
+    rule = {"match": {"variant": PIN_VARIANT}, "latency_ms": 400}
+    async with httpx.AsyncClient(timeout=60) as http:
+
+        async def ask(replica: Proc) -> str:
+            r = await http.post(replica.url + "/v1/chat/completions", json=body, headers=headers)
+            assert r.status_code == 200, r.text
+            return r.headers["x-glm-provider"]
+
+        pinned = await ask(replicas[0])
+        (await http.post(sim.url + "/_sim/faults", json=[rule])).raise_for_status()
+        try:  # in flight together: each is reserved before any has answered
+            got = await asyncio.gather(*(ask(replicas[i % 2]) for i in range(2 * PIN_RPM - 2)))
+        finally:
+            (await http.delete(sim.url + "/_sim/faults")).raise_for_status()
+    other = ({"vllm-a", "vllm-b"} - {pinned}).pop()
+    assert Counter(got) == Counter({pinned: PIN_RPM - 1, other: PIN_RPM - 1}), got
