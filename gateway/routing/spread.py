@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from gateway.catalogue.plan_index import PlanIndex
 from gateway.catalogue.schema import RoutingConfig, SpreadConfig
 from gateway.state.base import FlightAsk
 
 Scores = Mapping[int, float] | Sequence[float]
+_M = TypeVar("_M", int, str)
 
 MAX_GROUPS = 4096
 """Round-robin states kept (one per distinct group seen); past it they start again."""
@@ -115,17 +116,19 @@ class Spread:
         """Take the counts shared state reported (they replace this replica's guesses)."""
         self.in_flight.update(in_flight)
 
-    def moved(self, group: Group, picked: str, took: str) -> None:
-        """A request of this group went to ``took`` (a session's pin), not to ``picked`` (the
-        round-robin's choice): the pick is credited to the member that took it, so the group's
-        shares by weight count pinned requests too (new sessions go where there is room)."""
+    def unpick(self, group: Group, picked: str) -> None:
+        """The request went to a session's pin, not to ``picked``: take the round-robin's pick
+        back. Pinned requests do not move it, so new sessions are shared by weight (the load
+        the pinned ones add shows in their members' requests in flight)."""
         pos = self._pos
         current = self._current.get(tuple(sorted(pos[i] for i in group.ids)))
         if current is None:
             return
-        total = sum(group.weights)
+        total = 0.0
+        for tid, w in _ready(group.ids, group.weights, group.in_flight):
+            current[pos[tid]] -= w
+            total += w
         current[pos[picked]] += total
-        current[pos[took]] -= total
 
     def order(
         self,
@@ -182,14 +185,9 @@ class Spread:
         self, members: list[int], weights: list[float], flying: list[int], advance: bool
     ) -> int | None:
         """The member to try first: SWRR over the members not busy; None: keep the order."""
-        total_w, total_f = sum(weights), sum(flying)
-        if total_w <= 0:
+        if sum(weights) <= 0:
             return None
-        ready = [
-            (k, w)
-            for k, w, f in zip(members, weights, flying, strict=True)
-            if w > 0 and f <= total_f * w / total_w + BUSY_SLACK
-        ]  # never empty: some member holds at most its share of what is in flight
+        ready = _ready(members, weights, flying)
         key = tuple(sorted(members))
         current = self._current.get(key)
         if current is None:
@@ -208,6 +206,19 @@ class Spread:
                 best, top = k, c
         current[best] -= total
         return best
+
+
+def _ready(
+    members: Sequence[_M], weights: Sequence[float], flying: Sequence[int]
+) -> list[tuple[_M, float]]:
+    """The members not busy, with their weights: never empty while some weight is positive
+    (some member holds at most its share of what is in flight)."""
+    total_w, total_f = sum(weights), sum(flying)
+    return [
+        (k, w)
+        for k, w, f in zip(members, weights, flying, strict=True)
+        if w > 0 and f <= total_f * w / total_w + BUSY_SLACK
+    ]
 
 
 def _near(x: float, head: float, tolerance: float) -> bool:

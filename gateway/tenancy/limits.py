@@ -248,11 +248,10 @@ class Admission:
         pin_first = put_first(final.targets, view.pin, ticket.pinnable, view)
         if final.spread and ticket.reserve and picked is not None:
             head, group = final.targets[0].id, final.spread[0]
-            if head in group.ids:
-                if head != picked and picked in group.ids and self._spread is not None:
-                    self._spread.moved(group, picked, head)  # the pin's, not the round-robin's
-                if self._metrics is not None:
-                    self._metrics.spread_picks.labels(head).inc()
+            if head != picked and picked in group.ids and self._spread is not None:
+                self._spread.unpick(group, picked)  # the pin's choice, not the round-robin's
+            if head in group.ids and self._metrics is not None:
+                self._metrics.spread_picks.labels(head).inc()
         return Admitted(final, view.lease, headers, pin_first=pin_first)
 
     def _ticket(

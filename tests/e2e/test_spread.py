@@ -202,3 +202,38 @@ async def test_a_pinned_sessions_requests_are_reserved_on_its_pinned_deployment(
             (await http.delete(sim.url + "/_sim/faults")).raise_for_status()
     other = ({"vllm-a", "vllm-b"} - {pinned}).pop()
     assert Counter(got) == Counter({pinned: PIN_RPM - 1, other: PIN_RPM - 1}), got
+
+
+async def test_sessions_spread_over_equivalent_deployments_while_each_stays_on_its_own(
+    cluster: tuple[Proc, list[Proc]],
+) -> None:
+    """Issue 17's proof: agent sessions over two replicas sharing one Redis. Each first turn
+    is a new session, shared among the equivalent deployments by weight (1:1:2); every later
+    turn, on either replica, follows the session's pin."""
+    _, replicas = cluster
+    tag = nonce()
+    sessions = [
+        {"id": nonce(), "messages": [{"role": "system", "content": f"agent {tag} {i}"}]}
+        for i in range(16)
+    ]
+    went: dict[int, list[str]] = {i: [] for i in range(len(sessions))}
+    async with httpx.AsyncClient(headers=AUTH, timeout=60) as http:
+        for turn in range(4):
+            for i, s in enumerate(sessions):
+                s["messages"].append({"role": "user", "content": f"turn {turn}"})
+                body = {"model": "glm-4-9b", "messages": s["messages"], "max_tokens": 8}
+                r = await http.post(
+                    replicas[(i + turn) % 2].url + "/v1/chat/completions",
+                    json=body,
+                    headers={"X-GLM-Session": s["id"]},
+                )
+                assert r.status_code == 200, r.text
+                went[i].append(r.headers["x-glm-provider"])
+                answer = r.json()["choices"][0]["message"]["content"]
+                s["messages"].append({"role": "assistant", "content": answer})
+    assert all(len(set(turns)) == 1 for turns in went.values()), went
+    homes = Counter(turns[0] for turns in went.values())
+    # each replica's round-robin gives 8 new sessions exactly 2/2/4 from a fresh start, and
+    # within one of that from wherever earlier requests left it
+    assert 6 <= homes["vllm-c"] <= 10 and 2 <= homes["vllm-a"] <= 6, homes
+    assert 2 <= homes["vllm-b"] <= 6, homes

@@ -123,3 +123,17 @@ def test_different_variants_of_different_quality_are_not_equivalent() -> None:
     routing = config.gateway.routing
     spread = Spread(routing.spread, routing, config.catalogue.index)
     assert ask(config, spread).spread == []
+
+
+def test_a_pick_taken_back_leaves_the_round_robin_where_it_was() -> None:
+    config, spread = cfg(("a", 1), ("b", 1), ("c", 2))
+    plain = [ask(config, spread).targets[0].provider for _ in range(8)]
+    config, spread = cfg(("a", 1), ("b", 1), ("c", 2))
+    order = []
+    for i in range(8):
+        p = ask(config, spread)
+        order.append(p.targets[0].provider)
+        for _ in range(i % 3):  # requests a session's pin sent elsewhere: taken back
+            pinned = ask(config, spread)
+            spread.unpick(pinned.spread[0], pinned.targets[0].id)
+    assert order == plain
