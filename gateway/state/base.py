@@ -26,7 +26,9 @@ before its request could have ended), which is how a slot held by a crashed repl
 Deployments in a spread group (``routing.spread``) count their requests in flight the same way
 (``Ticket.flight``): ``before`` reports each listed deployment's live slots and, when it
 reserves, adds this request's slot on the first available candidate if it is listed; ``after``
-removes it. Nothing is counted for a ticket without ``flight``.
+removes it. Nothing is counted for a ticket without ``flight``. ``before`` also reports how
+much of its ``rpm`` / ``tpm`` each listed deployment has used (``View.load``: read from the
+windows it checks anyway).
 """
 
 from __future__ import annotations
@@ -235,6 +237,9 @@ class View:
     counted where it took its slot)."""
     pin: Pin | None = None
     """The live pin of ``Ticket.session``, when one was asked about."""
+    load: dict[str, float] = field(default_factory=dict)
+    """``Ticket.flight`` deployments with limits of their own, available -> the share of their
+    ``rpm`` / ``tpm`` used in the current window (the larger of the two), when above 0."""
 
 
 @dataclass(frozen=True, slots=True)

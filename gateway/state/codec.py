@@ -161,6 +161,7 @@ def decode_view(raw: bytes | str, ticket: Ticket) -> View:
         int(doc.get("ver", 0)),
         in_flight={k: int(v) for k, v in _items(doc.get("inf")).items()},
         pin=Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
+        load={k: float(v) for k, v in _items(doc.get("use")).items()},
     )
 
 

@@ -205,7 +205,7 @@ class Admission:
             times.before_s = time.perf_counter() - started
         self._snap.update(view, ticket.candidates, now)
         if self._spread is not None:
-            self._spread.saw(view.in_flight)
+            self._spread.saw(view.in_flight, view.load)
         if self._keys is not None:
             self._keys.saw_version(view.keys_version)
         admitted = await self._decide(needs, view, ticket, cheap, first, assumed, now)

@@ -691,3 +691,21 @@ async def test_an_available_pinnable_pin_takes_the_reservation_and_the_slot(
     # a pin to a deployment the ticket does not list as pinnable changes nothing
     plain = await store.before(ticket("p9", pinnable=(FREE_A.target_id,)), T0 + 1)
     assert plain.lease is not None and plain.lease.flight == (FREE_A.target_id, "p9")
+
+
+async def test_before_reports_the_share_of_its_limits_each_spread_deployment_used(
+    store: StateStore,
+) -> None:
+    lim_a = DeploymentAsk(FREE_A.target_id, rpm=4, tpm=1000)
+    ids = (FREE_A.target_id, FREE_B.target_id)
+
+    def ticket(tokens: int, reserve: bool = True) -> Ticket:
+        return Ticket((lim_a, FREE_B), tokens, None, reserve, FlightAsk(ids, "u", 60.0))
+
+    assert (await store.before(ticket(100), T0)).load == {}  # nothing used yet (then 1 + 100)
+    assert (await store.before(ticket(500), T0 + 1)).load == {FREE_A.target_id: 0.25}
+    # 2 of 4 requests, 600 of 1000 tokens: the larger share; b has no limits to use
+    assert (await store.before(ticket(1, False), T0 + 2)).load == {
+        FREE_A.target_id: pytest.approx(0.6)
+    }
+    assert (await store.before(Ticket((lim_a,), 1, None, False), T0 + 2)).load == {}  # not asked

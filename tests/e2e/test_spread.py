@@ -30,6 +30,8 @@ RPM = 3
 """The rpm of vllm-a's glm-4-32b deployment (glm-4-32b is served by vllm-a and vllm-b only)."""
 PIN_VARIANT, PIN_RPM = "glm-4-air-4b", 4
 """Served by vllm-a and vllm-b only, each with this rpm (the pinned-session test's alone)."""
+ROOM_VARIANT, ROOM_RPM = "glm-4-flash", 40
+"""Served by vllm-a (with this rpm) and vllm-b (no limit): the headroom test's alone."""
 
 
 def providers_yaml() -> str:
@@ -47,6 +49,8 @@ def providers_yaml() -> str:
             deps.append(
                 {"variant": PIN_VARIANT, "model": "glm-air-4b", "price": free, "rpm": PIN_RPM}
             )
+            room = {"rpm": ROOM_RPM} if name == "vllm-a" else {}
+            deps.append({"variant": ROOM_VARIANT, "model": "glm-flash", "price": free, **room})
         providers[name] = {"name": name, "dialect": "vllm", "base_url": URL, "deployments": deps}
     return yaml.safe_dump({"providers": providers})
 
@@ -237,3 +241,20 @@ async def test_sessions_spread_over_equivalent_deployments_while_each_stays_on_i
     # within one of that from wherever earlier requests left it
     assert 6 <= homes["vllm-c"] <= 10 and 2 <= homes["vllm-a"] <= 6, homes
     assert 2 <= homes["vllm-b"] <= 6, homes
+
+
+async def test_a_deployment_that_used_most_of_its_rpm_gets_less_than_its_weight(
+    cluster: tuple[Proc, list[Proc]],
+) -> None:
+    """Equal weights; vllm-a has an rpm, vllm-b none. With 30 of vllm-a's 40 requests a minute
+    used, weight alone would still send it 6 of the next 12 (it has room for 10); weighed by
+    its headroom (a quarter left) it gets about a fifth, and vllm-b the rest."""
+    _, replicas = cluster
+    async with httpx.AsyncClient(headers={**AUTH, "X-GLM-Providers": "vllm-a"}) as http:
+        for i in range(30):
+            body = {"model": ROOM_VARIANT, "messages": text_msg(f"fill {i}"), "max_tokens": 4}
+            r = await http.post(replicas[i % 2].url + "/v1/chat/completions", json=body)
+            assert r.status_code == 200 and r.headers["x-glm-provider"] == "vllm-a", r.text
+    answered = await _spread_load(replicas, 12, concurrency=1, model=ROOM_VARIANT)
+    assert sum(answered.values()) == 12
+    assert answered["vllm-a"] <= 4, answered
