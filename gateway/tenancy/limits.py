@@ -69,6 +69,8 @@ class Admitted:
     does not mean the session has none."""
     pin_first: bool = False
     """The pinned deployment is first in the plan (the lease was taken on it)."""
+    pin_choice: bool = False
+    """The plan had two or more deployments a pin could choose among."""
 
 
 @dataclass(slots=True)
@@ -210,6 +212,7 @@ class Admission:
             self._keys.saw_version(view.keys_version)
         admitted = await self._decide(needs, view, ticket, cheap, first, assumed, now)
         admitted.pin, admitted.pin_known = view.pin, not view.degraded
+        admitted.pin_choice = len(ticket.pinnable) > 1
         return admitted
 
     async def _decide(

@@ -190,3 +190,29 @@ def test_an_unknown_provider_in_provider_ttl_s_is_a_config_error(tmp_path: Path)
     )
     with pytest.raises(ConfigError, match=r"provider_ttl_s\.zia: unknown provider 'zia'"):
         load_config(cfg, demo_simulator_url="http://127.0.0.1:9")
+
+
+def test_a_long_prefix_is_keyed_by_every_byte_of_it() -> None:
+    system = "Read the file before editing it. " * 600  # ~20 KB: keyed by samples and a CRC
+    middle = system[:10_000] + "X" + system[10_001:]
+    key = session_key({}, None, {"messages": [{"role": "system", "content": system}]}, 1)
+    same = session_key({}, None, {"messages": [{"role": "system", "content": system}]}, 1)
+    moved = session_key({}, None, {"messages": [{"role": "system", "content": middle}]}, 1)
+    assert key == same and key != moved
+    turn = {"role": "user", "content": "next"}
+    grown = {"messages": [{"role": "system", "content": system}, turn, turn, turn]}
+    assert session_key({}, None, grown, 1) != key  # the first user turn is in the prefix
+    assert session_key({}, None, grown, 1) == session_key(
+        {}, None, {"messages": grown["messages"][:2]}, 1
+    )
+
+
+async def test_a_new_session_with_nothing_to_choose_among_is_not_pinned() -> None:
+    a = two()[0]
+    state = MemoryState(CONFIG.gateway.breaker)
+    aff = Affinity(AffinityConfig(), state, wall=lambda: T0)
+    await aff.settle(Pinned("s", None, choice=False), a, [])
+    assert await state.get_pin("s", T0) is None
+    await aff.settle(Pinned("s", None), a, [])
+    got = await state.get_pin("s", T0)
+    assert got is not None and got.target_id == a.id
