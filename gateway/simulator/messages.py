@@ -58,6 +58,9 @@ async def messages_route(request: web.Request) -> web.StreamResponse:
         return error_response(refusal)
     if not isinstance(body, dict):
         return error_response(bad(400, "The request body is not valid JSON."))
+    spent = state.plans.refuse(provider, request.path, API)
+    if spent is not None:
+        return error_response(spent)
     model = state.table.get(provider, body.get("model"))
     if model is None:
         return error_response(bad(404, f"model: {body.get('model')}"))
