@@ -239,7 +239,8 @@ class SpreadConfig(Strict):
     the best in its group: 0 = exactly equal, 0.05 = within 5%."""
     in_flight: bool = True
     """Prefer the member with the fewest requests in flight per unit of weight, counted across
-    replicas in shared state (one sorted set per spread deployment)."""
+    replicas in shared state (one sorted set per spread deployment), and weigh each member's
+    headroom under its own rpm / tpm (read from the same state call)."""
     price_weighted: bool = False
     """Policy ``cost``: weight x (cheapest cost / this one's)², OpenRouter's price-weighted
     balancing; use with a wide ``tolerance``."""

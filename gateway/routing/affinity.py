@@ -7,9 +7,11 @@ lifetime, and later requests of the session try it first, as long as the plan ho
 need met, circuit not open: eligibility is never widened to keep a pin). A pin moves only when
 the pinned deployment failed in a way that implicates the host (429, 5xx, network, its circuit
 open), never on the caller's fault; each move is logged and counted. The pin is read by the
-request's one ``StateStore.before`` call (``Ticket.session``) and written before the answer
-goes out (so the session's next turn finds it on any replica), only when it is new, moves, or
-is past half its TTL.
+request's one ``StateStore.before`` call (``Ticket.session``), which also takes the request's
+reservation and in-flight slot on the pinned deployment when it goes first. It is written
+after the answer is out, sent with the ``after`` call (the two share a pipeline: no round
+trip of its own, none before the answer; a client's next turn takes longer than that write),
+only when it is new and the plan had a choice, moves, or is past half its TTL.
 
 The session key: ``X-GLM-Session``, else what the agents send (``x-claude-code-session-id``,
 ``x-codex-window-id``, or the front-end's body field: Claude Code's ``metadata.user_id``
@@ -24,6 +26,7 @@ import hashlib
 import logging
 import re
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +38,7 @@ from gateway.catalogue.target import Target
 from gateway.errors import InvalidRequest
 from gateway.observability.metrics import Metrics
 from gateway.routing import failures as fl
-from gateway.state.base import Pin, StateStore
+from gateway.state.base import Pin, StateStore, View
 
 log = logging.getLogger("glm_gateway.affinity")
 
@@ -52,6 +55,36 @@ _NOT_THE_HOSTS_FAULT = frozenset(
     }
 )
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+PREFIX_SAMPLE = 512
+"""Bytes of a long prompt prefix's head and of its tail that go into its session key whole."""
+
+
+def pinnable(targets: Sequence[Target], reach: int) -> tuple[str, ...]:
+    """The deployments among the first ``reach`` that a pin may put first: those serving the
+    variant the plan put first. A pin chooses among the hosts of the policy's choice (a prompt
+    cache is per model anyway), never over the policy's choice of variant."""
+    if len(targets) < 2:
+        return ()
+    variant = targets[0].variant.id
+    return tuple([t.id for t in targets[:reach] if t.variant.id == variant])
+
+
+def put_first(targets: list[Target], pin: Pin | None, movable: Sequence[str], view: View) -> bool:
+    """Move the pinned deployment to the front of ``targets`` exactly when shared state did
+    (``StateStore.before``: listed in ``movable``, its circuit not open, not at its limit),
+    so the request goes where its reservation and in-flight slot were taken. True: it is first.
+    """
+    if pin is None:
+        return False
+    tid = pin.target_id
+    if tid not in movable or tid in view.open_circuits or tid in view.saturated:
+        return bool(targets) and targets[0].id == tid
+    for i, t in enumerate(targets):
+        if t.id == tid:
+            if i:
+                targets.insert(0, targets.pop(i))
+            return True
+    return False
 
 
 def _digest(kind: str, data: bytes) -> str:
@@ -85,7 +118,10 @@ def session_key(
 
 
 def _stable_prefix(chat: dict[str, Any], after_system: int) -> bytes:
-    """The system messages and the first ``after_system`` messages after them, as bytes."""
+    """The system messages and the first ``after_system`` messages after them, as bytes: in
+    full when short, else what keys them as well for a fraction of the hashing (an agent's
+    prefix is ~20 KB; blake2b over all of it cost ~30 µs a request): its head and tail, its
+    length and its CRC-32 (zlib's, several GB/s), which every byte changes."""
     messages = chat.get("messages")
     if not isinstance(messages, list):
         return b""
@@ -94,7 +130,11 @@ def _stable_prefix(chat: dict[str, Any], after_system: int) -> bytes:
         if not isinstance(m, dict) or m.get("role") not in _SYSTEM_ROLES:
             break
         end += 1
-    return orjson.dumps(messages[: end + after_system])
+    data = orjson.dumps(messages[: end + after_system])
+    if len(data) <= 2 * PREFIX_SAMPLE:
+        return data
+    check = zlib.crc32(data).to_bytes(4, "big") + len(data).to_bytes(8, "big")
+    return data[:PREFIX_SAMPLE] + data[-PREFIX_SAMPLE:] + check
 
 
 @dataclass(slots=True)
@@ -107,6 +147,9 @@ class Pinned:
     """The pinned deployment was moved to the front of the plan (it was eligible)."""
     known: bool = True
     """False: shared state was not read (late or down); a missing pin is then unknown."""
+    choice: bool = True
+    """The plan offered two or more deployments a pin could choose among (else a new session
+    is not pinned: its pin could not move anything)."""
 
 
 class Affinity:
@@ -140,48 +183,40 @@ class Affinity:
     def prefix_messages(self) -> int:
         return self._cfg.prefix_messages
 
-    def order(self, targets: list[Target], session: str, pin: Pin | None) -> Pinned:
-        """Move the pinned deployment to the front of ``targets`` when it is there and serves
-        the variant the plan put first: a pin chooses among the hosts of the policy's choice
-        (a prompt cache is per model anyway), never over the policy's choice of variant."""
-        pinned = Pinned(session, pin)
-        if pin is None or not targets:
-            return pinned
-        first = targets[0]
-        if first.id == pin.target_id:
-            pinned.front = True
-            return pinned
-        for i, t in enumerate(targets):
-            if t.id == pin.target_id:
-                if t.variant.id == first.variant.id:
-                    targets.insert(0, targets.pop(i))
-                    pinned.front = True
-                break
-        return pinned
-
     async def settle(self, pinned: Pinned, target: Target | None, attempts: Sequence[Any]) -> None:
         """After the answer: pin a new session, keep (refresh) a pin that held, move one whose
         deployment failed for the host's reasons; leave it when this request could not use it.
         ``attempts``: the router's, in order (each with ``target`` and ``failure`` or None)."""
+        write = self.decide(pinned, target, attempts)
+        if write is not None:
+            await self._state.set_pin(*write)
+
+    def decide(
+        self, pinned: Pinned, target: Target | None, attempts: Sequence[Any]
+    ) -> tuple[str, str, float, float] | None:
+        """What :meth:`settle` does, counted and logged: the ``set_pin`` arguments to write, or
+        None when the pin stays as it is (the caller sends the write with its other state call,
+        :meth:`Router.record`: one round trip)."""
         if target is None:
-            return
+            return None
         pin, now = pinned.pin, self._wall()
         ttl = self._cfg.provider_ttl_s.get(target.provider, self._cfg.ttl_s)
         if pin is None:
             if not pinned.known:  # it may have a pin this replica could not see: keep that one
-                return
+                return None
             self._count("new")
-            await self._state.set_pin(pinned.session, target.id, ttl, now)
-            return
+            if not pinned.choice:  # nothing to choose among: a pin could never move anything
+                return None
+            return pinned.session, target.id, ttl, now
         if pin.target_id == target.id:
             self._count("pinned")
             if pin.until - now < ttl / 2:  # refreshed at most twice per TTL, not every turn
-                await self._state.set_pin(pinned.session, target.id, ttl, now)
-            return
+                return pinned.session, target.id, ttl, now
+            return None
         reason = self._why_moved(pinned, attempts, now)
         if reason is None:
             self._count("elsewhere")  # this request could not use it; the pin stays
-            return
+            return None
         self._count("repinned")
         if self._metrics is not None:
             provider = self._known.get(pin.target_id, "gone")
@@ -193,7 +228,7 @@ class Affinity:
             target.id,
             reason,
         )
-        await self._state.set_pin(pinned.session, target.id, ttl, now)
+        return pinned.session, target.id, ttl, now
 
     def _why_moved(self, pinned: Pinned, attempts: Sequence[Any], now: float) -> str | None:
         """Why the pin should move to another deployment, or None when it must stay."""

@@ -230,7 +230,8 @@ class ErrorBody:
 def parse_error_body(body: bytes) -> ErrorBody:
     """Read Zhipu, OpenAI, OpenRouter, vLLM, TGI, plain-text and HTML error bodies. Never raises.
 
-    Shapes: ``{"error": {"code", "message", "type", "metadata"}}``, top-level
+    Shapes: ``{"error": {"code", "message", "type", "metadata"}}`` (a numeric ``type`` is a GLM
+    code: Z.ai's Anthropic endpoint), top-level
     ``{"code", "message"|"msg", "type"}`` (vLLM, Zhipu), ``{"error": "text", "error_type"}`` (TGI).
     """
     try:
@@ -247,8 +248,10 @@ def parse_error_body(body: bytes) -> ErrorBody:
     src: dict[str, Any] = err if isinstance(err, dict) else doc
     meta = src.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
+    kind = src.get("type")
     return ErrorBody(
-        code=_code(src.get("code")),
+        # Z.ai's Anthropic endpoint: {"type": "error", "error": {"type": "1308", ...}}
+        code=_code(src.get("code")) or (kind if isinstance(kind, str) and kind.isdigit() else None),
         type=_text(src.get("type")) or _text(doc.get("error_type")) or None,
         message=_text(src.get("message")) or _text(src.get("msg")) or _text(err),
         detail=_text(meta.get("raw")),

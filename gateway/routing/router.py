@@ -197,20 +197,23 @@ class Router:
         admitted = await self._admission.admit(needs, caller, times=times, session=session or "")
         rs = RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
         if session is not None and self._affinity is not None:
-            rs.pinned = self._affinity.order(admitted.plan.targets, session, admitted.pin)
-            rs.pinned.known = admitted.pin_known
+            rs.pinned = Pinned(
+                session, admitted.pin, admitted.pin_first, admitted.pin_known, admitted.pin_choice
+            )
         return rs
 
     async def record(self, rs: RouteState) -> None:
-        """Outcomes, attempts and the lease's settlement: one state call."""
+        """After the answer: outcomes, attempts and the lease's settlement (one state call),
+        and the session's pin when it is new or moves (sent alongside: one round trip)."""
         attempted = [a.target for a in rs.attempts]
-        await self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
-
-    async def _answered(self, rs: RouteState) -> None:
-        """A deployment answered: (re)pin the session before the client can send its next
-        turn (to any replica)."""
+        settle = self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
+        pin = None
         if rs.pinned is not None and self._affinity is not None:
-            await self._affinity.settle(rs.pinned, rs.target, rs.attempts)
+            pin = self._affinity.decide(rs.pinned, rs.target, rs.attempts)
+        if pin is None:
+            await settle
+        else:
+            await asyncio.gather(settle, self._state.set_pin(*pin))
 
     async def complete(
         self,
@@ -245,7 +248,6 @@ class Router:
                             else self._accept(resp, target, rs, changes, started, guard, encode)
                         )
                         if isinstance(out, bytes):
-                            await self._answered(rs)
                             return out
                         failure = out
                     else:
@@ -358,7 +360,6 @@ class Router:
                 rs.native = direct is not None
                 rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
                 usage = client_wants_usage(body)
-                await self._answered(rs)
                 return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
         raise self._all_failed(rs, deadline)
 

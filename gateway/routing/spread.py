@@ -24,8 +24,13 @@ right on average but ~2 points off at 400 requests). Under load, a member that a
 piles up requests in flight past its share and is passed over until they drain. (A plain
 least-in-flight-per-weight choice, nginx ``least_conn``, was tried first: with a handful of
 requests in flight its integer ties favour the light members, 31/28/41 for weights 1:1:2.)
-A member at its ``rpm`` / ``tpm`` is not in the plan at all (the planner skips a saturated
-deployment until its window has room).
+Headroom, graded: a member weighs ``weight x (1 - used)``, ``used`` the share of its ``rpm`` /
+``tpm`` taken in the current window (the larger; at least ``HEADROOM_FLOOR``), so one filling
+its limit is sent less well before it is full and the one with room takes the difference;
+members without limits, or idle, keep their weight and the shares above. The shares come
+from the windows ``StateStore.before`` reads anyway to check the limits (``View.load``, with
+``in_flight`` on): no extra round trip. A member at its ``rpm`` / ``tpm`` is not in the plan at
+all (the planner skips a saturated deployment until its window has room).
 
 ``price_weighted`` (policy ``cost``): a member's weight is multiplied by
 ``(cheapest / its cost)²``, OpenRouter's default provider balancing ("weighted by inverse
@@ -37,16 +42,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from gateway.catalogue.plan_index import PlanIndex
 from gateway.catalogue.schema import RoutingConfig, SpreadConfig
 from gateway.state.base import FlightAsk
 
 Scores = Mapping[int, float] | Sequence[float]
+_M = TypeVar("_M", int, str)
 
 MAX_GROUPS = 4096
 """Round-robin states kept (one per distinct group seen); past it they start again."""
+HEADROOM_FLOOR = 0.05
+"""The least weight factor of a member with room under its rpm / tpm."""
 BUSY_SLACK = 2
 """A member is busy, and passed over, while it holds more than its share (by weight) of the
 group's requests in flight plus this many."""
@@ -57,7 +65,8 @@ class Group(NamedTuple):
 
     ids: tuple[str, ...]
     weights: tuple[float, ...]
-    """Each member's effective weight (``weight``, times the price factor when set)."""
+    """Each member's effective weight (``weight``, times the price factor when set, times its
+    headroom under its rpm / tpm)."""
     in_flight: tuple[int, ...]
     """Requests in flight on each member as this replica last saw them."""
 
@@ -99,9 +108,12 @@ class Spread:
         self._ix = ix
         self._classes = {p: _class_keys(p, ix) for p in ("cost", "quality", "newest", "latency")}
         self._weights = tuple(float(t.weight) for t in ix.targets)
+        self._pos = {tid: k for k, tid in enumerate(ix.ids)}
         self._current: dict[tuple[int, ...], dict[int, float]] = {}
         self.in_flight: dict[str, int] = {}
         """Deployment id -> requests in flight (the last View, plus what was sent since)."""
+        self.load: dict[str, float] = {}
+        """Deployment id -> the share of its rpm / tpm used (the last View; absent: none)."""
 
     def ask(self, groups: list[Group], slot: str, hold_s: float) -> FlightAsk | None:
         """What to ask shared state about requests in flight: every group member (all among
@@ -110,9 +122,31 @@ class Spread:
             return None
         return FlightAsk(tuple(tid for g in groups for tid in g.ids), slot, hold_s)
 
-    def saw(self, in_flight: Mapping[str, int]) -> None:
-        """Take the counts shared state reported (they replace this replica's guesses)."""
+    def saw(self, in_flight: Mapping[str, int], load: Mapping[str, float]) -> None:
+        """Take what shared state reported of the members asked about: requests in flight (they
+        replace this replica's guesses) and the share of their rpm / tpm used (absent: none)."""
         self.in_flight.update(in_flight)
+        used = self.load
+        for tid in in_flight:
+            share = load.get(tid)
+            if share is not None:
+                used[tid] = share
+            elif tid in used:
+                del used[tid]
+
+    def unpick(self, group: Group, picked: str) -> None:
+        """The request went to a session's pin, not to ``picked``: take the round-robin's pick
+        back. Pinned requests do not move it, so new sessions are shared by weight (the load
+        the pinned ones add shows in their members' requests in flight)."""
+        pos = self._pos
+        current = self._current.get(tuple(sorted(pos[i] for i in group.ids)))
+        if current is None:
+            return
+        total = 0.0
+        for tid, w in _ready(group.ids, group.weights, group.in_flight):
+            current[pos[tid]] -= w
+            total += w
+        current[pos[picked]] += total
 
     def order(
         self,
@@ -156,6 +190,11 @@ class Spread:
         if self._cfg.price_weighted and policy == "cost":
             weights = _price_weighted(weights, [costs[k] for k in members])
         ids = self._ix.ids
+        if self.load:  # headroom: a member that used part of its rpm / tpm weighs that less
+            weights = [
+                w * _headroom(self.load.get(ids[k], 0.0))
+                for k, w in zip(members, weights, strict=True)
+            ]
         flying = [self.in_flight.get(ids[k], 0) if self._cfg.in_flight else 0 for k in members]
         first = self._pick(members, weights, flying, advance)
         if first is not None:
@@ -169,14 +208,9 @@ class Spread:
         self, members: list[int], weights: list[float], flying: list[int], advance: bool
     ) -> int | None:
         """The member to try first: SWRR over the members not busy; None: keep the order."""
-        total_w, total_f = sum(weights), sum(flying)
-        if total_w <= 0:
+        if sum(weights) <= 0:
             return None
-        ready = [
-            (k, w)
-            for k, w, f in zip(members, weights, flying, strict=True)
-            if w > 0 and f <= total_f * w / total_w + BUSY_SLACK
-        ]  # never empty: some member holds at most its share of what is in flight
+        ready = _ready(members, weights, flying)
         key = tuple(sorted(members))
         current = self._current.get(key)
         if current is None:
@@ -195,6 +229,26 @@ class Spread:
                 best, top = k, c
         current[best] -= total
         return best
+
+
+def _ready(
+    members: Sequence[_M], weights: Sequence[float], flying: Sequence[int]
+) -> list[tuple[_M, float]]:
+    """The members not busy, with their weights: never empty while some weight is positive
+    (some member holds at most its share of what is in flight)."""
+    total_w, total_f = sum(weights), sum(flying)
+    return [
+        (k, w)
+        for k, w, f in zip(members, weights, flying, strict=True)
+        if w > 0 and f <= total_f * w / total_w + BUSY_SLACK
+    ]
+
+
+def _headroom(used: float) -> float:
+    """A member's weight factor for the share of its rpm / tpm already used: 1 idle, falling
+    in step with what is left, never 0 (a member with room stays in the round-robin; the
+    planner drops one at its limit)."""
+    return max(1.0 - used, HEADROOM_FLOOR)
 
 
 def _near(x: float, head: float, tolerance: float) -> bool:

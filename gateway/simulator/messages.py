@@ -4,8 +4,9 @@
 the same models as their chat endpoint.
 
 A request goes as a chat request does: record (``api: "messages"``) -> provider -> auth
-(``x-api-key`` or ``Authorization: Bearer``) -> JSON -> model -> scan -> fault -> checks ->
-answer. The answer is decided by the chat simulator's own :func:`~.behaviour.plan_answer` on a
+(``x-api-key`` or ``Authorization: Bearer``) -> JSON -> the provider's Coding Plan window
+(:mod:`.plans`; ``/{provider}/coding/anthropic`` is the plan) -> model -> scan -> fault ->
+checks -> answer. The answer is decided by the chat simulator's own :func:`~.behaviour.plan_answer` on a
 chat-shaped view of the body (tools, ``tool_choice``, thinking on for ``enabled`` / ``adaptive``)
 and written by :mod:`.messages_stream`. Directives are read from ``system``, string contents and
 text blocks, and ``tool_result`` contents. Refused as the host would: no ``max_tokens``, a
@@ -58,6 +59,9 @@ async def messages_route(request: web.Request) -> web.StreamResponse:
         return error_response(refusal)
     if not isinstance(body, dict):
         return error_response(bad(400, "The request body is not valid JSON."))
+    spent = state.plans.refuse(provider, request.path, API)
+    if spent is not None:
+        return error_response(spent)
     model = state.table.get(provider, body.get("model"))
     if model is None:
         return error_response(bad(404, f"model: {body.get('model')}"))

@@ -1,12 +1,15 @@
 """Coding Plan surfaces in the simulator: a usage window per provider, 1113 off the plan, quota.
 
 A provider given a plan (``POST /_sim/plans``) serves chat at any path with ``/coding/`` in it
-(Z.ai's ``/api/coding/paas/v4``) from a window of ``requests`` per ``window_s``: the window
+(Z.ai's ``/api/coding/paas/v4``), and Anthropic Messages at ``/{provider}/coding/anthropic``
+(the plan's Anthropic-style surface), from one window of ``requests`` per ``window_s``: the window
 opens with its first request; past its allowance every request gets HTTP 429 with GLM code
 ``code`` (1308 by default: "Usage limit reached ..., resets at <Beijing time>"); once the
 stated reset time passes, a new window opens. With ``general_balance: false`` the key has no
 pay-as-you-go balance: the general path answers 429 / 1113 "Insufficient balance or no
-resource package" (what Z.ai answers a Coding Plan key sent to ``/api/paas/v4``).
+resource package" (what Z.ai answers a Coding Plan key sent to ``/api/paas/v4``). Messages
+answers carry the same codes in Anthropic's shape, ``{"type": "error", "error": {"type":
+"1308", "message": ...}}``, as Z.ai's Anthropic endpoint does.
 ``GET /{provider}/api/monitor/usage/quota/limit`` answers the shape community tools read from
 Z.ai: ``data.limits[]`` with ``TOKENS_LIMIT`` (here: requests) ``usage`` / ``currentValue`` /
 ``remaining`` / ``percentage`` / ``nextResetTime`` (epoch ms).
@@ -14,6 +17,7 @@ Z.ai: ``data.limits[]`` with ``TOKENS_LIMIT`` (here: requests) ``usage`` / ``cur
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -24,11 +28,19 @@ from typing import Any
 from gateway.simulator import dialects as d
 
 GLM_TZ = timezone(timedelta(hours=8))
+_ids = itertools.count(1)
 QUOTA_PATH = "/api/monitor/usage/quota/limit"
 _MESSAGES = {
     "1308": "Usage limit reached for 5 hour. Your limit will reset at {at}",
     "1310": "Weekly/Monthly Limit Exhausted. Your limit will reset at {at}",
 }
+
+
+def _anthropic_error(status: int, code: str, message: str) -> d.ErrorReply:
+    """``{"type": "error", "error": {"type": "<GLM code>", "message"}, "request_id"}``."""
+    rid = f"{time.strftime('%Y%m%d%H%M%S')}{next(_ids):018x}"
+    body = {"type": "error", "error": {"type": code, "message": message}, "request_id": rid}
+    return d.ErrorReply(status, body)
 
 
 class PlanError(ValueError):
@@ -96,22 +108,25 @@ class PlanBook:
     def clear(self) -> None:
         self._plans = {}
 
-    def refuse(self, provider: str, path: str) -> d.ErrorReply | None:
-        """The plan's answer to a chat request at ``path``, or None to serve it."""
+    def refuse(self, provider: str, path: str, api: str = "chat") -> d.ErrorReply | None:
+        """The plan's answer to a request at ``path``, or None to serve it. ``api``: ``chat``
+        (GLM's error shape) or ``messages`` (the Anthropic-style surface: Anthropic's shape with
+        the GLM code as ``error.type``, what Z.ai's ``/api/anthropic`` answers Claude Code)."""
         plan = self._plans.get(provider)
         if plan is None:
             return None
+        error = _anthropic_error if api == "messages" else d.zhipu_error
         if "/coding/" not in path:
             if plan.general_balance:
                 return None
-            return d.zhipu_error(
+            return error(
                 429, "1113", "Insufficient balance or no resource package. Please recharge."
             )
         now = self._clock()
-        if plan.take(now):
+        if plan.take(now):  # one window per plan, whichever API the request came by
             return None
         at = datetime.fromtimestamp(plan.resets_at, GLM_TZ).strftime("%Y-%m-%d %H:%M:%S")
-        return d.zhipu_error(429, plan.code, _MESSAGES[plan.code].format(at=at))
+        return error(429, plan.code, _MESSAGES[plan.code].format(at=at))
 
     def quota(self, provider: str) -> dict[str, Any]:
         """The quota endpoint's answer (Z.ai's shape as community tools read it)."""

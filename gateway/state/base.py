@@ -26,7 +26,9 @@ before its request could have ended), which is how a slot held by a crashed repl
 Deployments in a spread group (``routing.spread``) count their requests in flight the same way
 (``Ticket.flight``): ``before`` reports each listed deployment's live slots and, when it
 reserves, adds this request's slot on the first available candidate if it is listed; ``after``
-removes it. Nothing is counted for a ticket without ``flight``.
+removes it. Nothing is counted for a ticket without ``flight``. ``before`` also reports how
+much of its ``rpm`` / ``tpm`` each listed deployment has used (``View.load``: read from the
+windows it checks anyway).
 """
 
 from __future__ import annotations
@@ -137,6 +139,10 @@ class Ticket:
     """Spread groups in the plan: count requests in flight on their deployments."""
     session: str = ""
     """A hashed session key (session affinity): its live pin is answered in ``View.pin``."""
+    pinnable: tuple[str, ...] = ()
+    """Candidates the session's pin may put first: when the pinned deployment is one of them
+    and available, it is the first available candidate (the reservation and the in-flight
+    slot are taken on it, where the request goes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +237,9 @@ class View:
     counted where it took its slot)."""
     pin: Pin | None = None
     """The live pin of ``Ticket.session``, when one was asked about."""
+    load: dict[str, float] = field(default_factory=dict)
+    """``Ticket.flight`` deployments with limits of their own, available -> the share of their
+    ``rpm`` / ``tpm`` used in the current window (the larger of the two), when above 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +302,8 @@ class StateStore(Protocol):
         every half-open candidate (others keep seeing it open until the probe's outcome is
         recorded or ``probe_lease_s`` passes). Nothing is taken when no candidate is available
         or the key is refused. With ``ticket.session``, the session's live pin is answered too
-        (``View.pin``, session affinity): no call of its own on the hot path.
+        (``View.pin``, session affinity): no call of its own on the hot path; an available
+        pinned deployment listed in ``ticket.pinnable`` counts as the first available one.
         """
         ...
 

@@ -51,6 +51,8 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     }
     if ticket.session:
         doc["pin"] = ticket.session
+        if ticket.pinnable:
+            doc["pk"] = list(ticket.pinnable)
     k = ticket.key
     if k is not None:
         doc["key"] = _compact(
@@ -159,6 +161,7 @@ def decode_view(raw: bytes | str, ticket: Ticket) -> View:
         int(doc.get("ver", 0)),
         in_flight={k: int(v) for k, v in _items(doc.get("inf")).items()},
         pin=Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
+        load={k: float(v) for k, v in _items(doc.get("use")).items()},
     )
 
 

@@ -99,31 +99,50 @@ for i = 1, #zl, 2 do
   if until_ > now then out.open[zl[i]] = until_ - now end
 end
 
-local function saturation(c)
+local function saturation(c)  -- nil when it has room, and the share of its limits used
   local base = P .. ':rl:d:' .. c.id
+  local use = 0
   if c.rpm then
     local used, live = wsum(base .. ':r', RS, RN)
     if used + 1 > c.rpm then return {room_in(live, used, c.rpm, 1, RS, RN), 'rpm', c.rpm} end
+    use = used / c.rpm
   end
   if c.tpm then
     local used, live = wsum(base .. ':t', RS, RN)
     if used + t.tokens > c.tpm then
       return {room_in(live, used, c.tpm, t.tokens, RS, RN), 'tpm', c.tpm}
     end
+    use = math.max(use, used / c.tpm)
   end
-  return nil
+  return nil, use
 end
 
+local spread = {}
+if t.fl then
+  out.use = {}
+  for _, id in ipairs(t.fl.ids) do spread[id] = true end
+end
 local avail, half, ids = {}, {}, {}
 for i, c in ipairs(t.cands) do
   ids[i] = c.id
   if out.open[c.id] == nil then
-    local sat = saturation(c)
+    local sat, use = saturation(c)
     if sat then
       out.sat[c.id] = sat
     else
       avail[#avail + 1] = c
       if tripped[c.id] then half[#half + 1] = c.id end
+      if use > 0 and spread[c.id] then out.use[c.id] = use end
+    end
+  end
+end
+if out.pin and t.pk and #avail > 1 then  -- an available pinned candidate goes first
+  for i, c in ipairs(avail) do
+    if c.id == out.pin[1] then
+      for _, k in ipairs(t.pk) do
+        if k == c.id then table.insert(avail, 1, table.remove(avail, i)) break end
+      end
+      break
     end
   end
 end

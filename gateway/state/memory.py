@@ -63,6 +63,7 @@ class MemoryState:
         pin = self.pin(ticket.session, now) if ticket.session else None
         latency: dict[str, float] = {}
         saturated: dict[str, Saturation] = {}
+        load: dict[str, float] = {}
         available: list[DeploymentAsk] = []
         for ask in ticket.candidates:
             c = self._circuits.get(ask.target_id)
@@ -78,18 +79,33 @@ class MemoryState:
                 saturated[ask.target_id] = sat
             else:
                 available.append(ask)
+                if ticket.flight is not None and ask.target_id in ticket.flight.ids:
+                    use = self._load(ask, now)
+                    if use > 0:
+                        load[ask.target_id] = use
+        if pin is not None and pin.target_id in ticket.pinnable:  # it goes first if available
+            for i, ask in enumerate(available):
+                if ask.target_id == pin.target_id:
+                    available.insert(0, available.pop(i))
+                    break
         flying = self._flying(ticket, now)
         ver = self._keys_version
-        view = View(opened, latency, saturated, keys_version=ver, in_flight=flying, pin=pin)
+        view = View(
+            opened, latency, saturated, keys_version=ver, in_flight=flying, pin=pin, load=load
+        )
         if not available:
             return view
         verdict = self._judge(ticket.key, ticket.tokens, now) if ticket.key else None
         if not ticket.reserve or (verdict is not None and verdict.refused):
-            return View(opened, latency, saturated, verdict, None, ver, in_flight=flying, pin=pin)
+            return View(
+                opened, latency, saturated, verdict, None, ver, in_flight=flying, pin=pin, load=load
+            )
         lease = self._take(ticket, verdict, available, now)
         if lease.flight is not None:
             flying[lease.flight[0]] += 1
-        return View(opened, latency, saturated, verdict, lease, ver, in_flight=flying, pin=pin)
+        return View(
+            opened, latency, saturated, verdict, lease, ver, in_flight=flying, pin=pin, load=load
+        )
 
     async def after(self, report: Report, now: float) -> None:
         self.apply(report, now)
@@ -156,6 +172,15 @@ class MemoryState:
             if w.total(now) + tokens > ask.tpm:
                 return Saturation(w.room_in(now, ask.tpm, tokens), "tpm", ask.tpm)
         return None
+
+    def _load(self, ask: DeploymentAsk, now: float) -> float:
+        """The share of its rpm / tpm ``ask``'s deployment used in the window (the larger)."""
+        use = 0.0
+        if ask.rpm is not None:
+            use = self._window("d", ask.target_id, "r").total(now) / ask.rpm
+        if ask.tpm is not None:
+            use = max(use, self._window("d", ask.target_id, "t").total(now) / ask.tpm)
+        return use
 
     def _judge(self, key: KeyAsk, tokens: int, now: float) -> KeyVerdict:
         record = self._keys.get(key.key_id)

@@ -34,6 +34,7 @@ from gateway.catalogue.target import Target, cached_tokens
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
 from gateway.observability.metrics import Metrics
 from gateway.observability.timing import StageTimes
+from gateway.routing.affinity import pinnable, put_first
 from gateway.routing.planner import Plan, plan
 from gateway.routing.spread import Spread
 from gateway.state.base import (
@@ -66,6 +67,10 @@ class Admitted:
     pin_known: bool = True
     """False: shared state did not answer in time (this replica's local view): no pin seen
     does not mean the session has none."""
+    pin_first: bool = False
+    """The pinned deployment is first in the plan (the lease was taken on it)."""
+    pin_choice: bool = False
+    """The plan had two or more deployments a pin could choose among."""
 
 
 @dataclass(slots=True)
@@ -192,21 +197,22 @@ class Admission:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
         ticket = self._ticket(needs, asked, record if reserve else None, cheap, reserve, now)
-        if session:  # the same call reads the session's pin
-            ticket = Ticket(
-                ticket.candidates, ticket.tokens, ticket.key, reserve, ticket.flight, session
-            )
+        if session:  # the same call reads the session's pin (and may put it first)
+            movable = pinnable(asked.targets, self._routing.max_attempts)
+            t = ticket
+            ticket = Ticket(t.candidates, t.tokens, t.key, reserve, t.flight, session, movable)
         started = time.perf_counter()
         view = await self._state.before(ticket, now)
         if times is not None:
             times.before_s = time.perf_counter() - started
         self._snap.update(view, ticket.candidates, now)
         if self._spread is not None:
-            self._spread.saw(view.in_flight)
+            self._spread.saw(view.in_flight, view.load)
         if self._keys is not None:
             self._keys.saw_version(view.keys_version)
         admitted = await self._decide(needs, view, ticket, cheap, first, assumed, now)
         admitted.pin, admitted.pin_known = view.pin, not view.degraded
+        admitted.pin_choice = len(ticket.pinnable) > 1
         return admitted
 
     async def _decide(
@@ -241,11 +247,15 @@ class Admission:
         if not final.targets and ticket.reserve:
             await self._release(view.lease, now)
             raise self._unavailable(needs, view, now)
-        if final.spread and ticket.reserve and self._metrics is not None:
-            head = final.targets[0].id
-            if head in final.spread[0].ids:
+        picked = final.targets[0].id if final.targets else None
+        pin_first = put_first(final.targets, view.pin, ticket.pinnable, view)
+        if final.spread and ticket.reserve and picked is not None:
+            head, group = final.targets[0].id, final.spread[0]
+            if head != picked and picked in group.ids and self._spread is not None:
+                self._spread.unpick(group, picked)  # the pin's choice, not the round-robin's
+            if head in group.ids and self._metrics is not None:
                 self._metrics.spread_picks.labels(head).inc()
-        return Admitted(final, view.lease, headers)
+        return Admitted(final, view.lease, headers, pin_first=pin_first)
 
     def _ticket(
         self,

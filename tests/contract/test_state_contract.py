@@ -665,3 +665,47 @@ async def test_before_answers_the_sessions_pin_in_the_same_call(store: StateStor
     assert view.pin is not None and view.pin.target_id == B.target_id
     assert (await store.before(Ticket((A,), 1), T0 + 1)).pin is None  # not asked
     assert (await store.before(Ticket((A,), 1, session="s1"), T0 + 61)).pin is None  # lapsed
+
+
+async def test_an_available_pinnable_pin_takes_the_reservation_and_the_slot(
+    store: StateStore,
+) -> None:
+    await store.set_pin("s1", FREE_B.target_id, 60.0, T0)
+    lim_b = DeploymentAsk(FREE_B.target_id, rpm=2)
+    asks = (FREE_A, lim_b)
+    ids = (FREE_A.target_id, FREE_B.target_id)
+
+    def ticket(slot: str, pinnable: tuple[str, ...] = ids) -> Ticket:
+        return Ticket(asks, 1, None, True, FlightAsk(ids, slot, 60.0), "s1", pinnable)
+
+    views = [await store.before(ticket(f"p{i}"), T0 + 1) for i in range(3)]
+    # the pinned deployment counts as the first available one: its rpm and in-flight slot
+    assert [v.lease.deployment if v.lease else "-" for v in views[:2]] == [FREE_B.target_id] * 2
+    assert [v.lease.flight[0] if v.lease and v.lease.flight else "-" for v in views] == [
+        FREE_B.target_id,
+        FREE_B.target_id,
+        FREE_A.target_id,  # at its rpm: not available, so not first
+    ]
+    assert views[2].lease is not None and views[2].lease.deployment is None
+    assert FREE_B.target_id in views[2].saturated
+    # a pin to a deployment the ticket does not list as pinnable changes nothing
+    plain = await store.before(ticket("p9", pinnable=(FREE_A.target_id,)), T0 + 1)
+    assert plain.lease is not None and plain.lease.flight == (FREE_A.target_id, "p9")
+
+
+async def test_before_reports_the_share_of_its_limits_each_spread_deployment_used(
+    store: StateStore,
+) -> None:
+    lim_a = DeploymentAsk(FREE_A.target_id, rpm=4, tpm=1000)
+    ids = (FREE_A.target_id, FREE_B.target_id)
+
+    def ticket(tokens: int, reserve: bool = True) -> Ticket:
+        return Ticket((lim_a, FREE_B), tokens, None, reserve, FlightAsk(ids, "u", 60.0))
+
+    assert (await store.before(ticket(100), T0)).load == {}  # nothing used yet (then 1 + 100)
+    assert (await store.before(ticket(500), T0 + 1)).load == {FREE_A.target_id: 0.25}
+    # 2 of 4 requests, 600 of 1000 tokens: the larger share; b has no limits to use
+    assert (await store.before(ticket(1, False), T0 + 2)).load == {
+        FREE_A.target_id: pytest.approx(0.6)
+    }
+    assert (await store.before(Ticket((lim_a,), 1, None, False), T0 + 2)).load == {}  # not asked

@@ -17,8 +17,16 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.e2e import MASTER_KEY, module_gateway, nonce, sim_requests
-from tests.support.procs import CONFIG, Proc, start_simulator
+from tests.support.e2e import (
+    GATEWAY_ENV,
+    MASTER_KEY,
+    gateway_yaml,
+    module_gateway,
+    nonce,
+    sim_requests,
+)
+from tests.support.procs import CONFIG, Proc, config_copy, start_gateway, start_simulator
+from tests.support.redis_server import RedisServer
 
 WINDOW_S = 3
 """The simulated plan window: short, so the reset comes within the test."""
@@ -28,6 +36,7 @@ def providers_yaml(quota: bool) -> str:
     data = yaml.safe_load((CONFIG / "providers.yaml").read_text())
     coding: dict[str, Any] = {
         "base_url": "https://api.z.ai/api/coding/paas/v4",
+        "anthropic_base_url": "https://api.z.ai/api/anthropic",  # the simulator: /zai/coding/
         "variants": ["glm-4.7"],
     }
     if quota:
@@ -72,6 +81,22 @@ def ask(gw: Proc, tag: str, providers: str = "zai", key: str = MASTER_KEY) -> ht
     return r
 
 
+def ask_messages(gw: Proc, tag: str) -> httpx.Response:
+    """A Messages request (Claude Code's API), answered by Z.ai's own Anthropic endpoint."""
+    r = httpx.post(
+        gw.url + "/v1/messages",
+        json={
+            "model": "glm-4.7",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": f"hi {tag}"}],
+        },
+        headers={"Authorization": f"Bearer {MASTER_KEY}", "X-GLM-Providers": "zai"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return r
+
+
 def surfaces_hit(sim: Proc, tag: str) -> list[str]:
     """Which surface (coding, general) each upstream chat request of ``tag`` went to, in order."""
     return [
@@ -106,6 +131,28 @@ def test_plan_window_moves_traffic_to_pay_as_you_go_and_back(sim: Proc, gateway:
 
     wait_past(int(started) + WINDOW_S + 2)
     ask(gateway, f"{tag}-back")
+    assert surfaces_hit(sim, f"{tag}-back") == ["zai:coding"]
+
+
+def test_the_anthropic_style_plan_surface_runs_out_and_comes_back(sim: Proc, gateway: Proc) -> None:
+    set_plan(sim, requests=2, window_s=WINDOW_S)
+    tag = nonce()
+    started = time.time()
+    for i in range(2):
+        ask_messages(gateway, f"{tag}-{i}")
+    assert surfaces_hit(sim, tag) == ["zai:coding", "zai:coding"]
+    assert {q["api"] for q in sim_requests(sim, tag)} == {"messages"}  # passed through natively
+
+    # Z.ai's Anthropic endpoint says 1308 in Anthropic's shape: the same quota, the same reset
+    spent = ask_messages(gateway, f"{tag}-spent")
+    assert surfaces_hit(sim, f"{tag}-spent") == ["zai:coding", "zai:general"]
+    assert "zai:coding/glm-4.7 quota 429 code=1308" in spent.headers["x-glm-fallback-reason"]
+    assert spent.json()["type"] == "message"
+
+    ask_messages(gateway, f"{tag}-open")
+    assert surfaces_hit(sim, f"{tag}-open") == ["zai:general"]
+    wait_past(int(started) + WINDOW_S + 2)
+    ask_messages(gateway, f"{tag}-back")
     assert surfaces_hit(sim, f"{tag}-back") == ["zai:coding"]
 
 
@@ -198,3 +245,46 @@ def test_plan_quota_read_on_a_schedule(sim: Proc, gateway: Proc) -> None:
     moved = ask(gateway, f"{tag}-after")
     assert surfaces_hit(sim, f"{tag}-after") == ["zai:general"]
     assert moved.headers["x-glm-attempts"] == "1"
+
+
+@pytest.fixture
+def pair(sim: Proc, tmp_path: Path) -> Iterator[list[Proc]]:
+    """Two gateways sharing one Redis, on the config with the plan surface."""
+    httpx.delete(sim.url + "/_sim/plans", timeout=10).raise_for_status()
+    redis = RedisServer()
+    state = {"backend": "redis", "redis_timeout_ms": 2000, "redis_prefix": nonce()}
+    cfg = config_copy(tmp_path / "pair", gateway_yaml(state=state))
+    (cfg / "providers.yaml").write_text(providers_yaml(quota=False))
+    env = {**GATEWAY_ENV, "GLM_GATEWAY_REDIS_URL": redis.url}
+    procs: list[Proc] = []
+    try:
+        for _ in range(2):
+            procs.append(start_gateway(sim.url, cfg, env=env))
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+        redis.close()
+        httpx.delete(sim.url + "/_sim/plans", timeout=10).raise_for_status()
+
+
+def test_a_plan_window_one_replica_ran_into_is_honoured_by_the_other(
+    sim: Proc, pair: list[Proc]
+) -> None:
+    a, b = pair
+    set_plan(sim, requests=1, window_s=WINDOW_S)
+    tag = nonce()
+    started = time.time()
+    ask(a, f"{tag}-a")
+    spent = ask(a, f"{tag}-spent")
+    assert surfaces_hit(sim, f"{tag}-spent") == ["zai:coding", "zai:general"]
+    assert "code=1308" in spent.headers["x-glm-fallback-reason"]
+
+    # b never saw the 1308: the plan's circuit a opened until the reset is in the shared state
+    moved = ask(b, f"{tag}-b")
+    assert surfaces_hit(sim, f"{tag}-b") == ["zai:general"]
+    assert moved.headers["x-glm-attempts"] == "1"
+
+    wait_past(int(started) + WINDOW_S + 2)
+    ask(b, f"{tag}-back")
+    assert surfaces_hit(sim, f"{tag}-back") == ["zai:coding"]

@@ -28,6 +28,10 @@ URL = "http://127.0.0.1:9/v1"  # replaced by --simulator
 WEIGHTS = {"vllm-a": 1, "vllm-b": 1, "vllm-c": 2}
 RPM = 3
 """The rpm of vllm-a's glm-4-32b deployment (glm-4-32b is served by vllm-a and vllm-b only)."""
+PIN_VARIANT, PIN_RPM = "glm-4-air-4b", 4
+"""Served by vllm-a and vllm-b only, each with this rpm (the pinned-session test's alone)."""
+ROOM_VARIANT, ROOM_RPM = "glm-4-flash", 40
+"""Served by vllm-a (with this rpm) and vllm-b (no limit): the headroom test's alone."""
 
 
 def providers_yaml() -> str:
@@ -42,6 +46,11 @@ def providers_yaml() -> str:
             deps.append(
                 {"variant": "glm-4-32b", "model": "THUDM/GLM-4-32B-0414", "price": free, **limit}
             )
+            deps.append(
+                {"variant": PIN_VARIANT, "model": "glm-air-4b", "price": free, "rpm": PIN_RPM}
+            )
+            room = {"rpm": ROOM_RPM} if name == "vllm-a" else {}
+            deps.append({"variant": ROOM_VARIANT, "model": "glm-flash", "price": free, **room})
         providers[name] = {"name": name, "dialect": "vllm", "base_url": URL, "deployments": deps}
     return yaml.safe_dump({"providers": providers})
 
@@ -169,3 +178,83 @@ async def test_a_deployment_at_its_rpm_is_skipped_for_the_rest_of_its_window(
     assert [c["deployment"] for c in out["candidates"]] == ["vllm-b/glm-4-32b"]
     [refused] = [r for r in out["rejected"] if r["provider"] == "vllm-a"]
     assert any(f"at its rpm limit ({RPM} requests/min)" in why for why in refused["reasons"])
+
+
+async def test_a_pinned_sessions_requests_are_reserved_on_its_pinned_deployment(
+    cluster: tuple[Proc, list[Proc]],
+) -> None:
+    """The rpm reservation goes where the request goes: a pinned session fills its own
+    deployment up to its rpm, then moves to the equivalent one, never past the limit (were
+    the reservation on the round-robin's pick instead, every request in flight would follow
+    the pin and the pinned deployment would get them all)."""
+    sim, replicas = cluster
+    headers = {**AUTH, "X-GLM-Session": nonce()}
+    body = {"model": PIN_VARIANT, "messages": text_msg("pinned"), "max_tokens": 8}
+    rule = {"match": {"variant": PIN_VARIANT}, "latency_ms": 400}
+    async with httpx.AsyncClient(timeout=60) as http:
+
+        async def ask(replica: Proc) -> str:
+            r = await http.post(replica.url + "/v1/chat/completions", json=body, headers=headers)
+            assert r.status_code == 200, r.text
+            return r.headers["x-glm-provider"]
+
+        pinned = await ask(replicas[0])
+        (await http.post(sim.url + "/_sim/faults", json=[rule])).raise_for_status()
+        try:  # in flight together: each is reserved before any has answered
+            got = await asyncio.gather(*(ask(replicas[i % 2]) for i in range(2 * PIN_RPM - 2)))
+        finally:
+            (await http.delete(sim.url + "/_sim/faults")).raise_for_status()
+    other = ({"vllm-a", "vllm-b"} - {pinned}).pop()
+    assert Counter(got) == Counter({pinned: PIN_RPM - 1, other: PIN_RPM - 1}), got
+
+
+async def test_sessions_spread_over_equivalent_deployments_while_each_stays_on_its_own(
+    cluster: tuple[Proc, list[Proc]],
+) -> None:
+    """Issue 17's proof: agent sessions over two replicas sharing one Redis. Each first turn
+    is a new session, shared among the equivalent deployments by weight (1:1:2); every later
+    turn, on either replica, follows the session's pin."""
+    _, replicas = cluster
+    tag = nonce()
+    sessions = [
+        {"id": nonce(), "messages": [{"role": "system", "content": f"agent {tag} {i}"}]}
+        for i in range(16)
+    ]
+    went: dict[int, list[str]] = {i: [] for i in range(len(sessions))}
+    async with httpx.AsyncClient(headers=AUTH, timeout=60) as http:
+        for turn in range(4):
+            for i, s in enumerate(sessions):
+                s["messages"].append({"role": "user", "content": f"turn {turn}"})
+                body = {"model": "glm-4-9b", "messages": s["messages"], "max_tokens": 8}
+                r = await http.post(
+                    replicas[(i + turn) % 2].url + "/v1/chat/completions",
+                    json=body,
+                    headers={"X-GLM-Session": s["id"]},
+                )
+                assert r.status_code == 200, r.text
+                went[i].append(r.headers["x-glm-provider"])
+                answer = r.json()["choices"][0]["message"]["content"]
+                s["messages"].append({"role": "assistant", "content": answer})
+    assert all(len(set(turns)) == 1 for turns in went.values()), went
+    homes = Counter(turns[0] for turns in went.values())
+    # each replica's round-robin gives 8 new sessions exactly 2/2/4 from a fresh start, and
+    # within one of that from wherever earlier requests left it
+    assert 6 <= homes["vllm-c"] <= 10 and 2 <= homes["vllm-a"] <= 6, homes
+    assert 2 <= homes["vllm-b"] <= 6, homes
+
+
+async def test_a_deployment_that_used_most_of_its_rpm_gets_less_than_its_weight(
+    cluster: tuple[Proc, list[Proc]],
+) -> None:
+    """Equal weights; vllm-a has an rpm, vllm-b none. With 30 of vllm-a's 40 requests a minute
+    used, weight alone would still send it 6 of the next 12 (it has room for 10); weighed by
+    its headroom (a quarter left) it gets about a fifth, and vllm-b the rest."""
+    _, replicas = cluster
+    async with httpx.AsyncClient(headers={**AUTH, "X-GLM-Providers": "vllm-a"}) as http:
+        for i in range(30):
+            body = {"model": ROOM_VARIANT, "messages": text_msg(f"fill {i}"), "max_tokens": 4}
+            r = await http.post(replicas[i % 2].url + "/v1/chat/completions", json=body)
+            assert r.status_code == 200 and r.headers["x-glm-provider"] == "vllm-a", r.text
+    answered = await _spread_load(replicas, 12, concurrency=1, model=ROOM_VARIANT)
+    assert sum(answered.values()) == 12
+    assert answered["vllm-a"] <= 4, answered

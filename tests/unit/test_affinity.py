@@ -15,8 +15,8 @@ from gateway.errors import InvalidRequest
 from gateway.frontends.base import body_session, claude_session
 from gateway.observability.metrics import Metrics
 from gateway.routing import failures as fl
-from gateway.routing.affinity import Affinity, Pinned, session_key
-from gateway.state.base import Pin
+from gateway.routing.affinity import Affinity, Pinned, pinnable, put_first, session_key
+from gateway.state.base import DeploymentAsk, Pin, Saturation, Ticket, View
 from gateway.state.memory import MemoryState
 
 CONFIG = load_config(default_config_dir(), demo_simulator_url="http://127.0.0.1:9")
@@ -150,17 +150,35 @@ async def test_a_pin_this_request_could_not_use_stays() -> None:
 
 def test_the_pinned_deployment_goes_first_only_when_the_plan_holds_it() -> None:
     a, b = two()
-    a_ = Affinity(AffinityConfig(), MemoryState(CONFIG.gateway.breaker))
     order = [a, b]
-    pinned = a_.order(order, "s", Pin(b.id, T0))
-    assert order == [b, a] and pinned.front
+    movable = pinnable(order, 8)
+    assert put_first(order, Pin(b.id, T0), movable, View()) and order == [b, a]
     order = [a]
-    pinned = a_.order(order, "s", Pin(b.id, T0))
-    assert order == [a] and not pinned.front
+    assert not put_first(order, Pin(b.id, T0), movable, View()) and order == [a]
     other = next(t for t in CONFIG.catalogue.targets if t.variant.id != a.variant.id)
     order = [a, other]  # the policy chose a's variant: a pin to another variant waits
-    pinned = a_.order(order, "s", Pin(other.id, T0))
-    assert order == [a, other] and not pinned.front
+    assert pinnable(order, 8) == (a.id,)
+    assert not put_first(order, Pin(other.id, T0), pinnable(order, 8), View())
+    assert order == [a, other]
+
+
+def test_a_pin_shared_state_found_unavailable_stays_where_it_is() -> None:
+    a, b = two()  # what StateStore.before did: an open or saturated pinned deployment is not first
+    for view in (View(open_circuits={b.id: 5.0}), View(saturated={b.id: Saturation(3, "rpm", 1)})):
+        order = [a, b]
+        assert not put_first(order, Pin(b.id, T0), pinnable(order, 8), view)
+        assert order == [a, b]
+
+
+async def test_the_memory_state_reserves_on_the_pinned_deployment() -> None:
+    a, b = two()
+    state = MemoryState(CONFIG.gateway.breaker)
+    await state.set_pin("s", b.id, 60, T0)
+    asks = (DeploymentAsk(a.id, rpm=5), DeploymentAsk(b.id, rpm=5))
+    view = await state.before(Ticket(asks, 10, session="s", pinnable=(a.id, b.id)), T0 + 1)
+    assert view.lease is not None and view.lease.deployment == b.id
+    view = await state.before(Ticket(asks, 10, session="s"), T0 + 1)  # not pinnable here
+    assert view.lease is not None and view.lease.deployment == a.id
 
 
 def test_an_unknown_provider_in_provider_ttl_s_is_a_config_error(tmp_path: Path) -> None:
@@ -172,3 +190,29 @@ def test_an_unknown_provider_in_provider_ttl_s_is_a_config_error(tmp_path: Path)
     )
     with pytest.raises(ConfigError, match=r"provider_ttl_s\.zia: unknown provider 'zia'"):
         load_config(cfg, demo_simulator_url="http://127.0.0.1:9")
+
+
+def test_a_long_prefix_is_keyed_by_every_byte_of_it() -> None:
+    system = "Read the file before editing it. " * 600  # ~20 KB: keyed by samples and a CRC
+    middle = system[:10_000] + "X" + system[10_001:]
+    key = session_key({}, None, {"messages": [{"role": "system", "content": system}]}, 1)
+    same = session_key({}, None, {"messages": [{"role": "system", "content": system}]}, 1)
+    moved = session_key({}, None, {"messages": [{"role": "system", "content": middle}]}, 1)
+    assert key == same and key != moved
+    turn = {"role": "user", "content": "next"}
+    grown = {"messages": [{"role": "system", "content": system}, turn, turn, turn]}
+    assert session_key({}, None, grown, 1) != key  # the first user turn is in the prefix
+    assert session_key({}, None, grown, 1) == session_key(
+        {}, None, {"messages": grown["messages"][:2]}, 1
+    )
+
+
+async def test_a_new_session_with_nothing_to_choose_among_is_not_pinned() -> None:
+    a = two()[0]
+    state = MemoryState(CONFIG.gateway.breaker)
+    aff = Affinity(AffinityConfig(), state, wall=lambda: T0)
+    await aff.settle(Pinned("s", None, choice=False), a, [])
+    assert await state.get_pin("s", T0) is None
+    await aff.settle(Pinned("s", None), a, [])
+    got = await state.get_pin("s", T0)
+    assert got is not None and got.target_id == a.id

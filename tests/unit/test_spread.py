@@ -67,7 +67,7 @@ def test_looking_does_not_move_the_round_robin() -> None:
 
 def test_a_busy_member_is_passed_over() -> None:
     config, spread = cfg(("a", 1), ("b", 1), ("c", 2))
-    spread.saw({"a/glm-4-9b": 0, "b/glm-4-9b": 1, "c/glm-4-9b": 9})
+    spread.saw({"a/glm-4-9b": 0, "b/glm-4-9b": 1, "c/glm-4-9b": 9}, {})
     # c holds 9 of 10 in flight, far past its half (+ slack): a and b take the requests until
     # what they were sent (counted at once, before the next View) makes c's share its own
     assert firsts(config, spread, 3) == {"a": 2, "b": 1}
@@ -123,3 +123,31 @@ def test_different_variants_of_different_quality_are_not_equivalent() -> None:
     routing = config.gateway.routing
     spread = Spread(routing.spread, routing, config.catalogue.index)
     assert ask(config, spread).spread == []
+
+
+def test_a_pick_taken_back_leaves_the_round_robin_where_it_was() -> None:
+    config, spread = cfg(("a", 1), ("b", 1), ("c", 2))
+    plain = [ask(config, spread).targets[0].provider for _ in range(8)]
+    config, spread = cfg(("a", 1), ("b", 1), ("c", 2))
+    order = []
+    for i in range(8):
+        p = ask(config, spread)
+        order.append(p.targets[0].provider)
+        for _ in range(i % 3):  # requests a session's pin sent elsewhere: taken back
+            pinned = ask(config, spread)
+            spread.unpick(pinned.spread[0], pinned.targets[0].id)
+    assert order == plain
+
+
+def test_a_member_using_its_limits_weighs_its_headroom() -> None:
+    config, spread = cfg(("a", 1), ("b", 1), ("c", 2))
+    ids = {"a/glm-4-9b": 0, "b/glm-4-9b": 0, "c/glm-4-9b": 0}
+    spread.saw(ids, {"c/glm-4-9b": 0.75})  # c used 3/4 of its rpm: weight 2 x 1/4
+    got = firsts(config, spread, 50)
+    assert got == {"a": 20, "b": 20, "c": 10}, got
+    [group] = ask(config, spread, advance=False).spread
+    assert dict(zip(group.ids, group.shares, strict=True))["c/glm-4-9b"] == 0.2
+    spread.saw(ids, {})  # its window turned: back to its weight
+    assert firsts(config, spread, 40) == {"a": 10, "b": 10, "c": 20}
+    spread.saw(ids, {"a/glm-4-9b": 0.999})  # nearly full, still in the round-robin
+    assert 0 < firsts(config, spread, 200)["a"] < 10

@@ -42,7 +42,8 @@ async def test_a_deployment_at_its_rpm_is_skipped_until_its_window_turns() -> No
     for _ in range(6):
         firsts.append((await send(config, admission)).plan.targets[0].provider)
         clock[0] += 1
-    assert firsts == ["a", "b", "a", "b", "b", "b"]  # a at its 2 requests/min, then skipped
+    # a (2 requests/min) weighs half its weight once it holds one; at its limit it is skipped
+    assert firsts == ["a", "b", "b", "a", "b", "b"]
     clock[0] = T0 + 59.5
     assert (await send(config, admission)).plan.targets[0].provider == "b"
     clock[0] = T0 + 61  # both of a's requests have left its window
@@ -76,3 +77,12 @@ async def test_without_in_flight_counting_nothing_is_asked_of_state() -> None:
     config, admission, _ = setup(in_flight=False)
     admitted = await send(config, admission, settle=False)
     assert admitted.lease is not None and admitted.lease.flight is None
+
+
+async def test_a_member_filling_its_rpm_gets_less_before_it_is_full() -> None:
+    """a has rpm 10, b none: idle they alternate; as a's window fills, b takes more."""
+    config, admission, _ = setup(rpm=10)
+    firsts = [(await send(config, admission)).plan.targets[0].provider for _ in range(16)]
+    assert firsts[:2] == ["a", "b"]
+    assert 3 <= firsts.count("a") <= 6, firsts  # 8 of 16 by weight alone
+    assert firsts[-6:].count("a") < firsts[:6].count("a"), firsts

@@ -229,6 +229,27 @@ def test_simulated_plan_window() -> None:
     assert book.refuse("other", "/other/v1/chat/completions") is None
 
 
+def test_the_anthropic_style_surface_shares_the_window_and_speaks_anthropic() -> None:
+    clock = [1000.2]
+    book = PlanBook(lambda: clock[0])
+    book.set({"zai": {"requests": 2, "window_s": 5, "general_balance": False}})
+    assert book.refuse("zai", "/zai/coding/v1/chat/completions") is None
+    assert book.refuse("zai", "/zai/coding/anthropic/v1/messages", "messages") is None
+    spent = book.refuse("zai", "/zai/coding/anthropic/v1/messages", "messages")
+    assert spent is not None and spent.status == 429
+    assert spent.body["type"] == "error" and spent.body["error"]["type"] == "1308"
+    assert "reset at 1970-01-01 08:16:46" in spent.body["error"]["message"]  # Beijing time
+    failure = fl.classify_response(429, {}, orjson.dumps(spent.body), now=clock[0])
+    assert failure.cls is fl.FailureClass.QUOTA
+    assert failure.code == "1308" and failure.reset_at == 1006.0
+    wrong = book.refuse("zai", "/zai/anthropic/v1/messages", "messages")
+    assert wrong is not None and wrong.body["error"]["type"] == "1113"
+    assert fl.classify_response(429, {}, orjson.dumps(wrong.body)).cls is fl.FailureClass.AUTH
+    # Anthropic's own error types are not codes
+    overloaded = b'{"type":"error","error":{"type":"overloaded_error","message":"busy"}}'
+    assert fl.classify_response(529, {}, overloaded).code is None
+
+
 async def test_the_reader_keeps_going_when_a_host_answers_nonsense(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
