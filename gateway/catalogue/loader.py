@@ -35,6 +35,7 @@ from gateway.catalogue.schema import (
 )
 from gateway.catalogue.target import Target
 from gateway.errors import ConfigError
+from gateway.state.redis_target import target_problems
 
 GATEWAY_FILE = "gateway.yaml"
 MODELS_FILE = "models.yaml"
@@ -241,11 +242,16 @@ def _check_gateway(
         if written and model not in known:
             where = marks.at(("frontends", "messages", "claude_models", name))
             problems.append(f"{where}: {model!r} is not a variant id, an alias or auto")
-    if gateway.state.backend == "redis" and not gateway.state.redis_url:
+    st = gateway.state
+    if st.backend == "redis" and not (st.redis_url or st.redis_sentinels or st.redis_cluster_nodes):
         problems.append(
             f"{marks.at(('state', 'redis_url'))}: required when state.backend is 'redis' "
-            "(set GLM_GATEWAY_REDIS_URL)"
+            "(set GLM_GATEWAY_REDIS_URL, GLM_GATEWAY_REDIS_SENTINELS or "
+            "GLM_GATEWAY_REDIS_CLUSTER_NODES)"
         )
+    for problem in target_problems(st):
+        key = problem.split(":", 1)[0].removeprefix("state.")
+        problems.append(f"{marks.at(('state', key))}: {problem.split(': ', 1)[1]}")
     return problems
 
 
