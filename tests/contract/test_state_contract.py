@@ -1,4 +1,6 @@
-"""The StateStore contract: every test runs on the in-memory and the Redis backend alike.
+"""The StateStore contract: every test runs on the in-memory and the Redis backend alike,
+Redis as one server, as a three-master Cluster (keys hash-tagged into one slot) and behind
+Sentinel.
 
 Time is passed in (``now``), never read, so windows, cooldowns and leases are exact here.
 Redis is a real ``redis-server`` started for this session on a free port.
@@ -29,7 +31,9 @@ from gateway.state.base import (
 )
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.state.redis_target import RedisTarget, parse_nodes
 from gateway.tenancy.keys import KeyRecord, period_window
+from tests.support.redis_ha import RedisClusterGroup, SentinelGroup
 from tests.support.redis_server import RedisServer
 
 T0 = 1_900_000_000.0
@@ -54,15 +58,37 @@ def redis_server() -> Iterator[RedisServer]:
     server.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(
-    request: pytest.FixtureRequest, redis_server: RedisServer
-) -> AsyncIterator[StateStore]:
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterGroup]:
+    """Three masters, no replicas: the keys' hash tag is what this suite checks here."""
+    group = RedisClusterGroup(replicas=0)
+    yield group
+    group.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    group = SentinelGroup()
+    yield group
+    group.close()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "redis-sentinel"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     if request.param == "memory":
         yield MemoryState(CFG)
         return
+    target: str | RedisTarget
+    if request.param == "redis-cluster":
+        nodes = request.getfixturevalue("redis_cluster").seeds
+        target = RedisTarget("cluster", nodes=parse_nodes(nodes, "nodes"))
+    elif request.param == "redis-sentinel":
+        nodes = request.getfixturevalue("redis_sentinel").addresses
+        target = RedisTarget("sentinel", nodes=parse_nodes(nodes, "nodes"))
+    else:
+        target = request.getfixturevalue("redis_server").url
     prefix = f"t{os.urandom(4).hex()}"
-    state = RedisState(redis_server.url, CFG, timeout_ms=2000, prefix=prefix)
+    state = RedisState(target, CFG, timeout_ms=2000, prefix=prefix)
     yield state
     assert not state.degraded, "the Redis backend fell back to local state during a test"
     await state.aclose()
