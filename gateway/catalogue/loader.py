@@ -35,6 +35,7 @@ from gateway.catalogue.schema import (
 )
 from gateway.catalogue.target import Target
 from gateway.errors import ConfigError
+from gateway.settings import Settings
 from gateway.state.redis_target import target_problems
 
 GATEWAY_FILE = "gateway.yaml"
@@ -94,7 +95,7 @@ def load_config(
     providers, more = _merge_providers(gateway, gw_marks, prov_file, prov_marks)
     problems += more
     problems += [p for src in providers for p in _check_provider(src, variants)]
-    problems += _check_gateway(gateway, gw_marks, variants)
+    problems += _check_gateway(gateway, gw_marks, variants, Settings.from_env(env))
     names = {src.name for src in providers}
     problems += [
         f"{gw_marks.at(('routing', 'affinity', 'provider_ttl_s', name))}: unknown provider "
@@ -223,7 +224,7 @@ def _check_surfaces(src: _Provider) -> list[str]:
 
 
 def _check_gateway(
-    gateway: GatewayFile, marks: Marks, variants: Mapping[str, Variant]
+    gateway: GatewayFile, marks: Marks, variants: Mapping[str, Variant], settings: Settings
 ) -> list[str]:
     problems = []
     for name, alias in gateway.aliases.items():
@@ -243,7 +244,8 @@ def _check_gateway(
             where = marks.at(("frontends", "messages", "claude_models", name))
             problems.append(f"{where}: {model!r} is not a variant id, an alias or auto")
     st = gateway.state
-    if st.backend == "redis" and not (st.redis_url or st.redis_sentinels or st.redis_cluster_nodes):
+    named = st.redis_url or st.redis_sentinels or st.redis_cluster_nodes
+    if st.backend == "redis" and not named and settings.redis_state() is None:
         problems.append(
             f"{marks.at(('state', 'redis_url'))}: required when state.backend is 'redis' "
             "(set GLM_GATEWAY_REDIS_URL, GLM_GATEWAY_REDIS_SENTINELS or "
