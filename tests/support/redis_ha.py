@@ -57,11 +57,21 @@ class RedisClusterGroup:
         ]  # fmt: skip
         self.nodes: list[RedisServer] = []
         try:
-            for _ in range((1 + replicas) * masters):  # the bus on a free port too (default: port + 10000)
+            for _ in range(
+                (1 + replicas) * masters
+            ):  # the bus on a free port too (default: port + 10000)
                 self.nodes.append(RedisServer(extra=[*flags, "--cluster-port", str(free_port())]))
             addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
             subprocess.run(
-                [cli, "--cluster", "create", *addrs, "--cluster-replicas", str(replicas), "--cluster-yes"],
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *addrs,
+                    "--cluster-replicas",
+                    str(replicas),
+                    "--cluster-yes",
+                ],
                 check=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
