@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ import openai
 import pytest
 from redis.asyncio import Redis
 
-from gateway.tenancy.keys import MICROS
+from gateway.catalogue.schema import BreakerConfig
+from gateway.state.base import DeploymentAsk, KeyAsk, Outcome, Report, Ticket
+from gateway.state.redis import RedisState
+from gateway.state.redis_target import RedisTarget, parse_nodes
+from gateway.tenancy.keys import MICROS, KeyRecord, period_window
 from tests.chaos.test_redis_chaos import Load, admin_key, ready, until
 from tests.support.e2e import AUTH, GATEWAY_ENV, directive, gateway_yaml, nonce, sdk_client
 from tests.support.procs import Proc, config_copy, start_gateway
@@ -39,19 +44,30 @@ PRICE_IN, PRICE_OUT = 0.10, 0.10
 
 
 class Group:
-    """One Redis group and what a gateway needs to reach it."""
+    """One Redis group (shared by this module's tests of its mode) and what a gateway needs
+    to reach it; each test has a key prefix of its own."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self.prefix = nonce()
         if mode == "cluster":
             self.cluster = RedisClusterGroup()
             self.env = {"GLM_GATEWAY_REDIS_CLUSTER_NODES": self.cluster.seeds}
-            self.keys_at = "{" + self.prefix + "}"  # the hash tag: every key in one slot
         else:
             self.sentinel = SentinelGroup()
             self.env = {"GLM_GATEWAY_REDIS_SENTINELS": self.sentinel.addresses}
-            self.keys_at = self.prefix
+        self.new_prefix()
+
+    def new_prefix(self) -> None:
+        self.prefix = nonce()
+        # Cluster: the hash tag, every key in one slot
+        self.keys_at = "{" + self.prefix + "}" if self.mode == "cluster" else self.prefix
+
+    def revive(self) -> None:
+        """A master killed by an earlier test back, as a replica."""
+        if self.mode == "cluster":
+            self.cluster.revive()
+        else:
+            self.sentinel.revive()
 
     def master(self) -> RedisServer:
         if self.mode == "cluster":
@@ -63,6 +79,16 @@ class Group:
             return self.cluster.fail_master(self.keys_at)
         return self.sentinel.fail_master()
 
+    def switch_master(self) -> RedisServer:
+        if self.mode == "cluster":
+            return self.cluster.switch_master(self.keys_at)
+        return self.sentinel.switch_master()
+
+    def target(self) -> RedisTarget:
+        if self.mode == "cluster":
+            return RedisTarget("cluster", nodes=parse_nodes(self.cluster.seeds, "nodes"))
+        return RedisTarget("sentinel", nodes=parse_nodes(self.sentinel.addresses, "nodes"))
+
     def close(self) -> None:
         if self.mode == "cluster":
             self.cluster.close()
@@ -70,17 +96,73 @@ class Group:
             self.sentinel.close()
 
 
-@pytest.fixture(params=["cluster", "sentinel"])
-def group(request: pytest.FixtureRequest) -> Iterator[Group]:
+@pytest.fixture(scope="module", params=["cluster", "sentinel"])
+def redis_group(request: pytest.FixtureRequest) -> Iterator[Group]:
     g = Group(request.param)
     yield g
     g.close()
 
 
 @pytest.fixture
+def group(redis_group: Group) -> Group:
+    redis_group.revive()
+    redis_group.new_prefix()
+    return redis_group
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
         yield s
+
+
+async def test_a_graceful_failover_moves_the_shared_state_to_the_new_master(group: Group) -> None:
+    """``CLUSTER FAILOVER`` / ``SENTINEL FAILOVER``: the old master stays up as a replica (it
+    refuses writes, or the slot moved). Calls keep being answered throughout (from local state
+    for a moment), then the backend follows the new master and counts there, exactly."""
+    state = RedisState(group.target(), BreakerConfig(), timeout_ms=300, prefix=group.prefix)
+    dep = DeploymentAsk("zai/glm-4.7")
+    now = time.time()
+    period, end = period_window("day", now)
+    ask = KeyAsk("k", None, None, 10**9, period, end, 5)
+    calls = {"shared": 0, "local": 0}
+    stop = asyncio.Event()
+
+    async def request() -> bool:
+        view = await state.before(Ticket((dep,), 10, ask), time.time())
+        assert view.lease is not None and view.verdict is not None
+        assert view.verdict.refused is None
+        outcome = Outcome(dep.target_id, True, 0.01)
+        report = Report((outcome,), (dep.target_id,), view.lease, dep.target_id, 10, 1)
+        await state.after(report, time.time())
+        return view.lease.shared
+
+    async def load() -> None:
+        while not stop.is_set():
+            calls["shared" if await request() else "local"] += 1
+            await asyncio.sleep(0.002)
+
+    try:
+        await state.put_key(KeyRecord("k", "t", "0" * 64, "h", now))
+        worker = asyncio.create_task(load())
+        await until(_true(lambda: calls["shared"] >= 50), "50 shared calls")
+        new = await asyncio.to_thread(group.switch_master)
+        await until(_true(lambda: not state.degraded and calls["shared"] >= 100), "the resync")
+        stop.set()
+        await worker
+        assert calls["local"] >= 1  # the switch was seen (and served locally meanwhile)
+        before = await state.key_spend("k", period)
+        for _ in range(20):
+            assert await request()  # shared again
+        assert await state.key_spend("k", period) == before + 20
+        r = Redis(port=new.port)
+        try:
+            assert int(await r.get(f"{group.keys_at}:sp:k:{period}") or 0) == before + 20
+        finally:
+            await r.aclose()
+    finally:
+        stop.set()
+        await state.aclose()
 
 
 async def test_the_master_killed_under_load_fails_no_request_and_limits_stay_exact(
@@ -198,3 +280,10 @@ async def _breaker_is_shared(procs: list[Proc], http: aiohttp.ClientSession) -> 
         explained = await r.json()
     zai = [x for x in explained["rejected"] if x["provider"] == "zai"]
     assert any("circuit open" in reason for reason in zai[0]["reasons"]), explained["rejected"]
+
+
+def _true(check: Any) -> Any:
+    async def wrapped() -> bool:
+        return bool(check())
+
+    return wrapped

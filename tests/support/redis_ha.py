@@ -45,6 +45,16 @@ def client(port: int) -> Redis:
     return Redis(port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
 
 
+def _master_port(node: RedisServer) -> int | None:
+    """The port of the master ``node`` replicates (None: it is a master)."""
+    c = client(node.port)
+    try:
+        info = c.info("replication")
+        return int(info["master_port"]) if info["role"] == "slave" else None
+    finally:
+        c.close()
+
+
 class RedisClusterGroup:
     def __init__(self, masters: int = 3, replicas: int = 1) -> None:
         cli = shutil.which("redis-cli")
@@ -128,6 +138,31 @@ class RedisClusterGroup:
         until(promoted, f"a replica to take over from {old.port}")
         return self.owner(key)
 
+    def revive(self) -> None:
+        """Start killed nodes again (same port and cluster config): they rejoin as replicas."""
+        dead = [n for n in self.nodes if n.proc is None]
+        for n in dead:
+            n.start()
+        if dead:
+            until(self._settled, "the revived nodes to rejoin as replicas, in sync")
+
+    def switch_master(self, key: str) -> RedisServer:
+        """``CLUSTER FAILOVER`` on the replica of ``key``'s master: the old master stays up,
+        demoted to a replica. Returns the new master."""
+        old = self.owner(key)
+        replica = next(n for n in self._alive() if _master_port(n) == old.port)
+        c = client(replica.port)
+        try:
+            c.execute_command("CLUSTER", "FAILOVER")
+        finally:
+            c.close()
+
+        def switched() -> bool:
+            return self.owner(key).port == replica.port and _master_port(old) == replica.port
+
+        until(switched, f"{replica.port} to take over from {old.port}")
+        return replica
+
     def close(self) -> None:
         for n in self.nodes:
             n.close()
@@ -210,10 +245,12 @@ class SentinelGroup:
         return next(s for s in self.servers if s.port == port)
 
     def _settled(self) -> bool:
-        replica = next(s for s in self.servers if s.port != self.master().port)
+        master = self.master().port
+        replica = next(s for s in self.servers if s.port != master)
         c = client(replica.port)
         try:
-            in_sync = c.info("replication").get("master_link_status") == "up"
+            info = c.info("replication")
+            in_sync = info.get("master_link_status") == "up" and info["master_port"] == master
         finally:
             c.close()
         return in_sync and all(s.knows_everyone() for s in self.sentinels)
@@ -234,6 +271,30 @@ class SentinelGroup:
                 c.close()
 
         until(promoted, f"the sentinels to promote the replica of {old.port}")
+        return self.master()
+
+    def revive(self) -> None:
+        """Start a killed server again: the sentinels make it a replica of the master."""
+        dead = [r for r in self.servers if r.proc is None]
+        for r in dead:
+            r.start()
+        if dead:
+            until(self._settled, "the revived server to replicate the master")
+
+    def switch_master(self) -> RedisServer:
+        """``SENTINEL FAILOVER``: the old master stays up, demoted to a replica."""
+        old = self.master()
+        c = client(self.sentinels[0].port)
+        try:
+            c.execute_command("SENTINEL", "FAILOVER", self.service)
+        finally:
+            c.close()
+
+        def switched() -> bool:
+            ports = {s.master_port() for s in self.sentinels}
+            return ports != {old.port} and len(ports) == 1 and _master_port(old) == ports.pop()
+
+        until(switched, f"the sentinels to move the master off {old.port}")
         return self.master()
 
     def close(self) -> None:
