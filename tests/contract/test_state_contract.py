@@ -16,6 +16,8 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from gateway.catalogue.schema import BreakerConfig
 from gateway.routing import failures as fl
@@ -691,3 +693,40 @@ async def test_before_answers_the_sessions_pin_in_the_same_call(store: StateStor
     assert view.pin is not None and view.pin.target_id == B.target_id
     assert (await store.before(Ticket((A,), 1), T0 + 1)).pin is None  # not asked
     assert (await store.before(Ticket((A,), 1, session="s1"), T0 + 61)).pin is None  # lapsed
+
+
+# --- Redis Cluster: one slot -----------------------------------------------------------------
+
+
+async def test_in_a_cluster_every_key_of_the_state_is_in_one_slot(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    """The hash tag ``{prefix}``: every key the scripts and key records touch is in the slot
+    of the prefix, on one master (a script touching another slot would fail there)."""
+    prefix = f"t{os.urandom(4).hex()}"
+    target = RedisTarget("cluster", nodes=parse_nodes(redis_cluster.seeds, "nodes"))
+    state = RedisState(target, CFG, timeout_ms=2000, prefix=prefix)
+    try:
+        await add_key(state)
+        view = await state.before(Ticket((A, B), 10, key(rpm=100, tpm=10**6, budget=10**6)), T0)
+        await state.after(Report(attempts=(A.target_id,), lease=view.lease, cost_micros=3), T0)
+        await state.before(flying(B), T0)
+        await trip(state)
+        await state.open_until((B.target_id,), T0 + 60, "test", T0)
+        await state.set_pin("session", A.target_id, 60, T0)
+        assert await state.get_pin("session", T0) is not None
+        assert not state.degraded
+    finally:
+        await state.aclose()
+    found: dict[str, set[int]] = {}
+    for node in redis_cluster.nodes:
+        r = Redis(port=node.port)
+        try:
+            for k in await r.keys(f"*{prefix}*"):
+                found.setdefault(k.decode(), set()).add(node.port)
+        finally:
+            await r.aclose()
+    assert len(found) >= 10, sorted(found)
+    assert all(k.startswith("{" + prefix + "}:") for k in found), sorted(found)
+    assert len({port for ports in found.values() for port in ports}) == 1
+    assert {key_slot(k.encode()) for k in found} == {key_slot(prefix.encode())}
