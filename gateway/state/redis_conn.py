@@ -30,11 +30,12 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.state.redis_target import RedisTarget
 
-ERRORS = (RedisError, OSError, TimeoutError)
+ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 """What a Redis call raises when the server is away, slow, or no longer the master."""
 
 
@@ -60,7 +61,7 @@ class Link:
         elif target.mode == "sentinel":
             self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 list(target.nodes),
-                sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+                sentinel_kwargs={"retry": no_retry, **slow},
             )
             pools = (
                 SentinelConnectionPool(target.service, self._sentinel, **slow),  # type: ignore[no-untyped-call]
@@ -113,11 +114,14 @@ class _SlotOwner:
         if self._address is None:
             async with self._lock:
                 if self._address is None:
-                    async with asyncio.timeout(self._timeout):
-                        await self._cluster.nodes_manager.initialize()
-                    node = self._cluster.get_node_from_key(self._key)
+                    try:
+                        async with asyncio.timeout(self._timeout):
+                            await self._cluster.nodes_manager.initialize()
+                        node = self._cluster.get_node_from_key(self._key)
+                    except RedisClusterException as exc:  # no seed answered, slot not covered
+                        raise RedisConnectionError(str(exc)) from exc
                     if node is None:  # pragma: no cover - redis-py raises first
-                        raise RedisError(f"no cluster node serves {self._key!r}")
+                        raise RedisConnectionError(f"no cluster node serves {self._key!r}")
                     self._address = (node.host, int(node.port))
         return self._address
 

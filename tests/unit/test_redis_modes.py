@@ -3,14 +3,19 @@ exactly one, with node lists checked, each problem named; ``check-config`` says 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
 from gateway.catalogue.loader import load_config
-from gateway.catalogue.schema import StateConfig
+from gateway.catalogue.schema import BreakerConfig, StateConfig
 from gateway.cli import main
+from gateway.state.base import DeploymentAsk, Ticket
+from gateway.state.redis import RedisState
 from gateway.state.redis_target import RedisTarget, parse_nodes, redis_mode, redis_target
+from tests.support.procs import free_port
 from tests.unit.test_loader import MODELS, error_of, write
 
 REDIS_VARS = [
@@ -124,3 +129,29 @@ def test_two_modes_in_the_environment_are_refused(
     monkeypatch.setenv("GLM_GATEWAY_REDIS_CLUSTER_NODES", "c1")
     assert main(["check-config", str(tmp_path)]) == 1
     assert "state.redis_cluster_nodes: 'c1' is not host:port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["single", "sentinel", "cluster"])
+async def test_no_redis_answering_in_any_mode_serves_from_local_state(mode: str) -> None:
+    """Nothing listens at the addresses: every call is answered from local state, none
+    raises (a Cluster's "cannot be connected" included), and the backend says degraded."""
+    where = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    target = (
+        RedisTarget("single", url=f"redis://{where.split(',')[0]}/0")
+        if mode == "single"
+        else RedisTarget(mode, nodes=parse_nodes(where, "nodes"))  # type: ignore[arg-type]
+    )
+    state = RedisState(target, BreakerConfig(), timeout_ms=200, prefix="gone")
+    try:
+        view = await state.before(Ticket((DeploymentAsk("zai/glm-4.7"),), 10), time.time())
+        assert view.degraded and view.lease is not None and not view.lease.shared
+        for _ in range(100):  # the failed call may land after its timeout on a busy machine
+            if state.degraded:
+                break
+            await asyncio.sleep(0.05)
+        assert state.degraded
+        assert await state.ping() is False
+        assert await state.list_keys() == []
+        assert await state.get_pin("s", time.time()) is None
+    finally:
+        await state.aclose()
