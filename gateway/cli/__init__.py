@@ -25,7 +25,7 @@ from gateway.state.redis_target import target_problems
 
 DEMO_HELP = (
     "serve every variant from the built-in provider simulator: in-memory state, no provider "
-    "keys, client auth off (any bearer key works), no Redis unless GLM_GATEWAY_REDIS_URL is set"
+    "keys, client auth off (any bearer key works), no Redis unless a GLM_GATEWAY_REDIS_* var is set"
 )
 
 
@@ -45,7 +45,7 @@ def resolve_config(
 
     With ``demo_simulator_url`` every provider is served by that simulator (no keys needed);
     ``demo_auth_off`` also turns client auth off and keeps state in memory (``--demo``), unless
-    GLM_GATEWAY_REDIS_URL is set.
+    a Redis mode is set (GLM_GATEWAY_REDIS_URL, _SENTINELS or _CLUSTER_NODES).
     """
     settings = Settings.from_env()
     directory = config_dir or settings.config_dir or str(default_config_dir())
