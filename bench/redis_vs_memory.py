@@ -200,23 +200,21 @@ async def bench(args: argparse.Namespace, urls: dict[str, str]) -> list[dict[str
         keys = {b: await make_key(http, u) for b, u in urls.items()}
         for b, u in urls.items():  # warm up connections, caches, scripts
             await run_load(http, u, keys[b], 200, args.concurrency)
-        before = await round_trips(http, urls["redis"])
+        before = {b: await round_trips(http, u) for b, u in urls.items()}
         runs: dict[str, list[dict[str, float]]] = {b: [] for b in urls}
         for _ in range(args.rounds):
             for b, u in urls.items():
                 runs[b].append(await run_load(http, u, keys[b], args.requests, args.concurrency))
-        after = await round_trips(http, urls["redis"])
+        after = {b: await round_trips(http, u) for b, u in urls.items()}
     total = args.rounds * args.requests
-    per_request = {op: (after.get(op, 0) - before.get(op, 0)) / total for op in after}
     rows = []
     for b, rs in runs.items():
         med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")}
         errors = sum(r["errors"] for r in rs)
+        a, z = before[b], after[b]
+        per_request = {op: (z.get(op, 0) - a.get(op, 0)) / total for op in z}
         trips = " + ".join(f"{v:.2f} {op}" for op, v in sorted(per_request.items()) if v)
-        shown = trips if b == "redis" else "-"
-        rows.append({"backend": b, **med, "errors": errors, "trips": shown})
-    if "redis-cluster" in runs:
-        rows[-1]["trips"] = "as redis"
+        rows.append({"backend": b, **med, "errors": errors, "trips": trips or "-"})
     return rows
 
 
