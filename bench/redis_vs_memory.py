@@ -1,11 +1,14 @@
 """Throughput of the gateway with the Redis state backend next to the in-memory one.
 
     .venv/bin/python bench/redis_vs_memory.py [--requests 1500] [--rounds 5] [--concurrency 16]
+                                              [--cluster]
 
 Self-contained: starts the provider simulator, a private ``redis-server`` on a free port, and
 two gateways (``state.backend`` memory / redis, otherwise identical) as child processes on
-loopback. Each gateway gets a virtual key with RPM, TPM and a budget, so every request goes
-through the whole admission path (key check, limits, budget reservation, settlement). The load
+loopback. ``--cluster`` adds a three-master Redis Cluster (no replicas) and a third gateway
+on it (``GLM_GATEWAY_REDIS_CLUSTER_NODES``). Each gateway gets a virtual key with RPM, TPM and
+a budget, so every request goes through the whole admission path (key check, limits, budget
+reservation, settlement). The load
 is a fixed number of non-streaming requests at a fixed concurrency, run A B A B ... for
 ``--rounds`` rounds; the table shows medians over rounds. Logs go to bench/out/.
 """
@@ -55,7 +58,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
 
 def spawn(name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = (OUT / f"{name}.log").open("wb")
-    full = {k: v for k, v in os.environ.items() if k != "GLM_GATEWAY_REDIS_URL"}
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GLM_GATEWAY_REDIS_")}
     full.update({"PYTHONUNBUFFERED": "1", **(env or {})})
     return subprocess.Popen(args, cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
 
@@ -73,7 +76,41 @@ def wait_redis(port: int) -> None:
     sys.exit("redis-server did not answer")
 
 
-def start_all(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, str], str]:
+def redis_info(port: int, command: bytes) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(command + b"\r\n")
+        return s.recv(65536).decode(errors="replace")
+
+
+def start_cluster(tmp: Path, procs: list[subprocess.Popen[bytes]], binary: str) -> str:
+    """Three masters on free ports, joined with ``redis-cli --cluster create``: the seeds."""
+    ports = [free_port() for _ in range(3)]
+    for port in ports:
+        d = tmp / f"cluster-{port}"
+        d.mkdir()
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--dir", str(d), "--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+        procs.append(spawn(f"bench-redis-cluster-{port}", [binary, *args]))
+        wait_redis(port)
+    cli = shutil.which("redis-cli") or sys.exit("redis-cli is not on PATH")
+    nodes = [f"127.0.0.1:{p}" for p in ports]
+    subprocess.run(
+        [cli, "--cluster", "create", *nodes, "--cluster-yes"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        timeout=60,
+    )
+    end = time.monotonic() + 30
+    while not all("cluster_state:ok" in redis_info(p, b"CLUSTER INFO") for p in ports):
+        if time.monotonic() > end:
+            sys.exit("the Redis Cluster did not come up")
+        time.sleep(0.1)
+    return ",".join(nodes)
+
+
+def start_all(
+    tmp: Path, cluster: bool
+) -> tuple[list[subprocess.Popen[bytes]], dict[str, str], str]:
     procs: list[subprocess.Popen[bytes]] = []
     redis_port, sim_port = free_port(), free_port()
     binary = shutil.which("redis-server") or sys.exit("redis-server is not on PATH")
@@ -87,11 +124,14 @@ def start_all(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, str],
     wait_http(sim + "/_sim/healthz", procs[-1], "simulator")
     urls: dict[str, str] = {}
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    for backend in ("memory", "redis"):
+    seeds = start_cluster(tmp, procs, binary) if cluster else ""
+    for backend in ("memory", "redis", "redis-cluster") if cluster else ("memory", "redis"):
         port = free_port()
         env = {"GLM_GATEWAY_MASTER_KEY": MASTER, "GLM_GATEWAY_LOG_LEVEL": "warning"}
         if backend == "redis":
             env["GLM_GATEWAY_REDIS_URL"] = redis_url
+        elif backend == "redis-cluster":
+            env["GLM_GATEWAY_REDIS_CLUSTER_NODES"] = seeds
         args = [*gw, "serve", "--port", str(port), "--simulator", sim, "--log-level", "warning"]
         procs.append(spawn(f"bench-gw-{backend}", args, env))
         urls[backend] = f"http://127.0.0.1:{port}"
@@ -160,28 +200,29 @@ async def bench(args: argparse.Namespace, urls: dict[str, str]) -> list[dict[str
         keys = {b: await make_key(http, u) for b, u in urls.items()}
         for b, u in urls.items():  # warm up connections, caches, scripts
             await run_load(http, u, keys[b], 200, args.concurrency)
-        before = await round_trips(http, urls["redis"])
+        before = {b: await round_trips(http, u) for b, u in urls.items()}
         runs: dict[str, list[dict[str, float]]] = {b: [] for b in urls}
         for _ in range(args.rounds):
             for b, u in urls.items():
                 runs[b].append(await run_load(http, u, keys[b], args.requests, args.concurrency))
-        after = await round_trips(http, urls["redis"])
+        after = {b: await round_trips(http, u) for b, u in urls.items()}
     total = args.rounds * args.requests
-    per_request = {op: (after.get(op, 0) - before.get(op, 0)) / total for op in after}
     rows = []
     for b, rs in runs.items():
         med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")}
         errors = sum(r["errors"] for r in rs)
+        a, z = before[b], after[b]
+        per_request = {op: (z.get(op, 0) - a.get(op, 0)) / total for op in z}
         trips = " + ".join(f"{v:.2f} {op}" for op, v in sorted(per_request.items()) if v)
-        shown = trips if b == "redis" else "-"
-        rows.append({"backend": b, **med, "errors": errors, "trips": shown})
+        rows.append({"backend": b, **med, "errors": errors, "trips": trips or "-"})
     return rows
 
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"{args.rounds} rounds x {args.requests} non-streaming requests, concurrency "
-        f"{args.concurrency}, alternating memory/redis; medians over rounds.",
+        f"{args.concurrency}, alternating {'/'.join(r['backend'] for r in rows)}; medians "
+        "over rounds.",
         "",
         "| state backend | req/s | p50 ms | p99 ms | errors | Redis round trips per request |",
         "|---|---:|---:|---:|---:|---|",
@@ -191,8 +232,9 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {r['backend']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
             f"{r['errors']:.0f} | {r['trips']} |"
         )
-    ratio = rows[1]["rps"] / rows[0]["rps"]
-    lines += ["", f"redis / memory throughput: {ratio:.2f}"]
+    lines.append("")
+    for r in rows[1:]:
+        lines.append(f"{r['backend']} / memory throughput: {r['rps'] / rows[0]['rps']:.2f}")
     return "\n".join(lines)
 
 
@@ -201,10 +243,11 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1500)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--cluster", action="store_true", help="also a three-master Redis Cluster")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="glmgw-bench-") as tmp:
-        procs, urls, _ = start_all(Path(tmp))
+        procs, urls, _ = start_all(Path(tmp), args.cluster)
         try:
             rows = asyncio.run(bench(args, urls))
         finally:

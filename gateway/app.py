@@ -37,6 +37,7 @@ from gateway.routing.router import Router
 from gateway.services import Generation, Services
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryState
+from gateway.state.redis_target import redis_target
 from gateway.tenancy.auth import Authenticator, KeyBook
 from gateway.tenancy.limits import Admission
 from gateway.tenancy.shedding import InFlightGate
@@ -64,11 +65,12 @@ def quiet_gc() -> None:
 
 def build_state(config: Config, metrics: Metrics | None = None) -> StateStore:
     st = config.gateway.state
-    if st.backend == "redis" and st.redis_url:
+    target = redis_target(st) if st.backend == "redis" else None
+    if target is not None:
         from gateway.state.redis import RedisState
 
         return RedisState(
-            st.redis_url,
+            target,
             config.gateway.breaker,
             timeout_ms=st.redis_timeout_ms,
             prefix=st.redis_prefix,

@@ -14,6 +14,26 @@ class Settings:
     redis_url: str | None
     """``GLM_GATEWAY_REDIS_URL``: overrides ``state.redis_url`` and selects the Redis backend."""
     log_level: str | None
+    redis_sentinels: str | None = None
+    """``GLM_GATEWAY_REDIS_SENTINELS`` (+ ``GLM_GATEWAY_REDIS_SENTINEL_SERVICE``): Sentinel mode."""
+    redis_sentinel_service: str | None = None
+    redis_cluster_nodes: str | None = None
+    """``GLM_GATEWAY_REDIS_CLUSTER_NODES``: Cluster mode. Any Redis variable set replaces the
+    config's Redis mode (``redis_target`` refuses two modes set at once)."""
+
+    def redis_state(self) -> dict[str, str | None] | None:
+        """The ``state`` keys the environment sets (with ``backend: redis``), or None."""
+        if not (self.redis_url or self.redis_sentinels or self.redis_cluster_nodes):
+            return None
+        keys: dict[str, str | None] = {
+            "backend": "redis",
+            "redis_url": self.redis_url,
+            "redis_sentinels": self.redis_sentinels,
+            "redis_cluster_nodes": self.redis_cluster_nodes,
+        }
+        if self.redis_sentinel_service:  # else the config's (or the default) stands
+            keys["redis_sentinel_service"] = self.redis_sentinel_service
+        return keys
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -22,4 +42,7 @@ class Settings:
             config_dir=env.get("GLM_GATEWAY_CONFIG_DIR") or None,
             redis_url=env.get("GLM_GATEWAY_REDIS_URL") or None,
             log_level=env.get("GLM_GATEWAY_LOG_LEVEL") or None,
+            redis_sentinels=env.get("GLM_GATEWAY_REDIS_SENTINELS") or None,
+            redis_sentinel_service=env.get("GLM_GATEWAY_REDIS_SENTINEL_SERVICE") or None,
+            redis_cluster_nodes=env.get("GLM_GATEWAY_REDIS_CLUSTER_NODES") or None,
         )

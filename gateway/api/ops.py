@@ -13,6 +13,7 @@ from gateway.observability.overview import overview
 from gateway.observability.stats import Stats
 from gateway.services import Services
 from gateway.state.base import StateStore
+from gateway.state.redis_target import redis_mode
 
 T = TypeVar("T")
 
@@ -73,7 +74,12 @@ async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
             "generation": s.generation.number,
             "loaded_at": s.generation.loaded_at,
         },
-        "state": {"backend": backend, "reachable": reachable, "degraded": s.state.degraded},
+        "state": {
+            "backend": backend,
+            "redis_mode": redis_mode(s.config.gateway.state),
+            "reachable": reachable,
+            "degraded": s.state.degraded,
+        },
         "prompt_tokens": "cl100k" if exact_counting_problem() is None else "byte_bound",
         "open_circuits": [h.target_id for h in health if h.state == "open"],
         "key_bad": [h.target_id for h in health if h.state == "open" and h.last_failure == "auth"],

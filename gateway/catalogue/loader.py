@@ -35,6 +35,8 @@ from gateway.catalogue.schema import (
 )
 from gateway.catalogue.target import Target
 from gateway.errors import ConfigError
+from gateway.settings import Settings
+from gateway.state.redis_target import target_problems
 
 GATEWAY_FILE = "gateway.yaml"
 MODELS_FILE = "models.yaml"
@@ -93,7 +95,7 @@ def load_config(
     providers, more = _merge_providers(gateway, gw_marks, prov_file, prov_marks)
     problems += more
     problems += [p for src in providers for p in _check_provider(src, variants)]
-    problems += _check_gateway(gateway, gw_marks, variants)
+    problems += _check_gateway(gateway, gw_marks, variants, Settings.from_env(env))
     names = {src.name for src in providers}
     problems += [
         f"{gw_marks.at(('routing', 'affinity', 'provider_ttl_s', name))}: unknown provider "
@@ -222,7 +224,7 @@ def _check_surfaces(src: _Provider) -> list[str]:
 
 
 def _check_gateway(
-    gateway: GatewayFile, marks: Marks, variants: Mapping[str, Variant]
+    gateway: GatewayFile, marks: Marks, variants: Mapping[str, Variant], settings: Settings
 ) -> list[str]:
     problems = []
     for name, alias in gateway.aliases.items():
@@ -241,11 +243,17 @@ def _check_gateway(
         if written and model not in known:
             where = marks.at(("frontends", "messages", "claude_models", name))
             problems.append(f"{where}: {model!r} is not a variant id, an alias or auto")
-    if gateway.state.backend == "redis" and not gateway.state.redis_url:
+    st = gateway.state
+    named = st.redis_url or st.redis_sentinels or st.redis_cluster_nodes
+    if st.backend == "redis" and not named and settings.redis_state() is None:
         problems.append(
             f"{marks.at(('state', 'redis_url'))}: required when state.backend is 'redis' "
-            "(set GLM_GATEWAY_REDIS_URL)"
+            "(set GLM_GATEWAY_REDIS_URL, GLM_GATEWAY_REDIS_SENTINELS or "
+            "GLM_GATEWAY_REDIS_CLUSTER_NODES)"
         )
+    for problem in target_problems(st):
+        key = problem.split(":", 1)[0].removeprefix("state.")
+        problems.append(f"{marks.at(('state', key))}: {problem.split(': ', 1)[1]}")
     return problems
 
 

@@ -316,6 +316,14 @@ class AuthConfig(Strict):
 class StateConfig(Strict):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
+    """One Redis server (``GLM_GATEWAY_REDIS_URL``)."""
+    redis_sentinels: str | None = None
+    """Redis Sentinel: ``host:port,...`` of the sentinels (``GLM_GATEWAY_REDIS_SENTINELS``)."""
+    redis_sentinel_service: str | None = None
+    """The master's service name under Sentinel (default ``mymaster``)."""
+    redis_cluster_nodes: str | None = None
+    """Redis Cluster: ``host:port,...`` seed nodes (``GLM_GATEWAY_REDIS_CLUSTER_NODES``). Exactly
+    one of the three Redis modes; :mod:`gateway.state.redis_target` checks it."""
     redis_timeout_ms: PositiveInt = 50
     """Longest wait for one Redis round trip before serving from local state (degraded)."""
     redis_prefix: str = Field(default="glmgw", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")

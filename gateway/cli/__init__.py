@@ -21,10 +21,11 @@ from gateway.cli.config_cmds import add_config_parsers, cmd_check_config
 from gateway.cli.keys import add_keys_parser
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings
+from gateway.state.redis_target import target_problems
 
 DEMO_HELP = (
     "serve every variant from the built-in provider simulator: in-memory state, no provider "
-    "keys, client auth off (any bearer key works), no Redis unless GLM_GATEWAY_REDIS_URL is set"
+    "keys, client auth off (any bearer key works), no Redis unless a GLM_GATEWAY_REDIS_* var is set"
 )
 
 
@@ -44,7 +45,7 @@ def resolve_config(
 
     With ``demo_simulator_url`` every provider is served by that simulator (no keys needed);
     ``demo_auth_off`` also turns client auth off and keeps state in memory (``--demo``), unless
-    GLM_GATEWAY_REDIS_URL is set.
+    a Redis mode is set (GLM_GATEWAY_REDIS_URL, _SENTINELS or _CLUSTER_NODES).
     """
     settings = Settings.from_env()
     directory = config_dir or settings.config_dir or str(default_config_dir())
@@ -53,8 +54,12 @@ def resolve_config(
     if demo_auth_off:
         gw = gw.model_copy(update={"auth": gw.auth.model_copy(update={"enabled": False})})
         gw = gw.model_copy(update={"state": gw.state.model_copy(update={"backend": "memory"})})
-    if settings.redis_url:
-        state = gw.state.model_copy(update={"backend": "redis", "redis_url": settings.redis_url})
+    redis = settings.redis_state()
+    if redis is not None:
+        state = gw.state.model_copy(update=redis)
+        problems = target_problems(state)
+        if problems:
+            raise ConfigError("environment: " + "; ".join(problems))
         gw = gw.model_copy(update={"state": state})
     return dataclasses.replace(config, gateway=gw)
 

@@ -11,7 +11,9 @@ from typing import Any
 
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import GATEWAY_FILE, MODELS_FILE, PROVIDERS_FILE, default_config_dir
+from gateway.catalogue.schema import StateConfig
 from gateway.errors import ConfigError
+from gateway.state.redis_target import redis_target
 
 CONFIG_FILES = (GATEWAY_FILE, MODELS_FILE, PROVIDERS_FILE)
 
@@ -81,12 +83,18 @@ def summary(config: Config) -> list[str]:
         f"aliases: {', '.join(gw.aliases) or '-'}",
         f"  providers: {len(cat.providers)}; deployments: {deployments} "
         f"({len(cat.targets)} usable, {len(cat.skipped)} skipped)",
-        f"  state: {gw.state.backend}; client auth: "
+        f"  state: {_state_line(gw.state)}; client auth: "
         + ("off" if not gw.auth.enabled else "on, master key " + ("set" if master else "not set")),
         "  keys not set (their deployments are skipped):" if unset else "  keys not set: none",
     ]
     lines += [f"    {env}: {', '.join(providers)}" for env, providers in unset.items()]
     return lines
+
+
+def _state_line(state: StateConfig) -> str:
+    """``memory``, or ``redis <mode>: <where>`` (never a password)."""
+    target = redis_target(state) if state.backend == "redis" else None
+    return "memory" if target is None else f"redis {target.mode}: {target.describe()}"
 
 
 def add_config_parsers(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:

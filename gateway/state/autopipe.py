@@ -111,6 +111,8 @@ class AutoPipeline:
         healthy = False
         try:
             async with asyncio.timeout(self._timeout):
+                if not conn.is_connected:  # connect(): a Sentinel / Cluster connection first
+                    await conn.connect()  # asks where the master is
                 await conn.send_packed_command(
                     [self._evalsha(name, args) for name, args, _ in batch], check_health=False
                 )

@@ -4,7 +4,9 @@ They mirror :mod:`gateway.state.memory`, :mod:`gateway.state.circuits` and
 :mod:`gateway.state.windows` line for line; the contract suite holds both to the same answers.
 Arguments: ``ARGV[1]`` key prefix, ``ARGV[2]`` now (epoch seconds), ``ARGV[3]`` a JSON
 document (:mod:`gateway.state.codec`); the answer is JSON too. Key names are built from the
-prefix inside the scripts, so this targets a standalone Redis (or Sentinel), not Redis Cluster.
+prefix inside the scripts; in Redis Cluster the prefix is a hash tag (``{glmgw}``), so every key
+a script touches is in one slot, and the scripts are sent to that slot's master
+(:mod:`gateway.state.redis_conn`).
 
 Keys (``P`` = prefix)::
 

@@ -1,4 +1,5 @@
-"""Redis StateStore: shared by every replica; the only module that imports ``redis``.
+"""Redis StateStore: shared by every replica; ``redis`` itself is imported by
+:mod:`gateway.state.redis_conn` (one server, Sentinel or Cluster) and the auto-pipeline.
 
 Each hot-path call is one Lua script (:mod:`gateway.state.lua`): one round trip, atomic; calls
 made in the same event-loop turn share a pipeline (:mod:`gateway.state.autopipe`). A
@@ -26,13 +27,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import orjson
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from gateway.catalogue.schema import BreakerConfig
 from gateway.observability.metrics import Metrics
@@ -49,10 +45,12 @@ from gateway.state.codec import (
 )
 from gateway.state.memory import MemoryState
 from gateway.state.outage import Outage
+from gateway.state.redis_conn import ERRORS, Link
+from gateway.state.redis_target import RedisTarget
 from gateway.tenancy.keys import KeyRecord
 
 T = TypeVar("T")
-_ERRORS = (RedisError, OSError, TimeoutError)
+_ERRORS = ERRORS
 MAX_LATE = 256
 """Calls past their timeout and still running; more than this and Redis counts as down (each
 holds a connection). A call that never lands fails at the socket timeout anyway."""
@@ -68,34 +66,26 @@ Landed = Callable[[Any], None]
 class RedisState:
     def __init__(
         self,
-        url: str,
+        target: str | RedisTarget,
         breaker: BreakerConfig,
         *,
         timeout_ms: int = 50,
         prefix: str = "glmgw",
         metrics: Metrics | None = None,
     ) -> None:
+        """``target``: a ``redis://`` URL (one server) or a :class:`RedisTarget` (any mode)."""
+        if isinstance(target, str):
+            target = RedisTarget("single", url=target)
         self._cfg = breaker
         self._cfg_doc = breaker_doc(breaker)
         self._timeout = timeout_ms / 1000
         self._slow_timeout = max(1.0, 4 * self._timeout)
         """Calls off the hot path (admin, health, resync), and the socket timeout."""
-        self._p = prefix
+        self._p = target.key_prefix(prefix)
         self._linger = min(AFTER_LINGER_S, self._timeout / 4)
-        no_retry = Retry(NoBackoff(), 0)
-        self._pool = ConnectionPool.from_url(
-            url,
-            socket_timeout=self._slow_timeout,
-            socket_connect_timeout=self._slow_timeout,
-            retry=no_retry,
-        )
-        self._r = Redis(connection_pool=self._pool, retry=no_retry)
-        # The hot path's own pool: no socket timeout, so redis-py arms no timer per read and
-        # starts no wait_for task per write; the auto-pipeline bounds each batch with one.
-        self._hot_pool = ConnectionPool.from_url(
-            url, socket_timeout=None, socket_connect_timeout=self._slow_timeout, retry=no_retry
-        )  # socket_timeout=None said out loud: redis-py 8 defaults it to 5 s
-        self._hot = Redis(connection_pool=self._hot_pool, retry=no_retry)
+        self._link = Link(target, f"{self._p}:keys:ver", timeout=self._slow_timeout)
+        self._r = self._link.slow
+        self._hot = self._link.hot
         self._auto = AutoPipeline(
             self._hot,
             {"before": lua.BEFORE, "after": lua.AFTER, "pin": lua.PIN_GET, "repin": lua.PIN_SET},
@@ -106,7 +96,7 @@ class RedisState:
         self._open_until = self._r.register_script(lua.OPEN_UNTIL)
         self._local = MemoryState(breaker)
         self._metrics = metrics
-        self._where = _where(url)
+        self._where = target.describe()
         self._outage = Outage(self._where, metrics)
         self._late = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -272,11 +262,11 @@ class RedisState:
 
     async def _recover(self) -> int:
         """One recovery attempt; raises while Redis is not back. Returns reports replayed."""
-        await self._pool.disconnect()  # connections to a server that went away are dead
-        await self._hot_pool.disconnect()  # the auto-pipeline's SCRIPT LOAD goes through it
+        await self._link.relocate()  # connections to a server that went away are dead
         await self._auto.drop_connections()
         async with asyncio.timeout(self._slow_timeout):
-            await self._r.ping()
+            # a keyed read, not PING: a Cluster replica answers it with MOVED
+            await self._r.exists(f"{self._p}:keys:ver")
         batch = self._outage.take()
         sent = 0
         try:
@@ -364,8 +354,7 @@ class RedisState:
         await self._auto.aclose()
         for task in list(self._tasks):
             task.cancel()
-        await self._r.aclose(close_connection_pool=True)
-        await self._hot.aclose(close_connection_pool=True)
+        await self._link.aclose()
 
     async def put_key(self, record: KeyRecord) -> None:
         name = f"{self._p}:key:{record.id}"
@@ -447,12 +436,6 @@ def _health(row: dict[str, Any], now: float) -> Health:
         h["wr"],
         h["wf"],
     )
-
-
-def _where(url: str) -> str:
-    """host:port/db of a Redis URL, for logs and errors: never the password."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
 
 
 def _wake(waiter: asyncio.Future[None], _call: object = None) -> None:

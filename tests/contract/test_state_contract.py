@@ -1,4 +1,6 @@
-"""The StateStore contract: every test runs on the in-memory and the Redis backend alike.
+"""The StateStore contract: every test runs on the in-memory and the Redis backend alike,
+Redis as one server, as a three-master Cluster (keys hash-tagged into one slot) and behind
+Sentinel.
 
 Time is passed in (``now``), never read, so windows, cooldowns and leases are exact here.
 Redis is a real ``redis-server`` started for this session on a free port.
@@ -14,6 +16,8 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from gateway.catalogue.schema import BreakerConfig
 from gateway.routing import failures as fl
@@ -29,7 +33,9 @@ from gateway.state.base import (
 )
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.state.redis_target import RedisTarget, parse_nodes
 from gateway.tenancy.keys import KeyRecord, period_window
+from tests.support.redis_ha import RedisClusterGroup, SentinelGroup
 from tests.support.redis_server import RedisServer
 
 T0 = 1_900_000_000.0
@@ -54,15 +60,37 @@ def redis_server() -> Iterator[RedisServer]:
     server.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(
-    request: pytest.FixtureRequest, redis_server: RedisServer
-) -> AsyncIterator[StateStore]:
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterGroup]:
+    """Three masters, no replicas: the keys' hash tag is what this suite checks here."""
+    group = RedisClusterGroup(replicas=0)
+    yield group
+    group.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    group = SentinelGroup()
+    yield group
+    group.close()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "redis-sentinel"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     if request.param == "memory":
         yield MemoryState(CFG)
         return
+    target: str | RedisTarget
+    if request.param == "redis-cluster":
+        nodes = request.getfixturevalue("redis_cluster").seeds
+        target = RedisTarget("cluster", nodes=parse_nodes(nodes, "nodes"))
+    elif request.param == "redis-sentinel":
+        nodes = request.getfixturevalue("redis_sentinel").addresses
+        target = RedisTarget("sentinel", nodes=parse_nodes(nodes, "nodes"))
+    else:
+        target = request.getfixturevalue("redis_server").url
     prefix = f"t{os.urandom(4).hex()}"
-    state = RedisState(redis_server.url, CFG, timeout_ms=2000, prefix=prefix)
+    state = RedisState(target, CFG, timeout_ms=2000, prefix=prefix)
     yield state
     assert not state.degraded, "the Redis backend fell back to local state during a test"
     await state.aclose()
@@ -709,3 +737,40 @@ async def test_before_reports_the_share_of_its_limits_each_spread_deployment_use
         FREE_A.target_id: pytest.approx(0.6)
     }
     assert (await store.before(Ticket((lim_a,), 1, None, False), T0 + 2)).load == {}  # not asked
+
+
+# --- Redis Cluster: one slot -----------------------------------------------------------------
+
+
+async def test_in_a_cluster_every_key_of_the_state_is_in_one_slot(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    """The hash tag ``{prefix}``: every key the scripts and key records touch is in the slot
+    of the prefix, on one master (a script touching another slot would fail there)."""
+    prefix = f"t{os.urandom(4).hex()}"
+    target = RedisTarget("cluster", nodes=parse_nodes(redis_cluster.seeds, "nodes"))
+    state = RedisState(target, CFG, timeout_ms=2000, prefix=prefix)
+    try:
+        await add_key(state)
+        view = await state.before(Ticket((A, B), 10, key(rpm=100, tpm=10**6, budget=10**6)), T0)
+        await state.after(Report(attempts=(A.target_id,), lease=view.lease, cost_micros=3), T0)
+        await state.before(flying(B), T0)
+        await trip(state)
+        await state.open_until((B.target_id,), T0 + 60, "test", T0)
+        await state.set_pin("session", A.target_id, 60, T0)
+        assert await state.get_pin("session", T0) is not None
+        assert not state.degraded
+    finally:
+        await state.aclose()
+    found: dict[str, set[int]] = {}
+    for node in redis_cluster.nodes:
+        r = Redis(port=node.port)
+        try:
+            for k in await r.keys(f"*{prefix}*"):
+                found.setdefault(k.decode(), set()).add(node.port)
+        finally:
+            await r.aclose()
+    assert len(found) >= 10, sorted(found)
+    assert all(k.startswith("{" + prefix + "}:") for k in found), sorted(found)
+    assert len({port for ports in found.values() for port in ports}) == 1
+    assert {key_slot(k.encode()) for k in found} == {key_slot(prefix.encode())}

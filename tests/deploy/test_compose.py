@@ -178,3 +178,14 @@ def test_example_env_names_every_provider_key() -> None:
     text = (cf.COMPOSE_DIR / "example.env").read_text()
     named = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, re.M))
     assert wanted <= named, sorted(wanted - named)
+
+
+def test_the_bundled_redis_gives_way_to_sentinel_or_cluster_from_the_env_file() -> None:
+    """``GLM_GATEWAY_REDIS_URL=`` in .env empties the URL (the gateway reads empty as unset),
+    so the Sentinel or Cluster variables from .env choose the mode alone."""
+    doc = cf.load({**DEMO_ENV, "GLM_GATEWAY_REDIS_URL": ""})
+    for name in GATEWAYS:
+        assert doc["services"][name]["environment"]["GLM_GATEWAY_REDIS_URL"] == ""
+    example = (cf.COMPOSE_DIR / "example.env").read_text()
+    for var in ("GLM_GATEWAY_REDIS_SENTINELS", "GLM_GATEWAY_REDIS_CLUSTER_NODES"):
+        assert f"# {var}=" in example

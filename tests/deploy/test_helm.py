@@ -14,6 +14,7 @@ import helm_python
 import pytest
 import yaml
 
+from gateway.cli import main
 from tests.deploy.k8s import CONFIG_SOURCE, by_kind, gateway_yaml_drain_s, one, problems, tool
 from tests.support.procs import ROOT
 
@@ -63,6 +64,35 @@ def render(values: dict[str, Any]) -> list[dict[str, Any]]:
 def env_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
     container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("sentinel-existing-secret", "state: redis sentinel: sentinel service 'gw' via s1:26379,"),
+        ("cluster-fixed-replicas", "state: redis cluster: cluster via c1:6379,c2:6379,c3:6379;"),
+        ("redis-url-postgres-tracing-monitor", "state: redis single: "),
+    ],
+)
+def test_the_gateway_reads_the_redis_mode_the_chart_sets(
+    name: str, line: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The chart's Redis variables, given to ``check-config`` on the chart's own config copy."""
+    env = {k: v for k, v in env_of(render(VALUE_SETS[name])).items() if "REDIS" in k}
+    if name.startswith("redis-url"):  # in the chart's Secret: the value, as the pod would get it
+        env["GLM_GATEWAY_REDIS_URL"] = VALUE_SETS[name]["redis"]["url"]
+    assert env
+    for var in (
+        "GLM_GATEWAY_REDIS_URL",
+        "GLM_GATEWAY_REDIS_SENTINELS",
+        "GLM_GATEWAY_REDIS_SENTINEL_SERVICE",
+        "GLM_GATEWAY_REDIS_CLUSTER_NODES",
+    ):
+        monkeypatch.delenv(var, raising=False)  # fmt: skip
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert main(["check-config", str(CHART / "config")]) == 0
+    assert line in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))

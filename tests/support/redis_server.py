@@ -13,13 +13,15 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.procs import OUT, free_port
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra: Sequence[str] = ()) -> None:
+        """``extra``: more ``redis-server`` arguments (cluster mode, ``--replicaof``, ...)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (.ci/run installs it)")
@@ -27,6 +29,7 @@ class RedisServer:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = Path(tempfile.mkdtemp(prefix="glmgw-redis-"))
+        self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -42,6 +45,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self._dir),
                 "--logfile", str(log),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -72,6 +76,13 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, sockets reset under the clients' feet."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
         self.proc = None
 
     def pause(self) -> None:
