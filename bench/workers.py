@@ -18,8 +18,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import OUT, ROOT, VENV_PY, Proc, Target, free_port, http_ok, machine, median, paired
-from harness import config_dir, wrk
+from harness import (
+    OUT,
+    ROOT,
+    VENV_PY,
+    Proc,
+    Target,
+    config_dir,
+    free_port,
+    http_ok,
+    machine,
+    median,
+    paired,
+    wrk,
+)
 from peers import start_nginx, start_redis
 from report import Results
 from run import MASTER_KEY, chat_body, dumps, gateway_target
@@ -72,7 +84,8 @@ def main() -> int:
         "core 0; 1 worker on core 1; 2 workers on cores 0-1 (sharing core 0 with the load). "
         f"{machine()}; the machine was shared.",
         "",
-        "| conns | 1 worker req/s | 2 workers req/s | 2 ÷ 1 (paired) | CPU µs/req 1 | CPU µs/req 2 |",
+        "| conns | 1 worker req/s | 2 workers req/s | 2 ÷ 1 (paired) | CPU µs/req 1 "
+        "| CPU µs/req 2 |",
         "|--:|--:|--:|--:|--:|--:|",
     ]
     for c in args.conc:
