@@ -11,9 +11,12 @@ bytes; a front-end's :class:`~gateway.frontends.base.StreamOut` turns them into 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import orjson
 
 from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.errors import GatewayError
@@ -22,7 +25,10 @@ from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
 from gateway.providers.dialects import StreamNormaliser, model_rewriter
 from gateway.routing import failures as fl
 from gateway.routing.router import StreamSession
-from gateway.routing.sse import event_json, first_choice, is_done
+from gateway.routing.sse import DONE, event_json, first_choice, is_done, plain_chunk
+
+_RAW_SPECIAL = re.compile(rb'network_error|"error"|"usage": ?\{').search
+"""A raw-relayed event :meth:`Relay.rewrite` must parse (errors, failing ends, usage)."""
 
 Out = Callable[[list[bytes], list[Any] | None], Awaitable[None]]
 """Where relayed events go (the front-end's translation, then the client): the bytes of each
@@ -34,8 +40,8 @@ class Relay:
     """Rewrites and forwards a committed stream's events."""
 
     __slots__ = (
-        "ends", "failure", "finish", "guard", "last", "native", "norm", "objects", "raw",
-        "replacements", "session", "target", "times", "usage",
+        "ends", "failure", "finish", "guard", "last", "native", "norm", "objects", "plain",
+        "raw", "replacements", "session", "target", "times", "usage",
     )  # fmt: skip
 
     def __init__(
@@ -50,6 +56,11 @@ class Relay:
         )
         self.raw = self.norm.raw
         self.replacements = model_rewriter(target)
+        self.plain: bytes | None = None
+        """Normalised relay: plain content chunks (:func:`plain_chunk`) carrying these bytes
+        once the model is rewritten pass as bytes; they are what normalising would write."""
+        if not self.raw and self.norm.passes_plain_chunks:
+            self.plain = b'"model":' + orjson.dumps(target.variant.id)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
         self.finish: str | None = None
@@ -84,6 +95,7 @@ class Relay:
         """The front-end reads the normalised objects: neither re-parse nor encode them."""
         self.objects = True
         self.norm.encode = False
+        self.plain = None
 
     def rewrite(self, event: bytes) -> bytes:
         if self.native is not None:
@@ -100,6 +112,12 @@ class Relay:
                 if not self.norm.keep_raw(obj):
                     return b""  # the usage chunk the gateway asked for, not the client
             return event + b"\n\n"
+        plain = self.plain
+        if plain is not None and plain_chunk(event):
+            for old, new in self.replacements:
+                event = event.replace(old, new)
+            if plain in event:
+                return event + b"\n\n"
         obj = event_json(event)
         if not isinstance(obj, dict):
             return event + b"\n\n"
@@ -163,16 +181,38 @@ class Relay:
         finally:
             guard.stop()
 
+    def _quick(self, event: bytes) -> bytes | None:
+        """The relayed bytes of an event that needs no parsing (what :meth:`rewrite` would
+        return for it, with ``last`` None), or None: the caller takes the full path."""
+        plain = self.plain
+        if plain is not None:
+            if not plain_chunk(event):
+                return None
+        elif (
+            not self.raw
+            or self.native is not None
+            or event.startswith(DONE)
+            or _RAW_SPECIAL(event) is not None
+        ):
+            return None
+        for old, new in self.replacements:
+            event = event.replace(old, new)
+        if plain is not None and plain not in event:
+            return None
+        return event + b"\n\n"
+
     async def _pump(self, out_to: Out) -> fl.Failure | None:
         reader = self.session.reader
         guard = self.guard
+        times = self.times
+        quick = self._quick
         try:
             while True:
-                # Two clock reads per event; the histograms are fed once per stream (_finish).
+                # Two clock reads per read; the histograms are fed once per stream (_finish).
                 waiting = time.perf_counter()
                 event = await reader.next_event()
                 guard.last = now = time.perf_counter()
-                self.times.chunk_waited(now - waiting)
+                times.chunk_waited(now - waiting)
                 if event is None:
                     return fl.Failure(
                         fl.FailureClass.TRANSIENT, 200, None, "upstream stream ended without [DONE]"
@@ -183,21 +223,27 @@ class Relay:
                 objs: list[Any] | None = [] if self.objects else None
                 done = False
                 while event is not None:
-                    self.last = None
-                    out.append(self.rewrite(event))
-                    if objs is not None:
-                        objs.append(self.last)
-                    if self.failure is not None:
-                        out.pop()
+                    fast = quick(event)
+                    if fast is not None:  # a plain chunk: neither a failure nor the end
+                        out.append(fast)
                         if objs is not None:
-                            objs.pop()
-                        break
-                    if self.ends(event):
-                        done = True
-                        break
+                            objs.append(None)
+                    else:
+                        self.last = None
+                        out.append(self.rewrite(event))
+                        if objs is not None:
+                            objs.append(self.last)
+                        if self.failure is not None:
+                            out.pop()
+                            if objs is not None:
+                                objs.pop()
+                            break
+                        if self.ends(event):
+                            done = True
+                            break
                     event = reader.pop_buffered()
                     if event is not None:
-                        self.times.chunk_waited(0.0)  # already here: no wait, still a chunk
+                        times.chunks += 1  # already here: no wait, still a chunk
                 if out:
                     await out_to(out, objs)
                 if self.failure is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,20 +25,27 @@ class SSEReader:
     ``[DONE]`` (checked on its first and last bytes only, not parsed).
     """
 
-    __slots__ = ("_buf", "_chunks", "ended")
+    __slots__ = ("_buf", "_chunks", "_pos", "ended")
 
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
         self._chunks = chunks
         self._buf = b""
+        self._pos = 0
+        """Where the next event starts in ``_buf`` (events are sliced out, never the rest)."""
         self.ended = False
 
     def pop_buffered(self) -> bytes | None:
         """The next whole event already received, or None; never waits for the network."""
+        buf = self._buf
         while True:
-            idx = self._buf.find(b"\n\n")
+            start = self._pos
+            idx = buf.find(b"\n\n", start)
             if idx < 0:
                 return None
-            event, self._buf = self._buf[:idx], self._buf[idx + 2 :]
+            self._pos = idx + 2
+            if buf.startswith(b"data: {", start) and buf[idx - 1] == 0x7D:  # "}": whole JSON
+                return buf[start:idx]
+            event = buf[start:idx]
             if event.strip():
                 if _malformed(event):
                     raise MalformedEvent(f"upstream sent a malformed SSE event: {event[:80]!r}")
@@ -56,7 +64,8 @@ class SSEReader:
                 return None
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n")
-            self._buf += data
+            self._buf = self._buf[self._pos :] + data if self._pos else self._buf + data
+            self._pos = 0
 
 
 def _malformed(event: bytes) -> bool:
@@ -68,6 +77,24 @@ def _malformed(event: bytes) -> bool:
     if head == b"{":
         return not tail.endswith(b"}")
     return not (head == b"" or tail.endswith(b"[DONE]"))
+
+
+_NOT_PLAIN = re.compile(
+    rb'"usage"|"error"|reasoning|tool_calls|"finish_reason": ?"|network_error'
+).search
+
+
+def plain_chunk(event: bytes) -> bool:
+    """A one-line OpenAI content chunk that no dialect rule changes but ``model``: no usage,
+    error, reasoning, tool calls or finish reason (so nothing to normalise, meter or classify).
+    Checked on bytes; a false "no" only sends the event down the parsing path."""
+    return (
+        event.startswith(b"data: {")
+        and b'"finish_reason":null' in event
+        and b'"object":"chat.completion.chunk"' in event
+        and b"\n" not in event
+        and _NOT_PLAIN(event) is None
+    )
 
 
 def event_json(event: bytes) -> Any:

@@ -1,0 +1,91 @@
+"""The relay's byte fast path (plain content chunks not parsed) against full normalisation.
+
+For every shipped deployment whose stream is normalised or relayed raw, random chunks (plain
+ones, and ones with reasoning, tool calls, finish reasons, usage, errors) go through
+``Relay._quick``: where it answers, the bytes must parse to exactly what the full path
+(``Relay.rewrite``) writes; where it declines, the full path runs anyway.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.catalogue.target import Target
+from gateway.edge.relay import Relay
+from gateway.routing.sse import SSEReader, plain_chunk
+
+CONFIG = load_config(default_config_dir(), demo_simulator_url="http://127.0.0.1:9")
+TARGETS = sorted(CONFIG.catalogue.targets, key=lambda t: t.id)
+
+
+def relay(target: Target) -> Relay:
+    session: Any = SimpleNamespace(include_usage=False, guard=None, native=None, prelude=[])
+    return Relay(session, target, SimpleNamespace(), SimpleNamespace())  # type: ignore[arg-type]
+
+
+def chunk(rng: random.Random, target: Target) -> bytes:
+    delta: dict[str, Any] = {"content": rng.choice(["", "The ", 'say "hi"', "中文 ", "a\nb"])}
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+    obj: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "created": 1}
+    obj["model"] = rng.choice([target.model, target.variant.id, "other-model"])
+    obj["choices"] = [choice]
+    extra = rng.randrange(8)
+    if extra == 1:
+        delta["reasoning"] = "think"
+    elif extra == 2:
+        delta["tool_calls"] = [{"function": {"name": "f", "arguments": {"a": 1}}}]
+    elif extra == 3:
+        choice["finish_reason"] = rng.choice(["stop", "sensitive", "network_error", "length"])
+    elif extra == 4:
+        obj["usage"] = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    elif extra == 5:
+        del obj["object"]
+    return b"data: " + orjson.dumps(obj)
+
+
+def parsed(out: bytes) -> list[Any]:
+    return [orjson.loads(e[6:]) for e in out.split(b"\n\n") if e.startswith(b"data: {")]
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_the_fast_path_writes_what_normalising_writes(target: Target) -> None:
+    rng = random.Random(target.id)
+    hits = 0
+    for _ in range(60):
+        event = chunk(rng, target)
+        fast = relay(target)._quick(event)
+        full = relay(target).rewrite(event)
+        if fast is not None:
+            hits += 1
+            assert plain_chunk(event) or relay(target).raw
+            assert parsed(fast) == parsed(full), event
+    r = relay(target)
+    if r.raw or r.plain is not None:
+        assert hits > 0  # the fast path is taken for this deployment's plain chunks
+
+
+async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
+    events = [b'data: {"n":%d}' % i for i in range(30)] + [b": ping", b"data: [DONE]"]
+    wire = b"".join(e + b"\n\n" for e in events)
+    rng = random.Random(3)
+    cuts = sorted(rng.sample(range(1, len(wire)), 25))
+    parts = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for p in parts:
+            yield p
+
+    reader = SSEReader(chunks())
+    got = []
+    while (e := await reader.next_event()) is not None:
+        got.append(e)
+        while (more := reader.pop_buffered()) is not None:
+            got.append(more)
+    assert got == events
