@@ -11,7 +11,6 @@ bytes; a front-end's :class:`~gateway.frontends.base.StreamOut` turns them into 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,9 +25,6 @@ from gateway.providers.dialects import StreamNormaliser, model_rewriter
 from gateway.routing import failures as fl
 from gateway.routing.router import StreamSession
 from gateway.routing.sse import DONE, event_json, first_choice, is_done, plain_chunk
-
-_RAW_SPECIAL = re.compile(rb'network_error|"error"|"usage": ?\{').search
-"""A raw-relayed event :meth:`Relay.rewrite` must parse (errors, failing ends, usage)."""
 
 Out = Callable[[list[bytes], list[Any] | None], Awaitable[None]]
 """Where relayed events go (the front-end's translation, then the client): the bytes of each
@@ -192,7 +188,10 @@ class Relay:
             not self.raw
             or self.native is not None
             or event.startswith(DONE)
-            or _RAW_SPECIAL(event) is not None
+            or b"network_error" in event  # what rewrite() parses in a raw stream
+            or b'"error"' in event
+            or b'"usage":{' in event
+            or b'"usage": {' in event
         ):
             return None
         for old, new in self.replacements:
