@@ -200,11 +200,43 @@ class Relay:
             return None
         return event + b"\n\n"
 
+    def _quick_run(self, span: bytes, n: int) -> bytes | None:
+        """:meth:`_quick` for ``n`` whole one-line events at once (``span``), or None."""
+        plain = self.plain
+        if plain is not None:
+            if (
+                span.count(b'"finish_reason":null') != n
+                or span.count(b'"object":"chat.completion.chunk"') != n
+                or span.count(b'"model":') != n
+                or b'"usage"' in span
+                or b'"error"' in span
+                or b"reasoning" in span
+                or b"tool_calls" in span
+                or b'"finish_reason":"' in span
+                or b'"finish_reason": "' in span
+            ):
+                return None
+        elif (
+            not self.raw
+            or self.native is not None
+            or b"network_error" in span
+            or b'"error"' in span
+            or b'"usage":{' in span
+            or b'"usage": {' in span
+        ):
+            return None
+        for old, new in self.replacements:
+            span = span.replace(old, new)
+        if plain is not None and span.count(plain) != n:
+            return None
+        return span
+
     async def _pump(self, out_to: Out) -> fl.Failure | None:
         reader = self.session.reader
         guard = self.guard
         times = self.times
         quick = self._quick
+        runs = self.raw or self.plain is not None
         try:
             while True:
                 # Two clock reads per read; the histograms are fed once per stream (_finish).
@@ -240,6 +272,11 @@ class Relay:
                         if self.ends(event):
                             done = True
                             break
+                    if runs and objs is None:  # the rest of this read in one piece
+                        run = reader.pop_run(self._quick_run)
+                        if run is not None:
+                            out.append(run[0])
+                            times.chunks += run[1]
                     event = reader.pop_buffered()
                     if event is not None:
                         times.chunks += 1  # already here: no wait, still a chunk

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -49,6 +49,30 @@ class SSEReader:
                 if _malformed(event):
                     raise MalformedEvent(f"upstream sent a malformed SSE event: {event[:80]!r}")
                 return event
+
+    def pop_run(self, accept: Callable[[bytes, int], bytes | None]) -> tuple[bytes, int] | None:
+        """Every whole event already received, as one span, when each is a one-line
+        ``data: {...}`` event and ``accept(span, count)`` gives the bytes to relay for them
+        (each event keeps its blank line): those bytes and the count, the events consumed.
+        Else None and nothing consumed (:meth:`pop_buffered` takes them one by one)."""
+        buf, start = self._buf, self._pos
+        end = buf.rfind(b"\n\n", start)
+        if end < 0:
+            return None
+        end += 2
+        n = buf.count(b"\n\n", start, end)
+        if (
+            buf[end - 3] != 0x7D  # "}"
+            or not buf.startswith(b"data: {", start)
+            or buf.count(b"\n", start, end) != 2 * n
+            or buf.count(b"}\n\ndata: {", start, end) != n - 1
+        ):
+            return None
+        out = accept(buf[start:end], n)
+        if out is None:
+            return None
+        self._pos = end
+        return out, n
 
     async def next_event(self) -> bytes | None:
         """The next event, or None when the upstream closed (a trailing partial is dropped)."""

@@ -30,13 +30,15 @@ def relay(target: Target) -> Relay:
     return Relay(session, target, SimpleNamespace(), SimpleNamespace())  # type: ignore[arg-type]
 
 
-def chunk(rng: random.Random, target: Target) -> bytes:
+def chunk(rng: random.Random, target: Target, *, plain: bool = False) -> bytes:
     delta: dict[str, Any] = {"content": rng.choice(["", "The ", 'say "hi"', "中文 ", "a\nb"])}
     choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
     obj: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "created": 1}
     obj["model"] = rng.choice([target.model, target.variant.id, "other-model"])
     obj["choices"] = [choice]
-    extra = rng.randrange(8)
+    extra = 0 if plain else rng.randrange(8)
+    if plain:
+        obj["model"] = target.model
     if extra == 1:
         delta["reasoning"] = "think"
     elif extra == 2:
@@ -89,3 +91,49 @@ async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
         while (more := reader.pop_buffered()) is not None:
             got.append(more)
     assert got == events
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_a_run_of_events_relays_as_each_one_would(target: Target) -> None:
+    rng = random.Random("run " + target.id)
+    taken = 0
+    for _ in range(40):
+        plain = rng.random() < 0.5  # a run of content chunks, else any mix
+        events = [chunk(rng, target, plain=plain) for _ in range(rng.randrange(1, 6))]
+        span = b"".join(e + b"\n\n" for e in events)
+        fast = relay(target)._quick_run(span, len(events))
+        if fast is None:
+            continue
+        taken += 1
+        full = relay(target)
+        assert parsed(fast) == [o for e in events for o in parsed(full.rewrite(e))], span
+    r = relay(target)
+    if r.raw or r.plain is not None:
+        assert taken > 0
+
+
+async def test_a_run_is_taken_only_when_every_event_is_a_one_line_json_event() -> None:
+    async def chunks(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    def accept(span: bytes, n: int) -> bytes:
+        return b"%d:" % n + span
+
+    plain = b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: {"c":3}\n\ndata: {"d"'
+    reader = SSEReader(chunks(plain))
+    assert await reader.next_event() == b'data: {"a":1}'
+    assert reader.pop_run(accept) == (b'2:data: {"b":2}\n\ndata: {"c":3}\n\n', 2)
+    assert reader.pop_buffered() is None
+    for mixed in (
+        b'data: {"a":1}\n\ndata: {"b":2}\n\n: ping\n\ndata: {"c":3}\n\n',
+        b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',
+        b'data: {"a":1}\n\nevent: x\ndata: {"b":2}\n\n',
+    ):
+        reader = SSEReader(chunks(mixed))
+        await reader.next_event()
+        assert reader.pop_run(accept) is None
+        assert reader.pop_buffered() is not None  # nothing was consumed
+    reader = SSEReader(chunks(b'data: {"a":1}\n\ndata: {"b":2}\n\n'))
+    await reader.next_event()
+    assert reader.pop_run(lambda span, n: None) is None
+    assert reader.pop_buffered() == b'data: {"b":2}'
