@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.edge.fastpath import BytePath
 from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.errors import GatewayError
 from gateway.observability.timing import StageTimes
@@ -24,7 +25,7 @@ from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
 from gateway.providers.dialects import StreamNormaliser, model_rewriter
 from gateway.routing import failures as fl
 from gateway.routing.router import StreamSession
-from gateway.routing.sse import DONE, event_json, first_choice, is_done, plain_chunk
+from gateway.routing.sse import event_json, first_choice, is_done
 
 Out = Callable[[list[bytes], list[Any] | None], Awaitable[None]]
 """Where relayed events go (the front-end's translation, then the client): the bytes of each
@@ -36,7 +37,7 @@ class Relay:
     """Rewrites and forwards a committed stream's events."""
 
     __slots__ = (
-        "ends", "failure", "finish", "guard", "last", "native", "norm", "objects", "plain",
+        "ends", "failure", "fast", "finish", "guard", "last", "native", "norm", "objects",
         "raw", "replacements", "session", "target", "times", "usage",
     )  # fmt: skip
 
@@ -52,11 +53,12 @@ class Relay:
         )
         self.raw = self.norm.raw
         self.replacements = model_rewriter(target)
-        self.plain: bytes | None = None
-        """Normalised relay: plain content chunks (:func:`plain_chunk`) carrying these bytes
-        once the model is rewritten pass as bytes; they are what normalising would write."""
-        if not self.raw and self.norm.passes_plain_chunks:
-            self.plain = b'"model":' + orjson.dumps(target.variant.id)
+        self.fast: BytePath | None = None
+        """Plain chunks (and, raw, every chunk with nothing special) relayed unparsed."""
+        if session.native is None and self.raw:
+            self.fast = BytePath(None, self.replacements)
+        elif session.native is None and self.norm.passes_plain_chunks:
+            self.fast = BytePath(b'"model":' + orjson.dumps(target.variant.id), self.replacements)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
         self.finish: str | None = None
@@ -91,7 +93,8 @@ class Relay:
         """The front-end reads the normalised objects: neither re-parse nor encode them."""
         self.objects = True
         self.norm.encode = False
-        self.plain = None
+        if self.fast is not None and self.fast.plain is not None:
+            self.fast = None  # the front-end wants each chunk's object
 
     def rewrite(self, event: bytes) -> bytes:
         if self.native is not None:
@@ -108,12 +111,6 @@ class Relay:
                 if not self.norm.keep_raw(obj):
                     return b""  # the usage chunk the gateway asked for, not the client
             return event + b"\n\n"
-        plain = self.plain
-        if plain is not None and plain_chunk(event):
-            for old, new in self.replacements:
-                event = event.replace(old, new)
-            if plain in event:
-                return event + b"\n\n"
         obj = event_json(event)
         if not isinstance(obj, dict):
             return event + b"\n\n"
@@ -177,66 +174,12 @@ class Relay:
         finally:
             guard.stop()
 
-    def _quick(self, event: bytes) -> bytes | None:
-        """The relayed bytes of an event that needs no parsing (what :meth:`rewrite` would
-        return for it, with ``last`` None), or None: the caller takes the full path."""
-        plain = self.plain
-        if plain is not None:
-            if not plain_chunk(event):
-                return None
-        elif (
-            not self.raw
-            or self.native is not None
-            or event.startswith(DONE)
-            or b"network_error" in event  # what rewrite() parses in a raw stream
-            or b'"error"' in event
-            or b'"usage":{' in event
-            or b'"usage": {' in event
-        ):
-            return None
-        for old, new in self.replacements:
-            event = event.replace(old, new)
-        if plain is not None and plain not in event:
-            return None
-        return event + b"\n\n"
-
-    def _quick_run(self, span: bytes, n: int) -> bytes | None:
-        """:meth:`_quick` for ``n`` whole one-line events at once (``span``), or None."""
-        plain = self.plain
-        if plain is not None:
-            if (
-                span.count(b'"finish_reason":null') != n
-                or span.count(b'"object":"chat.completion.chunk"') != n
-                or span.count(b'"model":') != n
-                or b'"usage"' in span
-                or b'"error"' in span
-                or b"reasoning" in span
-                or b"tool_calls" in span
-                or b'"finish_reason":"' in span
-                or b'"finish_reason": "' in span
-            ):
-                return None
-        elif (
-            not self.raw
-            or self.native is not None
-            or b"network_error" in span
-            or b'"error"' in span
-            or b'"usage":{' in span
-            or b'"usage": {' in span
-        ):
-            return None
-        for old, new in self.replacements:
-            span = span.replace(old, new)
-        if plain is not None and span.count(plain) != n:
-            return None
-        return span
-
     async def _pump(self, out_to: Out) -> fl.Failure | None:
         reader = self.session.reader
         guard = self.guard
         times = self.times
-        quick = self._quick
-        runs = self.raw or self.plain is not None
+        fast = self.fast
+        quick = fast.one if fast is not None else _none
         try:
             while True:
                 # Two clock reads per read; the histograms are fed once per stream (_finish).
@@ -254,9 +197,9 @@ class Relay:
                 objs: list[Any] | None = [] if self.objects else None
                 done = False
                 while event is not None:
-                    fast = quick(event)
-                    if fast is not None:  # a plain chunk: neither a failure nor the end
-                        out.append(fast)
+                    passed = quick(event)
+                    if passed is not None:  # a plain chunk: neither a failure nor the end
+                        out.append(passed)
                         if objs is not None:
                             objs.append(None)
                     else:
@@ -272,8 +215,8 @@ class Relay:
                         if self.ends(event):
                             done = True
                             break
-                    if runs and objs is None:  # the rest of this read in one piece
-                        run = reader.pop_run(self._quick_run)
+                    if fast is not None and objs is None:  # the rest of this read at once
+                        run = reader.pop_run(fast.run)
                         if run is not None:
                             out.append(run[0])
                             times.chunks += run[1]
@@ -288,6 +231,10 @@ class Relay:
                     return None
         except (UpstreamTimeout, UpstreamConnectionError) as exc:
             return fl.classify_exception(exc)
+
+
+def _none(event: bytes) -> None:
+    return None
 
 
 def stream_failure_error(failure: fl.Failure, target: Any) -> GatewayError:

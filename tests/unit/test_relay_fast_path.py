@@ -19,7 +19,7 @@ import pytest
 from gateway.catalogue.loader import default_config_dir, load_config
 from gateway.catalogue.target import Target
 from gateway.edge.relay import Relay
-from gateway.routing.sse import SSEReader, plain_chunk
+from gateway.routing.sse import SSEReader
 
 CONFIG = load_config(default_config_dir(), demo_simulator_url="http://127.0.0.1:9")
 TARGETS = sorted(CONFIG.catalogue.targets, key=lambda t: t.id)
@@ -59,18 +59,40 @@ def parsed(out: bytes) -> list[Any]:
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
 def test_the_fast_path_writes_what_normalising_writes(target: Target) -> None:
     rng = random.Random(target.id)
+    fast = relay(target).fast  # one stream's: it learns the chunk template as it goes
     hits = 0
-    for _ in range(60):
-        event = chunk(rng, target)
-        fast = relay(target)._quick(event)
+    for _ in range(80):
+        event = chunk(rng, target, plain=rng.random() < 0.5)
         full = relay(target).rewrite(event)
-        if fast is not None:
+        got = fast.one(event) if fast is not None else None
+        if got is not None:
             hits += 1
-            assert plain_chunk(event) or relay(target).raw
-            assert parsed(fast) == parsed(full), event
-    r = relay(target)
-    if r.raw or r.plain is not None:
-        assert hits > 0  # the fast path is taken for this deployment's plain chunks
+            assert parsed(got) == parsed(full), event
+    if fast is not None:
+        assert hits > 0 and fast._tpl is not None
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_a_run_of_events_relays_as_each_one_would(target: Target) -> None:
+    rng = random.Random("run " + target.id)
+    fast = relay(target).fast
+    if fast is None:
+        return
+    assert fast.run(b"data: {}\n\n", 1) is None  # no template learned yet
+    while fast._tpl is None:  # learnt from the first plain chunk without an escape
+        fast.one(chunk(rng, target, plain=True))
+    taken = 0
+    for _ in range(40):
+        plain = rng.random() < 0.5  # a run of content chunks, else any mix
+        events = [chunk(rng, target, plain=plain) for _ in range(rng.randrange(1, 6))]
+        span = b"".join(e + b"\n\n" for e in events)
+        got = fast.run(span, len(events))
+        if got is None:
+            continue
+        taken += 1
+        full = relay(target)
+        assert parsed(got) == [o for e in events for o in parsed(full.rewrite(e))], span
+    assert taken > 0
 
 
 async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
@@ -91,25 +113,6 @@ async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
         while (more := reader.pop_buffered()) is not None:
             got.append(more)
     assert got == events
-
-
-@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
-def test_a_run_of_events_relays_as_each_one_would(target: Target) -> None:
-    rng = random.Random("run " + target.id)
-    taken = 0
-    for _ in range(40):
-        plain = rng.random() < 0.5  # a run of content chunks, else any mix
-        events = [chunk(rng, target, plain=plain) for _ in range(rng.randrange(1, 6))]
-        span = b"".join(e + b"\n\n" for e in events)
-        fast = relay(target)._quick_run(span, len(events))
-        if fast is None:
-            continue
-        taken += 1
-        full = relay(target)
-        assert parsed(fast) == [o for e in events for o in parsed(full.rewrite(e))], span
-    r = relay(target)
-    if r.raw or r.plain is not None:
-        assert taken > 0
 
 
 async def test_a_run_is_taken_only_when_every_event_is_a_one_line_json_event() -> None:
