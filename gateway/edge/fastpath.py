@@ -7,12 +7,14 @@ parsing, normalising, classifying or re-encoding; anything else it declines (Non
 relay takes its full path. Two checks, the second much cheaper:
 
 - :func:`~gateway.routing.sse.plain_chunk` (a handful of substring searches), then
-- once one chunk passed, its *template*: the bytes before its ``"content":"`` and after the
-  string's end. A chunk that is that prefix, a string body without a quote, and that suffix
+- once a chunk passed, its *template* (re-learnt from each chunk that passes the checks
+  but not the template): the bytes before its ``"content":"`` and after the string's end.
+  A chunk that is that prefix, a string body without a quote, and that suffix
   is the same chunk with other text (the stream's id, created and model repeat in every
   chunk), so it needs only ``startswith``, ``endswith`` and one search for a quote.
 
-:meth:`BytePath.run` does the same for every event one read delivered, as one span.
+:meth:`BytePath.run` does the same at once for the events one read delivered, up to the
+last that fits the template (a handful of counts over the span).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _BACKSLASH = 0x5C
 
 
 class _Template:
-    __slots__ = ("pre", "pre_out", "quotes", "suf", "suf_out", "suf_run")
+    __slots__ = ("boundary", "escaped_end", "pre", "pre_out", "quotes", "suf", "suf_out", "suf_run")
 
     def __init__(self, pre: bytes, suf: bytes, replacements: tuple[tuple[bytes, bytes], ...]):
         self.pre, self.suf = pre, suf
@@ -35,6 +37,10 @@ class _Template:
         self.suf_out = suf_out + b"\n\n"
         self.suf_run = suf + b"\n\n"
         self.quotes = pre.count(b'"') + suf.count(b'"')
+        self.boundary = b"\n\n" + pre
+        """Between two events that fit: every event of a run but the first starts so."""
+        self.escaped_end = b"\\" + suf
+        """The text ending in a backslash: its quote would be escaped, not the string's end."""
 
 
 def _template(event: bytes, replacements: tuple[tuple[bytes, bytes], ...]) -> _Template | None:
@@ -80,8 +86,9 @@ class BytePath:
             out = out.replace(old, new)
         if self.plain is not None and self.plain not in out:
             return None
-        if tpl is None:
-            self._tpl = _template(event, self.replacements)
+        # This chunk passed the checks but not the template (none yet, or it was learnt from
+        # a chunk shaped otherwise, such as the first one with ``role``): learn from it.
+        self._tpl = _template(event, self.replacements) or tpl
         return out + b"\n\n"
 
     def _checked(self, event: bytes) -> bool:
@@ -95,20 +102,29 @@ class BytePath:
             or b'"usage": {' in event
         )
 
-    def run(self, span: bytes, n: int) -> bytes | None:
-        """:meth:`one` for ``n`` whole one-line ``data: {...}`` events at once (``span``, each
-        with its blank line), when every one fits the template; else None."""
+    def run(self, buf: bytes, start: int) -> tuple[bytes, int, int] | None:
+        """:meth:`one` for the whole events from ``buf[start:]`` up to the last that ends like
+        the template, at once, when every one of them fits it: (bytes, count, end); else None
+        (the events after it, such as the finish chunk and ``[DONE]``, go one by one)."""
         tpl = self._tpl
+        if tpl is None:
+            return None
+        last = buf.rfind(tpl.suf_run, start)
+        if last < 0:
+            return None
+        end = last + len(tpl.suf_run)
+        n = buf.count(b"\n\n", start, end)
         if (
-            tpl is None
-            or span.count(tpl.pre) != n
-            or span.count(tpl.suf_run) != n
-            or span.count(b'"') != n * tpl.quotes
-            or span.count(b"\\" + tpl.suf) != 0
+            not buf.startswith(tpl.pre, start)
+            or buf.count(tpl.boundary, start, end) != n - 1
+            or buf.count(tpl.suf_run, start, end) != n
+            or buf.count(b'"', start, end) != n * tpl.quotes
+            or buf.count(tpl.escaped_end, start, end) != 0
         ):
             return None
+        span = buf[start:end]
         if tpl.pre_out != tpl.pre:
             span = span.replace(tpl.pre, tpl.pre_out)
         if tpl.suf_out != tpl.suf_run:
             span = span.replace(tpl.suf_run, tpl.suf_out)
-        return span
+        return span, n, end

@@ -50,28 +50,16 @@ class SSEReader:
                     raise MalformedEvent(f"upstream sent a malformed SSE event: {event[:80]!r}")
                 return event
 
-    def pop_run(self, accept: Callable[[bytes, int], bytes | None]) -> tuple[bytes, int] | None:
-        """Every whole event already received, as one span, when each is a one-line
-        ``data: {...}`` event and ``accept(span, count)`` gives the bytes to relay for them
-        (each event keeps its blank line): those bytes and the count, the events consumed.
-        Else None and nothing consumed (:meth:`pop_buffered` takes them one by one)."""
-        buf, start = self._buf, self._pos
-        end = buf.rfind(b"\n\n", start)
-        if end < 0:
+    def pop_run(
+        self, take: Callable[[bytes, int], tuple[bytes, int, int] | None]
+    ) -> tuple[bytes, int] | None:
+        """Events already received taken at once: ``take(buffer, start)`` gives the bytes to
+        relay for the whole events from ``start`` on that it accepts, how many, and where they
+        end (just past a blank line); those are consumed: (bytes, count). None: nothing taken."""
+        got = take(self._buf, self._pos)
+        if got is None:
             return None
-        end += 2
-        n = buf.count(b"\n\n", start, end)
-        if (
-            buf[end - 3] != 0x7D  # "}"
-            or not buf.startswith(b"data: {", start)
-            or buf.count(b"\n", start, end) != 2 * n
-            or buf.count(b"}\n\ndata: {", start, end) != n - 1
-        ):
-            return None
-        out = accept(buf[start:end], n)
-        if out is None:
-            return None
-        self._pos = end
+        out, n, self._pos = got
         return out, n
 
     async def next_event(self) -> bytes | None:
