@@ -54,9 +54,31 @@ def _template(event: bytes, replacements: tuple[tuple[bytes, bytes], ...]) -> _T
     return _Template(event[:start], event[end:], replacements)
 
 
+def _model_field(event: bytes) -> bytes | None:
+    """``"model":"<name>"`` as it stands in ``event`` when it is there once, unescaped."""
+    at = event.find(b'"model":"')
+    if at < 0 or event.find(b'"model":', at + 8) >= 0:
+        return None
+    end = event.find(b'"', at + 9)
+    if end < 0 or event.find(b"\\", at + 9, end) >= 0:
+        return None
+    return event[at : end + 1]
+
+
+class PlainText:
+    """What a front-end that reads objects gets for a plain chunk instead of its object: the
+    chunk's ``content``, still a JSON string (quotes included)."""
+
+    __slots__ = ("quoted",)
+
+    def __init__(self, quoted: bytes) -> None:
+        self.quoted = quoted
+
+
 class BytePath:
-    """The no-parse path of one relay. ``plain``: normalised dialect, the bytes a plain chunk
-    shows once the model is rewritten (``"model":"<variant>"``); None: a raw dialect."""
+    """The no-parse path of one relay. ``plain``: normalised dialect, the ``"model":"<variant>"``
+    a plain chunk gets in place of the host's model (any name, as normalising does); None: a
+    raw dialect (only the deployment's upstream model id is rewritten, as raw relaying does)."""
 
     __slots__ = ("_tpl", "plain", "replacements")
 
@@ -81,15 +103,44 @@ class BytePath:
                 return tpl.pre_out + event[len(pre) : end] + tpl.suf_out
         if not self._checked(event):
             return None
-        out = event
-        for old, new in self.replacements:
-            out = out.replace(old, new)
-        if self.plain is not None and self.plain not in out:
-            return None
+        reps = self.replacements
+        if self.plain is None:
+            out = event
+            for old, new in reps:
+                out = out.replace(old, new)
+        else:  # normalising writes the variant id whatever model the host named
+            model = _model_field(event)
+            if model is None:
+                return None
+            reps = ((model, self.plain),)
+            out = event.replace(model, self.plain)
         # This chunk passed the checks but not the template (none yet, or it was learnt from
         # a chunk shaped otherwise, such as the first one with ``role``): learn from it.
-        self._tpl = _template(event, self.replacements) or tpl
+        self._tpl = _template(event, reps) or tpl
         return out + b"\n\n"
+
+    def text(self, event: bytes) -> bytes | None:
+        """For a front-end that reads objects: a plain chunk's ``content`` as its JSON string
+        (quotes included), or None (the chunk takes the full path)."""
+        tpl = self._tpl
+        if tpl is not None:
+            pre, suf = tpl.pre, tpl.suf
+            end = len(event) - len(suf)
+            if (
+                event.startswith(pre)
+                and event.endswith(suf)
+                and end >= len(pre)
+                and event.find(b'"', len(pre), end) < 0
+                and event[end - 1] != _BACKSLASH
+            ):
+                return b'"' + event[len(pre) : end] + b'"'
+        if not plain_chunk(event):
+            return None
+        learnt = _template(event, ())
+        if learnt is None:
+            return None
+        self._tpl = learnt
+        return b'"' + event[len(learnt.pre) : len(event) - len(learnt.suf)] + b'"'
 
     def _checked(self, event: bytes) -> bool:
         if self.plain is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.edge.fastpath import BytePath
+from gateway.edge.fastpath import BytePath, PlainText
 from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.errors import GatewayError
 from gateway.observability.timing import StageTimes
@@ -37,8 +37,22 @@ class Relay:
     """Rewrites and forwards a committed stream's events."""
 
     __slots__ = (
-        "ends", "failure", "fast", "finish", "guard", "last", "native", "norm", "objects",
-        "raw", "replacements", "session", "target", "times", "usage",
+        "ends",
+        "failure",
+        "fast",
+        "finish",
+        "guard",
+        "last",
+        "native",
+        "norm",
+        "objects",
+        "raw",
+        "replacements",
+        "session",
+        "target",
+        "texts",
+        "times",
+        "usage",
     )  # fmt: skip
 
     def __init__(
@@ -53,6 +67,8 @@ class Relay:
         )
         self.raw = self.norm.raw
         self.replacements = model_rewriter(target)
+        self.texts: BytePath | None = None
+        """Set with :meth:`take_objects`: plain chunks handed over as :class:`PlainText`."""
         self.fast: BytePath | None = None
         """Plain chunks (and, raw, every chunk with nothing special) relayed unparsed."""
         if session.native is None and self.raw:
@@ -93,8 +109,9 @@ class Relay:
         """The front-end reads the normalised objects: neither re-parse nor encode them."""
         self.objects = True
         self.norm.encode = False
-        if self.fast is not None and self.fast.plain is not None:
-            self.fast = None  # the front-end wants each chunk's object
+        if self.fast is not None:  # plain chunks go to the front-end as their text
+            self.texts = BytePath(None, ())
+            self.fast = None
 
     def rewrite(self, event: bytes) -> bytes:
         if self.native is not None:
@@ -180,6 +197,7 @@ class Relay:
         times = self.times
         fast = self.fast
         quick = fast.one if fast is not None else _none
+        texts = self.texts.text if self.texts is not None else _none
         try:
             while True:
                 # Two clock reads per read; the histograms are fed once per stream (_finish).
@@ -197,11 +215,13 @@ class Relay:
                 objs: list[Any] | None = [] if self.objects else None
                 done = False
                 while event is not None:
-                    passed = quick(event)
+                    passed = quick(event) if objs is None else texts(event)
                     if passed is not None:  # a plain chunk: neither a failure nor the end
-                        out.append(passed)
-                        if objs is not None:
-                            objs.append(None)
+                        if objs is None:
+                            out.append(passed)
+                        else:
+                            out.append(b"")
+                            objs.append(PlainText(passed))
                     else:
                         self.last = None
                         out.append(self.rewrite(event))

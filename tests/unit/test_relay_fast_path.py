@@ -139,3 +139,39 @@ async def test_a_run_consumes_exactly_what_take_accepts() -> None:
     await reader.next_event()
     assert reader.pop_run(lambda buf, start: None) is None
     assert reader.pop_buffered() == b'data: {"b":2}'  # nothing was consumed
+
+
+@pytest.mark.parametrize("stops", [None, ["END"]])
+def test_messages_events_from_plain_text_are_those_from_the_chunk(stops: list[str] | None) -> None:
+    from gateway.frontends.messages_stream import MessagesStream
+
+    rng = random.Random(5)
+    target = next(t for t in TARGETS if relay(t).fast is not None)
+    fast = relay(target).fast
+    assert fast is not None
+    by_obj = MessagesStream("claude-x", thinking_key=b"k" * 32, stop_sequences=stops)
+    by_text = MessagesStream("claude-x", thinking_key=b"k" * 32, stop_sequences=stops)
+    texts = 0
+    for _ in range(60):
+        event = chunk(rng, target, plain=rng.random() < 0.7)
+        obj = orjson.loads(event[6:])
+        quoted = fast.text(event)
+        want = by_obj.feed(obj)
+        if quoted is None:
+            got = by_text.feed(orjson.loads(event[6:]))
+        else:
+            texts += 1
+            assert orjson.loads(quoted) == obj["choices"][0]["delta"]["content"]
+            got = by_text.text(quoted)
+        assert parsed_events(got) == parsed_events(want)
+    assert texts > 0
+    assert parsed_events(by_text.end()) == parsed_events(by_obj.end())
+
+
+def parsed_events(out: bytes) -> list[Any]:
+    return [
+        orjson.loads(line[6:])
+        for ev in out.split(b"\n\n")
+        for line in ev.split(b"\n")
+        if line.startswith(b"data: ")
+    ]
