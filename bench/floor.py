@@ -7,6 +7,8 @@ stack can be; the gateway's figures are quoted against it.
 
 Run: ``FLOOR_UPSTREAM=http://127.0.0.1:9000/v1/chat/completions python bench/floor.py PORT``
 
+``bench/servers.py`` serves the same two apps on granian too (``floor_app``, ``minimal_app``).
+
 ``--minimal`` (after PORT) serves :class:`Minimal` instead: the floor plus the least per-request
 work any gateway with issue 6's feature set must do. ``bench/run.py --full`` runs it beside the
 floor (non-streaming only) as ``minimal``: it shows how much of the floor's throughput is left
@@ -197,6 +199,16 @@ def _replay(raw: bytes) -> Receive:
         return {"type": "http.request", "body": raw, "more_body": False}
 
     return receive
+
+
+def floor_app() -> Floor:
+    """For granian's ``--factory`` (``bench/servers.py``): the floor on ``FLOOR_UPSTREAM``."""
+    return Floor(os.environ["FLOOR_UPSTREAM"])
+
+
+def minimal_app() -> Floor:
+    """For granian's ``--factory``: :class:`Minimal` on ``FLOOR_UPSTREAM``."""
+    return Minimal(os.environ["FLOOR_UPSTREAM"])
 
 
 def main() -> None:

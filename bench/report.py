@@ -342,11 +342,14 @@ def redis_table(res: Results, meta: dict[str, Any], rounds: int) -> str:
     )
 
 
-def soak_table(rows: list[tuple[int, float]], target: int, where: str = "") -> str:
+def soak_table(
+    rows: list[tuple[int, float]], target: int, where: str = "", shape: str = "json"
+) -> str:
     base = rows[1][1] if len(rows) > 1 else rows[0][1]
     peak = max(r for _, r in rows[1:]) if len(rows) > 1 else base
     out = [
-        f"## RSS over {rows[-1][0]} requests (target {target}; non-streaming, c=16)",
+        f"## RSS over {rows[-1][0]} requests (target {target}; "
+        f"{'50-chunk streams' if shape == 'sse' else 'non-streaming'}, c=16)",
         "",
         f"After warm-up {base:.1f} MiB, peak {peak:.1f} MiB ({(peak / base - 1):+.1%}), "
         f"last {rows[-1][1]:.1f} MiB. {where}",

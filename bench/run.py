@@ -381,23 +381,32 @@ def redis_check(args: argparse.Namespace) -> str:
 
 
 def soak(args: argparse.Namespace) -> str:
+    """RSS of one gateway over ``--soak`` requests per shape (``--shapes``; json: non-streaming,
+    sse: 50-chunk streams), with its idle RSS before any load."""
     nginx, ports = start_nginx()
+    out = []
     with running(nginx):
-        gw = start_gateway(f"http://127.0.0.1:{ports['json']}")
-        with running(gw):
-            t = gateway_target(gw, "auto", False, "gateway")
-            wrk(t, 16, 2)
-            rows, done, start = [(0, rss_mib(gw.pid))], 0, time.monotonic()
-            while done < args.soak and time.monotonic() - start < args.soak_max_s:
-                done += wrk(t, 16, 10)["requests"]
-                rows.append((done, rss_mib(gw.pid)))
-    from report import soak_table
+        for shape in args.shapes:
+            stream = shape == "sse"
+            gw = start_gateway(f"http://127.0.0.1:{ports[shape]}", stream=stream)
+            with running(gw):
+                time.sleep(1.0)
+                idle = rss_mib(gw.pid)
+                t = gateway_target(gw, "auto", stream, "gateway")
+                wrk(t, 16, 2)
+                rows, done, start = [(0, rss_mib(gw.pid))], 0, time.monotonic()
+                while done < args.soak and time.monotonic() - start < args.soak_max_s:
+                    done += wrk(t, 16, 10)["requests"]
+                    rows.append((done, rss_mib(gw.pid)))
+            from report import soak_table
 
-    where = (
-        f"Code measured: {args.src_desc}; gateway on core 1, wrk (10 s runs) and nginx on core 0; "
-        f"{machine()}; the machine was shared."
-    )
-    return soak_table(rows, args.soak, where)
+            where = (
+                f"Idle RSS (started, one readiness request, 1 s) {idle:.1f} MiB. Code measured: "
+                f"{args.src_desc}; gateway on core 1, wrk (10 s runs) and nginx on core 0; "
+                f"{machine()}; the machine was shared."
+            )
+            out.append(soak_table(rows, args.soak, where, shape))
+    return "\n".join(out)
 
 
 def profile(args: argparse.Namespace) -> str:

@@ -2,10 +2,11 @@
 # Installs what bench/run.py --full needs. Idempotent: re-running skips what is there.
 #   wrk, nginx         Debian packages (apt-get)
 #   py-spy             into the project's .venv (profiling only)
+#   granian            into the project's .venv (bench/servers.py only: server choice)
 #   LiteLLM proxy      bench/.venv-litellm   (litellm[proxy]==$LITELLM_VERSION, fallback 1.108.7)
 #   Portkey gateway    bench/.portkey        (@portkey-ai/gateway@$PORTKEY_VERSION with
 #                                             @hono/node-server pinned to 1.14.1 via overrides)
-# Usage: bash bench/setup.sh [--no-peers]      (--no-peers: wrk/nginx/py-spy only)
+# Usage: bash bench/setup.sh [--no-peers]      (--no-peers: wrk/nginx/py-spy/granian only)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -14,6 +15,7 @@ LITELLM_FALLBACK="1.108.7"
 PORTKEY_VERSION="${PORTKEY_VERSION:-1.15.2}"
 HONO_NODE_SERVER="1.14.1"
 PYSPY_VERSION="${PYSPY_VERSION:-0.4.1}"
+GRANIAN_VERSION="2.8.9"
 PEERS=1
 [[ "${1:-}" == "--no-peers" ]] && PEERS=0
 
@@ -51,6 +53,10 @@ PY="$ROOT/.venv/bin/python"
 if [[ -x "$PY" ]] && ! "$PY" -m pip show py-spy >/dev/null 2>&1; then
   say "pip install py-spy==$PYSPY_VERSION into .venv"
   "$PY" -m pip install -q "py-spy==$PYSPY_VERSION"
+fi
+if [[ -x "$PY" ]] && ! "$PY" -m pip show granian >/dev/null 2>&1; then
+  say "pip install granian==$GRANIAN_VERSION into .venv (bench/servers.py)"
+  "$PY" -m pip install -q "granian==$GRANIAN_VERSION"
 fi
 
 ((PEERS)) || exit 0

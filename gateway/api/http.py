@@ -186,7 +186,10 @@ def build_fastapi(
     async def _metrics() -> Response:
         backend, targets = s.config.gateway.state.backend, s.config.catalogue.targets
         await refresh_state_metrics(s.metrics, s.state, backend, targets)
-        return Response(s.metrics.render(), media_type="text/plain; version=0.0.4")
+        fleet = s.metrics.fleet  # serve --workers N: add the sibling workers' series
+        stats = s.access.stats
+        body = s.metrics.render() if fleet is None else await fleet.render(s.metrics, stats)
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     register_dashboard(app, s)
     register_admin(app, s)

@@ -40,6 +40,8 @@ async def dashboard_data(
     stats: Stats, metrics: Metrics, state: StateStore, backend: str, targets: Sequence[Target]
 ) -> dict[str, Any]:
     """The dashboard's JSON: the rolling stats and totals, and the circuits as state has them."""
+    if metrics.fleet is not None:  # serve --workers N: every worker's figures
+        metrics, stats = await metrics.fleet.combined(metrics, stats)
     health = await _quietly(state.health(time.time()))
     about = {
         "backend": backend,

@@ -19,6 +19,7 @@ from gateway.catalogue.loader import default_config_dir, load_config
 from gateway.catalogue.schema import DEFAULT_SURFACE
 from gateway.cli.config_cmds import add_config_parsers, cmd_check_config
 from gateway.cli.keys import add_keys_parser
+from gateway.cli.workers import WORKERS_HELP, serve_workers, workers_refused
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings
 from gateway.state.redis_target import target_problems
@@ -86,6 +87,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load()
     host = args.host or config.gateway.server.host
     port = args.port if args.port is not None else config.gateway.server.port
+    refused = workers_refused(args, config)
+    if refused:
+        print(f"glm-gateway: {refused}", file=sys.stderr)
+        return 2
     taken = _cannot_listen(host, port)
     if taken:  # one clear line, before any banner says it is running
         print(f"glm-gateway: cannot listen on {host}:{port}: {taken}", file=sys.stderr)
@@ -95,6 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(level, config.gateway.logging, redactor)
     _print_warnings(config)
     _warn_if_inexact_tokens()
+    if args.workers > 1:
+        return serve_workers(args.workers, host, port, config, load, redactor)
     hooks: dict[str, Any] = {}
     if args.demo and sim_port:
         hooks = _demo_hooks(config, sim_port)
@@ -289,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(provider keys not needed; client auth as configured)",
     )
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--workers", type=int, default=1, metavar="N", help=WORKERS_HELP)
     s.set_defaults(func=cmd_serve)
 
     add_config_parsers(sub, with_config)

@@ -15,6 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
+from gateway.edge.fastpath import BytePath, PlainText
 from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.errors import GatewayError
 from gateway.observability.timing import StageTimes
@@ -34,8 +37,22 @@ class Relay:
     """Rewrites and forwards a committed stream's events."""
 
     __slots__ = (
-        "ends", "failure", "finish", "guard", "last", "native", "norm", "objects", "raw",
-        "replacements", "session", "target", "times", "usage",
+        "ends",
+        "failure",
+        "fast",
+        "finish",
+        "guard",
+        "last",
+        "native",
+        "norm",
+        "objects",
+        "raw",
+        "replacements",
+        "session",
+        "target",
+        "texts",
+        "times",
+        "usage",
     )  # fmt: skip
 
     def __init__(
@@ -50,6 +67,14 @@ class Relay:
         )
         self.raw = self.norm.raw
         self.replacements = model_rewriter(target)
+        self.texts: BytePath | None = None
+        """Set with :meth:`take_objects`: plain chunks handed over as :class:`PlainText`."""
+        self.fast: BytePath | None = None
+        """Plain chunks (and, raw, every chunk with nothing special) relayed unparsed."""
+        if session.native is None and self.raw:
+            self.fast = BytePath(None, self.replacements)
+        elif session.native is None and self.norm.passes_plain_chunks:
+            self.fast = BytePath(b'"model":' + orjson.dumps(target.variant.id), self.replacements)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
         self.finish: str | None = None
@@ -84,6 +109,9 @@ class Relay:
         """The front-end reads the normalised objects: neither re-parse nor encode them."""
         self.objects = True
         self.norm.encode = False
+        if self.fast is not None:  # plain chunks go to the front-end as their text
+            self.texts = BytePath(None, ())
+            self.fast = None
 
     def rewrite(self, event: bytes) -> bytes:
         if self.native is not None:
@@ -166,13 +194,17 @@ class Relay:
     async def _pump(self, out_to: Out) -> fl.Failure | None:
         reader = self.session.reader
         guard = self.guard
+        times = self.times
+        fast = self.fast
+        quick = fast.one if fast is not None else _none
+        texts = self.texts.text if self.texts is not None else _none
         try:
             while True:
-                # Two clock reads per event; the histograms are fed once per stream (_finish).
+                # Two clock reads per read; the histograms are fed once per stream (_finish).
                 waiting = time.perf_counter()
                 event = await reader.next_event()
                 guard.last = now = time.perf_counter()
-                self.times.chunk_waited(now - waiting)
+                times.chunk_waited(now - waiting)
                 if event is None:
                     return fl.Failure(
                         fl.FailureClass.TRANSIENT, 200, None, "upstream stream ended without [DONE]"
@@ -183,21 +215,34 @@ class Relay:
                 objs: list[Any] | None = [] if self.objects else None
                 done = False
                 while event is not None:
-                    self.last = None
-                    out.append(self.rewrite(event))
-                    if objs is not None:
-                        objs.append(self.last)
-                    if self.failure is not None:
-                        out.pop()
+                    passed = quick(event) if objs is None else texts(event)
+                    if passed is not None:  # a plain chunk: neither a failure nor the end
+                        if objs is None:
+                            out.append(passed)
+                        else:
+                            out.append(b"")
+                            objs.append(PlainText(passed))
+                    else:
+                        self.last = None
+                        out.append(self.rewrite(event))
                         if objs is not None:
-                            objs.pop()
-                        break
-                    if self.ends(event):
-                        done = True
-                        break
+                            objs.append(self.last)
+                        if self.failure is not None:
+                            out.pop()
+                            if objs is not None:
+                                objs.pop()
+                            break
+                        if self.ends(event):
+                            done = True
+                            break
+                    if fast is not None and objs is None:  # the rest of this read at once
+                        run = reader.pop_run(fast.run)
+                        if run is not None:
+                            out.append(run[0])
+                            times.chunks += run[1]
                     event = reader.pop_buffered()
                     if event is not None:
-                        self.times.chunk_waited(0.0)  # already here: no wait, still a chunk
+                        times.chunks += 1  # already here: no wait, still a chunk
                 if out:
                     await out_to(out, objs)
                 if self.failure is not None:
@@ -206,6 +251,10 @@ class Relay:
                     return None
         except (UpstreamTimeout, UpstreamConnectionError) as exc:
             return fl.classify_exception(exc)
+
+
+def _none(event: bytes) -> None:
+    return None
 
 
 def stream_failure_error(failure: fl.Failure, target: Any) -> GatewayError:

@@ -34,16 +34,23 @@ and for handshakes under way to end (a round trip) before the listening socket c
 
 class _Server(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, lifecycle: Lifecycle, on_hangup: Callable[[], None] | None
+        self,
+        config: uvicorn.Config,
+        lifecycle: Lifecycle,
+        on_hangup: Callable[[], None] | None,
+        on_started: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(config)
         self._life = lifecycle
         self._on_hangup = on_hangup
+        self._on_started = on_started
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self._on_hangup is not None and not self.should_exit:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
+        if self._on_started is not None and not self.should_exit:
+            await self._on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded for re-raising after serve(): a drained shutdown is a clean exit.
@@ -91,9 +98,14 @@ def serve(
     host: str,
     port: int,
     on_hangup: Callable[[], None] | None = None,
+    *,
+    sock: socket.socket | None = None,
+    on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve ``app`` until a stop signal has been handled as described above; ``on_hangup``
-    is called on the event loop for each SIGHUP."""
+    is called on the event loop for each SIGHUP. ``sock``: an already listening socket to
+    accept from instead of binding ``host:port`` (``serve --workers N``, see
+    :mod:`gateway.edge.workers`); ``on_started`` runs on the loop once it listens."""
     if on_hangup is not None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler is installed
     config = uvicorn.Config(
@@ -110,4 +122,4 @@ def serve(
         log_config=None,  # keep configure_logging's handlers (uvicorn's errors as JSON too)
         timeout_graceful_shutdown=int(CUT_WAIT_S) + 1,
     )
-    _Server(config, lifecycle, on_hangup).run()
+    _Server(config, lifecycle, on_hangup, on_started).run(sockets=None if sock is None else [sock])

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.edge.fastpath import PlainText
 from gateway.errors import GatewayError, UpstreamsFailed
 from gateway.frontends.base import (
     JSON_HEADERS,
@@ -101,7 +102,9 @@ class _MessagesOut:
         out: list[bytes] = []
         feed = self._s.feed
         for part, obj in zip(parts, objs, strict=True):
-            if obj is not None:
+            if type(obj) is PlainText:  # more answer text only (gateway/edge/fastpath.py)
+                out.append(self._s.text(obj.quoted))
+            elif obj is not None:
                 out.append(feed(obj))
             elif part:
                 out.append(self.relay(part))

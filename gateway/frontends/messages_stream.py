@@ -127,6 +127,16 @@ class MessagesStream:
             self._matched = said or self._matched
         return out
 
+    def text(self, quoted: bytes) -> bytes:
+        """:meth:`feed` for a chunk that is only more answer text, given as its JSON string
+        (quotes included): relayed as it came, not decoded unless a stop sequence needs it."""
+        if self._done or quoted == b'""':
+            return b""
+        out = b"" if self._open == "text" else self._open_block("text")
+        if self.stops:
+            self._text_tail = (self._text_tail + orjson.loads(quoted))[-256:]
+        return out + self._head + quoted + _DELTA_TAIL
+
     def end(self) -> bytes:
         """Close the open block, emit the tool calls, then ``message_delta`` and
         ``message_stop``."""

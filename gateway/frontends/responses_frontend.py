@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from gateway.edge.fastpath import PlainText
 from gateway.errors import GatewayError
 from gateway.frontends.base import (
     JSON_HEADERS,
@@ -54,7 +55,9 @@ class _ResponsesOut:
     def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
         out: list[bytes] = []
         for part, obj in zip(parts, objs, strict=True):
-            if isinstance(obj, dict):
+            if type(obj) is PlainText:  # more answer text only (gateway/edge/fastpath.py)
+                out.append(self._s.text(obj.quoted))
+            elif isinstance(obj, dict):
                 out.append(self._s.feed(obj))
             elif part:
                 out.append(self.relay(part))

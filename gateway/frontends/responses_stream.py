@@ -82,6 +82,20 @@ class ResponsesStream:
             self._finish = choice["finish_reason"]
         return out
 
+    def text(self, quoted: bytes) -> bytes:
+        """:meth:`feed` for a chunk that is only more answer text, given as its JSON string
+        (quotes included): the delta event carries it as it came."""
+        if self._done or quoted == b'""':
+            return b""
+        text = orjson.loads(quoted)
+        prefix = self._prefix
+        if prefix is None or self._open != "message":
+            return self._delta({"content": text})
+        self._texts.append(text)
+        seq = self._seq
+        self._seq += 1
+        return prefix + str(seq).encode() + b',"delta":' + quoted + b"}\n\n"
+
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or
         ``response.incomplete``)."""

@@ -143,6 +143,27 @@ class UTCNow:
         return self._prefix + "+00:00"
 
 
+ATOMIC_WRITE = 4096
+"""PIPE_BUF on Linux: a write to a pipe up to this size is never interleaved with another
+process's. ``serve --workers N`` has N processes writing one stderr pipe."""
+
+
+def _atomic_groups(lines: list[bytes]) -> list[list[bytes]]:
+    """``lines`` in order, cut into groups of at most :data:`ATOMIC_WRITE` bytes with their
+    newlines (a longer line stays alone), so that no write splits a line."""
+    if sum(len(line) for line in lines) + len(lines) <= ATOMIC_WRITE:
+        return [lines]
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for line in lines:
+        if groups[-1] and size + len(line) + 1 > ATOMIC_WRITE:
+            groups.append([])
+            size = 0
+        groups[-1].append(line)
+        size += len(line) + 1
+    return groups
+
+
 class AccessWriter:
     """Access lines buffered for the rest of the event-loop turn, then written at once.
 
@@ -194,8 +215,9 @@ class AccessWriter:
         if not lines:
             return
         self._pending = []
-        for handler in self._handlers:
-            self._write(handler, lines)
+        for group in _atomic_groups(lines):
+            for handler in self._handlers:
+                self._write(handler, group)
 
     def _write(self, handler: logging.StreamHandler[Any], lines: list[bytes]) -> None:
         """``StreamHandler.emit`` for many lines: one format, write and flush under the

@@ -7,7 +7,9 @@ which keeps the first N distinct values and folds the rest into ``other``. The R
 table documents every name and label.
 
 One process per pod: each gateway process serves its own ``/metrics`` and Prometheus scrapes
-every process (see ``deploy/prometheus/prometheus.yml``); no multiprocess directory.
+every process (see ``deploy/prometheus/prometheus.yml``); no multiprocess directory. Under
+``serve --workers N`` the worker that answers a scrape adds its siblings' series to its own
+(:mod:`gateway.observability.fleet`; gauges as :data:`GAUGE_MERGE` says).
 
 The metric classes are prometheus-client's with plain Python numbers inside (see
 :class:`PlainCounter`): one request bumps about twenty series, and the stock classes take a
@@ -21,7 +23,7 @@ import asyncio
 import contextlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import prometheus_client as prom
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,6 +33,9 @@ from prometheus_client.utils import floatToGoString
 
 from gateway import __version__
 from gateway.catalogue.target import Target
+
+if TYPE_CHECKING:
+    from gateway.observability.fleet import Fleet
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 STAGE_BUCKETS = (
@@ -52,6 +57,18 @@ _go_float: Callable[[float], str] = floatToGoString
 MAX_KEY_LABELS = 200
 MAX_ERROR_LABELS = 64
 CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+GAUGE_MERGE = {
+    "glm_gateway_workers": "sum",
+    "glm_gateway_in_flight_requests": "sum",
+    "glm_gateway_queued_requests": "sum",
+    "glm_gateway_event_loop_tasks": "sum",
+    "glm_gateway_state_degraded": "max",
+    "glm_gateway_config_generation": "min",
+    "glm_gateway_config_loaded_timestamp_seconds": "min",
+}
+"""How a gauge adds up across ``serve --workers N`` (``sum``, ``max``, ``min``); one not named
+here is the serving worker's own value (read from shared state at scrape, or alike in every
+worker: build info, circuits, state up, plan quota)."""
 
 
 class _Series(MetricWrapperBase):
@@ -179,6 +196,8 @@ class LoopTasksGauge(PlainGauge):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.fleet: Fleet | None = None
+        """Set in each worker of ``serve --workers N``: ``/metrics`` adds up the siblings."""
         self.key_label = BoundedLabel(MAX_KEY_LABELS)
         self.error_label = BoundedLabel(MAX_ERROR_LABELS)
         self._requests()
@@ -208,6 +227,11 @@ class Metrics:
         self.in_flight = PlainGauge(
             "glm_gateway_in_flight_requests", "Requests being handled now.", registry=r
         )
+        PlainGauge(
+            "glm_gateway_workers",
+            "Worker processes whose figures this scrape adds up (serve --workers N; else 1).",
+            registry=r,
+        ).set(1)
         PlainGauge("glm_gateway_build_info", "Always 1.", ["version"], registry=r).labels(
             __version__
         ).set(1)

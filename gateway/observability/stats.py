@@ -102,6 +102,25 @@ class _Slot:
     prompt_by_provider: dict[str, int] = field(default_factory=dict)
     cached_by_provider: dict[str, int] = field(default_factory=dict)
 
+    def add(self, other: _Slot) -> None:
+        """Add ``other`` (the same second in another worker) to this slot."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.client_errors += other.client_errors
+        self.fallbacks += other.fallbacks
+        self.tokens_in += other.tokens_in
+        self.tokens_out += other.tokens_out
+        self.tokens_cached += other.tokens_cached
+        self.cost_usd += other.cost_usd
+        for mine, theirs in (
+            (self.latency, other.latency), (self.overhead, other.overhead),
+            (self.ttft, other.ttft), (self.variants, other.variants),
+            (self.providers, other.providers), (self.attempt_failures, other.attempt_failures),
+            (self.prompt_by_provider, other.prompt_by_provider),
+            (self.cached_by_provider, other.cached_by_provider),
+        ):  # fmt: skip
+            merge_into(mine, theirs)  # type: ignore[arg-type]
+
     def reset(self, sec: int) -> None:
         self.sec = sec
         self.requests = self.errors = self.client_errors = self.fallbacks = 0
@@ -193,6 +212,34 @@ class Stats:
             self._lag_max[sec] = lag_s
         if len(self._lag_max) > WINDOW_S // STEP_S + 2:
             del self._lag_max[min(self._lag_max)]
+
+    def raw(self) -> tuple[float, float, dict[int, float], list[_Slot]]:
+        """What :meth:`merged` needs from this worker (``serve --workers N``)."""
+        slots = [s for s in self._slots if s.sec >= 0]
+        return self._started, self._lag_s, dict(self._lag_max), slots
+
+    @classmethod
+    def merged(cls, raws: Iterable[tuple[float, float, dict[int, float], list[_Slot]]]) -> Stats:
+        """The stats of several workers as one: slots of the same second added, the newest
+        second kept where a ring position differs, the worst loop lag."""
+        out = cls()
+        ring = len(out._slots)
+        started = []
+        for start, lag, lag_max, slots in raws:
+            started.append(start)
+            out._lag_s = max(out._lag_s, lag)
+            for step, value in lag_max.items():
+                out._lag_max[step] = max(out._lag_max.get(step, 0.0), value)
+            for slot in slots:
+                mine = out._slots[slot.sec % ring]
+                if mine.sec > slot.sec:
+                    continue
+                if mine.sec < slot.sec:
+                    mine.reset(slot.sec)
+                mine.add(slot)
+        if started:
+            out._started = min(started)
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         """Series over the last :data:`WINDOW_S` complete seconds, and headline figures."""

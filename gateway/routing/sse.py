@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -24,24 +24,43 @@ class SSEReader:
     ``[DONE]`` (checked on its first and last bytes only, not parsed).
     """
 
-    __slots__ = ("_buf", "_chunks", "ended")
+    __slots__ = ("_buf", "_chunks", "_pos", "ended")
 
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
         self._chunks = chunks
         self._buf = b""
+        self._pos = 0
+        """Where the next event starts in ``_buf`` (events are sliced out, never the rest)."""
         self.ended = False
 
     def pop_buffered(self) -> bytes | None:
         """The next whole event already received, or None; never waits for the network."""
+        buf = self._buf
         while True:
-            idx = self._buf.find(b"\n\n")
+            start = self._pos
+            idx = buf.find(b"\n\n", start)
             if idx < 0:
                 return None
-            event, self._buf = self._buf[:idx], self._buf[idx + 2 :]
+            self._pos = idx + 2
+            if buf.startswith(b"data: {", start) and buf[idx - 1] == 0x7D:  # "}": whole JSON
+                return buf[start:idx]
+            event = buf[start:idx]
             if event.strip():
                 if _malformed(event):
                     raise MalformedEvent(f"upstream sent a malformed SSE event: {event[:80]!r}")
                 return event
+
+    def pop_run(
+        self, take: Callable[[bytes, int], tuple[bytes, int, int] | None]
+    ) -> tuple[bytes, int] | None:
+        """Events already received taken at once: ``take(buffer, start)`` gives the bytes to
+        relay for the whole events from ``start`` on that it accepts, how many, and where they
+        end (just past a blank line); those are consumed: (bytes, count). None: nothing taken."""
+        got = take(self._buf, self._pos)
+        if got is None:
+            return None
+        out, n, self._pos = got
+        return out, n
 
     async def next_event(self) -> bytes | None:
         """The next event, or None when the upstream closed (a trailing partial is dropped)."""
@@ -56,7 +75,8 @@ class SSEReader:
                 return None
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n")
-            self._buf += data
+            self._buf = self._buf[self._pos :] + data if self._pos else self._buf + data
+            self._pos = 0
 
 
 def _malformed(event: bytes) -> bool:
@@ -68,6 +88,26 @@ def _malformed(event: bytes) -> bool:
     if head == b"{":
         return not tail.endswith(b"}")
     return not (head == b"" or tail.endswith(b"[DONE]"))
+
+
+def plain_chunk(event: bytes) -> bool:
+    """A one-line OpenAI content chunk that no dialect rule changes but ``model``: no usage,
+    error, reasoning, tool calls or finish reason (so nothing to normalise, meter or classify;
+    GLM's ``network_error`` comes as a finish reason or inside an error). Checked on bytes,
+    one substring search each (a regex alternation is slower); a false "no" only sends the
+    event down the parsing path."""
+    return (
+        event.startswith(b"data: {")
+        and b'"finish_reason":null' in event
+        and b'"object":"chat.completion.chunk"' in event
+        and b"\n" not in event
+        and b'"usage"' not in event
+        and b'"error"' not in event
+        and b"reasoning" not in event
+        and b"tool_calls" not in event
+        and b'"finish_reason":"' not in event
+        and b'"finish_reason": "' not in event
+    )
 
 
 def event_json(event: bytes) -> Any:

@@ -27,6 +27,7 @@ from gateway.catalogue.schema import LoggingConfig
 from gateway.catalogue.target import Target
 from gateway.observability.access import AccessLog, _ms, _round
 from gateway.observability.logs import (
+    ATOMIC_WRITE,
     AccessWriter,
     StderrHandler,
     UTCNow,
@@ -261,6 +262,42 @@ def test_a_burst_in_one_loop_turn_is_one_write_in_order(logger: logging.Logger) 
     asyncio.run(burst())
     assert stream.writes == 2
     assert [orjson.loads(x)["n"] for x in stream.getvalue().splitlines()] == list(range(17))
+
+
+def test_a_burst_over_pipe_buf_is_cut_at_lines_into_atomic_writes(logger: logging.Logger) -> None:
+    # serve --workers N: N processes write one stderr pipe; a write over PIPE_BUF may be
+    # interleaved with another's, so no write may be longer, nor split a line.
+    stream = plain(logger)
+    w = writer_for(logger)
+    sizes: list[int] = []
+    real_write = stream.write
+
+    def write(s: str) -> int:
+        sizes.append(len(s.encode()))
+        return real_write(s)
+
+    stream.write = write  # type: ignore[method-assign]
+
+    async def burst() -> None:
+        for i in range(60):
+            w.add(orjson.dumps({"n": i, "pad": "x" * (i * 7 % 300)}))
+        w.add(orjson.dumps({"n": 60, "pad": "y" * 5000}))  # longer than one atomic write
+        await asyncio.sleep(0)
+
+    asyncio.run(burst())
+    assert len(sizes) > 2
+    assert all(n <= ATOMIC_WRITE for n in sizes[:-1]) and sizes[-1] > ATOMIC_WRITE
+    written = stream.getvalue()
+    assert written.endswith("\n") and all(chunk.endswith("\n") for chunk in _chunks(written, sizes))
+    assert [orjson.loads(x)["n"] for x in written.splitlines()] == list(range(61))
+
+
+def _chunks(text: str, sizes: list[int]) -> list[str]:
+    data, out, at = text.encode(), [], 0
+    for n in sizes:
+        out.append(data[at : at + n].decode())
+        at += n
+    return out
 
 
 def test_without_a_running_loop_each_line_is_written_at_once(logger: logging.Logger) -> None:

@@ -42,6 +42,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "glm_gateway_request_errors": ("counter", ("error",)),
     "glm_gateway_in_flight_requests": ("gauge", ()),
     "glm_gateway_build_info": ("gauge", ("version",)),
+    "glm_gateway_workers": ("gauge", ()),
     "glm_gateway_request_duration_seconds": ("histogram", ("variant", "stream")),
     "glm_gateway_overhead_seconds": ("histogram", ("stream",)),
     "glm_gateway_stage_duration_seconds": ("histogram", ("stage",)),
@@ -145,6 +146,8 @@ def test_exposition_is_what_prometheus_clients_own_classes_write() -> None:
         twin = stock_twin(metric, twins)
         if metric._name == "glm_gateway_build_info":
             twin.labels(__version__).set(1)
+        if metric._name == "glm_gateway_workers":
+            twin.set(1)
         replay(rng, metric, twin)
     ours = m.render()
     assert ours == generate_latest(WithoutCreated(twins))

@@ -44,6 +44,13 @@ class StreamNormaliser:
         """False when the caller reads the normalised objects, not the bytes: :meth:`chunk`
         then returns :data:`ONE_EVENT` for a chunk that is one event (nothing is encoded)."""
 
+    @property
+    def passes_plain_chunks(self) -> bool:
+        """True when a chunk with nothing to normalise but ``model`` (no reasoning, tool
+        calls, finish reason, usage) comes out of :meth:`chunk` as it went in: no tags to
+        split, no content collected, bytes wanted (the relay then skips parsing it)."""
+        return self._tags is None and self._content is None and self.encode
+
     def keep_raw(self, obj: Any) -> bool:
         """Raw relay: False for a usage chunk the client did not ask for (the gateway did)."""
         return self.include_usage or not _usage_only(obj)

@@ -16,10 +16,13 @@ if os.environ.get("GLM_TEST_PLANT_BUG") == "1":
     import gateway.api.http as http
     import gateway.api.models as models
     import gateway.edge.endpoint as endpoint
+    import gateway.edge.fastpath as fastpath
     import gateway.edge.relay as relay
 
     real_resolve = endpoint.resolve_needs
     real_rewrite = relay.Relay.rewrite
+    real_one, real_run = fastpath.BytePath.one, fastpath.BytePath.run
+    real_text = fastpath.BytePath.text
     real_models = models.models_body
 
     def resolve_needs(body: Any, headers: Any, config: Any) -> Any:
@@ -32,9 +35,28 @@ if os.environ.get("GLM_TEST_PLANT_BUG") == "1":
             raise RuntimeError("planted bug mid-stream")
         return real_rewrite(self, event)
 
+    # Plain chunks skip rewrite() (gateway/edge/fastpath.py): the bug is planted there too.
+    def one(self: Any, event: bytes) -> bytes | None:
+        if b"BOOM-CHUNK" in event:
+            raise RuntimeError("planted bug mid-stream")
+        return real_one(self, event)
+
+    def run(self: Any, buf: bytes, start: int) -> Any:
+        if b"BOOM-CHUNK" in buf[start:]:
+            return None  # each event then goes through one() or rewrite()
+        return real_run(self, buf, start)
+
+    def text(self: Any, event: bytes) -> bytes | None:
+        if b"BOOM-CHUNK" in event:
+            raise RuntimeError("planted bug mid-stream")
+        return real_text(self, event)
+
     def models_body(config: Any) -> Any:
         raise RuntimeError("planted bug in /v1/models")
 
     endpoint.resolve_needs = resolve_needs
     relay.Relay.rewrite = rewrite  # type: ignore[method-assign]
+    fastpath.BytePath.one = one  # type: ignore[method-assign]
+    fastpath.BytePath.run = run  # type: ignore[method-assign]
+    fastpath.BytePath.text = text  # type: ignore[method-assign]
     http.models_body = models_body

@@ -1,0 +1,181 @@
+"""Relayed events that need no parsing: passed on as bytes, the model name rewritten.
+
+A committed stream is mostly content chunks that no rule changes but ``model``: no usage,
+error, reasoning, tool calls or finish reason. :class:`BytePath` recognises them on their bytes
+and gives what :meth:`gateway.edge.relay.Relay.rewrite` would have written for them, without
+parsing, normalising, classifying or re-encoding; anything else it declines (None) and the
+relay takes its full path. Two checks, the second much cheaper:
+
+- :func:`~gateway.routing.sse.plain_chunk` (a handful of substring searches), then
+- once a chunk passed, its *template* (re-learnt from each chunk that passes the checks
+  but not the template): the bytes before its ``"content":"`` and after the string's end.
+  A chunk that is that prefix, a string body without a quote, and that suffix
+  is the same chunk with other text (the stream's id, created and model repeat in every
+  chunk), so it needs only ``startswith``, ``endswith`` and one search for a quote.
+
+:meth:`BytePath.run` does the same at once for the events one read delivered, up to the
+last that fits the template (a handful of counts over the span).
+"""
+
+from __future__ import annotations
+
+from gateway.routing.sse import DONE, plain_chunk
+
+_CONTENT = b'"content":"'
+_BACKSLASH = 0x5C
+
+
+class _Template:
+    __slots__ = ("boundary", "escaped_end", "pre", "pre_out", "quotes", "suf", "suf_out", "suf_run")
+
+    def __init__(self, pre: bytes, suf: bytes, replacements: tuple[tuple[bytes, bytes], ...]):
+        self.pre, self.suf = pre, suf
+        pre_out, suf_out = pre, suf
+        for old, new in replacements:
+            pre_out, suf_out = pre_out.replace(old, new), suf_out.replace(old, new)
+        self.pre_out = pre_out
+        self.suf_out = suf_out + b"\n\n"
+        self.suf_run = suf + b"\n\n"
+        self.quotes = pre.count(b'"') + suf.count(b'"')
+        self.boundary = b"\n\n" + pre
+        """Between two events that fit: every event of a run but the first starts so."""
+        self.escaped_end = b"\\" + suf
+        """The text ending in a backslash: its quote would be escaped, not the string's end."""
+
+
+def _template(event: bytes, replacements: tuple[tuple[bytes, bytes], ...]) -> _Template | None:
+    at = event.find(_CONTENT)
+    if at < 0:
+        return None
+    start = at + len(_CONTENT)
+    end = event.find(b'"', start)
+    if end < 0 or event.find(b"\\", start, end) >= 0:
+        return None  # an escape in this chunk's text: learn from a later one
+    return _Template(event[:start], event[end:], replacements)
+
+
+def _model_field(event: bytes) -> bytes | None:
+    """``"model":"<name>"`` as it stands in ``event`` when it is there once, unescaped."""
+    at = event.find(b'"model":"')
+    if at < 0 or event.find(b'"model":', at + 8) >= 0:
+        return None
+    end = event.find(b'"', at + 9)
+    if end < 0 or event.find(b"\\", at + 9, end) >= 0:
+        return None
+    return event[at : end + 1]
+
+
+class PlainText:
+    """What a front-end that reads objects gets for a plain chunk instead of its object: the
+    chunk's ``content``, still a JSON string (quotes included)."""
+
+    __slots__ = ("quoted",)
+
+    def __init__(self, quoted: bytes) -> None:
+        self.quoted = quoted
+
+
+class BytePath:
+    """The no-parse path of one relay. ``plain``: normalised dialect, the ``"model":"<variant>"``
+    a plain chunk gets in place of the host's model (any name, as normalising does); None: a
+    raw dialect (only the deployment's upstream model id is rewritten, as raw relaying does)."""
+
+    __slots__ = ("_tpl", "plain", "replacements")
+
+    def __init__(self, plain: bytes | None, replacements: tuple[tuple[bytes, bytes], ...]):
+        self.plain = plain
+        self.replacements = replacements
+        self._tpl: _Template | None = None
+
+    def one(self, event: bytes) -> bytes | None:
+        """The bytes to relay for ``event`` (its blank line included), or None."""
+        tpl = self._tpl
+        if tpl is not None:
+            pre, suf = tpl.pre, tpl.suf
+            end = len(event) - len(suf)
+            if (
+                event.startswith(pre)
+                and event.endswith(suf)
+                and end >= len(pre)
+                and event.find(b'"', len(pre), end) < 0
+                and event[end - 1] != _BACKSLASH
+            ):
+                return tpl.pre_out + event[len(pre) : end] + tpl.suf_out
+        if not self._checked(event):
+            return None
+        reps = self.replacements
+        if self.plain is None:
+            out = event
+            for old, new in reps:
+                out = out.replace(old, new)
+        else:  # normalising writes the variant id whatever model the host named
+            model = _model_field(event)
+            if model is None:
+                return None
+            reps = ((model, self.plain),)
+            out = event.replace(model, self.plain)
+        # This chunk passed the checks but not the template (none yet, or it was learnt from
+        # a chunk shaped otherwise, such as the first one with ``role``): learn from it.
+        self._tpl = _template(event, reps) or tpl
+        return out + b"\n\n"
+
+    def text(self, event: bytes) -> bytes | None:
+        """For a front-end that reads objects: a plain chunk's ``content`` as its JSON string
+        (quotes included), or None (the chunk takes the full path)."""
+        tpl = self._tpl
+        if tpl is not None:
+            pre, suf = tpl.pre, tpl.suf
+            end = len(event) - len(suf)
+            if (
+                event.startswith(pre)
+                and event.endswith(suf)
+                and end >= len(pre)
+                and event.find(b'"', len(pre), end) < 0
+                and event[end - 1] != _BACKSLASH
+            ):
+                return b'"' + event[len(pre) : end] + b'"'
+        if not plain_chunk(event):
+            return None
+        learnt = _template(event, ())
+        if learnt is None:
+            return None
+        self._tpl = learnt
+        return b'"' + event[len(learnt.pre) : len(event) - len(learnt.suf)] + b'"'
+
+    def _checked(self, event: bytes) -> bool:
+        if self.plain is not None:
+            return plain_chunk(event)
+        return not (  # what Relay.rewrite parses in a raw stream
+            event.startswith(DONE)
+            or b"network_error" in event
+            or b'"error"' in event
+            or b'"usage":{' in event
+            or b'"usage": {' in event
+        )
+
+    def run(self, buf: bytes, start: int) -> tuple[bytes, int, int] | None:
+        """:meth:`one` for the whole events from ``buf[start:]`` up to the last that ends like
+        the template, at once, when every one of them fits it: (bytes, count, end); else None
+        (the events after it, such as the finish chunk and ``[DONE]``, go one by one)."""
+        tpl = self._tpl
+        if tpl is None:
+            return None
+        last = buf.rfind(tpl.suf_run, start)
+        if last < 0:
+            return None
+        end = last + len(tpl.suf_run)
+        n = buf.count(b"\n\n", start, end)
+        if (
+            not buf.startswith(tpl.pre, start)
+            or buf.count(tpl.boundary, start, end) != n - 1
+            or buf.count(tpl.suf_run, start, end) != n
+            or buf.count(b'"', start, end) != n * tpl.quotes
+            or buf.count(tpl.escaped_end, start, end) != 0
+        ):
+            return None
+        span = buf[start:end]
+        if tpl.pre_out != tpl.pre:
+            span = span.replace(tpl.pre, tpl.pre_out)
+        if tpl.suf_out != tpl.suf_run:
+            span = span.replace(tpl.suf_run, tpl.suf_out)
+        return span, n, end

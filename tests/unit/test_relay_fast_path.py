@@ -1,0 +1,177 @@
+"""The relay's byte fast path (plain content chunks not parsed) against full normalisation.
+
+For every shipped deployment whose stream is normalised or relayed raw, random chunks (plain
+ones, and ones with reasoning, tool calls, finish reasons, usage, errors) go through
+``Relay._quick``: where it answers, the bytes must parse to exactly what the full path
+(``Relay.rewrite``) writes; where it declines, the full path runs anyway.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.catalogue.target import Target
+from gateway.edge.relay import Relay
+from gateway.routing.sse import SSEReader
+
+CONFIG = load_config(default_config_dir(), demo_simulator_url="http://127.0.0.1:9")
+TARGETS = sorted(CONFIG.catalogue.targets, key=lambda t: t.id)
+
+
+def relay(target: Target) -> Relay:
+    session: Any = SimpleNamespace(include_usage=False, guard=None, native=None, prelude=[])
+    return Relay(session, target, SimpleNamespace(), SimpleNamespace())  # type: ignore[arg-type]
+
+
+def chunk(rng: random.Random, target: Target, *, plain: bool = False) -> bytes:
+    delta: dict[str, Any] = {"content": rng.choice(["", "The ", 'say "hi"', "中文 ", "a\nb"])}
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+    obj: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "created": 1}
+    obj["model"] = rng.choice([target.model, target.variant.id, "other-model"])
+    obj["choices"] = [choice]
+    extra = 0 if plain else rng.randrange(8)
+    if plain:
+        obj["model"] = target.model
+    if extra == 1:
+        delta["reasoning"] = "think"
+    elif extra == 2:
+        delta["tool_calls"] = [{"function": {"name": "f", "arguments": {"a": 1}}}]
+    elif extra == 3:
+        choice["finish_reason"] = rng.choice(["stop", "sensitive", "network_error", "length"])
+    elif extra == 4:
+        obj["usage"] = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    elif extra == 5:
+        del obj["object"]
+    return b"data: " + orjson.dumps(obj)
+
+
+def parsed(out: bytes) -> list[Any]:
+    return [orjson.loads(e[6:]) for e in out.split(b"\n\n") if e.startswith(b"data: {")]
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_the_fast_path_writes_what_normalising_writes(target: Target) -> None:
+    rng = random.Random(target.id)
+    fast = relay(target).fast  # one stream's: it learns the chunk template as it goes
+    hits = 0
+    for _ in range(80):
+        event = chunk(rng, target, plain=rng.random() < 0.5)
+        full = relay(target).rewrite(event)
+        got = fast.one(event) if fast is not None else None
+        if got is not None:
+            hits += 1
+            assert parsed(got) == parsed(full), event
+    if fast is not None:
+        assert hits > 0 and fast._tpl is not None
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_a_run_of_events_relays_as_each_one_would(target: Target) -> None:
+    rng = random.Random("run " + target.id)
+    fast = relay(target).fast
+    if fast is None:
+        return
+    assert fast.run(b"data: {}\n\n", 0) is None  # no template learned yet
+    while fast._tpl is None:  # learnt from the first plain chunk without an escape
+        fast.one(chunk(rng, target, plain=True))
+    taken = 0
+    for _ in range(60):
+        plain = rng.random() < 0.6  # content chunks (then maybe a finish chunk), else any mix
+        events = [chunk(rng, target, plain=plain) for _ in range(rng.randrange(1, 6))]
+        if plain and rng.random() < 0.5:
+            events.append(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
+        wire = b"".join(e + b"\n\n" for e in events)
+        got = fast.run(b"junk" + wire, 4)
+        if got is None:
+            continue
+        out, n, end = got
+        taken += 1
+        assert end == 4 + len(b"".join(e + b"\n\n" for e in events[:n]))
+        full = relay(target)
+        assert parsed(out) == [o for e in events[:n] for o in parsed(full.rewrite(e))], wire
+        assert all(fast.one(e) is not None for e in events[:n])  # each would pass alone too
+    assert taken > 0
+
+
+async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
+    events = [b'data: {"n":%d}' % i for i in range(30)] + [b": ping", b"data: [DONE]"]
+    wire = b"".join(e + b"\n\n" for e in events)
+    rng = random.Random(3)
+    cuts = sorted(rng.sample(range(1, len(wire)), 25))
+    parts = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for p in parts:
+            yield p
+
+    reader = SSEReader(chunks())
+    got = []
+    while (e := await reader.next_event()) is not None:
+        got.append(e)
+        while (more := reader.pop_buffered()) is not None:
+            got.append(more)
+    assert got == events
+
+
+async def test_a_run_consumes_exactly_what_take_accepts() -> None:
+    async def chunks(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    wire = b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: {"c":3}\n\ndata: [DONE]\n\ndata: {"d"'
+    reader = SSEReader(chunks(wire))
+    assert await reader.next_event() == b'data: {"a":1}'
+
+    def take(buf: bytes, start: int) -> tuple[bytes, int, int]:
+        end = buf.index(b"data: [DONE]")
+        return b"<" + buf[start:end] + b">", 2, end
+
+    assert reader.pop_run(take) == (b'<data: {"b":2}\n\ndata: {"c":3}\n\n>', 2)
+    assert reader.pop_buffered() == b"data: [DONE]"
+    assert reader.pop_buffered() is None
+    reader = SSEReader(chunks(wire))
+    await reader.next_event()
+    assert reader.pop_run(lambda buf, start: None) is None
+    assert reader.pop_buffered() == b'data: {"b":2}'  # nothing was consumed
+
+
+@pytest.mark.parametrize("stops", [None, ["END"]])
+def test_messages_events_from_plain_text_are_those_from_the_chunk(stops: list[str] | None) -> None:
+    from gateway.frontends.messages_stream import MessagesStream
+
+    rng = random.Random(5)
+    target = next(t for t in TARGETS if relay(t).fast is not None)
+    fast = relay(target).fast
+    assert fast is not None
+    by_obj = MessagesStream("claude-x", thinking_key=b"k" * 32, stop_sequences=stops)
+    by_text = MessagesStream("claude-x", thinking_key=b"k" * 32, stop_sequences=stops)
+    texts = 0
+    for _ in range(60):
+        event = chunk(rng, target, plain=rng.random() < 0.7)
+        obj = orjson.loads(event[6:])
+        quoted = fast.text(event)
+        want = by_obj.feed(obj)
+        if quoted is None:
+            got = by_text.feed(orjson.loads(event[6:]))
+        else:
+            texts += 1
+            assert orjson.loads(quoted) == obj["choices"][0]["delta"]["content"]
+            got = by_text.text(quoted)
+        assert parsed_events(got) == parsed_events(want)
+    assert texts > 0
+    assert parsed_events(by_text.end()) == parsed_events(by_obj.end())
+
+
+def parsed_events(out: bytes) -> list[Any]:
+    return [
+        orjson.loads(line[6:])
+        for ev in out.split(b"\n\n")
+        for line in ev.split(b"\n")
+        if line.startswith(b"data: ")
+    ]
