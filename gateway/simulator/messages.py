@@ -7,7 +7,8 @@ A request goes as a chat request does: record (``api: "messages"``) -> provider 
 (``x-api-key`` or ``Authorization: Bearer``) -> JSON -> the provider's Coding Plan window
 (:mod:`.plans`; ``/{provider}/coding/anthropic`` is the plan) -> model -> scan -> fault ->
 checks -> answer. The answer is decided by the chat simulator's own
-:func:`~.behaviour.plan_answer` on a chat-shaped view of the body (tools, ``tool_choice``, thinking on for ``enabled`` / ``adaptive``)
+:func:`~.behaviour.plan_answer` on a chat-shaped view of the body (tools, ``tool_choice``,
+thinking on for ``enabled`` / ``adaptive``)
 and written by :mod:`.messages_stream`. Directives are read from ``system``, string contents and
 text blocks, and ``tool_result`` contents. Refused as the host would: no ``max_tokens``, a
 ``max_tokens`` over the model's output limit, images on a text-only model, tools on a model
