@@ -14,6 +14,8 @@ class Settings:
     redis_url: str | None
     """``GLM_GATEWAY_REDIS_URL``: overrides ``state.redis_url`` and selects the Redis backend."""
     log_level: str | None
+    database_url: str | None = None
+    """``GLM_GATEWAY_DATABASE_URL``: overrides ``database.url`` (PostgreSQL records)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -22,4 +24,5 @@ class Settings:
             config_dir=env.get("GLM_GATEWAY_CONFIG_DIR") or None,
             redis_url=env.get("GLM_GATEWAY_REDIS_URL") or None,
             log_level=env.get("GLM_GATEWAY_LOG_LEVEL") or None,
+            database_url=env.get("GLM_GATEWAY_DATABASE_URL") or None,
         )

@@ -56,6 +56,9 @@ def resolve_config(
     if settings.redis_url:
         state = gw.state.model_copy(update={"backend": "redis", "redis_url": settings.redis_url})
         gw = gw.model_copy(update={"state": state})
+    if settings.database_url:
+        database = gw.database.model_copy(update={"url": settings.database_url})
+        gw = gw.model_copy(update={"database": database})
     return dataclasses.replace(config, gateway=gw)
 
 
