@@ -1,4 +1,5 @@
-"""The ``glm-gateway`` command: serve, init, check-config, route, catalog, simulate, top, keys."""
+"""The ``glm-gateway`` command: serve, init, check-config, route, catalog, simulate, top, keys,
+spend, migrate."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gateway.catalogue.loader import default_config_dir, load_config
 from gateway.catalogue.schema import DEFAULT_SURFACE
 from gateway.cli.config_cmds import add_config_parsers, cmd_check_config
 from gateway.cli.keys import add_keys_parser
+from gateway.cli.records_cmds import add_records_parsers
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings
 
@@ -324,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_top)
 
     add_keys_parser(sub)
+    add_records_parsers(sub, with_config)
     return p
 
 

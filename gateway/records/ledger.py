@@ -174,7 +174,7 @@ class Ledger:
         async with asyncio.timeout(self._timeout):
             await self._conn.execute(INSERT, [list(c) for c in cols])
         self.written += len(batch)
-        if not self.reachable:
+        if self.last_error is not None:
             log.warning("ledger: PostgreSQL answers again; writing queued spend rows")
         self.reachable, self.last_error = True, None
 
