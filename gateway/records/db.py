@@ -40,10 +40,11 @@ async def connect(url: str, timeout_s: float) -> AsyncConnection[Any]:
 
 
 def errors() -> tuple[type[BaseException], ...]:
-    """What a statement may raise when the server is away (psycopg's errors, OS, timeouts)."""
+    """What a statement may raise when the server is away (psycopg's errors, OS, timeouts, a
+    failed :func:`connect`)."""
     import psycopg
 
-    return (psycopg.Error, OSError, TimeoutError)
+    return (psycopg.Error, OSError, TimeoutError, DatabaseError)
 
 
 def _reason(exc: BaseException) -> str:
