@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("glm_gateway.records")
+RESET_DELAY_S = 3.0
+"""After the state backend lost its data: wait before putting spend back from the ledger."""
 FULL_SYNC_EVERY = 30
 """Key syncs between two full reads (a write whose seq committed late is not missed)."""
 
@@ -71,6 +73,7 @@ class Records:
         self.last_error: str | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._resets: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._prefix = os.urandom(6).hex()
         self._gauges(metrics)
@@ -102,10 +105,11 @@ class Records:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._resets):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.ledger.aclose()
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -151,50 +155,72 @@ class Records:
     async def list_keys(self) -> list[KeyRecord]:
         return await self._keys(lambda k: k.all())
 
-    async def restore(self, key_id: str) -> KeyRecord | None:
+    async def restore(self, key_id: str, *, spend: bool = False) -> KeyRecord | None:
         """The state backend lost ``key_id`` (FLUSHALL, a restart without persistence): put
-        PostgreSQL's record back, with its spend this period from the ledger (plus rows still
-        queued here) on the state's spend counter. Replicas restoring at once take turns on an
-        advisory lock; the second finds the key back and leaves the spend as it is."""
+        PostgreSQL's record back at once (a request waits for it), and :meth:`reset` the rest.
 
-        async def run(k: PgKeys) -> KeyRecord | None:
-            async with k.conn.transaction():
-                await k.conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"glmgw-key:{key_id}",)
-                )
-                record = await k.get(key_id)
-                if record is None or record.revoked:
-                    return record
-                if await self._state.get_key(key_id) is not None:
-                    return record  # another replica put it back
-                now = time.time()
-                since = period_start(record.budget_period, now)
-                cur = await k.conn.execute(
-                    "SELECT coalesce(sum(cost_micros), 0) FROM glm_gateway_spend"
-                    " WHERE key_id = %s AND at >= to_timestamp(%s)",
-                    (key_id, since if math.isfinite(since) else 0.0),
-                )
-                row = await cur.fetchone()
-                spent = int(row[0]) if row else 0
-                spent += self.ledger.pending_for(key_id, since)
-                period, end = period_window(record.budget_period, now)
-                have = await self._state.key_spend(key_id, period)
-                await self._state.put_key(record)
-                if spent > have:
-                    lease = Lease(key_id, int(now), 0, 0, period, end)
-                    await self._state.after(Report(lease=lease, cost_micros=spent - have), now)
-                log.warning(
-                    "key %s was missing from the state backend: restored from PostgreSQL "
-                    "(spend this period $%.6f)",
-                    key_id,
-                    max(spent, have) / 1e6,
-                )
-                return record
-
+        With ``spend``: also put on the state's spend counter the key's spend this period as
+        the ledger has it (plus rows still queued here) when the counter shows less. Replicas
+        doing it at once take turns on an advisory lock: the second finds the record and the
+        spend back, and adds nothing. None when PostgreSQL or the state do not answer."""
         try:
-            return await self._keys(run)
+            record = await self._keys(lambda k: self._restore(k, key_id, spend))
         except (DatabaseError, StateUnavailable):
             return None
+        if not spend:
+            self.reset()
+        return record
+
+    def reset(self) -> None:
+        """The state backend lost its data (its keys version went back): restore every key
+        and its spend, in the background, after ``RESET_DELAY_S`` (replicas that served from
+        local state meanwhile have replayed their journals by then: that spend is not added
+        twice)."""
+        if self._resets is None or self._resets.done():
+            self._resets = asyncio.get_running_loop().create_task(self._restore_all())
+
+    async def _restore_all(self) -> None:
+        await asyncio.sleep(RESET_DELAY_S)
+        try:
+            ids = [r.id for r in await self.list_keys()]
+        except DatabaseError:
+            return
+        for key_id in ids:
+            await self.restore(key_id, spend=True)
+
+    async def _restore(self, k: PgKeys, key_id: str, spend: bool) -> KeyRecord | None:
+        async with k.conn.transaction():
+            await k.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"glmgw-key:{key_id}",)
+            )
+            record = await k.get(key_id)
+            if record is None:
+                return None
+            if await self._state.get_key(key_id) is None:
+                await self._state.put_key(record)
+                log.warning("key %s was missing from the state backend: restored", key_id)
+            if not spend or record.revoked or record.budget_usd is None:
+                return record
+            now = time.time()
+            since = period_start(record.budget_period, now)
+            cur = await k.conn.execute(
+                "SELECT coalesce(sum(cost_micros), 0) FROM glm_gateway_spend"
+                " WHERE key_id = %s AND at >= to_timestamp(%s)",
+                (key_id, since if math.isfinite(since) else 0.0),
+            )
+            row = await cur.fetchone()
+            spent = (int(row[0]) if row else 0) + self.ledger.pending_for(key_id, since)
+            period, end = period_window(record.budget_period, now)
+            have = await self._state.key_spend(key_id, period)
+            if spent > have:
+                lease = Lease(key_id, int(now), 0, 0, period, end)
+                await self._state.after(Report(lease=lease, cost_micros=spent - have), now)
+                log.warning(
+                    "key %s: spend this period restored from the ledger ($%.6f)",
+                    key_id,
+                    spent / 1e6,
+                )
+            return record
 
     async def _keys(self, call: Callable[[PgKeys], Awaitable[T]]) -> T:
         """Run ``call(PgKeys)`` on the keys connection (one at a time), bounded in time."""

@@ -51,6 +51,11 @@ class KeySource(Protocol):
         """Put a record the state backend lost back into it; the record, or None."""
         ...
 
+    def reset(self) -> None:
+        """The state backend lost its data (its keys version went back): restore every key,
+        off the request path."""
+        ...
+
 
 class KeyBook:
     """This replica's copy of the virtual key records."""
@@ -82,10 +87,13 @@ class KeyBook:
         if version == self._version or self._state is None:
             return
         first = self._version is None
+        went_back = not first and version < (self._version or 0)
         self._version = version
         if first and version == 0:
             return
         if self.source is not None:
+            if went_back:
+                self.source.reset()
             self.source.refresh()
             return
         if self._reload is None or self._reload.done():
