@@ -73,6 +73,11 @@ async def ask(gw: Proc, key: str, text: str, rid: str | None = None) -> Any:
         )
 
 
+def cli(*argv: str) -> str:
+    """A command's stdout (it must succeed)."""
+    return subprocess.run(argv, capture_output=True, check=True, text=True).stdout.strip()
+
+
 def charge(usage: Any) -> int:
     return math.ceil(usage.prompt_tokens * PRICE + usage.completion_tokens * PRICE)
 
@@ -120,10 +125,9 @@ async def test_keys_and_budgets_survive_flushall_and_a_redis_restart(
             shown = await admin(b, "GET", f"/admin/keys/{live['id']}")
             assert round(shown["spend_usd"] * 1e6) == charged
 
-            flushed = subprocess.run(
-                ["redis-cli", "-p", str(redis.port), "FLUSHALL"], capture_output=True, check=True
+            assert (
+                await asyncio.to_thread(cli, "redis-cli", "-p", str(redis.port), "FLUSHALL") == "OK"
             )
-            assert flushed.stdout.strip() == b"OK"
             for i, gw in enumerate(procs):  # the first request on each replica finds it gone
                 charged += charge((await ask(gw, live["key"], f"after flush {i}")).usage)
                 with pytest.raises(openai.AuthenticationError, match="revoked"):
@@ -181,12 +185,11 @@ async def test_ledger_spend_equals_the_sum_of_usage_across_two_replicas(
                     for u in used
                 )
                 assert sum(r[3] for r in rows) == cached
-            report = subprocess.run(
-                [sys.executable, "-m", "gateway.cli", "spend", "--json", "--database-url", db,
-                 "--key", keys[0]["id"]],
-                capture_output=True, check=True, text=True,
+            report = await asyncio.to_thread(
+                cli, sys.executable, "-m", "gateway.cli", "spend", "--json", "--database-url", db,
+                "--key", keys[0]["id"],
             )  # fmt: skip
-            days = json.loads(report.stdout)
+            days = json.loads(report)
             used = [u for kid, u in answers if kid == keys[0]["id"]]
             assert sum(d["requests"] for d in days) == 100
             assert sum(d["tokens_in"] for d in days) == sum(u.prompt_tokens for u in used)
