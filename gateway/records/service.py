@@ -157,7 +157,8 @@ class Records:
 
     async def restore(self, key_id: str, *, spend: bool = False) -> KeyRecord | None:
         """The state backend lost ``key_id`` (FLUSHALL, a restart without persistence): put
-        PostgreSQL's record back at once (a request waits for it), and :meth:`reset` the rest.
+        PostgreSQL's record back at once (a request waits for it; PostgreSQL down: this replica's
+        copy), and :meth:`reset` the rest.
 
         With ``spend``: also put on the state's spend counter the key's spend this period as
         the ledger has it (plus rows still queued here) when the counter shows less. Replicas
@@ -165,10 +166,27 @@ class Records:
         spend back, and adds nothing. None when PostgreSQL or the state do not answer."""
         try:
             record = await self._keys(lambda k: self._restore(k, key_id, spend))
-        except (DatabaseError, StateUnavailable):
+        except StateUnavailable:
             return None
+        except DatabaseError:
+            record = await self._from_cache(key_id) if not spend else None
+            if record is None:
+                return None
         if not spend:
             self.reset()
+        return record
+
+    async def _from_cache(self, key_id: str) -> KeyRecord | None:
+        """PostgreSQL does not answer either: this replica's copy of the record (as of its
+        last sync) goes back into the state backend."""
+        record = self._book.cached(key_id) if self._book is not None else None
+        if record is None:
+            return None
+        try:
+            await self._state.put_key(record)
+        except StateUnavailable:
+            return None
+        log.warning("key %s was missing from the state backend: restored from the cache", key_id)
         return record
 
     def reset(self) -> None:

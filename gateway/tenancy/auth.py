@@ -110,8 +110,9 @@ class KeyBook:
         holds no record of it) and the source put it back, so the request may ask again."""
         if self.source is None or self._state is None or record.revoked:
             return False
-        if await self._state.get_key(record.id) is not None:
-            return False  # revoked there indeed
+        held = await self._state.get_key(record.id)
+        if held is not None:  # revoked there indeed, or put back meanwhile (ask again)
+            return not held.revoked
         fresh = await self.source.restore(record.id)
         if fresh is None:
             return False

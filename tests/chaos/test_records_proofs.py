@@ -5,8 +5,8 @@ the openai SDK, the provider simulator upstream.
 - keys and budgets survive ``FLUSHALL`` and a Redis restart without persistence;
 - the ledger's spend equals the sum of ``usage`` over a load run across two replicas, to the
   token;
-- PostgreSQL killed mid-run and restarted: every request answered, no ledger row lost, none
-  doubled.
+- PostgreSQL killed mid-run (and Redis flushed meanwhile) and restarted: every request
+  answered, no ledger row lost, none doubled.
 
 Waits poll for a state with a generous bound; nothing asserts on timing.
 """
@@ -235,6 +235,9 @@ async def test_postgres_killed_mid_run_loses_and_doubles_no_ledger_row(
 
             await load(60, "during")
             await until(degraded, "both replicas to see PostgreSQL gone")
+            # Redis loses the key too: each replica puts back its own copy (PostgreSQL is down)
+            flushed = await asyncio.to_thread(cli, "redis-cli", "-p", str(redis.port), "FLUSHALL")
+            assert flushed == "OK"
             await load(60, "during2")
             async with aiohttp.ClientSession() as http, http.get(procs[0].url + "/readyz") as r:
                 ready = await r.json()
