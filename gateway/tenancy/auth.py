@@ -107,7 +107,8 @@ class KeyBook:
 
     async def recover(self, record: KeyRecord) -> bool:
         """The state backend refused ``record`` as revoked: True when it had lost the key (it
-        holds no record of it) and the source put it back, so the request may ask again."""
+        holds no record of it) and the source put it back, or another request just did, so the
+        request may ask again; False when the key is revoked there indeed."""
         if self.source is None or self._state is None or record.revoked:
             return False
         held = await self._state.get_key(record.id)
