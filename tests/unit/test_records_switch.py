@@ -112,3 +112,37 @@ def test_without_a_database_no_postgresql_code_is_loaded() -> None:
     assert probe({}) == {"status": 502, "loaded": []}
     on = probe({"GLM_GATEWAY_DATABASE_URL": "postgresql://gw:pw@127.0.0.1:1/records"})
     assert "gateway.records.service" in on["loaded"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("period", "start"),
+    [
+        ("hour", "2026-03-31 22:00:00"),
+        ("day", "2026-03-31 00:00:00"),
+        ("week", "2026-03-30 00:00:00"),  # a Monday
+        ("month", "2026-03-01 00:00:00"),
+    ],
+)
+def test_a_budget_period_starts_where_the_previous_one_ends(period: str, start: str) -> None:
+    import calendar
+    import time
+
+    from gateway.tenancy.keys import period_start, period_window
+
+    now = calendar.timegm(time.strptime("2026-03-31 22:59:59", "%Y-%m-%d %H:%M:%S"))
+    begin = period_start(period, now)
+    assert time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(begin)) == start
+    assert period_window(period, begin - 1)[1] == begin  # the previous period ends there
+    assert period_window(period, begin)[0] == period_window(period, now)[0]
+
+
+def test_spend_since_takes_a_date_or_a_span() -> None:
+    from gateway.cli.records_cmds import parse_since
+    from gateway.errors import GatewayError
+
+    assert parse_since("2026-03-01", 0) == 1772323200.0
+    assert parse_since("7d", 1000000.0) == 1000000.0 - 7 * 86400
+    assert parse_since("12h", 1000000.0) == 1000000.0 - 12 * 3600
+    assert parse_since(None, 5.0) is None
+    with pytest.raises(GatewayError, match="expected YYYY-MM-DD"):
+        parse_since("yesterday", 0)
