@@ -166,8 +166,8 @@ class Records:
         spend back, and adds nothing. None when PostgreSQL or the state do not answer."""
         try:
             record = await self._keys(lambda k: self._restore(k, key_id, spend))
-        except StateUnavailable:
-            return None
+        except StateUnavailable:  # the state went away meanwhile: its local copy answers now
+            return self._book.cached(key_id) if self._book is not None and not spend else None
         except DatabaseError:
             record = await self._from_cache(key_id) if not spend else None
             if record is None:
