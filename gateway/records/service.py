@@ -76,6 +76,7 @@ class Records:
         self._resets: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._prefix = os.urandom(6).hex()
+        self._metrics = metrics
         self._gauges(metrics)
 
     def _gauges(self, metrics: Metrics) -> None:
@@ -121,10 +122,15 @@ class Records:
         self._wake.set()
 
     async def _loop(self) -> None:
+        resyncs = _count(self._metrics.state_resyncs)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._cfg.key_sync_s)
             self._wake.clear()
+            now = _count(self._metrics.state_resyncs)
+            if now > resyncs:  # Redis came back after an outage: it may have lost its data
+                resyncs = now
+                self.reset()
             with contextlib.suppress(DatabaseError):
                 await self.sync()
 
@@ -190,10 +196,11 @@ class Records:
         return record
 
     def reset(self) -> None:
-        """The state backend lost its data (its keys version went back): restore every key
-        and its spend, in the background, after ``RESET_DELAY_S`` (replicas that served from
-        local state meanwhile have replayed their journals by then: that spend is not added
-        twice)."""
+        """The state backend may have lost its data (its keys version went back, a key went
+        missing, or Redis came back after an outage): restore every key and its spend, in the
+        background, after ``RESET_DELAY_S`` (replicas that served from local state meanwhile
+        have replayed their journals by then: that spend is not added twice). Where nothing
+        was lost, the ledger's spend is not above the state's and nothing is added."""
         if self._resets is None or self._resets.done():
             self._resets = asyncio.get_running_loop().create_task(self._restore_all())
 
@@ -313,3 +320,12 @@ class Records:
             "ledger_written": self.ledger.written,
             "error": self.last_error or self.ledger.last_error,
         }
+
+
+def _count(counter: Any) -> float:
+    """A label-less counter's value, through prometheus-client's public ``collect``."""
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                return float(sample.value)
+    return 0.0
