@@ -3,8 +3,8 @@ replicas (``glm-gateway serve``) sharing a ``redis-server`` and a PostgreSQL, cl
 the openai SDK, the provider simulator upstream.
 
 - keys and budgets survive ``FLUSHALL`` and a Redis restart without persistence;
-- the ledger's spend equals the sum of ``usage`` over a load run across two replicas, to the
-  token;
+- the ledger's spend equals the sum of ``usage`` over a load run across two replicas (streams
+  among them), to the token;
 - PostgreSQL killed mid-run (and Redis flushed meanwhile) and restarted: every request
   answered, no ledger row lost, none doubled.
 
@@ -72,6 +72,23 @@ async def ask(gw: Proc, key: str, text: str, rid: str | None = None) -> Any:
             max_tokens=16,
             extra_headers={**PRICED, **({"x-request-id": rid} if rid else {})},
         )
+
+
+async def stream_usage(gw: Proc, key: str, text: str) -> Any:
+    async with sdk_client(gw, key) as c:
+        stream = await c.chat.completions.create(
+            model="glm-4-32b",
+            messages=[{"role": "user", "content": text}],
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=PRICED,
+        )
+        usage = None
+        async for chunk in stream:
+            usage = chunk.usage or usage
+    assert usage is not None
+    return usage
 
 
 def cli(*argv: str) -> str:
@@ -164,9 +181,11 @@ async def test_ledger_spend_equals_the_sum_of_usage_across_two_replicas(
             sem = asyncio.Semaphore(16)
 
             async def one(i: int) -> tuple[str, Any]:
-                key = keys[i % 2]
+                key, gw, text = keys[i % 2], procs[(i // 2) % 2], f"load {i} {uuid.uuid4()}"
                 async with sem:
-                    done = await ask(procs[(i // 2) % 2], key["key"], f"load {i} {uuid.uuid4()}")
+                    if i % 4 == 3:  # a stream: its usage comes in the last chunk
+                        return key["id"], await stream_usage(gw, key["key"], text)
+                    done = await ask(gw, key["key"], text)
                 return key["id"], done.usage
 
             answers = await asyncio.gather(*(one(i) for i in range(200)))
