@@ -125,9 +125,18 @@ async def test_keys_and_budgets_survive_flushall_and_a_redis_restart(
             live = await admin(a, "POST", "/admin/keys", {"name": "live", "budget_usd": 5})
             dead = await admin(a, "POST", "/admin/keys", {"name": "dead"})
             await admin(a, "DELETE", f"/admin/keys/{dead['id']}")
+            tight = await admin(a, "POST", "/admin/keys", {"name": "tight", "budget_usd": 1e-5})
             charged = 0
             for i in range(6):
                 charged += charge((await ask(procs[i % 2], live["key"], f"before {i}")).usage)
+            for i in range(20):  # spend the tight key's budget
+                try:
+                    await ask(procs[i % 2], tight["key"], f"tight {i}")
+                except openai.RateLimitError as exc:
+                    assert "budget is spent" in str(exc)
+                    break
+            else:
+                raise AssertionError("the tight budget never ran out")
 
             async def written(n: int) -> bool:
                 return len(ledger(db, "key_id = %s", (live["id"],))) == n
@@ -153,6 +162,15 @@ async def test_keys_and_budgets_survive_flushall_and_a_redis_restart(
             shown = await admin(a, "GET", f"/admin/keys/{live['id']}")
             assert shown["budget_usd"] == 5
             await until(lambda: spend_is(charged), "the spend to be back after FLUSHALL")
+
+            async def tight_spent() -> bool:
+                shown = await admin(a, "GET", f"/admin/keys/{tight['id']}")
+                return bool(shown["spend_usd"] > 0)
+
+            await until(tight_spent, "the tight key's spend to be back")
+            for gw in procs:  # its budget is still spent
+                with pytest.raises(openai.RateLimitError, match="budget is spent"):
+                    await ask(gw, tight["key"], "over budget?")
 
             redis.stop()  # no persistence: it comes back empty
             redis.start()
