@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import hmac
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from fastapi import FastAPI
 
@@ -41,6 +42,9 @@ from gateway.state.redis_target import redis_target
 from gateway.tenancy.auth import Authenticator, KeyBook
 from gateway.tenancy.limits import Admission
 from gateway.tenancy.shedding import InFlightGate
+
+if TYPE_CHECKING:
+    from gateway.records.service import Records
 
 GC_GEN0_THRESHOLD = 50_000
 """Allocations between young-generation collections once the app has started (CPython's
@@ -148,7 +152,8 @@ def build_services(
     redactor = redactor if redactor is not None else build_redactor(config)
     server = config.gateway.server
     state = build_state(config, metrics)
-    keys = KeyBook(state)
+    records = build_records(config, state, metrics)
+    keys = KeyBook(state, records)
     gen = build_generation(config, None, state=state, keys=keys, metrics=metrics, redactor=redactor)
     services = Services(
         generation=gen,
@@ -166,7 +171,26 @@ def build_services(
         tracing=build_tracing(redactor),
     )
     attach_routes(services, gen)
+    if records is not None:
+        services.extras["records"] = records
+        services.access.ledger = records.on_request
     return services
+
+
+def build_records(config: Config, state: StateStore, metrics: Metrics) -> Records | None:
+    """PostgreSQL records when ``database.url`` is set (the only import of
+    :mod:`gateway.records`); else None, with a WARNING when keys then live in Redis alone."""
+    if config.gateway.database.url is None:
+        if config.gateway.state.backend == "redis":
+            logging.getLogger("glm_gateway.records").warning(
+                "Virtual keys and their spend live in Redis only: a FLUSHALL, an eviction or a "
+                "restart without persistence loses them. Set GLM_GATEWAY_DATABASE_URL "
+                "(PostgreSQL) to keep them."
+            )
+        return None
+    from gateway.records.service import Records
+
+    return Records(config.gateway.database, state, metrics)
 
 
 def build_reloader(
@@ -238,6 +262,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             await on_startup()
+        records = services.extras.get("records")
+        if records is not None:
+            await cast("Records", records).start(services.keys)
         loop_lag.start()
         quota.start()
         quiet_gc()
@@ -248,6 +275,8 @@ def create_app(
             await loop_lag.stop()
             await reloader.aclose()  # every generation's upstream pools
             await services.keys.aclose()
+            if records is not None:
+                await cast("Records", records).aclose()  # the ledger's queue written or spooled
             await services.state.aclose()
             if services.tracing is not None:
                 await services.tracing.aclose()

@@ -14,6 +14,8 @@ class Settings:
     redis_url: str | None
     """``GLM_GATEWAY_REDIS_URL``: overrides ``state.redis_url`` and selects the Redis backend."""
     log_level: str | None
+    database_url: str | None = None
+    """``GLM_GATEWAY_DATABASE_URL``: overrides ``database.url`` (PostgreSQL records)."""
     redis_sentinels: str | None = None
     """``GLM_GATEWAY_REDIS_SENTINELS`` (+ ``GLM_GATEWAY_REDIS_SENTINEL_SERVICE``): Sentinel mode."""
     redis_sentinel_service: str | None = None
@@ -42,6 +44,7 @@ class Settings:
             config_dir=env.get("GLM_GATEWAY_CONFIG_DIR") or None,
             redis_url=env.get("GLM_GATEWAY_REDIS_URL") or None,
             log_level=env.get("GLM_GATEWAY_LOG_LEVEL") or None,
+            database_url=env.get("GLM_GATEWAY_DATABASE_URL") or None,
             redis_sentinels=env.get("GLM_GATEWAY_REDIS_SENTINELS") or None,
             redis_sentinel_service=env.get("GLM_GATEWAY_REDIS_SENTINEL_SERVICE") or None,
             redis_cluster_nodes=env.get("GLM_GATEWAY_REDIS_CLUSTER_NODES") or None,

@@ -9,7 +9,7 @@ replica at its next request.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -20,6 +20,23 @@ from gateway.api.openapi import errors, json_body, operation
 from gateway.errors import BodyTooLarge, InvalidRequest, NotFound
 from gateway.services import Services
 from gateway.tenancy.keys import MICROS, KeyRecord, KeySpec, new_key, period_window
+
+if TYPE_CHECKING:
+    from gateway.records.service import Records
+
+
+def _records(s: Services) -> Records | None:
+    """PostgreSQL records when configured: keys are written there first (the source of
+    truth), then copied into the state backend."""
+    return s.extras.get("records")  # type: ignore[return-value]
+
+
+async def _put(s: Services, record: KeyRecord) -> None:
+    records = _records(s)
+    if records is not None:
+        await records.put_key(record)
+    await s.state.put_key(record)
+    s.auth.keys.put(record)
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
@@ -78,7 +95,8 @@ async def describe(s: Services, record: KeyRecord, now: float) -> dict[str, Any]
 
 
 async def _find(s: Services, key_id: str) -> KeyRecord:
-    record = await s.state.get_key(key_id)
+    records = _records(s)
+    record = await (records.get_key(key_id) if records else s.state.get_key(key_id))
     if record is None:
         raise NotFound(f"No virtual key with id {key_id!r}.", code="key_not_found")
     return record
@@ -103,8 +121,7 @@ def register_admin(app: FastAPI, s: Services) -> None:
         spec = _spec(await read_capped(request, s.config.gateway.server.max_body_bytes), s)
         now = time.time()
         token, record = new_key(spec, s.config.gateway.auth.key_defaults, now)
-        await s.state.put_key(record)
-        s.auth.keys.put(record)
+        await _put(s, record)
         out = await describe(s, record, now)
         out["key"] = token
         out["note"] = "Store this key now: the gateway keeps only its hash, never the key."
@@ -120,7 +137,8 @@ def register_admin(app: FastAPI, s: Services) -> None:
     async def _list(request: Request) -> Response:
         s.auth.require_master(request.headers.get("authorization"))
         now = time.time()
-        records = await s.state.list_keys()
+        db = _records(s)
+        records = await (db.list_keys() if db else s.state.list_keys())
         return _json({"object": "list", "data": [await describe(s, r, now) for r in records]})
 
     @app.get(
@@ -139,8 +157,7 @@ def register_admin(app: FastAPI, s: Services) -> None:
         s.auth.require_master(request.headers.get("authorization"))
         now = time.time()
         record = (await _find(s, key_id)).revoke(now)
-        await s.state.put_key(record)
-        s.auth.keys.put(record)
+        await _put(s, record)
         return _json(await describe(s, record, now))
 
     @app.post(

@@ -78,7 +78,9 @@ def register_dashboard(app: FastAPI, s: Services) -> None:
     )
     async def _data(request: Request) -> Response:
         require_master(s, request.headers.get("authorization"))
-        body = await dashboard_data(s.access.stats, s.metrics, s.state, backend, targets)
+        body = await dashboard_data(
+            s.access.stats, s.metrics, s.state, backend, targets, s.extras.get("records")
+        )
         return Response(
             orjson.dumps(body),
             media_type="application/json",

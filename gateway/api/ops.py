@@ -37,17 +37,25 @@ async def refresh_state_metrics(
 
 
 async def dashboard_data(
-    stats: Stats, metrics: Metrics, state: StateStore, backend: str, targets: Sequence[Target]
+    stats: Stats,
+    metrics: Metrics,
+    state: StateStore,
+    backend: str,
+    targets: Sequence[Target],
+    records: Any = None,
 ) -> dict[str, Any]:
-    """The dashboard's JSON: the rolling stats and totals, and the circuits as state has them."""
+    """The dashboard's JSON: the rolling stats and totals, and the circuits as state has them
+    (and PostgreSQL records' status, when configured: ``state.records``)."""
     if metrics.fleet is not None:  # serve --workers N: every worker's figures
         metrics, stats = await metrics.fleet.combined(metrics, stats)
     health = await _quietly(state.health(time.time()))
-    about = {
+    about: dict[str, Any] = {
         "backend": backend,
         "reachable": health is not None,
         "degraded": bool(getattr(state, "degraded", False)),
     }
+    if records is not None:
+        about["records"] = records.status()
     return overview(stats, metrics, health, about, targets)
 
 
@@ -58,14 +66,23 @@ async def key_bad_targets(s: Services) -> frozenset[str]:
     return frozenset(h.target_id for h in health if h.state == "open" and h.last_failure == "auth")
 
 
+def _records_status(s: Services) -> dict[str, Any]:
+    """``records``: PostgreSQL's status (keys, ledger queue) when a database is configured."""
+    records: Any = s.extras.get("records")
+    return {} if records is None else {"records": records.status()}
+
+
 async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
-    """200 while config is loaded; ``degraded`` when the state backend does not answer; 503
+    """200 while config is loaded; ``degraded`` when the state backend (or PostgreSQL, when
+    configured) does not answer; 503
     ``draining`` from the first stop signal on (the process still serves for the grace)."""
     reachable = await s.state.ping()
     backend = s.config.gateway.state.backend
     health = await s.state.health(time.time())
     draining = s.lifecycle.draining
-    status = "draining" if draining else "ready" if reachable else "degraded"
+    records_ok = s.extras.get("records") is None or _records_status(s)["records"]["reachable"]
+    ok = reachable and records_ok
+    status = "draining" if draining else "ready" if ok else "degraded"
     return 503 if draining else 200, {
         "status": status,
         "config": {
@@ -82,6 +99,7 @@ async def readiness(s: Services) -> tuple[int, dict[str, Any]]:
             "reachable": reachable,
             "degraded": s.state.degraded,
         },
+        **_records_status(s),
         "prompt_tokens": "cl100k" if exact_counting_problem() is None else "byte_bound",
         "open_circuits": [h.target_id for h in health if h.state == "open"],
         "key_bad": [h.target_id for h in health if h.state == "open" and h.last_failure == "auth"],

@@ -78,9 +78,9 @@ def config_secrets(config: Config, environ: Mapping[str, str] | None = None) -> 
     """Every secret the config holds, for :class:`gateway.observability.redact.Redactor`.
 
     Provider API keys, the values of secret-looking provider ``headers`` and ``litellm_params``
-    (and a header's token without its ``Bearer`` scheme), the master key, the Redis URL's
-    password, ``logging.redact``, and the AWS credentials LiteLLM reads from ``environ``
-    (default ``os.environ``) when a provider uses it.
+    (and a header's token without its ``Bearer`` scheme), the master key, the Redis and
+    database URLs' passwords, ``logging.redact``, and the AWS credentials LiteLLM reads from
+    ``environ`` (default ``os.environ``) when a provider uses it.
     """
     env = os.environ if environ is None else environ
     gw = config.gateway
@@ -98,6 +98,8 @@ def config_secrets(config: Config, environ: Mapping[str, str] | None = None) -> 
         found.append(gw.auth.master_key)
     if gw.state.redis_url:
         found.append(urlsplit(gw.state.redis_url).password or "")
+    if gw.database.url:
+        found.append(urlsplit(gw.database.url).password or "")
     found += gw.logging.redact
     return tuple(dict.fromkeys(s for s in found if s))
 

@@ -330,6 +330,26 @@ class StateConfig(Strict):
     """Prefix of every Redis key, so several gateways (or tests) can share one server."""
 
 
+class DatabaseConfig(Strict):
+    """PostgreSQL records (``GLM_GATEWAY_DATABASE_URL`` overrides ``url``): virtual keys and
+    the spend ledger. Unset: keys live in the state backend and no ledger is kept."""
+
+    url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    """``postgresql://user:pass@host:port/db`` (never logged with its password)."""
+    connect_timeout_s: PositiveFloat = 3.0
+    """Longest wait to connect; past it the gateway serves from its key cache."""
+    key_sync_s: PositiveFloat = 2.0
+    """How often each replica reads key changes (created, revoked) from PostgreSQL."""
+    batch_size: PositiveInt = 500
+    """Ledger rows written per batch (one INSERT)."""
+    flush_interval_s: PositiveFloat = 0.5
+    """Longest a ledger row waits in memory before its batch is written."""
+    max_queued: PositiveInt = 100_000
+    """Ledger rows held in memory while PostgreSQL is away; past it they spill to disk."""
+    spool_dir: str | None = None
+    """Where ledger rows spill (one file per process); default: the system temp dir."""
+
+
 class BreakerConfig(Strict):
     failure_threshold: PositiveInt = 5
     """Consecutive failures that open a deployment's circuit."""
@@ -412,6 +432,7 @@ class GatewayFile(Strict):
     routing: RoutingConfig = RoutingConfig()
     auth: AuthConfig = AuthConfig()
     state: StateConfig = StateConfig()
+    database: DatabaseConfig = DatabaseConfig()
     breaker: BreakerConfig = BreakerConfig()
     logging: LoggingConfig = LoggingConfig()
     aliases: dict[str, RouteAlias] = Field(default_factory=dict)

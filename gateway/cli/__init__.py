@@ -1,4 +1,5 @@
-"""The ``glm-gateway`` command: serve, init, check-config, route, catalog, simulate, top, keys."""
+"""The ``glm-gateway`` command: serve, init, check-config, route, catalog, simulate, top, keys,
+spend, migrate."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gateway.catalogue.loader import default_config_dir, load_config
 from gateway.catalogue.schema import DEFAULT_SURFACE
 from gateway.cli.config_cmds import add_config_parsers, cmd_check_config
 from gateway.cli.keys import add_keys_parser
+from gateway.cli.records_cmds import add_records_parsers
 from gateway.cli.workers import WORKERS_HELP, serve_workers, workers_refused
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings
@@ -62,6 +64,9 @@ def resolve_config(
         if problems:
             raise ConfigError("environment: " + "; ".join(problems))
         gw = gw.model_copy(update={"state": state})
+    if settings.database_url:
+        database = gw.database.model_copy(update={"url": settings.database_url})
+        gw = gw.model_copy(update={"database": database})
     return dataclasses.replace(config, gateway=gw)
 
 
@@ -334,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_top)
 
     add_keys_parser(sub)
+    add_records_parsers(sub, with_config)
     return p
 
 

@@ -1,9 +1,12 @@
-"""``glm-gateway keys``: create, list, show and revoke virtual keys through the admin API.
+"""``glm-gateway keys``: create, list, show and revoke virtual keys.
 
-It talks to a running gateway (``--url``, default ``$GLM_GATEWAY_URL`` or
-``http://127.0.0.1:8080``) with the master key (``--master-key`` or
-``$GLM_GATEWAY_MASTER_KEY``), so it works the same with the memory backend (keys live in that
-process) and with Redis (any replica will do).
+With a database configured (``--database-url``, ``$GLM_GATEWAY_DATABASE_URL`` or
+``database.url``) and no ``--url``, keys are managed in PostgreSQL directly
+(:mod:`gateway.cli.records_cmds`); running gateways pick the change up within
+``database.key_sync_s``. Otherwise it talks to a running gateway's admin API (``--url``,
+default ``$GLM_GATEWAY_URL`` or ``http://127.0.0.1:8080``) with the master key
+(``--master-key`` or ``$GLM_GATEWAY_MASTER_KEY``), so it works the same with the memory backend
+(keys live in that process) and with Redis (any replica will do).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import urllib.request
 from typing import Any
 
 from gateway.catalogue.schema import BUDGET_PERIODS, CAPABILITIES
+from gateway.cli.records_cmds import database_arg, keys_in_database
+from gateway.errors import GatewayError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -30,8 +35,19 @@ def _csv(value: str) -> list[str]:
 
 
 def add_keys_parser(sub: Any) -> None:
-    k = sub.add_parser("keys", help="manage virtual API keys on a running gateway (admin API)")
-    k.add_argument("--url", default=None, help=f"gateway base URL (default: {DEFAULT_URL})")
+    k = sub.add_parser(
+        "keys",
+        help="manage virtual API keys: in PostgreSQL when a database is configured, else on a "
+        "running gateway (admin API)",
+    )
+    k.add_argument(
+        "--url",
+        default=None,
+        help=f"a running gateway's base URL: use its admin API (default without a database: "
+        f"$GLM_GATEWAY_URL, else {DEFAULT_URL})",
+    )
+    k.add_argument("--config", metavar="DIR", help="config directory (database.url, key defaults)")
+    database_arg(k)
     k.add_argument("--master-key", default=None, help="default: $GLM_GATEWAY_MASTER_KEY")
     ks = k.add_subparsers(dest="keys_command", required=True)
     c = ks.add_parser("create", help="create a key; prints it once")
@@ -64,6 +80,14 @@ def add_keys_parser(sub: Any) -> None:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    if args.url is None and not os.environ.get("GLM_GATEWAY_URL"):
+        try:
+            out = keys_in_database(args, _spec(args))
+        except GatewayError as exc:
+            print(f"glm-gateway keys: {exc.message}", file=sys.stderr)
+            return 1
+        if out is not None:
+            return _print(args, out)
     url = (args.url or os.environ.get("GLM_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
     master = args.master_key or os.environ.get("GLM_GATEWAY_MASTER_KEY")
     if not master:
@@ -74,6 +98,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     except AdminError as exc:
         print(f"glm-gateway keys: {exc}", file=sys.stderr)
         return 1
+    return _print(args, out)
+
+
+def _print(args: argparse.Namespace, out: dict[str, Any]) -> int:
     if args.keys_command == "create":
         print(f"key: {out['key']}  (shown once: store it now)", file=sys.stderr)
     print(json.dumps(out, indent=2))
@@ -83,24 +111,30 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, url: str, master: str) -> dict[str, Any]:
     cmd = args.keys_command
     if cmd == "create":
-        spec = {
-            "name": args.name,
-            "allowed_variants": args.variants,
-            "allowed_capabilities": args.capabilities,
-            "rpm": args.rpm,
-            "tpm": args.tpm,
-            "budget_usd": args.budget,
-            "budget_period": args.period,
-            "downgrade": args.downgrade,
-            "max_in_flight": args.max_in_flight,
-            "surfaces": args.surfaces,
-        }
-        body = {k: v for k, v in spec.items() if v is not None}
-        return call("POST", f"{url}/admin/keys", master, body)
+        return call("POST", f"{url}/admin/keys", master, _spec(args))
     if cmd == "list":
         return call("GET", f"{url}/admin/keys", master)
     method = "DELETE" if cmd == "revoke" else "GET"
     return call(method, f"{url}/admin/keys/{args.key_id}", master)
+
+
+def _spec(args: argparse.Namespace) -> dict[str, Any]:
+    """``create``'s flags as a key spec (the unset ones left out); {} for other commands."""
+    if args.keys_command != "create":
+        return {}
+    spec = {
+        "name": args.name,
+        "allowed_variants": args.variants,
+        "allowed_capabilities": args.capabilities,
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "budget_usd": args.budget,
+        "budget_period": args.period,
+        "downgrade": args.downgrade,
+        "max_in_flight": args.max_in_flight,
+        "surfaces": args.surfaces,
+    }
+    return {k: v for k, v in spec.items() if v is not None}
 
 
 def call(method: str, url: str, master: str, body: Any = None) -> dict[str, Any]:

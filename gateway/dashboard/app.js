@@ -284,7 +284,10 @@
     last = d;
     $("version").textContent = "v" + d.version;
     $("meta").textContent = `up ${fmtDuration(d.uptime_s)} · state ${d.state.backend}` +
-      (d.state.degraded ? " (degraded)" : d.state.reachable ? "" : " (unreachable)");
+      (d.state.degraded ? " (degraded)" : d.state.reachable ? "" : " (unreachable)") +
+      (d.state.records ? " · postgres " + (d.state.records.reachable ? "ok" :
+        "down: " + (d.state.records.ledger_queued + d.state.records.ledger_spooled) +
+        " spend rows queued") : "");
     drawKpis(d);
     drawCharts(d);
     drawTables(d);

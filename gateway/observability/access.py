@@ -19,6 +19,7 @@ line does not (nothing upstream-written is in it but ``usage``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,6 +204,8 @@ class AccessLog:
         self._answered: dict[tuple[str, str, int, bool, str], _Answered] = {}
         self._stages: tuple[PlainHistogram, ...] = ()
         """parse, route, state, other: created with the first planned request, as before."""
+        self.ledger: Callable[[Record], None] | None = None
+        """The spend ledger's hook (PostgreSQL records): every finished request, once."""
 
     def emit(
         self,
@@ -231,6 +234,8 @@ class AccessLog:
         self._observe_routing(rec)
         self._observe_usage(rec)
         self._count(rec)
+        if self.ledger is not None:
+            self.ledger(rec)
         if self._writer.enabled():
             line = rec.line(self._now())
             line["api"] = api

@@ -5,6 +5,10 @@ Virtual key records come from the state backend through :class:`KeyBook`, this r
 a key it has not seen costs one lookup, then lives in the copy, which reloads (off the hot path)
 whenever the backend's keys version moves. Revocation does not wait for that: the backend checks
 it on every request (:meth:`gateway.state.base.StateStore.before`).
+
+With PostgreSQL (:mod:`gateway.records`) the copy is filled from the database (a
+:class:`KeySource`) and keeps every key it read even when the state backend loses its own (a
+Redis ``FLUSHALL``): such a key is put back by :meth:`KeyBook.recover`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.catalogue.schema import AuthConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied
@@ -35,11 +40,29 @@ ANONYMOUS_CALLER = Caller(ANONYMOUS)
 MASTER_CALLER = Caller(MASTER)
 
 
+class KeySource(Protocol):
+    """Where key records live when the state backend holds only a copy (PostgreSQL)."""
+
+    def refresh(self) -> None:
+        """Read changed records soon, off the request path (they arrive through ``put``)."""
+        ...
+
+    async def restore(self, key_id: str) -> KeyRecord | None:
+        """Put a record the state backend lost back into it; the record, or None."""
+        ...
+
+    def reset(self) -> None:
+        """The state backend lost its data (its keys version went back): restore every key,
+        off the request path."""
+        ...
+
+
 class KeyBook:
     """This replica's copy of the virtual key records."""
 
-    def __init__(self, state: StateStore | None) -> None:
+    def __init__(self, state: StateStore | None, source: KeySource | None = None) -> None:
         self._state = state
+        self.source = source
         self._records: dict[str, KeyRecord] = {}
         self._version: int | None = None
         self._reload: asyncio.Task[None] | None = None
@@ -64,8 +87,14 @@ class KeyBook:
         if version == self._version or self._state is None:
             return
         first = self._version is None
+        went_back = not first and version < (self._version or 0)
         self._version = version
         if first and version == 0:
+            return
+        if self.source is not None:
+            if went_back:
+                self.source.reset()
+            self.source.refresh()
             return
         if self._reload is None or self._reload.done():
             self._reload = asyncio.get_running_loop().create_task(self.reload())
@@ -75,6 +104,21 @@ class KeyBook:
             return
         records = await self._state.list_keys()
         self._records = {r.id: r for r in records}
+
+    async def recover(self, record: KeyRecord) -> bool:
+        """The state backend refused ``record`` as revoked: True when it had lost the key (it
+        holds no record of it) and the source put it back, or another request just did, so the
+        request may ask again; False when the key is revoked there indeed."""
+        if self.source is None or self._state is None or record.revoked:
+            return False
+        held = await self._state.get_key(record.id)
+        if held is not None:  # revoked there indeed, or put back meanwhile (ask again)
+            return not held.revoked
+        fresh = await self.source.restore(record.id)
+        if fresh is None:
+            return False
+        self._records[fresh.id] = fresh
+        return not fresh.revoked
 
     async def aclose(self) -> None:
         if self._reload is not None:

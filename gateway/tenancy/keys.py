@@ -6,8 +6,9 @@ Checking a token looks the record up by ``id`` and compares digests with
 :func:`hmac.compare_digest`, so the time taken says nothing about the stored hash. A plain
 SHA-256 (not a slow password hash) is enough for 256-bit random secrets.
 
-Records live in the state backend (:meth:`gateway.state.base.StateStore.put_key`); this module
-does no I/O.
+Records live in PostgreSQL when it is configured (:mod:`gateway.records`), with a copy in the
+state backend; otherwise in the state backend alone
+(:meth:`gateway.state.base.StateStore.put_key`). This module does no I/O.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import orjson
@@ -74,6 +75,8 @@ class KeyRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> KeyRecord:
         data: dict[str, Any] = orjson.loads(raw)
+        # a newer release's field (a rolling upgrade): this one does not know it, ignores it
+        data = {k: v for k, v in data.items() if k in _FIELDS}
         for name in ("allowed_variants", "allowed_capabilities", "surfaces"):
             if data.get(name) is not None:
                 data[name] = tuple(data[name])
@@ -87,6 +90,9 @@ class KeyRecord:
         out = asdict(self)
         del out["hash"]
         return out
+
+
+_FIELDS = frozenset(f.name for f in fields(KeyRecord))
 
 
 class KeySpec(BaseModel):
@@ -146,6 +152,21 @@ def key_id_of(token: str) -> str | None:
 def token_matches(record: KeyRecord, token: str) -> bool:
     """Constant-time comparison of the token's digest with the stored one."""
     return hmac.compare_digest(token_hash(token).encode(), record.hash.encode())
+
+
+def period_start(period: str, now: float) -> float:
+    """Epoch start of the budget period holding ``now``; -inf for ``total``."""
+    if period == "total":
+        return -math.inf
+    _, end = period_window(period, now)
+    t = time.gmtime(now)
+    if period == "hour":
+        return end - 3600.0
+    if period == "day":
+        return end - 86400.0
+    if period == "week":
+        return end - 7 * 86400.0
+    return float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)))
 
 
 def period_window(period: str, now: float) -> tuple[str, float]:

@@ -203,6 +203,13 @@ class Admission:
             ticket = Ticket(t.candidates, t.tokens, t.key, reserve, t.flight, session, movable)
         started = time.perf_counter()
         view = await self._state.before(ticket, now)
+        if (
+            record is not None
+            and self._keys is not None
+            and _lost(view, record)
+            and await self._keys.recover(record)  # the state backend had lost the key
+        ):
+            view = await self._state.before(ticket, now)
         if times is not None:
             times.before_s = time.perf_counter() - started
         self._snap.update(view, ticket.candidates, now)
@@ -364,6 +371,13 @@ class Admission:
         answered_by = target.id if target is not None and target.has_own_limits else None
         report = Report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
         await self._state.after(report, self._wall())
+
+
+def _lost(view: View, record: KeyRecord) -> bool:
+    """The backend calls a key revoked that this replica's copy holds as live: revoked
+    elsewhere, or lost by the backend (:meth:`KeyBook.recover` tells which)."""
+    v = view.verdict
+    return v is not None and v.refused == REFUSED_REVOKED and not record.revoked
 
 
 def _too_many_in_flight(v: KeyVerdict) -> RateLimited:
