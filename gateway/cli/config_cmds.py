@@ -85,6 +85,7 @@ def summary(config: Config) -> list[str]:
         f"({len(cat.targets)} usable, {len(cat.skipped)} skipped)",
         f"  state: {_state_line(gw.state)}; client auth: "
         + ("off" if not gw.auth.enabled else "on, master key " + ("set" if master else "not set")),
+        f"  records: {_records_line(gw.database.url)}",
         "  keys not set (their deployments are skipped):" if unset else "  keys not set: none",
     ]
     lines += [f"    {env}: {', '.join(providers)}" for env, providers in unset.items()]
@@ -95,6 +96,15 @@ def _state_line(state: StateConfig) -> str:
     """``memory``, or ``redis <mode>: <where>`` (never a password)."""
     target = redis_target(state) if state.backend == "redis" else None
     return "memory" if target is None else f"redis {target.mode}: {target.describe()}"
+
+
+def _records_line(url: str | None) -> str:
+    """Where virtual keys and spend are kept (a database URL without its password)."""
+    if url is None:
+        return "state backend (no database: keys there, no spend ledger)"
+    from gateway.records.db import where  # gateway.records loads only with a database
+
+    return f"PostgreSQL {where(url)} (keys and the spend ledger)"
 
 
 def add_config_parsers(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:

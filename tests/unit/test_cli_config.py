@@ -61,6 +61,17 @@ def test_check_config_summarises_a_valid_directory(
     assert "keys not set (their deployments are skipped):" in out
     assert "    ZAI_API_KEY: zai" in out
     assert "client auth: on, master key not set" in out
+    assert "records: state backend (no database" in out
+
+
+def test_check_config_names_the_database_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GLM_GATEWAY_DATABASE_URL", "postgresql://ops:s3cret-pw@db.internal/gw")
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "records: PostgreSQL postgresql://ops@db.internal:5432/gw (keys and" in out
+    assert "s3cret-pw" not in out
 
 
 def test_check_config_without_a_directory_checks_the_packaged_one(
