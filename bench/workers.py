@@ -141,11 +141,11 @@ def main() -> int:
         pa = res.col("json", c, "1 worker", "per_cpu_s")
         pb = res.col("json", c, "2 workers", "per_cpu_s")
         eff = paired(pa, pb, lambda y, x: y / x)
-        for name, n, r, e in (("1 worker", 1, "1.00×", "1.00×"),
-                              ("2 workers", 2, f"{ratio:.2f}×", f"{eff:.2f}×")):  # fmt: skip
+        rows = (("1 worker", 1, "1.00×", "1.00×"), ("2 workers", 2, f"{ratio:.2f}×", f"{eff:.2f}×"))
+        for name, n, rr, e in rows:
             m = {k: median(res.col("json", c, name, k)) for k in _FIELDS}
             lines.append(
-                f"| {c} | {n} | {m['rps']:.0f} | {r} | {m['cpu_us_per_req']:.0f} | "
+                f"| {c} | {n} | {m['rps']:.0f} | {rr} | {m['cpu_us_per_req']:.0f} | "
                 f"{m['per_cpu_s']:.0f} | {e} | {m['gw_cores']:.2f} | "
                 f"{m['load_cores']:.2f} | {m['machine_cores']:.2f} |"
             )
