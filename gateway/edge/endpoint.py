@@ -288,28 +288,47 @@ class Endpoint:
         if out.takes_objects:
             relay.take_objects()
         failure: fl.Failure | None = None
+        opening = [b""]
+        """Bytes held back: the stream's opening, sent with the next events when the upstream
+        already delivered them (a whole short answer in one read goes out in one write)."""
+
+        def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
+            return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
+
+        async def body(data: bytes, more: bool) -> None:
+            if opening[0]:
+                data, opening[0] = opening[0] + data, b""
+                await send({"type": "http.response.body", "body": data, "more_body": more})
+                ctx.times.ttft_s = time.perf_counter() - ctx.started
+            elif data or not more:
+                await send({"type": "http.response.body", "body": data, "more_body": more})
 
         async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
-            data = out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
-            if data:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await body(render(parts, objs), True)
+
+        async def send_opening() -> None:
+            await body(b"", True)
 
         try:
             head = [*self._fe.stream_headers, *self._headers(ctx)]
             await send({"type": "http.response.start", "status": 200, "headers": head})
             ctx.responded = True
-            first = out.begin() + relay.prelude(out)
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            ctx.times.ttft_s = time.perf_counter() - ctx.started
-            failure = self._router.redacted(relay.failure or await relay.pump(forward))
+            opening[0] = out.begin() + relay.prelude(out)
+            if not opening[0]:  # nothing to open with: the first byte is the next events'
+                ctx.times.ttft_s = time.perf_counter() - ctx.started
+            failure = self._router.redacted(
+                relay.failure or await relay.pump(forward, send_opening)
+            )
+            tail = b""
             if failure is not None:
                 timed_out = failure.code in (DEADLINE_CODE, IDLE_CODE)
                 ctx.status = 504 if timed_out else 502
                 ctx.error = failure.code if timed_out else f"stream_{failure.cls.value}"
                 tail = out.fail(stream_failure_error(failure, target))
-                await send({"type": "http.response.body", "body": tail, "more_body": True})
+            elif relay.held is not None:
+                tail = render(*relay.held)
             ctx.done = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await body(tail, False)
         finally:
             await session.response.close()
             session.state.usage = relay.usage
