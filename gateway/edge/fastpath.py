@@ -153,10 +153,9 @@ class BytePath:
             or b'"usage": {' in event
         )
 
-    def run(self, buf: bytes, start: int) -> tuple[bytes, int, int] | None:
-        """:meth:`one` for the whole events from ``buf[start:]`` up to the last that ends like
-        the template, at once, when every one of them fits it: (bytes, count, end); else None
-        (the events after it, such as the finish chunk and ``[DONE]``, go one by one)."""
+    def _fits(self, buf: bytes, start: int) -> tuple[_Template, int, int] | None:
+        """The whole events from ``buf[start:]`` up to the last that ends like the template,
+        when every one of them fits it: (template, count, end); else None."""
         tpl = self._tpl
         if tpl is None:
             return None
@@ -173,6 +172,28 @@ class BytePath:
             or buf.count(tpl.escaped_end, start, end) != 0
         ):
             return None
+        return tpl, n, end
+
+    def text_run(self, buf: bytes, start: int) -> tuple[list[bytes], int, int] | None:
+        """:meth:`text` for the whole events from ``buf[start:]`` that :meth:`run` would take:
+        (their texts as JSON strings, count, end); else None."""
+        fits = self._fits(buf, start)
+        if fits is None:
+            return None
+        tpl, n, end = fits
+        inner = buf[start + len(tpl.pre) : end - len(tpl.suf_run)]
+        # No text holds a quote (counted), so the separator (quotes in it) is never inside one.
+        texts = inner.split(tpl.suf + tpl.boundary)
+        return [b'"' + t + b'"' for t in texts], n, end
+
+    def run(self, buf: bytes, start: int) -> tuple[bytes, int, int] | None:
+        """:meth:`one` for the whole events from ``buf[start:]`` up to the last that ends like
+        the template, at once, when every one of them fits it: (bytes, count, end); else None
+        (the events after it, such as the finish chunk and ``[DONE]``, go one by one)."""
+        fits = self._fits(buf, start)
+        if fits is None:
+            return None
+        tpl, n, end = fits
         span = buf[start:end]
         if tpl.pre_out != tpl.pre:
             span = span.replace(tpl.pre, tpl.pre_out)

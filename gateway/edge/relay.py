@@ -209,6 +209,7 @@ class Relay:
         fast = self.fast
         quick = fast.one if fast is not None else _none
         texts = self.texts.text if self.texts is not None else _none
+        text_run = self.texts.text_run if self.texts is not None else None
         try:
             while True:
                 # Two clock reads per read; the histograms are fed once per stream (_finish).
@@ -258,6 +259,12 @@ class Relay:
                         if run is not None:
                             out.append(run[0])
                             times.chunks += run[1]
+                    elif text_run is not None and objs is not None:
+                        got = reader.pop_run(text_run)
+                        if got is not None:
+                            out.extend([b""] * got[1])
+                            objs.extend([PlainText(q) for q in got[0]])
+                            times.chunks += got[1]
                     event = reader.pop_buffered()
                     if event is not None:
                         times.chunks += 1  # already here: no wait, still a chunk

@@ -45,7 +45,9 @@ class ResponsesStream:
         self._seq = 0
         self._open: str | None = None
         self._item_id = ""
-        self._texts: list[str] = []
+        self._texts: list[str | bytes] = []
+        """The open item's text so far: strings, or JSON strings (bytes, quotes included)
+        as plain chunks gave them, decoded when the item closes."""
         self._tools = ToolCalls()
         self._finish: Any = None
         self._usage: Any = None
@@ -87,11 +89,10 @@ class ResponsesStream:
         (quotes included): the delta event carries it as it came."""
         if self._done or quoted == b'""':
             return b""
-        text = orjson.loads(quoted)
         prefix = self._prefix
         if prefix is None or self._open != "message":
-            return self._delta({"content": text})
-        self._texts.append(text)
+            return self._delta({"content": orjson.loads(quoted)})
+        self._texts.append(quoted)  # decoded with the rest when the item closes
         seq = self._seq
         self._seq += 1
         return prefix + str(seq).encode() + b',"delta":' + quoted + b"}\n\n"
@@ -211,7 +212,7 @@ class ResponsesStream:
     def _close(self) -> bytes:
         if self._open is None:
             return b""
-        text, kind = "".join(self._texts), self._open
+        text, kind = _joined(self._texts), self._open
         self._open, self._texts = None, []
         where = self._where()
         if kind == "message":
@@ -249,3 +250,12 @@ class ResponsesStream:
 
 def _summary(text: str) -> dict[str, Any]:
     return {"type": "summary_text", "text": text}
+
+
+def _joined(texts: list[str | bytes]) -> str:
+    """The text of an item: its parts joined, JSON strings among them decoded in one call."""
+    if all(type(t) is str for t in texts):
+        return "".join(texts)  # type: ignore[arg-type]
+    quoted = [t if type(t) is bytes else orjson.dumps(t) for t in texts]
+    parts: list[str] = orjson.loads(b"[" + b",".join(quoted) + b"]")
+    return "".join(parts)

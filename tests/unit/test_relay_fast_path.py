@@ -100,6 +100,36 @@ def test_a_run_of_events_relays_as_each_one_would(target: Target) -> None:
     assert taken > 0
 
 
+def test_a_run_of_texts_is_what_text_gives_each_event() -> None:
+    from gateway.edge.fastpath import BytePath
+
+    rng = random.Random("texts")
+    target = TARGETS[0]
+    texts = BytePath(None, ())
+    assert texts.text_run(b"data: {}\n\n", 0) is None  # no template learned yet
+    taken = 0
+    for _ in range(80):
+        plain = rng.random() < 0.7
+        events = [chunk(rng, target, plain=plain) for _ in range(rng.randrange(1, 6))]
+        if plain and rng.random() < 0.5:
+            events.append(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
+        wire = b"".join(e + b"\n\n" for e in events)
+        one_by_one = BytePath(None, ())
+        one_by_one._tpl = texts._tpl  # the same template, checked event by event
+        got = texts.text_run(b"junk" + wire, 4)
+        if got is None:
+            texts.text(events[0])  # learn, as the relay does on the full path
+            continue
+        quoted, n, end = got
+        taken += 1
+        assert end == 4 + len(b"".join(e + b"\n\n" for e in events[:n]))
+        assert quoted == [one_by_one.text(e) for e in events[:n]], wire
+        assert [orjson.loads(q) for q in quoted] == [
+            orjson.loads(e[6:])["choices"][0]["delta"]["content"] for e in events[:n]
+        ]
+    assert taken > 0
+
+
 async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
     events = [b'data: {"n":%d}' % i for i in range(30)] + [b": ping", b"data: [DONE]"]
     wire = b"".join(e + b"\n\n" for e in events)
