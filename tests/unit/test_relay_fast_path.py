@@ -205,3 +205,27 @@ def parsed_events(out: bytes) -> list[Any]:
         for line in ev.split(b"\n")
         if line.startswith(b"data: ")
     ]
+
+
+def test_a_run_declines_events_that_only_look_like_the_template() -> None:
+    from gateway.edge.fastpath import BytePath
+
+    fast = BytePath(None, ())
+    plain = (
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}'
+    )
+    assert fast.one(plain) is not None and fast._tpl is not None
+    pre, suf = fast._tpl.pre, fast._tpl.suf
+    for odd in (
+        pre + suf[1:],  # prefix and suffix overlapping on the quote
+        pre + b'a","x":"b' + suf,  # another field smuggled in
+        pre + b"ends\\" + suf,  # an escaped quote, not the string's end
+        pre + suf + b"\ndata: " + pre + b"x" + suf,  # two data lines
+        b"",
+    ):
+        wire = plain + b"\n\n" + odd + b"\n\n" + plain + b"\n\n"
+        for take in (fast.run, fast.text_run):
+            got = take(wire, 0)
+            assert got is None or got[1] == 1, odd  # never past the odd event
+    got = fast.run(plain + b"\n\n" + plain + b"\n\n", 0)
+    assert got == (plain + b"\n\n" + plain + b"\n\n", 2, len(plain) * 2 + 4)
