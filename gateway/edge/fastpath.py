@@ -72,6 +72,17 @@ class PlainText:
         self.quoted = quoted
 
 
+class PlainTexts:
+    """Several plain chunks in a row (one read's run, :meth:`BytePath.text_run`): their
+    ``content`` JSON strings, in order; a front-end writes what one :class:`PlainText` each
+    would give."""
+
+    __slots__ = ("quoted",)
+
+    def __init__(self, quoted: list[bytes]) -> None:
+        self.quoted = quoted
+
+
 class BytePath:
     """The no-parse path of one relay. ``plain``: normalised dialect, the ``"model":"<variant>"``
     a plain chunk gets in place of the host's model (any name, as normalising does); None: a

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.edge.fastpath import BytePath, PlainText
+from gateway.edge.fastpath import BytePath, PlainText, PlainTexts
 from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.errors import GatewayError
 from gateway.observability.timing import StageTimes
@@ -262,8 +262,8 @@ class Relay:
                     elif text_run is not None and objs is not None:
                         got = reader.pop_run(text_run)
                         if got is not None:
-                            out.extend([b""] * got[1])
-                            objs.extend([PlainText(q) for q in got[0]])
+                            out.append(b"")
+                            objs.append(PlainTexts(got[0]))
                             times.chunks += got[1]
                     event = reader.pop_buffered()
                     if event is not None:

@@ -97,6 +97,22 @@ class ResponsesStream:
         self._seq += 1
         return prefix + str(seq).encode() + b',"delta":' + quoted + b"}\n\n"
 
+    def texts(self, quoted: list[bytes]) -> bytes:
+        """:meth:`text` for each of several JSON strings in a row, joined."""
+        prefix = self._prefix
+        if self._done or prefix is None or self._open != "message":
+            return b"".join([self.text(q) for q in quoted])
+        kept = [q for q in quoted if q != b'""']
+        seq = self._seq
+        self._seq += len(kept)
+        self._texts.extend(kept)  # decoded with the rest when the item closes
+        return b"".join(
+            [
+                prefix + str(seq + i).encode() + b',"delta":' + q + b"}\n\n"
+                for i, q in enumerate(kept)
+            ]
+        )
+
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or
         ``response.incomplete``)."""
