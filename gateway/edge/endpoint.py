@@ -57,6 +57,9 @@ class _Ctx:
     rs: RouteState | None = None
     inbound: Inbound | None = None
     out: StreamOut | None = None
+    held: bytes = b""
+    """A stream's opening not sent yet (:meth:`Endpoint._relay`): it goes with the next write,
+    or before the error event if the request is cut short first."""
     status: int = 200
     stream: bool = False
     responded: bool = False
@@ -288,16 +291,13 @@ class Endpoint:
         if out.takes_objects:
             relay.take_objects()
         failure: fl.Failure | None = None
-        opening = [b""]
-        """Bytes held back: the stream's opening, sent with the next events when the upstream
-        already delivered them (a whole short answer in one read goes out in one write)."""
 
         def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
             return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
 
         async def body(data: bytes, more: bool) -> None:
-            if opening[0]:
-                data, opening[0] = opening[0] + data, b""
+            if ctx.held:
+                data, ctx.held = ctx.held + data, b""
                 await send({"type": "http.response.body", "body": data, "more_body": more})
                 ctx.times.ttft_s = time.perf_counter() - ctx.started
             elif data or not more:
@@ -313,8 +313,9 @@ class Endpoint:
             head = [*self._fe.stream_headers, *self._headers(ctx)]
             await send({"type": "http.response.start", "status": 200, "headers": head})
             ctx.responded = True
-            opening[0] = out.begin() + relay.prelude(out)
-            if not opening[0]:  # nothing to open with: the first byte is the next events'
+            # The opening waits for the events already read, if any (one write, not two).
+            ctx.held = out.begin() + relay.prelude(out)
+            if not ctx.held:  # nothing to open with: the first byte is the next events'
                 ctx.times.ttft_s = time.perf_counter() - ctx.started
             failure = self._router.redacted(
                 relay.failure or await relay.pump(forward, send_opening)
@@ -351,6 +352,7 @@ class Endpoint:
                 await self._send_error(send, err, ctx)
                 return
             tail = ctx.out.fail(err) if ctx.out is not None else b""
+            tail, ctx.held = ctx.held + tail, b""
             await send({"type": "http.response.body", "body": tail, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception:  # the client is gone or the transport broke: nothing left to tell
