@@ -9,7 +9,9 @@ are not in it (``bench/run.py --full`` measures those, against the floor).
     .venv/bin/python bench/inproc.py                 # µs per request, json and sse, median of 5
     .venv/bin/python bench/inproc.py --profile json  # cProfile, top functions by own time
                                                      # (--sort cumulative --top 60: by inclusive)
-    .venv/bin/python bench/inproc.py --src DIR       # another source tree (A/B)
+    .venv/bin/python bench/inproc.py --src DIR       # another source tree
+    .venv/bin/python bench/inproc.py --ab DIR        # this tree and DIR alternated, one process
+                                                     # per round each, paired ratio (A/B)
     GLM_GATEWAY_REDIS_URL=redis://127.0.0.1:6379/15 .venv/bin/python bench/inproc.py --conc 16
                                                      # the Redis backend, 16 in flight
 """
@@ -152,6 +154,31 @@ async def run(app: Any, body: bytes, n: int, conc: int = 1) -> float:
     return (time.process_time() - t0) / (n // conc * conc) * 1e6
 
 
+def ab(args: argparse.Namespace) -> int:
+    """``--src`` and ``--ab`` alternated, a fresh process per round and tree (imports cannot be
+    mixed in one): medians and the median of per-round ratios (ab ÷ src)."""
+    import subprocess
+
+    got: dict[tuple[str, str], list[float]] = {}
+    for r in range(args.rounds):
+        order = [args.src, args.ab] if r % 2 == 0 else [args.ab, args.src]
+        for src in order:
+            argv = [sys.executable, __file__, "--src", src, "--rounds", "1", "--n", str(args.n)]
+            argv += ["--model", args.model, "--shapes", ",".join(args.shapes)]
+            argv += ["--conc", str(args.conc)]
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            for line in out.splitlines():
+                shape, rest = line.split(": ", 1)
+                got.setdefault((shape, src), []).append(float(rest.split(" ", 1)[0]))
+    for shape in args.shapes:
+        a, b = got[(shape, args.src)], got[(shape, args.ab)]
+        ratios = [y / x for x, y in zip(a, b, strict=True)]
+        print(f"{shape}: src {statistics.median(a):.1f} µs, ab {statistics.median(b):.1f} µs, "
+              f"ab ÷ src {statistics.median(ratios):.3f} (rounds: "
+              + ", ".join(f"{q:.2f}" for q in ratios) + ")")  # fmt: skip
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--src", default=str(Path(__file__).resolve().parent.parent))
@@ -163,7 +190,10 @@ def main() -> int:
     p.add_argument("--top", type=int, default=40, help="--profile: functions shown")
     p.add_argument("--shapes", type=lambda s: s.split(","), default=["json", "sse"])
     p.add_argument("--conc", type=int, default=1, help="requests in flight (Redis batching)")
+    p.add_argument("--ab", help="another source tree, alternated round by round with --src")
     args = p.parse_args()
+    if args.ab:
+        return ab(args)
     app = build(Path(args.src).resolve())
     import uvloop
 

@@ -7,14 +7,24 @@ wrk (1 thread), nginx and redis-server on core 0 as in every bench here. ``1 wor
 core 1 alone; ``2 workers`` run on cores 0 and 1, so the second worker shares core 0 with the
 load generator, the upstream and Redis: on this 2-core machine that is the only second core
 there is. Output: bench/results/workers.md.
+
+Because of that, the raw ratio cannot reach 2× here, and the table says what the machine
+allows: for every run it also reads the gateway's CPU (every worker's, from /proc), the load
+side's (wrk through ``getrusage``, nginx and redis-server from /proc) and the whole machine's
+busy time (/proc/stat, other users included), and reports requests per gateway CPU-second.
+If two workers serve as many requests per CPU-second as one, N workers on N cores of their own
+scale with N; the cores the gateway got are the limit, not the gateway.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import resource
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -25,6 +35,7 @@ from harness import (
     Proc,
     Target,
     config_dir,
+    cpu_seconds,
     free_port,
     http_ok,
     machine,
@@ -48,6 +59,38 @@ def start(upstream: str, redis_url: str, workers: int, cores: str) -> Proc:
     body = dumps(chat_body("auto", False))
     proc.wait_ready(lambda: http_ok(proc.url + "/v1/chat/completions", body, auth))
     return proc
+
+
+_CLK = os.sysconf("SC_CLK_TCK")
+_FIELDS = ("rps", "cpu_us_per_req", "per_cpu_s", "gw_cores", "load_cores", "machine_cores")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (every core, every user), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / _CLK
+
+
+def wrk_cpu_s() -> float:
+    """CPU seconds of this script's finished children (the wrk runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def measured(t: Target, conns: int, seconds: float, load: list[Proc]) -> dict[str, Any]:
+    """One wrk run plus where the CPU went: the gateway, the load side, the machine."""
+    side0 = sum(cpu_seconds(p.pid) for p in load) + wrk_cpu_s()
+    busy0 = machine_busy_s()
+    out = wrk(t, conns, seconds)
+    out["machine_busy_s"] = machine_busy_s() - busy0
+    out["load_cpu_s"] = sum(cpu_seconds(p.pid) for p in load) + wrk_cpu_s() - side0
+    wall = out["duration_us"] / 1e6
+    out["gw_cores"] = out["cpu_s"] / wall
+    out["load_cores"] = out["load_cpu_s"] / wall
+    out["machine_cores"] = out["machine_busy_s"] / wall
+    out["per_cpu_s"] = out["requests"] / out["cpu_s"] if out["cpu_s"] else 0.0
+    return out
 
 
 def main() -> int:
@@ -76,7 +119,7 @@ def main() -> int:
                 wrk(t, c, 1)
             for r in range(args.rounds):
                 for t in targets:
-                    res.add("json", c, t.name, r, wrk(t, c, args.seconds))
+                    res.add("json", c, t.name, r, measured(t, c, args.seconds, [nginx, red]))
     lines = [
         "## serve --workers: 1 worker vs 2 (Redis state, non-streaming)",
         "",
@@ -84,19 +127,28 @@ def main() -> int:
         "core 0; 1 worker on core 1; 2 workers on cores 0-1 (sharing core 0 with the load). "
         f"{machine()}; the machine was shared.",
         "",
-        "| conns | 1 worker req/s | 2 workers req/s | 2 ÷ 1 (paired) | CPU µs/req 1 "
-        "| CPU µs/req 2 |",
-        "|--:|--:|--:|--:|--:|--:|",
+        "Per CPU-second = requests ÷ the gateway's CPU seconds (every worker, from /proc). "
+        "Cores = CPU seconds ÷ wall seconds: the gateway's, the load side's (wrk, nginx, "
+        "redis-server) and the whole machine's busy time (other users included; 2.00 = full).",
+        "",
+        "| conns | workers | req/s | ratio (paired) | CPU µs/req | req per gateway CPU-s "
+        "| per CPU-s ratio (paired) | gateway cores | load-side cores | machine busy cores |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for c in args.conc:
         a, b = res.col("json", c, "1 worker", "rps"), res.col("json", c, "2 workers", "rps")
-        ca = res.col("json", c, "1 worker", "cpu_us_per_req")
-        cb = res.col("json", c, "2 workers", "cpu_us_per_req")
         ratio = paired(a, b, lambda y, x: y / x)
-        lines.append(
-            f"| {c} | {median(a):.0f} | {median(b):.0f} | {ratio:.2f}× | "
-            f"{median(ca):.0f} | {median(cb):.0f} |"
-        )
+        pa = res.col("json", c, "1 worker", "per_cpu_s")
+        pb = res.col("json", c, "2 workers", "per_cpu_s")
+        eff = paired(pa, pb, lambda y, x: y / x)
+        rows = (("1 worker", 1, "1.00×", "1.00×"), ("2 workers", 2, f"{ratio:.2f}×", f"{eff:.2f}×"))
+        for name, n, rr, e in rows:
+            m = {k: median(res.col("json", c, name, k)) for k in _FIELDS}
+            lines.append(
+                f"| {c} | {n} | {m['rps']:.0f} | {rr} | {m['cpu_us_per_req']:.0f} | "
+                f"{m['per_cpu_s']:.0f} | {e} | {m['gw_cores']:.2f} | "
+                f"{m['load_cores']:.2f} | {m['machine_cores']:.2f} |"
+            )
     text = "\n".join([*lines, ""])
     print(text)
     (ROOT / "bench" / "results" / "workers.md").write_text(text)

@@ -57,6 +57,9 @@ class _Ctx:
     rs: RouteState | None = None
     inbound: Inbound | None = None
     out: StreamOut | None = None
+    held: bytes = b""
+    """A stream's opening not sent yet (:meth:`Endpoint._relay`): it goes with the next write,
+    or before the error event if the request is cut short first."""
     status: int = 200
     stream: bool = False
     responded: bool = False
@@ -289,27 +292,44 @@ class Endpoint:
             relay.take_objects()
         failure: fl.Failure | None = None
 
+        def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
+            return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
+
+        async def body(data: bytes, more: bool) -> None:
+            if ctx.held:
+                data, ctx.held = ctx.held + data, b""
+                await send({"type": "http.response.body", "body": data, "more_body": more})
+                ctx.times.ttft_s = time.perf_counter() - ctx.started
+            elif data or not more:
+                await send({"type": "http.response.body", "body": data, "more_body": more})
+
         async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
-            data = out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
-            if data:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await body(render(parts, objs), True)
+
+        async def send_opening() -> None:
+            await body(b"", True)
 
         try:
             head = [*self._fe.stream_headers, *self._headers(ctx)]
             await send({"type": "http.response.start", "status": 200, "headers": head})
             ctx.responded = True
-            first = out.begin() + relay.prelude(out)
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            ctx.times.ttft_s = time.perf_counter() - ctx.started
-            failure = self._router.redacted(relay.failure or await relay.pump(forward))
+            # The opening waits for the events already read, if any (one write, not two).
+            ctx.held = out.begin() + relay.prelude(out)
+            if not ctx.held:  # nothing to open with: the first byte is the next events'
+                ctx.times.ttft_s = time.perf_counter() - ctx.started
+            failure = self._router.redacted(
+                relay.failure or await relay.pump(forward, send_opening)
+            )
+            tail = b""
             if failure is not None:
                 timed_out = failure.code in (DEADLINE_CODE, IDLE_CODE)
                 ctx.status = 504 if timed_out else 502
                 ctx.error = failure.code if timed_out else f"stream_{failure.cls.value}"
                 tail = out.fail(stream_failure_error(failure, target))
-                await send({"type": "http.response.body", "body": tail, "more_body": True})
+            elif relay.held is not None:
+                tail = render(*relay.held)
             ctx.done = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await body(tail, False)
         finally:
             await session.response.close()
             session.state.usage = relay.usage
@@ -332,6 +352,7 @@ class Endpoint:
                 await self._send_error(send, err, ctx)
                 return
             tail = ctx.out.fail(err) if ctx.out is not None else b""
+            tail, ctx.held = ctx.held + tail, b""
             await send({"type": "http.response.body", "body": tail, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception:  # the client is gone or the transport broke: nothing left to tell

@@ -14,7 +14,9 @@ relay takes its full path. Two checks, the second much cheaper:
   chunk), so it needs only ``startswith``, ``endswith`` and one search for a quote.
 
 :meth:`BytePath.run` does the same at once for the events one read delivered, up to the
-last that fits the template (a handful of counts over the span).
+last that fits the template (one split at the blank lines, a prefix and suffix check per
+event, one search for a quote over the texts joined), and :meth:`BytePath.text_run` gives
+their texts for a front-end that reads objects.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _BACKSLASH = 0x5C
 
 
 class _Template:
-    __slots__ = ("boundary", "escaped_end", "pre", "pre_out", "quotes", "suf", "suf_out", "suf_run")
+    __slots__ = ("pre", "pre_out", "suf", "suf_out", "suf_run")
 
     def __init__(self, pre: bytes, suf: bytes, replacements: tuple[tuple[bytes, bytes], ...]):
         self.pre, self.suf = pre, suf
@@ -36,11 +38,6 @@ class _Template:
         self.pre_out = pre_out
         self.suf_out = suf_out + b"\n\n"
         self.suf_run = suf + b"\n\n"
-        self.quotes = pre.count(b'"') + suf.count(b'"')
-        self.boundary = b"\n\n" + pre
-        """Between two events that fit: every event of a run but the first starts so."""
-        self.escaped_end = b"\\" + suf
-        """The text ending in a backslash: its quote would be escaped, not the string's end."""
 
 
 def _template(event: bytes, replacements: tuple[tuple[bytes, bytes], ...]) -> _Template | None:
@@ -72,6 +69,17 @@ class PlainText:
     __slots__ = ("quoted",)
 
     def __init__(self, quoted: bytes) -> None:
+        self.quoted = quoted
+
+
+class PlainTexts:
+    """Several plain chunks in a row (one read's run, :meth:`BytePath.text_run`): their
+    ``content`` JSON strings, in order; a front-end writes what one :class:`PlainText` each
+    would give."""
+
+    __slots__ = ("quoted",)
+
+    def __init__(self, quoted: list[bytes]) -> None:
         self.quoted = quoted
 
 
@@ -153,10 +161,11 @@ class BytePath:
             or b'"usage": {' in event
         )
 
-    def run(self, buf: bytes, start: int) -> tuple[bytes, int, int] | None:
-        """:meth:`one` for the whole events from ``buf[start:]`` up to the last that ends like
-        the template, at once, when every one of them fits it: (bytes, count, end); else None
-        (the events after it, such as the finish chunk and ``[DONE]``, go one by one)."""
+    def _fits(self, buf: bytes, start: int) -> tuple[_Template, list[bytes], int] | None:
+        """The texts of the whole events from ``buf[start:]`` up to the last that ends like the
+        template, when every one of them fits it (as :meth:`one` checks one): (template, texts,
+        end); else None. One split at the blank lines and a check per event: cheaper than
+        counting long patterns over the span."""
         tpl = self._tpl
         if tpl is None:
             return None
@@ -164,18 +173,36 @@ class BytePath:
         if last < 0:
             return None
         end = last + len(tpl.suf_run)
-        n = buf.count(b"\n\n", start, end)
-        if (
-            not buf.startswith(tpl.pre, start)
-            or buf.count(tpl.boundary, start, end) != n - 1
-            or buf.count(tpl.suf_run, start, end) != n
-            or buf.count(b'"', start, end) != n * tpl.quotes
-            or buf.count(tpl.escaped_end, start, end) != 0
-        ):
+        pre, suf = tpl.pre, tpl.suf
+        lp, ls = len(pre), len(suf)
+        events = buf[start : end - 2].split(b"\n\n")
+        for e in events:
+            if len(e) < lp + ls or not e.startswith(pre) or not e.endswith(suf):
+                return None
+        texts = [e[lp : len(e) - ls] for e in events]
+        joined = b"\x00".join(texts)  # no quote in a text, none ending in a backslash
+        if b'"' in joined or b"\\\x00" in joined or joined.endswith(b"\\"):
             return None
-        span = buf[start:end]
-        if tpl.pre_out != tpl.pre:
-            span = span.replace(tpl.pre, tpl.pre_out)
-        if tpl.suf_out != tpl.suf_run:
-            span = span.replace(tpl.suf_run, tpl.suf_out)
-        return span, n, end
+        return tpl, texts, end
+
+    def text_run(self, buf: bytes, start: int) -> tuple[list[bytes], int, int] | None:
+        """:meth:`text` for the whole events from ``buf[start:]`` that :meth:`run` would take:
+        (their texts as JSON strings, count, end); else None."""
+        fits = self._fits(buf, start)
+        if fits is None:
+            return None
+        _, texts, end = fits
+        return [b'"' + t + b'"' for t in texts], len(texts), end
+
+    def run(self, buf: bytes, start: int) -> tuple[bytes, int, int] | None:
+        """:meth:`one` for the whole events from ``buf[start:]`` up to the last that ends like
+        the template, at once, when every one of them fits it: (bytes, count, end); else None
+        (the events after it, such as the finish chunk and ``[DONE]``, go one by one)."""
+        fits = self._fits(buf, start)
+        if fits is None:
+            return None
+        tpl, texts, end = fits
+        if tpl.pre_out == tpl.pre and tpl.suf_out == tpl.suf_run:
+            return buf[start:end], len(texts), end
+        between = tpl.suf_out + tpl.pre_out
+        return tpl.pre_out + between.join(texts) + tpl.suf_out, len(texts), end

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.edge.fastpath import BytePath, PlainText
+from gateway.edge.fastpath import BytePath, PlainText, PlainTexts
 from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.errors import GatewayError
 from gateway.observability.timing import StageTimes
@@ -42,6 +42,7 @@ class Relay:
         "fast",
         "finish",
         "guard",
+        "held",
         "last",
         "native",
         "norm",
@@ -87,6 +88,9 @@ class Relay:
         """Set by the edge (:meth:`take_objects`) when the front-end translates objects."""
         self.last: Any = None
         """The object :meth:`rewrite` just encoded as one event, else None."""
+        self.held: tuple[list[bytes], list[Any] | None] | None = None
+        """The events of the read that ended the stream, left by :meth:`pump` for the caller to
+        send with the end of the body (one write, not two)."""
 
     def prelude(self, out: Any) -> bytes:
         """The events read before the commit point, through the front-end's translation."""
@@ -178,11 +182,16 @@ class Relay:
                 self.finish = choice["finish_reason"]
         self.failure = self.failure or fl.stream_failure(obj)
 
-    async def pump(self, out: Out) -> fl.Failure | None:
+    async def pump(
+        self, out: Out, opening: Callable[[], Awaitable[None]] | None = None
+    ) -> fl.Failure | None:
+        """Relay until the end (None) or a failure. ``opening``: what sends the bytes the
+        caller holds back (the stream's opening events), awaited before the first wait for the
+        network; when the next events are already here they go with them instead (one write)."""
         guard = self.guard
         guard.start()
         try:
-            return await self._pump(out)
+            return await self._pump(out, opening)
         except asyncio.CancelledError:
             failure = guard.tripped()  # the total deadline or the idle limit passed
             if failure is None:
@@ -191,18 +200,28 @@ class Relay:
         finally:
             guard.stop()
 
-    async def _pump(self, out_to: Out) -> fl.Failure | None:
+    async def _pump(
+        self, out_to: Out, opening: Callable[[], Awaitable[None]] | None
+    ) -> fl.Failure | None:
         reader = self.session.reader
         guard = self.guard
         times = self.times
         fast = self.fast
         quick = fast.one if fast is not None else _none
         texts = self.texts.text if self.texts is not None else _none
+        text_run = self.texts.text_run if self.texts is not None else None
         try:
             while True:
                 # Two clock reads per read; the histograms are fed once per stream (_finish).
+                event = None
+                if opening is not None:  # the opening goes now unless events are here already
+                    event = reader.pop_buffered()
+                    if event is None:
+                        await opening()
+                    opening = None
                 waiting = time.perf_counter()
-                event = await reader.next_event()
+                if event is None:
+                    event = await reader.next_event()
                 guard.last = now = time.perf_counter()
                 times.chunk_waited(now - waiting)
                 if event is None:
@@ -240,15 +259,22 @@ class Relay:
                         if run is not None:
                             out.append(run[0])
                             times.chunks += run[1]
+                    elif text_run is not None and objs is not None:
+                        got = reader.pop_run(text_run)
+                        if got is not None:
+                            out.append(b"")
+                            objs.append(PlainTexts(got[0]))
+                            times.chunks += got[1]
                     event = reader.pop_buffered()
                     if event is not None:
                         times.chunks += 1  # already here: no wait, still a chunk
+                if done:  # done: no failure (one breaks the loop before the end is seen)
+                    self.held = (out, objs) if out else None
+                    return None
                 if out:
                     await out_to(out, objs)
                 if self.failure is not None:
                     return self.failure
-                if done:
-                    return None
         except (UpstreamTimeout, UpstreamConnectionError) as exc:
             return fl.classify_exception(exc)
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.edge.fastpath import PlainText
+from gateway.edge.fastpath import PlainText, PlainTexts
 from gateway.errors import GatewayError, UpstreamsFailed
 from gateway.frontends.base import (
     JSON_HEADERS,
@@ -104,6 +104,8 @@ class _MessagesOut:
         for part, obj in zip(parts, objs, strict=True):
             if type(obj) is PlainText:  # more answer text only (gateway/edge/fastpath.py)
                 out.append(self._s.text(obj.quoted))
+            elif type(obj) is PlainTexts:
+                out.append(self._s.texts(obj.quoted))
             elif obj is not None:
                 out.append(feed(obj))
             elif part:

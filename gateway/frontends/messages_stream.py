@@ -137,6 +137,13 @@ class MessagesStream:
             self._text_tail = (self._text_tail + orjson.loads(quoted))[-256:]
         return out + self._head + quoted + _DELTA_TAIL
 
+    def texts(self, quoted: list[bytes]) -> bytes:
+        """:meth:`text` for each of several JSON strings in a row, joined."""
+        if self._done or self.stops or self._open != "text":
+            return b"".join([self.text(q) for q in quoted])
+        head = self._head
+        return b"".join([head + q + _DELTA_TAIL for q in quoted if q != b'""'])
+
     def end(self) -> bytes:
         """Close the open block, emit the tool calls, then ``message_delta`` and
         ``message_stop``."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.edge.fastpath import PlainText
+from gateway.edge.fastpath import PlainText, PlainTexts
 from gateway.errors import GatewayError
 from gateway.frontends.base import (
     JSON_HEADERS,
@@ -57,6 +57,8 @@ class _ResponsesOut:
         for part, obj in zip(parts, objs, strict=True):
             if type(obj) is PlainText:  # more answer text only (gateway/edge/fastpath.py)
                 out.append(self._s.text(obj.quoted))
+            elif type(obj) is PlainTexts:
+                out.append(self._s.texts(obj.quoted))
             elif isinstance(obj, dict):
                 out.append(self._s.feed(obj))
             elif part:

@@ -45,7 +45,9 @@ class ResponsesStream:
         self._seq = 0
         self._open: str | None = None
         self._item_id = ""
-        self._texts: list[str] = []
+        self._texts: list[str | bytes] = []
+        """The open item's text so far: strings, or JSON strings (bytes, quotes included)
+        as plain chunks gave them, decoded when the item closes."""
         self._tools = ToolCalls()
         self._finish: Any = None
         self._usage: Any = None
@@ -87,14 +89,29 @@ class ResponsesStream:
         (quotes included): the delta event carries it as it came."""
         if self._done or quoted == b'""':
             return b""
-        text = orjson.loads(quoted)
         prefix = self._prefix
         if prefix is None or self._open != "message":
-            return self._delta({"content": text})
-        self._texts.append(text)
+            return self._delta({"content": orjson.loads(quoted)})
+        self._texts.append(quoted)  # decoded with the rest when the item closes
         seq = self._seq
         self._seq += 1
         return prefix + str(seq).encode() + b',"delta":' + quoted + b"}\n\n"
+
+    def texts(self, quoted: list[bytes]) -> bytes:
+        """:meth:`text` for each of several JSON strings in a row, joined."""
+        prefix = self._prefix
+        if self._done or prefix is None or self._open != "message":
+            return b"".join([self.text(q) for q in quoted])
+        kept = [q for q in quoted if q != b'""']
+        seq = self._seq
+        self._seq += len(kept)
+        self._texts.extend(kept)  # decoded with the rest when the item closes
+        return b"".join(
+            [
+                prefix + str(seq + i).encode() + b',"delta":' + q + b"}\n\n"
+                for i, q in enumerate(kept)
+            ]
+        )
 
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or
@@ -211,7 +228,7 @@ class ResponsesStream:
     def _close(self) -> bytes:
         if self._open is None:
             return b""
-        text, kind = "".join(self._texts), self._open
+        text, kind = _joined(self._texts), self._open
         self._open, self._texts = None, []
         where = self._where()
         if kind == "message":
@@ -249,3 +266,12 @@ class ResponsesStream:
 
 def _summary(text: str) -> dict[str, Any]:
     return {"type": "summary_text", "text": text}
+
+
+def _joined(texts: list[str | bytes]) -> str:
+    """The text of an item: its parts joined, JSON strings among them decoded in one call."""
+    if all(type(t) is str for t in texts):
+        return "".join(texts)  # type: ignore[arg-type]
+    quoted = [t if type(t) is bytes else orjson.dumps(t) for t in texts]
+    parts: list[str] = orjson.loads(b"[" + b",".join(quoted) + b"]")
+    return "".join(parts)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from gateway.providers.base import UpstreamConnectionError
 
 DONE = b"data: [DONE]"
+T = TypeVar("T")
 
 
 class MalformedEvent(UpstreamConnectionError):
@@ -51,8 +52,8 @@ class SSEReader:
                 return event
 
     def pop_run(
-        self, take: Callable[[bytes, int], tuple[bytes, int, int] | None]
-    ) -> tuple[bytes, int] | None:
+        self, take: Callable[[bytes, int], tuple[T, int, int] | None]
+    ) -> tuple[T, int] | None:
         """Events already received taken at once: ``take(buffer, start)`` gives the bytes to
         relay for the whole events from ``start`` on that it accepts, how many, and where they
         end (just past a blank line); those are consumed: (bytes, count). None: nothing taken."""

@@ -239,3 +239,21 @@ def test_relay_parts_takes_objects() -> None:
     raw = out.begin() + out.relay_parts([b"", b"data: [DONE]\n\n"], [obj, None])
     assert kinds(events(raw))[-1] == "response.completed"
     assert s.feed({"choices": "bad"}) == b""
+
+
+def test_plain_texts_are_decoded_once_into_the_completed_text() -> None:
+    from gateway.edge.fastpath import PlainText
+
+    fe = ResponsesFrontEnd(KEY)
+    out = fe.stream(fe.parse(dict(PLAIN), {}))
+    first = orjson.loads(chunk({"content": "Hé "})[6:])  # the full path opens the item
+    texts = ['say \\"hi\\"', "a\\nb ", "\\u4e2d\\u6587", "", "end"]
+    parts = [PlainText(b'"' + t.encode() + b'"') for t in texts]
+    raw = out.begin() + out.relay_parts([b""] * 6, [first, *parts])
+    raw += out.relay(b"data: [DONE]\n\n")
+    evs = events(raw)
+    deltas = [e["delta"] for e in evs if e["type"] == "response.output_text.delta"]
+    assert deltas == ["Hé ", 'say "hi"', "a\nb ", "中文", "end"]
+    done = next(e for e in evs if e["type"] == "response.output_text.done")
+    assert done["text"] == 'Hé say "hi"a\nb 中文end'
+    assert evs[-1]["response"]["output"][0]["content"][0]["text"] == done["text"]

@@ -100,6 +100,36 @@ def test_a_run_of_events_relays_as_each_one_would(target: Target) -> None:
     assert taken > 0
 
 
+def test_a_run_of_texts_is_what_text_gives_each_event() -> None:
+    from gateway.edge.fastpath import BytePath
+
+    rng = random.Random("texts")
+    target = TARGETS[0]
+    texts = BytePath(None, ())
+    assert texts.text_run(b"data: {}\n\n", 0) is None  # no template learned yet
+    taken = 0
+    for _ in range(80):
+        plain = rng.random() < 0.7
+        events = [chunk(rng, target, plain=plain) for _ in range(rng.randrange(1, 6))]
+        if plain and rng.random() < 0.5:
+            events.append(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
+        wire = b"".join(e + b"\n\n" for e in events)
+        one_by_one = BytePath(None, ())
+        one_by_one._tpl = texts._tpl  # the same template, checked event by event
+        got = texts.text_run(b"junk" + wire, 4)
+        if got is None:
+            texts.text(events[0])  # learn, as the relay does on the full path
+            continue
+        quoted, n, end = got
+        taken += 1
+        assert end == 4 + len(b"".join(e + b"\n\n" for e in events[:n]))
+        assert quoted == [one_by_one.text(e) for e in events[:n]], wire
+        assert [orjson.loads(q) for q in quoted] == [
+            orjson.loads(e[6:])["choices"][0]["delta"]["content"] for e in events[:n]
+        ]
+    assert taken > 0
+
+
 async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
     events = [b'data: {"n":%d}' % i for i in range(30)] + [b": ping", b"data: [DONE]"]
     wire = b"".join(e + b"\n\n" for e in events)
@@ -175,3 +205,27 @@ def parsed_events(out: bytes) -> list[Any]:
         for line in ev.split(b"\n")
         if line.startswith(b"data: ")
     ]
+
+
+def test_a_run_declines_events_that_only_look_like_the_template() -> None:
+    from gateway.edge.fastpath import BytePath
+
+    fast = BytePath(None, ())
+    plain = (
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}'
+    )
+    assert fast.one(plain) is not None and fast._tpl is not None
+    pre, suf = fast._tpl.pre, fast._tpl.suf
+    for odd in (
+        pre + suf[1:],  # prefix and suffix overlapping on the quote
+        pre + b'a","x":"b' + suf,  # another field smuggled in
+        pre + b"ends\\" + suf,  # an escaped quote, not the string's end
+        pre + suf + b"\ndata: " + pre + b"x" + suf,  # two data lines
+        b"",
+    ):
+        wire = plain + b"\n\n" + odd + b"\n\n" + plain + b"\n\n"
+        for take in (fast.run, fast.text_run):
+            got = take(wire, 0)
+            assert got is None or got[1] == 1, odd  # never past the odd event
+    got = fast.run(plain + b"\n\n" + plain + b"\n\n", 0)
+    assert got == (plain + b"\n\n" + plain + b"\n\n", 2, len(plain) * 2 + 4)
