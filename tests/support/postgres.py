@@ -2,7 +2,8 @@
 
 :func:`scratch_database` creates a uniquely named database on the server at
 ``GLM_GATEWAY_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/test``: ``.ci/run``
-starts one where none answers) and drops it at the end, so tests never share rows.
+starts one where none answers; without it, one of this process's own) and drops it at the end,
+so tests never share rows.
 :class:`OwnPostgres` runs ``initdb`` + ``postgres`` on a free port in a temp dir: a server a test
 may kill (SIGKILL, the whole process group) and start again on the same data and port. As root
 it runs as the ``postgres`` user (the server refuses root).
@@ -10,6 +11,7 @@ it runs as the ``postgres`` user (the server refuses root).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -43,18 +45,35 @@ def shared_server_up() -> bool:
         return False
 
 
+_server: list[str] = []
+"""The server this test process uses, once chosen: the shared one, else one of its own."""
+
+
+def server_url() -> str:
+    """The shared server when it answers with trust auth, else a server of this test process's
+    own (``make test`` on a fresh machine: nothing listens on 5432, or Debian's just-installed
+    cluster asks for a password), started once and stopped at exit."""
+    if not _server:
+        if shared_server_up():
+            _server.append(SHARED)
+        else:
+            own = OwnPostgres()
+            atexit.register(own.close)
+            _server.append(own.url)
+    return _server[0]
+
+
 @contextlib.contextmanager
 def scratch_database() -> Iterator[str]:
-    """A fresh database's URL on the shared server, dropped afterwards."""
-    if not shared_server_up():
-        pytest.fail(f"no PostgreSQL answers at {SHARED} (.ci/run starts one)")
+    """A fresh database's URL on :func:`server_url`, dropped afterwards."""
+    server = server_url()
     name = f"glmgw_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(SHARED, autocommit=True) as conn:
+    with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield _with_db(SHARED, name)
+        yield _with_db(server, name)
     finally:
-        with psycopg.connect(SHARED, autocommit=True) as conn:
+        with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
