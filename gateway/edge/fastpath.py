@@ -39,6 +39,21 @@ class _Template:
         self.suf_out = suf_out + b"\n\n"
         self.suf_run = suf + b"\n\n"
 
+    def text_of(self, event: bytes) -> bytes | None:
+        """The text between prefix and suffix when ``event`` fits the template: no quote in
+        it, not ending in a backslash (so the suffix's quote closes it); else None."""
+        pre, suf = self.pre, self.suf
+        end = len(event) - len(suf)
+        if (
+            event.startswith(pre)
+            and event.endswith(suf)
+            and end >= len(pre)
+            and event.find(b'"', len(pre), end) < 0
+            and event[end - 1] != _BACKSLASH
+        ):
+            return event[len(pre) : end]
+        return None
+
 
 def _template(event: bytes, replacements: tuple[tuple[bytes, bytes], ...]) -> _Template | None:
     at = event.find(_CONTENT)
@@ -98,17 +113,8 @@ class BytePath:
     def one(self, event: bytes) -> bytes | None:
         """The bytes to relay for ``event`` (its blank line included), or None."""
         tpl = self._tpl
-        if tpl is not None:
-            pre, suf = tpl.pre, tpl.suf
-            end = len(event) - len(suf)
-            if (
-                event.startswith(pre)
-                and event.endswith(suf)
-                and end >= len(pre)
-                and event.find(b'"', len(pre), end) < 0
-                and event[end - 1] != _BACKSLASH
-            ):
-                return tpl.pre_out + event[len(pre) : end] + tpl.suf_out
+        if tpl is not None and (body := tpl.text_of(event)) is not None:
+            return tpl.pre_out + body + tpl.suf_out
         if not self._checked(event):
             return None
         reps = self.replacements
@@ -131,17 +137,8 @@ class BytePath:
         """For a front-end that reads objects: a plain chunk's ``content`` as its JSON string
         (quotes included), or None (the chunk takes the full path)."""
         tpl = self._tpl
-        if tpl is not None:
-            pre, suf = tpl.pre, tpl.suf
-            end = len(event) - len(suf)
-            if (
-                event.startswith(pre)
-                and event.endswith(suf)
-                and end >= len(pre)
-                and event.find(b'"', len(pre), end) < 0
-                and event[end - 1] != _BACKSLASH
-            ):
-                return b'"' + event[len(pre) : end] + b'"'
+        if tpl is not None and (body := tpl.text_of(event)) is not None:
+            return b'"' + body + b'"'
         if not plain_chunk(event):
             return None
         learnt = _template(event, ())
