@@ -93,28 +93,29 @@ async def _provider_route(request: web.Request) -> web.StreamResponse:
 
 def _quota(request: web.Request) -> web.Response:
     """A Coding Plan's quota, as Z.ai's monitor endpoint answers it (see :mod:`.plans`)."""
+    provider, refused = _authorised_get(request, "quota")
+    if refused is not None:
+        return refused
+    return json_response(request.app[STATE].plans.quota(provider))
+
+
+def _authorised_get(request: web.Request, api: str) -> tuple[str, web.Response | None]:
+    """Record a GET on a provider's side endpoint; (provider, the host's refusal or None)."""
     state = request.app[STATE]
     provider = request.match_info["provider"]
-    state.record(request, provider, None, api="quota")
+    state.record(request, provider, None, api=api)
     dialect = state.table.dialect(provider)
     if dialect is None:
-        return error_response(d.unknown_provider(provider))
+        return provider, error_response(d.unknown_provider(provider))
     refusal = d.check_auth(dialect, request.headers.get("Authorization"))
-    if refusal is not None:
-        return error_response(refusal)
-    return json_response(state.plans.quota(provider))
+    return provider, None if refusal is None else error_response(refusal)
 
 
 def _models(request: web.Request) -> web.Response:
+    provider, refused = _authorised_get(request, "models")
+    if refused is not None:
+        return refused
     state = request.app[STATE]
-    provider = request.match_info["provider"]
-    state.record(request, provider, None, api="models")
-    dialect = state.table.dialect(provider)
-    if dialect is None:
-        return error_response(d.unknown_provider(provider))
-    refusal = d.check_auth(dialect, request.headers.get("Authorization"))
-    if refusal is not None:
-        return error_response(refusal)
     data = [
         {"id": m, "object": "model", "created": 0, "owned_by": provider}
         for m in state.table.model_ids(provider)
