@@ -10,9 +10,7 @@ rather than being tested in a form it no longer has.
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +21,9 @@ from tests.deploy.compose_file import COMPOSE_DIR
 from tests.deploy.k8s import CONFIG_SOURCE
 from tests.support.e2e import GATEWAY_ENV, MASTER_KEY
 from tests.support.procs import Proc, free_port, start_gateway, start_simulator
+from tests.support.topology import NGINX, Nginx
 
 pytestmark = pytest.mark.slow
-NGINX = Path("/usr/sbin/nginx")
 
 
 def adapted(tmp: Path, a: int, b: int, port: int) -> str:
@@ -54,60 +52,20 @@ def adapted(tmp: Path, a: int, b: int, port: int) -> str:
     return text
 
 
-class ComposeNginx:
-    """nginx in the foreground on the adapted compose config; logs in ``tmp``."""
-
-    def __init__(self, tmp: Path, a: int, b: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.conf = tmp / "nginx.conf"
-        self.conf.write_text(adapted(tmp, a, b, self.port))
-        self.access_log = tmp / "access.log"
-        self._out = (tmp / "stderr.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(NGINX), "-p", str(tmp), "-c", str(self.conf)],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-        end = time.monotonic() + 20
-        while time.monotonic() < end and self.proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx did not start: {(tmp / 'error.log').read_text()[-2000:]}")
-
-    def lines(self) -> list[str]:
-        return self.access_log.read_text().splitlines() if self.access_log.exists() else []
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._out.close()
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ComposeNginx, Proc, Proc]]:
-    if not NGINX.exists():
-        pytest.fail(f"nginx is not installed at {NGINX} (tests/support/system-deps.sh installs it)")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nginx, Proc, Proc]]:
     sim = start_simulator(CONFIG_SOURCE)
     a = start_gateway(sim.url, CONFIG_SOURCE, GATEWAY_ENV)
     b = start_gateway(sim.url, CONFIG_SOURCE, GATEWAY_ENV)
-    nginx = ComposeNginx(tmp_path_factory.mktemp("nginx"), a.port, b.port)
+    tmp, port = tmp_path_factory.mktemp("nginx"), free_port()
+    nginx = Nginx.with_config(tmp, port, adapted(tmp, a.port, b.port, port))
     yield nginx, a, b
     nginx.stop()
     for proc in (a, b, sim):
         proc.stop()
 
 
-def test_nginx_accepts_the_compose_config(stack: tuple[ComposeNginx, Proc, Proc]) -> None:
+def test_nginx_accepts_the_compose_config(stack: tuple[Nginx, Proc, Proc]) -> None:
     nginx = stack[0]
     run = subprocess.run(
         [str(NGINX), "-t", "-p", str(nginx.conf.parent), "-c", str(nginx.conf)],
@@ -117,7 +75,7 @@ def test_nginx_accepts_the_compose_config(stack: tuple[ComposeNginx, Proc, Proc]
 
 
 async def test_both_replicas_answer_through_it_streams_included(
-    stack: tuple[ComposeNginx, Proc, Proc],
+    stack: tuple[Nginx, Proc, Proc],
 ) -> None:
     nginx, a, b = stack
     client = openai.AsyncOpenAI(base_url=nginx.url + "/v1", api_key=MASTER_KEY, max_retries=0,

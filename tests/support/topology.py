@@ -64,24 +64,36 @@ class Nginx:
     def __init__(self, tmp: Path, *ports: int, keepalive: int = 0) -> None:
         """``keepalive``: idle connections nginx keeps to the replicas (its upstream
         ``keepalive``; 0: a new connection per request)."""
-        if not NGINX.exists():
-            pytest.fail(
-                f"nginx is not installed at {NGINX}: this chaos test needs it "
-                "(`apt-get install -y nginx`; tests/support/system-deps.sh installs it)"
-            )
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.access_log = tmp / "access.log"
-        self.error_log = tmp / "error.log"
         servers = [f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=1s;" for p in ports]
         if keepalive:
             servers.append(f"        keepalive {keepalive};")
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, servers="\n".join(servers), port=self.port))
-        self._out = (OUT / f"nginx-{self.port}.log").open("wb")
+        port = free_port()
+        text = NGINX_CONF.format(tmp=tmp, servers="\n".join(servers), port=port)
+        self._start(tmp, port, text)
+
+    @classmethod
+    def with_config(cls, tmp: Path, port: int, text: str) -> Nginx:
+        """nginx on a config of the caller's (listening on 127.0.0.1:``port``, logs in ``tmp``)."""
+        nginx = cls.__new__(cls)
+        nginx._start(tmp, port, text)
+        return nginx
+
+    def _start(self, tmp: Path, port: int, text: str) -> None:
+        if not NGINX.exists():
+            pytest.fail(
+                f"nginx is not installed at {NGINX}: this test needs it "
+                "(`apt-get install -y nginx`; tests/support/system-deps.sh installs it)"
+            )
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.access_log = tmp / "access.log"
+        self.error_log = tmp / "error.log"
+        self.conf = tmp / "nginx.conf"
+        self.conf.write_text(text)
+        self._out = (OUT / f"nginx-{port}.log").open("wb")
         self.proc = subprocess.Popen(
-            [str(NGINX), "-p", str(tmp), "-c", str(conf)],
+            [str(NGINX), "-p", str(tmp), "-c", str(self.conf)],
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
@@ -89,7 +101,7 @@ class Nginx:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited: {self.error_log.read_text()[-2000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -97,8 +109,8 @@ class Nginx:
         raise RuntimeError("nginx did not start listening")
 
     def lines(self) -> list[str]:
-        """Access-log lines: ``<status> <upstream addresses> <upstream statuses>``; a comma
-        in the addresses means nginx tried another replica for that request."""
+        """Access-log lines (this module's format: ``<status> <upstream addresses> <upstream
+        statuses>``; a comma in the addresses means nginx tried another replica)."""
         return self.access_log.read_text().splitlines() if self.access_log.exists() else []
 
     async def until_routed_to(self, port: int, after_line: int) -> None:
