@@ -26,9 +26,17 @@ from tests.deploy.k8s import CONFIG_SOURCE, gateway_yaml_drain_s
 from tests.support.procs import ROOT
 
 DEMO_ENV = cf.read_env_file(cf.COMPOSE_DIR / "demo.env")
-PROD_ENV = {**cf.read_env_file(cf.COMPOSE_DIR / "example.env"), "GLM_GATEWAY_MASTER_KEY": "k"}
+PROD_ENV = {
+    **cf.read_env_file(cf.COMPOSE_DIR / "example.env"),
+    "GLM_GATEWAY_MASTER_KEY": "k",
+    "POSTGRES_PASSWORD": "p4ss",
+}
 GATEWAYS = ("gateway-1", "gateway-2")
-EXACT_TAG = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+(-[\w.]+)?$")
+EXACT_TAG = re.compile(
+    r"^[\w./-]+:v?\d+\.\d+\.\d+(-[\w.]+)?$"
+    # PostgreSQL's releases are MAJOR.MINOR (17.6 is a patch release): exact with its base OS
+    r"|^postgres:\d+\.\d+-alpine\d+\.\d+$"
+)
 
 
 def schema_errors(doc: dict[str, Any]) -> list[str]:
@@ -60,7 +68,8 @@ def test_the_schema_check_finds_what_is_wrong() -> None:
 def test_one_command_brings_up_the_demo() -> None:
     demo = cf.load(DEMO_ENV)
     assert set(demo["services"]) == {
-        *GATEWAYS, "nginx", "redis", "prometheus", "grafana", "otel-collector", "simulator",
+        *GATEWAYS, "nginx", "redis", "postgres", "prometheus", "grafana", "otel-collector",
+        "simulator",
     }  # fmt: skip
     assert "simulator" not in cf.load(PROD_ENV)["services"]  # the demo profile only
     sim = demo["services"]["simulator"]
@@ -75,6 +84,38 @@ def test_a_missing_master_key_is_refused_with_a_message() -> None:
     env = {k: v for k, v in PROD_ENV.items() if k != "GLM_GATEWAY_MASTER_KEY"}
     with pytest.raises(cf.InterpolationError, match="GLM_GATEWAY_MASTER_KEY"):
         cf.load(env)
+
+
+def test_a_missing_postgres_password_is_refused_with_a_message() -> None:
+    env = {k: v for k, v in PROD_ENV.items() if k != "POSTGRES_PASSWORD"}
+    with pytest.raises(cf.InterpolationError, match="POSTGRES_PASSWORD"):
+        cf.load(env)
+
+
+def test_the_gateways_keep_records_in_the_bundled_postgres_and_spill_to_their_own_volume() -> None:
+    doc = cf.load(PROD_ENV)
+    pg = doc["services"]["postgres"]
+    assert EXACT_TAG.match(pg["image"]) and "ports" not in pg  # only the replicas reach it
+    assert pg["environment"]["POSTGRES_PASSWORD"] == "p4ss"
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in pg["volumes"])
+    spools = set()
+    for name in GATEWAYS:
+        svc = doc["services"][name]
+        url = urlsplit(svc["environment"]["GLM_GATEWAY_DATABASE_URL"])
+        assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
+        assert (url.username, url.password, url.path) == (
+            pg["environment"]["POSTGRES_USER"],
+            "p4ss",
+            "/" + pg["environment"]["POSTGRES_DB"],
+        )
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+        # the spool (database.spool_dir defaults to the temp dir) outlives the container
+        tmp = [v.split(":")[0] for v in svc["volumes"] if v.split(":")[1] == "/tmp"]
+        assert len(tmp) == 1 and tmp[0] in doc["volumes"] and "tmpfs" not in svc, name
+        spools.add(tmp[0])
+    assert len(spools) == len(GATEWAYS)  # one each: a spool file is one process's
+    off = cf.load({**PROD_ENV, "GLM_GATEWAY_DATABASE_URL": ""})
+    assert off["services"]["gateway-1"]["environment"]["GLM_GATEWAY_DATABASE_URL"] == ""
 
 
 def test_every_service_has_its_image_and_its_mounted_files() -> None:
