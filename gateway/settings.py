@@ -22,20 +22,35 @@ class Settings:
     redis_cluster_nodes: str | None = None
     """``GLM_GATEWAY_REDIS_CLUSTER_NODES``: Cluster mode. Any Redis variable set replaces the
     config's Redis mode (``redis_target`` refuses two modes set at once)."""
+    redis_username: str | None = None
+    """``GLM_GATEWAY_REDIS_USERNAME``, ``GLM_GATEWAY_REDIS_PASSWORD`` (the servers holding the
+    state, any mode) and ``GLM_GATEWAY_REDIS_SENTINEL_PASSWORD`` (the sentinels): each replaces
+    the config's ``state.redis_username`` / ``redis_password`` / ``redis_sentinel_password``."""
+    redis_password: str | None = None
+    redis_sentinel_password: str | None = None
 
     def redis_state(self) -> dict[str, str | None] | None:
-        """The ``state`` keys the environment sets (with ``backend: redis``), or None."""
-        if not (self.redis_url or self.redis_sentinels or self.redis_cluster_nodes):
-            return None
-        keys: dict[str, str | None] = {
-            "backend": "redis",
-            "redis_url": self.redis_url,
-            "redis_sentinels": self.redis_sentinels,
-            "redis_cluster_nodes": self.redis_cluster_nodes,
-        }
+        """The ``state`` keys the environment sets, or None. A Redis mode variable sets
+        ``backend: redis`` and replaces the config's mode; credentials alone apply to the
+        config's mode."""
+        keys: dict[str, str | None] = {}
+        if self.redis_url or self.redis_sentinels or self.redis_cluster_nodes:
+            keys = {
+                "backend": "redis",
+                "redis_url": self.redis_url,
+                "redis_sentinels": self.redis_sentinels,
+                "redis_cluster_nodes": self.redis_cluster_nodes,
+            }
         if self.redis_sentinel_service:  # else the config's (or the default) stands
             keys["redis_sentinel_service"] = self.redis_sentinel_service
-        return keys
+        for name in ("redis_username", "redis_password", "redis_sentinel_password"):
+            if getattr(self, name):
+                keys[name] = getattr(self, name)
+        return keys or None
+
+    def redis_mode_set(self) -> bool:
+        """A Redis mode variable is set (URL, sentinels or cluster nodes)."""
+        return bool(self.redis_url or self.redis_sentinels or self.redis_cluster_nodes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,4 +63,7 @@ class Settings:
             redis_sentinels=env.get("GLM_GATEWAY_REDIS_SENTINELS") or None,
             redis_sentinel_service=env.get("GLM_GATEWAY_REDIS_SENTINEL_SERVICE") or None,
             redis_cluster_nodes=env.get("GLM_GATEWAY_REDIS_CLUSTER_NODES") or None,
+            redis_username=env.get("GLM_GATEWAY_REDIS_USERNAME") or None,
+            redis_password=env.get("GLM_GATEWAY_REDIS_PASSWORD") or None,
+            redis_sentinel_password=env.get("GLM_GATEWAY_REDIS_SENTINEL_PASSWORD") or None,
         )

@@ -98,6 +98,7 @@ def config_secrets(config: Config, environ: Mapping[str, str] | None = None) -> 
         found.append(gw.auth.master_key)
     if gw.state.redis_url:
         found.append(urlsplit(gw.state.redis_url).password or "")
+    found += [gw.state.redis_password or "", gw.state.redis_sentinel_password or ""]
     if gw.database.url:
         found.append(urlsplit(gw.database.url).password or "")
     found += gw.logging.redact

@@ -245,7 +245,7 @@ def _check_gateway(
             problems.append(f"{where}: {model!r} is not a variant id, an alias or auto")
     st = gateway.state
     named = st.redis_url or st.redis_sentinels or st.redis_cluster_nodes
-    if st.backend == "redis" and not named and settings.redis_state() is None:
+    if st.backend == "redis" and not named and not settings.redis_mode_set():
         problems.append(
             f"{marks.at(('state', 'redis_url'))}: required when state.backend is 'redis' "
             "(set GLM_GATEWAY_REDIS_URL, GLM_GATEWAY_REDIS_SENTINELS or "

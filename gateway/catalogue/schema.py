@@ -324,6 +324,17 @@ class StateConfig(Strict):
     redis_cluster_nodes: str | None = None
     """Redis Cluster: ``host:port,...`` seed nodes (``GLM_GATEWAY_REDIS_CLUSTER_NODES``). Exactly
     one of the three Redis modes; :mod:`gateway.state.redis_target` checks it."""
+    redis_username: str | None = None
+    """The Redis ACL user (``GLM_GATEWAY_REDIS_USERNAME``) for the servers that hold the state,
+    in every mode; a single mode's URL may carry its own (``redis://user:pass@host``), which
+    wins."""
+    redis_password: str | None = None
+    """Their password (``GLM_GATEWAY_REDIS_PASSWORD``): the masters and replicas under
+    Sentinel, every Cluster node. Kept out of logs, metrics and answers like every secret;
+    better set from the environment than written in a file."""
+    redis_sentinel_password: str | None = None
+    """The sentinels' own password (``GLM_GATEWAY_REDIS_SENTINEL_PASSWORD``; their
+    ``requirepass``), when they have one; the data nodes' is ``redis_password``."""
     redis_timeout_ms: PositiveInt = 50
     """Longest wait for one Redis round trip before serving from local state (degraded)."""
     redis_prefix: str = Field(default="glmgw", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")

@@ -52,24 +52,36 @@ class Link:
         }
         # socket_timeout=None said out loud: redis-py 8 defaults it to 5 s
         hot = {**slow, "socket_timeout": None}
+        # the data servers' credentials; redis-py lets a URL's own replace them
+        slow_auth = {**slow, **target.credentials()}
+        hot_auth = {**hot, **target.credentials()}
         self._sentinel: Sentinel | None = None
         self._owner: _SlotOwner | None = None
         pools: tuple[ConnectionPool, ConnectionPool]
         if target.mode == "single":
             url = target.url or ""
-            pools = (ConnectionPool.from_url(url, **slow), ConnectionPool.from_url(url, **hot))
+            pools = (
+                ConnectionPool.from_url(url, **slow_auth),
+                ConnectionPool.from_url(url, **hot_auth),
+            )
         elif target.mode == "sentinel":
+            sentinel_auth = (
+                {"password": target.sentinel_password} if target.sentinel_password else {}
+            )
             self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 list(target.nodes),
-                sentinel_kwargs={"retry": no_retry, **slow},
+                sentinel_kwargs={"retry": no_retry, **slow, **sentinel_auth},
             )
             pools = (
-                SentinelConnectionPool(target.service, self._sentinel, **slow),  # type: ignore[no-untyped-call]
-                SentinelConnectionPool(target.service, self._sentinel, **hot),  # type: ignore[no-untyped-call]
+                SentinelConnectionPool(target.service, self._sentinel, **slow_auth),  # type: ignore[no-untyped-call]
+                SentinelConnectionPool(target.service, self._sentinel, **hot_auth),  # type: ignore[no-untyped-call]
             )
         else:
-            self._owner = _SlotOwner(target.nodes, key, timeout)
-            pools = (_SlotOwnerPool(self._owner, **slow), _SlotOwnerPool(self._owner, **hot))
+            self._owner = _SlotOwner(target.nodes, key, timeout, target.credentials())
+            pools = (
+                _SlotOwnerPool(self._owner, **slow_auth),
+                _SlotOwnerPool(self._owner, **hot_auth),
+            )
         self._pools = pools
         self.slow = Redis(connection_pool=pools[0], retry=no_retry)
         """Admin, health, resync: each call bounded by ``timeout``."""
@@ -97,9 +109,17 @@ class _SlotOwner:
     """Where the master of ``key``'s slot is: read from the cluster's topology once, and
     again after :meth:`forget`."""
 
-    def __init__(self, nodes: tuple[tuple[str, int], ...], key: str, timeout: float) -> None:
+    def __init__(
+        self,
+        nodes: tuple[tuple[str, int], ...],
+        key: str,
+        timeout: float,
+        credentials: dict[str, str],
+    ) -> None:
         self._cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            username=credentials.get("username"),
+            password=credentials.get("password"),
             require_full_coverage=False,  # another shard down is not ours to wait for
             socket_timeout=timeout,
             socket_connect_timeout=timeout,

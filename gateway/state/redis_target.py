@@ -4,7 +4,11 @@ Exactly one of ``state.redis_url`` (``GLM_GATEWAY_REDIS_URL``), ``state.redis_se
 (``GLM_GATEWAY_REDIS_SENTINELS``, with ``state.redis_sentinel_service`` /
 ``GLM_GATEWAY_REDIS_SENTINEL_SERVICE``, default ``mymaster``) and ``state.redis_cluster_nodes``
 (``GLM_GATEWAY_REDIS_CLUSTER_NODES``) names it. Node lists are ``host:port,host:port,...``
-(``[v6]:port`` for IPv6). No ``redis`` import here: the loader validates with it.
+(``[v6]:port`` for IPv6). Credentials: ``state.redis_username`` / ``redis_password`` for the
+servers that hold the state (``GLM_GATEWAY_REDIS_USERNAME`` / ``_PASSWORD``; in single mode the
+URL's own win) and ``state.redis_sentinel_password`` for the sentinels
+(``GLM_GATEWAY_REDIS_SENTINEL_PASSWORD``). No ``redis`` import here: the loader validates with
+it.
 
 In Cluster mode every key carries the hash tag ``{prefix}``: each Lua script reads and writes
 one deployment's, one key's and the global circuit keys in the same call, so all of them live in
@@ -15,7 +19,7 @@ prefix, so an upgrade finds the keys it wrote before.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -35,6 +39,16 @@ class RedisTarget:
     """Sentinel mode: the sentinels; Cluster mode: the seed nodes."""
     service: str = DEFAULT_SERVICE
     """Sentinel mode: the master's service name."""
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    """The data servers' credentials (every mode; a single mode URL's own win)."""
+    sentinel_password: str | None = field(default=None, repr=False)
+    """Sentinel mode: the sentinels' own ``requirepass``."""
+
+    def credentials(self) -> dict[str, str]:
+        """``username`` / ``password`` keyword arguments for redis-py connections."""
+        found = {"username": self.username, "password": self.password}
+        return {k: v for k, v in found.items() if v}
 
     def describe(self) -> str:
         """For logs, ``check-config`` and ``/readyz``: never a password."""
@@ -74,15 +88,25 @@ def redis_target(state: StateConfig) -> RedisTarget | None:
     problems = target_problems(state)
     if problems:
         raise ValueError("; ".join(problems))
+    user, password = state.redis_username, state.redis_password
     if state.redis_cluster_nodes:
-        return RedisTarget("cluster", nodes=parse_nodes(state.redis_cluster_nodes, ""))
-    if state.redis_sentinels:
-        service = state.redis_sentinel_service or DEFAULT_SERVICE
         return RedisTarget(
-            "sentinel", nodes=parse_nodes(state.redis_sentinels, ""), service=service
+            "cluster",
+            nodes=parse_nodes(state.redis_cluster_nodes, ""),
+            username=user,
+            password=password,
+        )
+    if state.redis_sentinels:
+        return RedisTarget(
+            "sentinel",
+            nodes=parse_nodes(state.redis_sentinels, ""),
+            service=state.redis_sentinel_service or DEFAULT_SERVICE,
+            username=user,
+            password=password,
+            sentinel_password=state.redis_sentinel_password,
         )
     if state.redis_url:
-        return RedisTarget("single", url=state.redis_url)
+        return RedisTarget("single", url=state.redis_url, username=user, password=password)
     return None
 
 

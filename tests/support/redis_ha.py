@@ -7,12 +7,16 @@
 - :class:`SentinelGroup`: a master, one replica and three sentinels (quorum 2),
   ``down-after-milliseconds`` 1 s.
 
+Both take a ``password`` (every data node's ``requirepass`` and ``masterauth``); the sentinels
+take their own (``sentinel_password``).
+
 ``fail_master`` kills (SIGKILL) the master that serves the gateway's keys and returns once a
 replica serves them instead; every wait polls for a state with a bound.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -41,13 +45,23 @@ def until(check: Callable[[], bool], what: str, limit: float = 30) -> None:
         time.sleep(0.05)
 
 
-def client(port: int) -> Redis:
-    return Redis(port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+def client(port: int, password: str | None = None) -> Redis:
+    return Redis(
+        port=port,
+        password=password,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        decode_responses=True,
+    )
 
 
-def _master_port(node: RedisServer) -> int | None:
+def _auth_flags(password: str | None) -> list[str]:
+    return ["--requirepass", password, "--masterauth", password] if password else []
+
+
+def _master_port(node: RedisServer, password: str | None) -> int | None:
     """The port of the master ``node`` replicates (None: it is a master)."""
-    c = client(node.port)
+    c = client(node.port, password)
     try:
         info = c.info("replication")
         return int(info["master_port"]) if info["role"] == "slave" else None
@@ -56,7 +70,8 @@ def _master_port(node: RedisServer) -> int | None:
 
 
 class RedisClusterGroup:
-    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 1, password: str | None = None) -> None:
+        self.password = password
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not on PATH (.ci/run installs it)")
@@ -64,6 +79,7 @@ class RedisClusterGroup:
             "--cluster-enabled", "yes",
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             "--cluster-replica-validity-factor", "0",
+            *_auth_flags(password),
         ]  # fmt: skip
         self.nodes: list[RedisServer] = []
         try:
@@ -86,6 +102,7 @@ class RedisClusterGroup:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 timeout=60,
+                env={**os.environ, "REDISCLI_AUTH": password} if password else None,
             )
             until(self._settled, "the cluster to be ok, with every replica in sync")
         except BaseException:
@@ -102,7 +119,7 @@ class RedisClusterGroup:
 
     def _settled(self) -> bool:
         for n in self._alive():
-            c = client(n.port)
+            c = client(n.port, self.password)
             try:
                 if "cluster_state:ok" not in str(c.execute_command("CLUSTER", "INFO")):
                     return False
@@ -116,7 +133,7 @@ class RedisClusterGroup:
     def owner(self, key: str) -> RedisServer:
         """The master that serves ``key``'s slot, as the live nodes see it."""
         for n in self._alive():
-            c = client(n.port)
+            c = client(n.port, self.password)
             try:
                 slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
                 for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
@@ -150,15 +167,18 @@ class RedisClusterGroup:
         """``CLUSTER FAILOVER`` on the replica of ``key``'s master: the old master stays up,
         demoted to a replica. Returns the new master."""
         old = self.owner(key)
-        replica = next(n for n in self._alive() if _master_port(n) == old.port)
-        c = client(replica.port)
+        replica = next(n for n in self._alive() if _master_port(n, self.password) == old.port)
+        c = client(replica.port, self.password)
         try:
             c.execute_command("CLUSTER", "FAILOVER")
         finally:
             c.close()
 
         def switched() -> bool:
-            return self.owner(key).port == replica.port and _master_port(old) == replica.port
+            return (
+                self.owner(key).port == replica.port
+                and _master_port(old, self.password) == replica.port
+            )
 
         until(switched, f"{replica.port} to take over from {old.port}")
         return replica
@@ -171,8 +191,15 @@ class RedisClusterGroup:
 class Sentinel:
     """``redis-server <conf> --sentinel`` on a free port."""
 
-    def __init__(self, master_port: int, directory: Path) -> None:
+    def __init__(
+        self,
+        master_port: int,
+        directory: Path,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.port = free_port()
+        self.password = sentinel_password
         conf = directory / f"sentinel-{self.port}.conf"
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
@@ -180,6 +207,13 @@ class Sentinel:
             f"sentinel monitor mymaster 127.0.0.1 {master_port} 2\n"
             f"sentinel down-after-milliseconds mymaster {NODE_TIMEOUT_MS}\n"
             "sentinel failover-timeout mymaster 5000\n"
+            + (f"sentinel auth-pass mymaster {password}\n" if password else "")
+            # the sentinels' own password, which they also use with each other
+            + (
+                f"requirepass {sentinel_password}\nsentinel sentinel-pass {sentinel_password}\n"
+                if sentinel_password
+                else ""
+            )
         )
         binary = shutil.which("redis-server") or "redis-server"
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
@@ -189,7 +223,7 @@ class Sentinel:
         )
 
     def master_port(self) -> int:
-        c = client(self.port)
+        c = client(self.port, self.password)
         try:
             _, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
             return int(port)
@@ -197,7 +231,7 @@ class Sentinel:
             c.close()
 
     def knows_everyone(self) -> bool:
-        c = client(self.port)
+        c = client(self.port, self.password)
         try:
             replicas = c.execute_command("SENTINEL", "REPLICAS", "mymaster")
             peers = c.execute_command("SENTINEL", "SENTINELS", "mymaster")
@@ -219,17 +253,21 @@ class Sentinel:
 class SentinelGroup:
     service = "mymaster"
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None, sentinel_password: str | None = None) -> None:
+        self.password = password
         OUT.mkdir(parents=True, exist_ok=True)
         self._dir = Path(tempfile.mkdtemp(prefix="glmgw-sentinel-"))
         self.servers: list[RedisServer] = []
         self.sentinels: list[Sentinel] = []
         try:
-            master = RedisServer()
+            auth = _auth_flags(password)
+            master = RedisServer(extra=auth)
             self.servers.append(master)
-            replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port)])
+            replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port), *auth])
             self.servers.append(replica)
-            self.sentinels = [Sentinel(master.port, self._dir) for _ in range(3)]
+            self.sentinels = [
+                Sentinel(master.port, self._dir, password, sentinel_password) for _ in range(3)
+            ]
             until(self._settled, "the sentinels to know the replica and each other")
         except BaseException:
             self.close()
@@ -247,7 +285,7 @@ class SentinelGroup:
     def _settled(self) -> bool:
         master = self.master().port
         replica = next(s for s in self.servers if s.port != master)
-        c = client(replica.port)
+        c = client(replica.port, self.password)
         try:
             info = c.info("replication")
             in_sync = info.get("master_link_status") == "up" and info["master_port"] == master
@@ -264,7 +302,7 @@ class SentinelGroup:
             ports = {s.master_port() for s in self.sentinels}
             if ports == {old.port} or len(ports) != 1:
                 return False
-            c = client(ports.pop())
+            c = client(ports.pop(), self.password)
             try:
                 return c.info("replication")["role"] == "master"
             finally:
@@ -284,7 +322,7 @@ class SentinelGroup:
     def switch_master(self) -> RedisServer:
         """``SENTINEL FAILOVER``: the old master stays up, demoted to a replica."""
         old = self.master()
-        c = client(self.sentinels[0].port)
+        c = client(self.sentinels[0].port, self.sentinels[0].password)
         try:
             c.execute_command("SENTINEL", "FAILOVER", self.service)
         finally:
@@ -292,7 +330,11 @@ class SentinelGroup:
 
         def switched() -> bool:
             ports = {s.master_port() for s in self.sentinels}
-            return ports != {old.port} and len(ports) == 1 and _master_port(old) == ports.pop()
+            return (
+                ports != {old.port}
+                and len(ports) == 1
+                and _master_port(old, self.password) == ports.pop()
+            )
 
         until(switched, f"the sentinels to move the master off {old.port}")
         return self.master()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.catalogue.catalogue import config_secrets
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.schema import BreakerConfig, StateConfig
-from gateway.cli import main
+from gateway.cli import main, resolve_config
 from gateway.state.base import DeploymentAsk, Ticket
 from gateway.state.redis import RedisState
 from gateway.state.redis_target import RedisTarget, parse_nodes, redis_mode, redis_target
@@ -23,6 +24,9 @@ REDIS_VARS = [
     "GLM_GATEWAY_REDIS_SENTINELS",
     "GLM_GATEWAY_REDIS_SENTINEL_SERVICE",
     "GLM_GATEWAY_REDIS_CLUSTER_NODES",
+    "GLM_GATEWAY_REDIS_USERNAME",
+    "GLM_GATEWAY_REDIS_PASSWORD",
+    "GLM_GATEWAY_REDIS_SENTINEL_PASSWORD",
     "GLM_GATEWAY_CONFIG_DIR",
 ]
 
@@ -155,3 +159,38 @@ async def test_no_redis_answering_in_any_mode_serves_from_local_state(mode: str)
         assert await state.get_pin("s", time.time()) is None
     finally:
         await state.aclose()
+
+
+def test_credentials_from_the_environment_apply_to_the_configs_mode_and_are_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["init", str(tmp_path)]) == 0
+    text = (tmp_path / "gateway.yaml").read_text()
+    (tmp_path / "gateway.yaml").write_text(
+        text.replace(
+            "  backend: memory\n", "  backend: redis\n  redis_sentinels: s1:26379,s2:26379\n"
+        ).replace("redis_url: ${GLM_GATEWAY_REDIS_URL:-}", "redis_url:")
+    )
+    monkeypatch.setenv("GLM_GATEWAY_REDIS_USERNAME", "gw")
+    monkeypatch.setenv("GLM_GATEWAY_REDIS_PASSWORD", "data-secret-1")
+    monkeypatch.setenv("GLM_GATEWAY_REDIS_SENTINEL_PASSWORD", "sentinel-secret-2")
+    config = resolve_config(str(tmp_path))
+    target = redis_target(config.gateway.state)
+    assert target is not None and target.mode == "sentinel"  # the config's mode stands
+    assert target.credentials() == {"username": "gw", "password": "data-secret-1"}
+    assert target.sentinel_password == "sentinel-secret-2"
+    assert {"data-secret-1", "sentinel-secret-2"} <= set(config_secrets(config, {}))
+    for text in (repr(target), target.describe()):
+        assert "secret" not in text
+    assert main(["check-config", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "secret" not in out.out + out.err
+    assert "sentinel service 'mymaster' via s1:26379,s2:26379" in out.out
+
+
+def test_credentials_alone_choose_no_redis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A password without a Redis mode leaves the memory backend as it is."""
+    assert main(["init", str(tmp_path)]) == 0
+    monkeypatch.setenv("GLM_GATEWAY_REDIS_PASSWORD", "pw")
+    config = resolve_config(str(tmp_path))
+    assert config.gateway.state.backend == "memory" and redis_target(config.gateway.state) is None
