@@ -80,10 +80,7 @@ local function wadd(key, bucket, amount, size, n)
 end
 """
 
-BEFORE = (
-    _HELPERS
-    + """
-local t = cjson.decode(ARGV[3])
+_BEFORE_BODY = """
 local out = {open = {}, lat = {}, sat = {}}
 out.ver = tonumber(redis.call('GET', P .. ':keys:ver') or '0')
 if t.pin then
@@ -253,12 +250,10 @@ end
 out.lease = lease
 return cjson.encode(out)
 """
-)
+"""What ``before`` does with its ticket ``t`` (a chunk ending in ``return``)."""
+BEFORE = _HELPERS + "local t = cjson.decode(ARGV[3])\n" + _BEFORE_BODY
 
-AFTER = (
-    _HELPERS
-    + """
-local r = cjson.decode(ARGV[3])
+_AFTER_BODY = """
 if r.rid and not redis.call('SET', P .. ':done:' .. r.rid, 1, 'NX', 'EX', 86400) then
   return 0
 end
@@ -364,7 +359,33 @@ for _, id in ipairs(lease.probes) do
 end
 return 1
 """
+"""What ``after`` does with its report ``r`` (a chunk ending in ``return``)."""
+AFTER = _HELPERS + "local r = cjson.decode(ARGV[3])\n" + _AFTER_BODY
+
+BATCH = (
+    _HELPERS
+    + "local function after_one(r)\n"
+    + _AFTER_BODY
+    + "end\nlocal function before_one(t)\n"
+    + _BEFORE_BODY
+    + """end
+local out = {false}
+for i = 4, #ARGV, 2 do
+  now = tonumber(ARGV[i])
+  out[#out + 1] = after_one(cjson.decode(ARGV[i + 1]))
+end
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[2])
+  out[1] = before_one(cjson.decode(ARGV[3]))
+end
+return out
+"""
 )
+"""``after`` reports and a ``before`` of one event-loop turn in one call (one EVALSHA instead
+of one each: :class:`gateway.state.autopipe.AutoPipeline` folds them): ``ARGV[2]``, ``ARGV[3]``
+the ``before``'s now and ticket (``''``: none), then each report's now and document. Reports
+are applied first, in order, each at its own now; the answer is ``{before's answer or false,
+after's answer ...}``."""
 
 HEALTH = (
     _HELPERS

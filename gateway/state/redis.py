@@ -88,8 +88,15 @@ class RedisState:
         self._hot = self._link.hot
         self._auto = AutoPipeline(
             self._hot,
-            {"before": lua.BEFORE, "after": lua.AFTER, "pin": lua.PIN_GET, "repin": lua.PIN_SET},
+            {
+                "before": lua.BEFORE,
+                "after": lua.AFTER,
+                "pin": lua.PIN_GET,
+                "repin": lua.PIN_SET,
+                "batch": lua.BATCH,
+            },
             timeout=self._slow_timeout,
+            fold=("before", "after", "batch"),
         )
         self._after = self._r.register_script(lua.AFTER)
         self._health = self._r.register_script(lua.HEALTH)
