@@ -1,4 +1,5 @@
-"""The Redis backend's Lua scripts: one per hot-path call, each atomic and one round trip.
+"""The Redis backend's Lua scripts: one per hot-path call, each atomic and one round trip
+(``BATCH`` runs a turn's ``after`` reports and a ``before`` as one call).
 
 They mirror :mod:`gateway.state.memory`, :mod:`gateway.state.circuits` and
 :mod:`gateway.state.windows` line for line; the contract suite holds both to the same answers.
