@@ -151,8 +151,17 @@ class Record:
 
 
 def _ms(seconds: float) -> float:
-    """``round(seconds * 1000, 3)``: milliseconds to the microsecond."""
-    return _round(seconds * 1000, 1000, 3)
+    """``round(seconds * 1000, 3)``: milliseconds to the microsecond (:func:`_round` with
+    ``scale`` 1000, written out: ten of these per request)."""
+    x = seconds * 1000
+    if not x:
+        return x
+    scaled = x * 1000
+    if -1e12 < scaled < 1e12:
+        whole = round(scaled)
+        if abs(scaled - whole) < 0.499:
+            return whole / 1000
+    return round(x, 3)
 
 
 def _round(x: float, scale: int, digits: int) -> float:

@@ -12,6 +12,7 @@ methods.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from typing import Any
 
@@ -23,8 +24,18 @@ MAX_IDLE = 32
 
 
 class AutoPipeline:
-    def __init__(self, client: Any, scripts: dict[str, str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: Any,
+        scripts: dict[str, str],
+        *,
+        timeout: float = 5.0,
+        fold: tuple[str, str, str] | None = None,
+    ) -> None:
         self._client = client
+        self._fold = fold
+        """``(before, after, batch)``: the ``after`` calls of a batch go as one ``batch`` call,
+        with its first ``before`` (:data:`gateway.state.lua.BATCH`): one EVALSHA, one reply."""
         self._timeout = timeout
         """The most one batch may take, write and replies: one timer per batch (a pool whose
         sockets have a timeout makes redis-py arm a timer per reply and a task per write)."""
@@ -67,9 +78,41 @@ class AutoPipeline:
             self._held_timer = None
         if not batch:  # taken by an earlier flush this turn
             return
+        if self._fold is not None and len(batch) > 1:
+            batch = self._folded(batch, *self._fold)
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _folded(self, batch: list[Call], before: str, after: str, combined: str) -> list[Call]:
+        """``batch`` with its ``after`` calls, and its first ``before``, as one ``combined``
+        call (when that makes two or more calls one): ``[prefix, before's now, before's
+        document or "", then each after's now and document]``, all for one key prefix.
+        The combined call's answer (a list) is handed out to the calls it stands for."""
+        reports = [c for c in batch if c[0] == after]
+        if not reports:
+            return batch
+        lead = next((c for c in batch if c[0] == before), None)
+        if lead is None and len(reports) < 2:
+            return batch
+        prefix = reports[0][1][0]
+        if lead is not None and lead[1][0] != prefix:
+            lead = None
+        args: list[Any] = [prefix, lead[1][1], lead[1][2]] if lead else [prefix, "", b""]
+        futures: list[asyncio.Future[Any] | None] = [lead[2] if lead else None]
+        rest: list[Call] = []
+        for call in batch:
+            name, a, future = call
+            if name == after and a[0] == prefix:
+                args += a[1:3]
+                futures.append(future)
+            elif call is not lead:
+                rest.append(call)
+        if len(futures) < 3 and lead is None:  # one report of this prefix: nothing to fold
+            return batch
+        merged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        merged.add_done_callback(functools.partial(_hand_out, futures))
+        return [(combined, args, merged), *rest]
 
     async def _send(self, batch: list[Call]) -> None:
         try:
@@ -167,6 +210,28 @@ def _no_script(result: Any) -> bool:
     return isinstance(result, Exception) and (
         type(result).__name__ == "NoScriptError" or "NOSCRIPT" in str(result)
     )
+
+
+def _hand_out(futures: list[asyncio.Future[Any] | None], merged: asyncio.Future[Any]) -> None:
+    """Done callback of a folded call: each call it stands for gets its part of the answer
+    (None in ``futures``: no ``before`` was folded), or the exception, or is cancelled."""
+    if merged.cancelled():
+        for f in futures:
+            if f is not None and not f.done():
+                f.cancel()
+        return
+    exc = merged.exception()
+    if exc is None:
+        result = merged.result()
+        if not isinstance(result, list) or len(result) != len(futures):
+            exc = RuntimeError(f"a folded call answered {result!r}")
+    for i, f in enumerate(futures):
+        if f is None or f.done():
+            continue
+        if exc is not None:
+            f.set_exception(exc)
+        else:
+            f.set_result(result[i])
 
 
 def consume(future: asyncio.Future[Any]) -> None:

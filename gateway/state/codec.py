@@ -114,54 +114,63 @@ def encode_report(report: Report, breaker: dict[str, Any]) -> bytes:
     }
     lease = report.lease
     if lease is not None:
-        doc["lease"] = _compact(
-            {
-                "key": lease.key_id,
-                "second": lease.second,
-                "tokens": lease.tokens,
-                "cost": lease.cost_micros,
-                "period": lease.period,
-                "pend": lease.period_end if math.isfinite(lease.period_end) else None,
-                "dep": lease.deployment,
-                "probes": list(lease.probes),
-                "slot": lease.slot,
-                "fdep": lease.flight[0] if lease.flight else None,
-                "fslot": lease.flight[1] if lease.flight else None,
-            }
-        )
+        ld: dict[str, Any] = {
+            "second": lease.second,
+            "tokens": lease.tokens,
+            "cost": lease.cost_micros,
+            "period": lease.period,
+            "probes": list(lease.probes),
+        }  # and below, only the fields that are set
+        if lease.key_id is not None:
+            ld["key"] = lease.key_id
+        if math.isfinite(lease.period_end):
+            ld["pend"] = lease.period_end
+        if lease.deployment is not None:
+            ld["dep"] = lease.deployment
+        if lease.slot is not None:
+            ld["slot"] = lease.slot
+        if lease.flight:
+            ld["fdep"], ld["fslot"] = lease.flight
+        doc["lease"] = ld
     return orjson.dumps(_compact(doc))
-
-
-def _items(obj: Any) -> dict[str, Any]:
-    """cjson writes an empty array as ``{}``; an empty map is the same either way."""
-    return obj if isinstance(obj, dict) else {}
 
 
 def _list(obj: Any) -> list[Any]:
     return obj if isinstance(obj, list) else []
 
 
+def _floats(obj: Any) -> dict[str, float]:
+    """A map of numbers; ``{}`` for an empty one (cjson writes an empty table as ``{}``,
+    which orjson reads back as an empty dict either way)."""
+    if not obj or not isinstance(obj, dict):
+        return {}
+    return {k: float(v) for k, v in obj.items()}
+
+
 def decode_view(raw: bytes | str, ticket: Ticket) -> View:
     doc = orjson.loads(raw)
-    saturated = {
-        tid: Saturation(float(s[0]), str(s[1]), int(s[2]))
-        for tid, s in _items(doc.get("sat")).items()
-    }
+    sat = doc.get("sat")
+    saturated = (
+        {tid: Saturation(float(s[0]), str(s[1]), int(s[2])) for tid, s in sat.items()}
+        if sat and isinstance(sat, dict)
+        else {}
+    )
     verdict = _verdict(doc["verdict"]) if "verdict" in doc else None
     lease = None
     if "lease" in doc:
         lease = _lease(doc["lease"], ticket)
     pin = doc.get("pin")
+    inf = doc.get("inf")
     return View(
-        {k: float(v) for k, v in _items(doc.get("open")).items()},
-        {k: float(v) for k, v in _items(doc.get("lat")).items()},
+        _floats(doc.get("open")),
+        _floats(doc.get("lat")),
         saturated,
         verdict,
         lease,
         int(doc.get("ver", 0)),
-        in_flight={k: int(v) for k, v in _items(doc.get("inf")).items()},
+        in_flight={k: int(v) for k, v in inf.items()} if inf and isinstance(inf, dict) else {},
         pin=Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
-        load={k: float(v) for k, v in _items(doc.get("use")).items()},
+        load=_floats(doc.get("use")),
     )
 
 

@@ -1,4 +1,5 @@
-"""The Redis backend's Lua scripts: one per hot-path call, each atomic and one round trip.
+"""The Redis backend's Lua scripts: one per hot-path call, each atomic and one round trip
+(``BATCH`` runs a turn's ``after`` reports and a ``before`` as one call).
 
 They mirror :mod:`gateway.state.memory`, :mod:`gateway.state.circuits` and
 :mod:`gateway.state.windows` line for line; the contract suite holds both to the same answers.
@@ -33,26 +34,44 @@ _HELPERS = """
 local P, now = ARGV[1], tonumber(ARGV[2])
 local RS, RN, CS, CN = 1, 60, 60, 15
 
+-- The window's sum (stale buckets dropped) and its HGETALL reply: the live buckets are
+-- only listed (live_of) when a refusal needs them, not on every call. A bucket id as long as
+-- a non-negative edge's is compared as a string (digits of equal length compare as their
+-- numbers: no tonumber for each of up to 60 ids per window); any other is parsed.
 local function wsum(key, size, n)
-  local cur = math.floor(now / size)
+  local edge = math.floor(now / size) - n
+  local es = edge >= 0 and tostring(edge) or ''
+  local el = #es
   local all = redis.call('HGETALL', key)
-  local sum, stale, live = 0, {}, {}
+  local sum, stale = 0, nil
   for i = 1, #all, 2 do
-    local b = tonumber(all[i])
-    if b <= cur - n then
-      stale[#stale + 1] = all[i]
+    local b = all[i]
+    local old
+    if #b == el then old = b <= es else old = tonumber(b) <= edge end
+    if old then
+      if stale == nil then stale = {} end
+      stale[#stale + 1] = b
     else
-      local c = tonumber(all[i + 1])
-      sum = sum + c
-      live[#live + 1] = {b, c}
+      sum = sum + tonumber(all[i + 1])
     end
   end
-  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-  return sum, live
+  if stale ~= nil then redis.call('HDEL', key, unpack(stale)) end
+  return sum, all
 end
 
-local function room_in(live, used, limit, need, size, n)
+local function live_of(all, size, n)
+  local edge = math.floor(now / size) - n
+  local live = {}
+  for i = 1, #all, 2 do
+    local b = tonumber(all[i])
+    if b > edge then live[#live + 1] = {b, tonumber(all[i + 1])} end
+  end
+  return live
+end
+
+local function room_in(all, used, limit, need, size, n)
   if need > limit then return -1 end
+  local live = live_of(all, size, n)
   table.sort(live, function(a, b) return a[1] < b[1] end)
   local freed = 0
   for _, e in ipairs(live) do
@@ -62,9 +81,9 @@ local function room_in(live, used, limit, need, size, n)
   return 0
 end
 
-local function reset_in(live, size, n)
+local function reset_in(all, size, n)
   local newest = nil
-  for _, e in ipairs(live) do
+  for _, e in ipairs(live_of(all, size, n)) do
     if newest == nil or e[1] > newest then newest = e[1] end
   end
   if newest == nil then return 0 end
@@ -80,10 +99,7 @@ local function wadd(key, bucket, amount, size, n)
 end
 """
 
-BEFORE = (
-    _HELPERS
-    + """
-local t = cjson.decode(ARGV[3])
+_BEFORE_BODY = """
 local out = {open = {}, lat = {}, sat = {}}
 out.ver = tonumber(redis.call('GET', P .. ':keys:ver') or '0')
 if t.pin then
@@ -253,12 +269,10 @@ end
 out.lease = lease
 return cjson.encode(out)
 """
-)
+"""What ``before`` does with its ticket ``t`` (a chunk ending in ``return``)."""
+BEFORE = _HELPERS + "local t = cjson.decode(ARGV[3])\n" + _BEFORE_BODY
 
-AFTER = (
-    _HELPERS
-    + """
-local r = cjson.decode(ARGV[3])
+_AFTER_BODY = """
 if r.rid and not redis.call('SET', P .. ':done:' .. r.rid, 1, 'NX', 'EX', 86400) then
   return 0
 end
@@ -364,7 +378,33 @@ for _, id in ipairs(lease.probes) do
 end
 return 1
 """
+"""What ``after`` does with its report ``r`` (a chunk ending in ``return``)."""
+AFTER = _HELPERS + "local r = cjson.decode(ARGV[3])\n" + _AFTER_BODY
+
+BATCH = (
+    _HELPERS
+    + "local function after_one(r)\n"
+    + _AFTER_BODY
+    + "end\nlocal function before_one(t)\n"
+    + _BEFORE_BODY
+    + """end
+local out = {false}
+for i = 4, #ARGV, 2 do
+  now = tonumber(ARGV[i])
+  out[#out + 1] = after_one(cjson.decode(ARGV[i + 1]))
+end
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[2])
+  out[1] = before_one(cjson.decode(ARGV[3]))
+end
+return out
+"""
 )
+"""``after`` reports and a ``before`` of one event-loop turn in one call (one EVALSHA instead
+of one each: :class:`gateway.state.autopipe.AutoPipeline` folds them): ``ARGV[2]``, ``ARGV[3]``
+the ``before``'s now and ticket (``''``: none), then each report's now and document. Reports
+are applied first, in order, each at its own now; the answer is ``{before's answer or false,
+after's answer ...}``."""
 
 HEALTH = (
     _HELPERS

@@ -59,52 +59,56 @@ class MemoryState:
     # --- before / after ----------------------------------------------------------------------
 
     async def before(self, ticket: Ticket, now: float) -> View:
-        opened = self._open(now)
+        opened = self._open(now) if self._circuits else {}
         pin = self.pin(ticket.session, now) if ticket.session else None
         latency: dict[str, float] = {}
         saturated: dict[str, Saturation] = {}
         load: dict[str, float] = {}
         available: list[DeploymentAsk] = []
+        circuits, flight = self._circuits, ticket.flight
         for ask in ticket.candidates:
-            c = self._circuits.get(ask.target_id)
+            tid = ask.target_id
+            c = circuits.get(tid)
             if c is not None and c.latency is not None:
-                latency[ask.target_id] = c.latency
-            if ask.target_id in opened:
+                latency[tid] = c.latency
+            if tid in opened:
                 continue
-            if not ask.has_own_limits:  # nothing to count against
+            if ask.rpm is None and ask.tpm is None:  # no limits of its own: nothing to count
                 available.append(ask)
                 continue
             sat = self._saturation(ask, ticket.tokens, now)
             if sat is not None:
-                saturated[ask.target_id] = sat
+                saturated[tid] = sat
             else:
                 available.append(ask)
-                if ticket.flight is not None and ask.target_id in ticket.flight.ids:
+                if flight is not None and tid in flight.ids:
                     use = self._load(ask, now)
                     if use > 0:
-                        load[ask.target_id] = use
+                        load[tid] = use
         if pin is not None and pin.target_id in ticket.pinnable:  # it goes first if available
             for i, ask in enumerate(available):
                 if ask.target_id == pin.target_id:
-                    available.insert(0, available.pop(i))
+                    if i:
+                        available.insert(0, available.pop(i))
                     break
-        flying = self._flying(ticket, now)
-        ver = self._keys_version
-        view = View(
-            opened, latency, saturated, keys_version=ver, in_flight=flying, pin=pin, load=load
-        )
-        if not available:
-            return view
-        verdict = self._judge(ticket.key, ticket.tokens, now) if ticket.key else None
-        if not ticket.reserve or (verdict is not None and verdict.refused):
-            return View(
-                opened, latency, saturated, verdict, None, ver, in_flight=flying, pin=pin, load=load
-            )
-        lease = self._take(ticket, verdict, available, now)
-        if lease.flight is not None:
-            flying[lease.flight[0]] += 1
+        flying = self._flying(ticket, now) if flight is not None else {}
+        verdict, lease = None, None
+        if available:
+            verdict = self._judge(ticket.key, ticket.tokens, now) if ticket.key else None
+            if ticket.reserve and (verdict is None or not verdict.refused):
+                lease = self._take(ticket, verdict, available, now)
+                if lease.flight is not None:
+                    flying[lease.flight[0]] += 1
         return View(
-            opened, latency, saturated, verdict, lease, ver, in_flight=flying, pin=pin, load=load
+            opened,
+            latency,
+            saturated,
+            verdict,
+            lease,
+            self._keys_version,
+            in_flight=flying,
+            pin=pin,
+            load=load,
         )
 
     async def after(self, report: Report, now: float) -> None:
@@ -239,11 +243,13 @@ class MemoryState:
         self, ticket: Ticket, verdict: KeyVerdict | None, available: list[DeploymentAsk], now: float
     ) -> Lease:
         probes: list[str] = []
-        for ask in available:
-            c = self._circuits.get(ask.target_id)
-            if c is not None and c.trips:
-                c.probe_until = now + self._cfg.probe_lease_s
-                probes.append(ask.target_id)
+        circuits = self._circuits
+        if circuits:
+            for ask in available:
+                c = circuits.get(ask.target_id)
+                if c is not None and c.trips:
+                    c.probe_until = now + self._cfg.probe_lease_s
+                    probes.append(ask.target_id)
         deployment = None
         first = available[0]
         downgraded = verdict is not None and verdict.downgraded

@@ -2,7 +2,8 @@
 :mod:`gateway.state.redis_conn` (one server, Sentinel or Cluster) and the auto-pipeline.
 
 Each hot-path call is one Lua script (:mod:`gateway.state.lua`): one round trip, atomic; calls
-made in the same event-loop turn share a pipeline (:mod:`gateway.state.autopipe`). A
+made in the same event-loop turn share a pipeline (:mod:`gateway.state.autopipe`), and the
+turn's ``after`` reports ride in its first ``before`` (one script call, ``lua.BATCH``). A
 request never waits more than ``redis_timeout_ms`` for it: past that it is served from this
 replica's :class:`~gateway.state.memory.MemoryState`, while the call itself runs on. If it then
 lands, Redis is fine (the event loop was just busy): a late ``before`` gives back the lease it
@@ -88,8 +89,15 @@ class RedisState:
         self._hot = self._link.hot
         self._auto = AutoPipeline(
             self._hot,
-            {"before": lua.BEFORE, "after": lua.AFTER, "pin": lua.PIN_GET, "repin": lua.PIN_SET},
+            {
+                "before": lua.BEFORE,
+                "after": lua.AFTER,
+                "pin": lua.PIN_GET,
+                "repin": lua.PIN_SET,
+                "batch": lua.BATCH,
+            },
             timeout=self._slow_timeout,
+            fold=("before", "after", "batch"),
         )
         self._after = self._r.register_script(lua.AFTER)
         self._health = self._r.register_script(lua.HEALTH)

@@ -196,11 +196,11 @@ class Admission:
         if not asked.targets:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
-        ticket = self._ticket(needs, asked, record if reserve else None, cheap, reserve, now)
-        if session:  # the same call reads the session's pin (and may put it first)
-            movable = pinnable(asked.targets, self._routing.max_attempts)
-            t = ticket
-            ticket = Ticket(t.candidates, t.tokens, t.key, reserve, t.flight, session, movable)
+        # With a session, the same call reads its pin (and may put it first).
+        movable = pinnable(asked.targets, self._routing.max_attempts) if session else ()
+        ticket = self._ticket(
+            needs, asked, record if reserve else None, cheap, reserve, now, session, movable
+        )
         started = time.perf_counter()
         view = await self._state.before(ticket, now)
         if (
@@ -272,6 +272,8 @@ class Admission:
         cheap: _Cheap | None,
         reserve: bool,
         now: float,
+        session: str = "",
+        movable: tuple[str, ...] = (),
     ) -> Ticket:
         tokens = needs.prompt.best + needs.output_tokens
         # The router tries at most max_attempts candidates: only those are asked about.
@@ -300,7 +302,7 @@ class Admission:
             flight = self._spread.ask(
                 p.spread, f"{_SLOT_PREFIX}{next(_slots):x}", self._hold_s(needs)
             )
-        return Ticket(asks, tokens, key, reserve, flight)
+        return Ticket(asks, tokens, key, reserve, flight, session, movable)
 
     def _hold_s(self, needs: Needs) -> float:
         """How long an in-flight slot is held at most: the request's deadline plus slack."""

@@ -333,6 +333,8 @@ async def test_key_rpm_admits_exactly_the_limit(store: StateStore) -> None:
     assert view.verdict.rpm_reset_s == pytest.approx(52.0)
     again = await store.before(Ticket((A,), 1, key(rpm=3, at=T0 + 61)), T0 + 61)
     assert again.verdict is not None and again.verdict.refused is None
+    # T0 and T0 + 1 left the window (T0 + 1 at its edge), T0 + 2 is still in it
+    assert again.verdict.rpm_remaining == 1
 
 
 async def test_key_tpm_reserves_the_estimate_and_settles_from_usage(store: StateStore) -> None:

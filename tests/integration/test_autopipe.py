@@ -17,8 +17,11 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 
+from gateway.catalogue.schema import BreakerConfig
+from gateway.state import lua
 from gateway.state.autopipe import AutoPipeline
-from gateway.state.base import Lease, Outcome, Report
+from gateway.state.base import DeploymentAsk, KeyAsk, Lease, Outcome, Report, Ticket
+from gateway.state.codec import breaker_doc, decode_view, encode_report, encode_ticket
 from gateway.state.redis import _with_id
 from tests.support.redis_server import RedisServer
 
@@ -177,4 +180,86 @@ async def test_a_lingering_call_goes_alone_when_its_time_is_up(client: Redis) ->
     held = auto.call("echo", ["b"], linger=0.05)
     assert await first == b"a"
     assert await asyncio.wait_for(held, 2.0) == b"b"
+    await auto.aclose()
+
+
+FOLD = ("before", "after", "batch")
+STATE_SCRIPTS = {"before": lua.BEFORE, "after": lua.AFTER, "batch": lua.BATCH}
+
+
+def _ticket() -> Ticket:
+    key = KeyAsk("k1", rpm=100, tpm=100_000, budget_micros=10**9, cost_micros=500)
+    cands = (DeploymentAsk("d/limited", rpm=50, tpm=50_000), DeploymentAsk("d/free"))
+    return Ticket(cands, 300, key)
+
+
+async def _evalshas(client: Redis) -> int:
+    return int((await client.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def _dump(client: Redis, prefix: str) -> dict[str, object]:
+    """Every key under ``prefix`` (prefix cut off) and its value, TTLs left out."""
+    out: dict[str, object] = {}
+    async for name in client.scan_iter(match=f"{prefix}:*"):
+        kind = (await client.type(name)).decode()
+        if kind == "hash":
+            value: object = await client.hgetall(name)
+        elif kind == "zset":
+            value = await client.zrange(name, 0, -1, withscores=True)
+        elif kind == "set":
+            value = await client.smembers(name)
+        else:
+            value = await client.get(name)
+        out[name.decode()[len(prefix) :]] = value
+    return out
+
+
+async def test_a_turns_reports_ride_in_its_before_and_answer_as_alone(client: Redis) -> None:
+    """With ``fold``, a turn's ``after`` reports and its first ``before`` are one EVALSHA
+    (lua.BATCH); every caller gets the answer it gets unfolded, and Redis ends up the same."""
+    breaker = BreakerConfig()
+    cfg = breaker_doc(breaker)
+    now = 1_900_000_000.25
+    views: dict[str, list[object]] = {}
+    for src in STATE_SCRIPTS.values():
+        await client.script_load(src)
+    for prefix, fold in (("a", FOLD), ("b", None)):
+        auto = AutoPipeline(client, STATE_SCRIPTS, fold=fold)
+        await client.hset(f"{prefix}:key:k1", mapping={"json": "{}", "revoked": "0"})
+        ticket = _ticket()
+        args = [prefix, repr(now), encode_ticket(ticket, breaker)]
+        lease = decode_view(await auto.call("before", args), ticket).lease
+        assert lease is not None and lease.deployment == "d/limited"
+        settle = Report((Outcome("d/limited", True, 0.2),), ("d/limited",), lease, "d/limited",
+                        250, 400, "r1")  # fmt: skip
+        failed = Report((Outcome("d/free", False, 0.1, "transient"),), id="r2")
+        counted = await _evalshas(client)
+        got = await asyncio.gather(
+            auto.call("after", [prefix, repr(now + 1), encode_report(settle, cfg)]),
+            auto.call("before", [prefix, repr(now + 2), encode_ticket(ticket, breaker)]),
+            auto.call("after", [prefix, repr(now + 1.5), encode_report(failed, cfg)]),
+            auto.call("after", [prefix, repr(now + 3), encode_report(settle, cfg)]),  # again
+        )
+        assert await _evalshas(client) - counted == (1 if fold else 4)
+        assert got[0] == 1 and got[2] == 1 and got[3] == 0  # the repeated report is skipped
+        views[prefix] = [decode_view(got[1], ticket)]
+        await auto.aclose()
+    assert views["a"] == views["b"]
+    dumped = await _dump(client, "a")
+    assert len(dumped) > 10 and dumped == await _dump(client, "b")
+
+
+async def test_a_folded_call_that_fails_fails_every_call_it_stands_for(client: Redis) -> None:
+    """A script error in the folded call is every folded caller's (a report applied before it
+    is skipped when the journal replays it: each carries an id)."""
+    scripts = {"before": "return 'b'", "after": "return 1", "batch": "error('no')"}
+    auto = AutoPipeline(client, scripts, fold=FOLD)
+    got = await asyncio.gather(
+        auto.call("before", ["p", "1", b"{}"]),
+        auto.call("after", ["p", "1", b"{}"]),
+        auto.call("before", ["p", "2", b"{}"]),
+        return_exceptions=True,
+    )
+    assert isinstance(got[0], ResponseError) and isinstance(got[1], ResponseError)
+    assert got[2] == b"b"  # not folded: only the first before rides with the reports
     await auto.aclose()
