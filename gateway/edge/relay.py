@@ -96,7 +96,13 @@ class Relay:
         """The events read before the commit point, through the front-end's translation."""
         parts: list[bytes] = []
         objs: list[Any] = []
+        quick = self.fast.one if self.fast is not None else _none  # None when taking objects
         for event in self.session.prelude:
+            passed = quick(event)
+            if passed is not None:  # a plain chunk (the first content token): not re-encoded
+                parts.append(passed)
+                objs.append(None)
+                continue
             self.last = None
             parts.append(self.rewrite(event))
             objs.append(self.last)

@@ -229,3 +229,15 @@ def test_a_run_declines_events_that_only_look_like_the_template() -> None:
             assert got is None or got[1] == 1, odd  # never past the odd event
     got = fast.run(plain + b"\n\n" + plain + b"\n\n", 0)
     assert got == (plain + b"\n\n" + plain + b"\n\n", 2, len(plain) * 2 + 4)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_the_prelude_relays_plain_chunks_as_rewriting_would(target: Target) -> None:
+    rng = random.Random("prelude " + target.id)
+    events = [chunk(rng, target, plain=rng.random() < 0.7) for _ in range(4)]
+    r = relay(target)
+    r.session.prelude = events
+    out: Any = SimpleNamespace(relay=lambda b: b)
+    got = r.prelude(out)
+    full = relay(target)
+    assert parsed(got) == [o for e in events for o in parsed(full.rewrite(e))]
