@@ -223,10 +223,12 @@ class Relay:
                 if opening is not None:  # the opening goes now unless events are here already
                     event = reader.pop_buffered()
                     if event is None:
+                        guard.arm()
                         await opening()
                     opening = None
                 waiting = time.perf_counter()
                 if event is None:
+                    guard.arm()
                     event = await reader.next_event()
                 guard.last = now = time.perf_counter()
                 times.chunk_waited(now - waiting)
@@ -278,6 +280,7 @@ class Relay:
                     self.held = (out, objs) if out else None
                     return None
                 if out:
+                    guard.arm()
                     await out_to(out, objs)
                 if self.failure is not None:
                     return self.failure
