@@ -224,6 +224,10 @@ def test_a_run_declines_events_that_only_look_like_the_template() -> None:
         pre + b"ends\\" + suf,  # an escaped quote, not the string's end
         pre + suf + b"\ndata: " + pre + b"x" + suf,  # two data lines
         b"",
+        b'data: {"x":1}',  # shorter than prefix and suffix together
+        pre[:-1] + suf,  # the prefix cut short
+        pre + b"x" + suf[:-1] + b"]}",  # another suffix
+        pre + b"x" + suf + b"\n\n" + pre + b"y" + suf + b"\n" + pre,  # a stray prefix
     ):
         wire = plain + b"\n\n" + odd + b"\n\n" + plain + b"\n\n"
         for take in (fast.run, fast.text_run):
