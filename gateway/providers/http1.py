@@ -441,7 +441,13 @@ class Pool:
         stale = time.monotonic() - KEEPALIVE_S
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.idle_since >= stale:
+            t = conn.transport
+            if (
+                not conn.closed
+                and conn.idle_since >= stale
+                and t is not None
+                and not t.is_closing()
+            ):
                 return conn
             conn.close()
             self._forget(conn)

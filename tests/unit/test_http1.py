@@ -446,3 +446,19 @@ async def test_a_slow_reader_pauses_the_socket_and_a_big_body_still_reads_whole(
         assert await resp.read() == big
         pool.close()
     assert srv.connections == 1
+
+
+async def test_a_connection_idle_past_the_keepalive_is_closed_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gateway.providers.http1 as http1
+
+    async with await serve(lambda ref: keep_answering(ref, answer(b"{}"))) as srv:
+        pool = Pool()
+        assert await (await post(pool, srv.url)).read() == b"{}"
+        monkeypatch.setattr(http1, "KEEPALIVE_S", 0.0)
+        await asyncio.sleep(0.01)
+        assert await (await post(pool, srv.url)).read() == b"{}"
+        assert pool._total == 1
+        pool.close()
+    assert srv.connections == 2
