@@ -6,7 +6,8 @@ payload writer, the stream reader); this client writes one prebuilt head plus th
 ``write`` and feeds the answer to httptools (uvicorn's parser, a pinned dependency): ~15 µs.
 It does what the gateway's upstream calls need and nothing more:
 
-- ``http`` and ``https`` (the system's default TLS context, the host name verified);
+- ``http`` and ``https`` (the system's default TLS context, the host name verified); host
+  names resolved once per :data:`DNS_TTL_S`, each address tried in turn;
 - a pool of keep-alive connections per (scheme, host, port), with a total and a per-host limit
   (waiters queue for a released connection); idle connections older than
   :data:`KEEPALIVE_S` are closed rather than reused (a host's own idle timeout would otherwise
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import socket
 import ssl
 import time
@@ -39,8 +41,18 @@ import httptools
 
 KEEPALIVE_S = 15.0
 """An idle connection is reused for this long (aiohttp's default keep-alive timeout)."""
+DNS_TTL_S = 300.0
+"""How long a resolved host name is used before it is resolved again."""
 _PAUSE_AT = 1 << 20
 """Unread body bytes at which the socket stops being read (flow control for slow consumers)."""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class Headers(Mapping[str, str]):
@@ -395,6 +407,7 @@ class Pool:
         self._total = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ssl: ssl.SSLContext | None = None
+        self._dns: dict[tuple[str, int], tuple[float, list[tuple[int, str, int]]]] = {}
         self.closed = False
 
     async def post(
@@ -483,13 +496,7 @@ class Pool:
         try:
             ctx = self._ssl_context() if origin.tls else None
             async with asyncio.timeout_at(ends):
-                await loop.create_connection(
-                    lambda: conn,
-                    origin.host,
-                    origin.port,
-                    ssl=ctx,
-                    server_hostname=origin.host if ctx is not None else None,
-                )
+                await self._open_socket(conn, origin, loop, ctx)
         except BaseException as exc:
             conn.close()
             self._forget(conn)
@@ -499,6 +506,45 @@ class Pool:
                 ) from exc
             raise
         return conn
+
+    async def _open_socket(
+        self,
+        conn: _Conn,
+        origin: Origin,
+        loop: asyncio.AbstractEventLoop,
+        ctx: ssl.SSLContext | None,
+    ) -> None:
+        """Connect ``conn`` to the origin's first address that answers (resolved names are
+        kept :data:`DNS_TTL_S`, as aiohttp's connector kept them)."""
+        name = origin.host
+        hostname = name if ctx is not None else None
+        if _is_ip(name):
+            await loop.create_connection(
+                lambda: conn, name, origin.port, ssl=ctx, server_hostname=hostname
+            )
+            return
+        key = (name, origin.port)
+        cached = self._dns.get(key)
+        if cached is None or cached[0] < loop.time():
+            infos = await loop.getaddrinfo(name, origin.port, type=socket.SOCK_STREAM)
+            addrs = [(int(family), str(sa[0]), int(sa[1])) for family, _, _, _, sa in infos]
+            if not addrs:  # pragma: no cover - getaddrinfo raises instead
+                raise ConnectionError(f"{name} has no address")
+            cached = self._dns[key] = (loop.time() + DNS_TTL_S, addrs)
+        error: OSError | None = None
+        for family, host, port in cached[1]:
+            try:
+                await loop.create_connection(
+                    lambda: conn, host, port, family=family, ssl=ctx, server_hostname=hostname
+                )
+                return
+            except ssl.SSLError:
+                raise  # the host answered: another address would not make it trusted
+            except OSError as exc:
+                error = exc
+        self._dns.pop(key, None)  # none answered: resolve afresh next time
+        assert error is not None
+        raise error
 
     def _room(self, key: tuple[bool, str, int]) -> bool:
         if self._limit and self._total >= self._limit:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -462,3 +463,36 @@ async def test_a_connection_idle_past_the_keepalive_is_closed_not_reused(
         assert pool._total == 1
         pool.close()
     assert srv.connections == 2
+
+
+async def test_a_host_name_is_resolved_once_and_each_address_tried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def handler(ref: list[Server]) -> Handler:
+        async def h(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            if await ref[0].read_request(r) is not None:
+                w.write(answer(b"{}", extra=b"Connection: close\r\n"))
+                await w.drain()
+
+        return h
+
+    loop = asyncio.get_running_loop()
+    lookups: list[str] = []
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: Any, port: Any, **kw: Any) -> Any:
+        lookups.append(host)
+        got = await real("127.0.0.1", port, **kw)
+        dead = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 9))  # discard: refused
+        return [dead, *got]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    async with await serve(handler) as srv:
+        pool = Pool()
+        url = srv.url.replace("127.0.0.1", "upstream.example")
+        for _ in range(2):  # the host closes each connection: two connects, one lookup
+            resp = await post(pool, url)
+            assert await resp.read() == b"{}"
+        pool.close()
+    assert lookups == ["upstream.example"] and srv.connections == 2
+    assert srv.requests[0].split(b"\r\n")[1].startswith(b"Host: upstream.example:")
