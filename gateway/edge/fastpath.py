@@ -21,14 +21,18 @@ their texts for a front-end that reads objects.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from gateway.routing.sse import DONE, plain_chunk
 
 _CONTENT = b'"content":"'
+_QUOTED = b'"%b"'.__mod__
+"""A text as its JSON string (quotes around it), mapped over a run without a Python step."""
 _BACKSLASH = 0x5C
 
 
 class _Template:
-    __slots__ = ("pre", "pre_out", "suf", "suf_out", "suf_run")
+    __slots__ = ("cut", "pre", "pre_out", "suf", "suf_out", "suf_run")
 
     def __init__(self, pre: bytes, suf: bytes, replacements: tuple[tuple[bytes, bytes], ...]):
         self.pre, self.suf = pre, suf
@@ -38,6 +42,9 @@ class _Template:
         self.pre_out = pre_out
         self.suf_out = suf_out + b"\n\n"
         self.suf_run = suf + b"\n\n"
+        self.cut = itemgetter(slice(len(pre), -len(suf)))
+        """An event's text, when the event is prefix + text + suffix (``suf`` is never empty:
+        it starts with the string's closing quote)."""
 
     def text_of(self, event: bytes) -> bytes | None:
         """The text between prefix and suffix when ``event`` fits the template: no quote in
@@ -158,29 +165,29 @@ class BytePath:
             or b'"usage": {' in event
         )
 
-    def _fits(self, buf: bytes, start: int) -> tuple[_Template, list[bytes], int] | None:
+    def _fits(self, buf: bytes, start: int) -> tuple[_Template, list[bytes], bytes, int] | None:
         """The texts of the whole events from ``buf[start:]`` up to the last that ends like the
         template, when every one of them fits it (as :meth:`one` checks one): (template, texts,
-        end); else None. One split at the blank lines and a check per event: cheaper than
-        counting long patterns over the span."""
+        the span, end); else None. One split at the blank lines, each event's text sliced out,
+        then the span rebuilt from the template and the texts and compared with itself: a
+        check of every event's prefix and suffix with no Python step per event."""
         tpl = self._tpl
         if tpl is None:
             return None
-        last = buf.rfind(tpl.suf_run, start)
+        suf_run = tpl.suf_run
+        last = buf.rfind(suf_run, start)
         if last < 0:
             return None
-        end = last + len(tpl.suf_run)
-        pre, suf = tpl.pre, tpl.suf
-        lp, ls = len(pre), len(suf)
-        events = buf[start : end - 2].split(b"\n\n")
-        for e in events:
-            if len(e) < lp + ls or not e.startswith(pre) or not e.endswith(suf):
-                return None
-        texts = [e[lp : len(e) - ls] for e in events]
+        end = last + len(suf_run)
+        pre = tpl.pre
+        span = buf[start:end]
+        texts = list(map(tpl.cut, span[:-2].split(b"\n\n")))
+        if pre + (suf_run + pre).join(texts) + suf_run != span:
+            return None  # an event that is not prefix + text + suffix (or is shorter than both)
         joined = b"\x00".join(texts)  # no quote in a text, none ending in a backslash
         if b'"' in joined or b"\\\x00" in joined or joined.endswith(b"\\"):
             return None
-        return tpl, texts, end
+        return tpl, texts, span, end
 
     def text_run(self, buf: bytes, start: int) -> tuple[list[bytes], int, int] | None:
         """:meth:`text` for the whole events from ``buf[start:]`` that :meth:`run` would take:
@@ -188,8 +195,8 @@ class BytePath:
         fits = self._fits(buf, start)
         if fits is None:
             return None
-        _, texts, end = fits
-        return [b'"' + t + b'"' for t in texts], len(texts), end
+        _, texts, _, end = fits
+        return list(map(_QUOTED, texts)), len(texts), end
 
     def run(self, buf: bytes, start: int) -> tuple[bytes, int, int] | None:
         """:meth:`one` for the whole events from ``buf[start:]`` up to the last that ends like
@@ -198,8 +205,8 @@ class BytePath:
         fits = self._fits(buf, start)
         if fits is None:
             return None
-        tpl, texts, end = fits
+        tpl, texts, span, end = fits
         if tpl.pre_out == tpl.pre and tpl.suf_out == tpl.suf_run:
-            return buf[start:end], len(texts), end
+            return span, len(texts), end
         between = tpl.suf_out + tpl.pre_out
         return tpl.pre_out + between.join(texts) + tpl.suf_out, len(texts), end

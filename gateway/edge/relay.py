@@ -96,7 +96,13 @@ class Relay:
         """The events read before the commit point, through the front-end's translation."""
         parts: list[bytes] = []
         objs: list[Any] = []
+        quick = self.fast.one if self.fast is not None else _none  # None when taking objects
         for event in self.session.prelude:
+            passed = quick(event)
+            if passed is not None:  # a plain chunk (the first content token): not re-encoded
+                parts.append(passed)
+                objs.append(None)
+                continue
             self.last = None
             parts.append(self.rewrite(event))
             objs.append(self.last)
@@ -217,10 +223,12 @@ class Relay:
                 if opening is not None:  # the opening goes now unless events are here already
                     event = reader.pop_buffered()
                     if event is None:
+                        guard.arm()
                         await opening()
                     opening = None
                 waiting = time.perf_counter()
                 if event is None:
+                    guard.arm()
                     event = await reader.next_event()
                 guard.last = now = time.perf_counter()
                 times.chunk_waited(now - waiting)
@@ -272,6 +280,7 @@ class Relay:
                     self.held = (out, objs) if out else None
                     return None
                 if out:
+                    guard.arm()
                     await out_to(out, objs)
                 if self.failure is not None:
                     return self.failure

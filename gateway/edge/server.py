@@ -9,6 +9,11 @@ and the drain at once.
 
 SIGHUP reloads the config (:mod:`gateway.edge.reload`): the handler is installed on the running
 loop once the server has started; before that, a SIGHUP is ignored rather than fatal.
+
+uvicorn writes an answer's head in a socket write of its own, then each body part in another:
+a non-streamed answer cost two ``send`` syscalls. :class:`_Protocol` gives uvicorn's protocol a
+transport (:class:`_HeadWithBody`) that holds the head until the next write of the same loop
+step (the body, in the same step when the app sends it at once) or the end of that step.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from types import FrameType
+from typing import Any, cast
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.edge.asgi import Receive, Scope, Send
 from gateway.edge.lifecycle import CUT_WAIT_S, Lifecycle
@@ -30,6 +37,68 @@ CLOSE = (b"connection", b"close")
 ACCEPT_QUEUED_S = 0.05
 """After new connection attempts are dropped: time for the loop to accept those already queued
 and for handshakes under way to end (a round trip) before the listening socket closes."""
+
+
+_HEAD = b"HTTP/1.1 "
+"""uvicorn's status lines start so (``STATUS_LINE``); a write that starts so is a head."""
+
+
+class _HeadWithBody:
+    """A transport whose head writes wait for the next write (sent together, one syscall) or
+    the end of the loop step (:meth:`_flush`); everything else is the real transport's."""
+
+    __slots__ = ("_held", "_loop", "_t")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._t = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._t.writelines((held, data))
+        elif data[:9] == _HEAD:
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+        else:
+            self._t.write(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._t.is_closing():
+            self._t.write(held)
+
+    def writelines(self, parts: object) -> None:
+        self._flush()
+        self._t.writelines(parts)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._flush()
+        self._t.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._t.write_eof()
+
+    def abort(self) -> None:
+        self._held = None
+        self._t.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._t.get_write_buffer_size() + len(self._held or b"")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a :class:`_HeadWithBody` transport."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, _HeadWithBody(transport, self.loop))
 
 
 class _Server(uvicorn.Server):
@@ -113,7 +182,7 @@ def serve(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=_Protocol,
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # the gateway never reads the client address: skip that middleware

@@ -6,6 +6,10 @@ trickles one chunk a second run forever. A :class:`StreamGuard` is one loop time
 it either re-arms for the later of the two limits or cancels the relaying task. The relay turns
 that cancellation into :meth:`tripped`'s failure: the client gets an error event naming the
 timeout, and closing the upstream response cancels the upstream request.
+
+The timer is armed at the relay's first wait (:meth:`arm`), not at its start: a timer can only
+fire while the relay waits, and a stream that arrived whole (read with the answer's head) is
+relayed without one (no timer, no task lookup).
 """
 
 from __future__ import annotations
@@ -36,9 +40,13 @@ class StreamGuard:
         self.reason: fl.Failure | None = None
 
     def start(self) -> None:
-        self._task = asyncio.current_task()
         self.last = time.perf_counter()
-        self._arm()
+
+    def arm(self) -> None:
+        """Before each wait of the relay: the timer from the first on (then a no-op)."""
+        if self._task is None and self.reason is None:
+            self._task = asyncio.current_task()
+            self._arm()
 
     def stop(self) -> None:
         if self._handle is not None:

@@ -1,7 +1,8 @@
 """The Provider seam: how the router talks to an upstream host.
 
-Two implementations: :mod:`gateway.providers.openai_compat` (aiohttp, every OpenAI-compatible
-host) and :mod:`gateway.providers.litellm_adapter` (hosts that are not OpenAI-compatible).
+Two implementations: :mod:`gateway.providers.openai_compat` (every OpenAI-compatible host, over
+the keep-alive pool of :mod:`gateway.providers.http1`) and
+:mod:`gateway.providers.litellm_adapter` (hosts that are not OpenAI-compatible).
 A provider never raises for an upstream *answer*: an error status comes back as an
 :class:`UpstreamResponse` with its status and body, for :mod:`gateway.routing.failures` to
 classify. It raises :class:`UpstreamConnectionError` / :class:`UpstreamTimeout` when there is

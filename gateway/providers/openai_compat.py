@@ -1,12 +1,14 @@
-"""The native adapter for every OpenAI-compatible host: one pooled aiohttp session.
+"""The native adapter for every OpenAI-compatible host: one pool of keep-alive connections.
 
-The only module that talks HTTP to upstreams. The body goes out as orjson bytes; answers come
-back as raw bytes (never parsed here).
+The only module that talks HTTP to upstreams. Requests go out on :mod:`gateway.providers.http1`
+(a request head prebuilt per deployment, the body as orjson bytes); answers come back as raw
+bytes (never parsed here). An aiohttp session serves :meth:`OpenAICompatProvider.get` (a plan's
+quota endpoint, off the request path).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -15,6 +17,7 @@ from yarl import URL
 
 from gateway.catalogue.target import Target
 from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
+from gateway.providers.http1 import Origin, Pool, Response, header_lines
 
 _JSON = "application/json"
 
@@ -28,8 +31,11 @@ class OpenAICompatProvider:
         self._pool_size = pool_size
         self._per_host = per_host
         self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
+        self._heads: dict[str, tuple[Origin, bytes]] = {}
+        """Per deployment: where its chat completions go and the request head (headers, key)."""
         self._headers: dict[str, dict[str, str]] = {}
-        self._urls: dict[str, URL] = {}
+        self._origins: dict[str, Origin] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -57,12 +63,24 @@ class OpenAICompatProvider:
             self._headers[target.id] = h
         return h
 
-    def _url_for(self, target: Target) -> URL:
-        """Parsed once per deployment: yarl would parse a string URL on every request."""
-        url = self._urls.get(target.id)
-        if url is None:
-            url = self._urls[target.id] = URL(f"{target.base_url}/chat/completions")
-        return url
+    def _get_pool(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(limit=self._pool_size, per_host=self._per_host)
+        return self._pool
+
+    def _head_for(self, target: Target) -> tuple[Origin, bytes]:
+        """Built once per deployment: the URL parsed, the request head encoded."""
+        got = self._heads.get(target.id)
+        if got is None:
+            origin = self._origin(f"{target.base_url}/chat/completions")
+            got = self._heads[target.id] = (origin, origin.head(self._headers_for(target)))
+        return got
+
+    def _origin(self, url: str) -> Origin:
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = self._origins[url] = Origin(url)
+        return origin
 
     async def send(
         self,
@@ -74,13 +92,13 @@ class OpenAICompatProvider:
         read_timeout: float,
         trace_headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
-        headers = self._headers_for(target)
+        origin, head = self._head_for(target)
         if trace_headers:
-            headers = {**headers, **trace_headers}
+            head += header_lines(trace_headers)
         return await self._post(
             target,
-            self._url_for(target),
-            headers,
+            origin,
+            head,
             body,
             stream=stream,
             connect_timeout=connect_timeout,
@@ -105,10 +123,11 @@ class OpenAICompatProvider:
         sent = {**base, **headers, **(trace_headers or {})}
         if target.api_key:
             sent["x-api-key"] = target.api_key
+        origin = self._origin(url)
         return await self._post(
             target,
-            URL(url),
-            sent,
+            origin,
+            origin.head(sent),
             body,
             stream=stream,
             connect_timeout=connect_timeout,
@@ -118,26 +137,26 @@ class OpenAICompatProvider:
     async def _post(
         self,
         target: Target,
-        url: URL,
-        headers: Mapping[str, str],
+        origin: Origin,
+        head: bytes,
         body: dict[str, Any],
         *,
         stream: bool,
         connect_timeout: float,
         read_timeout: float,
     ) -> UpstreamResponse:
-        session = self._get_session()
-        if stream:  # no total: a stream lasts as long as it keeps sending
-            timeout = aiohttp.ClientTimeout(connect=connect_timeout, sock_read=read_timeout)
-        else:
-            # ``total`` bounds the pool wait, the connect and the whole answer; a per-read or a
-            # pool+connect timer would each add a loop timer per request (armed even when the
-            # pooled connection is reused) for nothing more. A new socket still gets
-            # ``sock_connect``, which is armed only when one is opened.
-            timeout = aiohttp.ClientTimeout(total=read_timeout, sock_connect=connect_timeout)
+        # A stream: ``connect_timeout`` bounds the wait for a (pooled or new) connection,
+        # ``read_timeout`` the wait for the head and each wait for more bytes; no total, a stream
+        # lasts as long as it keeps sending. Else ``read_timeout`` bounds it all (pool wait,
+        # connect, head and body: one timer) and ``connect_timeout`` a new connection's connect.
         try:
-            resp = await session.post(
-                url, data=orjson.dumps(body), headers=headers, timeout=timeout
+            resp = await self._get_pool().post(
+                origin,
+                head,
+                orjson.dumps(body),
+                connect_s=connect_timeout,
+                read_s=read_timeout,
+                whole=not stream,
             )
         except TimeoutError as exc:
             if stream:  # the connect timer covers the wait for a pooled connection too
@@ -148,21 +167,19 @@ class OpenAICompatProvider:
             raise UpstreamTimeout(
                 f"no answer from {target.provider} within {read_timeout:g}s"
             ) from exc
-        except aiohttp.ClientError as exc:
+        except OSError as exc:  # ConnectionError, a name that does not resolve
             raise UpstreamConnectionError(f"{target.provider}: {exc!r}") from exc
         if not stream or resp.status >= 300:
             try:
                 data = await resp.read()
             except TimeoutError as exc:
-                resp.close()
                 raise UpstreamTimeout(f"{target.provider} body not complete in time") from exc
-            except aiohttp.ClientError as exc:
-                resp.close()
+            except OSError as exc:
                 raise UpstreamConnectionError(f"{target.provider}: {exc!r}") from exc
+            finally:
+                resp.close()
             return UpstreamResponse(resp.status, resp.headers, data)
-        return UpstreamResponse(
-            resp.status, resp.headers, chunks=_iter_chunks(resp), release=resp.close
-        )
+        return UpstreamResponse(resp.status, resp.headers, chunks=_Chunks(resp))
 
     async def get(self, url: str, headers: Mapping[str, str], limit_s: float) -> tuple[int, bytes]:
         """``GET url`` off the request path (a plan's quota endpoint): (status, body).
@@ -182,16 +199,34 @@ class OpenAICompatProvider:
             raise UpstreamConnectionError(f"{URL(url).host}: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
-async def _iter_chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    try:
-        async for data in resp.content.iter_any():
-            yield data
-    except TimeoutError as exc:
-        raise UpstreamTimeout("stream stalled") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamConnectionError(f"stream broke: {exc!r}") from exc
+class _Chunks:
+    """A streaming answer's bytes as they arrive (what aiohttp's ``iter_any`` gave), its
+    failures as the provider seam's; ``aclose`` ends the answer (and, before its end, closes
+    the connection: the host sees the request cancelled)."""
+
+    __slots__ = ("_resp",)
+
+    def __init__(self, resp: Response) -> None:
+        self._resp = resp
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._resp.__anext__()
+        except TimeoutError as exc:
+            raise UpstreamTimeout("stream stalled") from exc
+        except OSError as exc:
+            raise UpstreamConnectionError(f"stream broke: {exc!r}") from exc
+
+    async def aclose(self) -> None:
+        self._resp.close()

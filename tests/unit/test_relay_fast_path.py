@@ -8,7 +8,9 @@ ones, and ones with reasoning, tool calls, finish reasons, usage, errors) go thr
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -222,6 +224,10 @@ def test_a_run_declines_events_that_only_look_like_the_template() -> None:
         pre + b"ends\\" + suf,  # an escaped quote, not the string's end
         pre + suf + b"\ndata: " + pre + b"x" + suf,  # two data lines
         b"",
+        b'data: {"x":1}',  # shorter than prefix and suffix together
+        pre[:-1] + suf,  # the prefix cut short
+        pre + b"x" + suf[:-1] + b"]}",  # another suffix
+        pre + b"x" + suf + b"\n\n" + pre + b"y" + suf + b"\n" + pre,  # a stray prefix
     ):
         wire = plain + b"\n\n" + odd + b"\n\n" + plain + b"\n\n"
         for take in (fast.run, fast.text_run):
@@ -229,3 +235,67 @@ def test_a_run_declines_events_that_only_look_like_the_template() -> None:
             assert got is None or got[1] == 1, odd  # never past the odd event
     got = fast.run(plain + b"\n\n" + plain + b"\n\n", 0)
     assert got == (plain + b"\n\n" + plain + b"\n\n", 2, len(plain) * 2 + 4)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_the_prelude_relays_plain_chunks_as_rewriting_would(target: Target) -> None:
+    rng = random.Random("prelude " + target.id)
+    events = [chunk(rng, target, plain=rng.random() < 0.7) for _ in range(4)]
+    r = relay(target)
+    r.session.prelude = events
+    out: Any = SimpleNamespace(relay=lambda b: b)
+    got = r.prelude(out)
+    full = relay(target)
+    assert parsed(got) == [o for e in events for o in parsed(full.rewrite(e))]
+
+
+async def test_the_stream_guard_arms_its_timer_only_when_the_relay_waits() -> None:
+    from gateway.edge.stream_guard import StreamGuard
+    from gateway.observability.timing import StageTimes
+
+    target = next(t for t in TARGETS if relay(t).fast is not None)
+    wire = b"".join(
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+        b'"choices":[{"index":0,"delta":{"content":"%d "},"finish_reason":null}]}\n\n' % i
+        for i in range(5)
+    )
+    wire += b"data: [DONE]\n\n"
+
+    class Counting(StreamGuard):
+        arms = 0
+
+        def _arm(self) -> None:
+            Counting.arms += 1
+            super()._arm()
+
+    async def run(parts: list[bytes]) -> bytes:
+        async def chunks() -> AsyncIterator[bytes]:
+            for p in parts:
+                await asyncio.sleep(0)
+                yield p
+
+        reader = SSEReader(chunks())
+        first = await reader.next_event()
+        assert first is not None
+        session: Any = SimpleNamespace(
+            include_usage=False, guard=None, native=None, prelude=[first], reader=reader
+        )
+        guard = Counting(time.monotonic() + 60, 30.0)
+        r = Relay(session, target, StageTimes(), guard)
+        sent: list[bytes] = []
+
+        async def out(parts: list[bytes], objs: Any) -> None:
+            sent.extend(parts)
+
+        async def opening() -> None:
+            sent.append(b"")
+
+        assert await r.pump(out, opening) is None
+        assert guard._handle is None and guard._task is None  # stopped
+        return b"".join(sent) + b"".join(r.held[0] if r.held else [])
+
+    whole = await run([wire])  # the stream arrived whole: relayed without a timer
+    assert Counting.arms == 0 and whole.endswith(b"data: [DONE]\n\n")
+    split = wire.index(b"\n\n", 300) + 2
+    assert await run([wire[:split], wire[split:]]) == whole  # a wait: the timer is armed once
+    assert Counting.arms == 1
