@@ -19,6 +19,7 @@ event carries ``sequence_number``, counting from 0. Item rules:
 from __future__ import annotations
 
 import time
+from itertools import chain, repeat
 from typing import Any
 
 import orjson
@@ -34,6 +35,41 @@ from gateway.frontends.responses_answer import (
     skeleton,
 )
 from gateway.frontends.tool_calls import Call, ToolCalls
+
+_HEADS: dict[str, bytes] = {}
+"""Event kind -> ``event: <kind>\ndata: {"type":"<kind>","sequence_number":`` (what
+:meth:`ResponsesStream._event` writes before the number), built once per kind."""
+
+
+def _head(kind: str) -> bytes:
+    head = _HEADS.get(kind)
+    if head is None:
+        k = kind.encode()
+        head = _HEADS[kind] = b"event: " + k + b'\ndata: {"type":"' + k + b'","sequence_number":'
+    return head
+
+
+_SEQ: list[bytes] = []
+"""``b'<n>,"delta":'`` for n = 0, 1, ...: the bytes between a text delta's prefix and its
+text, built once per process for the numbers streams have reached."""
+_SEQ_CACHED = 1 << 16
+"""Past this many events a stream's numbers are formatted each time (no unbounded cache)."""
+_DELTA_END = b"}\n\n"
+
+
+def _seq_deltas(first: int, n: int) -> list[bytes]:
+    """``_SEQ[first : first + n]``, growing the cache when a stream goes further."""
+    end = first + n
+    if end > len(_SEQ):
+        if end > _SEQ_CACHED:
+            return [b'%d,"delta":' % i for i in range(first, end)]
+        grown = min(max(end, 2 * len(_SEQ), 64), _SEQ_CACHED)
+        _SEQ.extend([b'%d,"delta":' % i for i in range(len(_SEQ), grown)])
+    return _SEQ[first:end]
+
+
+def _seq_delta(n: int) -> bytes:
+    return _SEQ[n] if n < len(_SEQ) else _seq_deltas(n, 1)[0]
 
 
 class ResponsesStream:
@@ -56,14 +92,21 @@ class ResponsesStream:
         """The open item's text-delta event prefix (built on its first delta)."""
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
-        data = {"type": kind, "sequence_number": self._seq, **data}
-        self._seq += 1
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        """One event: ``{"type": kind, "sequence_number": n, **data}`` as JSON (``data`` has
+        neither key and is not empty), its head from :func:`_head`, the rest one dump."""
+        return self._event_json(kind, orjson.dumps(data))
+
+    def _event_json(self, kind: str, data: bytes) -> bytes:
+        """:meth:`_event` for ``data`` already dumped (``{...}``, not ``{}``)."""
+        seq = self._seq
+        self._seq = seq + 1
+        return _head(kind) + str(seq).encode() + b"," + data[1:] + b"\n\n"
 
     def start(self) -> bytes:
-        """``response.created`` and ``response.in_progress``."""
-        out = self._event("response.created", {"response": self.response})
-        return out + self._event("response.in_progress", {"response": self.response})
+        """``response.created`` and ``response.in_progress``: the response dumped once."""
+        data = orjson.dumps({"response": self.response})
+        out = self._event_json("response.created", data)
+        return out + self._event_json("response.in_progress", data)
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         """The events for one normalised ``chat.completion.chunk`` (often none)."""
@@ -94,24 +137,21 @@ class ResponsesStream:
             return self._delta({"content": orjson.loads(quoted)})
         self._texts.append(quoted)  # decoded with the rest when the item closes
         seq = self._seq
-        self._seq += 1
-        return prefix + str(seq).encode() + b',"delta":' + quoted + b"}\n\n"
+        self._seq = seq + 1
+        return prefix + _seq_delta(seq) + quoted + _DELTA_END
 
     def texts(self, quoted: list[bytes]) -> bytes:
-        """:meth:`text` for each of several JSON strings in a row, joined."""
+        """:meth:`text` for each of several JSON strings in a row, joined: the events'
+        pieces (prefix, number, text, end) joined at once, no per-event concatenation."""
         prefix = self._prefix
         if self._done or prefix is None or self._open != "message":
             return b"".join([self.text(q) for q in quoted])
-        kept = [q for q in quoted if q != b'""']
+        kept = [q for q in quoted if q != b'""'] if b'""' in quoted else quoted
         seq = self._seq
-        self._seq += len(kept)
+        self._seq = seq + len(kept)
         self._texts.extend(kept)  # decoded with the rest when the item closes
-        return b"".join(
-            [
-                prefix + str(seq + i).encode() + b',"delta":' + q + b"}\n\n"
-                for i, q in enumerate(kept)
-            ]
-        )
+        pieces = zip(repeat(prefix), _seq_deltas(seq, len(kept)), kept, repeat(_DELTA_END))
+        return b"".join(chain.from_iterable(pieces))
 
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or
@@ -160,8 +200,8 @@ class ResponsesStream:
             return None
         self._texts.append(text)
         seq = self._seq
-        self._seq += 1
-        return prefix + str(seq).encode() + b',"delta":' + orjson.dumps(text) + b"}\n\n"
+        self._seq = seq + 1
+        return prefix + _seq_delta(seq) + orjson.dumps(text) + _DELTA_END
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
         out = b""
@@ -179,15 +219,17 @@ class ResponsesStream:
 
     def _text(self, kind: str, text: str) -> bytes:
         out = b"" if self._open == kind else self._close() + self._open_item(kind)
-        self._texts.append(text)
         if kind != "message" and not self.req.summary:
+            self._texts.append(text)
             return out
         prefix = self._prefix
         if prefix is None:  # once per item: the event's fixed part, as bytes
             prefix = self._prefix = self._delta_prefix(kind)
+        quoted = orjson.dumps(text)
+        self._texts.append(quoted)  # as the plain chunks' texts: joined in one decode
         seq = self._seq
-        self._seq += 1
-        return out + prefix + str(seq).encode() + b',"delta":' + orjson.dumps(text) + b"}\n\n"
+        self._seq = seq + 1
+        return out + prefix + _seq_delta(seq) + quoted + _DELTA_END
 
     def _delta_prefix(self, kind: str) -> bytes:
         """``event: ...\ndata: {...,"sequence_number":`` for this item's text deltas (the same
@@ -269,9 +311,21 @@ def _summary(text: str) -> dict[str, Any]:
 
 
 def _joined(texts: list[str | bytes]) -> str:
-    """The text of an item: its parts joined, JSON strings among them decoded in one call."""
-    if all(type(t) is str for t in texts):
-        return "".join(texts)  # type: ignore[arg-type]
-    quoted = [t if type(t) is bytes else orjson.dumps(t) for t in texts]
-    parts: list[str] = orjson.loads(b"[" + b",".join(quoted) + b"]")
+    """The text of an item: its parts joined, JSON strings among them decoded in one call.
+
+    JSON strings only (the common case), none holding an escaped quote: every quote in them
+    delimits one, so dropping the joins' ``""`` leaves one JSON string, the texts joined."""
+    if not texts:
+        return ""
+    try:
+        if type(texts[0]) is str:
+            return "".join(texts)  # type: ignore[arg-type]
+        joined = b"".join(texts)  # type: ignore[arg-type]
+    except TypeError:  # strings and JSON strings mixed
+        quoted = [t if type(t) is bytes else orjson.dumps(t) for t in texts]
+        return "".join(orjson.loads(b"[" + b",".join(quoted) + b"]"))
+    if b'\\"' not in joined:
+        text: str = orjson.loads(b'"' + joined[1:-1].replace(b'""', b"") + b'"')
+        return text
+    parts: list[str] = orjson.loads(b"[" + b",".join(texts) + b"]")  # type: ignore[arg-type]
     return "".join(parts)
