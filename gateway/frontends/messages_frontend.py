@@ -39,20 +39,42 @@ _LONG_BETA: Final = "context-1m-"
 """``anthropic-beta: context-1m-2025-08-07``: the long-context tier, as a ``[1m]`` suffix asks."""
 
 
+_UNSEEN: Final[Any] = object()
+
+
 class ClaudeModels(Mapping[str, str]):
     """Client model name → gateway model (a variant id, alias or ``auto``) by the longest
     configured prefix: ``claude-sonnet`` maps ``claude-sonnet-4-5-20250929`` too."""
 
+    _CACHED = 1024
+    """Names remembered with what they map to (clients send a few names, over and over)."""
+
     def __init__(self, table: Mapping[str, str]) -> None:
         self._table = dict(table)
         self._prefixes = sorted(self._table, key=len, reverse=True)
+        self._seen: dict[str, str | None] = {}
 
     def __getitem__(self, name: str) -> str:
+        got: str | None = self.get(name)
+        if got is None:
+            raise KeyError(name)
+        return got
+
+    def get(self, name: str, default: Any = None) -> Any:  # one dict lookup once seen
+        seen = self._seen
+        got = seen.get(name, _UNSEEN)
+        if got is _UNSEEN:
+            if len(seen) >= self._CACHED:
+                seen.clear()
+            got = seen[name] = self._lookup(name)
+        return default if got is None else got
+
+    def _lookup(self, name: str) -> str | None:
         lowered = name.lower()
         for prefix in self._prefixes:
             if prefix != "*" and lowered.startswith(prefix.lower()):
                 return self._table[prefix]
-        raise KeyError(name)
+        return None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table)
