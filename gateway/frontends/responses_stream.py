@@ -68,6 +68,16 @@ def _seq_deltas(first: int, n: int) -> list[bytes]:
     return _SEQ[first:end]
 
 
+_MESSAGE_DELTA = (
+    b"response.output_text.delta",
+    b',"content_index":0,"logprobs":[],"sequence_number":',
+)
+_SUMMARY_DELTA = (
+    b"response.reasoning_summary_text.delta",
+    b',"summary_index":0,"sequence_number":',
+)
+
+
 def _seq_delta(n: int) -> bytes:
     return _SEQ[n] if n < len(_SEQ) else _seq_deltas(n, 1)[0]
 
@@ -90,6 +100,8 @@ class ResponsesStream:
         self._done = False
         self._prefix: bytes | None = None
         """The open item's text-delta event prefix (built on its first delta)."""
+        self._at = b""
+        """The open item's ``{"item_id":...,"output_index":...`` (:meth:`_item_event`)."""
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
         """One event: ``{"type": kind, "sequence_number": n, **data}`` as JSON (``data`` has
@@ -234,29 +246,34 @@ class ResponsesStream:
     def _delta_prefix(self, kind: str) -> bytes:
         """``event: ...\ndata: {...,"sequence_number":`` for this item's text deltas (the same
         keys as :meth:`_event` gives, in the same order but ``delta`` last)."""
-        if kind == "message":
-            name = "response.output_text.delta"
-            rest: dict[str, Any] = {**self._where(), "content_index": 0, "logprobs": []}
-        else:
-            name = "response.reasoning_summary_text.delta"
-            rest = {**self._where(), "summary_index": 0}
-        head = orjson.dumps({"type": name, **rest})[:-1]
-        return b"event: " + name.encode() + b"\ndata: " + head + b',"sequence_number":'
+        name, rest = _MESSAGE_DELTA if kind == "message" else _SUMMARY_DELTA
+        return b"event: " + name + b'\ndata: {"type":"' + name + b'",' + self._at[1:] + rest
+
+    def _item_event(self, kind: str, data: dict[str, Any]) -> bytes:
+        """:meth:`_event` with the open item's ``item_id`` and ``output_index`` first, as
+        ``{**self._where(), **data}`` gives them (``data`` not empty), from :attr:`_at`."""
+        return self._event_json(kind, self._at + b"," + orjson.dumps(data)[1:])
 
     def _open_item(self, kind: str) -> bytes:
         self._open, self._texts, self._prefix = kind, [], None
+        self._item_id = item_id = new_id("msg" if kind == "message" else "rs")
+        self._at = (  # what _where() dumps, once for the item's events
+            b'{"item_id":'
+            + orjson.dumps(item_id)
+            + b',"output_index":'
+            + str(len(self.response["output"])).encode()
+        )
         if kind == "message":
-            self._item_id = new_id("msg")
-            item = message_item("", self._item_id, "in_progress")
+            item = message_item("", item_id, "in_progress")
             item["content"] = []
-            out = self._added(item)
-            part = {**self._where(), "content_index": 0, "part": output_text("")}
-            return out + self._event("response.content_part.added", part)
-        self._item_id = new_id("rs")
-        out = self._added({"type": "reasoning", "id": self._item_id, "summary": []})
+            out = self._item_event("response.output_item.added", {"item": item})
+            part = {"content_index": 0, "part": output_text("")}
+            return out + self._item_event("response.content_part.added", part)
+        item = {"type": "reasoning", "id": item_id, "summary": []}
+        out = self._item_event("response.output_item.added", {"item": item})
         if self.req.summary:
-            part = {**self._where(), "summary_index": 0, "part": _summary("")}
-            out += self._event("response.reasoning_summary_part.added", part)
+            part = {"summary_index": 0, "part": _summary("")}
+            out += self._item_event("response.reasoning_summary_part.added", part)
         return out
 
     def _added(self, item: dict[str, Any]) -> bytes:
@@ -272,23 +289,25 @@ class ResponsesStream:
             return b""
         text, kind = _joined(self._texts), self._open
         self._open, self._texts = None, []
-        where = self._where()
+        event = self._item_event  # the item's id and index as opened (nothing appended since)
         if kind == "message":
-            out = self._event(
-                "response.output_text.done",
-                {**where, "content_index": 0, "text": text, "logprobs": []},
+            out = event(
+                "response.output_text.done", {"content_index": 0, "text": text, "logprobs": []}
             )
-            part = {**where, "content_index": 0, "part": output_text(text)}
-            out += self._event("response.content_part.done", part)
-            return out + self._item_done(message_item(text, self._item_id))
-        out = b""
-        if self.req.summary:
-            out += self._event(
-                "response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}
-            )
-            part = {**where, "summary_index": 0, "part": _summary(text)}
-            out += self._event("response.reasoning_summary_part.done", part)
-        return out + self._item_done(reasoning_item(self.req, text, self._item_id))
+            part = {"content_index": 0, "part": output_text(text)}
+            out += event("response.content_part.done", part)
+            item = message_item(text, self._item_id)
+        else:
+            out = b""
+            if self.req.summary:
+                done = {"summary_index": 0, "text": text}
+                out += event("response.reasoning_summary_text.done", done)
+                part = {"summary_index": 0, "part": _summary(text)}
+                out += event("response.reasoning_summary_part.done", part)
+            item = reasoning_item(self.req, text, self._item_id)
+        out += event("response.output_item.done", {"item": item})
+        self.response["output"].append(item)
+        return out
 
     def _call_events(self, call: Call) -> bytes:
         arguments = "".join(call.fragments)

@@ -43,6 +43,22 @@ def frames(raw: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
+AT = ["type", "sequence_number", "item_id", "output_index"]
+KEYS = {
+    "response.created": ["type", "sequence_number", "response"],
+    "response.in_progress": ["type", "sequence_number", "response"],
+    "response.output_item.added": [*AT, "item"],
+    "response.content_part.added": [*AT, "content_index", "part"],
+    "response.output_text.delta": [
+        "type", "item_id", "output_index", "content_index", "logprobs", "sequence_number", "delta"
+    ],
+    "response.output_text.done": [*AT, "content_index", "text", "logprobs"],
+    "response.content_part.done": [*AT, "content_index", "part"],
+    "response.output_item.done": [*AT, "item"],
+    "response.completed": ["type", "sequence_number", "response"],
+}  # fmt: skip
+
+
 def responses_stream_of(texts: list[str], how: str) -> bytes:
     """One stream over ``texts``: fed as chunks (``feed``), or after a first chunk as JSON
     strings one by one (``text``) or as one run (``texts``); ids made fixed."""
@@ -76,6 +92,7 @@ def test_responses_events_are_the_dicts_dumped(texts: list[str]) -> None:
             general = {"type": kind, "sequence_number": obj["sequence_number"]}
             general.update({k: v for k, v in obj.items() if k not in general})
         assert data == orjson.dumps(general)
+        assert list(obj) == KEYS[kind]  # what the dicts ({**where, ...}) gave, in order
     completed = orjson.loads(frames(raws["texts"])[-1][1])
     assert completed["response"]["output"][0]["content"][0]["text"] == "Hi " + "".join(texts)
 
