@@ -68,6 +68,13 @@ def _seq_deltas(first: int, n: int) -> list[bytes]:
     return _SEQ[first:end]
 
 
+_ITEM_ADDED = _head("response.output_item.added")
+_PART_ADDED = _head("response.content_part.added")
+_TEXT_DONE = _head("response.output_text.done")
+_PART_DONE = _head("response.content_part.done")
+_ITEM_DONE = _head("response.output_item.done")
+_EVENT_END = b"}\n\n"
+_EMPTY_PART = orjson.dumps(output_text(""))
 _MESSAGE_DELTA = (
     b"response.output_text.delta",
     b',"content_index":0,"logprobs":[],"sequence_number":',
@@ -263,12 +270,20 @@ class ResponsesStream:
             + b',"output_index":'
             + str(len(self.response["output"])).encode()
         )
-        if kind == "message":
+        if kind == "message":  # two events, as _item_event writes them, in one join
             item = message_item("", item_id, "in_progress")
             item["content"] = []
-            out = self._item_event("response.output_item.added", {"item": item})
-            part = {"content_index": 0, "part": output_text("")}
-            return out + self._item_event("response.content_part.added", part)
+            seq = self._seq
+            self._seq = seq + 2
+            at = self._at[1:]
+            return b"".join(
+                (
+                    _ITEM_ADDED, str(seq).encode(), b",", at, b',"item":', orjson.dumps(item),
+                    _EVENT_END,
+                    _PART_ADDED, str(seq + 1).encode(), b",", at, b',"content_index":0,"part":',
+                    _EMPTY_PART, _EVENT_END,
+                )
+            )  # fmt: skip
         item = {"type": "reasoning", "id": item_id, "summary": []}
         out = self._item_event("response.output_item.added", {"item": item})
         if self.req.summary:
@@ -290,21 +305,29 @@ class ResponsesStream:
         text, kind = _joined(self._texts), self._open
         self._open, self._texts = None, []
         event = self._item_event  # the item's id and index as opened (nothing appended since)
-        if kind == "message":
-            out = event(
-                "response.output_text.done", {"content_index": 0, "text": text, "logprobs": []}
-            )
-            part = {"content_index": 0, "part": output_text(text)}
-            out += event("response.content_part.done", part)
+        if kind == "message":  # its three events, as _item_event writes them, in one join
             item = message_item(text, self._item_id)
-        else:
-            out = b""
-            if self.req.summary:
-                done = {"summary_index": 0, "text": text}
-                out += event("response.reasoning_summary_text.done", done)
-                part = {"summary_index": 0, "part": _summary(text)}
-                out += event("response.reasoning_summary_part.done", part)
-            item = reasoning_item(self.req, text, self._item_id)
+            seq = self._seq
+            self._seq = seq + 3
+            at = self._at[1:]
+            self.response["output"].append(item)
+            return b"".join(
+                (
+                    _TEXT_DONE, str(seq).encode(), b",", at, b',"content_index":0,"text":',
+                    orjson.dumps(text), b',"logprobs":[]', _EVENT_END,
+                    _PART_DONE, str(seq + 1).encode(), b",", at, b',"content_index":0,"part":',
+                    orjson.dumps(item["content"][0]), _EVENT_END,
+                    _ITEM_DONE, str(seq + 2).encode(), b",", at, b',"item":', orjson.dumps(item),
+                    _EVENT_END,
+                )
+            )  # fmt: skip
+        out = b""
+        if self.req.summary:
+            done = {"summary_index": 0, "text": text}
+            out += event("response.reasoning_summary_text.done", done)
+            part = {"summary_index": 0, "part": _summary(text)}
+            out += event("response.reasoning_summary_part.done", part)
+        item = reasoning_item(self.req, text, self._item_id)
         out += event("response.output_item.done", {"item": item})
         self.response["output"].append(item)
         return out
