@@ -122,17 +122,27 @@ class _MessagesOut:
 
     def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
         out: list[bytes] = []
-        feed = self._s.feed
+        run: list[bytes] | None = None
+        """Texts in a row (``PlainText``, ``PlainTexts``: gateway/edge/fastpath.py), written
+        at once by ``texts`` before the next other event."""
         for part, obj in zip(parts, objs, strict=True):
-            if type(obj) is PlainText:  # more answer text only (gateway/edge/fastpath.py)
-                out.append(self._s.text(obj.quoted))
-            elif type(obj) is PlainTexts:
-                out.append(self._s.texts(obj.quoted))
-            elif obj is not None:
-                out.append(feed(obj))
+            kind = type(obj)
+            if kind is PlainText:
+                run = [obj.quoted] if run is None else [*run, obj.quoted]
+                continue
+            if kind is PlainTexts:
+                run = obj.quoted if run is None else run + obj.quoted
+                continue
+            if run is not None:
+                out.append(self._s.texts(run))
+                run = None
+            if obj is not None:
+                out.append(self._s.feed(obj))
             elif part:
                 out.append(self.relay(part))
-        return b"".join(out)
+        if run is not None:
+            out.append(self._s.texts(run))
+        return b"".join(out)  # one piece (the usual read): itself, not a copy
 
     def fail(self, err: GatewayError) -> bytes:
         status, body = error_for(err, overloaded=_overloaded(err))

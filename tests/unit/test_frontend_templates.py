@@ -158,3 +158,40 @@ def test_an_items_text_is_its_parts_decoded(parts: list[tuple[str, Any]]) -> Non
 )
 def test_joined_edge_cases(texts: list[str | bytes]) -> None:
     assert _joined(texts) == "".join(orjson.loads(t) for t in texts)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_texts_in_a_row_are_written_as_one_run(api: str) -> None:
+    """relay_parts hands consecutive PlainText / PlainTexts to ``texts`` at once: the same
+    bytes as each part relayed on its own."""
+    from gateway.edge.fastpath import PlainText, PlainTexts
+    from gateway.frontends.messages_frontend import MessagesFrontEnd
+    from gateway.frontends.responses_frontend import ResponsesFrontEnd
+
+    body: dict[str, Any] = {"model": "m", "stream": True, "max_tokens": 9}
+    body |= {"messages": [{"role": "user", "content": "hi"}]} if api == "messages" else {
+        "input": "hi"}  # fmt: skip
+    fin = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    parts = [
+        (b"", FIRST), (b"", chunk("Hi ")), (b"", PlainText(b'"a"')),
+        (b"", PlainTexts([b'"b"', b'""', b'"c\\n"'])), (b"", PlainText(b'"d"')),
+        (b"", PlainTexts([b'"e"'])), (b"", fin), (b"", PlainText(b'"late"')),
+        (b"data: [DONE]\n\n", None),
+    ]  # fmt: skip
+    outs = []
+    for whole in (True, False):
+        ids = itertools.count()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(responses_stream, "new_id", lambda p, ids=ids: f"{p}_{next(ids)}")
+            fe: Any = MessagesFrontEnd({}, b"k") if api == "messages" else ResponsesFrontEnd(b"k")
+            out = fe.stream(fe.parse(dict(body), {}))
+            if api == "messages":
+                out._s.id = "msg_fixed"
+            raw = out.begin()
+            if whole:
+                raw += out.relay_parts([p for p, _ in parts], [o for _, o in parts])
+            else:
+                raw += b"".join(out.relay_parts([p], [o]) for p, o in parts)
+            outs.append(re.sub(rb'"(created_at|completed_at)":\d+', b"0", raw))
+    assert outs[0] == outs[1]
+    assert b"late" in outs[0] and b"c\\n" in outs[0]
