@@ -86,6 +86,14 @@ def _count(node: Any, key: str) -> int:
 
 def usage_of(usage: Any) -> dict[str, Any]:
     """Responses usage from chat usage (missing counts are 0)."""
+    if usage is None:  # every stream's skeleton: the counts below, all 0, without the calls
+        return {
+            "input_tokens": 0,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 0,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 0,
+        }
     inp, out = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
     cached = _count(
         usage.get("prompt_tokens_details") if isinstance(usage, dict) else None, "cached_tokens"

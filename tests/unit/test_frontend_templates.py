@@ -195,3 +195,10 @@ def test_texts_in_a_row_are_written_as_one_run(api: str) -> None:
             outs.append(re.sub(rb'"(created_at|completed_at)":\d+', b"0", raw))
     assert outs[0] == outs[1]
     assert b"late" in outs[0] and b"c\\n" in outs[0]
+
+
+def test_no_usage_is_all_zero_counts() -> None:
+    from gateway.frontends.responses_answer import usage_of
+
+    assert usage_of(None) == usage_of({}) == usage_of("junk")
+    assert orjson.dumps(usage_of(None)) == orjson.dumps(usage_of({}))  # the same key order
