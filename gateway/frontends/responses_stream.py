@@ -68,6 +68,8 @@ def _seq_deltas(first: int, n: int) -> list[bytes]:
     return _SEQ[first:end]
 
 
+_CREATED = _head("response.created")
+_IN_PROGRESS = _head("response.in_progress")
 _ITEM_ADDED = _head("response.output_item.added")
 _PART_ADDED = _head("response.content_part.added")
 _TEXT_DONE = _head("response.output_text.done")
@@ -119,13 +121,20 @@ class ResponsesStream:
         """:meth:`_event` for ``data`` already dumped (``{...}``, not ``{}``)."""
         seq = self._seq
         self._seq = seq + 1
-        return _head(kind) + str(seq).encode() + b"," + data[1:] + b"\n\n"
+        # one copy of ``data`` (a whole response is kilobytes), not one per concatenation
+        return b"".join((_head(kind), str(seq).encode(), b",", memoryview(data)[1:], b"\n\n"))
 
     def start(self) -> bytes:
         """``response.created`` and ``response.in_progress``: the response dumped once."""
-        data = orjson.dumps({"response": self.response})
-        out = self._event_json("response.created", data)
-        return out + self._event_json("response.in_progress", data)
+        data = memoryview(orjson.dumps({"response": self.response}))[1:]
+        seq = self._seq
+        self._seq = seq + 2
+        return b"".join(
+            (
+                _CREATED, str(seq).encode(), b",", data, b"\n\n",
+                _IN_PROGRESS, str(seq + 1).encode(), b",", data, b"\n\n",
+            )
+        )  # fmt: skip
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         """The events for one normalised ``chat.completion.chunk`` (often none)."""
@@ -177,13 +186,16 @@ class ResponsesStream:
         ``response.incomplete``)."""
         if self._done:
             return b""
-        out = self._close() + b"".join(self._call_events(c) for c in self._tools.calls)
+        out = [self._close()]
+        if self._tools.calls:
+            out += [self._call_events(c) for c in self._tools.calls]
         self._done = True
         finish(self.response, self._finish, self._usage)
         kind = "response.completed"
         if self.response["status"] == "incomplete":
             kind = "response.incomplete"
-        return out + self._event(kind, {"response": self.response})
+        out.append(self._event(kind, {"response": self.response}))
+        return b"".join(out)
 
     def fail(self, code: str, message: str, *, rate_limited: bool = False) -> bytes:
         """``response.failed`` (the response so far, ``status: failed``) then ``error`` with the
