@@ -26,6 +26,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
+def new_ids(first: str, second: str) -> tuple[str, str]:
+    """Two fresh ids, as :func:`new_id` makes them, from one draw of the system's randomness
+    (a stream's response and its first message item)."""
+    drawn = secrets.token_hex(32)
+    return f"{first}_{drawn[:32]}", f"{second}_{drawn[32:]}"
+
+
 def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
     """A ``Response`` with no output yet (``status: in_progress``)."""
     echo = req.echo

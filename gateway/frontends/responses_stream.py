@@ -30,6 +30,7 @@ from gateway.frontends.responses_answer import (
     finish,
     message_item,
     new_id,
+    new_ids,
     output_text,
     reasoning_item,
     skeleton,
@@ -77,6 +78,18 @@ _PART_DONE = _head("response.content_part.done")
 _ITEM_DONE = _head("response.output_item.done")
 _EVENT_END = b"}\n\n"
 _EMPTY_PART = orjson.dumps(output_text(""))
+
+
+def _around_id() -> tuple[bytes, bytes]:
+    """An open message item's JSON (``message_item`` dumped, no content yet) before and after
+    its id's JSON string."""
+    before, after = orjson.dumps({**message_item("", "", "in_progress"), "content": []}).split(
+        b'"id":""'
+    )
+    return before + b'"id":', after
+
+
+_ITEM_OPEN = _around_id()
 _MESSAGE_DELTA = (
     b"response.output_text.delta",
     b',"content_index":0,"logprobs":[],"sequence_number":',
@@ -96,7 +109,9 @@ class ResponsesStream:
 
     def __init__(self, req: ResponsesRequest) -> None:
         self.req = req
-        self.response = skeleton(req, new_id("resp"), int(time.time()))
+        rid, self._msg_id = new_ids("resp", "msg")
+        """The first message item's id, drawn with the response's (then "": new_id)."""
+        self.response = skeleton(req, rid, int(time.time()))
         self._seq = 0
         self._open: str | None = None
         self._item_id = ""
@@ -275,7 +290,11 @@ class ResponsesStream:
 
     def _open_item(self, kind: str) -> bytes:
         self._open, self._texts, self._prefix = kind, [], None
-        self._item_id = item_id = new_id("msg" if kind == "message" else "rs")
+        if kind == "message" and self._msg_id:
+            item_id, self._msg_id = self._msg_id, ""
+        else:
+            item_id = new_id("msg" if kind == "message" else "rs")
+        self._item_id = item_id
         self._at = (  # what _where() dumps, once for the item's events
             b'{"item_id":'
             + orjson.dumps(item_id)
@@ -283,15 +302,13 @@ class ResponsesStream:
             + str(len(self.response["output"])).encode()
         )
         if kind == "message":  # two events, as _item_event writes them, in one join
-            item = message_item("", item_id, "in_progress")
-            item["content"] = []
             seq = self._seq
             self._seq = seq + 2
             at = self._at[1:]
             return b"".join(
                 (
-                    _ITEM_ADDED, str(seq).encode(), b",", at, b',"item":', orjson.dumps(item),
-                    _EVENT_END,
+                    _ITEM_ADDED, str(seq).encode(), b",", at, b',"item":',
+                    _ITEM_OPEN[0], orjson.dumps(item_id), _ITEM_OPEN[1], _EVENT_END,
                     _PART_ADDED, str(seq + 1).encode(), b",", at, b',"content_index":0,"part":',
                     _EMPTY_PART, _EVENT_END,
                 )

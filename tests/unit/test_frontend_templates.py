@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from gateway.frontends import responses_stream
 from gateway.frontends.messages_stream import MessagesStream, event
 from gateway.frontends.responses import to_chat
+from gateway.frontends.responses_answer import message_item
 from gateway.frontends.responses_stream import ResponsesStream, _joined, _seq_deltas
 
 TEXTS = st.lists(st.text(max_size=8), max_size=12)
@@ -65,6 +66,7 @@ def responses_stream_of(texts: list[str], how: str) -> bytes:
     ids = itertools.count()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(responses_stream, "new_id", lambda prefix: f"{prefix}_{next(ids)}")
+        mp.setattr(responses_stream, "new_ids", lambda a, b: (f"{a}_x", f"{b}_{next(ids)}"))
         s = ResponsesStream(to_chat({"model": "m", "input": "hi", "stream": True}, key=b"k"))
         out = s.start() + s.feed(FIRST) + s.feed(chunk("Hi "))
         if how == "feed":
@@ -93,6 +95,9 @@ def test_responses_events_are_the_dicts_dumped(texts: list[str]) -> None:
             general.update({k: v for k, v in obj.items() if k not in general})
         assert data == orjson.dumps(general)
         assert list(obj) == KEYS[kind]  # what the dicts ({**where, ...}) gave, in order
+        if kind == "response.output_item.added":  # the open item around its id
+            opened = {**message_item("", obj["item_id"], "in_progress"), "content": []}
+            assert data.endswith(b',"item":' + orjson.dumps(opened) + b"}")
     completed = orjson.loads(frames(raws["texts"])[-1][1])
     assert completed["response"]["output"][0]["content"][0]["text"] == "Hi " + "".join(texts)
 
@@ -183,6 +188,7 @@ def test_texts_in_a_row_are_written_as_one_run(api: str) -> None:
         ids = itertools.count()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(responses_stream, "new_id", lambda p, ids=ids: f"{p}_{next(ids)}")
+            mp.setattr(responses_stream, "new_ids", lambda a, b: (f"{a}_x", f"{b}_y"))
             fe: Any = MessagesFrontEnd({}, b"k") if api == "messages" else ResponsesFrontEnd(b"k")
             out = fe.stream(fe.parse(dict(body), {}))
             if api == "messages":
@@ -202,3 +208,11 @@ def test_no_usage_is_all_zero_counts() -> None:
 
     assert usage_of(None) == usage_of({}) == usage_of("junk")
     assert orjson.dumps(usage_of(None)) == orjson.dumps(usage_of({}))  # the same key order
+
+
+def test_a_stream_draws_two_ids_at_once() -> None:
+    from gateway.frontends.responses_answer import new_ids
+
+    first, second = new_ids("resp", "msg")
+    assert re.fullmatch(r"resp_[0-9a-f]{32}", first) and re.fullmatch(r"msg_[0-9a-f]{32}", second)
+    assert first[5:] != second[4:] and new_ids("a", "b") != new_ids("a", "b")
