@@ -129,10 +129,11 @@ def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
 def _passive(body: dict[str, Any], ignored: Ignored) -> dict[str, Any]:
     """Fields accepted and echoed, not forwarded (each sent one named in ``ignored``)."""
     raw = body.get("include")
-    listed = [] if raw is None else array(raw, "include")
-    include = [string(v, f"include[{i}]") for i, v in enumerate(listed)]
-    if any(v != ENCRYPTED for v in include):  # logprobs, sources ...: nothing here makes them
-        ignored.field("include=partly_ignored")
+    include: list[str] = []
+    if raw is not None:
+        include = [string(v, f"include[{i}]") for i, v in enumerate(array(raw, "include"))]
+        if any(v != ENCRYPTED for v in include):  # logprobs, sources ...: nothing makes them
+            ignored.field("include=partly_ignored")
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise bad("metadata", "must be an object.", "invalid_type")
