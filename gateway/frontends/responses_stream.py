@@ -90,6 +90,21 @@ def _around_id() -> tuple[bytes, bytes]:
 
 
 _ITEM_OPEN = _around_id()
+
+
+def _around_text() -> tuple[tuple[bytes, bytes], tuple[bytes, bytes, bytes]]:
+    """A finished message item's JSON (``message_item`` dumped) in pieces: its content
+    part before and after the text's JSON string; the item before its id's, between that and
+    the part, after the part. The text is dumped once, not once per event that carries it."""
+    part = orjson.dumps(output_text("\x00"))
+    item = orjson.dumps(message_item("\x00", "\x01"))
+    before, after = item.split(part)
+    head, between = before.split(b'"\\u0001"')
+    around = part.split(b'"\\u0000"')
+    return (around[0], around[1]), (head, between, after)
+
+
+_PART_TEXT, _ITEM_PART = _around_text()
 _MESSAGE_DELTA = (
     b"response.output_text.delta",
     b',"content_index":0,"logprobs":[],"sequence_number":',
@@ -335,18 +350,20 @@ class ResponsesStream:
         self._open, self._texts = None, []
         event = self._item_event  # the item's id and index as opened (nothing appended since)
         if kind == "message":  # its three events, as _item_event writes them, in one join
-            item = message_item(text, self._item_id)
+            self.response["output"].append(message_item(text, self._item_id))
             seq = self._seq
             self._seq = seq + 3
             at = self._at[1:]
-            self.response["output"].append(item)
+            quoted = orjson.dumps(text)
+            part_json = _PART_TEXT[0] + quoted + _PART_TEXT[1]
             return b"".join(
                 (
                     _TEXT_DONE, str(seq).encode(), b",", at, b',"content_index":0,"text":',
-                    orjson.dumps(text), b',"logprobs":[]', _EVENT_END,
+                    quoted, b',"logprobs":[]', _EVENT_END,
                     _PART_DONE, str(seq + 1).encode(), b",", at, b',"content_index":0,"part":',
-                    orjson.dumps(item["content"][0]), _EVENT_END,
-                    _ITEM_DONE, str(seq + 2).encode(), b",", at, b',"item":', orjson.dumps(item),
+                    part_json, _EVENT_END,
+                    _ITEM_DONE, str(seq + 2).encode(), b",", at, b',"item":', _ITEM_PART[0],
+                    orjson.dumps(self._item_id), _ITEM_PART[1], part_json, _ITEM_PART[2],
                     _EVENT_END,
                 )
             )  # fmt: skip

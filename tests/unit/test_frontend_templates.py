@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from gateway.frontends import responses_stream
 from gateway.frontends.messages_stream import MessagesStream, event
 from gateway.frontends.responses import to_chat
-from gateway.frontends.responses_answer import message_item
+from gateway.frontends.responses_answer import message_item, output_text
 from gateway.frontends.responses_stream import ResponsesStream, _joined, _seq_deltas
 
 TEXTS = st.lists(st.text(max_size=8), max_size=12)
@@ -98,6 +98,12 @@ def test_responses_events_are_the_dicts_dumped(texts: list[str]) -> None:
         if kind == "response.output_item.added":  # the open item around its id
             opened = {**message_item("", obj["item_id"], "in_progress"), "content": []}
             assert data.endswith(b',"item":' + orjson.dumps(opened) + b"}")
+        full = "Hi " + "".join(texts)  # the closed item and its part around the text
+        if kind == "response.content_part.done":
+            assert data.endswith(b',"part":' + orjson.dumps(output_text(full)) + b"}")
+        if kind == "response.output_item.done":
+            item = message_item(full, obj["item_id"])
+            assert data.endswith(b',"item":' + orjson.dumps(item) + b"}")
     completed = orjson.loads(frames(raws["texts"])[-1][1])
     assert completed["response"]["output"][0]["content"][0]["text"] == "Hi " + "".join(texts)
 
