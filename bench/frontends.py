@@ -13,6 +13,9 @@ Non-streamed answers are measured the same way (``--shapes json,sse``).
     .venv/bin/python bench/frontends.py                      # sse, 7 alternated rounds
     .venv/bin/python bench/frontends.py --shapes json,sse --rounds 9 --n 2000
     .venv/bin/python bench/frontends.py --profile messages   # cProfile of the Messages stream
+    .venv/bin/python bench/frontends.py --api responses --ab DIR --repeats 3
+        # this tree and DIR alternated, a fresh process each (imports cannot be mixed): the
+        # ratio to chat of each, per run, and their medians (a patch's A/B)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import cProfile
 import io
 import pstats
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,6 +85,27 @@ async def run(app: Any, request: tuple[str, bytes, list[tuple[bytes, bytes]]], n
     return (time.process_time() - t0) / n * 1e6
 
 
+def ab(args: argparse.Namespace) -> int:
+    """``--src`` and ``--ab`` alternated ``--repeats`` times (a fresh process per run, the
+    order swapped every repeat): each run's ratio to chat per shape, and the medians."""
+    got: dict[tuple[str, str], list[float]] = {}
+    for r in range(args.repeats):
+        for src in [args.src, args.ab] if r % 2 == 0 else [args.ab, args.src]:
+            argv = [sys.executable, __file__, "--src", src, "--api", args.api]
+            argv += ["--rounds", str(args.rounds), "--n", str(args.n), "--model", args.model]
+            argv += ["--providers", args.providers, "--shapes", ",".join(args.shapes)]
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            for line in out.splitlines():
+                shape, rest = line.split(": ", 1)
+                got.setdefault((shape, src), []).append(float(rest.split("ratio ", 1)[1][:4]))
+    for shape in args.shapes:
+        a, b = got[(shape, args.src)], got[(shape, args.ab)]
+        print(f"{shape}: {args.api} ÷ chat: src {statistics.median(a):.2f} "
+              f"({' '.join(f'{x:.2f}' for x in a)}), ab {statistics.median(b):.2f} "
+              f"({' '.join(f'{x:.2f}' for x in b)})")  # fmt: skip
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--src", default=str(Path(__file__).resolve().parent.parent))
@@ -93,7 +118,11 @@ def main() -> int:
     p.add_argument("--api", default="messages", choices=["messages", "responses"],
                    help="the front-end compared with chat")  # fmt: skip
     p.add_argument("--top", type=int, default=35)
+    p.add_argument("--ab", help="another source tree, alternated run by run with --src")
+    p.add_argument("--repeats", type=int, default=3, help="--ab: runs of each tree")
     args = p.parse_args()
+    if args.ab:
+        return ab(args)
     app = build(Path(args.src).resolve())
     import uvloop
 

@@ -179,19 +179,26 @@ def _mcp_servers(value: Any) -> None:
     )
 
 
+_WALKED: Final = ("system", "messages", "tools", "content")
+
+
 def _has_cache_control(node: Any, depth: int = 0) -> bool:
-    """Whether ``cache_control`` appears in the places Anthropic takes it (bounded walk)."""
+    """Whether ``cache_control`` appears in the places Anthropic takes it (bounded walk; only
+    dicts and lists are walked into, so a string or a number costs no call)."""
     if depth > 4:
         return False
     if isinstance(node, dict):
         if node.get("cache_control") is not None:
             return True
-        return any(
-            _has_cache_control(node.get(k), depth + 1)
-            for k in ("system", "messages", "tools", "content")
-        )
+        for key in _WALKED:
+            value = node.get(key)
+            if isinstance(value, (dict, list)) and _has_cache_control(value, depth + 1):
+                return True
+        return False
     if isinstance(node, list):
-        return any(_has_cache_control(v, depth + 1) for v in node)
+        for value in node:
+            if isinstance(value, (dict, list)) and _has_cache_control(value, depth + 1):
+                return True
     return False
 
 

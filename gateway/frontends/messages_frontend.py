@@ -39,20 +39,42 @@ _LONG_BETA: Final = "context-1m-"
 """``anthropic-beta: context-1m-2025-08-07``: the long-context tier, as a ``[1m]`` suffix asks."""
 
 
+_UNSEEN: Final[Any] = object()
+
+
 class ClaudeModels(Mapping[str, str]):
     """Client model name → gateway model (a variant id, alias or ``auto``) by the longest
     configured prefix: ``claude-sonnet`` maps ``claude-sonnet-4-5-20250929`` too."""
 
+    _CACHED = 1024
+    """Names remembered with what they map to (clients send a few names, over and over)."""
+
     def __init__(self, table: Mapping[str, str]) -> None:
         self._table = dict(table)
         self._prefixes = sorted(self._table, key=len, reverse=True)
+        self._seen: dict[str, str | None] = {}
 
     def __getitem__(self, name: str) -> str:
+        got: str | None = self.get(name)
+        if got is None:
+            raise KeyError(name)
+        return got
+
+    def get(self, name: str, default: Any = None) -> Any:  # one dict lookup once seen
+        seen = self._seen
+        got = seen.get(name, _UNSEEN)
+        if got is _UNSEEN:
+            if len(seen) >= self._CACHED:
+                seen.clear()
+            got = seen[name] = self._lookup(name)
+        return default if got is None else got
+
+    def _lookup(self, name: str) -> str | None:
         lowered = name.lower()
         for prefix in self._prefixes:
             if prefix != "*" and lowered.startswith(prefix.lower()):
                 return self._table[prefix]
-        raise KeyError(name)
+        return None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table)
@@ -100,17 +122,27 @@ class _MessagesOut:
 
     def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
         out: list[bytes] = []
-        feed = self._s.feed
+        run: list[bytes] | None = None
+        """Texts in a row (``PlainText``, ``PlainTexts``: gateway/edge/fastpath.py), written
+        at once by ``texts`` before the next other event."""
         for part, obj in zip(parts, objs, strict=True):
-            if type(obj) is PlainText:  # more answer text only (gateway/edge/fastpath.py)
-                out.append(self._s.text(obj.quoted))
-            elif type(obj) is PlainTexts:
-                out.append(self._s.texts(obj.quoted))
-            elif obj is not None:
-                out.append(feed(obj))
+            kind = type(obj)
+            if kind is PlainText:
+                run = [obj.quoted] if run is None else [*run, obj.quoted]
+                continue
+            if kind is PlainTexts:
+                run = obj.quoted if run is None else run + obj.quoted
+                continue
+            if run is not None:
+                out.append(self._s.texts(run))
+                run = None
+            if obj is not None:
+                out.append(self._s.feed(obj))
             elif part:
                 out.append(self.relay(part))
-        return b"".join(out)
+        if run is not None:
+            out.append(self._s.texts(run))
+        return b"".join(out)  # one piece (the usual read): itself, not a copy
 
     def fail(self, err: GatewayError) -> bytes:
         status, body = error_for(err, overloaded=_overloaded(err))

@@ -95,16 +95,27 @@ def _text(msg: dict[str, Any]) -> str:
     return ""
 
 
+_UNFOLDED: Final[Any] = object()
+
+
 class MessagesNative:
     """One Messages request, ready for hosts that speak Messages."""
 
     api = "messages"
-    __slots__ = ("_body", "_messages", "headers")
+    __slots__ = ("_body", "_client_headers", "_headers", "_messages")
 
     def __init__(self, body: dict[str, Any], headers: Mapping[str, str]) -> None:
         self._body = body
-        self._messages = fold_system_turns(body.get("messages"))
-        self.headers = passed_headers(headers)
+        self._client_headers = headers
+        self._headers: dict[str, str] | None = None
+        self._messages: Any = _UNFOLDED
+        """Built when a host that speaks Messages is tried (most requests are translated)."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = passed_headers(self._client_headers)
+        return self._headers
 
     def serves(self, target: Target) -> bool:
         return target.messages_url is not None
@@ -114,6 +125,8 @@ class MessagesNative:
         return target.messages_url
 
     def body(self, target: Target) -> dict[str, Any]:
+        if self._messages is _UNFOLDED:
+            self._messages = fold_system_turns(self._body.get("messages"))
         return {**self._body, "model": target.model, "messages": self._messages}
 
     def accept(self, raw: bytes) -> tuple[bytes, dict[str, int]] | str:

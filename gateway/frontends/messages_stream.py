@@ -141,8 +141,12 @@ class MessagesStream:
         """:meth:`text` for each of several JSON strings in a row, joined."""
         if self._done or self.stops or self._open != "text":
             return b"".join([self.text(q) for q in quoted])
-        head = self._head
-        return b"".join([head + q + _DELTA_TAIL for q in quoted if q != b'""'])
+        if b'""' in quoted:
+            quoted = [q for q in quoted if q != b'""']
+        if not quoted:
+            return b""
+        head = self._head  # every event is head + text + tail: one join, nothing per event
+        return head + (_DELTA_TAIL + head).join(quoted) + _DELTA_TAIL
 
     def end(self) -> bytes:
         """Close the open block, emit the tool calls, then ``message_delta`` and

@@ -43,6 +43,9 @@ _NOT_FORWARDED: Final = (
     "prompt_cache_key", "client_metadata", "metadata", "user", "store", "truncation",
     "service_tier", "safety_identifier", "stream_options", "max_tool_calls", "top_logprobs",
 )  # fmt: skip
+_NOT_FORWARDED_SET: Final = frozenset(_NOT_FORWARDED)
+_STRINGS: Final = ("prompt_cache_key", "user", "safety_identifier", "service_tier")
+_STRINGS_SET: Final = frozenset(_STRINGS)
 ENCRYPTED: Final = "reasoning.encrypted_content"
 
 
@@ -126,10 +129,11 @@ def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
 def _passive(body: dict[str, Any], ignored: Ignored) -> dict[str, Any]:
     """Fields accepted and echoed, not forwarded (each sent one named in ``ignored``)."""
     raw = body.get("include")
-    listed = [] if raw is None else array(raw, "include")
-    include = [string(v, f"include[{i}]") for i, v in enumerate(listed)]
-    if any(v != ENCRYPTED for v in include):  # logprobs, sources ...: nothing here makes them
-        ignored.field("include=partly_ignored")
+    include: list[str] = []
+    if raw is not None:
+        include = [string(v, f"include[{i}]") for i, v in enumerate(array(raw, "include"))]
+        if any(v != ENCRYPTED for v in include):  # logprobs, sources ...: nothing makes them
+            ignored.field("include=partly_ignored")
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise bad("metadata", "must be an object.", "invalid_type")
@@ -140,15 +144,18 @@ def _passive(body: dict[str, Any], ignored: Ignored) -> dict[str, Any]:
     if _flag(body, "background"):
         raise bad("background", "the gateway keeps no state; background responses need it.",
                   "unsupported_parameter")  # fmt: skip
-    for name in ("prompt_cache_key", "user", "safety_identifier", "service_tier"):
-        if body.get(name) is not None:
-            string(body[name], name)
-    for name in _NOT_FORWARDED:
-        if body.get(name) is not None:
-            ignored.field(f"{name}=ignored")
-    for name in body:
-        if name not in _HANDLED:
-            ignored.unknown(name)
+    if not _STRINGS_SET.isdisjoint(body):  # (set checks in C: most bodies have none of these)
+        for name in _STRINGS:
+            if body.get(name) is not None:
+                string(body[name], name)
+    if not _NOT_FORWARDED_SET.isdisjoint(body):
+        for name in _NOT_FORWARDED:
+            if body.get(name) is not None:
+                ignored.field(f"{name}=ignored")
+    if not _HANDLED.issuperset(body):
+        for name in body:
+            if name not in _HANDLED:
+                ignored.unknown(name)
     return {
         "include": include,
         "metadata": metadata or {},

@@ -26,6 +26,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
+def new_ids(first: str, second: str) -> tuple[str, str]:
+    """Two fresh ids, as :func:`new_id` makes them, from one draw of the system's randomness
+    (a stream's response and its first message item)."""
+    drawn = secrets.token_hex(32)
+    return f"{first}_{drawn[:32]}", f"{second}_{drawn[32:]}"
+
+
 def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
     """A ``Response`` with no output yet (``status: in_progress``)."""
     echo = req.echo
@@ -86,6 +93,14 @@ def _count(node: Any, key: str) -> int:
 
 def usage_of(usage: Any) -> dict[str, Any]:
     """Responses usage from chat usage (missing counts are 0)."""
+    if usage is None:  # every stream's skeleton: the counts below, all 0, without the calls
+        return {
+            "input_tokens": 0,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 0,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 0,
+        }
     inp, out = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
     cached = _count(
         usage.get("prompt_tokens_details") if isinstance(usage, dict) else None, "cached_tokens"

@@ -41,29 +41,47 @@ class _ResponsesOut:
 
     def relay(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
+        feed = self._s.feed
         for ev in chunk.split(b"\n\n"):
             if not ev:
                 continue
-            if is_done(ev):
+            if ev.startswith(b"data: {"):  # the relay's own form: one line, one object
+                try:
+                    obj = orjson.loads(memoryview(ev)[6:])  # no copy of the payload
+                except orjson.JSONDecodeError:
+                    obj = sse_data(ev)
+            elif is_done(ev):
                 out.append(self._s.end())
                 continue
-            obj = sse_data(ev)
+            else:
+                obj = sse_data(ev)
             if isinstance(obj, dict):
-                out.append(self._s.feed(obj))
+                out.append(feed(obj))
         return b"".join(out)
 
     def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
         out: list[bytes] = []
+        run: list[bytes] | None = None
+        """Texts in a row (``PlainText``, ``PlainTexts``: gateway/edge/fastpath.py), written
+        at once by ``texts`` before the next other event."""
         for part, obj in zip(parts, objs, strict=True):
-            if type(obj) is PlainText:  # more answer text only (gateway/edge/fastpath.py)
-                out.append(self._s.text(obj.quoted))
-            elif type(obj) is PlainTexts:
-                out.append(self._s.texts(obj.quoted))
-            elif isinstance(obj, dict):
+            kind = type(obj)
+            if kind is PlainText:
+                run = [obj.quoted] if run is None else [*run, obj.quoted]
+                continue
+            if kind is PlainTexts:
+                run = obj.quoted if run is None else run + obj.quoted
+                continue
+            if run is not None:
+                out.append(self._s.texts(run))
+                run = None
+            if isinstance(obj, dict):
                 out.append(self._s.feed(obj))
             elif part:
                 out.append(self.relay(part))
-        return b"".join(out)
+        if run is not None:
+            out.append(self._s.texts(run))
+        return b"".join(out)  # one piece (the usual read): itself, not a copy
 
     def fail(self, err: GatewayError) -> bytes:
         return self._s.fail(err.code or err.type, err.message, rate_limited=err.status == 429)

@@ -75,7 +75,8 @@ class Items:
                 "missing_field",
             )
         for i, item in enumerate(array(value, "input")):
-            self._item(obj(item, f"input[{i}]"), f"input[{i}]")
+            path = f"input[{i}]"
+            self._item(obj(item, path), path)
         if self._reasoning:
             self._ignored.field("input.reasoning=trailing")
         if self._unverified:

@@ -19,6 +19,7 @@ event carries ``sequence_number``, counting from 0. Item rules:
 from __future__ import annotations
 
 import time
+from itertools import chain, repeat
 from typing import Any
 
 import orjson
@@ -29,11 +30,93 @@ from gateway.frontends.responses_answer import (
     finish,
     message_item,
     new_id,
+    new_ids,
     output_text,
     reasoning_item,
     skeleton,
 )
 from gateway.frontends.tool_calls import Call, ToolCalls
+
+_HEADS: dict[str, bytes] = {}
+"""Event kind -> ``event: <kind>\ndata: {"type":"<kind>","sequence_number":`` (what
+:meth:`ResponsesStream._event` writes before the number), built once per kind."""
+
+
+def _head(kind: str) -> bytes:
+    head = _HEADS.get(kind)
+    if head is None:
+        k = kind.encode()
+        head = _HEADS[kind] = b"event: " + k + b'\ndata: {"type":"' + k + b'","sequence_number":'
+    return head
+
+
+_SEQ: list[bytes] = []
+"""``b'<n>,"delta":'`` for n = 0, 1, ...: the bytes between a text delta's prefix and its
+text, built once per process for the numbers streams have reached."""
+_SEQ_CACHED = 1 << 16
+"""Past this many events a stream's numbers are formatted each time (no unbounded cache)."""
+_DELTA_END = b"}\n\n"
+
+
+def _seq_deltas(first: int, n: int) -> list[bytes]:
+    """``_SEQ[first : first + n]``, growing the cache when a stream goes further."""
+    end = first + n
+    if end > len(_SEQ):
+        if end > _SEQ_CACHED:
+            return [b'%d,"delta":' % i for i in range(first, end)]
+        grown = min(max(end, 2 * len(_SEQ), 64), _SEQ_CACHED)
+        _SEQ.extend([b'%d,"delta":' % i for i in range(len(_SEQ), grown)])
+    return _SEQ[first:end]
+
+
+_CREATED = _head("response.created")
+_IN_PROGRESS = _head("response.in_progress")
+_ITEM_ADDED = _head("response.output_item.added")
+_PART_ADDED = _head("response.content_part.added")
+_TEXT_DONE = _head("response.output_text.done")
+_PART_DONE = _head("response.content_part.done")
+_ITEM_DONE = _head("response.output_item.done")
+_EVENT_END = b"}\n\n"
+_EMPTY_PART = orjson.dumps(output_text(""))
+
+
+def _around_id() -> tuple[bytes, bytes]:
+    """An open message item's JSON (``message_item`` dumped, no content yet) before and after
+    its id's JSON string."""
+    before, after = orjson.dumps({**message_item("", "", "in_progress"), "content": []}).split(
+        b'"id":""'
+    )
+    return before + b'"id":', after
+
+
+_ITEM_OPEN = _around_id()
+
+
+def _around_text() -> tuple[tuple[bytes, bytes], tuple[bytes, bytes, bytes]]:
+    """A finished message item's JSON (``message_item`` dumped) in pieces: its content
+    part before and after the text's JSON string; the item before its id's, between that and
+    the part, after the part. The text is dumped once, not once per event that carries it."""
+    part = orjson.dumps(output_text("\x00"))
+    item = orjson.dumps(message_item("\x00", "\x01"))
+    before, after = item.split(part)
+    head, between = before.split(b'"\\u0001"')
+    around = part.split(b'"\\u0000"')
+    return (around[0], around[1]), (head, between, after)
+
+
+_PART_TEXT, _ITEM_PART = _around_text()
+_MESSAGE_DELTA = (
+    b"response.output_text.delta",
+    b',"content_index":0,"logprobs":[],"sequence_number":',
+)
+_SUMMARY_DELTA = (
+    b"response.reasoning_summary_text.delta",
+    b',"summary_index":0,"sequence_number":',
+)
+
+
+def _seq_delta(n: int) -> bytes:
+    return _SEQ[n] if n < len(_SEQ) else _seq_deltas(n, 1)[0]
 
 
 class ResponsesStream:
@@ -41,7 +124,9 @@ class ResponsesStream:
 
     def __init__(self, req: ResponsesRequest) -> None:
         self.req = req
-        self.response = skeleton(req, new_id("resp"), int(time.time()))
+        rid, self._msg_id = new_ids("resp", "msg")
+        """The first message item's id, drawn with the response's (then "": new_id)."""
+        self.response = skeleton(req, rid, int(time.time()))
         self._seq = 0
         self._open: str | None = None
         self._item_id = ""
@@ -54,16 +139,32 @@ class ResponsesStream:
         self._done = False
         self._prefix: bytes | None = None
         """The open item's text-delta event prefix (built on its first delta)."""
+        self._at = b""
+        """The open item's ``{"item_id":...,"output_index":...`` (:meth:`_item_event`)."""
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
-        data = {"type": kind, "sequence_number": self._seq, **data}
-        self._seq += 1
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        """One event: ``{"type": kind, "sequence_number": n, **data}`` as JSON (``data`` has
+        neither key and is not empty), its head from :func:`_head`, the rest one dump."""
+        return self._event_json(kind, orjson.dumps(data))
+
+    def _event_json(self, kind: str, data: bytes) -> bytes:
+        """:meth:`_event` for ``data`` already dumped (``{...}``, not ``{}``)."""
+        seq = self._seq
+        self._seq = seq + 1
+        # one copy of ``data`` (a whole response is kilobytes), not one per concatenation
+        return b"".join((_head(kind), str(seq).encode(), b",", memoryview(data)[1:], b"\n\n"))
 
     def start(self) -> bytes:
-        """``response.created`` and ``response.in_progress``."""
-        out = self._event("response.created", {"response": self.response})
-        return out + self._event("response.in_progress", {"response": self.response})
+        """``response.created`` and ``response.in_progress``: the response dumped once."""
+        data = memoryview(orjson.dumps({"response": self.response}))[1:]
+        seq = self._seq
+        self._seq = seq + 2
+        return b"".join(
+            (
+                _CREATED, str(seq).encode(), b",", data, b"\n\n",
+                _IN_PROGRESS, str(seq + 1).encode(), b",", data, b"\n\n",
+            )
+        )  # fmt: skip
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         """The events for one normalised ``chat.completion.chunk`` (often none)."""
@@ -94,37 +195,37 @@ class ResponsesStream:
             return self._delta({"content": orjson.loads(quoted)})
         self._texts.append(quoted)  # decoded with the rest when the item closes
         seq = self._seq
-        self._seq += 1
-        return prefix + str(seq).encode() + b',"delta":' + quoted + b"}\n\n"
+        self._seq = seq + 1
+        return prefix + _seq_delta(seq) + quoted + _DELTA_END
 
     def texts(self, quoted: list[bytes]) -> bytes:
-        """:meth:`text` for each of several JSON strings in a row, joined."""
+        """:meth:`text` for each of several JSON strings in a row, joined: the events'
+        pieces (prefix, number, text, end) joined at once, no per-event concatenation."""
         prefix = self._prefix
         if self._done or prefix is None or self._open != "message":
             return b"".join([self.text(q) for q in quoted])
-        kept = [q for q in quoted if q != b'""']
+        kept = [q for q in quoted if q != b'""'] if b'""' in quoted else quoted
         seq = self._seq
-        self._seq += len(kept)
+        self._seq = seq + len(kept)
         self._texts.extend(kept)  # decoded with the rest when the item closes
-        return b"".join(
-            [
-                prefix + str(seq + i).encode() + b',"delta":' + q + b"}\n\n"
-                for i, q in enumerate(kept)
-            ]
-        )
+        pieces = zip(repeat(prefix), _seq_deltas(seq, len(kept)), kept, repeat(_DELTA_END))
+        return b"".join(chain.from_iterable(pieces))
 
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or
         ``response.incomplete``)."""
         if self._done:
             return b""
-        out = self._close() + b"".join(self._call_events(c) for c in self._tools.calls)
+        out = [self._close()]
+        if self._tools.calls:
+            out += [self._call_events(c) for c in self._tools.calls]
         self._done = True
         finish(self.response, self._finish, self._usage)
         kind = "response.completed"
         if self.response["status"] == "incomplete":
             kind = "response.incomplete"
-        return out + self._event(kind, {"response": self.response})
+        out.append(self._event(kind, {"response": self.response}))
+        return b"".join(out)
 
     def fail(self, code: str, message: str, *, rate_limited: bool = False) -> bytes:
         """``response.failed`` (the response so far, ``status: failed``) then ``error`` with the
@@ -160,8 +261,8 @@ class ResponsesStream:
             return None
         self._texts.append(text)
         seq = self._seq
-        self._seq += 1
-        return prefix + str(seq).encode() + b',"delta":' + orjson.dumps(text) + b"}\n\n"
+        self._seq = seq + 1
+        return prefix + _seq_delta(seq) + orjson.dumps(text) + _DELTA_END
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
         out = b""
@@ -179,42 +280,59 @@ class ResponsesStream:
 
     def _text(self, kind: str, text: str) -> bytes:
         out = b"" if self._open == kind else self._close() + self._open_item(kind)
-        self._texts.append(text)
         if kind != "message" and not self.req.summary:
+            self._texts.append(text)
             return out
         prefix = self._prefix
         if prefix is None:  # once per item: the event's fixed part, as bytes
             prefix = self._prefix = self._delta_prefix(kind)
+        quoted = orjson.dumps(text)
+        self._texts.append(quoted)  # as the plain chunks' texts: joined in one decode
         seq = self._seq
-        self._seq += 1
-        return out + prefix + str(seq).encode() + b',"delta":' + orjson.dumps(text) + b"}\n\n"
+        self._seq = seq + 1
+        return out + prefix + _seq_delta(seq) + quoted + _DELTA_END
 
     def _delta_prefix(self, kind: str) -> bytes:
         """``event: ...\ndata: {...,"sequence_number":`` for this item's text deltas (the same
         keys as :meth:`_event` gives, in the same order but ``delta`` last)."""
-        if kind == "message":
-            name = "response.output_text.delta"
-            rest: dict[str, Any] = {**self._where(), "content_index": 0, "logprobs": []}
-        else:
-            name = "response.reasoning_summary_text.delta"
-            rest = {**self._where(), "summary_index": 0}
-        head = orjson.dumps({"type": name, **rest})[:-1]
-        return b"event: " + name.encode() + b"\ndata: " + head + b',"sequence_number":'
+        name, rest = _MESSAGE_DELTA if kind == "message" else _SUMMARY_DELTA
+        return b"event: " + name + b'\ndata: {"type":"' + name + b'",' + self._at[1:] + rest
+
+    def _item_event(self, kind: str, data: dict[str, Any]) -> bytes:
+        """:meth:`_event` with the open item's ``item_id`` and ``output_index`` first, as
+        ``{**self._where(), **data}`` gives them (``data`` not empty), from :attr:`_at`."""
+        return self._event_json(kind, self._at + b"," + orjson.dumps(data)[1:])
 
     def _open_item(self, kind: str) -> bytes:
         self._open, self._texts, self._prefix = kind, [], None
-        if kind == "message":
-            self._item_id = new_id("msg")
-            item = message_item("", self._item_id, "in_progress")
-            item["content"] = []
-            out = self._added(item)
-            part = {**self._where(), "content_index": 0, "part": output_text("")}
-            return out + self._event("response.content_part.added", part)
-        self._item_id = new_id("rs")
-        out = self._added({"type": "reasoning", "id": self._item_id, "summary": []})
+        if kind == "message" and self._msg_id:
+            item_id, self._msg_id = self._msg_id, ""
+        else:
+            item_id = new_id("msg" if kind == "message" else "rs")
+        self._item_id = item_id
+        self._at = (  # what _where() dumps, once for the item's events
+            b'{"item_id":'
+            + orjson.dumps(item_id)
+            + b',"output_index":'
+            + str(len(self.response["output"])).encode()
+        )
+        if kind == "message":  # two events, as _item_event writes them, in one join
+            seq = self._seq
+            self._seq = seq + 2
+            at = self._at[1:]
+            return b"".join(
+                (
+                    _ITEM_ADDED, str(seq).encode(), b",", at, b',"item":',
+                    _ITEM_OPEN[0], orjson.dumps(item_id), _ITEM_OPEN[1], _EVENT_END,
+                    _PART_ADDED, str(seq + 1).encode(), b",", at, b',"content_index":0,"part":',
+                    _EMPTY_PART, _EVENT_END,
+                )
+            )  # fmt: skip
+        item = {"type": "reasoning", "id": item_id, "summary": []}
+        out = self._item_event("response.output_item.added", {"item": item})
         if self.req.summary:
-            part = {**self._where(), "summary_index": 0, "part": _summary("")}
-            out += self._event("response.reasoning_summary_part.added", part)
+            part = {"summary_index": 0, "part": _summary("")}
+            out += self._item_event("response.reasoning_summary_part.added", part)
         return out
 
     def _added(self, item: dict[str, Any]) -> bytes:
@@ -230,23 +348,35 @@ class ResponsesStream:
             return b""
         text, kind = _joined(self._texts), self._open
         self._open, self._texts = None, []
-        where = self._where()
-        if kind == "message":
-            out = self._event(
-                "response.output_text.done",
-                {**where, "content_index": 0, "text": text, "logprobs": []},
-            )
-            part = {**where, "content_index": 0, "part": output_text(text)}
-            out += self._event("response.content_part.done", part)
-            return out + self._item_done(message_item(text, self._item_id))
+        event = self._item_event  # the item's id and index as opened (nothing appended since)
+        if kind == "message":  # its three events, as _item_event writes them, in one join
+            self.response["output"].append(message_item(text, self._item_id))
+            seq = self._seq
+            self._seq = seq + 3
+            at = self._at[1:]
+            quoted = orjson.dumps(text)
+            part_json = _PART_TEXT[0] + quoted + _PART_TEXT[1]
+            return b"".join(
+                (
+                    _TEXT_DONE, str(seq).encode(), b",", at, b',"content_index":0,"text":',
+                    quoted, b',"logprobs":[]', _EVENT_END,
+                    _PART_DONE, str(seq + 1).encode(), b",", at, b',"content_index":0,"part":',
+                    part_json, _EVENT_END,
+                    _ITEM_DONE, str(seq + 2).encode(), b",", at, b',"item":', _ITEM_PART[0],
+                    orjson.dumps(self._item_id), _ITEM_PART[1], part_json, _ITEM_PART[2],
+                    _EVENT_END,
+                )
+            )  # fmt: skip
         out = b""
         if self.req.summary:
-            out += self._event(
-                "response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}
-            )
-            part = {**where, "summary_index": 0, "part": _summary(text)}
-            out += self._event("response.reasoning_summary_part.done", part)
-        return out + self._item_done(reasoning_item(self.req, text, self._item_id))
+            done = {"summary_index": 0, "text": text}
+            out += event("response.reasoning_summary_text.done", done)
+            part = {"summary_index": 0, "part": _summary(text)}
+            out += event("response.reasoning_summary_part.done", part)
+        item = reasoning_item(self.req, text, self._item_id)
+        out += event("response.output_item.done", {"item": item})
+        self.response["output"].append(item)
+        return out
 
     def _call_events(self, call: Call) -> bytes:
         arguments = "".join(call.fragments)
@@ -269,9 +399,21 @@ def _summary(text: str) -> dict[str, Any]:
 
 
 def _joined(texts: list[str | bytes]) -> str:
-    """The text of an item: its parts joined, JSON strings among them decoded in one call."""
-    if all(type(t) is str for t in texts):
-        return "".join(texts)  # type: ignore[arg-type]
-    quoted = [t if type(t) is bytes else orjson.dumps(t) for t in texts]
-    parts: list[str] = orjson.loads(b"[" + b",".join(quoted) + b"]")
+    """The text of an item: its parts joined, JSON strings among them decoded in one call.
+
+    JSON strings only (the common case), none holding an escaped quote: every quote in them
+    delimits one, so dropping the joins' ``""`` leaves one JSON string, the texts joined."""
+    if not texts:
+        return ""
+    try:
+        if type(texts[0]) is str:
+            return "".join(texts)  # type: ignore[arg-type]
+        joined = b"".join(texts)  # type: ignore[arg-type]
+    except TypeError:  # strings and JSON strings mixed
+        quoted = [t if type(t) is bytes else orjson.dumps(t) for t in texts]
+        return "".join(orjson.loads(b"[" + b",".join(quoted) + b"]"))
+    if b'\\"' not in joined:
+        text: str = orjson.loads(b'"' + joined[1:-1].replace(b'""', b"") + b'"')
+        return text
+    parts: list[str] = orjson.loads(b"[" + b",".join(texts) + b"]")  # type: ignore[arg-type]
     return "".join(parts)

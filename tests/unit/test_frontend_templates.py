@@ -1,0 +1,224 @@
+"""The translated streams' byte templates write exactly what the general path writes.
+
+Messages ``content_block_delta`` text events, Responses ``response.output_text.delta`` events
+and every other Responses event are written from prebuilt byte pieces (a head per kind or per
+item, a cached sequence number, the text's JSON spliced in), not built as dicts and dumped.
+Each is checked here against the dict form dumped by orjson (the general path), for any text,
+one by one (``text``), as a run (``texts``) and through ``feed``; so the templates cannot drift
+from the dicts. An item's text is decoded from its JSON strings at once (``_joined``): checked
+against decoding them one by one, with escapes of every kind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.frontends import responses_stream
+from gateway.frontends.messages_stream import MessagesStream, event
+from gateway.frontends.responses import to_chat
+from gateway.frontends.responses_answer import message_item, output_text
+from gateway.frontends.responses_stream import ResponsesStream, _joined, _seq_deltas
+
+TEXTS = st.lists(st.text(max_size=8), max_size=12)
+FIRST = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+
+
+def chunk(text: str) -> dict[str, Any]:
+    return {"id": "c", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+
+
+def frames(raw: bytes) -> list[tuple[str, bytes]]:
+    out = []
+    for frame in raw.split(b"\n\n")[:-1]:
+        head, data = frame.split(b"\n", 1)
+        out.append((head.removeprefix(b"event: ").decode(), data.removeprefix(b"data: ")))
+    assert b"".join(b"event: %s\ndata: %s\n\n" % (k.encode(), d) for k, d in out) == raw
+    return out
+
+
+AT = ["type", "sequence_number", "item_id", "output_index"]
+KEYS = {
+    "response.created": ["type", "sequence_number", "response"],
+    "response.in_progress": ["type", "sequence_number", "response"],
+    "response.output_item.added": [*AT, "item"],
+    "response.content_part.added": [*AT, "content_index", "part"],
+    "response.output_text.delta": [
+        "type", "item_id", "output_index", "content_index", "logprobs", "sequence_number", "delta"
+    ],
+    "response.output_text.done": [*AT, "content_index", "text", "logprobs"],
+    "response.content_part.done": [*AT, "content_index", "part"],
+    "response.output_item.done": [*AT, "item"],
+    "response.completed": ["type", "sequence_number", "response"],
+}  # fmt: skip
+
+
+def responses_stream_of(texts: list[str], how: str) -> bytes:
+    """One stream over ``texts``: fed as chunks (``feed``), or after a first chunk as JSON
+    strings one by one (``text``) or as one run (``texts``); ids made fixed."""
+    ids = itertools.count()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(responses_stream, "new_id", lambda prefix: f"{prefix}_{next(ids)}")
+        mp.setattr(responses_stream, "new_ids", lambda a, b: (f"{a}_x", f"{b}_{next(ids)}"))
+        s = ResponsesStream(to_chat({"model": "m", "input": "hi", "stream": True}, key=b"k"))
+        out = s.start() + s.feed(FIRST) + s.feed(chunk("Hi "))
+        if how == "feed":
+            out += b"".join(s.feed(chunk(t)) for t in texts)
+        elif how == "text":
+            out += b"".join(s.text(orjson.dumps(t)) for t in texts)
+        else:
+            out += s.texts([orjson.dumps(t) for t in texts])
+        return re.sub(rb'"(created_at|completed_at)":\d+', b'"\\1":0', out + s.end())
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(TEXTS)
+def test_responses_events_are_the_dicts_dumped(texts: list[str]) -> None:
+    raws = {how: responses_stream_of(texts, how) for how in ("feed", "text", "texts")}
+    assert raws["feed"] == raws["text"] == raws["texts"]
+    for seq, (kind, data) in enumerate(frames(raws["texts"])):
+        obj = orjson.loads(data)
+        assert obj["type"] == kind and obj["sequence_number"] == seq
+        if kind == "response.output_text.delta":  # its prefix built once per item
+            rest = {k: obj[k] for k in ("item_id", "output_index", "content_index", "logprobs")}
+            general = {"type": kind, **rest, "sequence_number": obj["sequence_number"],
+                       "delta": obj["delta"]}  # fmt: skip
+        else:  # ResponsesStream._event's dict: type, sequence_number, then the event's data
+            general = {"type": kind, "sequence_number": obj["sequence_number"]}
+            general.update({k: v for k, v in obj.items() if k not in general})
+        assert data == orjson.dumps(general)
+        assert list(obj) == KEYS[kind]  # what the dicts ({**where, ...}) gave, in order
+        if kind == "response.output_item.added":  # the open item around its id
+            opened = {**message_item("", obj["item_id"], "in_progress"), "content": []}
+            assert data.endswith(b',"item":' + orjson.dumps(opened) + b"}")
+        full = "Hi " + "".join(texts)  # the closed item and its part around the text
+        if kind == "response.content_part.done":
+            assert data.endswith(b',"part":' + orjson.dumps(output_text(full)) + b"}")
+        if kind == "response.output_item.done":
+            item = message_item(full, obj["item_id"])
+            assert data.endswith(b',"item":' + orjson.dumps(item) + b"}")
+    completed = orjson.loads(frames(raws["texts"])[-1][1])
+    assert completed["response"]["output"][0]["content"][0]["text"] == "Hi " + "".join(texts)
+
+
+def test_sequence_numbers_past_the_cache() -> None:
+    assert _seq_deltas(3, 2) == [b'3,"delta":', b'4,"delta":']
+    big = responses_stream._SEQ_CACHED
+    assert _seq_deltas(big - 1, 3) == [b'%d,"delta":' % n for n in range(big - 1, big + 2)]
+    assert len(responses_stream._SEQ) <= big
+
+
+def messages_stream_of(texts: list[str], how: str) -> bytes:
+    s = MessagesStream("claude-x", thinking_key=b"k")
+    s.id = "msg_fixed"
+    out = s.start(3) + s.feed(FIRST) + s.feed(chunk("Hi "))
+    if how == "feed":
+        out += b"".join(s.feed(chunk(t)) for t in texts)
+    elif how == "text":
+        out += b"".join(s.text(orjson.dumps(t)) for t in texts)
+    else:
+        out += s.texts([orjson.dumps(t) for t in texts])
+    return out + s.end()
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(TEXTS)
+def test_messages_text_deltas_are_the_dicts_dumped(texts: list[str]) -> None:
+    raws = {how: messages_stream_of(texts, how) for how in ("feed", "text", "texts")}
+    assert raws["feed"] == raws["text"] == raws["texts"]
+    deltas = [d for k, d in frames(raws["texts"]) if k == "content_block_delta"]
+    assert len(deltas) == 1 + sum(1 for t in texts if t)
+    for data, text in zip(deltas, ["Hi ", *[t for t in texts if t]], strict=True):
+        general = {"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": text}}  # fmt: skip
+        assert event("content_block_delta", general) == (
+            b"event: content_block_delta\ndata: " + data + b"\n\n"
+        )
+
+
+QUOTE = st.sampled_from(
+    [
+        lambda t: t,  # a string (the general path's)
+        orjson.dumps,  # a JSON string as orjson writes it
+        lambda t: json.dumps(t).encode(),  # \uXXXX escapes, \" and \\, as hosts may write them
+    ]
+)
+
+
+@given(st.lists(st.tuples(st.text(max_size=6), QUOTE), max_size=10))
+def test_an_items_text_is_its_parts_decoded(parts: list[tuple[str, Any]]) -> None:
+    texts = [quote(t) for t, quote in parts]
+    assert _joined(texts) == "".join(t for t, _ in parts)
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [b'"a\\\\"', b'"b"'],  # a text ending in a backslash
+        [b'"say \\"hi\\""', b'""', b'"!"'],  # escaped quotes, an empty text
+        [b'""', b'""'],
+        [b'"\\ud83d\\ude00"', b'"x"'],  # a surrogate pair within one string
+    ],
+)
+def test_joined_edge_cases(texts: list[str | bytes]) -> None:
+    assert _joined(texts) == "".join(orjson.loads(t) for t in texts)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_texts_in_a_row_are_written_as_one_run(api: str) -> None:
+    """relay_parts hands consecutive PlainText / PlainTexts to ``texts`` at once: the same
+    bytes as each part relayed on its own."""
+    from gateway.edge.fastpath import PlainText, PlainTexts
+    from gateway.frontends.messages_frontend import MessagesFrontEnd
+    from gateway.frontends.responses_frontend import ResponsesFrontEnd
+
+    body: dict[str, Any] = {"model": "m", "stream": True, "max_tokens": 9}
+    body |= {"messages": [{"role": "user", "content": "hi"}]} if api == "messages" else {
+        "input": "hi"}  # fmt: skip
+    fin = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    parts = [
+        (b"", FIRST), (b"", chunk("Hi ")), (b"", PlainText(b'"a"')),
+        (b"", PlainTexts([b'"b"', b'""', b'"c\\n"'])), (b"", PlainText(b'"d"')),
+        (b"", PlainTexts([b'"e"'])), (b"", fin), (b"", PlainText(b'"late"')),
+        (b"data: [DONE]\n\n", None),
+    ]  # fmt: skip
+    outs = []
+    for whole in (True, False):
+        ids = itertools.count()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(responses_stream, "new_id", lambda p, ids=ids: f"{p}_{next(ids)}")
+            mp.setattr(responses_stream, "new_ids", lambda a, b: (f"{a}_x", f"{b}_y"))
+            fe: Any = MessagesFrontEnd({}, b"k") if api == "messages" else ResponsesFrontEnd(b"k")
+            out = fe.stream(fe.parse(dict(body), {}))
+            if api == "messages":
+                out._s.id = "msg_fixed"
+            raw = out.begin()
+            if whole:
+                raw += out.relay_parts([p for p, _ in parts], [o for _, o in parts])
+            else:
+                raw += b"".join(out.relay_parts([p], [o]) for p, o in parts)
+            outs.append(re.sub(rb'"(created_at|completed_at)":\d+', b"0", raw))
+    assert outs[0] == outs[1]
+    assert b"late" in outs[0] and b"c\\n" in outs[0]
+
+
+def test_no_usage_is_all_zero_counts() -> None:
+    from gateway.frontends.responses_answer import usage_of
+
+    assert usage_of(None) == usage_of({}) == usage_of("junk")
+    assert orjson.dumps(usage_of(None)) == orjson.dumps(usage_of({}))  # the same key order
+
+
+def test_a_stream_draws_two_ids_at_once() -> None:
+    from gateway.frontends.responses_answer import new_ids
+
+    first, second = new_ids("resp", "msg")
+    assert re.fullmatch(r"resp_[0-9a-f]{32}", first) and re.fullmatch(r"msg_[0-9a-f]{32}", second)
+    assert first[5:] != second[4:] and new_ids("a", "b") != new_ids("a", "b")
