@@ -27,7 +27,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.catalogue.catalogue import Catalogue
 from gateway.catalogue.needs import Needs
@@ -35,7 +35,16 @@ from gateway.catalogue.plan_index import HOST_TOOL_FAMILIES, PlanIndex
 from gateway.catalogue.schema import RoutingConfig, Variant
 from gateway.catalogue.target import Target
 from gateway.routing import surfaces
-from gateway.routing.ranking import Candidate, Ranked, rank
+from gateway.routing.ranking import (
+    _BASIS,
+    _NOTHING,
+    Candidate,
+    Ranked,
+    Scores,
+    finish,
+    ordered,
+    rank,
+)
 from gateway.routing.spread import Group, Spread
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -114,22 +123,29 @@ def plan(
     explain: bool = True,
     spread: Spread | None = None,
     advance: bool = True,
+    memo: bool = True,
 ) -> Plan:
     """Order every deployment that can serve the request; explain every one that cannot.
 
     ``explain=False``: the same candidates, but ``rejected`` stays empty unless there is no
     candidate (then the plan is explained in full, for the no_capable_variant error).
     ``spread``: reorder within groups of equivalent candidates (its round-robin moves only
-    when ``advance``).
+    when ``advance``). ``memo`` (with ``explain=False``): reuse the static part of an
+    earlier plan for the same routing signature (:func:`_memoised`); the same decisions.
     """
     opened = open_circuits or _NONE
     full = saturated or _NONE
+    ix, seen = catalogue.index, latency or _NONE
     if explain:
-        eligible, rejected = _explained(needs, catalogue.index, routing, opened, full)
+        eligible, rejected = _explained(needs, ix, routing, opened, full)
+        ranked = rank(eligible, needs, ix, seen, spread, advance)
     else:
         method = needs.prompt.method
-        eligible, rejected = _decided(needs, catalogue.index, routing, opened, full), []
-    ranked = rank(eligible, needs, catalogue.index, latency or _NONE, spread, advance)
+        rejected = []
+        got = _memoised(needs, ix, routing, opened, full, seen, spread, advance) if memo else None
+        if got is None:
+            got = rank(_decided(needs, ix, routing, opened, full), needs, ix, seen, spread, advance)
+        ranked = got
     if ranked.targets:
         return Plan.of(ranked, rejected)
     if not explain:
@@ -260,8 +276,8 @@ def _decided(
     needs: Needs,
     ix: PlanIndex,
     routing: RoutingConfig,
-    opened: Mapping[str, float],
-    full: Mapping[str, str],
+    opened: Mapping[str, float] = _NONE,
+    full: Mapping[str, str] = _NONE,
 ) -> int:
     """What :func:`_explained` finds eligible (a mask of positions), without wording a refusal.
 
@@ -286,7 +302,7 @@ def _decided(
             break
         if window < short or (positions & eligible and not fit(window)):
             eligible &= ~positions
-    return eligible & _surface_offers(needs, ix, opened, full)
+    return eligible & _surface_offers(needs, ix) & ~_blocked(ix, opened, full)
 
 
 def _fit_memo(needs: Needs) -> Callable[[int], bool]:
@@ -330,10 +346,8 @@ def _variant_offers(needs: Needs, ix: PlanIndex) -> int:
     return mask
 
 
-def _surface_offers(
-    needs: Needs, ix: PlanIndex, opened: Mapping[str, float], full: Mapping[str, str]
-) -> int:
-    """The deployments whose own surface meets every need, on a listed provider, available."""
+def _surface_offers(needs: Needs, ix: PlanIndex) -> int:
+    """The deployments whose own surface meets every need, on a listed provider."""
     mask = surfaces.allowed(needs, ix)
     tools = needs.builtin_tools
     for cap in needs.capabilities:
@@ -345,9 +359,111 @@ def _surface_offers(
         mask &= ix.runs_tool.get(tool, 0)
     if needs.providers is not None:
         mask &= _union(ix.of_provider.get(p, 0) for p in needs.providers)
-    for tid in (*opened, *full) if opened or full else ():
-        mask &= ~ix.position_bit.get(tid, 0)
     return mask
+
+
+def _blocked(ix: PlanIndex, opened: Mapping[str, float], full: Mapping[str, str]) -> int:
+    """The deployments with an open circuit or saturated, as a mask."""
+    mask = 0
+    for tid in (*opened, *full) if opened or full else ():
+        mask |= ix.position_bit.get(tid, 0)
+    return mask
+
+
+# --- memoised: the static part of a decided plan, per routing signature -----------------------
+
+_MEMO_SIZE = 4096
+
+
+class _Static(NamedTuple):
+    """What planning a signature decides before circuits, saturation and the spread."""
+
+    mask: int
+    """Eligible deployments (nothing blocked)."""
+    order: tuple[int, ...]
+    """Their positions in the policy's total order, before the surfaces are put together."""
+    grouped: tuple[int, ...]
+    """``order`` with each deployment's surfaces together (:func:`surfaces.order`)."""
+    costs: Scores
+    scores: Scores
+
+
+_memo: dict[tuple[Any, ...], _Static] = {}
+_memo_of: list[PlanIndex] = []
+"""The catalogue index the memo was filled for (a reload builds a new one: the memo restarts)."""
+
+
+def _memoised(
+    needs: Needs,
+    ix: PlanIndex,
+    routing: RoutingConfig,
+    opened: Mapping[str, float],
+    full: Mapping[str, str],
+    latency: Mapping[str, float],
+    spread: Spread | None,
+    advance: bool,
+) -> Ranked | None:
+    """:func:`_decided` + :func:`rank`, the static part remembered per routing signature.
+
+    The signature is every input of the static part: the needs' routing fields, the exact
+    prompt figures (bound, count if tokenized) and output reserve that the windows and the
+    cost order depend on, the unknown-window floor, the catalogue index. Every sort key is per
+    position (ties in catalogue order), so removing the blocked deployments from the remembered
+    order gives the order ranking the rest would give; the surfaces are then put together, the
+    spread and the fallback trim applied as :func:`rank` does. A plan that tokenized the prompt
+    is not remembered (the next request with the same signature tokenizes as this one did).
+    None: not memoisable (the latency policy with observed latencies).
+    """
+    policy = needs.policy if needs.policy in _BASIS else "latency"
+    if latency and policy == "latency":
+        return None
+    prompt = needs.prompt
+    key = (
+        tuple(needs.capabilities),
+        needs.builtin_tools,
+        needs.min_context,
+        needs.output_tokens,
+        prompt.upper,
+        prompt.best,
+        prompt.method,
+        needs.params,
+        policy,
+        needs.fallback,
+        needs.providers,
+        needs.pinned,
+        needs.allowed_variants,
+        needs.forced_tool_choice,
+        needs.surfaces,
+        routing.unknown_context_floor,
+    )
+    if not _memo_of or _memo_of[0] is not ix:
+        _memo.clear()
+        _memo_of[:] = [ix]
+    got = _memo.get(key)
+    if got is None:
+        method = prompt.method
+        mask = _decided(needs, ix, routing)
+        if mask:
+            first, costs, scores = ordered(mask, policy, needs, ix, latency)
+            grouped = list(first)
+            surfaces.order(grouped, needs, ix)
+            got = _Static(mask, tuple(first), tuple(grouped), costs, scores)
+        else:
+            got = _Static(0, (), (), (), ())
+        if needs.prompt.method == method:
+            if len(_memo) >= _MEMO_SIZE:
+                del _memo[next(iter(_memo))]
+            _memo[key] = got
+    blocked = _blocked(ix, opened, full) & got.mask
+    if not blocked:
+        eligible = list(got.grouped)
+    else:
+        left = got.mask & ~blocked
+        eligible = [i for i in got.order if left >> i & 1]
+        surfaces.order(eligible, needs, ix)
+    if not eligible:
+        return _NOTHING
+    return finish(eligible, policy, needs, ix, got.costs, got.scores, spread, advance)
 
 
 def _union(masks: Iterable[int]) -> int:

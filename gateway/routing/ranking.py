@@ -94,6 +94,17 @@ def rank(
     if not eligible_mask:
         return _NOTHING
     policy = needs.policy if needs.policy in _BASIS else "latency"
+    eligible, costs, scores = ordered(eligible_mask, policy, needs, ix, latency)
+    surfaces.order(eligible, needs, ix)  # a provider's surfaces together, in their order
+    return finish(eligible, policy, needs, ix, costs, scores, spread, advance)
+
+
+def ordered(
+    eligible_mask: int, policy: str, needs: Needs, ix: PlanIndex, latency: Mapping[str, float]
+) -> tuple[list[int], Scores, Scores]:
+    """The eligible positions in the policy's total order (before the surfaces are put
+    together), their costs and the policy's scores. A subset of the mask comes out in the
+    same relative order (every key is per position, ties in catalogue order)."""
     if eligible_mask == ix.everything:  # sorted once, in the index
         eligible = list(ix.minor_order[policy])
     else:
@@ -102,15 +113,32 @@ def rank(
     costs = _costs(eligible, needs, ix)
     eligible.sort(key=costs.__getitem__)
     scores = _lead(policy, eligible, costs, ix, latency)
-    prefixed = bool(needs.forced_tool_choice or (needs.pinned and needs.fallback == "variants"))
-    if needs.providers or prefixed:
+    if needs.providers or _prefixed(needs):
         eligible.sort(key=lambda i: _prefix(ix.targets[i], needs))  # else the same for all
-    surfaces.order(eligible, needs, ix)  # a provider's surfaces together, in their order
+    return eligible, costs, scores
+
+
+def finish(
+    eligible: list[int],
+    policy: str,
+    needs: Needs,
+    ix: PlanIndex,
+    costs: Scores,
+    scores: Scores,
+    spread: Spread | None,
+    advance: bool,
+) -> Ranked:
+    """The per-request tail of :func:`rank`: the spread (its round-robin moves when
+    ``advance``), the fallback trim, the :class:`Ranked`. ``eligible`` is reordered."""
     groups = None
     if spread is not None and len(eligible) > 1 and not needs.providers:
-        prefix = (lambda i: _prefix(ix.targets[i], needs)) if prefixed else None
+        prefix = (lambda i: _prefix(ix.targets[i], needs)) if _prefixed(needs) else None
         groups = spread.order(eligible, policy, costs, scores, prefix, advance)
     return Ranked(_trim(eligible, needs, ix), ix.targets, scores, _BASIS[policy], groups)
+
+
+def _prefixed(needs: Needs) -> bool:
+    return bool(needs.forced_tool_choice or (needs.pinned and needs.fallback == "variants"))
 
 
 def _lead(
