@@ -23,6 +23,9 @@ both rank with one prompt figure: the one known once every context check is done
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -41,6 +44,7 @@ from gateway.routing.ranking import (
     Candidate,
     Ranked,
     Scores,
+    costs_of,
     finish,
     ordered,
     rank,
@@ -388,9 +392,101 @@ class _Static(NamedTuple):
     scores: Scores
 
 
+class _Range(NamedTuple):
+    """A family's plan (every signature field but the prompt figures) and the bound prompts
+    it holds for: strictly between ``lo`` and ``hi`` every pair of deployments adjacent in cost
+    order keeps its order with a margin far above float error, so the cost sort gives the same
+    order. The costs are computed afresh."""
+
+    lo: float
+    hi: float
+    static: _Static
+
+
+class _Family:
+    """A family's ranges (disjoint: each holds where its cost order holds strictly), by ``lo``;
+    ``ceiling``: up to this bound every window the planner may ask about fits (nothing is
+    tokenized, no window refuses more or less than for any other such size)."""
+
+    __slots__ = ("ceiling", "los", "ranges")
+    _MOST = 64
+
+    def __init__(self, ceiling: float) -> None:
+        self.ceiling = ceiling
+        self.los: list[float] = []
+        self.ranges: list[_Range] = []
+
+    def find(self, upper: int) -> _Range | None:
+        if upper > self.ceiling:
+            return None
+        i = bisect.bisect_left(self.los, upper) - 1
+        if i < 0:
+            return None
+        r = self.ranges[i]
+        return r if upper < r.hi else None
+
+    def add(self, r: _Range) -> None:
+        if len(self.los) >= self._MOST:
+            self.los.clear()
+            self.ranges.clear()
+        i = bisect.bisect_left(self.los, r.lo)
+        self.los.insert(i, r.lo)
+        self.ranges.insert(i, r)
+
+
+_MARGIN = 1e-9
+"""Relative cost difference a range keeps between adjacent deployments (float error: ~1e-15)."""
+
 _memo: dict[tuple[Any, ...], _Static] = {}
+_ranges: dict[tuple[Any, ...], _Family] = {}
 _memo_of: list[PlanIndex] = []
 """The catalogue index the memo was filled for (a reload builds a new one: the memo restarts)."""
+
+
+def _bounded_put(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_SIZE and key not in memo:
+        del memo[next(iter(memo))]
+    memo[key] = value
+
+
+def _cost_span(
+    by_cost: list[int], prompt: int, out: int, ix: PlanIndex
+) -> tuple[float, float] | None:
+    """The open interval of prompt sizes over which ``by_cost`` (cost order at ``prompt``
+    tokens, ``out`` output) stays the cost order: each adjacent pair with different prices
+    keeps its strict order by more than ``_MARGIN`` of their sum (a pair with the same prices
+    costs the same float at any size: its tie keeps the static order). None when a pair is
+    within the margin at ``prompt`` itself (a tie or near one: only the exact size is kept)."""
+    lo, hi = -math.inf, math.inf
+    prices = ix.prices
+    for a, b in itertools.pairwise(by_cost):
+        pa, pb = prices[a], prices[b]
+        if pa == pb or pb is None:
+            continue  # the same float at any size; or a finite cost before an infinite one
+        if pa is None:
+            return None
+        # a before b at size x  <=>  x * slope < bound (cost_a - cost_b < -margin * sum)
+        slope = pa[0] - pb[0] + _MARGIN * (pa[0] + pb[0])
+        bound = -out * (pa[1] - pb[1] + _MARGIN * (pa[1] + pb[1]))
+        if not prompt * slope < bound:
+            return None
+        if slope > 0:
+            hi = min(hi, bound / slope)
+        elif slope < 0:
+            lo = max(lo, bound / slope)
+    return lo, hi
+
+
+def _ceiling(needs: Needs, ix: PlanIndex, routing: RoutingConfig) -> float:
+    """The largest prompt bound that fits every window not refused outright (< the output
+    reserve or min_context): up to it the planner refuses the same deployments for any size
+    and tokenizes nothing."""
+    out = needs.output_tokens
+    short = max(needs.min_context or 0, out + 1)
+    windows = [routing.unknown_context_floor, *(w[0] for w in ix.windows)]
+    windows += [w[0] for w in ix.own_windows]
+    above = [w for w in windows if w >= short]
+    return min(above) - out if above else math.inf
 
 
 def _memoised(
@@ -412,20 +508,22 @@ def _memoised(
     order gives the order ranking the rest would give; the surfaces are then put together, the
     spread and the fallback trim applied as :func:`rank` does. A plan that tokenized the prompt
     is not remembered (the next request with the same signature tokenizes as this one did).
+
+    Prompts differ from request to request: a signature that misses but whose family (the
+    same signature but the prompt figures) was planned with a bound prompt reuses that plan
+    when this bound is within the family's :class:`_Range` (the same cost order, the same
+    windows refused, nothing tokenized); only the costs are computed again.
     None: not memoisable (the latency policy with observed latencies).
     """
     policy = needs.policy if needs.policy in _BASIS else "latency"
     if latency and policy == "latency":
         return None
     prompt = needs.prompt
-    key = (
+    family = (
         tuple(needs.capabilities),
         needs.builtin_tools,
         needs.min_context,
         needs.output_tokens,
-        prompt.upper,
-        prompt.best,
-        prompt.method,
         needs.params,
         policy,
         needs.fallback,
@@ -436,24 +534,55 @@ def _memoised(
         needs.surfaces,
         routing.unknown_context_floor,
     )
+    method, upper = prompt.method, prompt.upper
+    key = (family, upper, prompt.best, method)
     if not _memo_of or _memo_of[0] is not ix:
         _memo.clear()
+        _ranges.clear()
         _memo_of[:] = [ix]
     got = _memo.get(key)
     if got is None:
-        method = prompt.method
-        mask = _decided(needs, ix, routing)
-        if mask:
-            first, costs, scores = ordered(mask, policy, needs, ix, latency)
-            grouped = list(first)
-            surfaces.order(grouped, needs, ix)
-            got = _Static(mask, tuple(first), tuple(grouped), costs, scores)
+        fam = _ranges.get(family) if method == "bound" else None
+        near = fam.find(upper) if fam is not None else None
+        if near is not None:
+            costs = costs_of(list(near.static.order), needs, ix)
+            scores = costs if policy == "cost" else near.static.scores
+            got = near.static._replace(costs=costs, scores=scores)
         else:
-            got = _Static(0, (), (), (), ())
-        if needs.prompt.method == method:
-            if len(_memo) >= _MEMO_SIZE:
-                del _memo[next(iter(_memo))]
-            _memo[key] = got
+            by_cost: list[int] = []
+            mask = _decided(needs, ix, routing)
+            if mask:
+                first, costs, scores = ordered(mask, policy, needs, ix, latency, by_cost)
+                grouped = list(first)
+                surfaces.order(grouped, needs, ix)
+                got = _Static(mask, tuple(first), tuple(grouped), costs, scores)
+            else:
+                got = _Static(0, (), (), (), ())
+            if needs.prompt.method != method:  # planning tokenized: nothing to remember
+                return _tail(got, policy, needs, ix, opened, full, spread, advance)
+            span = (
+                _cost_span(by_cost, upper, needs.output_tokens, ix) if method == "bound" else None
+            )
+            if span is not None:
+                if fam is None:
+                    fam = _Family(_ceiling(needs, ix, routing))
+                    _bounded_put(_ranges, family, fam)
+                fam.add(_Range(*span, got))
+        _bounded_put(_memo, key, got)
+    return _tail(got, policy, needs, ix, opened, full, spread, advance)
+
+
+def _tail(
+    got: _Static,
+    policy: str,
+    needs: Needs,
+    ix: PlanIndex,
+    opened: Mapping[str, float],
+    full: Mapping[str, str],
+    spread: Spread | None,
+    advance: bool,
+) -> Ranked:
+    """The per-request part: the blocked taken out, the surfaces together, the spread, trim."""
     blocked = _blocked(ix, opened, full) & got.mask
     if not blocked:
         eligible = list(got.grouped)

@@ -100,18 +100,26 @@ def rank(
 
 
 def ordered(
-    eligible_mask: int, policy: str, needs: Needs, ix: PlanIndex, latency: Mapping[str, float]
+    eligible_mask: int,
+    policy: str,
+    needs: Needs,
+    ix: PlanIndex,
+    latency: Mapping[str, float],
+    by_cost: list[int] | None = None,
 ) -> tuple[list[int], Scores, Scores]:
     """The eligible positions in the policy's total order (before the surfaces are put
     together), their costs and the policy's scores. A subset of the mask comes out in the
-    same relative order (every key is per position, ties in catalogue order)."""
+    same relative order (every key is per position, ties in catalogue order). ``by_cost``:
+    filled with the positions in cost order (ties in the static order), before what leads."""
     if eligible_mask == ix.everything:  # sorted once, in the index
         eligible = list(ix.minor_order[policy])
     else:
         eligible = _positions(eligible_mask, ix)
         eligible.sort(key=ix.minor[policy].__getitem__)
-    costs = _costs(eligible, needs, ix)
+    costs = costs_of(eligible, needs, ix)
     eligible.sort(key=costs.__getitem__)
+    if by_cost is not None:
+        by_cost[:] = eligible
     scores = _lead(policy, eligible, costs, ix, latency)
     if needs.providers or _prefixed(needs):
         eligible.sort(key=lambda i: _prefix(ix.targets[i], needs))  # else the same for all
@@ -171,7 +179,7 @@ def _positions(mask: int, ix: PlanIndex) -> list[int]:
     return out
 
 
-def _costs(eligible: list[int], needs: Needs, ix: PlanIndex) -> Scores:
+def costs_of(eligible: list[int], needs: Needs, ix: PlanIndex) -> Scores:
     """Estimated USD per eligible position: a list over every deployment when most are
     eligible (cheaper to build), else a dict of the eligible ones."""
     prompt, out, prices = needs.prompt.best, needs.output_tokens, ix.prices

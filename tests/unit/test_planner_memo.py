@@ -195,3 +195,79 @@ def test_the_unknown_window_floor_is_part_of_the_signature(quirky: Config) -> No
         assert _view(got) == _view(want), floor
         seen.add(len(want.targets))
     assert len(seen) == 2  # the floor decides
+
+
+SWEEP_HEADERS: list[dict[str, str]] = [
+    {},
+    {"x-glm-prefer": "quality"},
+    {"x-glm-prefer": "newest"},
+    {"x-glm-prefer": "latency"},
+    {"x-glm-fallback": "none"},
+    {"x-glm-min-context": "30k"},
+]
+
+
+@pytest.mark.parametrize("which", ["shipped", "quirky"])
+def test_prompt_sizes_reuse_a_family_plan_only_where_it_holds(
+    which: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sizes swept up and down (and shuffled) across the cost ties and crossovers of the
+    # catalogue's prices and across its windows: a family's plan is reused between them, and
+    # every plan is the one planned afresh.
+    config: Config = request.getfixturevalue(which)
+    planned = [0]
+    decided = planner._decided
+
+    def counted(*args: Any) -> int:
+        planned[0] += 1
+        return decided(*args)
+
+    monkeypatch.setattr(planner, "_decided", counted)
+    rng = random.Random(7)
+    sizes = sorted({int(1.13**k) for k in range(95)} | set(range(900, 1100, 7)))
+    asked = reused = 0
+    for model in ("auto", "glm-4", "glm-4.5-air") if which == "shipped" else ("auto", "a"):
+        for headers in SWEEP_HEADERS:
+            for max_tokens in (None, 900, 20_000):
+                order = [*sizes, *reversed(sizes), *rng.sample(sizes, len(sizes))]
+                for size in order:
+                    body: dict[str, Any] = {
+                        "model": model,
+                        "messages": [{"role": "user", "content": "x" * size}],
+                    }
+                    if max_tokens is not None:
+                        body["max_tokens"] = max_tokens
+                    try:
+                        resolve_needs(body, headers, config)
+                    except GatewayError:
+                        break
+                    planner._memo.clear()  # the exact memo aside: the family's range answers
+                    fresh = resolve_needs(body, headers, config)
+                    cat, routing = config.catalogue, config.gateway.routing
+                    want = plan(fresh, cat, routing, explain=False, memo=False)
+                    before = planned[0]
+                    needs = resolve_needs(body, headers, config)
+                    got = plan(needs, cat, routing, explain=False)
+                    assert _view(got) == _view(want), (model, headers, max_tokens, size)
+                    assert needs.prompt.method == fresh.prompt.method
+                    reused += planned[0] == before
+                    asked += 1
+    assert reused > asked // 2  # the ranges answered most sizes
+
+
+def test_a_float_tie_between_different_prices_keeps_the_exact_order() -> None:
+    # 0.1 + 0.2 is not 0.3: the real costs differ by ~1e-16 of themselves, the float costs
+    # tie for most sizes (then the static order decides) and not for others.
+    v, w = make_variant("v", quality=50), make_variant("w", quality=60)
+    targets = [
+        make_target("p", v, price=(0.3, 1.0)),
+        make_target("q", w, price=(0.1 + 0.2, 1.0)),
+        make_target("r", w, price=(0.2, 1.1)),
+    ]
+    config = make_config(targets, [v, w])
+    orders = set()
+    for size in [*range(1, 400), *range(900, 1100), *range(399, 0, -1)]:
+        body = {"model": "auto", "messages": [{"role": "user", "content": "x" * size}]}
+        for headers in ({}, {"x-glm-prefer": "quality"}):
+            orders.add(tuple(_same(config, body, headers).targets))
+    assert len(orders) >= 2
