@@ -42,9 +42,9 @@ from gateway.routing.ranking import (
     _BASIS,
     _NOTHING,
     Candidate,
+    LazyCosts,
     Ranked,
     Scores,
-    costs_of,
     finish,
     ordered,
     rank,
@@ -545,7 +545,9 @@ def _memoised(
         fam = _ranges.get(family) if method == "bound" else None
         near = fam.find(upper) if fam is not None else None
         if near is not None:
-            costs = costs_of(list(near.static.order), needs, ix)
+            costs: Scores = LazyCosts(
+                prompt.best, needs.output_tokens, ix.prices, near.static.order
+            )
             scores = costs if policy == "cost" else near.static.scores
             got = near.static._replace(costs=costs, scores=scores)
         else:

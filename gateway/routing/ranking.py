@@ -9,7 +9,7 @@ or three sorts of small integers and floats, and the candidates themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
@@ -192,6 +192,32 @@ def costs_of(eligible: list[int], needs: Needs, ix: PlanIndex) -> Scores:
         i: math.inf if (p := prices[i]) is None else (prompt * p[0] + out * p[1]) / 1e6
         for i in eligible
     }
+
+
+class LazyCosts(Mapping[int, float]):
+    """:func:`costs_of` computed per position when read (the same float): for a plan whose
+    order is already known, where only the spread's head and ``/v1/route`` read costs."""
+
+    __slots__ = ("_keys", "_out", "_prices", "_prompt")
+
+    def __init__(
+        self,
+        prompt: int,
+        out: int,
+        prices: Sequence[tuple[float, float] | None],
+        keys: Sequence[int],
+    ) -> None:
+        self._prompt, self._out, self._prices, self._keys = prompt, out, prices, keys
+
+    def __getitem__(self, i: int) -> float:
+        p = self._prices[i]
+        return math.inf if p is None else (self._prompt * p[0] + self._out * p[1]) / 1e6
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def _candidates(

@@ -271,3 +271,29 @@ def test_a_float_tie_between_different_prices_keeps_the_exact_order() -> None:
         for headers in ({}, {"x-glm-prefer": "quality"}):
             orders.add(tuple(_same(config, body, headers).targets))
     assert len(orders) >= 2
+
+
+def test_the_spread_reads_the_same_costs_for_a_reused_family_plan() -> None:
+    v, w = make_variant("v"), make_variant("w", quality=70)
+    targets = [
+        make_target("a", v, weight=1, price=(1.0, 2.0)),
+        make_target("b", v, weight=2, price=(1.02, 2.0)),
+        make_target("c", w, weight=1, price=(1.2, 1.0)),
+        make_target("d", w, weight=1, price=(1.25, 1.01)),
+    ]
+    spread = SpreadConfig(enabled=True, tolerance=0.05, price_weighted=True)
+    config = make_config(targets, [v, w], spread=spread)
+    cat, routing = config.catalogue, config.gateway.routing
+    fresh, memo = (Spread(routing.spread, routing, cat.index) for _ in range(2))
+    rng = random.Random(3)
+    for size in rng.sample(range(1, 20_000, 13), 600):
+        body = {"model": "auto", "messages": [{"role": "user", "content": "x" * size}]}
+        headers = {"x-glm-prefer": rng.choice(["cost", "quality"])}
+        plans = [
+            plan(
+                resolve_needs(body, headers, config), cat, routing, explain=False, spread=s, memo=m
+            )
+            for s, m in ((fresh, False), (memo, True))
+        ]
+        assert _view(plans[0]) == _view(plans[1]), size
+        assert plans[0].spread == plans[1].spread, size
