@@ -376,7 +376,9 @@ def _blocked(ix: PlanIndex, opened: Mapping[str, float], full: Mapping[str, str]
 
 # --- memoised: the static part of a decided plan, per routing signature -----------------------
 
-_MEMO_SIZE = 4096
+_MEMO_SIZE = 1024
+"""Signatures remembered (the oldest goes first); families too, each with at most
+``_Family._MOST`` ranges (a range holds two orders, no costs: ~1 KB for 63 deployments)."""
 
 
 class _Static(NamedTuple):
@@ -409,7 +411,7 @@ class _Family:
     tokenized, no window refuses more or less than for any other such size)."""
 
     __slots__ = ("ceiling", "los", "ranges")
-    _MOST = 64
+    _MOST = 32
 
     def __init__(self, ceiling: float) -> None:
         self.ceiling = ceiling
@@ -569,7 +571,9 @@ def _memoised(
                 if fam is None:
                     fam = _Family(_ceiling(needs, ix, routing))
                     _bounded_put(_ranges, family, fam)
-                fam.add(_Range(*span, got))
+                # the costs are computed per size; the other policies' scores are the index's
+                kept = got._replace(costs=(), scores=() if policy == "cost" else got.scores)
+                fam.add(_Range(*span, kept))
         _bounded_put(_memo, key, got)
     return _tail(got, policy, needs, ix, opened, full, spread, advance)
 
