@@ -542,7 +542,10 @@ def _memoised(
         _memo.clear()
         _ranges.clear()
         _memo_of[:] = [ix]
-    got = _memo.get(key)
+    try:
+        got = _memo.get(key)
+    except TypeError:  # a field set to something unhashable (a list): planned afresh
+        return None
     if got is None:
         fam = _ranges.get(family) if method == "bound" else None
         near = fam.find(upper) if fam is not None else None

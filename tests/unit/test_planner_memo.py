@@ -297,3 +297,14 @@ def test_the_spread_reads_the_same_costs_for_a_reused_family_plan() -> None:
         ]
         assert _view(plans[0]) == _view(plans[1]), size
         assert plans[0].spread == plans[1].spread, size
+
+
+def test_an_unhashable_field_is_planned_afresh(quirky: Config) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    fresh = resolve_needs(body, {}, quirky)
+    needs = resolve_needs(body, {}, quirky)
+    needs.providers = ["p", "q"]  # type: ignore[assignment]
+    fresh.providers = ("p", "q")
+    want = plan(fresh, quirky.catalogue, quirky.gateway.routing, explain=False, memo=False)
+    got = plan(needs, quirky.catalogue, quirky.gateway.routing, explain=False)
+    assert _view(got) == _view(want)
