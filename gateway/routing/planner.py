@@ -19,6 +19,11 @@ only decides, on the catalogue's pre-digested :class:`~gateway.catalogue.plan_in
 (bitmasks, prices, sort-key ranks), and falls back to explaining when nothing is eligible. Both
 ask ``needs.fits`` about the same windows, so the prompt is tokenized in the same cases, and
 both rank with one prompt figure: the one known once every context check is done.
+
+The deciding way remembers its static part (eligibility before circuits and saturation, the
+policy's order) per routing signature, and reuses it for other prompt sizes where that is
+provably the same plan (:func:`_memoised`); the blocked deployments, the surfaces, the spread
+and the trim are applied per request. A new catalogue index (a reload) starts it afresh.
 """
 
 from __future__ import annotations
