@@ -19,15 +19,23 @@ only decides, on the catalogue's pre-digested :class:`~gateway.catalogue.plan_in
 (bitmasks, prices, sort-key ranks), and falls back to explaining when nothing is eligible. Both
 ask ``needs.fits`` about the same windows, so the prompt is tokenized in the same cases, and
 both rank with one prompt figure: the one known once every context check is done.
+
+The deciding way remembers its static part (eligibility before circuits and saturation, the
+policy's order) per routing signature, and reuses it for other prompt sizes where that is
+provably the same plan (:func:`_memoised`); the blocked deployments, the surfaces, the spread
+and the trim are applied per request. A new catalogue index (a reload) starts it afresh.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.catalogue.catalogue import Catalogue
 from gateway.catalogue.needs import Needs
@@ -35,7 +43,17 @@ from gateway.catalogue.plan_index import HOST_TOOL_FAMILIES, PlanIndex
 from gateway.catalogue.schema import RoutingConfig, Variant
 from gateway.catalogue.target import Target
 from gateway.routing import surfaces
-from gateway.routing.ranking import Candidate, Ranked, rank
+from gateway.routing.ranking import (
+    _BASIS,
+    _NOTHING,
+    Candidate,
+    LazyCosts,
+    Ranked,
+    Scores,
+    finish,
+    ordered,
+    rank,
+)
 from gateway.routing.spread import Group, Spread
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -114,22 +132,29 @@ def plan(
     explain: bool = True,
     spread: Spread | None = None,
     advance: bool = True,
+    memo: bool = True,
 ) -> Plan:
     """Order every deployment that can serve the request; explain every one that cannot.
 
     ``explain=False``: the same candidates, but ``rejected`` stays empty unless there is no
     candidate (then the plan is explained in full, for the no_capable_variant error).
     ``spread``: reorder within groups of equivalent candidates (its round-robin moves only
-    when ``advance``).
+    when ``advance``). ``memo`` (with ``explain=False``): reuse the static part of an
+    earlier plan for the same routing signature (:func:`_memoised`); the same decisions.
     """
     opened = open_circuits or _NONE
     full = saturated or _NONE
+    ix, seen = catalogue.index, latency or _NONE
     if explain:
-        eligible, rejected = _explained(needs, catalogue.index, routing, opened, full)
+        eligible, rejected = _explained(needs, ix, routing, opened, full)
+        ranked = rank(eligible, needs, ix, seen, spread, advance)
     else:
         method = needs.prompt.method
-        eligible, rejected = _decided(needs, catalogue.index, routing, opened, full), []
-    ranked = rank(eligible, needs, catalogue.index, latency or _NONE, spread, advance)
+        rejected = []
+        got = _memoised(needs, ix, routing, opened, full, seen, spread, advance) if memo else None
+        if got is None:
+            got = rank(_decided(needs, ix, routing, opened, full), needs, ix, seen, spread, advance)
+        ranked = got
     if ranked.targets:
         return Plan.of(ranked, rejected)
     if not explain:
@@ -260,8 +285,8 @@ def _decided(
     needs: Needs,
     ix: PlanIndex,
     routing: RoutingConfig,
-    opened: Mapping[str, float],
-    full: Mapping[str, str],
+    opened: Mapping[str, float] = _NONE,
+    full: Mapping[str, str] = _NONE,
 ) -> int:
     """What :func:`_explained` finds eligible (a mask of positions), without wording a refusal.
 
@@ -286,7 +311,7 @@ def _decided(
             break
         if window < short or (positions & eligible and not fit(window)):
             eligible &= ~positions
-    return eligible & _surface_offers(needs, ix, opened, full)
+    return eligible & _surface_offers(needs, ix) & ~_blocked(ix, opened, full)
 
 
 def _fit_memo(needs: Needs) -> Callable[[int], bool]:
@@ -330,10 +355,8 @@ def _variant_offers(needs: Needs, ix: PlanIndex) -> int:
     return mask
 
 
-def _surface_offers(
-    needs: Needs, ix: PlanIndex, opened: Mapping[str, float], full: Mapping[str, str]
-) -> int:
-    """The deployments whose own surface meets every need, on a listed provider, available."""
+def _surface_offers(needs: Needs, ix: PlanIndex) -> int:
+    """The deployments whose own surface meets every need, on a listed provider."""
     mask = surfaces.allowed(needs, ix)
     tools = needs.builtin_tools
     for cap in needs.capabilities:
@@ -345,9 +368,245 @@ def _surface_offers(
         mask &= ix.runs_tool.get(tool, 0)
     if needs.providers is not None:
         mask &= _union(ix.of_provider.get(p, 0) for p in needs.providers)
-    for tid in (*opened, *full) if opened or full else ():
-        mask &= ~ix.position_bit.get(tid, 0)
     return mask
+
+
+def _blocked(ix: PlanIndex, opened: Mapping[str, float], full: Mapping[str, str]) -> int:
+    """The deployments with an open circuit or saturated, as a mask."""
+    mask = 0
+    for tid in (*opened, *full) if opened or full else ():
+        mask |= ix.position_bit.get(tid, 0)
+    return mask
+
+
+# --- memoised: the static part of a decided plan, per routing signature -----------------------
+
+_MEMO_SIZE = 1024
+"""Signatures remembered (the oldest goes first); families too, each with at most
+``_Family._MOST`` ranges (a range holds two orders, no costs: ~1 KB for 63 deployments)."""
+
+
+class _Static(NamedTuple):
+    """What planning a signature decides before circuits, saturation and the spread."""
+
+    mask: int
+    """Eligible deployments (nothing blocked)."""
+    order: tuple[int, ...]
+    """Their positions in the policy's total order, before the surfaces are put together."""
+    grouped: tuple[int, ...]
+    """``order`` with each deployment's surfaces together (:func:`surfaces.order`)."""
+    costs: Scores
+    scores: Scores
+
+
+class _Range(NamedTuple):
+    """A family's plan (every signature field but the prompt figures) and the bound prompts
+    it holds for: strictly between ``lo`` and ``hi`` every pair of deployments adjacent in cost
+    order keeps its order with a margin far above float error, so the cost sort gives the same
+    order. The costs are computed afresh."""
+
+    lo: float
+    hi: float
+    static: _Static
+
+
+class _Family:
+    """A family's ranges (disjoint: each holds where its cost order holds strictly), by ``lo``;
+    ``ceiling``: up to this bound every window the planner may ask about fits (nothing is
+    tokenized, no window refuses more or less than for any other such size)."""
+
+    __slots__ = ("ceiling", "los", "ranges")
+    _MOST = 32
+
+    def __init__(self, ceiling: float) -> None:
+        self.ceiling = ceiling
+        self.los: list[float] = []
+        self.ranges: list[_Range] = []
+
+    def find(self, upper: int) -> _Range | None:
+        if upper > self.ceiling:
+            return None
+        i = bisect.bisect_left(self.los, upper) - 1
+        if i < 0:
+            return None
+        r = self.ranges[i]
+        return r if upper < r.hi else None
+
+    def add(self, r: _Range) -> None:
+        if len(self.los) >= self._MOST:
+            self.los.clear()
+            self.ranges.clear()
+        i = bisect.bisect_left(self.los, r.lo)
+        self.los.insert(i, r.lo)
+        self.ranges.insert(i, r)
+
+
+_MARGIN = 1e-9
+"""Relative cost difference a range keeps between adjacent deployments (float error: ~1e-15)."""
+
+_memo: dict[tuple[Any, ...], _Static] = {}
+_ranges: dict[tuple[Any, ...], _Family] = {}
+_memo_of: list[PlanIndex] = []
+"""The catalogue index the memo was filled for (a reload builds a new one: the memo restarts)."""
+
+
+def _bounded_put(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_SIZE and key not in memo:
+        del memo[next(iter(memo))]
+    memo[key] = value
+
+
+def _cost_span(
+    by_cost: list[int], prompt: int, out: int, ix: PlanIndex
+) -> tuple[float, float] | None:
+    """The open interval of prompt sizes over which ``by_cost`` (cost order at ``prompt``
+    tokens, ``out`` output) stays the cost order: each adjacent pair with different prices
+    keeps its strict order by more than ``_MARGIN`` of their sum (a pair with the same prices
+    costs the same float at any size: its tie keeps the static order). None when a pair is
+    within the margin at ``prompt`` itself (a tie or near one: only the exact size is kept)."""
+    lo, hi = -math.inf, math.inf
+    prices = ix.prices
+    for a, b in itertools.pairwise(by_cost):
+        pa, pb = prices[a], prices[b]
+        if pa == pb or pb is None:
+            continue  # the same float at any size; or a finite cost before an infinite one
+        if pa is None:
+            return None
+        # a before b at size x  <=>  x * slope < bound (cost_a - cost_b < -margin * sum)
+        slope = pa[0] - pb[0] + _MARGIN * (pa[0] + pb[0])
+        bound = -out * (pa[1] - pb[1] + _MARGIN * (pa[1] + pb[1]))
+        if not prompt * slope < bound:
+            return None
+        if slope > 0:
+            hi = min(hi, bound / slope)
+        elif slope < 0:
+            lo = max(lo, bound / slope)
+    return lo, hi
+
+
+def _ceiling(needs: Needs, ix: PlanIndex, routing: RoutingConfig) -> float:
+    """The largest prompt bound that fits every window not refused outright (< the output
+    reserve or min_context): up to it the planner refuses the same deployments for any size
+    and tokenizes nothing."""
+    out = needs.output_tokens
+    short = max(needs.min_context or 0, out + 1)
+    windows = [routing.unknown_context_floor, *(w[0] for w in ix.windows)]
+    windows += [w[0] for w in ix.own_windows]
+    above = [w for w in windows if w >= short]
+    return min(above) - out if above else math.inf
+
+
+def _memoised(
+    needs: Needs,
+    ix: PlanIndex,
+    routing: RoutingConfig,
+    opened: Mapping[str, float],
+    full: Mapping[str, str],
+    latency: Mapping[str, float],
+    spread: Spread | None,
+    advance: bool,
+) -> Ranked | None:
+    """:func:`_decided` + :func:`rank`, the static part remembered per routing signature.
+
+    The signature is every input of the static part: the needs' routing fields, the exact
+    prompt figures (bound, count if tokenized) and output reserve that the windows and the
+    cost order depend on, the unknown-window floor, the catalogue index. Every sort key is per
+    position (ties in catalogue order), so removing the blocked deployments from the remembered
+    order gives the order ranking the rest would give; the surfaces are then put together, the
+    spread and the fallback trim applied as :func:`rank` does. A plan that tokenized the prompt
+    is not remembered (the next request with the same signature tokenizes as this one did).
+
+    Prompts differ from request to request: a signature that misses but whose family (the
+    same signature but the prompt figures) was planned with a bound prompt reuses that plan
+    when this bound is within the family's :class:`_Range` (the same cost order, the same
+    windows refused, nothing tokenized); only the costs are computed again.
+    None: not memoisable (the latency policy with observed latencies).
+    """
+    policy = needs.policy if needs.policy in _BASIS else "latency"
+    if latency and policy == "latency":
+        return None
+    prompt = needs.prompt
+    family = (
+        tuple(needs.capabilities),
+        needs.builtin_tools,
+        needs.min_context,
+        needs.output_tokens,
+        needs.params,
+        policy,
+        needs.fallback,
+        needs.providers,
+        needs.pinned,
+        needs.allowed_variants,
+        needs.forced_tool_choice,
+        needs.surfaces,
+        routing.unknown_context_floor,
+    )
+    method, upper = prompt.method, prompt.upper
+    key = (family, upper, prompt.best, method)
+    if not _memo_of or _memo_of[0] is not ix:
+        _memo.clear()
+        _ranges.clear()
+        _memo_of[:] = [ix]
+    try:
+        got = _memo.get(key)
+    except TypeError:  # a field set to something unhashable (a list): planned afresh
+        return None
+    if got is None:
+        fam = _ranges.get(family) if method == "bound" else None
+        near = fam.find(upper) if fam is not None else None
+        if near is not None:
+            costs: Scores = LazyCosts(
+                prompt.best, needs.output_tokens, ix.prices, near.static.order
+            )
+            scores = costs if policy == "cost" else near.static.scores
+            got = near.static._replace(costs=costs, scores=scores)
+        else:
+            by_cost: list[int] = []
+            mask = _decided(needs, ix, routing)
+            if mask:
+                first, costs, scores = ordered(mask, policy, needs, ix, latency, by_cost)
+                grouped = list(first)
+                surfaces.order(grouped, needs, ix)
+                got = _Static(mask, tuple(first), tuple(grouped), costs, scores)
+            else:
+                got = _Static(0, (), (), (), ())
+            if needs.prompt.method != method:  # planning tokenized: nothing to remember
+                return _tail(got, policy, needs, ix, opened, full, spread, advance)
+            span = (
+                _cost_span(by_cost, upper, needs.output_tokens, ix) if method == "bound" else None
+            )
+            if span is not None:
+                if fam is None:
+                    fam = _Family(_ceiling(needs, ix, routing))
+                    _bounded_put(_ranges, family, fam)
+                # the costs are computed per size; the other policies' scores are the index's
+                kept = got._replace(costs=(), scores=() if policy == "cost" else got.scores)
+                fam.add(_Range(*span, kept))
+        _bounded_put(_memo, key, got)
+    return _tail(got, policy, needs, ix, opened, full, spread, advance)
+
+
+def _tail(
+    got: _Static,
+    policy: str,
+    needs: Needs,
+    ix: PlanIndex,
+    opened: Mapping[str, float],
+    full: Mapping[str, str],
+    spread: Spread | None,
+    advance: bool,
+) -> Ranked:
+    """The per-request part: the blocked taken out, the surfaces together, the spread, trim."""
+    blocked = _blocked(ix, opened, full) & got.mask
+    if not blocked:
+        eligible = list(got.grouped)
+    else:
+        left = got.mask & ~blocked
+        eligible = [i for i in got.order if left >> i & 1]
+        surfaces.order(eligible, needs, ix)
+    if not eligible:
+        return _NOTHING
+    return finish(eligible, policy, needs, ix, got.costs, got.scores, spread, advance)
 
 
 def _union(masks: Iterable[int]) -> int:

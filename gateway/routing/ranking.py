@@ -9,7 +9,7 @@ or three sorts of small integers and floats, and the candidates themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
@@ -94,23 +94,59 @@ def rank(
     if not eligible_mask:
         return _NOTHING
     policy = needs.policy if needs.policy in _BASIS else "latency"
+    eligible, costs, scores = ordered(eligible_mask, policy, needs, ix, latency)
+    surfaces.order(eligible, needs, ix)  # a provider's surfaces together, in their order
+    return finish(eligible, policy, needs, ix, costs, scores, spread, advance)
+
+
+def ordered(
+    eligible_mask: int,
+    policy: str,
+    needs: Needs,
+    ix: PlanIndex,
+    latency: Mapping[str, float],
+    by_cost: list[int] | None = None,
+) -> tuple[list[int], Scores, Scores]:
+    """The eligible positions in the policy's total order (before the surfaces are put
+    together), their costs and the policy's scores. A subset of the mask comes out in the
+    same relative order (every key is per position, ties in catalogue order). ``by_cost``:
+    filled with the positions in cost order (ties in the static order), before what leads."""
     if eligible_mask == ix.everything:  # sorted once, in the index
         eligible = list(ix.minor_order[policy])
     else:
         eligible = _positions(eligible_mask, ix)
         eligible.sort(key=ix.minor[policy].__getitem__)
-    costs = _costs(eligible, needs, ix)
+    costs = costs_of(eligible, needs, ix)
     eligible.sort(key=costs.__getitem__)
+    if by_cost is not None:
+        by_cost[:] = eligible
     scores = _lead(policy, eligible, costs, ix, latency)
-    prefixed = bool(needs.forced_tool_choice or (needs.pinned and needs.fallback == "variants"))
-    if needs.providers or prefixed:
+    if needs.providers or _prefixed(needs):
         eligible.sort(key=lambda i: _prefix(ix.targets[i], needs))  # else the same for all
-    surfaces.order(eligible, needs, ix)  # a provider's surfaces together, in their order
+    return eligible, costs, scores
+
+
+def finish(
+    eligible: list[int],
+    policy: str,
+    needs: Needs,
+    ix: PlanIndex,
+    costs: Scores,
+    scores: Scores,
+    spread: Spread | None,
+    advance: bool,
+) -> Ranked:
+    """The per-request tail of :func:`rank`: the spread (its round-robin moves when
+    ``advance``), the fallback trim, the :class:`Ranked`. ``eligible`` is reordered."""
     groups = None
     if spread is not None and len(eligible) > 1 and not needs.providers:
-        prefix = (lambda i: _prefix(ix.targets[i], needs)) if prefixed else None
+        prefix = (lambda i: _prefix(ix.targets[i], needs)) if _prefixed(needs) else None
         groups = spread.order(eligible, policy, costs, scores, prefix, advance)
     return Ranked(_trim(eligible, needs, ix), ix.targets, scores, _BASIS[policy], groups)
+
+
+def _prefixed(needs: Needs) -> bool:
+    return bool(needs.forced_tool_choice or (needs.pinned and needs.fallback == "variants"))
 
 
 def _lead(
@@ -143,7 +179,7 @@ def _positions(mask: int, ix: PlanIndex) -> list[int]:
     return out
 
 
-def _costs(eligible: list[int], needs: Needs, ix: PlanIndex) -> Scores:
+def costs_of(eligible: list[int], needs: Needs, ix: PlanIndex) -> Scores:
     """Estimated USD per eligible position: a list over every deployment when most are
     eligible (cheaper to build), else a dict of the eligible ones."""
     prompt, out, prices = needs.prompt.best, needs.output_tokens, ix.prices
@@ -156,6 +192,32 @@ def _costs(eligible: list[int], needs: Needs, ix: PlanIndex) -> Scores:
         i: math.inf if (p := prices[i]) is None else (prompt * p[0] + out * p[1]) / 1e6
         for i in eligible
     }
+
+
+class LazyCosts(Mapping[int, float]):
+    """:func:`costs_of` computed per position when read (the same float): for a plan whose
+    order is already known, where only the spread's head and ``/v1/route`` read costs."""
+
+    __slots__ = ("_keys", "_out", "_prices", "_prompt")
+
+    def __init__(
+        self,
+        prompt: int,
+        out: int,
+        prices: Sequence[tuple[float, float] | None],
+        keys: Sequence[int],
+    ) -> None:
+        self._prompt, self._out, self._prices, self._keys = prompt, out, prices, keys
+
+    def __getitem__(self, i: int) -> float:
+        p = self._prices[i]
+        return math.inf if p is None else (self._prompt * p[0] + self._out * p[1]) / 1e6
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def _candidates(
