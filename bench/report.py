@@ -313,9 +313,15 @@ def _targets(res: Results, args: argparse.Namespace, meta: dict[str, Any]) -> li
 SCRIPT_CALLS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro")
 
 
+def _num(values: list[Any]) -> str:
+    got = [v for v in values if v is not None]
+    return f"{median(got):.0f}" if got else "-"
+
+
 def redis_table(res: Results, meta: dict[str, Any], rounds: int) -> str:
     mem, rds = "gateway (memory)", "gateway (redis)"
     m, r = res.col("json", 16, mem, "rps"), res.col("json", 16, rds, "rps")
+    mc, rc = res.col("json", 16, mem, "cpu_us_per_req"), res.col("json", 16, rds, "cpu_us_per_req")
     # Requests the redis gateway served while counted: the timed runs plus the 1 s warm-up.
     reqs = sum(x["requests"] for x in res.runs.get(("json", 16, rds), []))
     reqs += meta.get("warmup_requests", 0)
@@ -329,10 +335,11 @@ def redis_table(res: Results, meta: dict[str, Any], rounds: int) -> str:
             "",
             f"{rounds} alternated rounds, nginx upstream, same config; the machine was shared.",
             "",
-            "| | memory req/s | redis req/s | redis ÷ memory | script calls/request |",
-            "|---|--:|--:|--:|--:|",
+            "| | memory req/s | redis req/s | redis ÷ memory | CPU µs/req memory | CPU µs/req "
+            "redis | script calls/request |",
+            "|---|--:|--:|--:|--:|--:|--:|",
             f"| median | {median(m):.0f} | {median(r):.0f} | {ratio(paired(m, r, _div))} | "
-            f"{scripts / reqs if reqs else float('nan'):.2f} |",
+            f"{_num(mc)} | {_num(rc)} | {scripts / reqs if reqs else float('nan'):.2f} |",
             "",
             f"Redis commands per request (INFO commandstats, commands run inside Lua scripts "
             f"included, so these are not round trips): {per}. Round trips per request ≈ script "
