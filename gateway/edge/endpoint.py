@@ -260,17 +260,21 @@ class Endpoint:
             (b"x-glm-attempts", str(len(rs.attempts) if rs else 0).encode()),
         ]
         if rs is not None:
-            reason = rs.fallback_reason
-            if reason:
-                out.append((b"x-glm-fallback-reason", _safe(reason)))
-            out.extend((k.encode(), _safe(v)) for k, v in rs.headers)
+            tried = rs.attempts
+            if len(tried) != 1 or tried[0].failure is not None:  # else: answered at once
+                reason = rs.fallback_reason
+                if reason:
+                    out.append((b"x-glm-fallback-reason", _safe(reason)))
+            if rs.headers:
+                out.extend([(k.encode(), _safe(v)) for k, v in rs.headers])
             if rs.adaptations and rs.target is not None:
                 out.append((b"x-glm-adapted", _safe(",".join(rs.adaptations))))
         inbound = ctx.inbound
         if inbound is not None:
             native = rs is not None and rs.native and inbound.native_headers is not None
             extra = inbound.native_headers if native else inbound.headers
-            out.extend((k.encode(), _safe(v)) for k, v in extra or ())
+            if extra:
+                out.extend([(k.encode(), _safe(v)) for k, v in extra])
         return out
 
     async def _send_error(self, send: Send, err: GatewayError, ctx: _Ctx) -> None:

@@ -151,8 +151,8 @@ process's. ``serve --workers N`` has N processes writing one stderr pipe."""
 def _atomic_groups(lines: list[bytes]) -> list[list[bytes]]:
     """``lines`` in order, cut into groups of at most :data:`ATOMIC_WRITE` bytes with their
     newlines (a longer line stays alone), so that no write splits a line."""
-    if sum(len(line) for line in lines) + len(lines) <= ATOMIC_WRITE:
-        return [lines]
+    if len(lines) == 1 or sum(map(len, lines)) + len(lines) <= ATOMIC_WRITE:
+        return [lines]  # (one line, however long, is one write anyway)
     groups: list[list[bytes]] = [[]]
     size = 0
     for line in lines:

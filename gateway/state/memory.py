@@ -42,6 +42,10 @@ class MemoryState:
         self._cfg = breaker
         self._bucket_s = error_bucket_s(breaker)
         self._circuits: dict[str, Circuit] = {}
+        self._tripped: dict[str, None] = {}
+        """Ids of the circuits that tripped (``trips > 0``), in the order they did: the only
+        ones that can refuse a caller (open, or their probe out), so ``before`` looks at these,
+        not at every circuit."""
         self._windows: dict[str, Window] = {}
         self._spend: dict[tuple[str, str], int] = {}
         self._slots: dict[str, dict[str, float]] = {}
@@ -59,7 +63,7 @@ class MemoryState:
     # --- before / after ----------------------------------------------------------------------
 
     async def before(self, ticket: Ticket, now: float) -> View:
-        opened = self._open(now) if self._circuits else {}
+        opened = self._open(now) if self._tripped else {}
         pin = self.pin(ticket.session, now) if ticket.session else None
         latency: dict[str, float] = {}
         saturated: dict[str, Saturation] = {}
@@ -116,8 +120,14 @@ class MemoryState:
 
     def apply(self, report: Report, now: float) -> None:
         """:meth:`after`, callable from synchronous code (the Redis backend's fallback)."""
+        tripped = self._tripped
         for o in report.outcomes:
-            self._circuit(o.target_id).record(self._cfg, o, now)
+            c = self._circuit(o.target_id)
+            c.record(self._cfg, o, now)
+            if c.trips:
+                tripped[o.target_id] = None
+            else:
+                tripped.pop(o.target_id, None)
         lease = report.lease
         skip = lease.deployment if lease is not None else None
         for tid in report.attempts:
@@ -151,17 +161,19 @@ class MemoryState:
             if report.cost_micros:
                 spent = self._spend.get((kid, lease.period), 0)
                 self._spend[(kid, lease.period)] = spent + report.cost_micros
-        recorded = {o.target_id for o in report.outcomes}
-        for tid in lease.probes:
-            if tid not in recorded and tid in self._circuits:
-                self._circuits[tid].release_probe()
+        if lease.probes:
+            recorded = {o.target_id for o in report.outcomes}
+            for tid in lease.probes:
+                if tid not in recorded and tid in self._circuits:
+                    self._circuits[tid].release_probe()
 
     # --- pieces of before() ------------------------------------------------------------------
 
     def _open(self, now: float) -> dict[str, float]:
         opened: dict[str, float] = {}
-        for tid, c in self._circuits.items():
-            blocked = c.blocked_for(now)
+        circuits = self._circuits
+        for tid in self._tripped:
+            blocked = circuits[tid].blocked_for(now)
             if blocked is not None:
                 opened[tid] = blocked
         return opened
@@ -243,11 +255,12 @@ class MemoryState:
         self, ticket: Ticket, verdict: KeyVerdict | None, available: list[DeploymentAsk], now: float
     ) -> Lease:
         probes: list[str] = []
-        circuits = self._circuits
-        if circuits:
+        tripped = self._tripped
+        if tripped:
+            circuits = self._circuits
             for ask in available:
-                c = circuits.get(ask.target_id)
-                if c is not None and c.trips:
+                if ask.target_id in tripped:
+                    c = circuits[ask.target_id]
                     c.probe_until = now + self._cfg.probe_lease_s
                     probes.append(ask.target_id)
         deployment = None
@@ -317,7 +330,10 @@ class MemoryState:
         if until <= now:
             return
         for tid in target_ids:
-            self._circuit(tid).hold_open(until, reason)
+            c = self._circuit(tid)
+            c.hold_open(until, reason)
+            if c.trips:
+                self._tripped[tid] = None
 
     async def health(self, now: float) -> list[Health]:
         return [c.health(tid, now) for tid, c in sorted(self._circuits.items())]

@@ -15,7 +15,7 @@ import orjson
 
 from gateway.catalogue.target import Target
 from gateway.providers.dialects.fields import forwardable
-from gateway.providers.dialects.spec import NO_OP_VALUES, DialectSpec, spec_for
+from gateway.providers.dialects.spec import DIALECTS, NO_OP_VALUES, DialectSpec
 from gateway.providers.dialects.thinking import apply_switch
 
 _ATTEMPT_PREFIX = os.urandom(8).hex()
@@ -35,7 +35,7 @@ def adapt_request(body: dict[str, Any], target: Target) -> tuple[dict[str, Any],
 
     Only allowlisted fields survive (:mod:`.fields`): ``route`` and anything unknown are gone.
     """
-    spec = spec_for(target)
+    spec = DIALECTS[target.dialect]
     out, dropped = forwardable(body)
     out["model"] = target.model
     changes: list[str] = [dropped] if dropped else []
@@ -48,15 +48,48 @@ def adapt_request(body: dict[str, Any], target: Target) -> tuple[dict[str, Any],
     return out, changes
 
 
+_SAMPLING = frozenset({"temperature", "top_p", "stop"})
+_MAX_TOKENS = frozenset({"max_tokens", "max_completion_tokens"})
+_TOOLS = frozenset({"tool_choice", "tools"})
+
+
+def _touched(spec: DialectSpec) -> frozenset[str]:
+    """The top-level fields a rule of ``spec`` may read (a body with none of them passes every
+    rule but the image one unchanged: the rules are skipped, not run to no effect)."""
+    return frozenset(
+        {
+            *_SAMPLING,
+            *_MAX_TOKENS,
+            *_TOOLS,
+            "response_format",
+            "user",
+            *spec.drop_fields,
+        }
+    )
+
+
+_TOUCHED = {name: _touched(spec) for name, spec in DIALECTS.items()}
+
+
 def _fields(out: dict[str, Any], spec: DialectSpec, target: Target, changes: list[str]) -> None:
-    _sampling(out, spec, changes)
-    _max_tokens(out, spec, target, changes)
-    _tools(out, spec, changes)
-    _response_format(out, spec, changes)
+    touched = _TOUCHED.get(spec.name)
+    present = out.keys() & (touched if touched is not None else _touched(spec))
+    if present:
+        if not present.isdisjoint(_SAMPLING):
+            _sampling(out, spec, changes)
+        if not present.isdisjoint(_MAX_TOKENS):
+            _max_tokens(out, spec, target, changes)
+        if not present.isdisjoint(_TOOLS):
+            _tools(out, spec, changes)
+        if "response_format" in present:
+            _response_format(out, spec, changes)
     if spec.drop_image_detail:
         _drop_image_detail(out, changes)
-    _drop_fields(out, spec, changes)
-    _user(out, spec, changes)
+    if present:
+        if spec.drop_fields:
+            _drop_fields(out, spec, changes)
+        if "user" in present:
+            _user(out, spec, changes)
 
 
 def _clamp(out: dict[str, Any], key: str, bounds: tuple[float, float] | None) -> bool:
@@ -135,6 +168,11 @@ def _response_format(out: dict[str, Any], spec: DialectSpec, changes: list[str])
 def _drop_image_detail(out: dict[str, Any], changes: list[str]) -> None:
     messages = out.get("messages")
     if not isinstance(messages, list):
+        return
+    for m in messages:  # most bodies have no content parts: nothing to copy or compare
+        if isinstance(m, dict) and isinstance(m.get("content"), list):
+            break
+    else:
         return
     new = [_message_without_detail(m) for m in messages]
     if any(n is not m for n, m in zip(new, messages, strict=True)):
