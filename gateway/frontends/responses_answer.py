@@ -35,7 +35,6 @@ def new_ids(first: str, second: str) -> tuple[str, str]:
 
 def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
     """A ``Response`` with no output yet (``status: in_progress``)."""
-    echo = req.echo
     return {
         "id": rid,
         "object": "response",
@@ -47,27 +46,7 @@ def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
         "model": req.requested_model,
         "output": [],
         "usage": usage_of(None),  # OpenAI's schema has no null here
-        "previous_response_id": None,
-        "instructions": echo["instructions"],
-        "tools": echo["tools"],
-        "tool_choice": echo["tool_choice"],
-        "parallel_tool_calls": echo["parallel_tool_calls"],
-        "text": echo["text"],
-        "temperature": echo["temperature"],
-        "top_p": echo["top_p"],
-        "presence_penalty": 0.0,
-        "frequency_penalty": 0.0,
-        "top_logprobs": 0,
-        "max_output_tokens": echo["max_output_tokens"],
-        "max_tool_calls": None,
-        "reasoning": echo["reasoning"],
-        "truncation": echo["truncation"],
-        "store": echo["store"],
-        "background": echo["background"],
-        "service_tier": "default",
-        "metadata": echo["metadata"],
-        "safety_identifier": echo["safety_identifier"],
-        "prompt_cache_key": echo["prompt_cache_key"],
+        **req.echo,  # previous_response_id ... prompt_cache_key
     }
 
 
