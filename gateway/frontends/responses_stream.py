@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from itertools import chain, repeat
+from operator import add
 from types import SimpleNamespace
 from typing import Any
 
@@ -250,17 +250,19 @@ class ResponsesStream:
         return prefix + _seq_delta(seq) + quoted + _DELTA_END
 
     def texts(self, quoted: list[bytes]) -> bytes:
-        """:meth:`text` for each of several JSON strings in a row, joined: the events'
-        pieces (prefix, number, text, end) joined at once, no per-event concatenation."""
+        """:meth:`text` for each of several JSON strings in a row, joined: each event is
+        prefix + number and text + end, so one join with end + prefix between them."""
         prefix = self._prefix
         if self._done or prefix is None or self._open != "message":
             return b"".join([self.text(q) for q in quoted])
         kept = [q for q in quoted if q != b'""'] if b'""' in quoted else quoted
         seq = self._seq
         self._seq = seq + len(kept)
+        if not kept:
+            return b""
         self._texts.extend(kept)  # decoded with the rest when the item closes
-        pieces = zip(repeat(prefix), _seq_deltas(seq, len(kept)), kept, repeat(_DELTA_END))
-        return b"".join(chain.from_iterable(pieces))
+        events = (_DELTA_END + prefix).join(map(add, _seq_deltas(seq, len(kept)), kept))
+        return b"".join((prefix, events, _DELTA_END))
 
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or
