@@ -277,3 +277,22 @@ def test_whole_response_events_are_the_response_dumped(body: dict[str, Any], end
     assert data == orjson.dumps(
         {"type": kind, "sequence_number": ev["sequence_number"], "response": expected}
     )
+
+
+def test_a_forked_child_draws_ids_of_its_own() -> None:
+    """Ids come from a pool of random digits: a forked child must not hand out its parent's."""
+    import os
+
+    from gateway.frontends.responses_answer import new_ids
+
+    new_ids("a", "b")  # the pool is filled in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.write(write, "".join(new_ids("a", "b")).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    assert len(child) == 68 and child != "".join(new_ids("a", "b"))
