@@ -60,7 +60,9 @@ class ResponsesRequest:
     names: Names
     """Flat function names ↔ namespaced ones (answers map them back)."""
     echo: dict[str, Any]
-    """The request's fields as every ``Response`` echoes them (``tools``, ``temperature`` ...)."""
+    """The request's fields as every ``Response`` echoes them (``tools``, ``temperature`` ...):
+    its keys from ``previous_response_id`` to the end, in their order (the fixed ones too), so
+    a Response is its head then this, and a stream dumps it once."""
     summary: bool = False
     """A reasoning summary was asked: reasoning goes out as ``summary_text``."""
     encrypted: bool = False
@@ -97,15 +99,30 @@ def to_chat(body: Any, *, key: bytes, web_search: WebSearch = "drop") -> Respons
     stream = _flag(body, "stream")
     if stream:
         chat["stream"] = True
-    echo = _sampling(body, chat)
-    echo["tools"] = echo_tools
-    echo["tool_choice"] = tool_choice(body, chat, names)
-    echo["text"] = {"format": text_format(body, chat)}
-    echo["reasoning"], summary = reasoning(body, chat)
-    echo["instructions"] = instructions
-    echo.update(_passive(body, ignored))
-    return ResponsesRequest(chat, model, stream, names, echo, summary,
-                            ENCRYPTED in echo["include"], ignored.entries(), key)  # fmt: skip
+    temperature, top_p, max_output_tokens = _sampling(body, chat)
+    choice = tool_choice(body, chat, names)
+    fmt = text_format(body, chat)
+    echo_reasoning, summary = reasoning(body, chat)
+    include, passive = _passive(body, ignored)
+    echo = {  # the Response's keys from previous_response_id on, in its order (skeleton)
+        "previous_response_id": None,
+        "instructions": instructions,
+        "tools": echo_tools,
+        "tool_choice": choice,
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+        "text": {"format": fmt},
+        "temperature": temperature,
+        "top_p": top_p,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_logprobs": 0,
+        "max_output_tokens": max_output_tokens,
+        "max_tool_calls": None,
+        "reasoning": echo_reasoning,
+        **passive,
+    }
+    return ResponsesRequest(chat, model, stream, names, echo, summary, ENCRYPTED in include,
+                            ignored.entries(), key)  # fmt: skip
 
 
 def _flag(body: dict[str, Any], name: str) -> bool:
@@ -115,19 +132,24 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return bool(value)
 
 
-def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
-    echo: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0, "max_output_tokens": None}
-    for name, hi in (("temperature", 2.0), ("top_p", 1.0)):
-        if body.get(name) is not None:
-            chat[name] = echo[name] = number(body[name], name, 0.0, hi)
+def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> tuple[float, float, int | None]:
+    """``temperature``, ``top_p`` and ``max_output_tokens`` as echoed (put on ``chat`` when
+    sent)."""
+    temperature = top_p = 1.0
+    limit = None
+    if body.get("temperature") is not None:
+        chat["temperature"] = temperature = number(body["temperature"], "temperature", 0.0, 2.0)
+    if body.get("top_p") is not None:
+        chat["top_p"] = top_p = number(body["top_p"], "top_p", 0.0, 1.0)
     if body.get("max_output_tokens") is not None:
         limit = integer(body["max_output_tokens"], "max_output_tokens", 1)
-        chat["max_tokens"] = echo["max_output_tokens"] = limit
-    return echo
+        chat["max_tokens"] = limit
+    return temperature, top_p, limit
 
 
-def _passive(body: dict[str, Any], ignored: Ignored) -> dict[str, Any]:
-    """Fields accepted and echoed, not forwarded (each sent one named in ``ignored``)."""
+def _passive(body: dict[str, Any], ignored: Ignored) -> tuple[list[str], dict[str, Any]]:
+    """Fields accepted, not forwarded (each sent one named in ``ignored``): ``include``, and
+    the echoed ones, in the Response's order (from ``truncation`` on)."""
     raw = body.get("include")
     include: list[str] = []
     if raw is not None:
@@ -156,16 +178,15 @@ def _passive(body: dict[str, Any], ignored: Ignored) -> dict[str, Any]:
         for name in body:
             if name not in _HANDLED:
                 ignored.unknown(name)
-    return {
-        "include": include,
-        "metadata": metadata or {},
+    return include, {
         "truncation": truncation,
         "store": False,  # a stateless gateway stores nothing, whatever the request asked
         "background": False,
+        "service_tier": "default",
+        "metadata": metadata or {},
         # OpenAI's schema has both as strings (never null); Open Responses requires them
-        "prompt_cache_key": cache_key or "",
         "safety_identifier": body.get("safety_identifier") or "",
-        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+        "prompt_cache_key": cache_key or "",
     }
 
 

@@ -9,6 +9,7 @@ sealed text when ``include`` asked ``reasoning.encrypted_content``), the ``messa
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,16 +27,38 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
+_POOL_BYTES = 2048
+
+
+class _Pool:
+    """Hex digits of the system's randomness (``os.urandom``) and how many were handed out:
+    drawn 2 KiB at a time (one system call per 32 streams, not one each), dropped in a forked
+    child (which must not hand out its parent's)."""
+
+    digits = ""
+    at = 0
+
+    @classmethod
+    def forget(cls) -> None:
+        cls.digits, cls.at = "", 0
+
+
+os.register_at_fork(after_in_child=_Pool.forget)
+
+
 def new_ids(first: str, second: str) -> tuple[str, str]:
-    """Two fresh ids, as :func:`new_id` makes them, from one draw of the system's randomness
-    (a stream's response and its first message item)."""
-    drawn = secrets.token_hex(32)
-    return f"{first}_{drawn[:32]}", f"{second}_{drawn[32:]}"
+    """Two fresh ids, as :func:`new_id` makes them (32 random hex digits each), from one draw
+    of the pool of the system's randomness (a stream's response and its first message item)."""
+    digits, at = _Pool.digits, _Pool.at
+    if at + 64 > len(digits):
+        digits, at = os.urandom(_POOL_BYTES).hex(), 0
+        _Pool.digits = digits
+    _Pool.at = at + 64
+    return f"{first}_{digits[at : at + 32]}", f"{second}_{digits[at + 32 : at + 64]}"
 
 
 def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
     """A ``Response`` with no output yet (``status: in_progress``)."""
-    echo = req.echo
     return {
         "id": rid,
         "object": "response",
@@ -47,27 +70,7 @@ def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
         "model": req.requested_model,
         "output": [],
         "usage": usage_of(None),  # OpenAI's schema has no null here
-        "previous_response_id": None,
-        "instructions": echo["instructions"],
-        "tools": echo["tools"],
-        "tool_choice": echo["tool_choice"],
-        "parallel_tool_calls": echo["parallel_tool_calls"],
-        "text": echo["text"],
-        "temperature": echo["temperature"],
-        "top_p": echo["top_p"],
-        "presence_penalty": 0.0,
-        "frequency_penalty": 0.0,
-        "top_logprobs": 0,
-        "max_output_tokens": echo["max_output_tokens"],
-        "max_tool_calls": None,
-        "reasoning": echo["reasoning"],
-        "truncation": echo["truncation"],
-        "store": echo["store"],
-        "background": echo["background"],
-        "service_tier": "default",
-        "metadata": echo["metadata"],
-        "safety_identifier": echo["safety_identifier"],
-        "prompt_cache_key": echo["prompt_cache_key"],
+        **req.echo,  # previous_response_id ... prompt_cache_key
     }
 
 
@@ -87,8 +90,8 @@ def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str
 
 
 def _count(node: Any, key: str) -> int:
-    value = node.get(key) if isinstance(node, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    value = node.get(key) if type(node) is dict else None
+    return value if type(value) is int and value > 0 else 0  # (not a bool: type, not isinstance)
 
 
 def usage_of(usage: Any) -> dict[str, Any]:
@@ -101,11 +104,11 @@ def usage_of(usage: Any) -> dict[str, Any]:
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 0,
         }
+    if type(usage) is not dict:
+        usage = {}
     inp, out = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
-    cached = _count(
-        usage.get("prompt_tokens_details") if isinstance(usage, dict) else None, "cached_tokens"
-    )
-    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
+    cached = _count(usage.get("prompt_tokens_details"), "cached_tokens")
+    details = usage.get("completion_tokens_details")
     return {
         "input_tokens": inp,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},

@@ -18,8 +18,10 @@ event carries ``sequence_number``, counting from 0. Item rules:
 
 from __future__ import annotations
 
+import re
 import time
-from itertools import chain, repeat
+from operator import add
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -34,6 +36,7 @@ from gateway.frontends.responses_answer import (
     output_text,
     reasoning_item,
     skeleton,
+    usage_of,
 )
 from gateway.frontends.tool_calls import Call, ToolCalls
 
@@ -115,6 +118,28 @@ _SUMMARY_DELTA = (
 )
 
 
+def _response_pieces() -> list[bytes]:
+    """A ``Response`` (:func:`skeleton`) dumped with a placeholder for each of its first nine
+    values that a stream sets (id, created_at, completed_at, status, incomplete_details,
+    error, model, output, usage), cut around them: ten pieces, the last ``}`` where the
+    echoed request (``ResponsesRequest.echo``, dumped once per stream) goes."""
+    stub: Any = SimpleNamespace(requested_model="\x16", echo={})
+    response = skeleton(stub, "\x10", "\x11")  # type: ignore[arg-type]
+    slots = ("completed_at", "status", "incomplete_details", "error", "output", "usage")
+    response.update({k: chr(n) for k, n in zip(slots, b"\x12\x13\x14\x15\x17\x18", strict=True)})
+    dumped = orjson.dumps(response)  # "\x10" as "\u0010" ...
+    assert re.findall(rb'"\\u001(\d)"', dumped) == [b"%d" % n for n in range(9)]
+    return re.split(rb'"\\u001\d"', dumped)
+
+
+_R = _response_pieces()
+_STARTED = b"".join((b"null", _R[3], b'"in_progress"', _R[4], b"null", _R[5], b"null"))
+"""A ``Response`` in progress from its completed_at to its error (between _R[2] and _R[6])."""
+_ZERO_USAGE = orjson.dumps(usage_of(None))
+_NO_OUTPUT = b"".join((b"[]", _R[8], _ZERO_USAGE))
+_RESPONSE = b',"response":'
+
+
 def _seq_delta(n: int) -> bytes:
     return _SEQ[n] if n < len(_SEQ) else _seq_deltas(n, 1)[0]
 
@@ -126,7 +151,15 @@ class ResponsesStream:
         self.req = req
         rid, self._msg_id = new_ids("resp", "msg")
         """The first message item's id, drawn with the response's (then "": new_id)."""
-        self.response = skeleton(req, rid, int(time.time()))
+        self._output: list[bytes] = []
+        """The response's output items so far, each as JSON (as its ``output_item.done``)."""
+        self._pre = b"".join((_R[0], orjson.dumps(rid), _R[1], b"%d" % int(time.time()), _R[2]))
+        """The ``Response`` up to its ``completed_at`` value (:func:`_response_pieces`)."""
+        self._model = b"".join((_R[6], orjson.dumps(req.requested_model), _R[7]))
+        """From after its ``error`` value to its ``output`` value."""
+        echo = orjson.dumps(req.echo)
+        self._echo = b"," + echo[1:] if len(echo) > 2 else _R[9]
+        """From after its ``usage`` value to the end: the request echoed, dumped once."""
         self._seq = 0
         self._open: str | None = None
         self._item_id = ""
@@ -155,16 +188,34 @@ class ResponsesStream:
         return b"".join((_head(kind), str(seq).encode(), b",", memoryview(data)[1:], b"\n\n"))
 
     def start(self) -> bytes:
-        """``response.created`` and ``response.in_progress``: the response dumped once."""
-        data = memoryview(orjson.dumps({"response": self.response}))[1:]
+        """``response.created`` and ``response.in_progress``: the response written once."""
+        data = b"".join((_RESPONSE, self._pre, _STARTED, self._model, _NO_OUTPUT, self._echo))
         seq = self._seq
         self._seq = seq + 2
         return b"".join(
             (
-                _CREATED, str(seq).encode(), b",", data, b"\n\n",
-                _IN_PROGRESS, str(seq + 1).encode(), b",", data, b"\n\n",
+                _CREATED, b"%d" % seq, data, _EVENT_END,
+                _IN_PROGRESS, b"%d" % (seq + 1), data, _EVENT_END,
             )
         )  # fmt: skip
+
+    def _response(
+        self, kind: str, state: dict[str, Any], error: bytes = b"null", usage: bytes = b""
+    ) -> list[bytes]:
+        """The pieces of a whole-response event (``kind``): the ``Response`` with ``state``'s
+        ``status``, ``completed_at`` and ``incomplete_details`` (absent: null), ``error`` and
+        ``usage`` (JSON; none: all counts 0), and the output items so far."""
+        seq = self._seq
+        self._seq = seq + 1
+        done = state.get("completed_at")
+        details = state.get("incomplete_details")
+        return [
+            _head(kind), b"%d" % seq, _RESPONSE, self._pre,
+            b"null" if done is None else b"%d" % done, _R[3], orjson.dumps(state["status"]),
+            _R[4], b"null" if details is None else orjson.dumps(details), _R[5], error,
+            self._model, b"[", b",".join(self._output), b"]", _R[8],
+            usage or _ZERO_USAGE, self._echo, _EVENT_END,
+        ]  # fmt: skip
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         """The events for one normalised ``chat.completion.chunk`` (often none)."""
@@ -199,17 +250,19 @@ class ResponsesStream:
         return prefix + _seq_delta(seq) + quoted + _DELTA_END
 
     def texts(self, quoted: list[bytes]) -> bytes:
-        """:meth:`text` for each of several JSON strings in a row, joined: the events'
-        pieces (prefix, number, text, end) joined at once, no per-event concatenation."""
+        """:meth:`text` for each of several JSON strings in a row, joined: each event is
+        prefix + number and text + end, so one join with end + prefix between them."""
         prefix = self._prefix
         if self._done or prefix is None or self._open != "message":
             return b"".join([self.text(q) for q in quoted])
         kept = [q for q in quoted if q != b'""'] if b'""' in quoted else quoted
         seq = self._seq
         self._seq = seq + len(kept)
+        if not kept:
+            return b""
         self._texts.extend(kept)  # decoded with the rest when the item closes
-        pieces = zip(repeat(prefix), _seq_deltas(seq, len(kept)), kept, repeat(_DELTA_END))
-        return b"".join(chain.from_iterable(pieces))
+        events = (_DELTA_END + prefix).join(map(add, _seq_deltas(seq, len(kept)), kept))
+        return b"".join((prefix, events, _DELTA_END))
 
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or
@@ -220,11 +273,11 @@ class ResponsesStream:
         if self._tools.calls:
             out += [self._call_events(c) for c in self._tools.calls]
         self._done = True
-        finish(self.response, self._finish, self._usage)
+        state = finish({}, self._finish, self._usage)
         kind = "response.completed"
-        if self.response["status"] == "incomplete":
+        if state["status"] == "incomplete":
             kind = "response.incomplete"
-        out.append(self._event(kind, {"response": self.response}))
+        out += self._response(kind, state, usage=orjson.dumps(state["usage"]))
         return b"".join(out)
 
     def fail(self, code: str, message: str, *, rate_limited: bool = False) -> bytes:
@@ -234,10 +287,9 @@ class ResponsesStream:
         if self._done:
             return b""
         self._done = True
-        self.response["status"] = "failed"
         kind = "rate_limit_exceeded" if rate_limited else "server_error"
-        self.response["error"] = {"code": kind, "message": message}
-        out = self._event("response.failed", {"response": self.response})
+        error = orjson.dumps({"code": kind, "message": message})
+        out = b"".join(self._response("response.failed", {"status": "failed"}, error))
         err = {"code": code, "message": message, "param": None}
         return out + self._event("error", {**err, "error": {"type": "server_error", **err}})
 
@@ -276,7 +328,7 @@ class ResponsesStream:
         return out
 
     def _where(self) -> dict[str, Any]:
-        return {"item_id": self._item_id, "output_index": len(self.response["output"])}
+        return {"item_id": self._item_id, "output_index": len(self._output)}
 
     def _text(self, kind: str, text: str) -> bytes:
         out = b"" if self._open == kind else self._close() + self._open_item(kind)
@@ -311,10 +363,7 @@ class ResponsesStream:
             item_id = new_id("msg" if kind == "message" else "rs")
         self._item_id = item_id
         self._at = (  # what _where() dumps, once for the item's events
-            b'{"item_id":'
-            + orjson.dumps(item_id)
-            + b',"output_index":'
-            + str(len(self.response["output"])).encode()
+            b'{"item_id":' + orjson.dumps(item_id) + b',"output_index":' + b"%d" % len(self._output)
         )
         if kind == "message":  # two events, as _item_event writes them, in one join
             seq = self._seq
@@ -339,8 +388,11 @@ class ResponsesStream:
         return self._event("response.output_item.added", {**self._where(), "item": item})
 
     def _item_done(self, item: dict[str, Any]) -> bytes:
-        out = self._event("response.output_item.done", {**self._where(), "item": item})
-        self.response["output"].append(item)
+        """``output_item.done`` for ``item``, put in the output: dumped once for both."""
+        dumped = orjson.dumps(item)
+        at = orjson.dumps(self._where())
+        out = self._event_json("response.output_item.done", at[:-1] + b',"item":' + dumped + b"}")
+        self._output.append(dumped)
         return out
 
     def _close(self) -> bytes:
@@ -350,21 +402,23 @@ class ResponsesStream:
         self._open, self._texts = None, []
         event = self._item_event  # the item's id and index as opened (nothing appended since)
         if kind == "message":  # its three events, as _item_event writes them, in one join
-            self.response["output"].append(message_item(text, self._item_id))
             seq = self._seq
             self._seq = seq + 3
             at = self._at[1:]
             quoted = orjson.dumps(text)
             part_json = _PART_TEXT[0] + quoted + _PART_TEXT[1]
+            item = b"".join(
+                (_ITEM_PART[0], orjson.dumps(self._item_id), _ITEM_PART[1], part_json,
+                 _ITEM_PART[2])
+            )  # fmt: skip
+            self._output.append(item)  # message_item(text, self._item_id) dumped
             return b"".join(
                 (
-                    _TEXT_DONE, str(seq).encode(), b",", at, b',"content_index":0,"text":',
+                    _TEXT_DONE, b"%d" % seq, b",", at, b',"content_index":0,"text":',
                     quoted, b',"logprobs":[]', _EVENT_END,
-                    _PART_DONE, str(seq + 1).encode(), b",", at, b',"content_index":0,"part":',
+                    _PART_DONE, b"%d" % (seq + 1), b",", at, b',"content_index":0,"part":',
                     part_json, _EVENT_END,
-                    _ITEM_DONE, str(seq + 2).encode(), b",", at, b',"item":', _ITEM_PART[0],
-                    orjson.dumps(self._item_id), _ITEM_PART[1], part_json, _ITEM_PART[2],
-                    _EVENT_END,
+                    _ITEM_DONE, b"%d" % (seq + 2), b",", at, b',"item":', item, _EVENT_END,
                 )
             )  # fmt: skip
         out = b""
@@ -373,9 +427,9 @@ class ResponsesStream:
             out += event("response.reasoning_summary_text.done", done)
             part = {"summary_index": 0, "part": _summary(text)}
             out += event("response.reasoning_summary_part.done", part)
-        item = reasoning_item(self.req, text, self._item_id)
-        out += event("response.output_item.done", {"item": item})
-        self.response["output"].append(item)
+        item = orjson.dumps(reasoning_item(self.req, text, self._item_id))
+        out += self._event_json("response.output_item.done", self._at + b',"item":' + item + b"}")
+        self._output.append(item)
         return out
 
     def _call_events(self, call: Call) -> bytes:

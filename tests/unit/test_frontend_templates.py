@@ -222,3 +222,77 @@ def test_a_stream_draws_two_ids_at_once() -> None:
     first, second = new_ids("resp", "msg")
     assert re.fullmatch(r"resp_[0-9a-f]{32}", first) and re.fullmatch(r"msg_[0-9a-f]{32}", second)
     assert first[5:] != second[4:] and new_ids("a", "b") != new_ids("a", "b")
+
+
+RICH = {
+    "model": "glm-4.7", "input": "hi", "stream": True, "instructions": "Be \"brief\".",
+    "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+    "tool_choice": "auto", "parallel_tool_calls": False, "reasoning": {"summary": "auto"},
+    "metadata": {"a": "é"}, "temperature": 0.5, "top_p": 0.9, "max_output_tokens": 9,
+    "truncation": "auto", "safety_identifier": "u1", "prompt_cache_key": "k1",
+    "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}},
+}  # fmt: skip
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 2}}
+
+
+@pytest.mark.parametrize("body", [{"model": "m", "input": "hi", "stream": True}, RICH])
+@pytest.mark.parametrize("end", ["stop", "length", "content_filter", "fail"])
+def test_whole_response_events_are_the_response_dumped(body: dict[str, Any], end: str) -> None:
+    """created, in_progress and the last event carry the Response as the dict form
+    (``skeleton``, ``finish``, the output items) dumps it: written from pieces per stream."""
+    from gateway.frontends.responses_answer import finish, skeleton
+
+    req = to_chat(dict(body), key=b"k")
+    s = ResponsesStream(req)
+    call = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}
+    raw = s.start() + s.feed(FIRST) + s.feed(chunk('Hi "x"'))
+    raw += s.feed({"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]})
+    raw += s.feed(chunk("é"))
+    if end == "fail":
+        raw += s.fail("stream_transient", "broke")
+    else:
+        raw += s.feed({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+        raw += s.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": end}]})
+        raw += s.feed({"choices": [], "usage": USAGE}) + s.end()
+    evs = [(kind, orjson.loads(data), data) for kind, data in frames(raw)]
+    first = evs[0][1]["response"]
+    expected = skeleton(req, first["id"], first["created_at"])
+    whole = [(k, e, d) for k, e, d in evs if "response" in e]
+    assert [k for k, _, _ in whole][:2] == ["response.created", "response.in_progress"]
+    for kind, ev, data in whole[:2]:
+        assert data == orjson.dumps({"type": kind, "sequence_number": ev["sequence_number"],
+                                     "response": expected})  # fmt: skip
+    kind, ev, data = whole[-1]
+    expected["output"] = [e["item"] for k, e, _ in evs if k == "response.output_item.done"]
+    assert len(expected["output"]) == (2 if end == "fail" else 4)  # message, reasoning, ...
+    if end == "fail":
+        expected["status"] = "failed"
+        expected["error"] = {"code": "server_error", "message": "broke"}
+    else:
+        finish(expected, end, USAGE)
+        expected["completed_at"] = ev["response"]["completed_at"]
+    assert kind == {"stop": "response.completed", "fail": "response.failed"}.get(
+        end, "response.incomplete"
+    )
+    assert data == orjson.dumps(
+        {"type": kind, "sequence_number": ev["sequence_number"], "response": expected}
+    )
+
+
+def test_a_forked_child_draws_ids_of_its_own() -> None:
+    """Ids come from a pool of random digits: a forked child must not hand out its parent's."""
+    import os
+
+    from gateway.frontends.responses_answer import new_ids
+
+    new_ids("a", "b")  # the pool is filled in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.write(write, "".join(new_ids("a", "b")).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    assert len(child) == 68 and child != "".join(new_ids("a", "b"))
