@@ -132,6 +132,22 @@ def test_a_run_of_texts_is_what_text_gives_each_event() -> None:
     assert taken > 0
 
 
+def test_a_run_of_texts_with_a_nul_or_a_backslash_is_never_split_wrong() -> None:
+    from gateway.edge.fastpath import BytePath
+
+    fast = BytePath(None, ())
+    pre = b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"'
+    suf = b'"},"finish_reason":null}]}'
+    assert fast.text(pre + b"hi" + suf) == b'"hi"'
+    for odd in (b"a\x00b", b"\x00", b"a\\\x00", b"\\u0000", b"x\\\\"):
+        events = [pre + t + suf for t in (b"one", odd, b"two")]
+        got = fast.text_run(b"".join(e + b"\n\n" for e in events), 0)
+        want = [fast.text(e) for e in events]
+        assert got is None or (got[0] == want[: got[1]] and None not in want[: got[1]]), odd
+        run = fast.run(b"".join(e + b"\n\n" for e in events), 0)
+        assert run is None or run[0] == b"".join(fast.one(e) or b"!" for e in events[: run[1]])
+
+
 async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
     events = [b'data: {"n":%d}' % i for i in range(30)] + [b": ping", b"data: [DONE]"]
     wire = b"".join(e + b"\n\n" for e in events)
