@@ -42,7 +42,13 @@ from gateway.routing import failures as fl
 from gateway.routing.affinity import Affinity, Pinned, session_key
 from gateway.routing.answers import is_event_stream, not_a_stream, parse_answer
 from gateway.routing.planner import Plan
-from gateway.routing.sse import SSEReader, carries_content, event_json, first_choice
+from gateway.routing.sse import (
+    SSEReader,
+    carries_content,
+    event_json,
+    first_choice,
+    plain_chunk,
+)
 from gateway.routing.structured import SchemaCache, SchemaGuard
 from gateway.state.base import Lease, Outcome, StateStore
 from gateway.tenancy.auth import Caller
@@ -391,31 +397,50 @@ class Router:
         ttft = self._ttft_left(deadline)
         commits = native.commits if native is not None else carries_content
         prelude: list[bytes] = []
+        # The time to the first token: one loop timer that cancels this task (what
+        # ``asyncio.timeout`` does, without its context object and two coroutine steps).
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        timer = _TTFT(task)
+        handle = loop.call_at(loop.time() + ttft, timer.fire)
         try:
-            async with asyncio.timeout(ttft):
-                while True:
-                    event = await reader.next_event()
-                    if event is None:
-                        return fl.Failure(
-                            fl.FailureClass.TRANSIENT,
-                            200,
-                            None,
-                            "stream ended before the first token",
-                        )
-                    prelude.append(event)
-                    obj = event_json(event)
-                    if commits(obj):
-                        return self._check_first(obj) or prelude
-                    if isinstance(obj, dict) and "error" in obj:
-                        failure = fl.classify_stream_event(obj)
-                        if failure is not None:
-                            return failure
-        except TimeoutError:
-            return fl.Failure(
-                fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
-            )
+            while True:
+                event = await reader.next_event()
+                if event is None:
+                    return fl.Failure(
+                        fl.FailureClass.TRANSIENT,
+                        200,
+                        None,
+                        "stream ended before the first token",
+                    )
+                prelude.append(event)
+                if native is None:
+                    plain = _opening(event)
+                    if plain is not None:
+                        if plain:
+                            return prelude  # the first text: the commit, nothing to check
+                        continue  # the role, empty content: nothing to commit or check
+                obj = event_json(event)
+                if commits(obj):
+                    return self._check_first(obj) or prelude
+                if isinstance(obj, dict) and "error" in obj:
+                    failure = fl.classify_stream_event(obj)
+                    if failure is not None:
+                        return failure
+        except asyncio.CancelledError:
+            # Ours only if the timer fired and no other cancellation is pending (as
+            # ``asyncio.timeout`` decides); else it goes on up.
+            if timer.fired and task.uncancel() <= cancelling:
+                return fl.Failure(
+                    fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
+                )
+            raise
         except (UpstreamTimeout, UpstreamConnectionError) as exc:
             return fl.classify_exception(exc)
+        finally:
+            handle.cancel()
 
     @staticmethod
     def _check_first(obj: Any) -> fl.Failure | None:
@@ -584,6 +609,46 @@ class Router:
             headers=headers,
             extra={"attempts": [a.describe() for a in rs.attempts]},
         )
+
+
+class _TTFT:
+    """The time-to-first-token timer of one stream start: cancels the task when it fires."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+_FIRST_DELTA = b'"choices":[{"index":0,"delta":{'
+_ROLE = b'"role":"assistant",'
+
+
+def _opening(event: bytes) -> bool | None:
+    """A plain chunk's part in the stream start, decided on its bytes (the relay passes such a
+    chunk unparsed too): True when its first choice's delta opens with a non-empty ``content``
+    string (after ``role``, if any): it commits the stream and carries no failure; False when
+    that delta is only an empty ``content`` (and ``role``): no commit, no failure; None: parse
+    it. A plain chunk (:func:`~gateway.routing.sse.plain_chunk`) has no finish reason, error,
+    reasoning or tool calls."""
+    at = event.find(_FIRST_DELTA)
+    if at < 0:
+        return None
+    at += len(_FIRST_DELTA)
+    if event.startswith(_ROLE, at):
+        at += len(_ROLE)
+    if not event.startswith(b'"content":"', at):
+        return None
+    if event[at + 11 : at + 12] != b'"':
+        return True if plain_chunk(event) else None
+    if event.startswith(b'"content":""}', at):
+        return False if plain_chunk(event) else None
+    return None
 
 
 def _siblings_by_key(targets: tuple[Target, ...]) -> dict[str, tuple[str, ...]]:
