@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
-from contextlib import aclosing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast, overload
 
@@ -234,33 +233,36 @@ class Router:
         ``encode=False`` (a front-end that reads the object): the OpenAI-shaped answer is left
         in ``rs.answer`` and ``b""`` returned, saving a dump and the front-end's parse."""
         guard = self._schemas.guard(body)
-        async with aclosing(self._walk(rs, deadline)) as walk:
-            async for target, tries in walk:
-                direct = native if native is not None and native.serves(target) else None
-                upstream, changes = self._body_for(body, target, direct)
-                started = self._clock()
-                failure: fl.Failure
-                status = 0
-                try:
-                    resp = await self._send(target, upstream, False, deadline, direct, rs.trace)
-                except (UpstreamTimeout, UpstreamConnectionError) as exc:
-                    failure = fl.classify_exception(exc)
+        for step in self._walk(rs, deadline):
+            if not isinstance(step, tuple):  # a backoff before a retry
+                await self._pause(rs, step)
+                continue
+            target, tries = step
+            direct = native if native is not None and native.serves(target) else None
+            upstream, changes = self._body_for(body, target, direct)
+            started = self._clock()
+            failure: fl.Failure
+            status = 0
+            try:
+                resp = await self._send(target, upstream, False, deadline, direct, rs.trace)
+            except (UpstreamTimeout, UpstreamConnectionError) as exc:
+                failure = fl.classify_exception(exc)
+            else:
+                status = resp.status
+                if 200 <= status < 300:
+                    out = (
+                        self._accept_native(direct, resp, target, rs, changes, started)
+                        if direct is not None
+                        else self._accept(resp, target, rs, changes, started, guard, encode)
+                    )
+                    if isinstance(out, bytes):
+                        return out
+                    failure = out
                 else:
-                    status = resp.status
-                    if 200 <= status < 300:
-                        out = (
-                            self._accept_native(direct, resp, target, rs, changes, started)
-                            if direct is not None
-                            else self._accept(resp, target, rs, changes, started, guard, encode)
-                        )
-                        if isinstance(out, bytes):
-                            return out
-                        failure = out
-                    else:
-                        failure = fl.classify_response(status, resp.headers, resp.body)
-                self._failed(rs, target, status, failure, started, tries)
-                if guard is not None and guard.exhausted:
-                    raise guard.error([a.describe() for a in rs.attempts])
+                    failure = fl.classify_response(status, resp.headers, resp.body)
+            self._failed(rs, target, status, failure, started, tries)
+            if guard is not None and guard.exhausted:
+                raise guard.error([a.describe() for a in rs.attempts])
         raise self._all_failed(rs, deadline)
 
     def _accept(
@@ -337,36 +339,39 @@ class Router:
     ) -> StreamSession:
         """Streaming: fall over invisibly until one upstream sends its first content token."""
         guard = self._schemas.guard(body)
-        async with aclosing(self._walk(rs, deadline)) as walk:
-            async for target, tries in walk:
-                direct = native if native is not None and native.serves(target) else None
-                upstream, changes = self._body_for(body, target, direct)
-                started = self._clock()
-                try:
-                    resp = await self._send(target, upstream, True, deadline, direct, rs.trace)
-                except (UpstreamTimeout, UpstreamConnectionError) as exc:
-                    self._failed(rs, target, 0, fl.classify_exception(exc), started, tries)
-                    continue
-                if resp.status >= 300 or resp.chunks is None:
-                    failure = fl.classify_response(resp.status, resp.headers, resp.body)
-                    self._failed(rs, target, resp.status, failure, started, tries)
-                    continue
-                if not is_event_stream(resp.headers):
-                    failure = await not_a_stream(resp, self._ttft_left(deadline))
-                    self._failed(rs, target, resp.status, failure, started, tries)
-                    continue
-                reader = SSEReader(resp.chunks)
-                got = await self._until_commit(reader, deadline, direct)
-                if isinstance(got, fl.Failure):
-                    await resp.close()
-                    self._failed(rs, target, resp.status, got, started, tries)
-                    continue
-                rs.target = target
-                rs.adaptations = changes
-                rs.native = direct is not None
-                rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
-                usage = client_wants_usage(body)
-                return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
+        for step in self._walk(rs, deadline):
+            if not isinstance(step, tuple):  # a backoff before a retry
+                await self._pause(rs, step)
+                continue
+            target, tries = step
+            direct = native if native is not None and native.serves(target) else None
+            upstream, changes = self._body_for(body, target, direct)
+            started = self._clock()
+            try:
+                resp = await self._send(target, upstream, True, deadline, direct, rs.trace)
+            except (UpstreamTimeout, UpstreamConnectionError) as exc:
+                self._failed(rs, target, 0, fl.classify_exception(exc), started, tries)
+                continue
+            if resp.status >= 300 or resp.chunks is None:
+                failure = fl.classify_response(resp.status, resp.headers, resp.body)
+                self._failed(rs, target, resp.status, failure, started, tries)
+                continue
+            if not is_event_stream(resp.headers):
+                failure = await not_a_stream(resp, self._ttft_left(deadline))
+                self._failed(rs, target, resp.status, failure, started, tries)
+                continue
+            reader = SSEReader(resp.chunks)
+            got = await self._until_commit(reader, deadline, direct)
+            if isinstance(got, fl.Failure):
+                await resp.close()
+                self._failed(rs, target, resp.status, got, started, tries)
+                continue
+            rs.target = target
+            rs.adaptations = changes
+            rs.native = direct is not None
+            rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
+            usage = client_wants_usage(body)
+            return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
         raise self._all_failed(rs, deadline)
 
     @overload
@@ -446,8 +451,10 @@ class Router:
     def _check_first(obj: Any) -> fl.Failure | None:
         return fl.stream_failure(obj)
 
-    async def _walk(self, rs: RouteState, deadline: float) -> Any:
-        """Yield (target, try number) in plan order, honouring retry/next decisions."""
+    def _walk(self, rs: RouteState, deadline: float) -> Iterator[tuple[Target, int] | float]:
+        """Yield (target, try number) in plan order, honouring retry/next decisions; before a
+        retry, the seconds to back off first (a float: the caller sleeps them, :meth:`_pause`).
+        A plain generator: no async generator to set up and close per request."""
         larger_than: int | None = None
         bad_keys: set[tuple[str, str, str | None]] = set()
         budget = self._routing.max_attempts
@@ -482,22 +489,25 @@ class Router:
                     # same in this request, so move on to another provider
                     bad_keys.add(target.account)
                 if decision.action is fl.Action.RETRY:
-                    slept = self._clock()
-                    await self._backoff(last, tries, deadline)
-                    rs.backoff_s += self._clock() - slept
+                    yield self._backoff_s(last, tries, deadline)
                     continue
                 break
 
-    async def _backoff(self, failure: fl.Failure, tries: int, deadline: float) -> None:
+    def _backoff_s(self, failure: fl.Failure, tries: int, deadline: float) -> float:
         wait = self._routing.retry_backoff_s * (2 ** (tries - 1))
         if (
             failure.retry_after is not None
             and failure.retry_after <= self._routing.max_retry_after_s
         ):
             wait = max(wait, failure.retry_after)
-        wait = min(wait, max(0.0, deadline - self._clock()))
+        return float(min(wait, max(0.0, deadline - self._clock())))
+
+    async def _pause(self, rs: RouteState, wait: float) -> None:
+        """Sleep a backoff, counted in ``rs.backoff_s``."""
+        slept = self._clock()
         if wait > 0:
             await asyncio.sleep(wait)
+        rs.backoff_s += self._clock() - slept
 
     def _failed(
         self,
