@@ -315,3 +315,70 @@ async def test_the_stream_guard_arms_its_timer_only_when_the_relay_waits() -> No
     split = wire.index(b"\n\n", 300) + 2
     assert await run([wire[:split], wire[split:]]) == whole  # a wait: the timer is armed once
     assert Counting.arms == 1
+
+
+async def test_a_finish_chunk_with_usage_reaches_an_object_front_end_as_objects() -> None:
+    """A host that puts usage on its finish chunk, a client that asked for usage (Messages and
+    Responses always do): the relay hands the front-end both objects (the finish chunk, then
+    the usage chunk), as parsing the two events it would otherwise write gives."""
+    from gateway.edge.stream_guard import StreamGuard
+    from gateway.frontends.messages_frontend import _MessagesOut
+    from gateway.frontends.messages_stream import MessagesStream
+    from gateway.observability.timing import StageTimes
+
+    target = next(t for t in TARGETS if t.provider == "zai" and not relay(t).raw)
+    head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    wire = b"".join(
+        head + b'"choices":[{"index":0,"delta":{"content":"%d "},"finish_reason":null}]}\n\n' % i
+        for i in range(4)
+    )
+    wire += head + b'"choices":[{"index":0,"delta":{},"finish_reason":"length"}],'
+    wire += b'"usage":{"prompt_tokens":17,"completion_tokens":48,"total_tokens":65}}\n\n'
+    wire += b"data: [DONE]\n\n"
+
+    async def run(objects: bool) -> tuple[bytes, list[bytes]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield wire
+
+        reader = SSEReader(chunks())
+        first = await reader.next_event()
+        assert first is not None
+        session: Any = SimpleNamespace(
+            include_usage=True, guard=None, native=None, prelude=[first], reader=reader
+        )
+        r = Relay(session, target, StageTimes(), StreamGuard(time.monotonic() + 60, 30.0))
+        parsed_back: list[bytes] = []
+
+        class Watched(_MessagesOut):
+            __slots__ = ()
+
+            def relay(self, chunk: bytes) -> bytes:
+                parsed_back.append(chunk)
+                return super().relay(chunk)
+
+        out = Watched(MessagesStream("claude-x", thinking_key=b"k" * 32))
+        if objects:
+            r.take_objects()
+
+        def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
+            return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
+
+        sent = [r.prelude(out)]
+
+        async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
+            sent.append(render(parts, objs))
+
+        async def opening() -> None:
+            return None
+
+        assert await r.pump(forward, opening) is None
+        if r.held is not None:
+            sent.append(render(*r.held))
+        assert r.usage == {"prompt_tokens": 17, "completion_tokens": 48, "total_tokens": 65}
+        return b"".join(sent), parsed_back
+
+    by_bytes, _ = await run(False)
+    by_objects, parsed_back = await run(True)
+    assert parsed_events(by_objects) == parsed_events(by_bytes)
+    assert b'"output_tokens":48' in by_objects
+    assert not any(b"usage" in chunk for chunk in parsed_back)  # nothing encoded, parsed back
