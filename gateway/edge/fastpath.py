@@ -26,6 +26,9 @@ from operator import itemgetter
 from gateway.routing.sse import DONE, plain_chunk
 
 _CONTENT = b'"content":"'
+_DELTA_CONTENT = b'"delta":{"content":"'
+_ROLE_CONTENT = b'"delta":{"role":"assistant","content":"'
+"""The first chunk of a stream names the role; the chunks after it are the same without it."""
 _SEP = b'"\x00"'
 """Between two texts of a run: their JSON strings' closing and opening quotes, a NUL."""
 _BACKSLASH = 0x5C
@@ -70,7 +73,10 @@ def _template(event: bytes, replacements: tuple[tuple[bytes, bytes], ...]) -> _T
     end = event.find(b'"', start)
     if end < 0 or event.find(b"\\", start, end) >= 0:
         return None  # an escape in this chunk's text: learn from a later one
-    return _Template(event[:start], event[end:], replacements)
+    pre = event[:start]
+    if pre.endswith(_ROLE_CONTENT):  # a stream's first chunk: the template of those after it
+        pre = pre[: -len(_ROLE_CONTENT)] + _DELTA_CONTENT
+    return _Template(pre, event[end:], replacements)
 
 
 def _model_field(event: bytes) -> bytes | None:

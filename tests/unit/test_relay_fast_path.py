@@ -382,3 +382,21 @@ async def test_a_finish_chunk_with_usage_reaches_an_object_front_end_as_objects(
     assert parsed_events(by_objects) == parsed_events(by_bytes)
     assert b'"output_tokens":48' in by_objects
     assert not any(b"usage" in chunk for chunk in parsed_back)  # nothing encoded, parsed back
+
+
+@pytest.mark.parametrize("target", TARGETS[:12], ids=lambda t: t.id)
+def test_the_first_chunk_teaches_the_template_of_those_after_it(target: Target) -> None:
+    """A stream's first chunk names the role; the template learnt from it fits the chunks
+    after it (no role), so they need no checks of their own, and give what rewriting gives."""
+    fast = relay(target).fast
+    if fast is None:
+        return
+    head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"%s",'
+    head %= target.model.encode()
+    first = head + b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+    first += b'"finish_reason":null}]}'
+    after = head + b'"choices":[{"index":0,"delta":{"content":"The "},"finish_reason":null}]}'
+    assert parsed(fast.one(first) or b"") == parsed(relay(target).rewrite(first))
+    assert fast._tpl is not None and fast._tpl.text_of(after) == b"The "
+    assert parsed(fast.one(after) or b"") == parsed(relay(target).rewrite(after))
+    assert fast._tpl.text_of(first) is None  # the role chunk itself is not the template's
