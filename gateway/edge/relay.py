@@ -77,7 +77,7 @@ class Relay:
         if session.native is None and self.raw:
             self.fast = BytePath(None, self.replacements)
         elif session.native is None and self.norm.passes_plain_chunks:
-            self.fast = BytePath(b'"model":' + orjson.dumps(target.variant.id), self.replacements)
+            self.fast = BytePath(_model_field(target.variant.id), self.replacements)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
         self.finish: str | None = None
@@ -304,6 +304,17 @@ class Relay:
 
 def _none(event: bytes) -> None:
     return None
+
+
+_MODEL_FIELDS: dict[str, bytes] = {}
+
+
+def _model_field(variant: str) -> bytes:
+    """``"model":"<variant>"`` (made once per variant id)."""
+    field = _MODEL_FIELDS.get(variant)
+    if field is None:
+        field = _MODEL_FIELDS[variant] = b'"model":' + orjson.dumps(variant)
+    return field
 
 
 def stream_failure_error(failure: fl.Failure, target: Any) -> GatewayError:

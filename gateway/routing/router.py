@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast, overload
 
@@ -531,7 +531,7 @@ class Router:
                 for sibling in self._same_key.get(target.id, ()):
                     rs.outcomes.append(Outcome(sibling, False, 0.0, cls, cooldown, True))
 
-    async def _send(
+    def _send(
         self,
         target: Target,
         body: dict[str, Any],
@@ -539,7 +539,10 @@ class Router:
         deadline: float,
         native: NativeCall | None = None,
         trace: AttemptTracer | None = None,
-    ) -> UpstreamResponse:
+    ) -> Awaitable[UpstreamResponse]:
+        """The provider's send, to await (not a coroutine of its own: one frame fewer to start
+        and to resume through while the answer's head is awaited). Raises
+        :class:`UpstreamTimeout` at once when the deadline has passed."""
         # First, so that every attempt the caller records (a deadline one below too) has a span.
         sent = trace.attempt(target) if trace is not None else None
         remaining = deadline - self._clock()
@@ -548,7 +551,7 @@ class Router:
             raise UpstreamTimeout("deadline reached")
         if native is not None:
             sender = cast(NativeSender, self._providers["openai"])
-            return await sender.send_native(
+            return sender.send_native(
                 target,
                 native.url(target),
                 native.headers,
@@ -559,7 +562,7 @@ class Router:
                 trace_headers=sent,
             )
         provider = self._providers[target.adapter]
-        return await provider.send(
+        return provider.send(
             target,
             body,
             stream=stream,
