@@ -403,16 +403,24 @@ class Router:
         commits = native.commits if native is not None else carries_content
         prelude: list[bytes] = []
         # The time to the first token: one loop timer that cancels this task (what
-        # ``asyncio.timeout`` does, without its context object and two coroutine steps).
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
-        timer = _TTFT(task)
-        handle = loop.call_at(loop.time() + ttft, timer.fire)
+        # ``asyncio.timeout`` does, without its context object and two coroutine steps),
+        # armed at the first wait: events that arrived with the answer's head need none.
+        timer: _TTFT | None = None
+        handle: asyncio.TimerHandle | None = None
+        cancelling = 0
         try:
+            reader.take_arrived()
             while True:
-                event = await reader.next_event()
+                event = reader.pop_buffered()
+                if event is None:
+                    if handle is None:
+                        task = asyncio.current_task()
+                        assert task is not None
+                        cancelling = task.cancelling()
+                        timer = _TTFT(task)
+                        loop = asyncio.get_running_loop()
+                        handle = loop.call_at(loop.time() + ttft, timer.fire)
+                    event = await reader.next_event()
                 if event is None:
                     return fl.Failure(
                         fl.FailureClass.TRANSIENT,
@@ -437,7 +445,7 @@ class Router:
         except asyncio.CancelledError:
             # Ours only if the timer fired and no other cancellation is pending (as
             # ``asyncio.timeout`` decides); else it goes on up.
-            if timer.fired and task.uncancel() <= cancelling:
+            if timer is not None and timer.fired and timer.task.uncancel() <= cancelling:
                 return fl.Failure(
                     fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
                 )
@@ -445,7 +453,8 @@ class Router:
         except (UpstreamTimeout, UpstreamConnectionError) as exc:
             return fl.classify_exception(exc)
         finally:
-            handle.cancel()
+            if handle is not None:
+                handle.cancel()
 
     @staticmethod
     def _check_first(obj: Any) -> fl.Failure | None:

@@ -136,3 +136,48 @@ async def test_a_cancellation_pending_as_the_timer_fires_still_goes_on_up() -> N
     task = asyncio.create_task(r._until_commit(reader, time.monotonic() + 0.03))
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+class Arrived:
+    """A source that holds ``data`` already (``read_nowait``), then hangs."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.waits = 0
+
+    def read_nowait(self) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+    def __aiter__(self) -> Arrived:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.waits += 1
+        await asyncio.sleep(3600)
+        raise StopAsyncIteration
+
+
+async def test_events_that_arrived_with_the_head_commit_without_a_wait_or_a_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gateway.routing.router as router_module
+
+    armed: list[object] = []
+
+    class Counted(router_module._TTFT):
+        def __init__(self, task: asyncio.Task[Any]) -> None:
+            armed.append(task)
+            super().__init__(task)
+
+    monkeypatch.setattr(router_module, "_TTFT", Counted)
+    source = Arrived(ROLE + b"\n\n" + TEXT + b"\n\ndata: [DONE]\n\n")
+    reader = SSEReader(source)
+    got = await router()._until_commit(reader, time.monotonic() + 0.05)
+    assert got == [ROLE, TEXT] and source.waits == 0 and armed == []
+    assert reader.pop_buffered() == b"data: [DONE]"  # the rest is the relay's
+
+    source = Arrived(ROLE + b"\n\n")  # the role came with the head, the text does not
+    got = await router()._until_commit(SSEReader(source), time.monotonic() + 0.05)
+    assert isinstance(got, fl.Failure) and got.cls is fl.FailureClass.TIMEOUT
+    assert source.waits == 1 and len(armed) == 1  # armed at the first wait
