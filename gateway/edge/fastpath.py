@@ -26,8 +26,11 @@ from operator import itemgetter
 from gateway.routing.sse import DONE, plain_chunk
 
 _CONTENT = b'"content":"'
-_QUOTED = b'"%b"'.__mod__
-"""A text as its JSON string (quotes around it), mapped over a run without a Python step."""
+_DELTA_CONTENT = b'"delta":{"content":"'
+_ROLE_CONTENT = b'"delta":{"role":"assistant","content":"'
+"""The first chunk of a stream names the role; the chunks after it are the same without it."""
+_SEP = b'"\x00"'
+"""Between two texts of a run: their JSON strings' closing and opening quotes, a NUL."""
 _BACKSLASH = 0x5C
 
 
@@ -70,7 +73,10 @@ def _template(event: bytes, replacements: tuple[tuple[bytes, bytes], ...]) -> _T
     end = event.find(b'"', start)
     if end < 0 or event.find(b"\\", start, end) >= 0:
         return None  # an escape in this chunk's text: learn from a later one
-    return _Template(event[:start], event[end:], replacements)
+    pre = event[:start]
+    if pre.endswith(_ROLE_CONTENT):  # a stream's first chunk: the template of those after it
+        pre = pre[: -len(_ROLE_CONTENT)] + _DELTA_CONTENT
+    return _Template(pre, event[end:], replacements)
 
 
 def _model_field(event: bytes) -> bytes | None:
@@ -165,12 +171,15 @@ class BytePath:
             or b'"usage": {' in event
         )
 
-    def _fits(self, buf: bytes, start: int) -> tuple[_Template, list[bytes], bytes, int] | None:
+    def _fits(
+        self, buf: bytes, start: int, quote: bool = False
+    ) -> tuple[_Template, list[bytes], bytes, bytes, int] | None:
         """The texts of the whole events from ``buf[start:]`` up to the last that ends like the
         template, when every one of them fits it (as :meth:`one` checks one): (template, texts,
-        the span, end); else None. One split at the blank lines, each event's text sliced out,
-        then the span rebuilt from the template and the texts and compared with itself: a
-        check of every event's prefix and suffix with no Python step per event."""
+        the texts joined with NULs, as JSON strings if ``quote``, the span, end); else None.
+        One split at the blank lines, each event's text sliced out, then the span rebuilt from
+        the template and the texts and compared with itself: a check of every event's prefix and
+        suffix with no Python step per event."""
         tpl = self._tpl
         if tpl is None:
             return None
@@ -184,19 +193,33 @@ class BytePath:
         texts = list(map(tpl.cut, span[:-2].split(b"\n\n")))
         if pre + (suf_run + pre).join(texts) + suf_run != span:
             return None  # an event that is not prefix + text + suffix (or is shorter than both)
-        joined = b"\x00".join(texts)  # no quote in a text, none ending in a backslash
-        if b'"' in joined or b"\\\x00" in joined or joined.endswith(b"\\"):
+        if not quote:
+            joined = b"\x00".join(texts)  # no quote in a text, none ending in a backslash
+            if b'"' in joined or b"\\\x00" in joined or joined.endswith(b"\\"):
+                return None
+            return tpl, texts, joined, span, end
+        # The texts as JSON strings joined with NULs (``text_run`` splits it): the same
+        # checks, the only quotes being the two of each separator.
+        joined = _SEP.join(texts)
+        if (
+            joined.count(b'"') != 2 * (len(texts) - 1)
+            or b'\\"\x00' in joined
+            or joined.endswith(b"\\")
+        ):
             return None
-        return tpl, texts, span, end
+        return tpl, texts, joined, span, end
 
     def text_run(self, buf: bytes, start: int) -> tuple[list[bytes], int, int] | None:
         """:meth:`text` for the whole events from ``buf[start:]`` that :meth:`run` would take:
         (their texts as JSON strings, count, end); else None."""
-        fits = self._fits(buf, start)
+        fits = self._fits(buf, start, True)
         if fits is None:
             return None
-        _, texts, _, end = fits
-        return list(map(_QUOTED, texts)), len(texts), end
+        _, texts, joined, _, end = fits
+        quoted = (b'"' + joined + b'"').split(b"\x00")
+        if len(quoted) != len(texts):
+            return None  # a NUL in a text (not JSON): the events go one by one
+        return quoted, len(texts), end
 
     def run(self, buf: bytes, start: int) -> tuple[bytes, int, int] | None:
         """:meth:`one` for the whole events from ``buf[start:]`` up to the last that ends like
@@ -205,7 +228,7 @@ class BytePath:
         fits = self._fits(buf, start)
         if fits is None:
             return None
-        tpl, texts, span, end = fits
+        tpl, texts, _, span, end = fits
         if tpl.pre_out == tpl.pre and tpl.suf_out == tpl.suf_run:
             return span, len(texts), end
         between = tpl.suf_out + tpl.pre_out

@@ -23,6 +23,7 @@ from gateway.errors import GatewayError
 from gateway.observability.timing import StageTimes
 from gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
 from gateway.providers.dialects import StreamNormaliser, model_rewriter
+from gateway.providers.dialects.stream import TWO_EVENTS
 from gateway.routing import failures as fl
 from gateway.routing.router import StreamSession
 from gateway.routing.sse import event_json, first_choice, is_done
@@ -49,6 +50,7 @@ class Relay:
         "objects",
         "raw",
         "replacements",
+        "second",
         "session",
         "target",
         "texts",
@@ -75,7 +77,7 @@ class Relay:
         if session.native is None and self.raw:
             self.fast = BytePath(None, self.replacements)
         elif session.native is None and self.norm.passes_plain_chunks:
-            self.fast = BytePath(b'"model":' + orjson.dumps(target.variant.id), self.replacements)
+            self.fast = BytePath(_model_field(target.variant.id), self.replacements)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
         self.finish: str | None = None
@@ -88,6 +90,9 @@ class Relay:
         """Set by the edge (:meth:`take_objects`) when the front-end translates objects."""
         self.last: Any = None
         """The object :meth:`rewrite` just encoded as one event, else None."""
+        self.second: dict[str, Any] | None = None
+        """Taking objects: the usage chunk :meth:`rewrite` just wrote after :attr:`last` (the
+        event's two objects handed over, neither encoded nor parsed back), else None."""
         self.held: tuple[list[bytes], list[Any] | None] | None = None
         """The events of the read that ended the stream, left by :meth:`pump` for the caller to
         send with the end of the body (one write, not two)."""
@@ -103,9 +108,12 @@ class Relay:
                 parts.append(passed)
                 objs.append(None)
                 continue
-            self.last = None
+            self.last = self.second = None
             parts.append(self.rewrite(event))
             objs.append(self.last)
+            if self.second is not None:
+                parts.append(b"")
+                objs.append(self.second)
         if self.objects:
             return bytes(out.relay_parts(parts, objs))
         return bytes(out.relay(b"".join(parts)))
@@ -143,8 +151,11 @@ class Relay:
             return event + b"\n\n"
         self._inspect(obj)
         out = self.norm.chunk(obj)
-        if self.objects and out.count(b"\n\n") == 1:
-            self.last = obj  # what the front-end would parse back out of ``out``
+        if self.objects:  # what the front-end would parse back out of ``out``
+            if out is TWO_EVENTS:
+                self.last, self.second = obj, self.norm.usage_chunk
+            elif out.count(b"\n\n") == 1:
+                self.last = obj
         return out
 
     def _native(self, event: bytes) -> bytes:
@@ -250,7 +261,7 @@ class Relay:
                             out.append(b"")
                             objs.append(PlainText(passed))
                     else:
-                        self.last = None
+                        self.last = self.second = None
                         out.append(self.rewrite(event))
                         if objs is not None:
                             objs.append(self.last)
@@ -259,6 +270,9 @@ class Relay:
                             if objs is not None:
                                 objs.pop()
                             break
+                        if self.second is not None and objs is not None:
+                            out.append(b"")
+                            objs.append(self.second)
                         if self.ends(event):
                             done = True
                             break
@@ -290,6 +304,17 @@ class Relay:
 
 def _none(event: bytes) -> None:
     return None
+
+
+_MODEL_FIELDS: dict[str, bytes] = {}
+
+
+def _model_field(variant: str) -> bytes:
+    """``"model":"<variant>"`` (made once per variant id)."""
+    field = _MODEL_FIELDS.get(variant)
+    if field is None:
+        field = _MODEL_FIELDS[variant] = b'"model":' + orjson.dumps(variant)
+    return field
 
 
 def stream_failure_error(failure: fl.Failure, target: Any) -> GatewayError:

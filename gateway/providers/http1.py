@@ -240,6 +240,18 @@ class Response:
     def __aiter__(self) -> Response:
         return self
 
+    def read_nowait(self) -> bytes:
+        """What :meth:`__anext__` would give now without waiting, or ``b""`` (nothing here
+        yet, the end, a failure: :meth:`__anext__` then says which)."""
+        buf = self._buf
+        if not buf:
+            return b""
+        self._buf = []
+        self._size = 0
+        if self._conn is not None:
+            self._conn.resume()
+        return buf[0] if len(buf) == 1 else b"".join(buf)
+
     async def __anext__(self) -> bytes:
         while True:
             buf = self._buf

@@ -228,5 +228,9 @@ class _Chunks:
         except OSError as exc:
             raise UpstreamConnectionError(f"stream broke: {exc!r}") from exc
 
+    def read_nowait(self) -> bytes:
+        """The bytes already received and not read yet (``b""``: none), without waiting."""
+        return self._resp.read_nowait()
+
     async def aclose(self) -> None:
         self._resp.close()

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast, overload
 
@@ -42,7 +41,13 @@ from gateway.routing import failures as fl
 from gateway.routing.affinity import Affinity, Pinned, session_key
 from gateway.routing.answers import is_event_stream, not_a_stream, parse_answer
 from gateway.routing.planner import Plan
-from gateway.routing.sse import SSEReader, carries_content, event_json, first_choice
+from gateway.routing.sse import (
+    SSEReader,
+    carries_content,
+    event_json,
+    first_choice,
+    plain_chunk,
+)
 from gateway.routing.structured import SchemaCache, SchemaGuard
 from gateway.state.base import Lease, Outcome, StateStore
 from gateway.tenancy.auth import Caller
@@ -228,33 +233,36 @@ class Router:
         ``encode=False`` (a front-end that reads the object): the OpenAI-shaped answer is left
         in ``rs.answer`` and ``b""`` returned, saving a dump and the front-end's parse."""
         guard = self._schemas.guard(body)
-        async with aclosing(self._walk(rs, deadline)) as walk:
-            async for target, tries in walk:
-                direct = native if native is not None and native.serves(target) else None
-                upstream, changes = self._body_for(body, target, direct)
-                started = self._clock()
-                failure: fl.Failure
-                status = 0
-                try:
-                    resp = await self._send(target, upstream, False, deadline, direct, rs.trace)
-                except (UpstreamTimeout, UpstreamConnectionError) as exc:
-                    failure = fl.classify_exception(exc)
+        for step in self._walk(rs, deadline):
+            if not isinstance(step, tuple):  # a backoff before a retry
+                await self._pause(rs, step)
+                continue
+            target, tries = step
+            direct = native if native is not None and native.serves(target) else None
+            upstream, changes = self._body_for(body, target, direct)
+            started = self._clock()
+            failure: fl.Failure
+            status = 0
+            try:
+                resp = await self._send(target, upstream, False, deadline, direct, rs.trace)
+            except (UpstreamTimeout, UpstreamConnectionError) as exc:
+                failure = fl.classify_exception(exc)
+            else:
+                status = resp.status
+                if 200 <= status < 300:
+                    out = (
+                        self._accept_native(direct, resp, target, rs, changes, started)
+                        if direct is not None
+                        else self._accept(resp, target, rs, changes, started, guard, encode)
+                    )
+                    if isinstance(out, bytes):
+                        return out
+                    failure = out
                 else:
-                    status = resp.status
-                    if 200 <= status < 300:
-                        out = (
-                            self._accept_native(direct, resp, target, rs, changes, started)
-                            if direct is not None
-                            else self._accept(resp, target, rs, changes, started, guard, encode)
-                        )
-                        if isinstance(out, bytes):
-                            return out
-                        failure = out
-                    else:
-                        failure = fl.classify_response(status, resp.headers, resp.body)
-                self._failed(rs, target, status, failure, started, tries)
-                if guard is not None and guard.exhausted:
-                    raise guard.error([a.describe() for a in rs.attempts])
+                    failure = fl.classify_response(status, resp.headers, resp.body)
+            self._failed(rs, target, status, failure, started, tries)
+            if guard is not None and guard.exhausted:
+                raise guard.error([a.describe() for a in rs.attempts])
         raise self._all_failed(rs, deadline)
 
     def _accept(
@@ -331,36 +339,39 @@ class Router:
     ) -> StreamSession:
         """Streaming: fall over invisibly until one upstream sends its first content token."""
         guard = self._schemas.guard(body)
-        async with aclosing(self._walk(rs, deadline)) as walk:
-            async for target, tries in walk:
-                direct = native if native is not None and native.serves(target) else None
-                upstream, changes = self._body_for(body, target, direct)
-                started = self._clock()
-                try:
-                    resp = await self._send(target, upstream, True, deadline, direct, rs.trace)
-                except (UpstreamTimeout, UpstreamConnectionError) as exc:
-                    self._failed(rs, target, 0, fl.classify_exception(exc), started, tries)
-                    continue
-                if resp.status >= 300 or resp.chunks is None:
-                    failure = fl.classify_response(resp.status, resp.headers, resp.body)
-                    self._failed(rs, target, resp.status, failure, started, tries)
-                    continue
-                if not is_event_stream(resp.headers):
-                    failure = await not_a_stream(resp, self._ttft_left(deadline))
-                    self._failed(rs, target, resp.status, failure, started, tries)
-                    continue
-                reader = SSEReader(resp.chunks)
-                got = await self._until_commit(reader, deadline, direct)
-                if isinstance(got, fl.Failure):
-                    await resp.close()
-                    self._failed(rs, target, resp.status, got, started, tries)
-                    continue
-                rs.target = target
-                rs.adaptations = changes
-                rs.native = direct is not None
-                rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
-                usage = client_wants_usage(body)
-                return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
+        for step in self._walk(rs, deadline):
+            if not isinstance(step, tuple):  # a backoff before a retry
+                await self._pause(rs, step)
+                continue
+            target, tries = step
+            direct = native if native is not None and native.serves(target) else None
+            upstream, changes = self._body_for(body, target, direct)
+            started = self._clock()
+            try:
+                resp = await self._send(target, upstream, True, deadline, direct, rs.trace)
+            except (UpstreamTimeout, UpstreamConnectionError) as exc:
+                self._failed(rs, target, 0, fl.classify_exception(exc), started, tries)
+                continue
+            if resp.status >= 300 or resp.chunks is None:
+                failure = fl.classify_response(resp.status, resp.headers, resp.body)
+                self._failed(rs, target, resp.status, failure, started, tries)
+                continue
+            if not is_event_stream(resp.headers):
+                failure = await not_a_stream(resp, self._ttft_left(deadline))
+                self._failed(rs, target, resp.status, failure, started, tries)
+                continue
+            reader = SSEReader(resp.chunks)
+            got = await self._until_commit(reader, deadline, direct)
+            if isinstance(got, fl.Failure):
+                await resp.close()
+                self._failed(rs, target, resp.status, got, started, tries)
+                continue
+            rs.target = target
+            rs.adaptations = changes
+            rs.native = direct is not None
+            rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
+            usage = client_wants_usage(body)
+            return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
         raise self._all_failed(rs, deadline)
 
     @overload
@@ -391,38 +402,68 @@ class Router:
         ttft = self._ttft_left(deadline)
         commits = native.commits if native is not None else carries_content
         prelude: list[bytes] = []
+        # The time to the first token: one loop timer that cancels this task (what
+        # ``asyncio.timeout`` does, without its context object and two coroutine steps),
+        # armed at the first wait: events that arrived with the answer's head need none.
+        timer: _TTFT | None = None
+        handle: asyncio.TimerHandle | None = None
+        cancelling = 0
         try:
-            async with asyncio.timeout(ttft):
-                while True:
+            reader.take_arrived()
+            while True:
+                event = reader.pop_buffered()
+                if event is None:
+                    if handle is None:
+                        task = asyncio.current_task()
+                        assert task is not None
+                        cancelling = task.cancelling()
+                        timer = _TTFT(task)
+                        loop = asyncio.get_running_loop()
+                        handle = loop.call_at(loop.time() + ttft, timer.fire)
                     event = await reader.next_event()
-                    if event is None:
-                        return fl.Failure(
-                            fl.FailureClass.TRANSIENT,
-                            200,
-                            None,
-                            "stream ended before the first token",
-                        )
-                    prelude.append(event)
-                    obj = event_json(event)
-                    if commits(obj):
-                        return self._check_first(obj) or prelude
-                    if isinstance(obj, dict) and "error" in obj:
-                        failure = fl.classify_stream_event(obj)
-                        if failure is not None:
-                            return failure
-        except TimeoutError:
-            return fl.Failure(
-                fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
-            )
+                if event is None:
+                    return fl.Failure(
+                        fl.FailureClass.TRANSIENT,
+                        200,
+                        None,
+                        "stream ended before the first token",
+                    )
+                prelude.append(event)
+                if native is None:
+                    plain = _opening(event)
+                    if plain is not None:
+                        if plain:
+                            return prelude  # the first text: the commit, nothing to check
+                        continue  # the role, empty content: nothing to commit or check
+                obj = event_json(event)
+                if commits(obj):
+                    return self._check_first(obj) or prelude
+                if isinstance(obj, dict) and "error" in obj:
+                    failure = fl.classify_stream_event(obj)
+                    if failure is not None:
+                        return failure
+        except asyncio.CancelledError:
+            # Ours only if the timer fired and no other cancellation is pending (as
+            # ``asyncio.timeout`` decides); else it goes on up.
+            if timer is not None and timer.fired and timer.task.uncancel() <= cancelling:
+                return fl.Failure(
+                    fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
+                )
+            raise
         except (UpstreamTimeout, UpstreamConnectionError) as exc:
             return fl.classify_exception(exc)
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     @staticmethod
     def _check_first(obj: Any) -> fl.Failure | None:
         return fl.stream_failure(obj)
 
-    async def _walk(self, rs: RouteState, deadline: float) -> Any:
-        """Yield (target, try number) in plan order, honouring retry/next decisions."""
+    def _walk(self, rs: RouteState, deadline: float) -> Iterator[tuple[Target, int] | float]:
+        """Yield (target, try number) in plan order, honouring retry/next decisions; before a
+        retry, the seconds to back off first (a float: the caller sleeps them, :meth:`_pause`).
+        A plain generator: no async generator to set up and close per request."""
         larger_than: int | None = None
         bad_keys: set[tuple[str, str, str | None]] = set()
         budget = self._routing.max_attempts
@@ -457,22 +498,25 @@ class Router:
                     # same in this request, so move on to another provider
                     bad_keys.add(target.account)
                 if decision.action is fl.Action.RETRY:
-                    slept = self._clock()
-                    await self._backoff(last, tries, deadline)
-                    rs.backoff_s += self._clock() - slept
+                    yield self._backoff_s(last, tries, deadline)
                     continue
                 break
 
-    async def _backoff(self, failure: fl.Failure, tries: int, deadline: float) -> None:
+    def _backoff_s(self, failure: fl.Failure, tries: int, deadline: float) -> float:
         wait = self._routing.retry_backoff_s * (2 ** (tries - 1))
         if (
             failure.retry_after is not None
             and failure.retry_after <= self._routing.max_retry_after_s
         ):
             wait = max(wait, failure.retry_after)
-        wait = min(wait, max(0.0, deadline - self._clock()))
+        return float(min(wait, max(0.0, deadline - self._clock())))
+
+    async def _pause(self, rs: RouteState, wait: float) -> None:
+        """Sleep a backoff, counted in ``rs.backoff_s``."""
+        slept = self._clock()
         if wait > 0:
             await asyncio.sleep(wait)
+        rs.backoff_s += self._clock() - slept
 
     def _failed(
         self,
@@ -496,7 +540,7 @@ class Router:
                 for sibling in self._same_key.get(target.id, ()):
                     rs.outcomes.append(Outcome(sibling, False, 0.0, cls, cooldown, True))
 
-    async def _send(
+    def _send(
         self,
         target: Target,
         body: dict[str, Any],
@@ -504,7 +548,10 @@ class Router:
         deadline: float,
         native: NativeCall | None = None,
         trace: AttemptTracer | None = None,
-    ) -> UpstreamResponse:
+    ) -> Awaitable[UpstreamResponse]:
+        """The provider's send, to await (not a coroutine of its own: one frame fewer to start
+        and to resume through while the answer's head is awaited). Raises
+        :class:`UpstreamTimeout` at once when the deadline has passed."""
         # First, so that every attempt the caller records (a deadline one below too) has a span.
         sent = trace.attempt(target) if trace is not None else None
         remaining = deadline - self._clock()
@@ -513,7 +560,7 @@ class Router:
             raise UpstreamTimeout("deadline reached")
         if native is not None:
             sender = cast(NativeSender, self._providers["openai"])
-            return await sender.send_native(
+            return sender.send_native(
                 target,
                 native.url(target),
                 native.headers,
@@ -524,7 +571,7 @@ class Router:
                 trace_headers=sent,
             )
         provider = self._providers[target.adapter]
-        return await provider.send(
+        return provider.send(
             target,
             body,
             stream=stream,
@@ -584,6 +631,46 @@ class Router:
             headers=headers,
             extra={"attempts": [a.describe() for a in rs.attempts]},
         )
+
+
+class _TTFT:
+    """The time-to-first-token timer of one stream start: cancels the task when it fires."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+_FIRST_DELTA = b'"choices":[{"index":0,"delta":{'
+_ROLE = b'"role":"assistant",'
+
+
+def _opening(event: bytes) -> bool | None:
+    """A plain chunk's part in the stream start, decided on its bytes (the relay passes such a
+    chunk unparsed too): True when its first choice's delta opens with a non-empty ``content``
+    string (after ``role``, if any): it commits the stream and carries no failure; False when
+    that delta is only an empty ``content`` (and ``role``): no commit, no failure; None: parse
+    it. A plain chunk (:func:`~gateway.routing.sse.plain_chunk`) has no finish reason, error,
+    reasoning or tool calls."""
+    at = event.find(_FIRST_DELTA)
+    if at < 0:
+        return None
+    at += len(_FIRST_DELTA)
+    if event.startswith(_ROLE, at):
+        at += len(_ROLE)
+    if not event.startswith(b'"content":"', at):
+        return None
+    if event[at + 11 : at + 12] != b'"':
+        return True if plain_chunk(event) else None
+    if event.startswith(b'"content":""}', at):
+        return False if plain_chunk(event) else None
+    return None
 
 
 def _siblings_by_key(targets: tuple[Target, ...]) -> dict[str, tuple[str, ...]]:

@@ -74,10 +74,23 @@ class SSEReader:
             except StopAsyncIteration:
                 self.ended = True
                 return None
-            if b"\r" in data:
-                data = data.replace(b"\r\n", b"\n")
-            self._buf = self._buf[self._pos :] + data if self._pos else self._buf + data
-            self._pos = 0
+            self._feed(data)
+
+    def take_arrived(self) -> None:
+        """Buffer what the source has already received, without waiting, when it can say
+        (``read_nowait``: the bytes it holds, ``b""`` for none); then :meth:`pop_buffered`
+        sees them. A source without it is left alone."""
+        read = getattr(self._chunks, "read_nowait", None)
+        if read is not None:
+            data = read()
+            if data:
+                self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        self._buf = self._buf[self._pos :] + data if self._pos else self._buf + data
+        self._pos = 0
 
 
 def _malformed(event: bytes) -> bool:

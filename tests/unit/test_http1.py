@@ -173,6 +173,43 @@ async def test_chunked_stream_arrives_as_sent_and_the_connection_is_reused() -> 
     assert srv.connections == 1
 
 
+async def test_read_nowait_gives_what_arrived_without_waiting() -> None:
+    go = asyncio.Event()
+
+    def handler(ref: list[Server]) -> Handler:
+        async def h(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await ref[0].read_request(r)
+            w.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            w.write(b"%x\r\n%b\r\n" % (len(b"data: 1\n\n"), b"data: 1\n\n"))
+            await w.drain()
+            await go.wait()
+            w.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(b"data: 2\n\n"), b"data: 2\n\n"))
+            await w.drain()
+
+        return h
+
+    async with await serve(handler) as srv:
+        pool = Pool()
+        resp = await post(pool, srv.url, whole=False)
+        for _ in range(100):  # until the first chunk is in
+            if resp._buf:
+                break
+            await asyncio.sleep(0.01)
+        assert resp.read_nowait() == b"data: 1\n\n"
+        assert resp.read_nowait() == b""  # nothing more yet: no wait
+        go.set()
+        it = aiter(resp)
+        assert await anext(it) == b"data: 2\n\n"
+        with pytest.raises(StopAsyncIteration):
+            await anext(it)
+        assert resp.read_nowait() == b""
+        resp.close()
+        pool.close()
+
+
 async def test_body_until_close_and_repeated_headers() -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await r.readuntil(b"\r\n\r\n")

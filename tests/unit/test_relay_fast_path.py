@@ -132,6 +132,22 @@ def test_a_run_of_texts_is_what_text_gives_each_event() -> None:
     assert taken > 0
 
 
+def test_a_run_of_texts_with_a_nul_or_a_backslash_is_never_split_wrong() -> None:
+    from gateway.edge.fastpath import BytePath
+
+    fast = BytePath(None, ())
+    pre = b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"'
+    suf = b'"},"finish_reason":null}]}'
+    assert fast.text(pre + b"hi" + suf) == b'"hi"'
+    for odd in (b"a\x00b", b"\x00", b"a\\\x00", b"\\u0000", b"x\\\\"):
+        events = [pre + t + suf for t in (b"one", odd, b"two")]
+        got = fast.text_run(b"".join(e + b"\n\n" for e in events), 0)
+        want = [fast.text(e) for e in events]
+        assert got is None or (got[0] == want[: got[1]] and None not in want[: got[1]]), odd
+        run = fast.run(b"".join(e + b"\n\n" for e in events), 0)
+        assert run is None or run[0] == b"".join(fast.one(e) or b"!" for e in events[: run[1]])
+
+
 async def test_events_sliced_at_an_offset_survive_any_chunking() -> None:
     events = [b'data: {"n":%d}' % i for i in range(30)] + [b": ping", b"data: [DONE]"]
     wire = b"".join(e + b"\n\n" for e in events)
@@ -299,3 +315,88 @@ async def test_the_stream_guard_arms_its_timer_only_when_the_relay_waits() -> No
     split = wire.index(b"\n\n", 300) + 2
     assert await run([wire[:split], wire[split:]]) == whole  # a wait: the timer is armed once
     assert Counting.arms == 1
+
+
+async def test_a_finish_chunk_with_usage_reaches_an_object_front_end_as_objects() -> None:
+    """A host that puts usage on its finish chunk, a client that asked for usage (Messages and
+    Responses always do): the relay hands the front-end both objects (the finish chunk, then
+    the usage chunk), as parsing the two events it would otherwise write gives."""
+    from gateway.edge.stream_guard import StreamGuard
+    from gateway.frontends.messages_frontend import _MessagesOut
+    from gateway.frontends.messages_stream import MessagesStream
+    from gateway.observability.timing import StageTimes
+
+    target = next(t for t in TARGETS if t.provider == "zai" and not relay(t).raw)
+    head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    wire = b"".join(
+        head + b'"choices":[{"index":0,"delta":{"content":"%d "},"finish_reason":null}]}\n\n' % i
+        for i in range(4)
+    )
+    wire += head + b'"choices":[{"index":0,"delta":{},"finish_reason":"length"}],'
+    wire += b'"usage":{"prompt_tokens":17,"completion_tokens":48,"total_tokens":65}}\n\n'
+    wire += b"data: [DONE]\n\n"
+
+    async def run(objects: bool) -> tuple[bytes, list[bytes]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield wire
+
+        reader = SSEReader(chunks())
+        first = await reader.next_event()
+        assert first is not None
+        session: Any = SimpleNamespace(
+            include_usage=True, guard=None, native=None, prelude=[first], reader=reader
+        )
+        r = Relay(session, target, StageTimes(), StreamGuard(time.monotonic() + 60, 30.0))
+        parsed_back: list[bytes] = []
+
+        class Watched(_MessagesOut):
+            __slots__ = ()
+
+            def relay(self, chunk: bytes) -> bytes:
+                parsed_back.append(chunk)
+                return super().relay(chunk)
+
+        out = Watched(MessagesStream("claude-x", thinking_key=b"k" * 32))
+        if objects:
+            r.take_objects()
+
+        def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
+            return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
+
+        sent = [r.prelude(out)]
+
+        async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
+            sent.append(render(parts, objs))
+
+        async def opening() -> None:
+            return None
+
+        assert await r.pump(forward, opening) is None
+        if r.held is not None:
+            sent.append(render(*r.held))
+        assert r.usage == {"prompt_tokens": 17, "completion_tokens": 48, "total_tokens": 65}
+        return b"".join(sent), parsed_back
+
+    by_bytes, _ = await run(False)
+    by_objects, parsed_back = await run(True)
+    assert parsed_events(by_objects) == parsed_events(by_bytes)
+    assert b'"output_tokens":48' in by_objects
+    assert not any(b"usage" in chunk for chunk in parsed_back)  # nothing encoded, parsed back
+
+
+@pytest.mark.parametrize("target", TARGETS[:12], ids=lambda t: t.id)
+def test_the_first_chunk_teaches_the_template_of_those_after_it(target: Target) -> None:
+    """A stream's first chunk names the role; the template learnt from it fits the chunks
+    after it (no role), so they need no checks of their own, and give what rewriting gives."""
+    fast = relay(target).fast
+    if fast is None:
+        return
+    head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"%s",'
+    head %= target.model.encode()
+    first = head + b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+    first += b'"finish_reason":null}]}'
+    after = head + b'"choices":[{"index":0,"delta":{"content":"The "},"finish_reason":null}]}'
+    assert parsed(fast.one(first) or b"") == parsed(relay(target).rewrite(first))
+    assert fast._tpl is not None and fast._tpl.text_of(after) == b"The "
+    assert parsed(fast.one(after) or b"") == parsed(relay(target).rewrite(after))
+    assert fast._tpl.text_of(first) is None  # the role chunk itself is not the template's

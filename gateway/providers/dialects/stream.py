@@ -29,6 +29,7 @@ class StreamNormaliser:
 
     __slots__ = (
         "_content", "_tags", "_top", "encode", "finish_reason", "include_usage", "raw", "target",
+        "usage_chunk",
     )  # fmt: skip
 
     def __init__(self, target: Target, *, include_usage: bool, collect_content: bool) -> None:
@@ -42,7 +43,10 @@ class StreamNormaliser:
         """Byte relay: parse only events :meth:`keep_raw` must see."""
         self.encode = True
         """False when the caller reads the normalised objects, not the bytes: :meth:`chunk`
-        then returns :data:`ONE_EVENT` for a chunk that is one event (nothing is encoded)."""
+        then returns :data:`ONE_EVENT` for a chunk that is one event, :data:`TWO_EVENTS` for
+        one that is followed by its usage chunk (:attr:`usage_chunk`); nothing is encoded."""
+        self.usage_chunk: dict[str, Any] | None = None
+        """Not encoding: the usage chunk the last :data:`TWO_EVENTS` stands for second."""
 
     @property
     def passes_plain_chunks(self) -> bool:
@@ -73,12 +77,13 @@ class StreamNormaliser:
                 if isinstance(text, str):
                     self._content.append(text)
         moved = _finish_usage(obj)
-        if not self.encode and (moved is None or not self.include_usage):
-            return ONE_EVENT
-        out = _sse(obj)
-        if moved is not None and self.include_usage:
-            out += _sse({**self._top, "choices": [], "usage": moved})
-        return out
+        if moved is None or not self.include_usage:
+            return _sse(obj) if self.encode else ONE_EVENT
+        usage = {**self._top, "choices": [], "usage": moved}
+        if not self.encode:
+            self.usage_chunk = usage
+            return TWO_EVENTS
+        return _sse(obj) + _sse(usage)
 
     def close(self) -> bytes:
         """At ``[DONE]``: text still held back by the tag splitter, as one last delta."""
@@ -144,6 +149,10 @@ def _delta(reasoning: str, content: str) -> dict[str, Any]:
 ONE_EVENT = b"data: {}\n\n"
 """What :meth:`StreamNormaliser.chunk` returns, not encoding, for one event (its object is the
 chunk it was given, normalised in place)."""
+TWO_EVENTS = ONE_EVENT + ONE_EVENT
+"""... for two events: the chunk given (usage moved off it), then
+:attr:`StreamNormaliser.usage_chunk` (a client that asked for usage, a host that put it on the
+finish chunk)."""
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
