@@ -9,7 +9,6 @@ sealed text when ``include`` asked ``reasoning.encrypted_content``), the ``messa
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,34 +26,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
-_POOL_BYTES = 2048
-
-
-class _Pool:
-    """Hex digits of the system's randomness (``os.urandom``) and how many were handed out:
-    drawn 2 KiB at a time (one system call per 32 streams, not one each), dropped in a forked
-    child (which must not hand out its parent's)."""
-
-    digits = ""
-    at = 0
-
-    @classmethod
-    def forget(cls) -> None:
-        cls.digits, cls.at = "", 0
-
-
-os.register_at_fork(after_in_child=_Pool.forget)
-
-
 def new_ids(first: str, second: str) -> tuple[str, str]:
-    """Two fresh ids, as :func:`new_id` makes them (32 random hex digits each), from one draw
-    of the pool of the system's randomness (a stream's response and its first message item)."""
-    digits, at = _Pool.digits, _Pool.at
-    if at + 64 > len(digits):
-        digits, at = os.urandom(_POOL_BYTES).hex(), 0
-        _Pool.digits = digits
-    _Pool.at = at + 64
-    return f"{first}_{digits[at : at + 32]}", f"{second}_{digits[at + 32 : at + 64]}"
+    """Two fresh ids, as :func:`new_id` makes them, from one draw of the system's randomness
+    (a stream's response and its first message item)."""
+    drawn = secrets.token_hex(32)
+    return f"{first}_{drawn[:32]}", f"{second}_{drawn[32:]}"
 
 
 def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:

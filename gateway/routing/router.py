@@ -402,59 +402,44 @@ class Router:
         ttft = self._ttft_left(deadline)
         commits = native.commits if native is not None else carries_content
         prelude: list[bytes] = []
-        # The time to the first token: one loop timer that cancels this task (what
-        # ``asyncio.timeout`` does, without its context object and two coroutine steps),
-        # armed at the first wait: events that arrived with the answer's head need none.
-        timer: _TTFT | None = None
-        handle: asyncio.TimerHandle | None = None
-        cancelling = 0
         try:
-            reader.take_arrived()
-            while True:
-                event = reader.pop_buffered()
-                if event is None:
-                    if handle is None:
-                        task = asyncio.current_task()
-                        assert task is not None
-                        cancelling = task.cancelling()
-                        timer = _TTFT(task)
-                        loop = asyncio.get_running_loop()
-                        handle = loop.call_at(loop.time() + ttft, timer.fire)
-                    event = await reader.next_event()
-                if event is None:
-                    return fl.Failure(
-                        fl.FailureClass.TRANSIENT,
-                        200,
-                        None,
-                        "stream ended before the first token",
-                    )
-                prelude.append(event)
-                if native is None:
-                    plain = _opening(event)
-                    if plain is not None:
-                        if plain:
-                            return prelude  # the first text: the commit, nothing to check
-                        continue  # the role, empty content: nothing to commit or check
-                obj = event_json(event)
-                if commits(obj):
-                    return self._check_first(obj) or prelude
-                if isinstance(obj, dict) and "error" in obj:
-                    failure = fl.classify_stream_event(obj)
-                    if failure is not None:
-                        return failure
-        except asyncio.CancelledError:
-            # Ours only if the timer fired and no other cancellation is pending (as
-            # ``asyncio.timeout`` decides); else it goes on up.
-            if timer is not None and timer.fired and timer.task.uncancel() <= cancelling:
-                return fl.Failure(
-                    fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
-                )
-            raise
+            # The time to the first token, armed at the first wait: events that arrived with
+            # the answer's head need no timer.
+            async with asyncio.timeout(None) as limit:
+                reader.take_arrived()
+                while True:
+                    event = reader.pop_buffered()
+                    if event is None:
+                        if limit.when() is None:
+                            limit.reschedule(asyncio.get_running_loop().time() + ttft)
+                        event = await reader.next_event()
+                    if event is None:
+                        return fl.Failure(
+                            fl.FailureClass.TRANSIENT,
+                            200,
+                            None,
+                            "stream ended before the first token",
+                        )
+                    prelude.append(event)
+                    if native is None:
+                        plain = _opening(event)
+                        if plain is not None:
+                            if plain:
+                                return prelude  # the first text: the commit, nothing to check
+                            continue  # the role, empty content: nothing to commit or check
+                    obj = event_json(event)
+                    if commits(obj):
+                        return self._check_first(obj) or prelude
+                    if isinstance(obj, dict) and "error" in obj:
+                        failure = fl.classify_stream_event(obj)
+                        if failure is not None:
+                            return failure
+        except TimeoutError:
+            return fl.Failure(
+                fl.FailureClass.TIMEOUT, 200, None, f"no first token within {ttft:.3g}s"
+            )
         except (UpstreamTimeout, UpstreamConnectionError) as exc:
             return fl.classify_exception(exc)
-        finally:
-            if handle is not None:
-                handle.cancel()
 
     @staticmethod
     def _check_first(obj: Any) -> fl.Failure | None:
@@ -631,20 +616,6 @@ class Router:
             headers=headers,
             extra={"attempts": [a.describe() for a in rs.attempts]},
         )
-
-
-class _TTFT:
-    """The time-to-first-token timer of one stream start: cancels the task when it fires."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.fired = False
-
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
 
 
 _FIRST_DELTA = b'"choices":[{"index":0,"delta":{'

@@ -280,12 +280,12 @@ def test_whole_response_events_are_the_response_dumped(body: dict[str, Any], end
 
 
 def test_a_forked_child_draws_ids_of_its_own() -> None:
-    """Ids come from a pool of random digits: a forked child must not hand out its parent's."""
+    """A forked child must not hand out its parent's ids (no cached randomness carries over)."""
     import os
 
     from gateway.frontends.responses_answer import new_ids
 
-    new_ids("a", "b")  # the pool is filled in the parent
+    new_ids("a", "b")  # drawn once in the parent
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child)

@@ -161,16 +161,15 @@ class Arrived:
 async def test_events_that_arrived_with_the_head_commit_without_a_wait_or_a_timer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import gateway.routing.router as router_module
+    armed: list[float] = []
+    reschedule = asyncio.Timeout.reschedule
 
-    armed: list[object] = []
+    def counted(self: asyncio.Timeout, when: float | None) -> None:
+        if when is not None:  # a timer armed (entering the block sets None: none)
+            armed.append(when)
+        reschedule(self, when)
 
-    class Counted(router_module._TTFT):
-        def __init__(self, task: asyncio.Task[Any]) -> None:
-            armed.append(task)
-            super().__init__(task)
-
-    monkeypatch.setattr(router_module, "_TTFT", Counted)
+    monkeypatch.setattr(asyncio.Timeout, "reschedule", counted)
     source = Arrived(ROLE + b"\n\n" + TEXT + b"\n\ndata: [DONE]\n\n")
     reader = SSEReader(source)
     got = await router()._until_commit(reader, time.monotonic() + 0.05)
