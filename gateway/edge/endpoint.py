@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.catalogue.body import parse_body
 from gateway.catalogue.needs import Needs, resolve_needs
+from gateway.edge import heap
 from gateway.edge.asgi import (
     Receive,
     Scope,
@@ -158,11 +159,15 @@ class Endpoint:
             ctx.trace = self._tracing.start(headers)
         task = asyncio.current_task()
         watch: asyncio.TimerHandle | None = None
+        large = False
         self._s.metrics.in_flight.inc()
         try:
             ctx.caller = await self._auth.identify(bearer(headers))
             ctx.key_id = ctx.caller.key_id
-            body = parse_body(await read_body(receive, self._limit), self._limits)
+            raw = await read_body(receive, self._limit)
+            large = len(raw) >= heap.LARGE_BODY_BYTES
+            body = parse_body(raw, self._limits)
+            del raw
             inbound = ctx.inbound = self._fe.parse(body, headers)
             ctx.stream = inbound.stream
             needs = ctx.needs = resolve_needs(inbound.chat, headers, self._config)
@@ -228,6 +233,8 @@ class Endpoint:
                 ctx.watcher = None
             self._s.metrics.in_flight.dec()
             await self._finish(ctx)
+            if large:
+                heap.after_large_body()
 
     async def _plan(
         self, chat: dict[str, Any], needs: Needs, ctx: _Ctx, session: str | None = None
