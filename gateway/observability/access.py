@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from gateway.catalogue.target import cached_tokens
+from gateway.catalogue.target import Target, cached_tokens
 from gateway.observability.logs import ACCESS_LOGGER, ACCESS_WRITER, AccessWriter, UTCNow
 from gateway.observability.metrics import Metrics, PlainCounter, PlainHistogram
 from gateway.observability.records import RouteRecord
@@ -193,6 +193,63 @@ class _Answered:
     overhead: PlainHistogram
 
 
+CLEAN_KEPT = 4096
+"""Clean-request handles kept (one per variant, provider, status, stream, api and key)."""
+
+
+class _Clean:
+    """What a clean request with one (variant, provider, status, stream, api, key) touches:
+    the series (those only some requests bump are looked up at their first use, as the general
+    path creates them) and the fixed middle of its log line (``key_id`` .. ``provider``)."""
+
+    __slots__ = (
+        "attempt_ok", "cached", "cost", "duration", "inter_chunk", "key", "middle", "overhead",
+        "provider", "requests", "tokens", "ttft", "upstream_wait", "variant",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        requests: PlainCounter,
+        duration: PlainHistogram,
+        overhead: PlainHistogram,
+        upstream_wait: PlainHistogram,
+        attempt_ok: PlainCounter,
+        middle: bytes,
+        variant: str,
+        provider: str,
+        key: str,
+    ) -> None:
+        self.requests, self.duration, self.overhead = requests, duration, overhead
+        self.upstream_wait, self.attempt_ok, self.middle = upstream_wait, attempt_ok, middle
+        self.variant, self.provider, self.key = variant, provider, key
+        self.ttft: PlainHistogram | None = None
+        self.inter_chunk: PlainHistogram | None = None
+        self.tokens: tuple[PlainCounter, PlainCounter] | None = None
+        self.cached: PlainCounter | None = None
+        self.cost: PlainCounter | None = None
+
+    def ttft_series(self, m: Metrics) -> PlainHistogram:
+        self.ttft = m.ttft.labels(self.variant, self.provider)
+        return self.ttft
+
+    def inter_chunk_series(self, m: Metrics) -> PlainHistogram:
+        self.inter_chunk = m.inter_chunk.labels(self.variant, self.provider)
+        return self.inter_chunk
+
+    def token_series(self, m: Metrics) -> tuple[PlainCounter, PlainCounter]:
+        v, p, k = self.variant, self.provider, m.key_label(self.key)
+        self.tokens = (m.tokens.labels(v, p, k, "in"), m.tokens.labels(v, p, k, "out"))
+        return self.tokens
+
+    def cached_series(self, m: Metrics) -> PlainCounter:
+        self.cached = m.tokens.labels(self.variant, self.provider, m.key_label(self.key), "cached")
+        return self.cached
+
+    def cost_series(self, m: Metrics) -> PlainCounter:
+        self.cost = m.cost.labels(self.variant, self.provider, m.key_label(self.key))
+        return self.cost
+
+
 class AccessLog:
     def __init__(
         self,
@@ -215,6 +272,10 @@ class AccessLog:
         """parse, route, state, other: created with the first planned request, as before."""
         self.ledger: Callable[[Record], None] | None = None
         """The spend ledger's hook (PostgreSQL records): every finished request, once."""
+        self.fast = True
+        """Clean requests (one attempt, answered, no error) take :meth:`_emit_clean`; False
+        sends every request through the general path (the tests compare the two)."""
+        self._clean: dict[tuple[str, str, int, bool, str, str], _Clean] = {}
 
     def emit(
         self,
@@ -236,6 +297,25 @@ class AccessLog:
 
         ``client``: the caller's address (the peer, or what a trusted proxy forwarded);
         ``api``: the front-end it came in on (``chat``, ``messages``)."""
+        if (
+            rs is not None
+            and error is None
+            and times is not None
+            and unmet is None
+            and self.fast
+            and (prompt is None or not self.log_prompts)
+        ):
+            attempts, target = rs.attempts, rs.target
+            if (
+                len(attempts) == 1
+                and attempts[0].failure is None
+                and attempts[0].target is target
+                and target is not None
+            ):
+                self._emit_clean(
+                    request_id, key_id, status, stream, duration_s, rs, target, times, client, api
+                )
+                return
         rec = Record(request_id, key_id, status, stream, error, rs, duration_s,
                      times or _NO_TIMES, api)  # fmt: skip
         self._observe_request(rec)
@@ -260,6 +340,140 @@ class AccessLog:
             if unsure:
                 data = self._redact(data.decode()).encode()
             self._writer.add(data)
+
+    def _emit_clean(
+        self,
+        request_id: str,
+        key_id: str,
+        status: int,
+        stream: bool,
+        total: float,
+        rs: RouteRecord,
+        target: Target,
+        times: StageTimes,
+        client: str | None,
+        api: str,
+    ) -> None:
+        """:meth:`emit` for a request answered at its one attempt, with no error: what
+        :class:`Record` and the sinks compute, in one pass over series looked up once per
+        (variant, provider, status, stream, api, key). The same figures, series, stats and line
+        as the general path (``tests/unit/test_access_fast.py``)."""
+        attempt = rs.attempts[0]
+        variant, provider = target.variant.id, target.provider
+        upstream = times.relay_wait_s + attempt.duration_s
+        backoff = rs.backoff_s
+        overhead = max(0.0, total - upstream - backoff)
+        usage = rs.usage
+        tokens_in, tokens_out = _tokens(usage)
+        cached = min(cached_tokens(usage), tokens_in)
+        cost = target.cost_usd(tokens_in, tokens_out, cached)
+        key = (variant, provider, status, stream, api, key_id)
+        h = self._clean.get(key) or self._clean_for(key, times.planned)
+        # metrics: in the general path's order (a series is created where it would be there)
+        h.requests.inc()
+        h.duration.observe(total)
+        h.overhead.observe(overhead)
+        m = self._m
+        if times.planned:
+            stages = self._stages or self._stage_series()
+            stages[0].observe(times.parse_s)
+            stages[1].observe(times.route_s)
+            stages[2].observe(times.before_s + times.after_s)
+            stages[3].observe(max(0.0, overhead - times.parse_s - times.route_s - times.before_s))
+        ttft = times.ttft_s
+        if ttft is not None:
+            (h.ttft or h.ttft_series(m)).observe(ttft)
+        chunks = times.chunks
+        if chunks:
+            (h.inter_chunk or h.inter_chunk_series(m)).observe(times.relay_wait_s / chunks)
+        h.upstream_wait.observe(upstream)
+        h.attempt_ok.inc()
+        if tokens_in or tokens_out:
+            tokens = h.tokens or h.token_series(m)
+            tokens[0].inc(tokens_in)
+            tokens[1].inc(tokens_out)
+            if cached:
+                (h.cached or h.cached_series(m)).inc(cached)
+            if cost:
+                (h.cost or h.cost_series(m)).inc(cost)
+        self.stats.count(
+            status, variant, provider, total, overhead, False, tokens_in, tokens_out, cost,
+            ttft, (), cached,
+        )  # fmt: skip
+        if self.ledger is not None:
+            self.ledger(Record(request_id, key_id, status, stream, None, rs, total, times, api))
+        if not self._writer.enabled():
+            return
+        total_ms = _ms(total)
+        gap = None if not chunks else times.relay_wait_s / chunks
+        rest = {
+            "attempts": [attempt.describe()],
+            "fallback": None,
+            "adaptations": rs.adaptations,
+            "usage": usage,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "tokens_cached": cached,
+            "cost_usd": _round(cost, 10**8, 8),
+            "duration_ms": total_ms,
+            "durations": {
+                "total_ms": total_ms,
+                "overhead_ms": _ms(overhead),
+                "parse_ms": _ms(times.parse_s),
+                "route_ms": _ms(times.route_s),
+                "state_ms": _ms(times.before_s + times.after_s),
+                "upstream_ms": _ms(upstream),
+                "backoff_ms": _ms(backoff),
+                "ttft_ms": None if ttft is None else _ms(ttft),
+                "inter_chunk_mean_ms": None if gap is None else _ms(gap),
+                "inter_chunk_max_ms": None if gap is None else _ms(times.gap_max_s),
+            },
+            "error": None,
+            "api": api,
+        }
+        if client is not None:
+            rest["client"] = client
+        self._writer.add(
+            b'{"event":"request","time":"'
+            + self._now().encode()
+            + b'","request_id":'
+            + orjson.dumps(request_id, default=str)
+            + h.middle
+            + orjson.dumps(rest, default=str)[1:]
+        )
+
+    def _clean_for(self, key: tuple[str, str, int, bool, str, str], planned: bool) -> _Clean:
+        """The series and line piece of a new clean (variant, provider, status, stream, api,
+        key); not kept past :data:`CLEAN_KEPT` of them (then each is looked up afresh)."""
+        variant, provider, status, stream, _, key_id = key
+        m = self._m
+        answered = self._answered.get(key[:5]) or self._answer(key[:5])
+        if planned and not self._stages:
+            self._stage_series()  # before upstream_wait, as the general path creates them
+        middle = orjson.dumps(
+            {
+                "key_id": key_id,
+                "status": status,
+                "stream": stream,
+                "variant": variant,
+                "provider": provider,
+            },
+            default=str,
+        )
+        h = _Clean(
+            answered.requests,
+            answered.duration,
+            answered.overhead,
+            m.stage.labels("upstream_wait"),
+            m.attempts.labels(variant, provider, "ok"),
+            b"," + middle[1:-1] + b",",
+            variant,
+            provider,
+            key_id,
+        )
+        if len(self._clean) < CLEAN_KEPT:
+            self._clean[key] = h
+        return h
 
     def note(
         self,
