@@ -16,6 +16,7 @@ elsewhere this does nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import time
@@ -66,7 +67,8 @@ def _start() -> None:
     global _pending, _last
     _pending = None
     _last = time.monotonic()
-    asyncio.get_running_loop().run_in_executor(None, trim)
+    with contextlib.suppress(RuntimeError):  # the default executor is shut down: stopping
+        asyncio.get_running_loop().run_in_executor(None, trim)
 
 
 def after_large_body() -> None:
