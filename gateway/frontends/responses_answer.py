@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -50,14 +50,17 @@ def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
     }
 
 
+INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_filter"}
+"""The host's finish reasons that leave a ``Response`` incomplete → its
+``incomplete_details.reason``; any other finish completes it."""
+
+
 def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str, Any]:
     """Set status, ``completed_at``/``incomplete_details`` and usage from the host's finish."""
-    if finish_reason == "length":
+    reason = INCOMPLETE.get(finish_reason) if isinstance(finish_reason, str) else None
+    if reason is not None:
         response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "max_output_tokens"}
-    elif finish_reason == "content_filter":
-        response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "content_filter"}
+        response["incomplete_details"] = {"reason": reason}
     else:
         response["status"] = "completed"
         response["completed_at"] = int(time.time())
@@ -65,7 +68,7 @@ def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str
     return response
 
 
-def _count(node: Any, key: str) -> int:
+def token_count(node: Any, key: str) -> int:
     value = node.get(key) if type(node) is dict else None
     return value if type(value) is int and value > 0 else 0  # (not a bool: type, not isinstance)
 
@@ -82,14 +85,14 @@ def usage_of(usage: Any) -> dict[str, Any]:
         }
     if type(usage) is not dict:
         usage = {}
-    inp, out = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
-    cached = _count(usage.get("prompt_tokens_details"), "cached_tokens")
+    inp, out = token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
+    cached = token_count(usage.get("prompt_tokens_details"), "cached_tokens")
     details = usage.get("completion_tokens_details")
     return {
         "input_tokens": inp,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": out,
-        "output_tokens_details": {"reasoning_tokens": _count(details, "reasoning_tokens")},
+        "output_tokens_details": {"reasoning_tokens": token_count(details, "reasoning_tokens")},
         "total_tokens": inp + out,
     }
 

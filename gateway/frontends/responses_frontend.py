@@ -28,6 +28,9 @@ from gateway.frontends.responses import ResponsesRequest, error_body, from_chat,
 from gateway.frontends.responses_stream import ResponsesStream
 from gateway.frontends.responses_tools import WebSearch
 
+_DONE = b"data: [DONE]\n\n"
+"""The relay's ``[DONE]`` event as it hands it over, alone."""
+
 
 class _ResponsesOut:
     __slots__ = ("_s",)
@@ -77,6 +80,8 @@ class _ResponsesOut:
                 run = None
             if isinstance(obj, dict):
                 out.append(self._s.feed(obj))
+            elif part == _DONE:  # what relay would make of it: the end
+                out.append(self._s.end())
             elif part:
                 out.append(self.relay(part))
         if run is not None:

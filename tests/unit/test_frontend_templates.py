@@ -296,3 +296,73 @@ def test_a_forked_child_draws_ids_of_its_own() -> None:
     child = os.read(read, 200).decode()
     os.close(read)
     assert len(child) == 68 and child != "".join(new_ids("a", "b"))
+
+
+COUNT = st.one_of(st.integers(-3, 2**40), st.booleans(), st.none(), st.text(max_size=2))
+USAGES = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt_tokens": COUNT,
+            "completion_tokens": COUNT,
+            "total_tokens": COUNT,
+            "prompt_tokens_details": st.one_of(COUNT, st.fixed_dictionaries(
+                {}, optional={"cached_tokens": COUNT})),
+            "completion_tokens_details": st.one_of(COUNT, st.fixed_dictionaries(
+                {}, optional={"reasoning_tokens": COUNT})),
+        },
+    ),
+)  # fmt: skip
+
+
+@given(USAGES)
+def test_usage_template_is_usage_of_dumped(usage: Any) -> None:
+    from gateway.frontends.responses_answer import usage_of
+
+    assert responses_stream._usage_json(usage) == orjson.dumps(usage_of(usage))
+
+
+@given(st.lists(st.tuples(st.text(max_size=6), QUOTE), max_size=10))
+def test_a_messages_quoted_text_is_its_text_dumped(parts: list[tuple[str, Any]]) -> None:
+    """``_quoted`` (the message's text as its JSON string, written as the parts came when
+    none has an escape) is ``_joined`` dumped."""
+    texts = [quote(t) for t, quote in parts]
+    assert responses_stream._quoted(texts) == orjson.dumps(_joined(texts))
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [b'"a\tb"'],  # a raw control character: not JSON
+        [b'"ok"', b'"\xff"'],  # not UTF-8
+        [b'"\xed\xa0\x80"'],  # an encoded surrogate
+    ],
+)
+def test_a_quoted_text_that_is_not_json_fails_as_decoding_it_does(texts: list[bytes]) -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        _joined(texts)  # type: ignore[arg-type]
+    with pytest.raises(orjson.JSONDecodeError):
+        responses_stream._quoted(texts)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("end", [None, "stop", "tool_calls", "length", "content_filter", "odd"])
+def test_the_last_event_is_finish_applied(end: str | None) -> None:
+    """The last event's status, completed_at and incomplete_details are what ``finish`` sets
+    for the stream's finish reason (none: completed)."""
+    from gateway.frontends.responses_answer import finish
+
+    s = ResponsesStream(to_chat({"model": "m", "input": "hi", "stream": True}, key=b"k"))
+    raw = s.start() + s.feed(chunk("Hi"))
+    if end is not None:
+        raw += s.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": end}]})
+    kind, data = frames(raw + s.end())[-1]
+    got = orjson.loads(data)["response"]
+    expected = finish({"completed_at": None, "incomplete_details": None}, end, None)
+    if expected["completed_at"] is not None:
+        assert abs(got["completed_at"] - expected["completed_at"]) <= 2
+        expected["completed_at"] = got["completed_at"]
+    assert kind == f"response.{expected['status']}"
+    for key in ("status", "completed_at", "incomplete_details", "usage"):
+        assert got[key] == expected[key]
