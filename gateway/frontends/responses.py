@@ -147,9 +147,28 @@ def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> tuple[float, float,
     return temperature, top_p, limit
 
 
+_PASSIVE: Final = frozenset(
+    {"include", "metadata", "truncation", "prompt_cache_key", "background", *_STRINGS,
+     *_NOT_FORWARDED}
+)  # fmt: skip
+"""The fields :func:`_passive` reads: a body with none of them (and nothing unknown) echoes
+the defaults."""
+
+
 def _passive(body: dict[str, Any], ignored: Ignored) -> tuple[list[str], dict[str, Any]]:
     """Fields accepted, not forwarded (each sent one named in ``ignored``): ``include``, and
     the echoed ones, in the Response's order (from ``truncation`` on)."""
+    if _PASSIVE.isdisjoint(body) and _HANDLED.issuperset(body):  # what the steps below give
+        return [], {
+            "truncation": "disabled", "store": False, "background": False,
+            "service_tier": "default", "metadata": {}, "safety_identifier": "",
+            "prompt_cache_key": "",
+        }  # fmt: skip
+    return _read_passive(body, ignored)
+
+
+def _read_passive(body: dict[str, Any], ignored: Ignored) -> tuple[list[str], dict[str, Any]]:
+    """:func:`_passive`, field by field."""
     raw = body.get("include")
     include: list[str] = []
     if raw is not None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import time
-from operator import add
 from types import SimpleNamespace
 from typing import Any
 
@@ -296,7 +295,7 @@ class ResponsesStream:
 
     def texts(self, quoted: list[bytes]) -> bytes:
         """:meth:`text` for each of several JSON strings in a row, joined: each event is
-        prefix + number and text + end, so one join with end + prefix between them."""
+        prefix, number, text and end, the events' pieces laid out in one list."""
         prefix = self._prefix
         if self._done or prefix is None or self._open != "message":
             return b"".join([self.text(q) for q in quoted])
@@ -306,8 +305,10 @@ class ResponsesStream:
         if not kept:
             return b""
         self._texts.extend(kept)  # decoded with the rest when the item closes
-        events = (_DELTA_END + prefix).join(map(add, _seq_deltas(seq, len(kept)), kept))
-        return b"".join((prefix, events, _DELTA_END))
+        pieces = [prefix, b"", b"", _DELTA_END] * len(kept)  # one join, no piece made per event
+        pieces[1::4] = _seq_deltas(seq, len(kept))
+        pieces[2::4] = kept
+        return b"".join(pieces)
 
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or

@@ -366,3 +366,30 @@ def test_the_last_event_is_finish_applied(end: str | None) -> None:
     assert kind == f"response.{expected['status']}"
     for key in ("status", "completed_at", "incomplete_details", "usage"):
         assert got[key] == expected[key]
+
+
+PASSIVE_VALUES = st.one_of(st.none(), st.booleans(), st.text(max_size=3), st.just("auto"),
+                           st.just({}), st.just(["reasoning.encrypted_content"]))  # fmt: skip
+
+
+@given(st.dictionaries(st.sampled_from(["model", "input", "stream", "instructions", "store",
+                                        "metadata", "include", "truncation", "user", "zzz",
+                                        "max_output_tokens", "prompt_cache_key"]),
+                       PASSIVE_VALUES, max_size=6))  # fmt: skip
+def test_passive_fields_read_at_once_are_read_one_by_one(body: dict[str, Any]) -> None:
+    """``_passive``'s shortcut for a body with none of its fields echoes what reading them
+    one by one echoes, and ignores nothing more."""
+    from gateway.errors import GatewayError
+    from gateway.frontends import responses
+    from gateway.frontends.messages_fields import Ignored
+
+    got: list[Any] = []
+    for read in (responses._passive, responses._read_passive):
+        ignored = Ignored()
+        try:
+            include, echo = read(body, ignored)
+        except GatewayError as err:
+            got.append(("error", err.message))
+        else:
+            got.append((include, list(echo.items()), ignored.entries()))
+    assert got[0] == got[1]
