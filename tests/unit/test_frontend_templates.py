@@ -393,3 +393,82 @@ def test_passive_fields_read_at_once_are_read_one_by_one(body: dict[str, Any]) -
         else:
             got.append((include, list(echo.items()), ignored.entries()))
     assert got[0] == got[1]
+
+
+ANY = st.one_of(st.none(), st.booleans(), st.integers(-1, 3), st.floats(-1, 3), st.text(max_size=3))
+MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "developer"]), "content": st.text(max_size=4)},
+    optional={"type": st.just("message"), "id": st.text(max_size=3)},
+)
+ITEM = st.one_of(MESSAGE, st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["message", "function_call", "reasoning"]),
+        "role": st.one_of(st.sampled_from(["user", "system", "developer", "assistant", "bot"]),
+                          st.just(["user"])),
+        "content": st.one_of(st.text(max_size=4), st.just([{"type": "input_text", "text": "x"}]),
+                             st.none()),
+    },
+))  # fmt: skip
+PLAIN_BODY = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.one_of(st.sampled_from(["m", "glm-4.7"]), st.just("m"), st.just(""), ANY),
+        "input": st.one_of(st.text(max_size=5), st.lists(MESSAGE, min_size=1, max_size=3),
+                           st.lists(ITEM, max_size=3), ANY),
+        "instructions": st.one_of(st.none(), st.text(max_size=4), ANY),
+        "stream": st.one_of(st.booleans(), ANY),
+        "max_output_tokens": st.one_of(st.none(), st.integers(1, 99), ANY),
+        "temperature": st.one_of(st.none(), st.floats(0, 2), ANY),
+        "top_p": st.one_of(st.none(), st.floats(0, 1), ANY),
+    },
+)  # fmt: skip
+
+
+PLAIN_OK = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["m", "glm-4.7"]),
+        "input": st.one_of(st.text(max_size=5), st.lists(MESSAGE, min_size=1, max_size=3)),
+    },
+    optional={
+        "instructions": st.one_of(st.none(), st.text(max_size=4)),
+        "stream": st.one_of(st.none(), st.booleans()),
+        "max_output_tokens": st.one_of(st.none(), st.integers(1, 99), st.just(5.0)),
+        "temperature": st.one_of(st.none(), st.floats(0, 2), st.integers(0, 2)),
+        "top_p": st.one_of(st.none(), st.floats(0, 1)),
+    },
+)
+
+
+@settings(max_examples=400)
+@given(st.one_of(PLAIN_OK, PLAIN_BODY))
+def test_a_plain_request_is_translated_as_the_general_path_does(body: dict[str, Any]) -> None:
+    """``to_chat``'s shortcut for a plain body (``_plain``) gives what reading it field by field
+    gives (the chat body and the echo byte for byte, in order), or leaves it to that path."""
+    from gateway.errors import GatewayError
+    from gateway.frontends import responses
+
+    got: list[Any] = []
+    for plain in (responses._PLAIN, frozenset()):  # frozenset(): no body is plain
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(responses, "_PLAIN", plain)
+            try:
+                req = to_chat(dict(body), key=b"k")
+            except GatewayError as err:
+                got.append(("error", err.message, err.param))
+            else:
+                got.append((orjson.dumps(req.chat), orjson.dumps(req.echo), req.requested_model,
+                             req.stream, req.summary, req.encrypted, req.ignored, req.key,
+                             req.names.back("f")))  # fmt: skip
+    assert got[0] == got[1]
+
+
+def test_plain_requests_take_the_shortcut() -> None:
+    from gateway.frontends import responses
+
+    inputs: list[Any] = ["hi", [{"role": "developer", "content": "x"},
+                                {"type": "message", "role": "user", "content": "y"}]]  # fmt: skip
+    for value in inputs:
+        body = {"model": "m", "input": value, "instructions": "be", "stream": True,
+                "max_output_tokens": 9, "temperature": 0.5}  # fmt: skip
+        assert responses._plain(body, b"k") is not None
