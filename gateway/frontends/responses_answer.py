@@ -9,8 +9,8 @@ sealed text when ``include`` asked ``reasoning.encrypted_content``), the ``messa
 
 from __future__ import annotations
 
-import secrets
 import time
+from os import urandom
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -22,14 +22,15 @@ if TYPE_CHECKING:
 
 
 def new_id(prefix: str) -> str:
-    """A fresh item id such as ``resp_…`` or ``msg_…``."""
-    return f"{prefix}_{secrets.token_hex(16)}"
+    """A fresh item id such as ``resp_…`` or ``msg_…`` (128 bits from the system's randomness,
+    as ``secrets.token_hex(16)`` draws them, without its two calls in between)."""
+    return f"{prefix}_{urandom(16).hex()}"
 
 
 def new_ids(first: str, second: str) -> tuple[str, str]:
     """Two fresh ids, as :func:`new_id` makes them, from one draw of the system's randomness
     (a stream's response and its first message item)."""
-    drawn = secrets.token_hex(32)
+    drawn = urandom(32).hex()
     return f"{first}_{drawn[:32]}", f"{second}_{drawn[32:]}"
 
 

@@ -265,9 +265,10 @@ class ResponsesStream:
         """The events for one normalised ``chat.completion.chunk`` (often none)."""
         if self._done:
             return b""
-        fast = self._more_text(chunk)
-        if fast is not None:
-            return fast
+        if self._prefix is not None:  # an item open with text: more text, cheaply?
+            fast = self._more_text(chunk)
+            if fast is not None:
+                return fast
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         choices = chunk.get("choices")
@@ -393,7 +394,7 @@ class ResponsesStream:
         self._texts.append(quoted)  # as the plain chunks' texts: joined in one decode
         seq = self._seq
         self._seq = seq + 1
-        return out + prefix + _seq_delta(seq) + quoted + _DELTA_END
+        return b"".join((out, prefix, _seq_delta(seq), quoted, _DELTA_END))
 
     def _delta_prefix(self, kind: str) -> bytes:
         """``event: ...\ndata: {...,"sequence_number":`` for this item's text deltas (the same
