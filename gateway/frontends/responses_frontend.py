@@ -63,6 +63,10 @@ class _ResponsesOut:
         return b"".join(out)
 
     def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
+        if len(objs) == 2 and len(parts) == 2:  # the usual read: a text, then a run of them
+            first, rest = objs
+            if type(first) is PlainText and type(rest) is PlainTexts:
+                return self._s.texts([first.quoted, *rest.quoted])  # as the loop below does
         out: list[bytes] = []
         run: list[bytes] | None = None
         """Texts in a row (``PlainText``, ``PlainTexts``: gateway/edge/fastpath.py), written

@@ -472,3 +472,32 @@ def test_plain_requests_take_the_shortcut() -> None:
         body = {"model": "m", "input": value, "instructions": "be", "stream": True,
                 "max_output_tokens": 9, "temperature": 0.5}  # fmt: skip
         assert responses._plain(body, b"k") is not None
+
+
+@given(st.lists(st.tuples(st.text(max_size=6), QUOTE), min_size=2, max_size=8))
+def test_a_text_then_a_run_is_relayed_as_each_on_its_own(parts: list[tuple[str, Any]]) -> None:
+    """The usual read (a ``PlainText`` then a ``PlainTexts``) relayed at once writes what
+    relaying each piece on its own writes (also before any item is open)."""
+    from gateway.edge.fastpath import PlainText, PlainTexts
+    from gateway.frontends.responses_frontend import ResponsesFrontEnd
+
+    quoted = [q if isinstance(q, bytes) else orjson.dumps(q) for q in (f(t) for t, f in parts)]
+    for opened in (True, False):
+        outs = []
+        for whole in (True, False):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(responses_stream, "new_id", lambda p: f"{p}_1")
+                mp.setattr(responses_stream, "new_ids", lambda a, b: (f"{a}_x", f"{b}_y"))
+                fe = ResponsesFrontEnd(b"k")
+                out = fe.stream(fe.parse({"model": "m", "input": "hi", "stream": True}, {}))
+                raw = out.begin()
+                if opened:
+                    raw += out.relay_parts([b""], [chunk("Hi ")])
+                objs: list[Any] = [PlainText(quoted[0]), PlainTexts(quoted[1:])]
+                if whole:
+                    raw += out.relay_parts([b"", b""], objs)
+                else:
+                    raw += b"".join(out.relay_parts([b""], [o]) for o in objs)
+                raw += out.relay_parts([b"data: [DONE]\n\n"], [None])
+                outs.append(re.sub(rb'"(created_at|completed_at)":\d+', b"0", raw))
+        assert outs[0] == outs[1]
