@@ -81,6 +81,10 @@ def to_chat(body: Any, *, key: bytes, web_search: WebSearch = "drop") -> Respons
     """
     if not isinstance(body, dict):
         raise bad("body", "must be a JSON object.", "invalid_type")
+    if _PLAIN.issuperset(body):
+        plain = _plain(body, key)
+        if plain is not None:
+            return plain
     for stateful in ("previous_response_id", "conversation"):
         if body.get(stateful) is not None:
             raise bad(stateful, "the gateway keeps no state; send the whole input instead.",
@@ -125,6 +129,75 @@ def to_chat(body: Any, *, key: bytes, web_search: WebSearch = "drop") -> Respons
                             ignored.entries(), key)  # fmt: skip
 
 
+_PLAIN: Final = frozenset(
+    {"model", "input", "instructions", "stream", "max_output_tokens", "temperature", "top_p"}
+)
+"""The fields of a plain request (no tools, formats, reasoning or passive fields), which
+:func:`_plain` translates at once."""
+_PLAIN_ROLES: Final = {"user": "user", "system": "system", "developer": "system"}
+
+
+def _plain(body: dict[str, Any], key: bytes) -> ResponsesRequest | None:
+    """:func:`to_chat` for a body of :data:`_PLAIN` fields whose model, instructions and stream
+    are well typed and whose input is a string or ``user``/``system``/``developer`` messages
+    with string content; None for any other (the general path then reads it, or says what is
+    wrong): the same request, with the steps that find nothing to do skipped."""
+    model = body.get("model")
+    instructions = body.get("instructions")
+    stream = body.get("stream")
+    if (
+        type(model) is not str
+        or not model
+        or (instructions is not None and type(instructions) is not str)
+        or (stream is not None and type(stream) is not bool)
+    ):
+        return None
+    value = body.get("input")
+    if type(value) is str:
+        messages = [{"role": "user", "content": value}]
+    elif type(value) is list and value:
+        messages = []
+        for item in value:
+            if type(item) is not dict or item.get("type", "message") != "message":
+                return None
+            role, content = item.get("role"), item.get("content")
+            if type(role) is not str or role not in _PLAIN_ROLES or type(content) is not str:
+                return None
+            messages.append({"role": _PLAIN_ROLES[role], "content": content})
+    else:
+        return None
+    if instructions is not None:
+        messages.insert(0, {"role": "system", "content": instructions})
+    chat: dict[str, Any] = {"model": model, "messages": messages}
+    if stream:
+        chat["stream"] = True
+    temperature, top_p, max_output_tokens = _sampling(body, chat)
+    echo: dict[str, Any] = {  # as to_chat's, every step but _sampling having found nothing
+        "previous_response_id": None,
+        "instructions": instructions,
+        "tools": [],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "text": {"format": {"type": "text"}},
+        "temperature": temperature,
+        "top_p": top_p,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_logprobs": 0,
+        "max_output_tokens": max_output_tokens,
+        "max_tool_calls": None,
+        "reasoning": None,
+        "truncation": "disabled",
+        "store": False,
+        "background": False,
+        "service_tier": "default",
+        "metadata": {},
+        "safety_identifier": "",
+        "prompt_cache_key": "",
+    }
+    return ResponsesRequest(chat, model, bool(stream), Names(), echo, False, False, [], key)
+
+
 def _flag(body: dict[str, Any], name: str) -> bool:
     value = body.get(name)
     if value is not None and not isinstance(value, bool):
@@ -147,9 +220,28 @@ def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> tuple[float, float,
     return temperature, top_p, limit
 
 
+_PASSIVE: Final = frozenset(
+    {"include", "metadata", "truncation", "prompt_cache_key", "background", *_STRINGS,
+     *_NOT_FORWARDED}
+)  # fmt: skip
+"""The fields :func:`_passive` reads: a body with none of them (and nothing unknown) echoes
+the defaults."""
+
+
 def _passive(body: dict[str, Any], ignored: Ignored) -> tuple[list[str], dict[str, Any]]:
     """Fields accepted, not forwarded (each sent one named in ``ignored``): ``include``, and
     the echoed ones, in the Response's order (from ``truncation`` on)."""
+    if _PASSIVE.isdisjoint(body) and _HANDLED.issuperset(body):  # what the steps below give
+        return [], {
+            "truncation": "disabled", "store": False, "background": False,
+            "service_tier": "default", "metadata": {}, "safety_identifier": "",
+            "prompt_cache_key": "",
+        }  # fmt: skip
+    return _read_passive(body, ignored)
+
+
+def _read_passive(body: dict[str, Any], ignored: Ignored) -> tuple[list[str], dict[str, Any]]:
+    """:func:`_passive`, field by field."""
     raw = body.get("include")
     include: list[str] = []
     if raw is not None:

@@ -9,9 +9,9 @@ sealed text when ``include`` asked ``reasoning.encrypted_content``), the ``messa
 
 from __future__ import annotations
 
-import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from os import urandom
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -22,14 +22,15 @@ if TYPE_CHECKING:
 
 
 def new_id(prefix: str) -> str:
-    """A fresh item id such as ``resp_…`` or ``msg_…``."""
-    return f"{prefix}_{secrets.token_hex(16)}"
+    """A fresh item id such as ``resp_…`` or ``msg_…`` (128 bits from the system's randomness,
+    as ``secrets.token_hex(16)`` draws them, without its two calls in between)."""
+    return f"{prefix}_{urandom(16).hex()}"
 
 
 def new_ids(first: str, second: str) -> tuple[str, str]:
     """Two fresh ids, as :func:`new_id` makes them, from one draw of the system's randomness
     (a stream's response and its first message item)."""
-    drawn = secrets.token_hex(32)
+    drawn = urandom(32).hex()
     return f"{first}_{drawn[:32]}", f"{second}_{drawn[32:]}"
 
 
@@ -50,14 +51,17 @@ def skeleton(req: ResponsesRequest, rid: str, created: int) -> dict[str, Any]:
     }
 
 
+INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_filter"}
+"""The host's finish reasons that leave a ``Response`` incomplete → its
+``incomplete_details.reason``; any other finish completes it."""
+
+
 def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str, Any]:
     """Set status, ``completed_at``/``incomplete_details`` and usage from the host's finish."""
-    if finish_reason == "length":
+    reason = INCOMPLETE.get(finish_reason) if isinstance(finish_reason, str) else None
+    if reason is not None:
         response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "max_output_tokens"}
-    elif finish_reason == "content_filter":
-        response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "content_filter"}
+        response["incomplete_details"] = {"reason": reason}
     else:
         response["status"] = "completed"
         response["completed_at"] = int(time.time())
@@ -65,7 +69,7 @@ def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str
     return response
 
 
-def _count(node: Any, key: str) -> int:
+def token_count(node: Any, key: str) -> int:
     value = node.get(key) if type(node) is dict else None
     return value if type(value) is int and value > 0 else 0  # (not a bool: type, not isinstance)
 
@@ -82,14 +86,14 @@ def usage_of(usage: Any) -> dict[str, Any]:
         }
     if type(usage) is not dict:
         usage = {}
-    inp, out = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
-    cached = _count(usage.get("prompt_tokens_details"), "cached_tokens")
+    inp, out = token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
+    cached = token_count(usage.get("prompt_tokens_details"), "cached_tokens")
     details = usage.get("completion_tokens_details")
     return {
         "input_tokens": inp,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": out,
-        "output_tokens_details": {"reasoning_tokens": _count(details, "reasoning_tokens")},
+        "output_tokens_details": {"reasoning_tokens": token_count(details, "reasoning_tokens")},
         "total_tokens": inp + out,
     }
 

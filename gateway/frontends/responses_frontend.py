@@ -28,6 +28,9 @@ from gateway.frontends.responses import ResponsesRequest, error_body, from_chat,
 from gateway.frontends.responses_stream import ResponsesStream
 from gateway.frontends.responses_tools import WebSearch
 
+_DONE = b"data: [DONE]\n\n"
+"""The relay's ``[DONE]`` event as it hands it over, alone."""
+
 
 class _ResponsesOut:
     __slots__ = ("_s",)
@@ -60,6 +63,10 @@ class _ResponsesOut:
         return b"".join(out)
 
     def relay_parts(self, parts: list[bytes], objs: list[Any]) -> bytes:
+        if len(objs) == 2 and len(parts) == 2:  # the usual read: a text, then a run of them
+            first, rest = objs
+            if type(first) is PlainText and type(rest) is PlainTexts:
+                return self._s.texts([first.quoted, *rest.quoted])  # as the loop below does
         out: list[bytes] = []
         run: list[bytes] | None = None
         """Texts in a row (``PlainText``, ``PlainTexts``: gateway/edge/fastpath.py), written
@@ -77,6 +84,8 @@ class _ResponsesOut:
                 run = None
             if isinstance(obj, dict):
                 out.append(self._s.feed(obj))
+            elif part == _DONE:  # what relay would make of it: the end
+                out.append(self._s.end())
             elif part:
                 out.append(self.relay(part))
         if run is not None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import time
-from operator import add
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,14 +27,15 @@ import orjson
 
 from gateway.frontends.responses import ResponsesRequest
 from gateway.frontends.responses_answer import (
+    INCOMPLETE,
     call_item,
-    finish,
     message_item,
     new_id,
     new_ids,
     output_text,
     reasoning_item,
     skeleton,
+    token_count,
     usage_of,
 )
 from gateway.frontends.tool_calls import Call, ToolCalls
@@ -138,6 +138,49 @@ _STARTED = b"".join((b"null", _R[3], b'"in_progress"', _R[4], b"null", _R[5], b"
 _ZERO_USAGE = orjson.dumps(usage_of(None))
 _NO_OUTPUT = b"".join((b"[]", _R[8], _ZERO_USAGE))
 _RESPONSE = b',"response":'
+_COMPLETED = _head("response.completed")
+_COMPLETED_STATE = b"".join((_R[3], b'"completed"', _R[4], b"null"))
+"""A completed ``Response`` after its ``completed_at`` value, to its ``error``'s."""
+_INCOMPLETE_KIND = _head("response.incomplete")
+_INCOMPLETE = {
+    reason: b"".join((b"null", _R[3], b'"incomplete"', _R[4], orjson.dumps({"reason": why})))
+    for reason, why in INCOMPLETE.items()
+}
+"""A finish reason that leaves the ``Response`` incomplete → its ``completed_at`` to its
+``incomplete_details`` (with the pieces between them), as :func:`finish` sets them."""
+_FAILED = _head("response.failed")
+_FAILED_STATE = b"".join((b"null", _R[3], b'"failed"', _R[4], b"null"))
+
+
+def _usage_template() -> bytes:
+    """``usage_of`` dumped with ``%d`` for its five counts, in the order of :func:`_usage_json`'s
+    arguments (input, cached, output, reasoning, total)."""
+    probe = {
+        "prompt_tokens": 1000001,
+        "prompt_tokens_details": {"cached_tokens": 1000002},
+        "completion_tokens": 1000003,
+        "completion_tokens_details": {"reasoning_tokens": 1000004},
+    }
+    dumped = orjson.dumps(usage_of(probe))
+    counts = [b"1000001", b"1000002", b"1000003", b"1000004", b"2000004"]
+    assert sorted(counts, key=dumped.index) == counts
+    assert all(dumped.count(n) == 1 for n in counts)
+    for n in counts:
+        dumped = dumped.replace(n, b"%d")
+    return dumped
+
+
+_USAGE = _usage_template()
+
+
+def _usage_json(usage: Any) -> bytes:
+    """``orjson.dumps(usage_of(usage))``, the counts written into :data:`_USAGE`."""
+    if type(usage) is not dict:
+        return _ZERO_USAGE
+    inp, out = token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
+    cached = token_count(usage.get("prompt_tokens_details"), "cached_tokens")
+    reasoning = token_count(usage.get("completion_tokens_details"), "reasoning_tokens")
+    return _USAGE % (inp, cached, out, reasoning, inp + out)
 
 
 def _seq_delta(n: int) -> bytes:
@@ -146,6 +189,11 @@ def _seq_delta(n: int) -> bytes:
 
 class ResponsesStream:
     """The state of one Responses stream; not thread-safe, one per response."""
+
+    __slots__ = (
+        "_at", "_done", "_echo", "_finish", "_item_id", "_model", "_msg_id", "_open", "_output",
+        "_pre", "_prefix", "_seq", "_texts", "_tools", "_usage", "req",
+    )  # fmt: skip
 
     def __init__(self, req: ResponsesRequest) -> None:
         self.req = req
@@ -166,7 +214,8 @@ class ResponsesStream:
         self._texts: list[str | bytes] = []
         """The open item's text so far: strings, or JSON strings (bytes, quotes included)
         as plain chunks gave them, decoded when the item closes."""
-        self._tools = ToolCalls()
+        self._tools: ToolCalls | None = None
+        """The tool calls so far, from the first chunk that has ``tool_calls``."""
         self._finish: Any = None
         self._usage: Any = None
         self._done = False
@@ -199,31 +248,27 @@ class ResponsesStream:
             )
         )  # fmt: skip
 
-    def _response(
-        self, kind: str, state: dict[str, Any], error: bytes = b"null", usage: bytes = b""
-    ) -> list[bytes]:
-        """The pieces of a whole-response event (``kind``): the ``Response`` with ``state``'s
-        ``status``, ``completed_at`` and ``incomplete_details`` (absent: null), ``error`` and
-        ``usage`` (JSON; none: all counts 0), and the output items so far."""
+    def _response(self, kind: bytes, ended: bytes, error: bytes, usage: bytes) -> bytes:
+        """A whole-response event (``kind``, its head): the ``Response`` with ``ended`` (its
+        values from ``completed_at`` to ``incomplete_details``, with the pieces between them),
+        ``error`` and ``usage`` (JSON), and the output items so far."""
         seq = self._seq
         self._seq = seq + 1
-        done = state.get("completed_at")
-        details = state.get("incomplete_details")
-        return [
-            _head(kind), b"%d" % seq, _RESPONSE, self._pre,
-            b"null" if done is None else b"%d" % done, _R[3], orjson.dumps(state["status"]),
-            _R[4], b"null" if details is None else orjson.dumps(details), _R[5], error,
-            self._model, b"[", b",".join(self._output), b"]", _R[8],
-            usage or _ZERO_USAGE, self._echo, _EVENT_END,
-        ]  # fmt: skip
+        return b"".join(
+            (
+                kind, b"%d" % seq, _RESPONSE, self._pre, ended, _R[5], error, self._model,
+                b"[", b",".join(self._output), b"]", _R[8], usage, self._echo, _EVENT_END,
+            )
+        )  # fmt: skip
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         """The events for one normalised ``chat.completion.chunk`` (often none)."""
         if self._done:
             return b""
-        fast = self._more_text(chunk)
-        if fast is not None:
-            return fast
+        if self._prefix is not None:  # an item open with text: more text, cheaply?
+            fast = self._more_text(chunk)
+            if fast is not None:
+                return fast
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         choices = chunk.get("choices")
@@ -251,7 +296,7 @@ class ResponsesStream:
 
     def texts(self, quoted: list[bytes]) -> bytes:
         """:meth:`text` for each of several JSON strings in a row, joined: each event is
-        prefix + number and text + end, so one join with end + prefix between them."""
+        prefix, number, text and end, the events' pieces laid out in one list."""
         prefix = self._prefix
         if self._done or prefix is None or self._open != "message":
             return b"".join([self.text(q) for q in quoted])
@@ -261,8 +306,10 @@ class ResponsesStream:
         if not kept:
             return b""
         self._texts.extend(kept)  # decoded with the rest when the item closes
-        events = (_DELTA_END + prefix).join(map(add, _seq_deltas(seq, len(kept)), kept))
-        return b"".join((prefix, events, _DELTA_END))
+        pieces = [prefix, b"", b"", _DELTA_END] * len(kept)  # one join, no piece made per event
+        pieces[1::4] = _seq_deltas(seq, len(kept))
+        pieces[2::4] = kept
+        return b"".join(pieces)
 
     def end(self) -> bytes:
         """Close the open item, emit the tool calls, then ``response.completed`` (or
@@ -270,14 +317,15 @@ class ResponsesStream:
         if self._done:
             return b""
         out = [self._close()]
-        if self._tools.calls:
+        if self._tools is not None and self._tools.calls:
             out += [self._call_events(c) for c in self._tools.calls]
         self._done = True
-        state = finish({}, self._finish, self._usage)
-        kind = "response.completed"
-        if state["status"] == "incomplete":
-            kind = "response.incomplete"
-        out += self._response(kind, state, usage=orjson.dumps(state["usage"]))
+        ended = _INCOMPLETE.get(self._finish) if self._finish is not None else None
+        if ended is None:  # as finish() sets a completed response: completed_at now
+            kind, ended = _COMPLETED, b"%d%s" % (int(time.time()), _COMPLETED_STATE)
+        else:
+            kind = _INCOMPLETE_KIND
+        out.append(self._response(kind, ended, b"null", _usage_json(self._usage)))
         return b"".join(out)
 
     def fail(self, code: str, message: str, *, rate_limited: bool = False) -> bytes:
@@ -289,7 +337,7 @@ class ResponsesStream:
         self._done = True
         kind = "rate_limit_exceeded" if rate_limited else "server_error"
         error = orjson.dumps({"code": kind, "message": message})
-        out = b"".join(self._response("response.failed", {"status": "failed"}, error))
+        out = self._response(_FAILED, _FAILED_STATE, error, _ZERO_USAGE)
         err = {"code": code, "message": message, "param": None}
         return out + self._event("error", {**err, "error": {"type": "server_error", **err}})
 
@@ -324,7 +372,11 @@ class ResponsesStream:
         text = delta.get("content")
         if text and isinstance(text, str):
             out += self._text("message", text)
-        self._tools.feed(delta.get("tool_calls"))
+        calls = delta.get("tool_calls")
+        if calls is not None:
+            if self._tools is None:
+                self._tools = ToolCalls()
+            self._tools.feed(calls)
         return out
 
     def _where(self) -> dict[str, Any]:
@@ -342,7 +394,7 @@ class ResponsesStream:
         self._texts.append(quoted)  # as the plain chunks' texts: joined in one decode
         seq = self._seq
         self._seq = seq + 1
-        return out + prefix + _seq_delta(seq) + quoted + _DELTA_END
+        return b"".join((out, prefix, _seq_delta(seq), quoted, _DELTA_END))
 
     def _delta_prefix(self, kind: str) -> bytes:
         """``event: ...\ndata: {...,"sequence_number":`` for this item's text deltas (the same
@@ -398,14 +450,14 @@ class ResponsesStream:
     def _close(self) -> bytes:
         if self._open is None:
             return b""
-        text, kind = _joined(self._texts), self._open
+        texts, kind = self._texts, self._open
         self._open, self._texts = None, []
         event = self._item_event  # the item's id and index as opened (nothing appended since)
         if kind == "message":  # its three events, as _item_event writes them, in one join
             seq = self._seq
             self._seq = seq + 3
             at = self._at[1:]
-            quoted = orjson.dumps(text)
+            quoted = _quoted(texts)
             part_json = _PART_TEXT[0] + quoted + _PART_TEXT[1]
             item = b"".join(
                 (_ITEM_PART[0], orjson.dumps(self._item_id), _ITEM_PART[1], part_json,
@@ -421,6 +473,7 @@ class ResponsesStream:
                     _ITEM_DONE, b"%d" % (seq + 2), b",", at, b',"item":', item, _EVENT_END,
                 )
             )  # fmt: skip
+        text = _joined(texts)
         out = b""
         if self.req.summary:
             done = {"summary_index": 0, "text": text}
@@ -456,7 +509,7 @@ def _joined(texts: list[str | bytes]) -> str:
     """The text of an item: its parts joined, JSON strings among them decoded in one call.
 
     JSON strings only (the common case), none holding an escaped quote: every quote in them
-    delimits one, so dropping the joins' ``""`` leaves one JSON string, the texts joined."""
+    delimits one, so deleting the quotes leaves the texts' JSON bodies joined, one decode."""
     if not texts:
         return ""
     try:
@@ -466,8 +519,26 @@ def _joined(texts: list[str | bytes]) -> str:
     except TypeError:  # strings and JSON strings mixed
         quoted = [t if type(t) is bytes else orjson.dumps(t) for t in texts]
         return "".join(orjson.loads(b"[" + b",".join(quoted) + b"]"))
-    if b'\\"' not in joined:
-        text: str = orjson.loads(b'"' + joined[1:-1].replace(b'""', b"") + b'"')
+    if b"\\" not in joined or b'\\"' not in joined:
+        text: str = orjson.loads(b'"' + joined.translate(None, b'"') + b'"')
         return text
     parts: list[str] = orjson.loads(b"[" + b",".join(texts) + b"]")  # type: ignore[arg-type]
     return "".join(parts)
+
+
+def _quoted(texts: list[str | bytes]) -> bytes:
+    """``orjson.dumps(_joined(texts))``, the message's text as its JSON string. JSON strings
+    with no escape in any: their bodies joined between two quotes, as they came (decoded
+    only to check them as the general path does: orjson writes such a text back byte for
+    byte, escaping nothing but quotes, backslashes and control characters, which a JSON
+    string's body holds only escaped)."""
+    if texts and type(texts[0]) is bytes:
+        try:
+            joined = b"".join(texts)  # type: ignore[arg-type]
+        except TypeError:  # strings and JSON strings mixed
+            return orjson.dumps(_joined(texts))
+        if b"\\" not in joined:
+            quoted = b'"' + joined.translate(None, b'"') + b'"'
+            orjson.loads(quoted)  # raises where the general path's decode raises
+            return quoted
+    return orjson.dumps(_joined(texts))

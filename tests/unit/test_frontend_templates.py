@@ -296,3 +296,208 @@ def test_a_forked_child_draws_ids_of_its_own() -> None:
     child = os.read(read, 200).decode()
     os.close(read)
     assert len(child) == 68 and child != "".join(new_ids("a", "b"))
+
+
+COUNT = st.one_of(st.integers(-3, 2**40), st.booleans(), st.none(), st.text(max_size=2))
+USAGES = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt_tokens": COUNT,
+            "completion_tokens": COUNT,
+            "total_tokens": COUNT,
+            "prompt_tokens_details": st.one_of(COUNT, st.fixed_dictionaries(
+                {}, optional={"cached_tokens": COUNT})),
+            "completion_tokens_details": st.one_of(COUNT, st.fixed_dictionaries(
+                {}, optional={"reasoning_tokens": COUNT})),
+        },
+    ),
+)  # fmt: skip
+
+
+@given(USAGES)
+def test_usage_template_is_usage_of_dumped(usage: Any) -> None:
+    from gateway.frontends.responses_answer import usage_of
+
+    assert responses_stream._usage_json(usage) == orjson.dumps(usage_of(usage))
+
+
+@given(st.lists(st.tuples(st.text(max_size=6), QUOTE), max_size=10))
+def test_a_messages_quoted_text_is_its_text_dumped(parts: list[tuple[str, Any]]) -> None:
+    """``_quoted`` (the message's text as its JSON string, written as the parts came when
+    none has an escape) is ``_joined`` dumped."""
+    texts = [quote(t) for t, quote in parts]
+    assert responses_stream._quoted(texts) == orjson.dumps(_joined(texts))
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [b'"a\tb"'],  # a raw control character: not JSON
+        [b'"ok"', b'"\xff"'],  # not UTF-8
+        [b'"\xed\xa0\x80"'],  # an encoded surrogate
+    ],
+)
+def test_a_quoted_text_that_is_not_json_fails_as_decoding_it_does(texts: list[bytes]) -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        _joined(texts)  # type: ignore[arg-type]
+    with pytest.raises(orjson.JSONDecodeError):
+        responses_stream._quoted(texts)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("end", [None, "stop", "tool_calls", "length", "content_filter", "odd"])
+def test_the_last_event_is_finish_applied(end: str | None) -> None:
+    """The last event's status, completed_at and incomplete_details are what ``finish`` sets
+    for the stream's finish reason (none: completed)."""
+    from gateway.frontends.responses_answer import finish
+
+    s = ResponsesStream(to_chat({"model": "m", "input": "hi", "stream": True}, key=b"k"))
+    raw = s.start() + s.feed(chunk("Hi"))
+    if end is not None:
+        raw += s.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": end}]})
+    kind, data = frames(raw + s.end())[-1]
+    got = orjson.loads(data)["response"]
+    expected = finish({"completed_at": None, "incomplete_details": None}, end, None)
+    if expected["completed_at"] is not None:
+        assert abs(got["completed_at"] - expected["completed_at"]) <= 2
+        expected["completed_at"] = got["completed_at"]
+    assert kind == f"response.{expected['status']}"
+    for key in ("status", "completed_at", "incomplete_details", "usage"):
+        assert got[key] == expected[key]
+
+
+PASSIVE_VALUES = st.one_of(st.none(), st.booleans(), st.text(max_size=3), st.just("auto"),
+                           st.just({}), st.just(["reasoning.encrypted_content"]))  # fmt: skip
+
+
+@given(st.dictionaries(st.sampled_from(["model", "input", "stream", "instructions", "store",
+                                        "metadata", "include", "truncation", "user", "zzz",
+                                        "max_output_tokens", "prompt_cache_key"]),
+                       PASSIVE_VALUES, max_size=6))  # fmt: skip
+def test_passive_fields_read_at_once_are_read_one_by_one(body: dict[str, Any]) -> None:
+    """``_passive``'s shortcut for a body with none of its fields echoes what reading them
+    one by one echoes, and ignores nothing more."""
+    from gateway.errors import GatewayError
+    from gateway.frontends import responses
+    from gateway.frontends.messages_fields import Ignored
+
+    got: list[Any] = []
+    for read in (responses._passive, responses._read_passive):
+        ignored = Ignored()
+        try:
+            include, echo = read(body, ignored)
+        except GatewayError as err:
+            got.append(("error", err.message))
+        else:
+            got.append((include, list(echo.items()), ignored.entries()))
+    assert got[0] == got[1]
+
+
+ANY = st.one_of(st.none(), st.booleans(), st.integers(-1, 3), st.floats(-1, 3), st.text(max_size=3))
+MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "developer"]), "content": st.text(max_size=4)},
+    optional={"type": st.just("message"), "id": st.text(max_size=3)},
+)
+ITEM = st.one_of(MESSAGE, st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["message", "function_call", "reasoning"]),
+        "role": st.one_of(st.sampled_from(["user", "system", "developer", "assistant", "bot"]),
+                          st.just(["user"])),
+        "content": st.one_of(st.text(max_size=4), st.just([{"type": "input_text", "text": "x"}]),
+                             st.none()),
+    },
+))  # fmt: skip
+PLAIN_BODY = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.one_of(st.sampled_from(["m", "glm-4.7"]), st.just("m"), st.just(""), ANY),
+        "input": st.one_of(st.text(max_size=5), st.lists(MESSAGE, min_size=1, max_size=3),
+                           st.lists(ITEM, max_size=3), ANY),
+        "instructions": st.one_of(st.none(), st.text(max_size=4), ANY),
+        "stream": st.one_of(st.booleans(), ANY),
+        "max_output_tokens": st.one_of(st.none(), st.integers(1, 99), ANY),
+        "temperature": st.one_of(st.none(), st.floats(0, 2), ANY),
+        "top_p": st.one_of(st.none(), st.floats(0, 1), ANY),
+    },
+)  # fmt: skip
+
+
+PLAIN_OK = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["m", "glm-4.7"]),
+        "input": st.one_of(st.text(max_size=5), st.lists(MESSAGE, min_size=1, max_size=3)),
+    },
+    optional={
+        "instructions": st.one_of(st.none(), st.text(max_size=4)),
+        "stream": st.one_of(st.none(), st.booleans()),
+        "max_output_tokens": st.one_of(st.none(), st.integers(1, 99), st.just(5.0)),
+        "temperature": st.one_of(st.none(), st.floats(0, 2), st.integers(0, 2)),
+        "top_p": st.one_of(st.none(), st.floats(0, 1)),
+    },
+)
+
+
+@settings(max_examples=400)
+@given(st.one_of(PLAIN_OK, PLAIN_BODY))
+def test_a_plain_request_is_translated_as_the_general_path_does(body: dict[str, Any]) -> None:
+    """``to_chat``'s shortcut for a plain body (``_plain``) gives what reading it field by field
+    gives (the chat body and the echo byte for byte, in order), or leaves it to that path."""
+    from gateway.errors import GatewayError
+    from gateway.frontends import responses
+
+    got: list[Any] = []
+    for plain in (responses._PLAIN, frozenset()):  # frozenset(): no body is plain
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(responses, "_PLAIN", plain)
+            try:
+                req = to_chat(dict(body), key=b"k")
+            except GatewayError as err:
+                got.append(("error", err.message, err.param))
+            else:
+                got.append((orjson.dumps(req.chat), orjson.dumps(req.echo), req.requested_model,
+                             req.stream, req.summary, req.encrypted, req.ignored, req.key,
+                             req.names.back("f")))  # fmt: skip
+    assert got[0] == got[1]
+
+
+def test_plain_requests_take_the_shortcut() -> None:
+    from gateway.frontends import responses
+
+    inputs: list[Any] = ["hi", [{"role": "developer", "content": "x"},
+                                {"type": "message", "role": "user", "content": "y"}]]  # fmt: skip
+    for value in inputs:
+        body = {"model": "m", "input": value, "instructions": "be", "stream": True,
+                "max_output_tokens": 9, "temperature": 0.5}  # fmt: skip
+        assert responses._plain(body, b"k") is not None
+
+
+@given(st.lists(st.tuples(st.text(max_size=6), QUOTE), min_size=2, max_size=8))
+def test_a_text_then_a_run_is_relayed_as_each_on_its_own(parts: list[tuple[str, Any]]) -> None:
+    """The usual read (a ``PlainText`` then a ``PlainTexts``) relayed at once writes what
+    relaying each piece on its own writes (also before any item is open)."""
+    from gateway.edge.fastpath import PlainText, PlainTexts
+    from gateway.frontends.responses_frontend import ResponsesFrontEnd
+
+    quoted = [q if isinstance(q, bytes) else orjson.dumps(q) for q in (f(t) for t, f in parts)]
+    for opened in (True, False):
+        outs = []
+        for whole in (True, False):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(responses_stream, "new_id", lambda p: f"{p}_1")
+                mp.setattr(responses_stream, "new_ids", lambda a, b: (f"{a}_x", f"{b}_y"))
+                fe = ResponsesFrontEnd(b"k")
+                out = fe.stream(fe.parse({"model": "m", "input": "hi", "stream": True}, {}))
+                raw = out.begin()
+                if opened:
+                    raw += out.relay_parts([b""], [chunk("Hi ")])
+                objs: list[Any] = [PlainText(quoted[0]), PlainTexts(quoted[1:])]
+                if whole:
+                    raw += out.relay_parts([b"", b""], objs)
+                else:
+                    raw += b"".join(out.relay_parts([b""], [o]) for o in objs)
+                raw += out.relay_parts([b"data: [DONE]\n\n"], [None])
+                outs.append(re.sub(rb'"(created_at|completed_at)":\d+', b"0", raw))
+        assert outs[0] == outs[1]
