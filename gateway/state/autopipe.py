@@ -34,8 +34,8 @@ class AutoPipeline:
     ) -> None:
         self._client = client
         self._fold = fold
-        """``(before, after, batch)``: the ``after`` calls of a batch go as one ``batch`` call,
-        with its first ``before`` (:data:`gateway.state.lua.BATCH`): one EVALSHA, one reply."""
+        """``(before, after, batch)``: the ``before`` and ``after`` calls of a batch go as one
+        ``batch`` call (:data:`gateway.state.lua.BATCH`): one EVALSHA, one reply."""
         self._timeout = timeout
         """The most one batch may take, write and replies: one timer per batch (a pool whose
         sockets have a timeout makes redis-py arm a timer per reply and a task per write)."""
@@ -85,31 +85,39 @@ class AutoPipeline:
         task.add_done_callback(self._tasks.discard)
 
     def _folded(self, batch: list[Call], before: str, after: str, combined: str) -> list[Call]:
-        """``batch`` with its ``after`` calls, and its first ``before``, as one ``combined``
-        call (when that makes two or more calls one): ``[prefix, before's now, before's
-        document or "", then each after's now and document]``, all for one key prefix.
-        The combined call's answer (a list) is handed out to the calls it stands for."""
-        reports = [c for c in batch if c[0] == after]
-        if not reports:
-            return batch
-        lead = next((c for c in batch if c[0] == before), None)
-        if lead is None and len(reports) < 2:
-            return batch
-        prefix = reports[0][1][0]
-        if lead is not None and lead[1][0] != prefix:
-            lead = None
-        args: list[Any] = [prefix, lead[1][1], lead[1][2]] if lead else [prefix, "", b""]
-        futures: list[asyncio.Future[Any] | None] = [lead[2] if lead else None]
+        """``batch`` with its ``before`` and ``after`` calls as one ``combined`` call (when that
+        makes two or more calls one), all for the first one's key prefix (and, for reports,
+        the first report's settings): ``[prefix, settings or "", number of befores, each
+        before's now and document, each after's now and document]``; a ``before`` call's
+        arguments are ``[prefix, now, document]``, an ``after``'s ``[prefix, now, document,
+        settings]``. The combined call's answer (a list: the befores', then the afters') is
+        handed out to the calls it stands for; the other calls follow it, in order."""
+        ours = (before, after)
+        prefix = next((a[0] for name, a, _ in batch if name in ours), None)
+        cfg = next((a[3] for name, a, _ in batch if name == after and a[0] == prefix), "")
+        befores: list[Call] = []
+        afters: list[Call] = []
         rest: list[Call] = []
         for call in batch:
-            name, a, future = call
-            if name == after and a[0] == prefix:
-                args += a[1:3]
-                futures.append(future)
-            elif call is not lead:
+            name, a, _ = call
+            if name not in ours or a[0] != prefix:
                 rest.append(call)
-        if len(futures) < 3 and lead is None:  # one report of this prefix: nothing to fold
+            elif name == before:
+                befores.append(call)
+            elif a[3] == cfg:
+                afters.append(call)
+            else:
+                rest.append(call)
+        if len(befores) + len(afters) < 2:
             return batch
+        args: list[Any] = [prefix, cfg, len(befores)]
+        futures: list[asyncio.Future[Any]] = []
+        for _, a, future in befores:
+            args += a[1:3]
+            futures.append(future)
+        for _, a, future in afters:
+            args += a[1:3]
+            futures.append(future)
         merged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         merged.add_done_callback(functools.partial(_hand_out, futures))
         return [(combined, args, merged), *rest]
@@ -212,12 +220,12 @@ def _no_script(result: Any) -> bool:
     )
 
 
-def _hand_out(futures: list[asyncio.Future[Any] | None], merged: asyncio.Future[Any]) -> None:
-    """Done callback of a folded call: each call it stands for gets its part of the answer
-    (None in ``futures``: no ``before`` was folded), or the exception, or is cancelled."""
+def _hand_out(futures: list[asyncio.Future[Any]], merged: asyncio.Future[Any]) -> None:
+    """Done callback of a folded call: each call it stands for gets its part of the answer,
+    or the exception, or is cancelled."""
     if merged.cancelled():
         for f in futures:
-            if f is not None and not f.done():
+            if not f.done():
                 f.cancel()
         return
     exc = merged.exception()
@@ -226,7 +234,7 @@ def _hand_out(futures: list[asyncio.Future[Any] | None], merged: asyncio.Future[
         if not isinstance(result, list) or len(result) != len(futures):
             exc = RuntimeError(f"a folded call answered {result!r}")
     for i, f in enumerate(futures):
-        if f is None or f.done():
+        if f.done():
             continue
         if exc is not None:
             f.set_exception(exc)

@@ -29,26 +29,21 @@ def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-_ASKS: dict[tuple[str, int | None, int | None], dict[str, Any]] = {}
-"""Each deployment's ask as the script reads it (a handful per request, the same every time;
-bounded by the configured deployments and their limits)."""
-
-
-def _ask(c: DeploymentAsk) -> dict[str, Any]:
-    key = (c.target_id, c.rpm, c.tpm)
-    doc = _ASKS.get(key)
-    if doc is None:
-        doc = _ASKS[key] = _compact({"id": c.target_id, "rpm": c.rpm, "tpm": c.tpm})
-    return doc
+def _limits(c: DeploymentAsk) -> dict[str, int]:
+    return _compact({"rpm": c.rpm, "tpm": c.tpm})
 
 
 def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
+    cands = ticket.candidates
     doc: dict[str, Any] = {
         "reserve": ticket.reserve,
         "tokens": ticket.tokens,
         "lease_s": breaker.probe_lease_s,
-        "cands": [_ask(c) for c in ticket.candidates],
+        "cands": [c.target_id for c in cands],  # and the limits of those with their own
     }
+    lim = {c.target_id: _limits(c) for c in cands if c.rpm is not None or c.tpm is not None}
+    if lim:
+        doc["lim"] = lim
     if ticket.session:
         doc["pin"] = ticket.session
         if ticket.pinnable:
@@ -75,25 +70,25 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     return orjson.dumps(doc)
 
 
-def breaker_doc(breaker: BreakerConfig) -> dict[str, Any]:
-    """The breaker settings as the ``after`` script reads them (build once, pass to
-    :func:`encode_report`)."""
-    return {
-        "threshold": breaker.failure_threshold,
-        "cooldown": breaker.cooldown_s,
-        "maxc": breaker.max_cooldown_s,
-        "maxe": breaker.max_explicit_cooldown_s,
-        "rate": breaker.error_rate,
-        "wsize": error_bucket_s(breaker),
-        "wmin": breaker.error_min_requests,
-        "alpha": LATENCY_ALPHA,
-    }
+def breaker_doc(breaker: BreakerConfig) -> bytes:
+    """The breaker settings as the ``after`` script reads them (one argument of a call,
+    beside its reports: build once)."""
+    return orjson.dumps(
+        {
+            "threshold": breaker.failure_threshold,
+            "cooldown": breaker.cooldown_s,
+            "maxc": breaker.max_cooldown_s,
+            "maxe": breaker.max_explicit_cooldown_s,
+            "rate": breaker.error_rate,
+            "wsize": error_bucket_s(breaker),
+            "wmin": breaker.error_min_requests,
+            "alpha": LATENCY_ALPHA,
+        }
+    )
 
 
-def encode_report(report: Report, breaker: dict[str, Any]) -> bytes:
-    """``breaker``: :func:`breaker_doc` of the configured breaker."""
+def encode_report(report: Report) -> bytes:
     doc: dict[str, Any] = {
-        "cfg": breaker,
         "outcomes": [
             _compact(
                 {

@@ -169,8 +169,7 @@ class RedisState:
             if result is None:
                 self._undelivered(report, local_lease, now)
 
-        payload = encode_report(report, self._cfg_doc)
-        got, _ = await self._script("after", payload, now, landed)
+        got, _ = await self._script("after", encode_report(report), now, landed)
         if got == NOT_SENT:
             self._undelivered(report, local_lease, now)
 
@@ -208,8 +207,12 @@ class RedisState:
         if self._outage.degraded:
             return NOT_SENT, None
         started = time.perf_counter()
-        linger = self._linger if op == "after" else 0.0
-        call = self._auto.call(op, [self._p, repr(now), payload], linger=linger)
+        if op == "after":  # with the breaker settings; may wait for the next batch
+            call = self._auto.call(
+                op, [self._p, repr(now), payload, self._cfg_doc], linger=self._linger
+            )
+        else:
+            call = self._auto.call(op, [self._p, repr(now), payload])
         # Wait for the call or the timeout, whichever first, leaving the call running: what
         # ``asyncio.timeout`` + ``asyncio.shield`` do, with one future and one timer (3 µs
         # instead of 6 per call, two calls per request).
@@ -283,8 +286,9 @@ class RedisState:
                 async with asyncio.timeout(self._slow_timeout):
                     async with self._r.pipeline(transaction=False) as pipe:
                         for report, at in chunk:
-                            payload = encode_report(report, self._cfg_doc)
-                            await self._after(args=[self._p, repr(at), payload], client=pipe)
+                            args: list[str | bytes] = [self._p, repr(at)]
+                            args += [encode_report(report), self._cfg_doc]
+                            await self._after(args=args, client=pipe)
                         await pipe.execute()
                 sent += len(chunk)
             await self._reseed_keys()
