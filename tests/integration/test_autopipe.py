@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 
 from gateway.catalogue.schema import BreakerConfig
 from gateway.state import lua
-from gateway.state.autopipe import AutoPipeline
+from gateway.state.autopipe import LATE, AutoPipeline
 from gateway.state.base import DeploymentAsk, KeyAsk, Lease, Outcome, Report, Ticket
 from gateway.state.codec import breaker_doc, decode_view, encode_report, encode_ticket
 from gateway.state.redis import _with_id
@@ -123,6 +123,32 @@ async def test_a_stalled_server_fails_the_batch_at_its_timeout(server: RedisServ
     assert order == ["batch ended"]
     assert all(isinstance(x, TimeoutError) for x in results), results
     assert await auto.call("echo", ["c"]) == b"c"  # the stalled connection was dropped
+    await auto.aclose()
+    await r.aclose()
+
+
+async def test_a_call_past_late_s_is_answered_late_and_its_handler_gets_the_answer(
+    server: RedisServer,
+) -> None:
+    """With ``late_s``, a call with a ``late`` handler that the server has not answered in
+    time is answered LATE (its caller goes on); the handler is told the answer when it lands.
+    A call without a handler, in the same batch, waits for its answer."""
+    r = Redis.from_url(server.url)
+    auto = AutoPipeline(r, SCRIPTS, timeout=30, late_s=0.05)
+    await r.script_load(SCRIPTS["echo"])
+    told: asyncio.Future[asyncio.Future[object]] = asyncio.get_running_loop().create_future()
+    server.pause()
+    try:
+        first = auto.call("echo", ["a"], late=told.set_result)
+        patient = auto.call("echo", ["b"])
+        assert await asyncio.wait_for(first, 5) is LATE
+        assert not patient.done() and not told.done()
+    finally:
+        server.resume()
+    assert await asyncio.wait_for(patient, 5) == b"b"
+    assert (await asyncio.wait_for(told, 5)).result() == b"a"
+    fast = auto.call("echo", ["c"], late=told.set_result)
+    assert await fast == b"c"  # answered in time: the handler is not told
     await auto.aclose()
     await r.aclose()
 
