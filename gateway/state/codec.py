@@ -16,6 +16,7 @@ from gateway.state.base import (
     DeploymentAsk,
     KeyVerdict,
     Lease,
+    Outcome,
     Pin,
     Report,
     Saturation,
@@ -47,7 +48,7 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     if ticket.session:
         doc["pin"] = ticket.session
         if ticket.pinnable:
-            doc["pk"] = list(ticket.pinnable)
+            doc["pk"] = ticket.pinnable
     k = ticket.key
     if k is not None:
         doc["key"] = _compact(
@@ -89,24 +90,15 @@ def breaker_doc(breaker: BreakerConfig) -> bytes:
 
 def encode_report(report: Report) -> bytes:
     doc: dict[str, Any] = {
-        "outcomes": [
-            _compact(
-                {
-                    "id": o.target_id,
-                    "ok": o.ok,
-                    "lat": o.latency_s,
-                    "cls": o.failure_class,
-                    "cd": o.cooldown_s,
-                }
-            )
-            for o in report.outcomes
-        ],
-        "attempts": list(report.attempts),
-        "by": report.answered_by,
+        "outcomes": [_outcome(o) for o in report.outcomes],
+        "attempts": report.attempts,  # a tuple: written as a JSON array
         "tokens": report.tokens,
         "cost": report.cost_micros,
-        "rid": report.id or None,
-    }
+    }  # and below, only the fields that are set
+    if report.answered_by is not None:
+        doc["by"] = report.answered_by
+    if report.id:
+        doc["rid"] = report.id
     lease = report.lease
     if lease is not None:
         ld: dict[str, Any] = {
@@ -114,8 +106,8 @@ def encode_report(report: Report) -> bytes:
             "tokens": lease.tokens,
             "cost": lease.cost_micros,
             "period": lease.period,
-            "probes": list(lease.probes),
-        }  # and below, only the fields that are set
+            "probes": lease.probes,
+        }
         if lease.key_id is not None:
             ld["key"] = lease.key_id
         if math.isfinite(lease.period_end):
@@ -127,7 +119,16 @@ def encode_report(report: Report) -> bytes:
         if lease.flight:
             ld["fdep"], ld["fslot"] = lease.flight
         doc["lease"] = ld
-    return orjson.dumps(_compact(doc))
+    return orjson.dumps(doc)
+
+
+def _outcome(o: Outcome) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": o.target_id, "ok": o.ok, "lat": o.latency_s}
+    if o.failure_class is not None:
+        d["cls"] = o.failure_class
+    if o.cooldown_s is not None:
+        d["cd"] = o.cooldown_s
+    return d
 
 
 def _list(obj: Any) -> list[Any]:
@@ -150,22 +151,21 @@ def decode_view(raw: bytes | str, ticket: Ticket) -> View:
         if sat and isinstance(sat, dict)
         else {}
     )
-    verdict = _verdict(doc["verdict"]) if "verdict" in doc else None
-    lease = None
-    if "lease" in doc:
-        lease = _lease(doc["lease"], ticket)
+    v = doc.get("verdict")
+    ld = doc.get("lease")
     pin = doc.get("pin")
     inf = doc.get("inf")
-    return View(
+    return View(  # positional (hot path): the fields in their order
         _floats(doc.get("open")),
         _floats(doc.get("lat")),
         saturated,
-        verdict,
-        lease,
+        _verdict(v) if v is not None else None,
+        _lease(ld, ticket) if ld is not None else None,
         int(doc.get("ver", 0)),
-        in_flight={k: int(v) for k, v in inf.items()} if inf and isinstance(inf, dict) else {},
-        pin=Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
-        load=_floats(doc.get("use")),
+        False,
+        {k: int(n) for k, n in inf.items()} if inf and isinstance(inf, dict) else {},
+        Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
+        _floats(doc.get("use")),
     )
 
 
@@ -190,7 +190,8 @@ def _verdict(v: dict[str, Any]) -> KeyVerdict:
 
 def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
     key = ticket.key
-    return Lease(
+    fdep = doc.get("fdep")
+    return Lease(  # positional (hot path): the fields in their order
         key.key_id if key else None,
         int(doc["second"]),
         ticket.tokens,
@@ -199,8 +200,9 @@ def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
         key.period_end if key else math.inf,
         doc.get("dep"),
         tuple(_list(doc.get("probes"))),
-        slot=doc.get("slot"),
-        flight=(str(doc["fdep"]), str(doc["fslot"])) if "fdep" in doc else None,
+        True,
+        doc.get("slot"),
+        (str(fdep), str(doc["fslot"])) if fdep is not None else None,
     )
 
 
