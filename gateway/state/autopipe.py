@@ -59,6 +59,8 @@ class AutoPipeline:
         self._queue: list[Call] = []
         self._held: list[Call] = []
         self._queue_at = self._held_at = 0.0
+        self._loop: Any = None  # an asyncio.AbstractEventLoop once a call was made
+        """The loop of the queued / held calls (set by the first of them)."""
         """loop.time() of the first call queued / held (its ``late_s`` counts from there)."""
         self._held_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,7 +77,10 @@ class AutoPipeline:
         ``late`` (with ``late_s``): past ``late_s`` the future is answered :data:`LATE` and
         ``late`` is told the real outcome when it comes.
         """
-        loop = asyncio.get_running_loop()
+        if self._queue or self._held:  # a flush is due on the loop they were made on
+            loop = self._loop
+        else:  # (get_running_loop is a getpid() system call each time on CPython 3.11)
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if linger > 0 and self._tasks:
             if not self._held:
@@ -98,7 +103,7 @@ class AutoPipeline:
             self._held_timer = None
         if not batch:  # taken by an earlier flush this turn
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         timers: list[asyncio.TimerHandle] = []
         if self._late_s is not None:
             for calls, at in ((held, self._held_at), (queue, self._queue_at)):
@@ -141,7 +146,7 @@ class AutoPipeline:
             args += c[1][1:3]
         for c in afters:
             args += c[1][1:3]
-        merged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        merged: asyncio.Future[Any] = self._loop.create_future()
         merged.add_done_callback(functools.partial(_hand_out, befores + afters))
         return [(combined, args, merged, None), *rest]
 
