@@ -14,11 +14,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
 
-Call = tuple[str, list[Any], "asyncio.Future[Any]"]
+Late = Callable[["asyncio.Future[Any]"], None]
+"""Told how a call that was answered ``LATE`` ended: a done future (its answer, its exception,
+or cancelled)."""
+Call = tuple[str, list[Any], "asyncio.Future[Any]", Late | None]
+LATE: Any = object()
+"""The answer of a call with a ``late`` handler that was not answered within ``late_s``."""
 MAX_IDLE = 32
 """Connections kept open between batches (more are opened while more batches are in flight)."""
 
@@ -31,11 +37,16 @@ class AutoPipeline:
         *,
         timeout: float = 5.0,
         fold: tuple[str, str, str] | None = None,
+        late_s: float | None = None,
     ) -> None:
         self._client = client
+        self._late_s = late_s
+        """A call given a ``late`` handler and not answered this long after it was made is
+        answered :data:`LATE` (its caller stops waiting; the handler is told how it ended):
+        one timer per batch instead of a timer and a second future per call."""
         self._fold = fold
-        """``(before, after, batch)``: the ``after`` calls of a batch go as one ``batch`` call,
-        with its first ``before`` (:data:`gateway.state.lua.BATCH`): one EVALSHA, one reply."""
+        """``(before, after, batch)``: the ``before`` and ``after`` calls of a batch go as one
+        ``batch`` call (:data:`gateway.state.lua.BATCH`): one EVALSHA, one reply."""
         self._timeout = timeout
         """The most one batch may take, write and replies: one timer per batch (a pool whose
         sockets have a timeout makes redis-py arm a timer per reply and a task per write)."""
@@ -47,74 +58,99 @@ class AutoPipeline:
         }
         self._queue: list[Call] = []
         self._held: list[Call] = []
+        self._queue_at = self._held_at = 0.0
+        self._loop: Any = None  # an asyncio.AbstractEventLoop once a call was made
+        """The loop of the queued / held calls (set by the first of them)."""
+        """loop.time() of the first call queued / held (its ``late_s`` counts from there)."""
         self._held_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: list[Any] = []
 
-    def call(self, name: str, args: list[Any], *, linger: float = 0.0) -> asyncio.Future[Any]:
+    def call(
+        self, name: str, args: list[Any], *, linger: float = 0.0, late: Late | None = None
+    ) -> asyncio.Future[Any]:
         """Queue one script call; the future gets its answer or its exception.
 
         ``linger``: while other batches are in flight (the process is busy), the call may wait
         up to that long for the next batch and ride along with it, ahead of that batch's own
         calls (it is older). An idle process sends it this turn, as any other call.
+        ``late`` (with ``late_s``): past ``late_s`` the future is answered :data:`LATE` and
+        ``late`` is told the real outcome when it comes.
         """
-        loop = asyncio.get_running_loop()
+        if self._queue or self._held:  # a flush is due on the loop they were made on
+            loop = self._loop
+        else:  # (get_running_loop is a getpid() system call each time on CPython 3.11)
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if linger > 0 and self._tasks:
             if not self._held:
                 self._held_timer = loop.call_later(linger, self._flush)
-            self._held.append((name, args, future))
+                self._held_at = loop.time()
+            self._held.append((name, args, future, late))
             return future
         if not self._queue:
             loop.call_soon(self._flush)
-        self._queue.append((name, args, future))
+            self._queue_at = loop.time()
+        self._queue.append((name, args, future, late))
         return future
 
     def _flush(self) -> None:
-        batch = self._held + self._queue if self._held else self._queue
+        held, queue = self._held, self._queue
+        batch = held + queue if held else queue
         self._held, self._queue = [], []
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
         if not batch:  # taken by an earlier flush this turn
             return
+        loop = self._loop
+        timers: list[asyncio.TimerHandle] = []
+        if self._late_s is not None:
+            for calls, at in ((held, self._held_at), (queue, self._queue_at)):
+                if calls:
+                    timers.append(loop.call_at(at + self._late_s, _mark_late, calls))
         if self._fold is not None and len(batch) > 1:
             batch = self._folded(batch, *self._fold)
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        task = loop.create_task(self._send(batch, timers))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _folded(self, batch: list[Call], before: str, after: str, combined: str) -> list[Call]:
-        """``batch`` with its ``after`` calls, and its first ``before``, as one ``combined``
-        call (when that makes two or more calls one): ``[prefix, before's now, before's
-        document or "", then each after's now and document]``, all for one key prefix.
-        The combined call's answer (a list) is handed out to the calls it stands for."""
-        reports = [c for c in batch if c[0] == after]
-        if not reports:
-            return batch
-        lead = next((c for c in batch if c[0] == before), None)
-        if lead is None and len(reports) < 2:
-            return batch
-        prefix = reports[0][1][0]
-        if lead is not None and lead[1][0] != prefix:
-            lead = None
-        args: list[Any] = [prefix, lead[1][1], lead[1][2]] if lead else [prefix, "", b""]
-        futures: list[asyncio.Future[Any] | None] = [lead[2] if lead else None]
+        """``batch`` with its ``before`` and ``after`` calls as one ``combined`` call (when that
+        makes two or more calls one), all for the first one's key prefix (and, for reports,
+        the first report's settings): ``[prefix, settings or "", number of befores, each
+        before's now and document, each after's now and document]``; a ``before`` call's
+        arguments are ``[prefix, now, document]``, an ``after``'s ``[prefix, now, document,
+        settings]``. The combined call's answer (a list: the befores', then the afters') is
+        handed out to the calls it stands for; the other calls follow it, in order."""
+        ours = (before, after)
+        prefix = next((c[1][0] for c in batch if c[0] in ours), None)
+        cfg = next((c[1][3] for c in batch if c[0] == after and c[1][0] == prefix), "")
+        befores: list[Call] = []
+        afters: list[Call] = []
         rest: list[Call] = []
         for call in batch:
-            name, a, future = call
-            if name == after and a[0] == prefix:
-                args += a[1:3]
-                futures.append(future)
-            elif call is not lead:
+            name, a = call[0], call[1]
+            if name not in ours or a[0] != prefix:
                 rest.append(call)
-        if len(futures) < 3 and lead is None:  # one report of this prefix: nothing to fold
+            elif name == before:
+                befores.append(call)
+            elif a[3] == cfg:
+                afters.append(call)
+            else:
+                rest.append(call)
+        if len(befores) + len(afters) < 2:
             return batch
-        merged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        merged.add_done_callback(functools.partial(_hand_out, futures))
-        return [(combined, args, merged), *rest]
+        args: list[Any] = [prefix, cfg, len(befores)]
+        for c in befores:
+            args += c[1][1:3]
+        for c in afters:
+            args += c[1][1:3]
+        merged: asyncio.Future[Any] = self._loop.create_future()
+        merged.add_done_callback(functools.partial(_hand_out, befores + afters))
+        return [(combined, args, merged, None), *rest]
 
-    async def _send(self, batch: list[Call]) -> None:
+    async def _send(self, batch: list[Call], timers: list[asyncio.TimerHandle]) -> None:
         try:
             results = await self._execute(batch)
             missing = [i for i, r in enumerate(results) if _no_script(r)]
@@ -125,19 +161,21 @@ class AutoPipeline:
                 for i, r in zip(missing, again, strict=True):
                     results[i] = r
         except BaseException as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+            for timer in timers:
+                timer.cancel()
+            failed = exc if isinstance(exc, Exception) else RuntimeError()
+            for call in batch:
+                _answer(call, None, failed)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
+        for timer in timers:
+            timer.cancel()
+        for call, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
-                future.set_exception(result)
+                _answer(call, None, result)
             else:
-                future.set_result(result)
+                _answer(call, result, None)
 
     async def _execute(self, batch: list[Call]) -> list[Any]:
         """One write of every EVALSHA, then their replies in order, on a pooled connection.
@@ -157,7 +195,7 @@ class AutoPipeline:
                 if not conn.is_connected:  # connect(): a Sentinel / Cluster connection first
                     await conn.connect()  # asks where the master is
                 await conn.send_packed_command(
-                    [self._evalsha(name, args) for name, args, _ in batch], check_health=False
+                    [self._evalsha(c[0], c[1]) for c in batch], check_health=False
                 )
                 results: list[Any] = []
                 for _ in batch:
@@ -197,8 +235,8 @@ class AutoPipeline:
     async def aclose(self) -> None:
         if self._held_timer is not None:
             self._held_timer.cancel()
-        for _, _, future in self._held + self._queue:
-            future.cancel()
+        for call in self._held + self._queue:
+            call[2].cancel()
         self._held, self._queue = [], []
         for task in list(self._tasks):
             task.cancel()
@@ -212,26 +250,61 @@ def _no_script(result: Any) -> bool:
     )
 
 
-def _hand_out(futures: list[asyncio.Future[Any] | None], merged: asyncio.Future[Any]) -> None:
-    """Done callback of a folded call: each call it stands for gets its part of the answer
-    (None in ``futures``: no ``before`` was folded), or the exception, or is cancelled."""
+def _hand_out(calls: list[Call], merged: asyncio.Future[Any]) -> None:
+    """Done callback of a folded call: each call it stands for gets its part of the answer,
+    or the exception, or is cancelled."""
     if merged.cancelled():
-        for f in futures:
-            if f is not None and not f.done():
-                f.cancel()
+        for call in calls:
+            _cancel(call)
         return
     exc = merged.exception()
     if exc is None:
         result = merged.result()
-        if not isinstance(result, list) or len(result) != len(futures):
+        if not isinstance(result, list) or len(result) != len(calls):
             exc = RuntimeError(f"a folded call answered {result!r}")
-    for i, f in enumerate(futures):
-        if f is None or f.done():
-            continue
+    for i, call in enumerate(calls):
         if exc is not None:
-            f.set_exception(exc)
+            _answer(call, None, exc)
         else:
-            f.set_result(result[i])
+            _answer(call, result[i], None)
+
+
+def _answer(call: Call, result: Any, exc: BaseException | None) -> None:
+    """Give ``call`` its answer (or ``exc``, its exception), or, when it was answered
+    :data:`LATE`, tell its ``late`` handler. A call its caller gave up (cancelled) is left."""
+    future = call[2]
+    if not future.done():
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return
+    late = call[3]
+    if late is None or future.cancelled():
+        return
+    outcome: asyncio.Future[Any] = future.get_loop().create_future()
+    if exc is not None:
+        outcome.set_exception(exc)
+    else:
+        outcome.set_result(result)
+    late(outcome)
+
+
+def _cancel(call: Call) -> None:
+    future, late = call[2], call[3]
+    if not future.done():
+        future.cancel()
+    elif late is not None and not future.cancelled():
+        outcome: asyncio.Future[Any] = future.get_loop().create_future()
+        outcome.cancel()
+        late(outcome)
+
+
+def _mark_late(calls: list[Call]) -> None:
+    """Timer of a batch: its calls not answered yet (and with a ``late`` handler) are LATE."""
+    for call in calls:
+        if call[3] is not None and not call[2].done():
+            call[2].set_result(LATE)
 
 
 def consume(future: asyncio.Future[Any]) -> None:

@@ -16,6 +16,7 @@ from gateway.state.base import (
     DeploymentAsk,
     KeyVerdict,
     Lease,
+    Outcome,
     Pin,
     Report,
     Saturation,
@@ -29,30 +30,25 @@ def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-_ASKS: dict[tuple[str, int | None, int | None], dict[str, Any]] = {}
-"""Each deployment's ask as the script reads it (a handful per request, the same every time;
-bounded by the configured deployments and their limits)."""
-
-
-def _ask(c: DeploymentAsk) -> dict[str, Any]:
-    key = (c.target_id, c.rpm, c.tpm)
-    doc = _ASKS.get(key)
-    if doc is None:
-        doc = _ASKS[key] = _compact({"id": c.target_id, "rpm": c.rpm, "tpm": c.tpm})
-    return doc
+def _limits(c: DeploymentAsk) -> dict[str, int]:
+    return _compact({"rpm": c.rpm, "tpm": c.tpm})
 
 
 def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
+    cands = ticket.candidates
     doc: dict[str, Any] = {
         "reserve": ticket.reserve,
         "tokens": ticket.tokens,
         "lease_s": breaker.probe_lease_s,
-        "cands": [_ask(c) for c in ticket.candidates],
+        "cands": [c.target_id for c in cands],  # and the limits of those with their own
     }
+    lim = {c.target_id: _limits(c) for c in cands if c.rpm is not None or c.tpm is not None}
+    if lim:
+        doc["lim"] = lim
     if ticket.session:
         doc["pin"] = ticket.session
         if ticket.pinnable:
-            doc["pk"] = list(ticket.pinnable)
+            doc["pk"] = ticket.pinnable
     k = ticket.key
     if k is not None:
         doc["key"] = _compact(
@@ -75,43 +71,34 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     return orjson.dumps(doc)
 
 
-def breaker_doc(breaker: BreakerConfig) -> dict[str, Any]:
-    """The breaker settings as the ``after`` script reads them (build once, pass to
-    :func:`encode_report`)."""
-    return {
-        "threshold": breaker.failure_threshold,
-        "cooldown": breaker.cooldown_s,
-        "maxc": breaker.max_cooldown_s,
-        "maxe": breaker.max_explicit_cooldown_s,
-        "rate": breaker.error_rate,
-        "wsize": error_bucket_s(breaker),
-        "wmin": breaker.error_min_requests,
-        "alpha": LATENCY_ALPHA,
-    }
+def breaker_doc(breaker: BreakerConfig) -> bytes:
+    """The breaker settings as the ``after`` script reads them (one argument of a call,
+    beside its reports: build once)."""
+    return orjson.dumps(
+        {
+            "threshold": breaker.failure_threshold,
+            "cooldown": breaker.cooldown_s,
+            "maxc": breaker.max_cooldown_s,
+            "maxe": breaker.max_explicit_cooldown_s,
+            "rate": breaker.error_rate,
+            "wsize": error_bucket_s(breaker),
+            "wmin": breaker.error_min_requests,
+            "alpha": LATENCY_ALPHA,
+        }
+    )
 
 
-def encode_report(report: Report, breaker: dict[str, Any]) -> bytes:
-    """``breaker``: :func:`breaker_doc` of the configured breaker."""
+def encode_report(report: Report) -> bytes:
     doc: dict[str, Any] = {
-        "cfg": breaker,
-        "outcomes": [
-            _compact(
-                {
-                    "id": o.target_id,
-                    "ok": o.ok,
-                    "lat": o.latency_s,
-                    "cls": o.failure_class,
-                    "cd": o.cooldown_s,
-                }
-            )
-            for o in report.outcomes
-        ],
-        "attempts": list(report.attempts),
-        "by": report.answered_by,
+        "outcomes": [_outcome(o) for o in report.outcomes],
+        "attempts": report.attempts,  # a tuple: written as a JSON array
         "tokens": report.tokens,
         "cost": report.cost_micros,
-        "rid": report.id or None,
-    }
+    }  # and below, only the fields that are set
+    if report.answered_by is not None:
+        doc["by"] = report.answered_by
+    if report.id:
+        doc["rid"] = report.id
     lease = report.lease
     if lease is not None:
         ld: dict[str, Any] = {
@@ -119,8 +106,8 @@ def encode_report(report: Report, breaker: dict[str, Any]) -> bytes:
             "tokens": lease.tokens,
             "cost": lease.cost_micros,
             "period": lease.period,
-            "probes": list(lease.probes),
-        }  # and below, only the fields that are set
+            "probes": lease.probes,
+        }
         if lease.key_id is not None:
             ld["key"] = lease.key_id
         if math.isfinite(lease.period_end):
@@ -132,7 +119,16 @@ def encode_report(report: Report, breaker: dict[str, Any]) -> bytes:
         if lease.flight:
             ld["fdep"], ld["fslot"] = lease.flight
         doc["lease"] = ld
-    return orjson.dumps(_compact(doc))
+    return orjson.dumps(doc)
+
+
+def _outcome(o: Outcome) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": o.target_id, "ok": o.ok, "lat": o.latency_s}
+    if o.failure_class is not None:
+        d["cls"] = o.failure_class
+    if o.cooldown_s is not None:
+        d["cd"] = o.cooldown_s
+    return d
 
 
 def _list(obj: Any) -> list[Any]:
@@ -155,22 +151,21 @@ def decode_view(raw: bytes | str, ticket: Ticket) -> View:
         if sat and isinstance(sat, dict)
         else {}
     )
-    verdict = _verdict(doc["verdict"]) if "verdict" in doc else None
-    lease = None
-    if "lease" in doc:
-        lease = _lease(doc["lease"], ticket)
+    v = doc.get("verdict")
+    ld = doc.get("lease")
     pin = doc.get("pin")
     inf = doc.get("inf")
-    return View(
+    return View(  # positional (hot path): the fields in their order
         _floats(doc.get("open")),
         _floats(doc.get("lat")),
         saturated,
-        verdict,
-        lease,
+        _verdict(v) if v is not None else None,
+        _lease(ld, ticket) if ld is not None else None,
         int(doc.get("ver", 0)),
-        in_flight={k: int(v) for k, v in inf.items()} if inf and isinstance(inf, dict) else {},
-        pin=Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
-        load=_floats(doc.get("use")),
+        False,
+        {k: int(n) for k, n in inf.items()} if inf and isinstance(inf, dict) else {},
+        Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
+        _floats(doc.get("use")),
     )
 
 
@@ -195,7 +190,8 @@ def _verdict(v: dict[str, Any]) -> KeyVerdict:
 
 def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
     key = ticket.key
-    return Lease(
+    fdep = doc.get("fdep")
+    return Lease(  # positional (hot path): the fields in their order
         key.key_id if key else None,
         int(doc["second"]),
         ticket.tokens,
@@ -204,8 +200,9 @@ def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
         key.period_end if key else math.inf,
         doc.get("dep"),
         tuple(_list(doc.get("probes"))),
-        slot=doc.get("slot"),
-        flight=(str(doc["fdep"]), str(doc["fslot"])) if "fdep" in doc else None,
+        True,
+        doc.get("slot"),
+        (str(fdep), str(doc["fslot"])) if fdep is not None else None,
     )
 
 

@@ -1,10 +1,11 @@
 """The Redis backend's Lua scripts: one per hot-path call, each atomic and one round trip
-(``BATCH`` runs a turn's ``after`` reports and a ``before`` as one call).
+(``BATCH`` runs a turn's ``after`` reports and ``before`` tickets as one call).
 
 They mirror :mod:`gateway.state.memory`, :mod:`gateway.state.circuits` and
 :mod:`gateway.state.windows` line for line; the contract suite holds both to the same answers.
 Arguments: ``ARGV[1]`` key prefix, ``ARGV[2]`` now (epoch seconds), ``ARGV[3]`` a JSON
-document (:mod:`gateway.state.codec`); the answer is JSON too. Key names are built from the
+document (:mod:`gateway.state.codec`; ``AFTER`` takes the breaker settings as ``ARGV[4]``);
+the answer is JSON too. Key names are built from the
 prefix inside the scripts; in Redis Cluster the prefix is a hash tag (``{glmgw}``), so every key
 a script touches is in one slot, and the scripts are sent to that slot's master
 (:mod:`gateway.state.redis_conn`).
@@ -24,7 +25,9 @@ Keys (``P`` = prefix)::
     P:sf:<tid>           ZSET  in-flight slots of a spread deployment -> when each expires
     P:key:<kid>          HASH  json, revoked
     P:keys               SET   key ids;  P:keys:ver  STR  bumped on every key change
-    P:done:<report id>   STR   reports already applied (a replayed one is skipped), 1 day
+    P:dn:<proc>:<n>      STR   bitmap: reports already applied (a replayed one is skipped),
+                               one bit per report id of a process, 65536 a key, >= 1 day
+    P:done:<report id>   STR   the same for an id of another form, 1 day
     P:pin:<session>      STR   a session's pinned deployment: ``<tid>\n<until>`` (PX: its TTL)
 """
 
@@ -90,6 +93,23 @@ local function reset_in(all, size, n)
   return (newest + n) * size - now
 end
 
+-- A report applied already (a replay after a lost answer) is skipped. An id made by
+-- gateway.state.redis (``<process hex>-<counter hex>``) is one bit of a per-process bitmap
+-- of 65536 reports (8 KiB), kept at least a day after its newest bit; any other id is a key
+-- of its own for a day.
+local DAY = 86400
+local function fresh(rid)
+  local who, n = string.match(rid, '^(%x+)%-(%x+)$')
+  if who == nil or #n > 12 then
+    return redis.call('SET', P .. ':done:' .. rid, 1, 'NX', 'EX', DAY) ~= false
+  end
+  n = tonumber(n, 16)
+  local key = P .. ':dn:' .. who .. ':' .. math.floor(n / 65536)
+  if redis.call('SETBIT', key, n % 65536, 1) == 1 then return false end
+  if redis.call('TTL', key) < DAY then redis.call('EXPIRE', key, DAY + 3600) end
+  return true
+end
+
 local function wadd(key, bucket, amount, size, n)
   local cur = math.floor(now / size)
   if amount == 0 or bucket <= cur - n then return end
@@ -117,8 +137,10 @@ for i = 1, #zl, 2 do
   if until_ > now then out.open[zl[i]] = until_ - now end
 end
 
-local function saturation(c)  -- nil when it has room, and the share of its limits used
-  local base = P .. ':rl:d:' .. c.id
+local lim = t.lim or {}
+local function saturation(id, c)  -- nil when it has room, and the share of its limits used
+  if c == nil then return nil, 0 end  -- no limits of its own
+  local base = P .. ':rl:d:' .. id
   local use = 0
   if c.rpm then
     local used, live = wsum(base .. ':r', RS, RN)
@@ -140,25 +162,24 @@ if t.fl then
   out.use = {}
   for _, id in ipairs(t.fl.ids) do spread[id] = true end
 end
-local avail, half, ids = {}, {}, {}
-for i, c in ipairs(t.cands) do
-  ids[i] = c.id
-  if out.open[c.id] == nil then
-    local sat, use = saturation(c)
+local avail, half, ids = {}, {}, t.cands
+for _, id in ipairs(ids) do
+  if out.open[id] == nil then
+    local sat, use = saturation(id, lim[id])
     if sat then
-      out.sat[c.id] = sat
+      out.sat[id] = sat
     else
-      avail[#avail + 1] = c
-      if tripped[c.id] then half[#half + 1] = c.id end
-      if use > 0 and spread[c.id] then out.use[c.id] = use end
+      avail[#avail + 1] = id
+      if tripped[id] then half[#half + 1] = id end
+      if use > 0 and spread[id] then out.use[id] = use end
     end
   end
 end
 if out.pin and t.pk and #avail > 1 then  -- an available pinned candidate goes first
-  for i, c in ipairs(avail) do
-    if c.id == out.pin[1] then
+  for i, id in ipairs(avail) do
+    if id == out.pin[1] then
       for _, k in ipairs(t.pk) do
-        if k == c.id then table.insert(avail, 1, table.remove(avail, i)) break end
+        if k == id then table.insert(avail, 1, table.remove(avail, i)) break end
       end
       break
     end
@@ -237,14 +258,15 @@ for _, id in ipairs(half) do
 end
 local sec = math.floor(now)
 local lease = {second = sec, cost = 0, probes = probes}
-if not (v and v.downgraded) and (avail[1].rpm or avail[1].tpm) then
-  local base = P .. ':rl:d:' .. avail[1].id
+local first = avail[1]
+if not (v and v.downgraded) and lim[first] then
+  local base = P .. ':rl:d:' .. first
   wadd(base .. ':r', sec, 1, RS, RN)
   wadd(base .. ':t', sec, t.tokens, RS, RN)
-  lease.dep = avail[1].id
+  lease.dep = first
 end
-if fl and not (v and v.downgraded) and out.inf[avail[1].id] then
-  local id = avail[1].id
+if fl and not (v and v.downgraded) and out.inf[first] then
+  local id = first
   local F = P .. ':sf:' .. id
   redis.call('ZADD', F, now + fl.hold, fl.slot)
   local ttl = math.ceil(fl.hold) + 1
@@ -273,10 +295,7 @@ return cjson.encode(out)
 BEFORE = _HELPERS + "local t = cjson.decode(ARGV[3])\n" + _BEFORE_BODY
 
 _AFTER_BODY = """
-if r.rid and not redis.call('SET', P .. ':done:' .. r.rid, 1, 'NX', 'EX', 86400) then
-  return 0
-end
-local cfg = r.cfg
+if r.rid and not fresh(r.rid) then return 0 end
 local OPEN = P .. ':cb:open'
 
 local function rate_hit(id)
@@ -288,19 +307,23 @@ end
 
 local function circuit(o)
   local key = P .. ':cb:' .. o.id
-  redis.call('SADD', P .. ':cb:ids', o.id)
-  local c = redis.call('HMGET', key, 'consecutive', 'trips', 'open_until')
+  local c = redis.call('HMGET', key, 'consecutive', 'trips', 'open_until', 'probe_until')
   local consecutive, trips = tonumber(c[1]) or 0, tonumber(c[2]) or 0
   local open_until = tonumber(c[3]) or 0
   local eb = math.floor(now / cfg.wsize)
-  redis.call('HINCRBY', key, 'requests', 1)
+  if redis.call('HINCRBY', key, 'requests', 1) == 1 then  -- a deployment's first outcome
+    redis.call('SADD', P .. ':cb:ids', o.id)
+  end
   wadd(P .. ':ew:' .. o.id .. ':r', eb, 1, cfg.wsize, 12)
   if o.ok then
     local lat = tonumber(redis.call('HGET', P .. ':lat', o.id))
     lat = lat and (lat + cfg.alpha * (o.lat - lat)) or o.lat
     redis.call('HSET', P .. ':lat', o.id, tostring(lat))
-    redis.call('HSET', key, 'consecutive', 0)
-    if open_until <= now then
+    -- A closed circuit that never tripped since its last reset has nothing to reset: a
+    -- circuit in OPEN always has trips >= 1 (a trip, open_until and a probe's lease all
+    -- need one), and probe_until is only set while it is in OPEN.
+    if c[1] ~= '0' then redis.call('HSET', key, 'consecutive', 0) end
+    if open_until <= now and (trips ~= 0 or open_until ~= 0 or (tonumber(c[4]) or 0) ~= 0) then
       redis.call('HSET', key, 'trips', 0, 'open_until', 0, 'probe_until', 0)
       redis.call('ZREM', OPEN, o.id)
     end
@@ -379,31 +402,36 @@ end
 return 1
 """
 """What ``after`` does with its report ``r`` (a chunk ending in ``return``)."""
-AFTER = _HELPERS + "local r = cjson.decode(ARGV[3])\n" + _AFTER_BODY
+AFTER = _HELPERS + "local r, cfg = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])\n" + _AFTER_BODY
+"""``ARGV[3]`` the report, ``ARGV[4]`` the breaker settings (:func:`~gateway.state.codec.
+breaker_doc`)."""
 
 BATCH = (
     _HELPERS
+    + "local cfg = ARGV[2] ~= '' and cjson.decode(ARGV[2]) or nil\n"
     + "local function after_one(r)\n"
     + _AFTER_BODY
     + "end\nlocal function before_one(t)\n"
     + _BEFORE_BODY
     + """end
-local out = {false}
-for i = 4, #ARGV, 2 do
+local out, nb = {}, tonumber(ARGV[3])
+local first = 4 + 2 * nb
+for i = first, #ARGV, 2 do
   now = tonumber(ARGV[i])
-  out[#out + 1] = after_one(cjson.decode(ARGV[i + 1]))
+  out[nb + (i - first) / 2 + 1] = after_one(cjson.decode(ARGV[i + 1]))
 end
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[2])
-  out[1] = before_one(cjson.decode(ARGV[3]))
+for i = 1, nb do
+  now = tonumber(ARGV[2 + 2 * i])
+  out[i] = before_one(cjson.decode(ARGV[3 + 2 * i]))
 end
 return out
 """
 )
-"""``after`` reports and a ``before`` of one event-loop turn in one call (one EVALSHA instead
-of one each: :class:`gateway.state.autopipe.AutoPipeline` folds them): ``ARGV[2]``, ``ARGV[3]``
-the ``before``'s now and ticket (``''``: none), then each report's now and document. Reports
-are applied first, in order, each at its own now; the answer is ``{before's answer or false,
+"""A turn's ``after`` reports and ``before`` tickets in one call (one EVALSHA instead of one
+each: :class:`gateway.state.autopipe.AutoPipeline` folds them): ``ARGV[2]`` the breaker
+settings (``''`` without reports), ``ARGV[3]`` the number of tickets, then each ticket's now
+and document, then each report's now and document. Reports are applied first, in order, each
+at its own now, then the tickets in order; the answer is ``{each before's answer ..., each
 after's answer ...}``."""
 
 HEALTH = (

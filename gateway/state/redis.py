@@ -3,7 +3,7 @@
 
 Each hot-path call is one Lua script (:mod:`gateway.state.lua`): one round trip, atomic; calls
 made in the same event-loop turn share a pipeline (:mod:`gateway.state.autopipe`), and the
-turn's ``after`` reports ride in its first ``before`` (one script call, ``lua.BATCH``). A
+turn's ``before`` and ``after`` calls are one script call (``lua.BATCH``). A
 request never waits more than ``redis_timeout_ms`` for it: past that it is served from this
 replica's :class:`~gateway.state.memory.MemoryState`, while the call itself runs on. If it then
 lands, Redis is fine (the event loop was just busy): a late ``before`` gives back the lease it
@@ -34,7 +34,8 @@ import orjson
 from gateway.catalogue.schema import BreakerConfig
 from gateway.observability.metrics import Metrics
 from gateway.state import lua
-from gateway.state.autopipe import AutoPipeline, consume
+from gateway.state.autopipe import LATE as TIMED_OUT
+from gateway.state.autopipe import AutoPipeline
 from gateway.state.base import Health, Lease, Pin, Report, StateUnavailable, Ticket, View
 from gateway.state.circuits import error_bucket_s
 from gateway.state.codec import (
@@ -98,6 +99,7 @@ class RedisState:
             },
             timeout=self._slow_timeout,
             fold=("before", "after", "batch"),
+            late_s=self._timeout,
         )
         self._after = self._r.register_script(lua.AFTER)
         self._health = self._r.register_script(lua.HEALTH)
@@ -169,8 +171,7 @@ class RedisState:
             if result is None:
                 self._undelivered(report, local_lease, now)
 
-        payload = encode_report(report, self._cfg_doc)
-        got, _ = await self._script("after", payload, now, landed)
+        got, _ = await self._script("after", encode_report(report), now, landed)
         if got == NOT_SENT:
             self._undelivered(report, local_lease, now)
 
@@ -208,43 +209,36 @@ class RedisState:
         if self._outage.degraded:
             return NOT_SENT, None
         started = time.perf_counter()
-        linger = self._linger if op == "after" else 0.0
-        call = self._auto.call(op, [self._p, repr(now), payload], linger=linger)
-        # Wait for the call or the timeout, whichever first, leaving the call running: what
-        # ``asyncio.timeout`` + ``asyncio.shield`` do, with one future and one timer (3 µs
-        # instead of 6 per call, two calls per request).
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        call.add_done_callback(functools.partial(_wake, waiter))
-        timer = loop.call_later(self._timeout, _wake, waiter)
+        # The call or the timeout, whichever first, leaving the call running: the pipeline
+        # answers LATE past the timeout (one timer per batch) and tells ``_landed`` the rest.
+        told = functools.partial(self._landed, op, landed)
+        if op == "after":  # with the breaker settings; may wait for the next batch
+            args = [self._p, repr(now), payload, self._cfg_doc]
+            call = self._auto.call(op, args, linger=self._linger, late=told)
+        else:
+            call = self._auto.call(op, [self._p, repr(now), payload], late=told)
         try:
-            await waiter
+            result = await call
         except asyncio.CancelledError:
-            call.add_done_callback(consume)
-            raise
-        finally:
-            timer.cancel()
-        if call.cancelled():  # the pipeline was closed under it (shutdown)
-            self._observe(op, started, ok=False)
-            return NOT_SENT, None
-        if call.done():
-            failed = call.exception()
-            if failed is None:
-                self._observe(op, started)
-                return ANSWERED, call.result()
-            if not isinstance(failed, _ERRORS):
-                raise failed
+            task = asyncio.current_task()
+            if call.cancelled() and task is not None and not task.cancelling():
+                self._observe(op, started, ok=False)  # the pipeline was closed (shutdown)
+                return NOT_SENT, None
+            raise  # this request was cancelled: the call's answer is dropped
+        except _ERRORS as failed:
             self._observe(op, started, ok=False)
             self._degrade(op, failed)
             return NOT_SENT, None
+        if result is not TIMED_OUT:
+            self._observe(op, started)
+            return ANSWERED, result
         self._observe(op, started, ok=False)
         self._late += 1
-        call.add_done_callback(lambda c: self._landed(op, c, landed))
         if self._late > MAX_LATE:
             self._degrade(op, TimeoutError(f"{self._late} calls past {self._timeout}s"))
         return LATE, None
 
-    def _landed(self, op: str, call: asyncio.Future[Any], landed: Landed) -> None:
+    def _landed(self, op: str, landed: Landed, call: asyncio.Future[Any]) -> None:
         self._late -= 1
         exc = None if call.cancelled() else call.exception()
         if call.cancelled() or exc is not None:
@@ -283,8 +277,9 @@ class RedisState:
                 async with asyncio.timeout(self._slow_timeout):
                     async with self._r.pipeline(transaction=False) as pipe:
                         for report, at in chunk:
-                            payload = encode_report(report, self._cfg_doc)
-                            await self._after(args=[self._p, repr(at), payload], client=pipe)
+                            args: list[str | bytes] = [self._p, repr(at)]
+                            args += [encode_report(report), self._cfg_doc]
+                            await self._after(args=args, client=pipe)
                         await pipe.execute()
                 sent += len(chunk)
             await self._reseed_keys()
@@ -444,12 +439,6 @@ def _health(row: dict[str, Any], now: float) -> Health:
         h["wr"],
         h["wf"],
     )
-
-
-def _wake(waiter: asyncio.Future[None], _call: object = None) -> None:
-    """Done callback / timer: the caller stops waiting (first of the two wins)."""
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 _REPORT_PREFIX = os.urandom(8).hex() + "-"

@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 
 from gateway.catalogue.schema import BreakerConfig
 from gateway.state import lua
-from gateway.state.autopipe import AutoPipeline
+from gateway.state.autopipe import LATE, AutoPipeline
 from gateway.state.base import DeploymentAsk, KeyAsk, Lease, Outcome, Report, Ticket
 from gateway.state.codec import breaker_doc, decode_view, encode_report, encode_ticket
 from gateway.state.redis import _with_id
@@ -127,6 +127,32 @@ async def test_a_stalled_server_fails_the_batch_at_its_timeout(server: RedisServ
     await r.aclose()
 
 
+async def test_a_call_past_late_s_is_answered_late_and_its_handler_gets_the_answer(
+    server: RedisServer,
+) -> None:
+    """With ``late_s``, a call with a ``late`` handler that the server has not answered in
+    time is answered LATE (its caller goes on); the handler is told the answer when it lands.
+    A call without a handler, in the same batch, waits for its answer."""
+    r = Redis.from_url(server.url)
+    auto = AutoPipeline(r, SCRIPTS, timeout=30, late_s=0.05)
+    await r.script_load(SCRIPTS["echo"])
+    told: asyncio.Future[asyncio.Future[object]] = asyncio.get_running_loop().create_future()
+    server.pause()
+    try:
+        first = auto.call("echo", ["a"], late=told.set_result)
+        patient = auto.call("echo", ["b"])
+        assert await asyncio.wait_for(first, 5) is LATE
+        assert not patient.done() and not told.done()
+    finally:
+        server.resume()
+    assert await asyncio.wait_for(patient, 5) == b"b"
+    assert (await asyncio.wait_for(told, 5)).result() == b"a"
+    fast = auto.call("echo", ["c"], late=told.set_result)
+    assert await fast == b"c"  # answered in time: the handler is not told
+    await auto.aclose()
+    await r.aclose()
+
+
 def test_a_report_given_an_id_keeps_every_other_field() -> None:
     lease = Lease("k", 1, 2, 3, "day", 4.0, "d", ("p",), False)
     r = Report((Outcome("d", False, 0.1, "transient", 5.0, True),), ("d",), lease, "d", 7, 8)
@@ -215,7 +241,7 @@ async def _dump(client: Redis, prefix: str) -> dict[str, object]:
 
 
 async def test_a_turns_reports_ride_in_its_before_and_answer_as_alone(client: Redis) -> None:
-    """With ``fold``, a turn's ``after`` reports and its first ``before`` are one EVALSHA
+    """With ``fold``, a turn's ``after`` reports and ``before`` tickets are one EVALSHA
     (lua.BATCH); every caller gets the answer it gets unfolded, and Redis ends up the same."""
     breaker = BreakerConfig()
     cfg = breaker_doc(breaker)
@@ -234,15 +260,20 @@ async def test_a_turns_reports_ride_in_its_before_and_answer_as_alone(client: Re
                         250, 400, "r1")  # fmt: skip
         failed = Report((Outcome("d/free", False, 0.1, "transient"),), id="r2")
         counted = await _evalshas(client)
+        mine = _with_id(replace(settle, lease=None, tokens=10), "0123456789abcdef-1ffff")
         got = await asyncio.gather(
-            auto.call("after", [prefix, repr(now + 1), encode_report(settle, cfg)]),
+            auto.call("after", [prefix, repr(now + 1), encode_report(settle), cfg]),
             auto.call("before", [prefix, repr(now + 2), encode_ticket(ticket, breaker)]),
-            auto.call("after", [prefix, repr(now + 1.5), encode_report(failed, cfg)]),
-            auto.call("after", [prefix, repr(now + 3), encode_report(settle, cfg)]),  # again
+            auto.call("after", [prefix, repr(now + 1.5), encode_report(failed), cfg]),
+            auto.call("after", [prefix, repr(now + 3), encode_report(settle), cfg]),  # again
+            auto.call("after", [prefix, repr(now + 3), encode_report(mine), cfg]),
+            auto.call("before", [prefix, repr(now + 3), encode_ticket(ticket, breaker)]),
+            auto.call("after", [prefix, repr(now + 3), encode_report(mine), cfg]),  # again
         )
-        assert await _evalshas(client) - counted == (1 if fold else 4)
+        assert await _evalshas(client) - counted == (1 if fold else 7)
         assert got[0] == 1 and got[2] == 1 and got[3] == 0  # the repeated report is skipped
-        views[prefix] = [decode_view(got[1], ticket)]
+        assert got[4] == 1 and got[6] == 0  # a process's report id: one bit, skipped too
+        views[prefix] = [decode_view(got[1], ticket), decode_view(got[5], ticket)]
         await auto.aclose()
     assert views["a"] == views["b"]
     dumped = await _dump(client, "a")
@@ -256,10 +287,11 @@ async def test_a_folded_call_that_fails_fails_every_call_it_stands_for(client: R
     auto = AutoPipeline(client, scripts, fold=FOLD)
     got = await asyncio.gather(
         auto.call("before", ["p", "1", b"{}"]),
-        auto.call("after", ["p", "1", b"{}"]),
+        auto.call("after", ["p", "1", b"{}", b"{}"]),
         auto.call("before", ["p", "2", b"{}"]),
+        auto.call("before", ["q", "2", b"{}"]),  # another prefix: not folded
         return_exceptions=True,
     )
-    assert isinstance(got[0], ResponseError) and isinstance(got[1], ResponseError)
-    assert got[2] == b"b"  # not folded: only the first before rides with the reports
+    assert all(isinstance(g, ResponseError) for g in got[:3])
+    assert got[3] == b"b"
     await auto.aclose()

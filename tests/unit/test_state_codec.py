@@ -1,0 +1,180 @@
+"""The Redis codec's hand-written fast paths against the plain way of writing them.
+
+``encode_report`` writes only the fields that are set, without a generic compaction pass;
+``decode_view`` builds its View and Lease positionally. Both must mean exactly what the plain
+version means: the same JSON document for the Lua scripts, the same View for the planner.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.state.base import KeyAsk, Lease, Outcome, Pin, Report, Saturation, Ticket, View
+from gateway.state.codec import _verdict, decode_view, encode_report
+
+ids = st.sampled_from(["zai/glm-4.7", "vllm/glm-4-9b", "d/x"])
+maybe_float = st.none() | st.floats(0, 1e6, allow_nan=False)
+outcomes = st.builds(
+    Outcome,
+    ids,
+    st.booleans(),
+    st.floats(0, 100, allow_nan=False),
+    st.none() | st.sampled_from(["transient", "rate_limited"]),
+    maybe_float,
+    st.booleans(),
+)
+leases = st.builds(
+    Lease,
+    st.none() | st.just("k1"),
+    st.integers(0, 2**40),
+    st.integers(0, 10**6),
+    st.integers(0, 10**9),
+    st.sampled_from(["total", "2026-12"]),
+    st.sampled_from([math.inf, 1.9e9]),
+    st.none() | ids,
+    st.lists(ids, max_size=3).map(tuple),
+    st.booleans(),
+    st.none() | st.just("slot-1"),
+    st.none() | st.tuples(ids, st.just("fs-1")),
+)
+reports = st.builds(
+    Report,
+    st.lists(outcomes, max_size=3).map(tuple),
+    st.lists(ids, max_size=3).map(tuple),
+    st.none() | leases,
+    st.none() | ids,
+    st.integers(0, 10**6),
+    st.integers(0, 10**9),
+    st.sampled_from(["", "ab6bf50dcd3b8172-f9", "other"]),
+)
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def plain_report(report: Report) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "outcomes": [
+            _compact(
+                {
+                    "id": o.target_id,
+                    "ok": o.ok,
+                    "lat": o.latency_s,
+                    "cls": o.failure_class,
+                    "cd": o.cooldown_s,
+                }
+            )
+            for o in report.outcomes
+        ],
+        "attempts": list(report.attempts),
+        "by": report.answered_by,
+        "tokens": report.tokens,
+        "cost": report.cost_micros,
+        "rid": report.id or None,
+    }
+    lease = report.lease
+    if lease is not None:
+        doc["lease"] = _compact(
+            {
+                "second": lease.second,
+                "tokens": lease.tokens,
+                "cost": lease.cost_micros,
+                "period": lease.period,
+                "probes": list(lease.probes),
+                "key": lease.key_id,
+                "pend": lease.period_end if math.isfinite(lease.period_end) else None,
+                "dep": lease.deployment,
+                "slot": lease.slot,
+                "fdep": lease.flight[0] if lease.flight else None,
+                "fslot": lease.flight[1] if lease.flight else None,
+            }
+        )
+    return _compact(doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(reports)
+def test_encode_report_writes_the_plain_document(report: Report) -> None:
+    assert orjson.loads(encode_report(report)) == plain_report(report)
+
+
+lease_docs = st.fixed_dictionaries(
+    {"second": st.integers(0, 2**40), "probes": st.lists(ids, max_size=2)},
+    optional={
+        "cost": st.integers(0, 10**6),
+        "dep": ids,
+        "slot": st.just("s1"),
+        "fdep": ids,
+    },
+)
+view_docs = st.fixed_dictionaries(
+    {},
+    optional={
+        "ver": st.integers(0, 99),
+        "open": st.dictionaries(ids, st.floats(0, 99, allow_nan=False)),
+        "lat": st.dictionaries(ids, st.floats(0, 9, allow_nan=False) | st.integers(0, 9)),
+        "sat": st.dictionaries(
+            ids, st.tuples(st.floats(-1, 60, allow_nan=False), st.just("rpm"), st.integers(1, 99))
+        ),
+        "verdict": st.fixed_dictionaries({"rpm": st.integers(1, 9)}, optional={"refused": ids}),
+        "lease": lease_docs,
+        "pin": st.tuples(ids, st.floats(0, 2e9, allow_nan=False)),
+        "inf": st.dictionaries(ids, st.integers(0, 9)),
+        "use": st.dictionaries(ids, st.floats(0, 1, allow_nan=False)),
+    },
+)
+
+
+def plain_view(doc: dict[str, Any], ticket: Ticket) -> View:
+    def floats(obj: Any) -> dict[str, float]:
+        return {k: float(v) for k, v in obj.items()} if obj else {}
+
+    key = ticket.key
+    lease = None
+    if "lease" in doc:
+        ld = doc["lease"]
+        lease = Lease(
+            key.key_id if key else None,
+            int(ld["second"]),
+            ticket.tokens,
+            int(ld.get("cost", 0)),
+            key.period if key else "total",
+            key.period_end if key else math.inf,
+            ld.get("dep"),
+            tuple(ld.get("probes") or ()),
+            slot=ld.get("slot"),
+            flight=(str(ld["fdep"]), str(ld["fslot"])) if "fdep" in ld else None,
+        )
+    pin = doc.get("pin")
+    return View(
+        floats(doc.get("open")),
+        floats(doc.get("lat")),
+        {
+            t: Saturation(float(s[0]), str(s[1]), int(s[2]))
+            for t, s in (doc.get("sat") or {}).items()
+        },
+        _verdict(doc["verdict"]) if "verdict" in doc else None,
+        lease,
+        int(doc.get("ver", 0)),
+        in_flight={k: int(v) for k, v in (doc.get("inf") or {}).items()},
+        pin=Pin(str(pin[0]), float(pin[1])) if pin else None,
+        load=floats(doc.get("use")),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(view_docs, st.booleans())
+def test_decode_view_builds_the_plain_view(doc: dict[str, Any], keyed: bool) -> None:
+    if "lease" in doc and "fdep" in doc["lease"]:
+        doc["lease"]["fslot"] = "fs-9"
+    key = KeyAsk("k1", period="2026-12", period_end=1.9e9) if keyed else None
+    ticket = Ticket(tokens=321, key=key)
+    got = decode_view(orjson.dumps(doc), ticket)
+    assert got == plain_view(doc, ticket)
+    assert all(type(v) is float for v in got.latency_s.values())
