@@ -444,7 +444,17 @@ def _health(row: dict[str, Any], now: float) -> Health:
 _REPORT_PREFIX = os.urandom(8).hex() + "-"
 _reports = itertools.count(1)
 """Report ids (each delivered once, even when a retry sends it twice): random per process,
-then a counter, so no syscall per request."""
+then a counter, so no syscall per request. Redrawn in a forked child (``serve --workers N``
+forks after imports): two workers with one prefix would skip each other's reports as done."""
+
+
+def _new_report_ids() -> None:
+    global _REPORT_PREFIX, _reports
+    _REPORT_PREFIX = os.urandom(8).hex() + "-"
+    _reports = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_report_ids)
 
 
 def _with_id(r: Report, rid: str) -> Report:
