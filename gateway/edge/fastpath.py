@@ -158,7 +158,9 @@ class BytePath:
         if learnt is None:
             return None
         self._tpl = learnt
-        return b'"' + event[len(learnt.pre) : len(event) - len(learnt.suf)] + b'"'
+        # this event's own text: its prefix is not the template's when it names the role
+        start = event.find(_CONTENT) + len(_CONTENT)
+        return b'"' + event[start : len(event) - len(learnt.suf)] + b'"'
 
     def _checked(self, event: bytes) -> bool:
         if self.plain is not None:

@@ -34,6 +34,8 @@ def relay(target: Target) -> Relay:
 
 def chunk(rng: random.Random, target: Target, *, plain: bool = False) -> bytes:
     delta: dict[str, Any] = {"content": rng.choice(["", "The ", 'say "hi"', "中文 ", "a\nb"])}
+    if rng.random() < 0.2:  # some hosts name the role in every chunk, not only the first
+        delta = {"role": "assistant", **delta}
     choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
     obj: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "created": 1}
     obj["model"] = rng.choice([target.model, target.variant.id, "other-model"])
