@@ -102,11 +102,17 @@ class Relay:
         parts: list[bytes] = []
         objs: list[Any] = []
         quick = self.fast.one if self.fast is not None else _none  # None when taking objects
+        texts = self.texts.text if self.texts is not None else _none  # set when taking them
         for event in self.session.prelude:
             passed = quick(event)
             if passed is not None:  # a plain chunk (the first content token): not re-encoded
                 parts.append(passed)
                 objs.append(None)
+                continue
+            passed = texts(event)
+            if passed is not None:  # the same, for a front-end that reads objects: its text
+                parts.append(b"")
+                objs.append(PlainText(passed))
                 continue
             self.last = self.second = None
             parts.append(self.rewrite(event))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -402,3 +403,88 @@ def test_the_first_chunk_teaches_the_template_of_those_after_it(target: Target) 
     assert fast._tpl is not None and fast._tpl.text_of(after) == b"The "
     assert parsed(fast.one(after) or b"") == parsed(relay(target).rewrite(after))
     assert fast._tpl.text_of(first) is None  # the role chunk itself is not the template's
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+@pytest.mark.parametrize("seed", range(6))
+async def test_an_object_front_end_writes_the_same_with_plain_chunks_as_texts(
+    api: str, seed: int
+) -> None:
+    """Prelude and relay with plain chunks handed over as their texts (the role chunk and the
+    first content token before the commit point included) against every chunk handed over as
+    its object: the same bytes to the client."""
+    from gateway.edge.stream_guard import StreamGuard
+    from gateway.frontends.messages_frontend import _MessagesOut
+    from gateway.frontends.messages_stream import MessagesStream
+    from gateway.frontends.responses import to_chat
+    from gateway.frontends.responses_frontend import _ResponsesOut
+    from gateway.frontends.responses_stream import ResponsesStream
+    from gateway.observability.timing import StageTimes
+
+    rng = random.Random(seed)
+    target = next(t for t in TARGETS if t.provider == "zai" and not relay(t).raw)
+    head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+
+    def delta(content: str, role: bool) -> bytes:
+        d: dict[str, Any] = {"role": "assistant"} if role else {}
+        d["content"] = content
+        choice = {"index": 0, "delta": d, "finish_reason": None}
+        return head + b'"choices":' + orjson.dumps([choice]) + b"}\n\n"
+
+    words = ["The ", 'say "hi" ', "中文 ", "a\nb ", "", "x\\y "]
+    wire = delta("", True) + delta(rng.choice(words[:3]), rng.random() < 0.5)
+    for _ in range(rng.randrange(1, 8)):
+        wire += delta(rng.choice(words), rng.random() < 0.2)
+    wire += head + b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    wire += b"data: [DONE]\n\n"
+    cut = rng.randrange(1, len(wire))
+
+    async def run(as_texts: bool) -> bytes:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield wire[:cut]
+            yield wire[cut:]
+
+        reader = SSEReader(chunks())
+        prelude = []
+        for _ in range(2):  # the role chunk and the first content token
+            event = await reader.next_event()
+            assert event is not None
+            prelude.append(event)
+        session: Any = SimpleNamespace(
+            include_usage=True, guard=None, native=None, prelude=prelude, reader=reader
+        )
+        r = Relay(session, target, StageTimes(), StreamGuard(time.monotonic() + 60, 30.0))
+        r.take_objects()
+        if not as_texts:
+            r.texts = None
+        out: Any
+        if api == "messages":
+            out = _MessagesOut(MessagesStream("claude-x", thinking_key=b"k" * 32))
+        else:
+            req = to_chat({"model": "m", "input": "hi", "stream": True}, key=b"k")
+            out = _ResponsesOut(ResponsesStream(req))
+        sent = [out.begin(), r.prelude(out)]
+
+        def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
+            return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
+
+        async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
+            sent.append(render(parts, objs))
+
+        async def opening() -> None:
+            return None
+
+        assert await r.pump(forward, opening) is None
+        if r.held is not None:
+            sent.append(render(*r.held))
+        return b"".join(sent)
+
+    by_texts, by_objects = await run(True), await run(False)
+    assert b"text_delta" in by_texts or b"output_text.delta" in by_texts
+    assert _unrandom(by_texts) == _unrandom(by_objects)
+
+
+def _unrandom(out: bytes) -> bytes:
+    """A stream with its random ids and clock read replaced by fixed ones."""
+    out = re.sub(rb"\b(msg|resp|rs|fc|toolu)_[0-9a-zA-Z]+", rb"\1_ID", out)
+    return re.sub(rb'"created_at":\d+', b'"created_at":0', out)
