@@ -113,14 +113,17 @@ class Snapshot:
         return {t: (u - now, why) for t, (u, why) in self._full.items() if u > now}
 
     def update(self, view: View, asked: Sequence[DeploymentAsk], now: float) -> None:
-        self._open = {t: now + s for t, s in view.open_circuits.items()}
+        opened = view.open_circuits
+        self._open = {t: now + s for t, s in opened.items()} if opened else {}
         if self._full:
             for ask in asked:
                 self._full.pop(ask.target_id, None)
-        for tid, sat in view.saturated.items():
-            if sat.kind == "rpm" and sat.seconds > 0:  # TPM room depends on the request
-                self._full[tid] = (now + sat.seconds, sat.reason)
-        self.latency.update(view.latency_s)
+        if view.saturated:
+            for tid, sat in view.saturated.items():
+                if sat.kind == "rpm" and sat.seconds > 0:  # TPM room depends on the request
+                    self._full[tid] = (now + sat.seconds, sat.reason)
+        if view.latency_s:
+            self.latency.update(view.latency_s)
 
 
 class Admission:
@@ -262,7 +265,7 @@ class Admission:
                 self._spread.unpick(group, picked)  # the pin's choice, not the round-robin's
             if head in group.ids and self._metrics is not None:
                 self._metrics.spread_picks.labels(head).inc()
-        return Admitted(final, view.lease, headers, pin_first=pin_first)
+        return Admitted(final, view.lease, headers, None, True, pin_first)
 
     def _ticket(
         self,
@@ -364,7 +367,7 @@ class Admission:
         Attempts and the answering deployment are counted only where a deployment has limits
         of its own (``Target.has_own_limits``): the others keep no windows.
         """
-        attempts = tuple(t.id for t in attempted if t.has_own_limits)
+        attempts = tuple([t.id for t in attempted if t.has_own_limits]) if attempted else ()
         if lease is None and not outcomes and not attempts:
             return
         tokens, cost = 0, 0
