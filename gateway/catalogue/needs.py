@@ -213,6 +213,9 @@ def _parse_providers(
     return tuple(dict.fromkeys(items))
 
 
+_NO_CAPS: Final[frozenset[str]] = frozenset()
+
+
 class Inferred(NamedTuple):
     # A NamedTuple, not a frozen dataclass: built once per request (a third of the cost).
     capabilities: frozenset[str]
@@ -231,7 +234,7 @@ def _check_messages(messages: Any, limits: RequestLimits) -> bool:
             code="invalid_value",
         )
     images = False
-    tally = ImageTally(limits)
+    tally: ImageTally | None = None  # made when a message has content parts
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
             raise InvalidRequest(
@@ -240,14 +243,19 @@ def _check_messages(messages: Any, limits: RequestLimits) -> bool:
                 code="invalid_value",
             )
         content = msg.get("content")
-        if content is not None and not isinstance(content, (str, list)):
+        if content is None or isinstance(content, str):
+            pass
+        elif isinstance(content, list):
+            if tally is None:
+                tally = ImageTally(limits)
+            if check_parts(content, i, tally):
+                images = True
+        else:
             raise InvalidRequest(
                 f"messages[{i}].content must be a string or an array of content parts.",
                 param=f"messages[{i}].content",
                 code="invalid_type",
             )
-        if isinstance(content, list) and check_parts(content, i, tally):
-            images = True
         if "tool_calls" in msg:
             _check_tool_calls(msg["tool_calls"], i)
     return images
@@ -315,10 +323,13 @@ def _output_tokens(body: Mapping[str, Any]) -> int | None:
 def infer(body: Mapping[str, Any], limits: RequestLimits = _DEFAULT_LIMITS) -> Inferred:
     """Infer needs from the body, validating the fields it reads and the request limits."""
     images = _check_messages(body.get("messages"), limits)
-    caps, builtin = _tool_needs(body.get("tools"), body.get("functions"))
+    tools, functions = body.get("tools"), body.get("functions")
+    rf = body.get("response_format")
+    if tools is None and functions is None and rf is None and not images:  # the usual case
+        return Inferred(_NO_CAPS, _NO_CAPS, False, _output_tokens(body))
+    caps, builtin = _tool_needs(tools, functions)
     if images:
         caps.add("vision")
-    rf = body.get("response_format")
     if rf is not None:
         if not isinstance(rf, dict) or not isinstance(rf.get("type"), str):
             raise InvalidRequest(
@@ -378,34 +389,43 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
             code="model_not_found",
         )
     routing = config.gateway.routing
-    caps = declared.capabilities | (alias.capabilities if alias else frozenset())
-    min_ctx = max(declared.min_context or 0, (alias.min_context or 0) if alias else 0) or None
-    params = declared.params or (
-        parse_params(alias.params, f"aliases.{model}.params") if alias and alias.params else ()
-    )
-    policy = declared.policy or (alias.policy if alias else None) or routing.default_policy
-    fallback = declared.fallback or (alias.fallback if alias else None)
+    if alias is None:  # the usual case: the declarations alone
+        caps, min_ctx, params = declared.capabilities, declared.min_context, declared.params
+        policy = declared.policy or routing.default_policy
+        fallback = declared.fallback
+        allowed = None
+    else:
+        caps = declared.capabilities | alias.capabilities
+        min_ctx = max(declared.min_context or 0, alias.min_context or 0) or None
+        params = declared.params or (
+            parse_params(alias.params, f"aliases.{model}.params") if alias.params else ()
+        )
+        policy = declared.policy or alias.policy or routing.default_policy
+        fallback = declared.fallback or alias.fallback
+        allowed = frozenset(alias.variants) if alias.variants else None
     if fallback is None:
         fallback = "providers" if pinned else routing.default_fallback
+    output = inferred.output_tokens
+    # Positional: a dataclass __init__ matches keywords one by one (~0.8 µs for these).
     return Needs(
-        capabilities=merge_sources(caps, inferred.capabilities),
-        builtin_tools=inferred.builtin_tools,
-        min_context=min_ctx,
-        output_tokens=inferred.output_tokens or routing.default_output_reserve,
-        output_declared=inferred.output_tokens is not None,
-        prompt=PromptTokens(
+        merge_sources(caps, inferred.capabilities),  # capabilities
+        inferred.builtin_tools,  # builtin_tools
+        min_ctx,  # min_context
+        output or routing.default_output_reserve,  # output_tokens
+        output is not None,  # output_declared
+        PromptTokens(
             body["messages"], body.get("tools") or body.get("functions"), config.tokens
-        ),
-        params=params,
-        policy=policy,
-        fallback=fallback,
-        providers=declared.providers,
-        timeout=declared.timeout,
-        images=inferred.images,
-        pinned=pinned,
-        alias=model if alias else None,
-        allowed_variants=frozenset(alias.variants) if alias and alias.variants else None,
-        forced_tool_choice=forces_tool_call(body.get("tool_choice")),
+        ),  # prompt
+        params,  # params
+        policy,  # policy
+        fallback,  # fallback
+        declared.providers,  # providers
+        declared.timeout,  # timeout
+        inferred.images,  # images
+        pinned,  # pinned
+        model if alias is not None else None,  # alias
+        allowed,  # allowed_variants
+        forces_tool_call(body.get("tool_choice")),  # forced_tool_choice
     )
 
 

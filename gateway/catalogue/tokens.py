@@ -147,15 +147,18 @@ class PromptTokens:
     ) -> None:
         items = messages if isinstance(messages, list) else [] if messages is None else [messages]
         texts: list[str] = []
-        fixed = PROMPT_OVERHEAD + MESSAGE_OVERHEAD * len(items) + _collect_messages(items, texts)
+        media, size = _collect_messages(items, texts)
+        fixed = PROMPT_OVERHEAD + MESSAGE_OVERHEAD * len(items) + media
         if tools:
+            done = len(texts)
             try:
                 texts.append(orjson.dumps(tools).decode())
             except TypeError:  # not JSON (orjson.JSONEncodeError is a TypeError): walk it
                 fixed += _collect(tools, texts)
+            size += _utf8_total(texts[done:])
         self._texts = texts
         self._fixed = fixed
-        self._upper = fixed + sum([len(t) if t.isascii() else _utf8_len(t) for t in texts])
+        self._upper = fixed + size
         self._exact: int | None = None
         self._counter = counter
 
@@ -203,9 +206,11 @@ class PromptTokens:
         return "cl100k" if self._exact is not None else "bound"
 
 
-def _collect_messages(items: list[Any], texts: list[str]) -> int:
-    """:func:`_collect` over the message list, the usual flat message (no media key) inlined."""
+def _collect_messages(items: list[Any], texts: list[str]) -> tuple[int, int]:
+    """:func:`_collect` over the message list, the usual flat message (no media key) inlined:
+    the media reserve, and the UTF-8 bytes of the texts appended."""
     deeper: list[Any] = []
+    size = 0
     for msg in items:
         if not isinstance(msg, dict):
             deeper.append(msg)
@@ -213,11 +218,21 @@ def _collect_messages(items: list[Any], texts: list[str]) -> int:
             for value in msg.values():
                 if isinstance(value, str):
                     texts.append(value)
+                    size += len(value) if value.isascii() else _utf8_len(value)
                 else:
                     deeper.append(value)
         else:
             deeper.append(msg)
-    return _collect(deeper, texts) if deeper else 0
+    if not deeper:
+        return 0, size
+    done = len(texts)
+    media = _collect(deeper, texts)
+    return media, size + _utf8_total(texts[done:])
+
+
+def _utf8_total(texts: list[str]) -> int:
+    """The UTF-8 bytes of ``texts``."""
+    return sum([len(t) if t.isascii() else _utf8_len(t) for t in texts])
 
 
 def _collect(root: Any, texts: list[str]) -> int:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.errors import GatewayError
+from gateway.state.frozen import quick_init
 from gateway.tenancy.keys import KeyRecord
 
 RATE_WINDOW = (1, 60)
@@ -350,3 +351,20 @@ class StateStore(Protocol):
     async def set_pin(self, session: str, target_id: str, ttl_s: float, now: float) -> None:
         """Pin ``session`` to ``target_id`` for ``ttl_s`` from ``now`` (a re-pin replaces it)."""
         ...
+
+
+# Built on every request (several per request): a quicker __init__ of the same signature.
+for _cls in (
+    Outcome,
+    DeploymentAsk,
+    KeyAsk,
+    FlightAsk,
+    Ticket,
+    KeyVerdict,
+    Lease,
+    Pin,
+    View,
+    Report,
+):
+    quick_init(_cls)
+del _cls

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import Needs
@@ -80,6 +80,15 @@ class _Cheap:
     variant: str
 
 
+class _Head(NamedTuple):
+    asks: tuple[DeploymentAsk, ...]
+    movable: tuple[str, ...]
+    targets: tuple[Target, ...]
+    """What the entry is keyed by (held, so their ids are not reused while it is kept)."""
+
+
+HEADS_KEPT = 4096
+"""Plan heads remembered per Admission (a few per routing signature and blocked set)."""
 _NOTHING_BLOCKED: frozenset[str] = frozenset()
 SLOT_SLACK_S = 30.0
 """A key's in-flight slot is held for the request's deadline plus this (the answer's relay and
@@ -113,14 +122,17 @@ class Snapshot:
         return {t: (u - now, why) for t, (u, why) in self._full.items() if u > now}
 
     def update(self, view: View, asked: Sequence[DeploymentAsk], now: float) -> None:
-        self._open = {t: now + s for t, s in view.open_circuits.items()}
+        opened = view.open_circuits
+        self._open = {t: now + s for t, s in opened.items()} if opened else {}
         if self._full:
             for ask in asked:
                 self._full.pop(ask.target_id, None)
-        for tid, sat in view.saturated.items():
-            if sat.kind == "rpm" and sat.seconds > 0:  # TPM room depends on the request
-                self._full[tid] = (now + sat.seconds, sat.reason)
-        self.latency.update(view.latency_s)
+        if view.saturated:
+            for tid, sat in view.saturated.items():
+                if sat.kind == "rpm" and sat.seconds > 0:  # TPM room depends on the request
+                    self._full[tid] = (now + sat.seconds, sat.reason)
+        if view.latency_s:
+            self.latency.update(view.latency_s)
 
 
 class Admission:
@@ -142,6 +154,8 @@ class Admission:
         self._snap = Snapshot()
         self._asks = {t.id: DeploymentAsk(t.id, t.rpm, t.tpm) for t in config.catalogue.targets}
         """What admission asks the state about each deployment (immutable: built once)."""
+        self._heads: dict[tuple[int, ...], _Head] = {}
+        """The first candidates of a plan (by identity) -> what the ticket says about them."""
         spread = self._routing.spread
         self._spread = (
             Spread(spread, self._routing, config.catalogue.index) if spread.enabled else None
@@ -196,10 +210,11 @@ class Admission:
         if not asked.targets:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
+        head = self._head(asked.targets)
         # With a session, the same call reads its pin (and may put it first).
-        movable = pinnable(asked.targets, self._routing.max_attempts) if session else ()
+        movable = head.movable if session else ()
         ticket = self._ticket(
-            needs, asked, record if reserve else None, cheap, reserve, now, session, movable
+            needs, asked, record if reserve else None, cheap, reserve, now, session, movable, head
         )
         started = time.perf_counter()
         view = await self._state.before(ticket, now)
@@ -262,7 +277,7 @@ class Admission:
                 self._spread.unpick(group, picked)  # the pin's choice, not the round-robin's
             if head in group.ids and self._metrics is not None:
                 self._metrics.spread_picks.labels(head).inc()
-        return Admitted(final, view.lease, headers, pin_first=pin_first)
+        return Admitted(final, view.lease, headers, None, True, pin_first)
 
     def _ticket(
         self,
@@ -274,13 +289,14 @@ class Admission:
         now: float,
         session: str = "",
         movable: tuple[str, ...] = (),
+        head: _Head | None = None,
     ) -> Ticket:
         tokens = needs.prompt.best + needs.output_tokens
         # The router tries at most max_attempts candidates: only those are asked about.
-        tried = p.targets[: self._routing.max_attempts]
-        asks = tuple([self._asks[t.id] for t in tried])
+        asks = (head or self._head(p.targets)).asks
         key = None
         if record is not None:
+            tried = p.targets[: self._routing.max_attempts]
             period, end = period_window(record.budget_period, now)
             cost = max(estimate_micros(t, needs) for t in tried)
             mif = record.max_in_flight
@@ -303,6 +319,22 @@ class Admission:
                 p.spread, f"{_SLOT_PREFIX}{next(_slots):x}", self._hold_s(needs)
             )
         return Ticket(asks, tokens, key, reserve, flight, session, movable)
+
+    def _head(self, targets: list[Target]) -> _Head:
+        """The asks about the candidates the router may try (the first ``max_attempts``) and
+        the ones a session's pin may put first (:func:`pinnable`): both depend only on which
+        deployments come first, so they are made once per such head. The entry keeps the
+        targets it is keyed by (their ids stay theirs while it lives)."""
+        reach = self._routing.max_attempts
+        first = targets[: max(reach, 2)]  # the second one tells pinnable whether there is one
+        key = tuple(map(id, first))
+        got = self._heads.get(key)
+        if got is None:
+            if len(self._heads) >= HEADS_KEPT:
+                self._heads.clear()
+            asks = tuple([self._asks[t.id] for t in first[:reach]])
+            got = self._heads[key] = _Head(asks, pinnable(targets, reach), tuple(first))
+        return got
 
     def _hold_s(self, needs: Needs) -> float:
         """How long an in-flight slot is held at most: the request's deadline plus slack."""
@@ -364,7 +396,7 @@ class Admission:
         Attempts and the answering deployment are counted only where a deployment has limits
         of its own (``Target.has_own_limits``): the others keep no windows.
         """
-        attempts = tuple(t.id for t in attempted if t.has_own_limits)
+        attempts = tuple([t.id for t in attempted if t.has_own_limits]) if attempted else ()
         if lease is None and not outcomes and not attempts:
             return
         tokens, cost = 0, 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.loader import load_config
@@ -20,7 +23,7 @@ from gateway.catalogue.needs import (
     parse_timeout,
     resolve_needs,
 )
-from gateway.catalogue.schema import POLICIES
+from gateway.catalogue.schema import POLICIES, RouteAlias
 from gateway.errors import InvalidRequest, NotFound
 from tests.support.procs import CONFIG
 
@@ -410,3 +413,64 @@ def test_prompt_tokens_never_under_count(config: Config) -> None:
     n = resolve_needs(body(text), {}, config)
     assert n.prompt.upper >= n.prompt.best >= 1000
     assert not math.isinf(n.prompt.best)
+
+
+# --- the fast paths give what the general ones give -----------------------------------------
+
+_TEXT = st.text(max_size=20)
+_PART = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "text": _TEXT}),
+    st.just(IMG),
+)
+_MESSAGE = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(["system", "user", "assistant", "tool"]),
+        "content": st.one_of(st.none(), _TEXT, st.lists(_PART, max_size=3)),
+    },
+    optional={"name": _TEXT, "tool_calls": st.one_of(st.none(), st.just([{"id": "c1"}]))},
+)
+_BODY = st.fixed_dictionaries(
+    {"model": st.sampled_from(["auto", "glm-4.7", "cheap", "long", "coding"])},
+    optional={
+        "max_tokens": st.integers(1, 10_000),
+        "max_completion_tokens": st.integers(1, 10_000),
+        "tool_choice": st.sampled_from(["auto", "required", {"type": "function"}]),
+    },
+).flatmap(lambda b: st.lists(_MESSAGE, min_size=1, max_size=4).map(lambda m: {**b, "messages": m}))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_BODY)
+def test_infer_without_tools_is_what_empty_tools_infer(b: dict[str, Any]) -> None:
+    """The usual body (no tools, functions or response_format) skips the tool walk: the
+    same answer as the walk over empty lists gives."""
+    got = infer(b)
+    assert got == infer({**b, "tools": []}) == infer({**b, "functions": []})
+    assert got == infer({**b, "response_format": {"type": "text"}})
+
+
+_DECLARED = st.sampled_from([{}, {"x-glm-min-context": "20k"}, {"x-glm-prefer": "quality"}])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(b=_BODY, declared=_DECLARED)
+def test_needs_without_an_alias_are_an_empty_alias_s(
+    config: Config, b: dict[str, Any], declared: dict[str, str]
+) -> None:
+    """A model that is no alias takes the declarations alone; an alias that constrains nothing
+    (the general path) gives the same needs but for its name."""
+    aliases = {**config.gateway.aliases, "plain": RouteAlias()}
+    gateway = config.gateway.model_copy(update={"aliases": aliases})
+    with_plain = dataclasses.replace(config, gateway=gateway)
+    model = b["model"]
+    if model in config.gateway.aliases:
+        return
+    direct = resolve_needs(b, declared, with_plain)
+    via = resolve_needs({**b, "model": "plain"}, declared, with_plain)
+    assert direct.alias is None and via.alias == "plain"
+    fields = [f.name for f in dataclasses.fields(direct) if f.name not in ("alias", "prompt")]
+    if model != "auto":  # a pinned variant falls back across providers only
+        fields.remove("pinned")
+        fields.remove("fallback")
+    assert {f: getattr(direct, f) for f in fields} == {f: getattr(via, f) for f in fields}
+    assert direct.prompt.upper == via.prompt.upper

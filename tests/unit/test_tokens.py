@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.catalogue import tokens
 from gateway.catalogue.tokens import (
@@ -267,3 +269,27 @@ def test_long_english_prompt_is_counted_near_its_real_size() -> None:
     assert real <= p.exact() <= real + PROMPT_OVERHEAD + MESSAGE_OVERHEAD + 8
     assert p.at_most(200_000) and not p.at_most(128_000)
     assert p.method == "cl100k"
+
+
+_JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12))
+_JSON = st.recursive(
+    _JSON_LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["role", "content", "text", "image_url", "x"]), inner),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    messages=st.one_of(_JSON, st.lists(_JSON, max_size=4)),
+    tools=st.one_of(st.none(), _JSON, st.just([{"a": {1, 2}}])),
+)
+def test_bound_is_the_bytes_of_what_was_collected(messages: Any, tools: Any) -> None:
+    """The bound, summed as the messages are walked (flat messages) or after (the rest), is
+    the overheads plus every collected text's UTF-8 bytes."""
+    p = PromptTokens(messages, tools)
+    texts = p._texts
+    assert p.upper == p._fixed + sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
