@@ -59,9 +59,9 @@ class AutoPipeline:
         self._queue: list[Call] = []
         self._held: list[Call] = []
         self._queue_at = self._held_at = 0.0
+        """loop.time() of the first call queued / held (its ``late_s`` counts from there)."""
         self._loop: Any = None  # an asyncio.AbstractEventLoop once a call was made
         """The loop of the queued / held calls (set by the first of them)."""
-        """loop.time() of the first call queued / held (its ``late_s`` counts from there)."""
         self._held_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: list[Any] = []

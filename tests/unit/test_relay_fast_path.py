@@ -363,28 +363,36 @@ async def test_a_finish_chunk_with_usage_reaches_an_object_front_end_as_objects(
         if objects:
             r.take_objects()
 
-        def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
-            return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
-
-        sent = [r.prelude(out)]
-
-        async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
-            sent.append(render(parts, objs))
-
-        async def opening() -> None:
-            return None
-
-        assert await r.pump(forward, opening) is None
-        if r.held is not None:
-            sent.append(render(*r.held))
+        sent = await relay_through(r, out, r.prelude(out))
         assert r.usage == {"prompt_tokens": 17, "completion_tokens": 48, "total_tokens": 65}
-        return b"".join(sent), parsed_back
+        return sent, parsed_back
 
     by_bytes, _ = await run(False)
     by_objects, parsed_back = await run(True)
     assert parsed_events(by_objects) == parsed_events(by_bytes)
     assert b'"output_tokens":48' in by_objects
     assert not any(b"usage" in chunk for chunk in parsed_back)  # nothing encoded, parsed back
+
+
+async def relay_through(r: Relay, out: Any, opened: bytes) -> bytes:
+    """What a client gets: ``opened`` (the stream's opening), then the committed stream pumped
+    through the front-end's ``out`` as the edge does (objects when the relay hands them)."""
+
+    def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
+        return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
+
+    sent = [opened]
+
+    async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
+        sent.append(render(parts, objs))
+
+    async def opening() -> None:
+        return None
+
+    assert await r.pump(forward, opening) is None
+    if r.held is not None:
+        sent.append(render(*r.held))
+    return b"".join(sent)
 
 
 @pytest.mark.parametrize("target", TARGETS[:12], ids=lambda t: t.id)
@@ -463,21 +471,7 @@ async def test_an_object_front_end_writes_the_same_with_plain_chunks_as_texts(
         else:
             req = to_chat({"model": "m", "input": "hi", "stream": True}, key=b"k")
             out = _ResponsesOut(ResponsesStream(req))
-        sent = [out.begin(), r.prelude(out)]
-
-        def render(parts: list[bytes], objs: list[Any] | None) -> bytes:
-            return out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
-
-        async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
-            sent.append(render(parts, objs))
-
-        async def opening() -> None:
-            return None
-
-        assert await r.pump(forward, opening) is None
-        if r.held is not None:
-            sent.append(render(*r.held))
-        return b"".join(sent)
+        return await relay_through(r, out, out.begin() + r.prelude(out))
 
     by_texts, by_objects = await run(True), await run(False)
     assert b"text_delta" in by_texts or b"output_text.delta" in by_texts
