@@ -55,6 +55,10 @@ MAX_REQUESTS = 3000
 SERVED_BETWEEN = 24
 """Answers the load must get between two steps of the roll (so every step happens under it)."""
 SERVER = {"shutdown_grace_s": 1.0, "drain_timeout_s": 10.0}
+HELD_CHUNKS = 40
+"""The stream held over each drain: 40 chunks 100 ms apart, ~4 s. At 20 (~2 s) one CI run found
+a drain with nothing in flight, most likely because the loaded test client read the first chunk
+(and sent the signal) so late that the stream ended within the 1 s grace."""
 RPM = 6
 BROKEN = "zai/glm-4.7"
 
@@ -172,7 +176,7 @@ async def roll(topo: Topology, name: str, http: httpx.AsyncClient) -> tuple[int,
     # One stream sent to this replica directly and answering when the signal comes: the drain
     # has at least it to finish, whatever the load through nginx happens to be doing then.
     client = openai.AsyncOpenAI(base_url=old.url + "/v1", api_key=MASTER_KEY, max_retries=0)
-    rule = {"chunk_delay_ms": 100, "content": " ".join(["held"] * 20)}
+    rule = {"chunk_delay_ms": 100, "content": " ".join(["held"] * HELD_CHUNKS)}
     held = await client.chat.completions.create(
         model="auto", messages=text_msg("held " + directive(rule, nonce())), stream=True
     )
@@ -183,7 +187,9 @@ async def roll(topo: Topology, name: str, http: httpx.AsyncClient) -> tuple[int,
     async for chunk in chunks:
         text += "".join(c.delta.content or "" for c in chunk.choices)
     await client.close()
-    assert text.count("held") == 20, f"the stream held over the drain of {name} was cut: {text}"
+    assert text.count("held") == HELD_CHUNKS, (
+        f"the stream held over the drain of {name} was cut: {text}"
+    )
     code = await asyncio.to_thread(old.proc.wait, 40)
     old.stop()
     log = old.log_text()
