@@ -12,6 +12,10 @@ are not in it (``bench/run.py --full`` measures those, against the floor).
     .venv/bin/python bench/inproc.py --src DIR       # another source tree
     .venv/bin/python bench/inproc.py --ab DIR        # this tree and DIR alternated, one process
                                                      # per round each, paired ratio (A/B)
+    .venv/bin/python bench/inproc.py --instructions  # instructions per request under callgrind
+                                                     # (valgrind): the same count whatever else
+                                                     # the machine does, to ~1% (~3 min a
+                                                     # shape and tree; --ab DIR: both trees)
     GLM_GATEWAY_REDIS_URL=redis://127.0.0.1:6379/15 .venv/bin/python bench/inproc.py --conc 16
                                                      # the Redis backend, 16 in flight
 """
@@ -179,6 +183,43 @@ def ab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collected(argv: list[str]) -> int:
+    """Instructions callgrind counted over one run of ``argv`` (startup included)."""
+    import subprocess
+
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts run to run
+    err = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stderr
+    for line in err.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise SystemExit(f"no instruction count from callgrind:\n{err[-2000:]}")
+
+
+def instructions(args: argparse.Namespace) -> int:
+    """Instructions per request: two runs that differ only in their number of requests (the
+    same start-up and warm-up), under callgrind; the difference over the extra requests."""
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    small, large = args.n // 3, args.n
+    counts: dict[tuple[str, str], int] = {}
+    for src in [args.src] + ([args.ab] if args.ab else []):
+        for shape in args.shapes:
+            got = []
+            for n in (small, large):
+                argv = [sys.executable, __file__, "--src", src, "--rounds", "1", "--n", str(n)]
+                got.append(_collected([*argv, "--model", args.model, "--shapes", shape]))
+            counts[(shape, src)] = per = (got[1] - got[0]) // (large - small)
+            print(f"{shape}: {per:,} instructions/request ({src})", flush=True)
+    if args.ab:
+        for shape in args.shapes:
+            a, b = counts[(shape, args.src)], counts[(shape, args.ab)]
+            print(f"{shape}: ab ÷ src {b / a:.3f}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--src", default=str(Path(__file__).resolve().parent.parent))
@@ -191,7 +232,12 @@ def main() -> int:
     p.add_argument("--shapes", type=lambda s: s.split(","), default=["json", "sse"])
     p.add_argument("--conc", type=int, default=1, help="requests in flight (Redis batching)")
     p.add_argument("--ab", help="another source tree, alternated round by round with --src")
+    p.add_argument(
+        "--instructions", action="store_true", help="instructions per request under callgrind"
+    )
     args = p.parse_args()
+    if args.instructions:
+        return instructions(args)
     if args.ab:
         return ab(args)
     app = build(Path(args.src).resolve())
