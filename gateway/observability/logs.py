@@ -131,16 +131,23 @@ class UTCNow:
 
     def __init__(self) -> None:
         self._second = -1
-        self._prefix = ""
+        self._prefix = b""
 
     def __call__(self) -> str:
+        prefix, micros = self.parts()
+        if micros:
+            return f"{prefix.decode()}.{micros:06d}+00:00"
+        return prefix.decode() + "+00:00"
+
+    def parts(self) -> tuple[bytes, int]:
+        """Now as the date and time of day to the second (``2026-12-06T18:00:00``, ASCII) and
+        the microseconds past it: what :meth:`__call__` writes, for a caller that writes bytes
+        (``.%06d+00:00`` after it, or ``+00:00`` when the microseconds are 0)."""
         second, micros = divmod(time.time_ns() // 1000, 1_000_000)  # floored, as datetime does
         if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
             self._second = second
-        if micros:
-            return f"{self._prefix}.{micros:06d}+00:00"
-        return self._prefix + "+00:00"
+        return self._prefix, micros
 
 
 ATOMIC_WRITE = 4096
