@@ -229,7 +229,9 @@ class AccessWriter:
     def _write(self, handler: logging.StreamHandler[Any], lines: list[bytes]) -> None:
         """``StreamHandler.emit`` for many lines: one format, write and flush under the
         handler's lock; an error goes to ``handleError`` as it would there."""
-        handler.acquire()
+        lock = handler.lock  # handler.acquire() and release(), without their two calls
+        if lock:
+            lock.acquire()
         try:
             stream = handler.stream
             stream.write(self._format(handler, lines))
@@ -239,7 +241,8 @@ class AccessWriter:
         except Exception:
             handler.handleError(self._record(lines[0]))
         finally:
-            handler.release()
+            if lock:
+                lock.release()
 
     def _format(self, handler: logging.StreamHandler[Any], lines: list[bytes]) -> str:
         end = handler.terminator
