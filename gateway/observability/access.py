@@ -396,7 +396,7 @@ class AccessLog:
         usage = rs.usage
         tokens_in, tokens_out = _tokens(usage)
         cached = min(cached_tokens(usage), tokens_in)
-        cost = target.cost_usd(tokens_in, tokens_out, cached)
+        cost = target.cost_micros(tokens_in, tokens_out, cached) / 1e6  # target.cost_usd
         key = (variant, provider, status, stream, api, key_id)
         h = self._clean.get(key) or self._clean_for(key, times.planned)
         # metrics: in the general path's order (a series is created where it would be there)

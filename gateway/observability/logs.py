@@ -222,7 +222,7 @@ class AccessWriter:
         if not lines:
             return
         self._pending = []
-        for group in _atomic_groups(lines):
+        for group in (lines,) if len(lines) == 1 else _atomic_groups(lines):
             for handler in self._handlers:
                 self._write(handler, group)
 
