@@ -323,7 +323,14 @@ class Endpoint:
                 await send({"type": "http.response.body", "body": data, "more_body": more})
 
         async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
-            await body(render(parts, objs), True)
+            # body(render(parts, objs), True), written out: this runs once per upstream read
+            data = out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
+            if ctx.held:
+                data, ctx.held = ctx.held + data, b""
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                ctx.times.ttft_s = time.perf_counter() - ctx.started
+            elif data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
 
         async def send_opening() -> None:
             await body(b"", True)
