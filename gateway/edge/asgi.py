@@ -33,13 +33,15 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         msg = await receive()
         if msg["type"] == "http.disconnect":
             raise asyncio.CancelledError("client went away while sending the body")
-        part = msg.get("body", b"")
+        part: bytes = msg.get("body", b"")
         if part:
             size += len(part)
             if size > limit:
                 raise BodyTooLarge(
                     f"Request body is larger than the {limit} bytes this gateway accepts."
                 )
+            if not chunks and not msg.get("more_body", False):
+                return part  # the whole body in one message (the usual case): no list
             chunks.append(part)
         if not msg.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -77,6 +77,10 @@ class _Ctx:
     needs: Needs | None = None
 
 
+_ATTEMPTS = tuple((b"x-glm-attempts", b"%d" % n) for n in range(16))
+"""The ``X-GLM-Attempts`` header of 0 to 15 attempts, built once."""
+
+
 def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
     why = "; ".join(
         f"{r.variant}{'@' + r.provider if r.provider else ''}: {', '.join(r.reasons)}"
@@ -123,6 +127,9 @@ class Endpoint:
         self._limits = gen.config.gateway.limits
         self._client = ClientAddress(gen.config.gateway.server.trusted_proxies)
         self._tracing = services.tracing
+        self._in_flight = services.metrics.in_flight
+        self._access = services.access
+        self._api = frontend.name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gen, gate = self._gen, self.gate
@@ -160,7 +167,7 @@ class Endpoint:
         task = asyncio.current_task()
         watch: asyncio.TimerHandle | None = None
         large = False
-        self._s.metrics.in_flight.inc()
+        self._in_flight.inc()
         try:
             ctx.caller = await self._auth.identify(bearer(headers))
             ctx.key_id = ctx.caller.key_id
@@ -231,7 +238,7 @@ class Endpoint:
                 # the task so no cycle keeps this request's body alive until a full collection.
                 ctx.watcher.cancel()
                 ctx.watcher = None
-            self._s.metrics.in_flight.dec()
+            self._in_flight.dec()
             await self._finish(ctx)
             if large:
                 heap.after_large_body()
@@ -240,7 +247,7 @@ class Endpoint:
         self, chat: dict[str, Any], needs: Needs, ctx: _Ctx, session: str | None = None
     ) -> RouteState:
         """Plan, with stage marks: parse ends here; route excludes the state round trip."""
-        if self._s.access.log_prompts:
+        if self._access.log_prompts:
             ctx.extra["prompt"] = chat.get("messages")
         planning = time.perf_counter()
         ctx.times.parse_s = planning - ctx.started
@@ -260,11 +267,12 @@ class Endpoint:
         target = rs.target if rs else None
         if target is None and rs and rs.attempts:
             target = rs.attempts[-1].target
+        tries = len(rs.attempts) if rs else 0
         out = [
-            (b"x-request-id", _safe(ctx.request_id, 200)),
+            (b"x-request-id", ctx.request_id[:200].encode("latin-1", "replace")),  # _safe
             (b"x-glm-variant", (target.variant.id if target else "none").encode()),
             (b"x-glm-provider", (target.provider if target else "none").encode()),
-            (b"x-glm-attempts", str(len(rs.attempts) if rs else 0).encode()),
+            _ATTEMPTS[tries] if tries < len(_ATTEMPTS) else (b"x-glm-attempts", b"%d" % tries),
         ]
         if rs is not None:
             tried = rs.attempts
@@ -315,7 +323,14 @@ class Endpoint:
                 await send({"type": "http.response.body", "body": data, "more_body": more})
 
         async def forward(parts: list[bytes], objs: list[Any] | None) -> None:
-            await body(render(parts, objs), True)
+            # body(render(parts, objs), True), written out: this runs once per upstream read
+            data = out.relay(b"".join(parts)) if objs is None else out.relay_parts(parts, objs)
+            if ctx.held:
+                data, ctx.held = ctx.held + data, b""
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                ctx.times.ttft_s = time.perf_counter() - ctx.started
+            elif data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
 
         async def send_opening() -> None:
             await body(b"", True)
@@ -377,19 +392,20 @@ class Endpoint:
         if rs is not None:
             await self._router.record(rs)
             ctx.times.after_s = time.perf_counter() - ended
-        self._s.access.emit(
-            request_id=ctx.request_id,
-            key_id=ctx.key_id,
-            status=ctx.status,
-            stream=ctx.stream,
-            duration_s=ended - ctx.started,
-            rs=rs,
-            error=ctx.error,
-            times=ctx.times,
-            prompt=ctx.extra.get("prompt"),
-            client=ctx.client,
-            api=self._fe.name,
-            unmet=ctx.extra.get("unmet"),
+        extra = ctx.extra
+        self._access.finished(
+            ctx.request_id,
+            ctx.key_id,
+            ctx.status,
+            ctx.stream,
+            ended - ctx.started,
+            rs,
+            ctx.error,
+            ctx.times,
+            extra.get("prompt") if extra else None,
+            ctx.client,
+            self._api,
+            extra.get("unmet") if extra else None,
         )
         if ctx.trace is not None:
             self._trace(ctx, ctx.trace)

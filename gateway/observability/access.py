@@ -127,7 +127,7 @@ class Record:
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
             "tokens_cached": self.tokens_cached,
-            "cost_usd": _round(self.cost_usd, 10**8, 8),
+            "cost_usd": _round(self.cost_usd, 1e8, 8),
             "duration_ms": total_ms,
             "durations": self.durations(total_ms),
             "error": self.error,
@@ -153,20 +153,25 @@ class Record:
 def _ms(seconds: float) -> float:
     """``round(seconds * 1000, 3)``: milliseconds to the microsecond (:func:`_round` with
     ``scale`` 1000, written out: ten of these per request)."""
-    x = seconds * 1000
+    x = seconds * 1000.0
     if not x:
         return x
-    scaled = x * 1000
+    scaled = x * 1000.0
     if -1e12 < scaled < 1e12:
-        whole = round(scaled)
-        if abs(scaled - whole) < 0.499:
-            return whole / 1000
+        whole = scaled + _ROUNDER - _ROUNDER
+        if -0.499 < scaled - whole < 0.499:
+            return whole / 1000.0
     return round(x, 3)
 
 
-def _round(x: float, scale: int, digits: int) -> float:
-    """``round(x, digits)`` (``scale`` is ``10 ** digits``), the same float in a quarter of the
-    time.
+_ROUNDER = 6755399441055744.0
+"""1.5 * 2**52: ``x + _ROUNDER - _ROUNDER`` is ``float(round(x))`` (half to even) for
+``|x| < 2**51``, in float arithmetic: no int object, no ``round`` call."""
+
+
+def _round(x: float, scale: float, digits: int) -> float:
+    """``round(x, digits)`` (``scale`` is ``10.0 ** digits``), the same float in a quarter of
+    the time.
 
     ``round`` rounds the exact decimal value of ``x``; an integer ``round`` of ``x * scale``
     agrees with it unless the float error of that product could cross a tie, i.e. unless it
@@ -177,8 +182,8 @@ def _round(x: float, scale: int, digits: int) -> float:
         return x
     scaled = x * scale
     if -1e12 < scaled < 1e12:
-        whole = round(scaled)
-        if abs(scaled - whole) < 0.499:
+        whole = scaled + _ROUNDER - _ROUNDER
+        if -0.499 < scaled - whole < 0.499:
             return whole / scale
     return round(x, digits)
 
@@ -192,6 +197,11 @@ class _Answered:
     duration: PlainHistogram
     overhead: PlainHistogram
 
+
+_CLEAN_LINE = b'{"event":"request","time":"%s.%06d+00:00","request_id":%s%s%s'
+"""A clean request's line: the time (:meth:`UTCNow.parts`), the id, the middle of its
+:class:`_Clean` and the rest of the object; ``_ON_SECOND``: a time with no fraction."""
+_CLEAN_LINE_ON_SECOND = b'{"event":"request","time":"%s+00:00","request_id":%s%s%s'
 
 CLEAN_KEPT = 4096
 """Clean-request handles kept (one per variant, provider, status, stream, api and key)."""
@@ -297,6 +307,26 @@ class AccessLog:
 
         ``client``: the caller's address (the peer, or what a trusted proxy forwarded);
         ``api``: the front-end it came in on (``chat``, ``messages``)."""
+        self.finished(request_id, key_id, status, stream, duration_s, rs, error, times, prompt,
+                      client, api, unmet)  # fmt: skip
+
+    def finished(
+        self,
+        request_id: str,
+        key_id: str,
+        status: int,
+        stream: bool,
+        duration_s: float,
+        rs: RouteRecord | None,
+        error: str | None,
+        times: StageTimes | None,
+        prompt: Any,
+        client: str | None,
+        api: str,
+        unmet: list[str] | None,
+    ) -> None:
+        """:meth:`emit` with its arguments in place: the request path's call (a call with a
+        dozen keywords costs as much again as the same call without)."""
         if (
             rs is not None
             and error is None
@@ -366,7 +396,7 @@ class AccessLog:
         usage = rs.usage
         tokens_in, tokens_out = _tokens(usage)
         cached = min(cached_tokens(usage), tokens_in)
-        cost = target.cost_usd(tokens_in, tokens_out, cached)
+        cost = target.cost_micros(tokens_in, tokens_out, cached) / 1e6  # target.cost_usd
         key = (variant, provider, status, stream, api, key_id)
         h = self._clean.get(key) or self._clean_for(key, times.planned)
         # metrics: in the general path's order (a series is created where it would be there)
@@ -406,15 +436,29 @@ class AccessLog:
             return
         total_ms = _ms(total)
         gap = None if not chunks else times.relay_wait_s / chunks
+        attempt_ms = attempt.duration_s * 1000.0
         rest = {
-            "attempts": [attempt.describe()],
+            # attempt.describe() of an answered attempt (tests/unit/test_access_fast.py)
+            "attempts": [
+                {
+                    "provider": provider,
+                    "variant": variant,
+                    "status": attempt.status,
+                    "class": "ok",
+                    "code": None,
+                    "message": "ok",
+                    "duration_ms": (
+                        _round(attempt_ms, 10.0, 1) if attempt_ms > 0.0 else round(attempt_ms, 1)
+                    ),
+                }
+            ],
             "fallback": None,
             "adaptations": rs.adaptations,
             "usage": usage,
             "tokens_in": tokens_in,
             "tokens_out": tokens_out,
             "tokens_cached": cached,
-            "cost_usd": _round(cost, 10**8, 8),
+            "cost_usd": _round(cost, 1e8, 8),
             "duration_ms": total_ms,
             "durations": {
                 "total_ms": total_ms,
@@ -423,7 +467,7 @@ class AccessLog:
                 "route_ms": _ms(times.route_s),
                 "state_ms": _ms(times.before_s + times.after_s),
                 "upstream_ms": _ms(upstream),
-                "backoff_ms": _ms(backoff),
+                "backoff_ms": _ms(backoff) if backoff else backoff,
                 "ttft_ms": None if ttft is None else _ms(ttft),
                 "inter_chunk_mean_ms": None if gap is None else _ms(gap),
                 "inter_chunk_max_ms": None if gap is None else _ms(times.gap_max_s),
@@ -433,14 +477,13 @@ class AccessLog:
         }
         if client is not None:
             rest["client"] = client
-        self._writer.add(
-            b'{"event":"request","time":"'
-            + self._now().encode()
-            + b'","request_id":'
-            + orjson.dumps(request_id, default=str)
-            + h.middle
-            + orjson.dumps(rest, default=str)[1:]
-        )
+        stamp, micros = self._now.parts()
+        rid = orjson.dumps(request_id, default=str)
+        tail = orjson.dumps(rest, default=str)[1:]
+        if micros:
+            self._writer.add(_CLEAN_LINE % (stamp, micros, rid, h.middle, tail))
+        else:
+            self._writer.add(_CLEAN_LINE_ON_SECOND % (stamp, rid, h.middle, tail))
 
     def _clean_for(self, key: tuple[str, str, int, bool, str, str], planned: bool) -> _Clean:
         """The series and line piece of a new clean (variant, provider, status, stream, api,

@@ -131,16 +131,23 @@ class UTCNow:
 
     def __init__(self) -> None:
         self._second = -1
-        self._prefix = ""
+        self._prefix = b""
 
     def __call__(self) -> str:
+        prefix, micros = self.parts()
+        if micros:
+            return f"{prefix.decode()}.{micros:06d}+00:00"
+        return prefix.decode() + "+00:00"
+
+    def parts(self) -> tuple[bytes, int]:
+        """Now as the date and time of day to the second (``2026-12-06T18:00:00``, ASCII) and
+        the microseconds past it: what :meth:`__call__` writes, for a caller that writes bytes
+        (``.%06d+00:00`` after it, or ``+00:00`` when the microseconds are 0)."""
         second, micros = divmod(time.time_ns() // 1000, 1_000_000)  # floored, as datetime does
         if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
             self._second = second
-        if micros:
-            return f"{self._prefix}.{micros:06d}+00:00"
-        return self._prefix + "+00:00"
+        return self._prefix, micros
 
 
 ATOMIC_WRITE = 4096
@@ -215,14 +222,16 @@ class AccessWriter:
         if not lines:
             return
         self._pending = []
-        for group in _atomic_groups(lines):
+        for group in (lines,) if len(lines) == 1 else _atomic_groups(lines):
             for handler in self._handlers:
                 self._write(handler, group)
 
     def _write(self, handler: logging.StreamHandler[Any], lines: list[bytes]) -> None:
         """``StreamHandler.emit`` for many lines: one format, write and flush under the
         handler's lock; an error goes to ``handleError`` as it would there."""
-        handler.acquire()
+        lock = handler.lock  # handler.acquire() and release(), without their two calls
+        if lock:
+            lock.acquire()
         try:
             stream = handler.stream
             stream.write(self._format(handler, lines))
@@ -232,7 +241,8 @@ class AccessWriter:
         except Exception:
             handler.handleError(self._record(lines[0]))
         finally:
-            handler.release()
+            if lock:
+                lock.release()
 
     def _format(self, handler: logging.StreamHandler[Any], lines: list[bytes]) -> str:
         end = handler.terminator

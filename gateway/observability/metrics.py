@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping
+from functools import reduce
+from operator import add
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import prometheus_client as prom
@@ -53,6 +55,9 @@ S = TypeVar("S", bound="_Series")
 
 _go_float: Callable[[float], str] = floatToGoString
 """How prometheus-client writes a bucket bound (``le="1.0"``, ``le="+Inf"``)."""
+
+HISTOGRAM_QUEUE = 512
+"""Values a histogram series queues before it counts them (see :class:`PlainHistogram`)."""
 
 MAX_KEY_LABELS = 200
 MAX_ERROR_LABELS = 64
@@ -136,23 +141,52 @@ class PlainGauge(_Series, prom.Gauge):
 class PlainHistogram(_Series, prom.Histogram):
     """prometheus-client's Histogram as a list of per-bucket counts and a float sum.
 
-    ``observe`` finds the bucket by bisection (the first upper bound >= the value, as the
-    stock class does by a linear scan); the exposition accumulates them, ``+Inf`` included.
-    Exemplars are not kept and ``_created`` is not exported, as for :class:`PlainCounter`.
+    ``observe`` only queues the value; the queue is counted into the buckets (the first upper
+    bound >= the value, as the stock class finds by a linear scan) and added to the sum, in
+    order, when it reaches :data:`HISTOGRAM_QUEUE` values or the series is read. The
+    exposition accumulates the counts, ``+Inf`` included. Exemplars are not kept and
+    ``_created`` is not exported, as for :class:`PlainCounter`.
     """
 
     _hits: list[int]
     _observed: float
+    _queued: list[float]
 
     def _metric_init(self) -> None:
         self._hits = [0] * len(self._upper_bounds)
         self._observed = 0.0
+        self._queued = []
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
-        self._hits[bisect_left(self._upper_bounds, amount)] += 1
-        self._observed += amount
+        queued = self._queued
+        queued.append(amount)
+        if len(queued) >= HISTOGRAM_QUEUE:
+            self._count_queued()
+
+    def _count_queued(self) -> None:
+        """Count the queued values: the sum as ``+=`` one by one would make it; the buckets by
+        one sort and a bisection per bound (or, when a nan is about, a bisection per value,
+        which puts a nan in the first bucket as :func:`bisect_left` does)."""
+        queued = self._queued
+        if not queued:
+            return
+        self._queued = []
+        total = reduce(add, queued, self._observed)
+        hits, bounds = self._hits, self._upper_bounds
+        if total == total:  # no nan queued (nor inf - inf): the values sort
+            queued.sort()
+            below = 0
+            for i, bound in enumerate(bounds):
+                upto = bisect_right(queued, bound, below)
+                hits[i] += upto - below
+                below = upto
+        else:
+            for amount in queued:
+                hits[bisect_left(bounds, amount)] += 1
+        self._observed = total
 
     def _child_samples(self) -> Iterable[Sample]:
+        self._count_queued()
         samples = []
         acc = 0.0
         for bound, hits in zip(self._upper_bounds, self._hits, strict=True):

@@ -29,6 +29,9 @@ _BIN_BASE = 0.00005
 _BIN_RATIO = 1.25
 _LOG_RATIO = math.log(_BIN_RATIO)
 _MAX_BIN = 80
+_RING = WINDOW_S + 1
+"""Slots in the ring: the window and the second filling."""
+_log = math.log
 
 
 def bin_of(seconds: float) -> int:
@@ -139,7 +142,7 @@ class Stats:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._slots = [_Slot() for _ in range(WINDOW_S + 1)]
+        self._slots = [_Slot() for _ in range(_RING)]
         self._started = clock()
         self._lag_s = 0.0
         self._lag_max: dict[int, float] = {}
@@ -171,14 +174,15 @@ class Stats:
         """Count one finished request, the fields of a :class:`Sample` passed as they are (the
         access log's hot path: no object per request, a handful of increments)."""
         sec = int(self._clock())
-        slot = self._slots[sec % len(self._slots)]
+        slot = self._slots[sec % _RING]
         if slot.sec != sec:
             slot.reset(sec)
         slot.requests += 1
-        if status >= 500:
-            slot.errors += 1
-        elif status >= 400:
-            slot.client_errors += 1
+        if status >= 400:
+            if status >= 500:
+                slot.errors += 1
+            else:
+                slot.client_errors += 1
         if fallback:
             slot.fallbacks += 1
         slot.tokens_in += tokens_in
@@ -191,16 +195,30 @@ class Stats:
             if tokens_cached:
                 cp = slot.cached_by_provider
                 cp[provider] = cp.get(provider, 0) + tokens_cached
-        # _bump inlined: this runs once per request
-        b = bin_of(duration_s)
-        slot.latency[b] = slot.latency.get(b, 0) + 1
-        b = bin_of(overhead_s)
-        slot.overhead[b] = slot.overhead.get(b, 0) + 1
+        # bin_of and _bump inlined: this runs once per request
+        if duration_s <= _BIN_BASE:
+            b = 0
+        else:
+            b = 1 + int(_log(duration_s / _BIN_BASE) / _LOG_RATIO)
+            if b > _MAX_BIN:
+                b = _MAX_BIN
+        d = slot.latency
+        d[b] = d.get(b, 0) + 1
+        if overhead_s <= _BIN_BASE:
+            b = 0
+        else:
+            b = 1 + int(_log(overhead_s / _BIN_BASE) / _LOG_RATIO)
+            if b > _MAX_BIN:
+                b = _MAX_BIN
+        d = slot.overhead
+        d[b] = d.get(b, 0) + 1
         if ttft_s is not None:
             b = bin_of(ttft_s)
             slot.ttft[b] = slot.ttft.get(b, 0) + 1
-        slot.variants[variant] = slot.variants.get(variant, 0) + 1
-        slot.providers[provider] = slot.providers.get(provider, 0) + 1
+        n = slot.variants
+        n[variant] = n.get(variant, 0) + 1
+        n = slot.providers
+        n[provider] = n.get(provider, 0) + 1
         for p in failed_providers:
             _bump(slot.attempt_failures, p)
 

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.target import Target
 from gateway.observability.access import AccessLog
-from gateway.observability.logs import AccessWriter
+from gateway.observability.logs import AccessWriter, UTCNow
 from gateway.observability.metrics import BoundedLabel, Metrics
 from gateway.observability.stats import Stats
 from gateway.observability.timing import StageTimes
@@ -115,8 +115,21 @@ def access_log(fast: bool) -> tuple[AccessLog, Stream]:
         metrics, stats=Stats(clock=lambda: 1_000_000.0), writer=AccessWriter(logger.name)
     )
     log.fast = fast
-    log._now = lambda: "2026-12-06T18:00:00.123456+00:00"  # type: ignore[method-assign]
+    log._now = FixedNow()
     return log, stream
+
+
+class FixedNow(UTCNow):
+    """Times on one second: a fraction, none, a small one, in turn (both paths ask as often)."""
+
+    __slots__ = ("_micros",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._micros = itertools.cycle([123456, 0, 7])
+
+    def parts(self) -> tuple[bytes, int]:
+        return b"2026-12-06T18:00:00", next(self._micros)
 
 
 @settings(max_examples=150, deadline=None)

@@ -205,13 +205,16 @@ def test_rounding_matches_round_to_the_last_bit() -> None:
         k = rng.randrange(10**8)
         values += [rng.lognormvariate(-5, 3), (k + 0.5) / 1e6, (k + 0.5) / 1e8, -rng.random()]
         values.append((k + 0.5) / 1e6 + rng.choice([-1, 1]) * rng.random() * 1e-15)
+        values += [(k % 10**5 + 0.5) / 10, (k % 10**5 + 0.5) / 10 + rng.random() * 1e-12]
 
     def bits(x: float) -> bytes:
         return b"nan" if x != x else struct.pack("d", x)
 
     for v in values:
         assert bits(_ms(v)) == bits(round(v * 1000, 3)), v
-        assert bits(_round(v, 10**8, 8)) == bits(round(v, 8)), v
+        assert bits(_round(v, 1e8, 8)) == bits(round(v, 8)), v
+        if v > 0:  # an attempt's duration_ms (a negative one goes to round itself)
+            assert bits(_round(v, 10.0, 1)) == bits(round(v, 1)), v
 
 
 def test_time_is_written_as_orjson_wrote_datetime_now_utc(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,6 +93,19 @@ def test_percentile_of_nothing_is_none_and_tiny_values_land_in_bin_zero() -> Non
     assert bin_of(1e9) == bin_of(1e12)  # clamped
 
 
+def test_count_bins_latency_and_overhead_as_bin_of_does() -> None:
+    """``count`` has ``bin_of`` written out for the duration and the overhead."""
+    rng = random.Random(11)
+    values = [0.0, -1.0, 5e-5, 5e-5 * 1.25, 1e9, 1e300, *(5e-5 * 1.25**n for n in range(90))]
+    values += [rng.lognormvariate(-7, 4) for _ in range(3000)]
+    for v in values:
+        stats = Stats(clock=lambda: 1_000_000.0)
+        stats.count(200, "v", "p", v, v / 3, False)
+        (slot,) = stats.raw()[3]
+        assert slot.latency == {bin_of(v): 1}, v
+        assert slot.overhead == {bin_of(v / 3): 1}, v
+
+
 # --- rolling window ---------------------------------------------------------------------------
 
 
