@@ -79,6 +79,16 @@ class Attempt:
 
     def describe(self) -> dict[str, Any]:
         f = self.failure
+        if f is None:  # the usual attempt (the access log's, once per request)
+            return {
+                "provider": self.target.provider,
+                "variant": self.target.variant.id,
+                "status": self.status,
+                "class": "ok",
+                "code": None,
+                "message": "ok",
+                "duration_ms": round(self.duration_s * 1000, 1),
+            }
         return {
             "provider": self.target.provider,
             "variant": self.target.variant.id,
@@ -455,7 +465,7 @@ class Router:
         for target in rs.plan.targets:
             if larger_than is not None and (target.context or 0) <= larger_than:
                 continue
-            if target.account in bad_keys:
+            if bad_keys and target.account in bad_keys:
                 continue  # the same key on this surface just failed auth/balance: it will again
             tries = 0
             while budget > 0:

@@ -396,13 +396,19 @@ class Admission:
         Attempts and the answering deployment are counted only where a deployment has limits
         of its own (``Target.has_own_limits``): the others keep no windows.
         """
-        attempts = tuple([t.id for t in attempted if t.has_own_limits]) if attempted else ()
+        # ``Target.has_own_limits``, inline (once or twice per request)
+        attempts = (
+            tuple([t.id for t in attempted if t.rpm is not None or t.tpm is not None])
+            if attempted
+            else ()
+        )
         if lease is None and not outcomes and not attempts:
             return
-        tokens, cost = 0, 0
+        tokens, cost, answered_by = 0, 0, None
         if target is not None:
             tokens, cost = _charge(target, usage, lease)
-        answered_by = target.id if target is not None and target.has_own_limits else None
+            if target.rpm is not None or target.tpm is not None:
+                answered_by = target.id
         report = Report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
         await self._state.after(report, self._wall())
 
