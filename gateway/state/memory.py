@@ -154,9 +154,9 @@ class MemoryState:
 
     def apply(self, report: Report, now: float) -> None:
         """:meth:`after`, callable from synchronous code (the Redis backend's fallback)."""
-        tripped = self._tripped
+        tripped, circuits = self._tripped, self._circuits
         for o in report.outcomes:
-            c = self._circuit(o.target_id)
+            c = circuits.get(o.target_id) or self._circuit(o.target_id)
             c.record(self._cfg, o, now)
             if c.latency is not None:
                 self._latency[o.target_id] = c.latency

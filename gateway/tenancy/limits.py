@@ -105,15 +105,17 @@ class Snapshot:
         self._open: dict[str, float] = {}
         self._full: dict[str, tuple[float, str]] = {}
         self.latency: dict[str, float] = {}
+        self.clear = True
+        """Nothing open or full was seen (the usual case): nothing to look through."""
 
     def blocked(self, now: float) -> tuple[dict[str, float], dict[str, str]]:
-        if not self._open and not self._full:  # the usual case: nothing to look through
+        if self.clear:
             return {}, {}
         opened = {t: u - now for t, u in self._open.items() if u > now}
         return opened, {t: why for t, (u, why) in self._full.items() if u > now}
 
     def blocked_ids(self, now: float) -> frozenset[str]:
-        if not self._open and not self._full:
+        if self.clear:
             return _NOTHING_BLOCKED
         opened, full = self.blocked(now)
         return frozenset(opened) | frozenset(full)
@@ -133,6 +135,7 @@ class Snapshot:
                     self._full[tid] = (now + sat.seconds, sat.reason)
         if view.latency_s:
             self.latency.update(view.latency_s)
+        self.clear = not self._open and not self._full
 
 
 class Admission:
@@ -176,13 +179,14 @@ class Admission:
     ) -> Plan:
         """``explain``: word every refusal (``/v1/route``); an empty plan is always explained.
         ``advance``: this plan is the one to forward (the spread's round-robin moves)."""
-        opened, full = ({}, {}) if stateless else self._snap.blocked(now)
+        snap = self._snap
+        opened, full = (None, None) if stateless or snap.clear else snap.blocked(now)
         return plan(
             needs,
             self._catalogue,
             self._routing,
             open_circuits=opened,
-            latency=self._snap.latency,
+            latency=snap.latency,
             saturated=full,
             explain=explain,
             spread=self._spread,
@@ -204,7 +208,8 @@ class Admission:
         record = caller.record if caller is not None else None
         if record is not None:
             restrict(needs, record)
-        assumed = self._snap.blocked_ids(now)
+        snap = self._snap
+        assumed = _NOTHING_BLOCKED if snap.clear else snap.blocked_ids(now)
         first = self._plan(needs, now, explain=not reserve, advance=reserve)
         asked = first if first.targets else self._plan(needs, now, stateless=True)
         if not asked.targets:
@@ -227,15 +232,12 @@ class Admission:
             view = await self._state.before(ticket, now)
         if times is not None:
             times.before_s = time.perf_counter() - started
-        self._snap.update(view, ticket.candidates, now)
+        snap.update(view, ticket.candidates, now)
         if self._spread is not None:
             self._spread.saw(view.in_flight, view.load)
         if self._keys is not None:
             self._keys.saw_version(view.keys_version)
-        admitted = await self._decide(needs, view, ticket, cheap, first, assumed, now)
-        admitted.pin, admitted.pin_known = view.pin, not view.degraded
-        admitted.pin_choice = len(ticket.pinnable) > 1
-        return admitted
+        return await self._decide(needs, view, ticket, cheap, first, assumed, now)
 
     async def _decide(
         self,
@@ -261,7 +263,7 @@ class Admission:
                 ).inc()
             final = self._plan(needs, now, explain=not ticket.reserve, advance=ticket.reserve)
         elif (
-            self._snap.blocked_ids(now) != assumed
+            (_NOTHING_BLOCKED if self._snap.clear else self._snap.blocked_ids(now)) != assumed
             or not first.targets
             or (first.spread and not ticket.reserve)  # /v1/route: the counts just read
         ):
@@ -277,7 +279,10 @@ class Admission:
                 self._spread.unpick(group, picked)  # the pin's choice, not the round-robin's
             if head in group.ids and self._metrics is not None:
                 self._metrics.spread_picks.labels(head).inc()
-        return Admitted(final, view.lease, headers, None, True, pin_first)
+        pin_choice = len(ticket.pinnable) > 1
+        return Admitted(
+            final, view.lease, headers, view.pin, not view.degraded, pin_first, pin_choice
+        )
 
     def _ticket(
         self,
