@@ -50,6 +50,7 @@ from gateway.routing.ranking import (
     LazyCosts,
     Ranked,
     Scores,
+    _trim,
     finish,
     ordered,
     rank,
@@ -447,6 +448,9 @@ _MARGIN = 1e-9
 _memo: dict[tuple[Any, ...], _Static] = {}
 _ranges: dict[tuple[Any, ...], _Family] = {}
 _memo_of: list[PlanIndex] = []
+_trimmed: dict[int, tuple[tuple[int, ...], str, list[int], tuple[Target, ...]]] = {}
+"""id(a _Static's grouped order) -> (that order, the fallback mode, its trimmed positions and
+their targets): the tail of a plan with nothing blocked and no spread (:func:`_tail`)."""
 """The catalogue index the memo was filled for (a reload builds a new one: the memo restarts)."""
 
 
@@ -546,6 +550,7 @@ def _memoised(
     if not _memo_of or _memo_of[0] is not ix:
         _memo.clear()
         _ranges.clear()
+        _trimmed.clear()
         _memo_of[:] = [ix]
     try:
         got = _memo.get(key)
@@ -597,8 +602,10 @@ def _tail(
     advance: bool,
 ) -> Ranked:
     """The per-request part: the blocked taken out, the surfaces together, the spread, trim."""
-    blocked = _blocked(ix, opened, full) & got.mask
+    blocked = _blocked(ix, opened, full) & got.mask if opened or full else 0
     if not blocked:
+        if spread is None:
+            return _unblocked(got, policy, needs, ix)
         eligible = list(got.grouped)
     else:
         left = got.mask & ~blocked
@@ -607,6 +614,21 @@ def _tail(
     if not eligible:
         return _NOTHING
     return finish(eligible, policy, needs, ix, got.costs, got.scores, spread, advance)
+
+
+def _unblocked(got: _Static, policy: str, needs: Needs, ix: PlanIndex) -> Ranked:
+    """:func:`finish` without a spread, for the whole eligible order: the trim and its targets
+    depend only on that order and the fallback mode, so they are made once per order."""
+    grouped = got.grouped
+    if not grouped:
+        return _NOTHING
+    kept = _trimmed.get(id(grouped))
+    if kept is None or kept[1] != needs.fallback:
+        ranked = _trim(list(grouped), needs, ix)
+        targets = ix.targets
+        kept = (grouped, needs.fallback, ranked, tuple([targets[i] for i in ranked]))
+        _bounded_put(_trimmed, id(grouped), kept)  # holds grouped: its id stays its own
+    return Ranked.of(kept[2], kept[3], ix.targets, got.scores, _BASIS[policy])
 
 
 def _union(masks: Iterable[int]) -> int:

@@ -66,6 +66,23 @@ class Ranked:
         else:
             self.targets = [targets[i] for i in ranked]
 
+    @classmethod
+    def of(
+        cls,
+        ranked: list[int],
+        picked: tuple[Target, ...],
+        targets: Sequence[Target],
+        scores: Scores,
+        basis: str,
+    ) -> Ranked:
+        """Without groups, ``picked`` (the targets at ``ranked``) known: ``ranked`` is shared,
+        not copied (nothing changes it); ``targets`` is a list of the request's own."""
+        r = cls.__new__(cls)
+        r._ranked, r._targets, r._scores, r._basis = ranked, targets, scores, basis
+        r.groups = []
+        r.targets = list(picked)
+        return r
+
     def candidates(self) -> list[Candidate]:
         return _candidates(self._ranked, self._targets, self._scores, self._basis)
 

@@ -56,21 +56,16 @@ class Circuit:
     def record(self, cfg: BreakerConfig, o: Outcome, now: float) -> None:
         self.requests += 1
         self.window_r.add(now, 1)
-        if o.ok:
-            self._success(o.latency_s, now)
+        if o.ok:  # a success (inline: once per answered request)
+            latency = self.latency
+            lat = o.latency_s
+            self.latency = lat if latency is None else latency + LATENCY_ALPHA * (lat - latency)
+            self.consecutive = 0
+            if self.open_until <= now:
+                self.trips = 0
+                self.open_until = self.probe_until = 0.0
         else:
             self._failure(cfg, o, now)
-
-    def _success(self, latency_s: float, now: float) -> None:
-        self.latency = (
-            latency_s
-            if self.latency is None
-            else self.latency + LATENCY_ALPHA * (latency_s - self.latency)
-        )
-        self.consecutive = 0
-        if self.open_until <= now:
-            self.trips = 0
-            self.open_until = self.probe_until = 0.0
 
     def _failure(self, cfg: BreakerConfig, o: Outcome, now: float) -> None:
         self.failures += 1

@@ -34,6 +34,9 @@ from gateway.state.circuits import Circuit, error_bucket_s
 from gateway.state.windows import Window
 from gateway.tenancy.keys import KeyRecord
 
+PLAIN_KEPT = 4096
+"""Candidate tuples whose plainness :class:`MemoryState` remembers (a few per plan head)."""
+
 
 class MemoryState:
     """Circuits, limit windows, spend and key records of one process."""
@@ -55,6 +58,11 @@ class MemoryState:
         self._keys: dict[str, KeyRecord] = {}
         self._keys_version = 0
         self._pins: dict[str, Pin] = {}
+        self._latency: dict[str, float] = {}
+        """Target id -> its circuit's latency, for the circuits that have one (kept by
+        :meth:`apply`, the one place a circuit's latency changes)."""
+        self._plain: dict[int, tuple[tuple[DeploymentAsk, ...], tuple[str, ...] | None]] = {}
+        """id(candidates) -> (candidates, their ids if none has limits of its own)."""
 
     @property
     def degraded(self) -> bool:
@@ -67,6 +75,54 @@ class MemoryState:
         pin = self._pins.get(ticket.session) if ticket.session else None
         if pin is not None and pin.until <= now:  # lapsed (as :meth:`pin` answers)
             pin = None
+        candidates, flight = ticket.candidates, ticket.flight
+        plain = None if opened or flight is not None else self._plain_ids(candidates)
+        if plain is not None:
+            # The usual case: nothing open, no limits of its own: every candidate is available.
+            lat = self._latency
+            latency = {tid: lat[tid] for tid in plain if tid in lat}
+            saturated: dict[str, Saturation] = {}
+            load: dict[str, float] = {}
+            available = list(candidates)
+        else:
+            latency, saturated, load, available = self._look(ticket, opened, now)
+        if pin is not None and pin.target_id in ticket.pinnable:  # it goes first if available
+            for i, ask in enumerate(available):
+                if ask.target_id == pin.target_id:
+                    if i:
+                        available.insert(0, available.pop(i))
+                    break
+        flying = self._flying(ticket, now) if flight is not None else {}
+        verdict, lease = None, None
+        if available:
+            key = ticket.key
+            verdict = self._judge(key, ticket.tokens, now) if key else None
+            if ticket.reserve and (verdict is None or not verdict.refused):
+                lease = self._take(ticket, verdict, available, now)
+                if lease.flight is not None:
+                    flying[lease.flight[0]] += 1
+        # Positional (every field, in order): keywords cost a dataclass __init__ ~0.1 µs.
+        return View(
+            opened, latency, saturated, verdict, lease, self._keys_version, False, flying, pin, load
+        )
+
+    def _plain_ids(self, candidates: tuple[DeploymentAsk, ...]) -> tuple[str, ...] | None:
+        """The candidates' ids when none has limits of its own (nothing to count or check for
+        them), else None: decided once per candidates tuple (admission reuses them per plan
+        head). The entry holds its tuple, so its id is not reused while it is kept."""
+        got = self._plain.get(id(candidates))
+        if got is None:
+            unlimited = all(a.rpm is None and a.tpm is None for a in candidates)
+            ids = tuple([a.target_id for a in candidates]) if unlimited else None
+            if len(self._plain) >= PLAIN_KEPT:
+                self._plain.clear()
+            got = self._plain[id(candidates)] = (candidates, ids)
+        return got[1]
+
+    def _look(
+        self, ticket: Ticket, opened: dict[str, float], now: float
+    ) -> tuple[dict[str, float], dict[str, Saturation], dict[str, float], list[DeploymentAsk]]:
+        """Each candidate's latency, saturation and load; the available ones, in order."""
         latency: dict[str, float] = {}
         saturated: dict[str, Saturation] = {}
         load: dict[str, float] = {}
@@ -91,34 +147,19 @@ class MemoryState:
                     use = self._load(ask, now)
                     if use > 0:
                         load[tid] = use
-        if pin is not None and pin.target_id in ticket.pinnable:  # it goes first if available
-            for i, ask in enumerate(available):
-                if ask.target_id == pin.target_id:
-                    if i:
-                        available.insert(0, available.pop(i))
-                    break
-        flying = self._flying(ticket, now) if flight is not None else {}
-        verdict, lease = None, None
-        if available:
-            verdict = self._judge(ticket.key, ticket.tokens, now) if ticket.key else None
-            if ticket.reserve and (verdict is None or not verdict.refused):
-                lease = self._take(ticket, verdict, available, now)
-                if lease.flight is not None:
-                    flying[lease.flight[0]] += 1
-        # Positional (every field, in order): keywords cost a dataclass __init__ ~0.1 µs.
-        return View(
-            opened, latency, saturated, verdict, lease, self._keys_version, False, flying, pin, load
-        )
+        return latency, saturated, load, available
 
     async def after(self, report: Report, now: float) -> None:
         self.apply(report, now)
 
     def apply(self, report: Report, now: float) -> None:
         """:meth:`after`, callable from synchronous code (the Redis backend's fallback)."""
-        tripped = self._tripped
+        tripped, circuits = self._tripped, self._circuits
         for o in report.outcomes:
-            c = self._circuit(o.target_id)
+            c = circuits.get(o.target_id) or self._circuit(o.target_id)
             c.record(self._cfg, o, now)
+            if c.latency is not None:
+                self._latency[o.target_id] = c.latency
             if c.trips:
                 tripped[o.target_id] = None
             else:
@@ -261,7 +302,7 @@ class MemoryState:
         deployment = None
         first = available[0]
         downgraded = verdict is not None and verdict.downgraded
-        if not downgraded and first.has_own_limits:
+        if not downgraded and (first.rpm is not None or first.tpm is not None):
             deployment = first.target_id
             self._window("d", deployment, "r").add(now, 1)
             self._window("d", deployment, "t").add(now, ticket.tokens)

@@ -38,7 +38,9 @@ class Window:
 
     def add(self, now: float, amount: int, bucket: int | None = None) -> None:
         """Count ``amount`` in ``bucket`` (default: the current one) unless it left the window."""
-        cur = self._prune(now)
+        cur = math.floor(now / self.size)
+        if cur != self.pruned:
+            self._prune(now)
         b = cur if bucket is None else bucket
         if amount == 0 or b <= cur - self.n:
             return
