@@ -83,7 +83,11 @@ class Target:
         price = self.price
         if price is None:
             return 0.0
-        cached = min(max(cached, 0), prompt_tokens)
+        # min(max(cached, 0), prompt_tokens), without the builtins' argument parsing (hot).
+        if cached < 0:
+            cached = 0
+        if prompt_tokens < cached:
+            cached = prompt_tokens
         rate = price.input if price.cached_input is None else price.cached_input
         fresh = prompt_tokens - cached
         return fresh * price.input + cached * rate + completion_tokens * price.output
@@ -98,5 +102,10 @@ def cached_tokens(usage: Any) -> int:
     details = usage.get("prompt_tokens_details")
     n = details.get("cached_tokens") if isinstance(details, dict) else None
     if n is None:
-        n = usage.get("cached_tokens", usage.get("cache_read_input_tokens"))
+        if "cached_tokens" in usage:
+            n = usage["cached_tokens"]
+        elif "cache_read_input_tokens" in usage:
+            n = usage["cache_read_input_tokens"]
+        else:  # the usual usage: nothing about a cache
+            return 0
     return n if isinstance(n, int) and n > 0 else 0
