@@ -62,24 +62,26 @@ class StreamNormaliser:
     def chunk(self, obj: dict[str, Any]) -> bytes:
         """The SSE bytes the client gets for one parsed upstream chunk (zero to two events)."""
         normalise_chunk(obj, self.target)
-        if _usage_only(obj):
+        if obj.get("choices") == [] and isinstance(obj.get("usage"), dict):  # (_usage_only)
             return _sse(obj) if self.include_usage else b""
-        self._top = {k: obj[k] for k in _TOP if k in obj}
+        if self._tags is not None:  # only close() reads it: a held-back tail needs the head
+            self._top = _top(obj)
         choice = _first(obj)
         delta = choice.get("delta") if choice else None
         if choice is not None and isinstance(delta, dict):
             fr = choice.get("finish_reason")
             if isinstance(fr, str):
                 self.finish_reason = fr
-            self._split_tags(delta, final=isinstance(fr, str))
+            if self._tags is not None:
+                self._split_tags(delta, final=isinstance(fr, str))
             if self._content is not None and choice.get("index", 0) == 0:
                 text = delta.get("content")
                 if isinstance(text, str):
                     self._content.append(text)
-        moved = _finish_usage(obj)
+        moved = _finish_usage(obj, choice)
         if moved is None or not self.include_usage:
             return _sse(obj) if self.encode else ONE_EVENT
-        usage = {**self._top, "choices": [], "usage": moved}
+        usage = {**_top(obj), "choices": [], "usage": moved}
         if not self.encode:
             self.usage_chunk = usage
             return TWO_EVENTS
@@ -116,10 +118,15 @@ class StreamNormaliser:
             delta["reasoning_content"] = (before if isinstance(before, str) else "") + reasoning
 
 
-def _finish_usage(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """Pop usage riding on the finish chunk (Z.ai): it goes in its own final chunk, if asked."""
+def _top(obj: dict[str, Any]) -> dict[str, Any]:
+    """The head fields of a chunk, for a chunk the stream adds after it."""
+    return {k: obj[k] for k in _TOP if k in obj}
+
+
+def _finish_usage(obj: dict[str, Any], choice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Pop usage riding on the finish chunk (Z.ai): it goes in its own final chunk, if asked.
+    ``choice``: the chunk's first choice (:func:`_first`)."""
     usage = obj.get("usage")
-    choice = _first(obj)
     if not isinstance(usage, dict) or choice is None or not choice.get("finish_reason"):
         return None
     del obj["usage"]
