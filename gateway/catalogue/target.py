@@ -48,11 +48,16 @@ class Target:
     """Its place in the provider's ``surface_order``; -1: left out (used only by keys that
     name the surface)."""
 
-    @property
-    def account(self) -> tuple[str, str, str | None]:
-        """(provider, surface, key): what one refusal of our key or quota holds for. Z.ai's
-        one key answers 1113 (no balance) on the general surface and serves the Coding Plan."""
-        return self.provider, self.surface, self.api_key
+    account: tuple[str, str, str | None] = field(init=False, repr=False, compare=False)
+    """(provider, surface, key): what one refusal of our key or quota holds for. Z.ai's one key
+    answers 1113 (no balance) on the general surface and serves the Coding Plan. (Computed,
+    like :attr:`has_own_limits`: the router and the limiter read them on every request.)"""
+    has_own_limits: bool = field(init=False, repr=False, compare=False)
+    """An rpm or tpm of its own: only such a deployment keeps request/token counts."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "account", (self.provider, self.surface, self.api_key))
+        object.__setattr__(self, "has_own_limits", self.rpm is not None or self.tpm is not None)
 
     @property
     def deployment(self) -> tuple[str, str, str]:
@@ -68,11 +73,6 @@ class Target:
     @property
     def removed_capabilities(self) -> frozenset[str]:
         return self.variant.capabilities - self.capabilities
-
-    @property
-    def has_own_limits(self) -> bool:
-        """An rpm or tpm of its own: only such a deployment keeps request/token counts."""
-        return self.rpm is not None or self.tpm is not None
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         """USD of one answer; ``cached_tokens`` (part of ``prompt_tokens``) at the cached rate."""

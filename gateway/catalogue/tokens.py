@@ -138,9 +138,20 @@ class TokenCounter:
 
 
 class PromptTokens:
-    """Token counts for one request's prompt (raw parsed JSON; malformed input never raises)."""
+    """Token counts for one request's prompt (raw parsed JSON; malformed input never raises).
 
-    __slots__ = ("_counter", "_exact", "_fixed", "_texts", "_upper")
+    Read-only attributes (plain slots, not properties: routing reads them several times per
+    request): :attr:`upper`, :attr:`best`, :attr:`method`.
+    """
+
+    __slots__ = ("_counter", "_exact", "_fixed", "_texts", "best", "method", "upper")
+
+    upper: int
+    """A bound >= the cl100k count (media at IMAGE_TOKENS each). O(size), no tokenizer."""
+    best: int
+    """The exact count if it was computed, else the bound."""
+    method: str
+    """``"cl100k"`` once the exact count was computed, else ``"bound"``."""
 
     def __init__(
         self, messages: Any, tools: Any | None, counter: TokenCounter | None = None
@@ -180,23 +191,24 @@ class PromptTokens:
                 texts.append(orjson.dumps(tools).decode())
             except TypeError:  # not JSON (orjson.JSONEncodeError is a TypeError): walk it
                 fixed += _collect(tools, texts)
+        # The UTF-8 bytes of the texts: joined, a copy and one scan in C cost a fraction of a
+        # test per text (surrogates are encoded one by one either way).
+        joined = "".join(texts)
+        size = len(joined) if joined.isascii() else len(joined.encode("utf-8", "surrogatepass"))
         self._texts = texts
         self._fixed = fixed
-        self._upper = fixed + _utf8_size(texts)
+        self.upper = self.best = fixed + size
+        self.method = "bound"
         self._exact: int | None = None
         self._counter = counter
 
     def untokenized(self) -> PromptTokens:
         """This prompt as it was before :meth:`exact` ran (same texts, same counter)."""
         copy = PromptTokens.__new__(PromptTokens)
-        copy._texts, copy._fixed, copy._upper = self._texts, self._fixed, self._upper
+        copy._texts, copy._fixed, copy.upper = self._texts, self._fixed, self.upper
+        copy.best, copy.method = self.upper, "bound"
         copy._exact, copy._counter = None, self._counter
         return copy
-
-    @property
-    def upper(self) -> int:
-        """A bound >= the cl100k count (media at IMAGE_TOKENS each). O(size), no tokenizer."""
-        return self._upper
 
     def exact(self) -> int:
         """The cl100k_base count plus the same overheads; the bound if cl100k is unavailable.
@@ -207,27 +219,18 @@ class PromptTokens:
         if self._exact is None:
             encoding = cl100k()
             if encoding is None:
-                return self._upper
+                return self.upper
             if self._counter is not None:
                 counted = self._counter.count(self._texts, encoding)
             else:
                 counted = sum(len(encoding.encode_ordinary(t)) for t in self._texts)
-            self._exact = self._fixed + counted
+            self._exact = self.best = self._fixed + counted
+            self.method = "cl100k"
         return self._exact
 
     def at_most(self, limit: int) -> bool:
         """Whether the prompt fits in ``limit`` tokens; tokenizes only if the bound does not."""
-        return self._upper <= limit or self.exact() <= limit
-
-    @property
-    def best(self) -> int:
-        """The exact count if it was computed, else the bound."""
-        return self._exact if self._exact is not None else self._upper
-
-    @property
-    def method(self) -> str:
-        """``"cl100k"`` once the exact count was computed, else ``"bound"``."""
-        return "cl100k" if self._exact is not None else "bound"
+        return self.upper <= limit or self.exact() <= limit
 
 
 def flat_texts(items: list[Any], texts: list[str]) -> list[Any]:
@@ -244,13 +247,6 @@ def flat_texts(items: list[Any], texts: list[str]) -> list[Any]:
         else:
             deeper.append(msg)
     return deeper
-
-
-def _utf8_size(texts: list[str]) -> int:
-    """The UTF-8 bytes of ``texts`` (joined: a copy, then one scan in C, costs a fraction of a
-    test per text; surrogates are encoded one by one either way)."""
-    joined = "".join(texts)
-    return len(joined) if joined.isascii() else len(joined.encode("utf-8", "surrogatepass"))
 
 
 def _collect(root: Any, texts: list[str]) -> int:

@@ -18,7 +18,7 @@ import orjson
 
 from gateway.catalogue.target import Target
 from gateway.providers.dialects.response import normalise_chunk
-from gateway.providers.dialects.spec import spec_for, tags_in_content
+from gateway.providers.dialects.spec import DIALECTS, TAGGED_CONTENT_VARIANTS
 from gateway.providers.dialects.tags import TagSplitter
 
 _TOP = ("id", "object", "created", "model")
@@ -35,11 +35,13 @@ class StreamNormaliser:
     def __init__(self, target: Target, *, include_usage: bool, collect_content: bool) -> None:
         self.target = target
         self.include_usage = include_usage
-        self._tags = TagSplitter() if tags_in_content(target) else None
+        # (tags_in_content and spec_for, without the two calls per stream)
+        self._tags = TagSplitter() if target.variant.id in TAGGED_CONTENT_VARIANTS else None
         self._content: list[str] | None = [] if collect_content else None
         self._top: dict[str, Any] = {}
         self.finish_reason: str | None = None
-        self.raw = spec_for(target).raw_chunks and self._tags is None and not collect_content
+        raw_chunks = DIALECTS[target.dialect].raw_chunks
+        self.raw = raw_chunks and self._tags is None and not collect_content
         """Byte relay: parse only events :meth:`keep_raw` must see."""
         self.encode = True
         """False when the caller reads the normalised objects, not the bytes: :meth:`chunk`
