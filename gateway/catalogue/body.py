@@ -13,7 +13,6 @@ could be that deep): a ``bytes.count`` decides, in C.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -77,9 +76,8 @@ def check_depth(raw: bytes, obj: Any, limits: RequestLimits) -> None:
                 stack.append((child, depth + 1))
 
 
-def check_counts(body: Mapping[str, Any], limits: RequestLimits) -> None:
-    """Messages and tools per request."""
-    messages = body.get("messages")
+def check_counts(messages: Any, tools: Any, functions: Any, limits: RequestLimits) -> None:
+    """Messages and tools per request (the body's ``messages``, ``tools`` and ``functions``)."""
     if isinstance(messages, list) and len(messages) > limits.max_messages:
         raise _limit(
             f"The request has {len(messages)} messages",
@@ -88,16 +86,16 @@ def check_counts(body: Mapping[str, Any], limits: RequestLimits) -> None:
             "messages",
             "too_many_messages",
         )
-    for key in ("tools", "functions"):
-        tools = body.get(key)
-        if isinstance(tools, list) and len(tools) > limits.max_tools:
-            raise _limit(
-                f"The request has {len(tools)} {key}",
-                "max_tools",
-                limits.max_tools,
-                key,
-                "too_many_tools",
-            )
+    if isinstance(tools, list) and len(tools) > limits.max_tools:
+        raise _too_many_tools(tools, "tools", limits)
+    if isinstance(functions, list) and len(functions) > limits.max_tools:
+        raise _too_many_tools(functions, "functions", limits)
+
+
+def _too_many_tools(tools: list[Any], key: str, limits: RequestLimits) -> InvalidRequest:
+    return _limit(
+        f"The request has {len(tools)} {key}", "max_tools", limits.max_tools, key, "too_many_tools"
+    )
 
 
 class ImageTally:

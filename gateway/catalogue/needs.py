@@ -15,7 +15,7 @@ from typing import Any, Final, NamedTuple
 from gateway.catalogue.body import IMAGE_PART_TYPES, ImageTally, check_counts, check_parts
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.schema import CAPABILITIES, FALLBACK_MODES, POLICIES, RequestLimits
-from gateway.catalogue.tokens import PromptTokens
+from gateway.catalogue.tokens import MEDIA_KEYS, PromptTokens
 from gateway.errors import InvalidRequest, NotFound
 
 AUTO_MODELS = frozenset({"auto", "glm-4"})
@@ -36,6 +36,7 @@ HEADER_KEYS = {
     "x-glm-providers": "providers",
     "x-glm-timeout": "timeout",
 }
+_HEADER_NAMES: Final = frozenset(HEADER_KEYS)
 _FIELD_HEADER = {v: "X-GLM-" + k[6:].title().replace("Glm", "GLM") for k, v in HEADER_KEYS.items()}
 _CONTEXT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 _PARAMS_RE = re.compile(r"^\s*(<=|>=|<|>|=)?\s*(\d+(?:\.\d+)?)\s*[bB]?\s*$")
@@ -224,9 +225,12 @@ class Inferred(NamedTuple):
     output_tokens: int | None
 
 
-def _check_messages(messages: Any, limits: RequestLimits) -> bool:
-    """Validate the message list's shape and image limits; return whether any message carries
-    an image."""
+def _check_messages(
+    messages: Any, limits: RequestLimits, texts: list[str]
+) -> tuple[bool, list[Any]]:
+    """Validate the message list's shape and image limits: whether any message carries an
+    image. The same walk gathers the prompt's texts (:func:`~.tokens.flat_texts`'s part of it):
+    each flat message's strings appended to ``texts``; returned, what is left to collect."""
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(
             "'messages' must be a non-empty array of message objects.",
@@ -235,6 +239,7 @@ def _check_messages(messages: Any, limits: RequestLimits) -> bool:
         )
     images = False
     tally: ImageTally | None = None  # made when a message has content parts
+    deeper: list[Any] = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
             raise InvalidRequest(
@@ -243,7 +248,11 @@ def _check_messages(messages: Any, limits: RequestLimits) -> bool:
                 code="invalid_value",
             )
         content = msg.get("content")
-        if content is None or isinstance(content, str):
+        if isinstance(content, str):
+            if len(msg) == 2:  # the usual message: {role, content}, two strings
+                texts += msg.values()
+                continue
+        elif content is None:
             pass
         elif isinstance(content, list):
             if tally is None:
@@ -258,7 +267,15 @@ def _check_messages(messages: Any, limits: RequestLimits) -> bool:
             )
         if "tool_calls" in msg:
             _check_tool_calls(msg["tool_calls"], i)
-    return images
+        if MEDIA_KEYS.isdisjoint(msg):
+            for value in msg.values():
+                if isinstance(value, str):
+                    texts.append(value)
+                else:
+                    deeper.append(value)
+        else:
+            deeper.append(msg)
+    return images, deeper
 
 
 def _check_tool_calls(calls: Any, i: int) -> None:
@@ -308,25 +325,33 @@ def _tool_needs(tools: Any, functions: Any) -> tuple[set[str], set[str]]:
 
 
 def _output_tokens(body: Mapping[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens"):
-        val = body.get(key)
+    key, val = "max_completion_tokens", body.get("max_completion_tokens")
+    if val is None:
+        key, val = "max_tokens", body.get("max_tokens")
         if val is None:
-            continue
-        if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
-            raise InvalidRequest(
-                f"'{key}' must be a positive integer, got {val!r}.", param=key, code="invalid_value"
-            )
-        return val
-    return None
+            return None
+    if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
+        raise InvalidRequest(
+            f"'{key}' must be a positive integer, got {val!r}.", param=key, code="invalid_value"
+        )
+    return val
 
 
 def infer(body: Mapping[str, Any], limits: RequestLimits = _DEFAULT_LIMITS) -> Inferred:
     """Infer needs from the body, validating the fields it reads and the request limits."""
-    images = _check_messages(body.get("messages"), limits)
+    images, _ = _check_messages(body.get("messages"), limits, [])
     tools, functions = body.get("tools"), body.get("functions")
-    rf = body.get("response_format")
+    caps, builtin = _capabilities(tools, functions, body.get("response_format"), images)
+    return Inferred(caps, builtin, images, _output_tokens(body))
+
+
+def _capabilities(
+    tools: Any, functions: Any, rf: Any, images: bool
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The capabilities and built-in tools that ``tools``, ``functions``, the images and the
+    ``response_format`` (``rf``) need."""
     if tools is None and functions is None and rf is None and not images:  # the usual case
-        return Inferred(_NO_CAPS, _NO_CAPS, False, _output_tokens(body))
+        return _NO_CAPS, _NO_CAPS
     caps, builtin = _tool_needs(tools, functions)
     if images:
         caps.add("vision")
@@ -346,7 +371,7 @@ def infer(body: Mapping[str, Any], limits: RequestLimits = _DEFAULT_LIMITS) -> I
                     code="invalid_value",
                 )
             caps.add("structured_outputs")
-    return Inferred(frozenset(caps), frozenset(builtin), images, _output_tokens(body))
+    return frozenset(caps), frozenset(builtin)
 
 
 def merge_sources(declared: frozenset[str], inferred: frozenset[str]) -> dict[str, str]:
@@ -373,10 +398,19 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
             param="model",
             code="invalid_value",
         )
-    declared = parse_declared(headers, body.get("route"), cat.provider_names)
+    route = body.get("route")
+    if route is None and _HEADER_NAMES.isdisjoint(headers):  # the usual request: no call
+        declared = _NOTHING_DECLARED
+    else:
+        declared = parse_declared(headers, route, cat.provider_names)
     limits = config.gateway.limits
-    check_counts(body, limits)
-    inferred = infer(body, limits)
+    messages: Any = body.get("messages")
+    tools, functions = body.get("tools"), body.get("functions")
+    check_counts(messages, tools, functions, limits)
+    texts: list[str] = []  # the prompt's, gathered by the one walk over the messages
+    images, deeper = _check_messages(messages, limits, texts)
+    inferred_caps, builtin = _capabilities(tools, functions, body.get("response_format"), images)
+    output = _output_tokens(body)
     pinned: str | None = None
     alias = config.gateway.aliases.get(model)
     if model in cat.variants:
@@ -405,27 +439,27 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
         allowed = frozenset(alias.variants) if alias.variants else None
     if fallback is None:
         fallback = "providers" if pinned else routing.default_fallback
-    output = inferred.output_tokens
+    tool_choice = body.get("tool_choice")
     # Positional: a dataclass __init__ matches keywords one by one (~0.8 µs for these).
     return Needs(
-        merge_sources(caps, inferred.capabilities),  # capabilities
-        inferred.builtin_tools,  # builtin_tools
+        merge_sources(caps, inferred_caps) if caps or inferred_caps else {},  # capabilities
+        builtin,  # builtin_tools
         min_ctx,  # min_context
         output or routing.default_output_reserve,  # output_tokens
         output is not None,  # output_declared
-        PromptTokens(
-            body["messages"], body.get("tools") or body.get("functions"), config.tokens
+        PromptTokens.of_walked(
+            texts, deeper, len(messages), tools or functions, config.tokens
         ),  # prompt
         params,  # params
         policy,  # policy
         fallback,  # fallback
         declared.providers,  # providers
         declared.timeout,  # timeout
-        inferred.images,  # images
+        images,  # images
         pinned,  # pinned
         model if alias is not None else None,  # alias
         allowed,  # allowed_variants
-        forces_tool_call(body.get("tool_choice")),  # forced_tool_choice
+        tool_choice == "required" or isinstance(tool_choice, dict),  # forced_tool_choice
     )
 
 

@@ -48,11 +48,16 @@ class Target:
     """Its place in the provider's ``surface_order``; -1: left out (used only by keys that
     name the surface)."""
 
-    @property
-    def account(self) -> tuple[str, str, str | None]:
-        """(provider, surface, key): what one refusal of our key or quota holds for. Z.ai's
-        one key answers 1113 (no balance) on the general surface and serves the Coding Plan."""
-        return self.provider, self.surface, self.api_key
+    account: tuple[str, str, str | None] = field(init=False, repr=False, compare=False)
+    """(provider, surface, key): what one refusal of our key or quota holds for. Z.ai's one key
+    answers 1113 (no balance) on the general surface and serves the Coding Plan. (Computed,
+    like :attr:`has_own_limits`: the router and the limiter read them on every request.)"""
+    has_own_limits: bool = field(init=False, repr=False, compare=False)
+    """An rpm or tpm of its own: only such a deployment keeps request/token counts."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "account", (self.provider, self.surface, self.api_key))
+        object.__setattr__(self, "has_own_limits", self.rpm is not None or self.tpm is not None)
 
     @property
     def deployment(self) -> tuple[str, str, str]:
@@ -69,11 +74,6 @@ class Target:
     def removed_capabilities(self) -> frozenset[str]:
         return self.variant.capabilities - self.capabilities
 
-    @property
-    def has_own_limits(self) -> bool:
-        """An rpm or tpm of its own: only such a deployment keeps request/token counts."""
-        return self.rpm is not None or self.tpm is not None
-
     def cost_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         """USD of one answer; ``cached_tokens`` (part of ``prompt_tokens``) at the cached rate."""
         return self.cost_micros(prompt_tokens, completion_tokens, cached_tokens) / 1e6
@@ -83,7 +83,11 @@ class Target:
         price = self.price
         if price is None:
             return 0.0
-        cached = min(max(cached, 0), prompt_tokens)
+        # min(max(cached, 0), prompt_tokens), without the builtins' argument parsing (hot).
+        if cached < 0:
+            cached = 0
+        if prompt_tokens < cached:
+            cached = prompt_tokens
         rate = price.input if price.cached_input is None else price.cached_input
         fresh = prompt_tokens - cached
         return fresh * price.input + cached * rate + completion_tokens * price.output
@@ -98,5 +102,10 @@ def cached_tokens(usage: Any) -> int:
     details = usage.get("prompt_tokens_details")
     n = details.get("cached_tokens") if isinstance(details, dict) else None
     if n is None:
-        n = usage.get("cached_tokens", usage.get("cache_read_input_tokens"))
+        if "cached_tokens" in usage:
+            n = usage["cached_tokens"]
+        elif "cache_read_input_tokens" in usage:
+            n = usage["cache_read_input_tokens"]
+        else:  # the usual usage: nothing about a cache
+            return 0
     return n if isinstance(n, int) and n > 0 else 0

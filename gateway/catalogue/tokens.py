@@ -53,7 +53,7 @@ MESSAGE_OVERHEAD: Final = 8
 PROMPT_OVERHEAD: Final = 3
 """``[gMASK]<sop>`` and the ``<|assistant|>`` that primes the answer."""
 
-_MEDIA_KEYS: Final = frozenset({"image_url", "video_url", "file_url", "input_audio", "file"})
+MEDIA_KEYS: Final = frozenset({"image_url", "video_url", "file_url", "input_audio", "file"})
 """Keys whose value is a media payload: counted as IMAGE_TOKENS, never as text."""
 
 # The file tiktoken downloads (https://openaipublic.blob.core.windows.net/encodings/
@@ -138,41 +138,77 @@ class TokenCounter:
 
 
 class PromptTokens:
-    """Token counts for one request's prompt (raw parsed JSON; malformed input never raises)."""
+    """Token counts for one request's prompt (raw parsed JSON; malformed input never raises).
 
-    __slots__ = ("_counter", "_exact", "_fixed", "_texts", "_upper")
+    Read-only attributes (plain slots, not properties: routing reads them several times per
+    request): :attr:`upper`, :attr:`best`, :attr:`method`.
+    """
+
+    __slots__ = ("_counter", "_exact", "_fixed", "_texts", "best", "method", "upper")
+
+    upper: int
+    """A bound >= the cl100k count (media at IMAGE_TOKENS each). O(size), no tokenizer."""
+    best: int
+    """The exact count if it was computed, else the bound."""
+    method: str
+    """``"cl100k"`` once the exact count was computed, else ``"bound"``."""
 
     def __init__(
         self, messages: Any, tools: Any | None, counter: TokenCounter | None = None
     ) -> None:
         items = messages if isinstance(messages, list) else [] if messages is None else [messages]
         texts: list[str] = []
-        media, size = _collect_messages(items, texts)
-        fixed = PROMPT_OVERHEAD + MESSAGE_OVERHEAD * len(items) + media
+        self._fill(texts, flat_texts(items, texts), len(items), tools, counter)
+
+    @classmethod
+    def of_walked(
+        cls,
+        texts: list[str],
+        deeper: list[Any],
+        messages: int,
+        tools: Any | None,
+        counter: TokenCounter | None = None,
+    ) -> PromptTokens:
+        """The prompt of ``messages`` messages whose walk the caller did (the needs resolver's
+        one walk over them): ``texts`` and ``deeper`` as :func:`flat_texts` left them."""
+        self = cls.__new__(cls)
+        self._fill(texts, deeper, messages, tools, counter)
+        return self
+
+    def _fill(
+        self,
+        texts: list[str],
+        deeper: list[Any],
+        messages: int,
+        tools: Any | None,
+        counter: TokenCounter | None,
+    ) -> None:
+        fixed = PROMPT_OVERHEAD + MESSAGE_OVERHEAD * messages
+        if deeper:
+            fixed += _collect(deeper, texts)
         if tools:
-            done = len(texts)
             try:
                 texts.append(orjson.dumps(tools).decode())
             except TypeError:  # not JSON (orjson.JSONEncodeError is a TypeError): walk it
                 fixed += _collect(tools, texts)
-            size += _utf8_total(texts[done:])
+        # The UTF-8 bytes of the texts: joined, a copy and one scan in C cost a fraction of a
+        # test per text (surrogates are encoded one by one either way).
+        joined = "".join(texts)
+        size = len(joined) if joined.isascii() else len(joined.encode("utf-8", "surrogatepass"))
         self._texts = texts
         self._fixed = fixed
-        self._upper = fixed + size
+        self.upper = self.best = fixed + size
+        self.method = "bound"
         self._exact: int | None = None
         self._counter = counter
 
     def untokenized(self) -> PromptTokens:
         """This prompt as it was before :meth:`exact` ran (same texts, same counter)."""
         copy = PromptTokens.__new__(PromptTokens)
-        copy._texts, copy._fixed, copy._upper = self._texts, self._fixed, self._upper
+        copy._texts, copy._fixed, copy.upper = self._texts, self._fixed, self.upper
+        copy.best, copy.method = self.upper, "bound"
         copy._exact, copy._counter = None, self._counter
         return copy
-
-    @property
-    def upper(self) -> int:
-        """A bound >= the cl100k count (media at IMAGE_TOKENS each). O(size), no tokenizer."""
-        return self._upper
 
     def exact(self) -> int:
         """The cl100k_base count plus the same overheads; the bound if cl100k is unavailable.
@@ -183,56 +219,34 @@ class PromptTokens:
         if self._exact is None:
             encoding = cl100k()
             if encoding is None:
-                return self._upper
+                return self.upper
             if self._counter is not None:
                 counted = self._counter.count(self._texts, encoding)
             else:
                 counted = sum(len(encoding.encode_ordinary(t)) for t in self._texts)
-            self._exact = self._fixed + counted
+            self._exact = self.best = self._fixed + counted
+            self.method = "cl100k"
         return self._exact
 
     def at_most(self, limit: int) -> bool:
         """Whether the prompt fits in ``limit`` tokens; tokenizes only if the bound does not."""
-        return self._upper <= limit or self.exact() <= limit
-
-    @property
-    def best(self) -> int:
-        """The exact count if it was computed, else the bound."""
-        return self._exact if self._exact is not None else self._upper
-
-    @property
-    def method(self) -> str:
-        """``"cl100k"`` once the exact count was computed, else ``"bound"``."""
-        return "cl100k" if self._exact is not None else "bound"
+        return self.upper <= limit or self.exact() <= limit
 
 
-def _collect_messages(items: list[Any], texts: list[str]) -> tuple[int, int]:
-    """:func:`_collect` over the message list, the usual flat message (no media key) inlined:
-    the media reserve, and the UTF-8 bytes of the texts appended."""
+def flat_texts(items: list[Any], texts: list[str]) -> list[Any]:
+    """Append the string values of each flat message (a dict with no media key) to ``texts``;
+    return what is left for :func:`_collect`: the other values, and the other messages."""
     deeper: list[Any] = []
-    size = 0
     for msg in items:
-        if not isinstance(msg, dict):
-            deeper.append(msg)
-        elif _MEDIA_KEYS.isdisjoint(msg):
+        if isinstance(msg, dict) and MEDIA_KEYS.isdisjoint(msg):
             for value in msg.values():
                 if isinstance(value, str):
                     texts.append(value)
-                    size += len(value) if value.isascii() else _utf8_len(value)
                 else:
                     deeper.append(value)
         else:
             deeper.append(msg)
-    if not deeper:
-        return 0, size
-    done = len(texts)
-    media = _collect(deeper, texts)
-    return media, size + _utf8_total(texts[done:])
-
-
-def _utf8_total(texts: list[str]) -> int:
-    """The UTF-8 bytes of ``texts``."""
-    return sum([len(t) if t.isascii() else _utf8_len(t) for t in texts])
+    return deeper
 
 
 def _collect(root: Any, texts: list[str]) -> int:
@@ -250,17 +264,11 @@ def _collect(root: Any, texts: list[str]) -> int:
             stack.extend(node)
         elif isinstance(node, dict):
             for key, value in node.items():
-                if key in _MEDIA_KEYS and value:
+                if key in MEDIA_KEYS and value:
                     media += IMAGE_TOKENS
                 else:
                     stack.append(value)
     return media
-
-
-def _utf8_len(text: str) -> int:
-    if text.isascii():
-        return len(text)
-    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def exact_counting_problem() -> str | None:

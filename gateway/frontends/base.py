@@ -51,11 +51,11 @@ _CLAUDE_SESSION = re.compile(r"_session_([0-9A-Za-z-]{8,})")
 
 def body_session(body: dict[str, Any]) -> str | None:
     """A session id an OpenAI-style body carries: ``prompt_cache_key`` (Codex), else ``user``."""
-    for name in ("prompt_cache_key", "user"):
-        value = body.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return None
+    value = body.get("prompt_cache_key")
+    if isinstance(value, str) and value:
+        return value
+    value = body.get("user")
+    return value if isinstance(value, str) and value else None
 
 
 def claude_session(body: dict[str, Any]) -> str | None:

@@ -11,7 +11,6 @@ no answer at all.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,8 +45,12 @@ class UpstreamResponse:
             self.chunks = None
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
-                with contextlib.suppress(RuntimeError):  # already running: it ends by itself
+                # Not contextlib.suppress: its object and three Python calls cost ~3,000
+                # instructions per stream.
+                try:  # noqa: SIM105
                     await aclose()
+                except RuntimeError:  # already running: it ends by itself
+                    pass
         if self.release is not None:
             rel, self.release = self.release, None
             res = rel()

@@ -24,6 +24,7 @@ from gateway.catalogue.needs import (
     resolve_needs,
 )
 from gateway.catalogue.schema import POLICIES, RouteAlias
+from gateway.catalogue.tokens import PromptTokens
 from gateway.errors import InvalidRequest, NotFound
 from tests.support.procs import CONFIG
 
@@ -474,3 +475,35 @@ def test_needs_without_an_alias_are_an_empty_alias_s(
         fields.remove("fallback")
     assert {f: getattr(direct, f) for f in fields} == {f: getattr(via, f) for f in fields}
     assert direct.prompt.upper == via.prompt.upper
+
+
+_ANY_MESSAGE = st.one_of(
+    _MESSAGE,
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "tool"]), "content": _TEXT},
+        optional={
+            "tool_call_id": _TEXT,
+            "image_url": st.sampled_from(["", "https://x/a.png", {"url": "u"}]),
+            "n": st.integers(0, 3),
+        },
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.lists(_ANY_MESSAGE, min_size=1, max_size=5),
+    tools=st.sampled_from([None, [], [FN]]),
+)
+def test_prompt_gathered_in_the_message_check_is_prompt_tokens_own(
+    config: Config, messages: list[dict[str, Any]], tools: list[Any] | None
+) -> None:
+    """The needs resolver gathers the prompt's texts in the walk that checks the messages: the
+    same texts, in the same order, and the same figures as :class:`PromptTokens` finds."""
+    b = {"model": "auto", "messages": messages}
+    if tools is not None:
+        b["tools"] = tools
+    got = resolve_needs(b, {}, config).prompt
+    want = PromptTokens(messages, tools, config.tokens)
+    assert got._texts == want._texts  # order too: a counter remembers them in it
+    assert (got.upper, got.best, got.exact()) == (want.upper, want.best, want.exact())

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from gateway.catalogue.target import Target
 from gateway.providers.dialects.fields import forwardable
 from gateway.providers.dialects.spec import DIALECTS, NO_OP_VALUES, DialectSpec
-from gateway.providers.dialects.thinking import apply_switch
+from gateway.providers.dialects.thinking import SWITCH_FIELDS, apply_switch
 
 _ATTEMPT_PREFIX = os.urandom(8).hex()
 _attempts = itertools.count(1)
@@ -41,8 +41,10 @@ def adapt_request(body: dict[str, Any], target: Target) -> tuple[dict[str, Any],
     changes: list[str] = [dropped] if dropped else []
     if spec.rewrites_fields:
         _fields(out, spec, target, changes)
-    apply_switch(out, spec.thinking_form, target.variant.thinking, changes)
-    _stream_options(out, spec)
+    if not SWITCH_FIELDS.isdisjoint(out):  # the usual body sets no switch: no call
+        apply_switch(out, spec.thinking_form, target.variant.thinking, changes)
+    if out.get("stream") is True:
+        _stream_options(out, spec)
     if spec.request_id:
         out["request_id"] = f"{_ATTEMPT_PREFIX}{next(_attempts):016x}"
     return out, changes
@@ -51,44 +53,61 @@ def adapt_request(body: dict[str, Any], target: Target) -> tuple[dict[str, Any],
 _SAMPLING = frozenset({"temperature", "top_p", "stop"})
 _MAX_TOKENS = frozenset({"max_tokens", "max_completion_tokens"})
 _TOOLS = frozenset({"tool_choice", "tools"})
+# One bit per field rule: which rules a top-level field is read by.
+_SAMPLING_RULE, _MAX_TOKENS_RULE, _TOOLS_RULE, _FORMAT_RULE, _USER_RULE, _DROP_RULE = (
+    1, 2, 4, 8, 16, 32
+)  # fmt: skip
 
 
-def _touched(spec: DialectSpec) -> frozenset[str]:
-    """The top-level fields a rule of ``spec`` may read (a body with none of them passes every
-    rule but the image one unchanged: the rules are skipped, not run to no effect)."""
-    return frozenset(
-        {
-            *_SAMPLING,
-            *_MAX_TOKENS,
-            *_TOOLS,
-            "response_format",
-            "user",
-            *spec.drop_fields,
-        }
-    )
+class _Rules(NamedTuple):
+    spec: DialectSpec
+    bits: dict[str, int]
+    """Field -> the rules that read it (a field not here is read by none: when a body has no
+    such field, every rule but the image one is skipped, not run to no effect)."""
+    drops: frozenset[str]
 
 
-_TOUCHED = {name: _touched(spec) for name, spec in DIALECTS.items()}
+def _rules(spec: DialectSpec) -> _Rules:
+    bits = dict.fromkeys(spec.drop_fields, _DROP_RULE)
+    for fields, rule in (
+        (_SAMPLING, _SAMPLING_RULE),
+        (_MAX_TOKENS, _MAX_TOKENS_RULE),
+        (_TOOLS, _TOOLS_RULE),
+        (("response_format",), _FORMAT_RULE),
+        (("user",), _USER_RULE),
+    ):
+        for name in fields:
+            bits[name] = bits.get(name, 0) | rule
+    return _Rules(spec, bits, frozenset(spec.drop_fields))
+
+
+_RULES = {name: _rules(spec) for name, spec in DIALECTS.items()}
 
 
 def _fields(out: dict[str, Any], spec: DialectSpec, target: Target, changes: list[str]) -> None:
-    touched = _TOUCHED.get(spec.name)
-    present = out.keys() & (touched if touched is not None else _touched(spec))
-    if present:
-        if not present.isdisjoint(_SAMPLING):
+    rules = _RULES.get(spec.name)
+    if rules is None or rules.spec is not spec:
+        rules = _rules(spec)
+    # The rules a body needs, from its fields as they came (a loop over its few keys costs a
+    # fraction of a set built or tested per rule).
+    bits, need = rules.bits, 0
+    for key in out:
+        need |= bits.get(key, 0)
+    if need:
+        if need & _SAMPLING_RULE:
             _sampling(out, spec, changes)
-        if not present.isdisjoint(_MAX_TOKENS):
+        if need & _MAX_TOKENS_RULE:
             _max_tokens(out, spec, target, changes)
-        if not present.isdisjoint(_TOOLS):
+        if need & _TOOLS_RULE:
             _tools(out, spec, changes)
-        if "response_format" in present:
+        if need & _FORMAT_RULE:
             _response_format(out, spec, changes)
     if spec.drop_image_detail:
         _drop_image_detail(out, changes)
-    if present:
-        if spec.drop_fields:
+    if need:
+        if not rules.drops.isdisjoint(out):  # (as the body is now: a rule above may add one)
             _drop_fields(out, spec, changes)
-        if "user" in present:
+        if need & _USER_RULE:
             _user(out, spec, changes)
 
 

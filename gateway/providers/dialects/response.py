@@ -16,19 +16,21 @@ from typing import Any
 import orjson
 
 from gateway.catalogue.target import Target
-from gateway.providers.dialects.spec import tags_in_content
+from gateway.providers.dialects.spec import TAGGED_CONTENT_VARIANTS
 from gateway.providers.dialects.tags import unwrap
 
 FINISH_REASONS = {"sensitive": "content_filter"}
+_MESSAGE_FIELDS = frozenset({"reasoning", "reasoning_details", "tool_calls"})
+"""What :func:`normalise_message` may change: a message with none of them is left as it is."""
 
 
 def normalise_response(obj: dict[str, Any], target: Target) -> None:
     """Make a host's chat.completion OpenAI-shaped, in place."""
-    obj["model"] = target.variant.id
+    variant = obj["model"] = target.variant.id
     obj.setdefault("object", "chat.completion")
     if obj.get("created") is None:
         obj["created"] = 0
-    tags = tags_in_content(target)
+    tags = variant in TAGGED_CONTENT_VARIANTS  # (tags_in_content, without the call)
     for choice in obj.get("choices") or ():
         if not isinstance(choice, dict):
             continue
@@ -36,10 +38,13 @@ def normalise_response(obj: dict[str, Any], target: Target) -> None:
         msg = choice.get("message")
         if isinstance(msg, dict):
             msg.setdefault("refusal", None)
-            normalise_message(msg, stream=False)
+            if not _MESSAGE_FIELDS.isdisjoint(msg):
+                normalise_message(msg, stream=False)
             if tags:
                 _unwrap_message(msg)
-        _finish(choice)
+        fr = choice.get("finish_reason")
+        if isinstance(fr, str) and fr in FINISH_REASONS:
+            choice["finish_reason"] = FINISH_REASONS[fr]
 
 
 def normalise_chunk(obj: dict[str, Any], target: Target) -> None:
@@ -50,15 +55,11 @@ def normalise_chunk(obj: dict[str, Any], target: Target) -> None:
         if not isinstance(choice, dict):
             continue
         delta = choice.get("delta")
-        if isinstance(delta, dict):
+        if isinstance(delta, dict) and not _MESSAGE_FIELDS.isdisjoint(delta):
             normalise_message(delta, stream=True)
-        _finish(choice)
-
-
-def _finish(choice: dict[str, Any]) -> None:
-    fr = choice.get("finish_reason")
-    if isinstance(fr, str) and fr in FINISH_REASONS:
-        choice["finish_reason"] = FINISH_REASONS[fr]
+        fr = choice.get("finish_reason")
+        if isinstance(fr, str) and fr in FINISH_REASONS:
+            choice["finish_reason"] = FINISH_REASONS[fr]
 
 
 def normalise_message(msg: dict[str, Any], *, stream: bool) -> None:

@@ -18,7 +18,7 @@ import orjson
 
 from gateway.catalogue.target import Target
 from gateway.providers.dialects.response import normalise_chunk
-from gateway.providers.dialects.spec import spec_for, tags_in_content
+from gateway.providers.dialects.spec import DIALECTS, TAGGED_CONTENT_VARIANTS
 from gateway.providers.dialects.tags import TagSplitter
 
 _TOP = ("id", "object", "created", "model")
@@ -35,11 +35,13 @@ class StreamNormaliser:
     def __init__(self, target: Target, *, include_usage: bool, collect_content: bool) -> None:
         self.target = target
         self.include_usage = include_usage
-        self._tags = TagSplitter() if tags_in_content(target) else None
+        # (tags_in_content and spec_for, without the two calls per stream)
+        self._tags = TagSplitter() if target.variant.id in TAGGED_CONTENT_VARIANTS else None
         self._content: list[str] | None = [] if collect_content else None
         self._top: dict[str, Any] = {}
         self.finish_reason: str | None = None
-        self.raw = spec_for(target).raw_chunks and self._tags is None and not collect_content
+        raw_chunks = DIALECTS[target.dialect].raw_chunks
+        self.raw = raw_chunks and self._tags is None and not collect_content
         """Byte relay: parse only events :meth:`keep_raw` must see."""
         self.encode = True
         """False when the caller reads the normalised objects, not the bytes: :meth:`chunk`
@@ -62,24 +64,26 @@ class StreamNormaliser:
     def chunk(self, obj: dict[str, Any]) -> bytes:
         """The SSE bytes the client gets for one parsed upstream chunk (zero to two events)."""
         normalise_chunk(obj, self.target)
-        if _usage_only(obj):
+        if obj.get("choices") == [] and isinstance(obj.get("usage"), dict):  # (_usage_only)
             return _sse(obj) if self.include_usage else b""
-        self._top = {k: obj[k] for k in _TOP if k in obj}
+        if self._tags is not None:  # only close() reads it: a held-back tail needs the head
+            self._top = _top(obj)
         choice = _first(obj)
         delta = choice.get("delta") if choice else None
         if choice is not None and isinstance(delta, dict):
             fr = choice.get("finish_reason")
             if isinstance(fr, str):
                 self.finish_reason = fr
-            self._split_tags(delta, final=isinstance(fr, str))
+            if self._tags is not None:
+                self._split_tags(delta, final=isinstance(fr, str))
             if self._content is not None and choice.get("index", 0) == 0:
                 text = delta.get("content")
                 if isinstance(text, str):
                     self._content.append(text)
-        moved = _finish_usage(obj)
+        moved = _finish_usage(obj, choice)
         if moved is None or not self.include_usage:
             return _sse(obj) if self.encode else ONE_EVENT
-        usage = {**self._top, "choices": [], "usage": moved}
+        usage = {**_top(obj), "choices": [], "usage": moved}
         if not self.encode:
             self.usage_chunk = usage
             return TWO_EVENTS
@@ -116,10 +120,15 @@ class StreamNormaliser:
             delta["reasoning_content"] = (before if isinstance(before, str) else "") + reasoning
 
 
-def _finish_usage(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """Pop usage riding on the finish chunk (Z.ai): it goes in its own final chunk, if asked."""
+def _top(obj: dict[str, Any]) -> dict[str, Any]:
+    """The head fields of a chunk, for a chunk the stream adds after it."""
+    return {k: obj[k] for k in _TOP if k in obj}
+
+
+def _finish_usage(obj: dict[str, Any], choice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Pop usage riding on the finish chunk (Z.ai): it goes in its own final chunk, if asked.
+    ``choice``: the chunk's first choice (:func:`_first`)."""
     usage = obj.get("usage")
-    choice = _first(obj)
     if not isinstance(usage, dict) or choice is None or not choice.get("finish_reason"):
         return None
     del obj["usage"]

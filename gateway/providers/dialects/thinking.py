@@ -14,7 +14,9 @@ from typing import Any
 from gateway.providers.dialects.spec import ThinkingForm
 
 _FORMS = ("thinking", "reasoning_effort", "reasoning", "enable_thinking")
-_ANY_FORM = frozenset((*_FORMS, "chat_template_kwargs"))
+SWITCH_FIELDS = frozenset((*_FORMS, "chat_template_kwargs"))
+"""Every field the switch may be in: a body with none of them passes :func:`apply_switch`
+unchanged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ def apply_switch(
     out: dict[str, Any], form: ThinkingForm, accepts: bool, changes: list[str]
 ) -> None:
     """Rewrite ``out`` so the switch is in ``form``; drop it when the variant ``accepts`` none."""
-    if out.keys().isdisjoint(_ANY_FORM):
+    if SWITCH_FIELDS.isdisjoint(out):
         return
     switch = read_switch(out)
     if switch is None:
