@@ -93,6 +93,29 @@ class Target:
         return fresh * price.input + cached * rate + completion_tokens * price.output
 
 
+Bill = tuple[int, int, int, float, bool]
+"""What one answer's ``usage`` comes to on its deployment (:func:`bill`): prompt tokens,
+completion tokens, cached prompt tokens (at most the prompt), unrounded micro-USD, and whether
+the usage counted both prompt and completion (only then is it charged rather than the lease)."""
+
+
+def bill(target: Target, usage: dict[str, Any] | None) -> Bill:
+    """:data:`Bill` of ``usage`` on ``target``: worked out once per request (by the router, for
+    the lease's settlement), read again by the access record. A count that is not an int is 0."""
+    if not usage:
+        return 0, 0, 0, 0.0, False
+    p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    counted = True
+    if not isinstance(p, int):
+        p, counted = 0, False
+    if not isinstance(c, int):
+        c, counted = 0, False
+    cached = cached_tokens(usage)
+    if p < cached:
+        cached = p
+    return p, c, cached, target.cost_micros(p, c, cached), counted
+
+
 def cached_tokens(usage: Any) -> int:
     """Prompt tokens a host read from its prompt cache, as its usage says: OpenAI's and GLM's
     ``prompt_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens``, or the

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from gateway.catalogue.target import Target, cached_tokens
+from gateway.catalogue.target import Target, bill
 from gateway.observability.logs import ACCESS_LOGGER, ACCESS_WRITER, AccessWriter, UTCNow
 from gateway.observability.metrics import Metrics, PlainCounter, PlainHistogram
 from gateway.observability.records import RouteRecord
@@ -86,9 +86,9 @@ class Record:
         target = rs.target
         if target is not None:
             self.variant, self.provider = target.variant.id, target.provider
-            self.tokens_in, self.tokens_out = _tokens(rs.usage)
-            self.tokens_cached = min(cached_tokens(rs.usage), self.tokens_in)
-            self.cost_usd = target.cost_usd(self.tokens_in, self.tokens_out, self.tokens_cached)
+            billed = rs.bill or bill(target, rs.usage)  # worked out once, for the settlement
+            self.tokens_in, self.tokens_out, self.tokens_cached = billed[0], billed[1], billed[2]
+            self.cost_usd = billed[3] / 1e6  # target.cost_usd
         if len(rs.attempts) > 1:
             self.fallback = _fallback(rs, self.variant)
 
@@ -394,9 +394,8 @@ class AccessLog:
         backoff = rs.backoff_s
         overhead = max(0.0, total - upstream - backoff)
         usage = rs.usage
-        tokens_in, tokens_out = _tokens(usage)
-        cached = min(cached_tokens(usage), tokens_in)
-        cost = target.cost_micros(tokens_in, tokens_out, cached) / 1e6  # target.cost_usd
+        tokens_in, tokens_out, cached, micros, _ = rs.bill or bill(target, usage)
+        cost = micros / 1e6  # target.cost_usd
         key = (variant, provider, status, stream, api, key_id)
         h = self._clean.get(key) or self._clean_for(key, times.planned)
         # metrics: in the general path's order (a series is created where it would be there)
@@ -634,10 +633,3 @@ def _fallback(rs: RouteRecord, answered: str) -> dict[str, str] | None:
         "to": last,
         "to_variant": answered,
     }
-
-
-def _tokens(usage: dict[str, Any] | None) -> tuple[int, int]:
-    if not usage:
-        return 0, 0
-    p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return (p if isinstance(p, int) else 0), (c if isinstance(c, int) else 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from gateway.catalogue.target import Target
+from gateway.catalogue.target import Bill, Target
 
 
 class Valued(Protocol):
@@ -58,6 +58,8 @@ class RouteRecord(Protocol):
     def adaptations(self) -> list[str]: ...
     @property
     def backoff_s(self) -> float: ...
+    @property
+    def bill(self) -> Bill | None: ...
 
 
 class CircuitRecord(Protocol):

@@ -17,7 +17,7 @@ import orjson
 
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import Needs
-from gateway.catalogue.target import Target
+from gateway.catalogue.target import Bill, Target, bill
 from gateway.errors import (
     ContextLengthExceeded,
     DeadlineExceeded,
@@ -131,6 +131,9 @@ class RouteState:
     """Traces on: opens each upstream attempt's span and gives its ``traceparent``."""
     pinned: Pinned | None = None
     """The request's session and its pin (session affinity on)."""
+    bill: Bill | None = None
+    """What ``usage`` comes to on ``target``, worked out once by :meth:`Router.record` for the
+    lease's settlement and read again by the access record."""
 
     @property
     def fallback_reason(self) -> str | None:
@@ -225,7 +228,10 @@ class Router:
         if rs.pinned is not None and self._affinity is not None:
             pin = self._affinity.decide(rs.pinned, rs.target, rs.attempts)
         attempted = [a.target for a in rs.attempts]
-        settle = self._admission.settle(rs.lease, rs.outcomes, attempted, rs.target, rs.usage)
+        target = rs.target
+        billed = None if target is None else bill(target, rs.usage)
+        rs.bill = billed
+        settle = self._admission.settle(rs.lease, rs.outcomes, attempted, target, billed)
         if pin is None:
             return settle
         return asyncio.gather(settle, self._state.set_pin(*pin))

@@ -26,11 +26,11 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import Needs
-from gateway.catalogue.target import Target, cached_tokens
+from gateway.catalogue.target import Bill, Target
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
 from gateway.observability.metrics import Metrics
 from gateway.observability.timing import StageTimes
@@ -413,10 +413,11 @@ class Admission:
         outcomes: Sequence[Outcome],
         attempted: Sequence[Target],
         target: Target | None,
-        usage: dict[str, Any] | None,
+        billed: Bill | None,
     ) -> Awaitable[None]:
-        """Record what happened and settle the lease from ``usage`` (one backend call): the
-        call to await (not a coroutine of its own: one frame fewer per request).
+        """Record what happened and settle the lease from the answer's usage, ``billed`` on
+        ``target`` (:func:`~gateway.catalogue.target.bill`; one backend call): the call to
+        await (not a coroutine of its own: one frame fewer per request).
 
         Attempts and the answering deployment are counted only where a deployment has limits
         of its own (``Target.has_own_limits``): the others keep no windows.
@@ -431,7 +432,7 @@ class Admission:
             return _nothing()
         tokens, cost, answered_by = 0, 0, None
         if target is not None:
-            tokens, cost = _charge(target, usage, lease)
+            tokens, cost = _charge(billed, lease)
             if target.rpm is not None or target.tpm is not None:
                 answered_by = target.id
         report = Report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
@@ -500,13 +501,10 @@ def estimate_micros(target: Target, needs: Needs) -> int:
     return math.ceil(needs.prompt.best * price.input + needs.output_tokens * price.output)
 
 
-def _charge(target: Target, usage: dict[str, Any] | None, lease: Lease | None) -> tuple[int, int]:
-    prompt = usage.get("prompt_tokens") if usage else None
-    completion = usage.get("completion_tokens") if usage else None
-    if isinstance(prompt, int) and isinstance(completion, int):
+def _charge(billed: Bill | None, lease: Lease | None) -> tuple[int, int]:
+    if billed is not None and billed[4]:
         # a prompt the host read from its cache is billed (and charged here) at the cached rate
-        cost = math.ceil(target.cost_micros(prompt, completion, cached_tokens(usage)))
-        return prompt + completion, cost
+        return billed[0] + billed[1], math.ceil(billed[3])
     if lease is None:
         return 0, 0
     return lease.tokens, lease.cost_micros
