@@ -447,6 +447,8 @@ _MARGIN = 1e-9
 
 _memo: dict[tuple[Any, ...], _Static] = {}
 _ranges: dict[tuple[Any, ...], _Family] = {}
+_FAMILY = 13
+"""The family's fields at the head of a :func:`_memoised` key (the prompt figures follow)."""
 _memo_of: list[PlanIndex] = []
 _trimmed: dict[int, tuple[tuple[int, ...], str, list[int], tuple[Target, ...]]] = {}
 """id(a _Static's grouped order) -> (that order, the fallback mode, its trimmed positions and
@@ -530,8 +532,12 @@ def _memoised(
     if latency and policy == "latency":
         return None
     prompt = needs.prompt
-    family = (
-        tuple(needs.capabilities),
+    method, upper = prompt.method, prompt.upper
+    caps = needs.capabilities
+    # One flat tuple, hashed once per request: the family's fields, then the prompt figures
+    # (the family, ``key[:_FAMILY]``, is cut from it only when the key misses).
+    key = (
+        tuple(caps) if caps else (),
         needs.builtin_tools,
         needs.min_context,
         needs.output_tokens,
@@ -544,9 +550,10 @@ def _memoised(
         needs.forced_tool_choice,
         needs.surfaces,
         routing.unknown_context_floor,
+        upper,
+        prompt.best,
+        method,
     )
-    method, upper = prompt.method, prompt.upper
-    key = (family, upper, prompt.best, method)
     if not _memo_of or _memo_of[0] is not ix:
         _memo.clear()
         _ranges.clear()
@@ -557,6 +564,7 @@ def _memoised(
     except TypeError:  # a field set to something unhashable (a list): planned afresh
         return None
     if got is None:
+        family = key[:_FAMILY]
         fam = _ranges.get(family) if method == "bound" else None
         near = fam.find(upper) if fam is not None else None
         if near is not None:
