@@ -79,6 +79,9 @@ class Needs:
     forced_tool_choice: bool = False
     """``tool_choice`` is ``required`` or names a function: hosts that can force a tool call
     rank first (the others would be sent ``auto``, reported in ``X-GLM-Adapted``)."""
+    content_parts: bool = True
+    """Some message's content is a list of parts (False only when the walk saw none): without
+    any, adapting the body skips its scan for image parts (True: unknown, scan)."""
     surfaces: tuple[str, ...] | None = None
     """The provider surfaces a virtual key may use, in its order (None: each provider's
     ``surface_order``)."""
@@ -227,10 +230,11 @@ class Inferred(NamedTuple):
 
 def _check_messages(
     messages: Any, limits: RequestLimits, texts: list[str]
-) -> tuple[bool, list[Any]]:
+) -> tuple[bool, bool, list[Any]]:
     """Validate the message list's shape and image limits: whether any message carries an
-    image. The same walk gathers the prompt's texts (:func:`~.tokens.flat_texts`'s part of it):
-    each flat message's strings appended to ``texts``; returned, what is left to collect."""
+    image, and whether any has content parts (a list). The same walk gathers the prompt's texts
+    (:func:`~.tokens.flat_texts`'s part of it): each flat message's strings appended to
+    ``texts``; returned, what is left to collect."""
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(
             "'messages' must be a non-empty array of message objects.",
@@ -275,7 +279,7 @@ def _check_messages(
                     deeper.append(value)
         else:
             deeper.append(msg)
-    return images, deeper
+    return images, tally is not None, deeper
 
 
 def _check_tool_calls(calls: Any, i: int) -> None:
@@ -339,7 +343,7 @@ def _output_tokens(body: Mapping[str, Any]) -> int | None:
 
 def infer(body: Mapping[str, Any], limits: RequestLimits = _DEFAULT_LIMITS) -> Inferred:
     """Infer needs from the body, validating the fields it reads and the request limits."""
-    images, _ = _check_messages(body.get("messages"), limits, [])
+    images, _, _ = _check_messages(body.get("messages"), limits, [])
     tools, functions = body.get("tools"), body.get("functions")
     caps, builtin = _capabilities(tools, functions, body.get("response_format"), images)
     return Inferred(caps, builtin, images, _output_tokens(body))
@@ -408,7 +412,7 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
     tools, functions = body.get("tools"), body.get("functions")
     check_counts(messages, tools, functions, limits)
     texts: list[str] = []  # the prompt's, gathered by the one walk over the messages
-    images, deeper = _check_messages(messages, limits, texts)
+    images, parts, deeper = _check_messages(messages, limits, texts)
     inferred_caps, builtin = _capabilities(tools, functions, body.get("response_format"), images)
     output = _output_tokens(body)
     pinned: str | None = None
@@ -460,6 +464,7 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
         model if alias is not None else None,  # alias
         allowed,  # allowed_variants
         tool_choice == "required" or isinstance(tool_choice, dict),  # forced_tool_choice
+        parts,  # content_parts
     )
 
 

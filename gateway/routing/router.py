@@ -131,6 +131,8 @@ class RouteState:
     """Traces on: opens each upstream attempt's span and gives its ``traceparent``."""
     pinned: Pinned | None = None
     """The request's session and its pin (session affinity on)."""
+    content_parts: bool = True
+    """Some message of the request has content parts (from :class:`Needs`; True: unknown)."""
     bill: Bill | None = None
     """What ``usage`` comes to on ``target``, worked out once by :meth:`Router.record` for the
     lease's settlement and read again by the access record."""
@@ -214,6 +216,7 @@ class Router:
         also reads a ``session``'s pin; its deployment then goes first."""
         admitted = await self._admission.admit(needs, caller, times=times, session=session or "")
         rs = RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
+        rs.content_parts = needs.content_parts
         if session is not None and self._affinity is not None:
             rs.pinned = Pinned(
                 session, admitted.pin, admitted.pin_first, admitted.pin_known, admitted.pin_choice
@@ -256,7 +259,7 @@ class Router:
                 continue
             target, tries = step
             direct = native if native is not None and native.serves(target) else None
-            upstream, changes = self._body_for(body, target, direct)
+            upstream, changes = self._body_for(body, target, direct, rs.content_parts)
             started = self._clock()
             failure: fl.Failure
             status = 0
@@ -314,10 +317,10 @@ class Router:
         return orjson.dumps(obj)
 
     def _body_for(
-        self, body: dict[str, Any], target: Target, native: NativeCall | None
+        self, body: dict[str, Any], target: Target, native: NativeCall | None, parts: bool
     ) -> tuple[dict[str, Any], list[str]]:
         if native is None:
-            return adapt_request(body, target)
+            return adapt_request(body, target, parts)
         return native.body(target), [f"api={native.api}:native"]
 
     def _accept_native(
@@ -364,7 +367,7 @@ class Router:
                 continue
             target, tries = step
             direct = native if native is not None and native.serves(target) else None
-            upstream, changes = self._body_for(body, target, direct)
+            upstream, changes = self._body_for(body, target, direct, rs.content_parts)
             started = self._clock()
             try:
                 resp = await self._send(target, upstream, True, deadline, direct, rs.trace)

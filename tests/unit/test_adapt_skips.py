@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from gateway.catalogue.loader import default_config_dir, load_config
+from gateway.catalogue.needs import resolve_needs
 from gateway.catalogue.target import Target
+from gateway.errors import GatewayError
 from gateway.providers.dialects import request as rq
 from gateway.providers.dialects.spec import spec_for
 from gateway.providers.dialects.thinking import apply_switch
@@ -113,3 +115,13 @@ def test_skipping_absent_fields_adapts_as_every_rule_does(target: Target) -> Non
         assert body == before  # the client's body is never mutated
         assert list(got.items()) == list(want.items()), body
         assert changes == want_changes, body
+        # the needs' walk tells the router whether any message has content parts: told so,
+        # adapting skips the image scan and must come out the same
+        try:
+            parts = resolve_needs(body, {}, CONFIG).content_parts
+        except GatewayError:
+            continue
+        told, told_changes = rq.adapt_request(body, target, parts)
+        told.pop("request_id", None)
+        assert list(told.items()) == list(want.items()), body
+        assert told_changes == want_changes, body

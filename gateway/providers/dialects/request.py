@@ -30,17 +30,21 @@ SCHEMA_PROMPT = (
 )
 
 
-def adapt_request(body: dict[str, Any], target: Target) -> tuple[dict[str, Any], list[str]]:
+def adapt_request(
+    body: dict[str, Any], target: Target, content_parts: bool = True
+) -> tuple[dict[str, Any], list[str]]:
     """A copy of ``body`` fit for ``target``, and the list of changes made (``field=what``).
 
     Only allowlisted fields survive (:mod:`.fields`): ``route`` and anything unknown are gone.
+    ``content_parts=False``: no message's content is a list (the needs' walk saw none), so no
+    image part is looked for.
     """
     spec = DIALECTS[target.dialect]
     out, dropped = forwardable(body)
     out["model"] = target.model
     changes: list[str] = [dropped] if dropped else []
     if spec.rewrites_fields:
-        _fields(out, spec, target, changes)
+        _fields(out, spec, target, changes, content_parts)
     if not SWITCH_FIELDS.isdisjoint(out):  # the usual body sets no switch: no call
         apply_switch(out, spec.thinking_form, target.variant.thinking, changes)
     if out.get("stream") is True:
@@ -84,7 +88,9 @@ def _rules(spec: DialectSpec) -> _Rules:
 _RULES = {name: _rules(spec) for name, spec in DIALECTS.items()}
 
 
-def _fields(out: dict[str, Any], spec: DialectSpec, target: Target, changes: list[str]) -> None:
+def _fields(
+    out: dict[str, Any], spec: DialectSpec, target: Target, changes: list[str], parts: bool
+) -> None:
     rules = _RULES.get(spec.name)
     if rules is None or rules.spec is not spec:
         rules = _rules(spec)
@@ -102,7 +108,7 @@ def _fields(out: dict[str, Any], spec: DialectSpec, target: Target, changes: lis
             _tools(out, spec, changes)
         if need & _FORMAT_RULE:
             _response_format(out, spec, changes)
-    if spec.drop_image_detail:
+    if parts and spec.drop_image_detail:
         _drop_image_detail(out, changes)
     if need:
         if not rules.drops.isdisjoint(out):  # (as the body is now: a rule above may add one)
