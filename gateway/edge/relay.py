@@ -248,7 +248,12 @@ class Relay:
                     guard.arm()
                     event = await reader.next_event()
                 guard.last = now = time.perf_counter()
-                times.chunk_waited(now - waiting)
+                # times.chunk_waited(now - waiting), written out (once per upstream read)
+                waited = now - waiting
+                times.relay_wait_s += waited
+                times.chunks += 1
+                if waited > times.gap_max_s:
+                    times.gap_max_s = waited
                 if event is None:
                     return fl.Failure(
                         fl.FailureClass.TRANSIENT, 200, None, "upstream stream ended without [DONE]"
