@@ -235,7 +235,7 @@ class GatewayASGI:
         try:
             endpoint = self.routes.get(scope["path"]) if scope["method"] == "POST" else None
             if endpoint is not None:
-                await endpoint(scope, receive, send)
+                await endpoint(scope, receive, send, task)
             else:
                 await self._fastapi(scope, receive, send)
         finally:

@@ -131,7 +131,11 @@ class Endpoint:
         self._access = services.access
         self._api = frontend.name
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any] | None = None
+    ) -> None:
+        """Serve one request. ``task``: the task running it, when the caller has it already
+        (else looked up)."""
         gen, gate = self._gen, self.gate
         gen.enter()  # before any await: a reload cannot close this config's pools under us
         try:
@@ -143,7 +147,7 @@ class Endpoint:
                     await self._shed(scope, send, err, started)
                     return
             try:
-                await self._serve(scope, receive, send)
+                await self._serve(scope, receive, send, task)
             finally:
                 gate.leave()
         finally:
@@ -158,13 +162,16 @@ class Endpoint:
         await self._send_error(send, err, ctx)
         await self._finish(ctx)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any] | None
+    ) -> None:
         headers = header_map(scope)
         ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
         ctx.client = self._client.of(scope, headers)
         if self._tracing is not None:
             ctx.trace = self._tracing.start(headers)
-        task = asyncio.current_task()
+        if task is None:
+            task = asyncio.current_task()
         watch: asyncio.TimerHandle | None = None
         large = False
         self._in_flight.inc()
