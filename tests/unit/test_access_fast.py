@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from typing import Any
 
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from gateway.catalogue.loader import load_config
-from gateway.catalogue.target import Target
+from gateway.catalogue.target import Target, bill, cached_tokens
 from gateway.observability.access import AccessLog
 from gateway.observability.logs import AccessWriter, UTCNow
 from gateway.observability.metrics import BoundedLabel, Metrics
@@ -156,3 +157,25 @@ def test_the_clean_path_is_taken_and_keeps_its_series() -> None:
                  rs=rs, error=None, times=StageTimes(planned=True))  # fmt: skip
     assert len(log._clean) == 1
     assert len(out.getvalue().splitlines()) == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PICKED), usages)
+def test_the_bill_is_what_settlement_and_access_each_worked_out(
+    target: Target, usage: dict[str, Any] | None
+) -> None:
+    """``bill`` (worked out once by the router) against the figures settlement and the access
+    record each computed for themselves before."""
+    p = usage.get("prompt_tokens") if usage else None
+    c = usage.get("completion_tokens") if usage else None
+    tokens_in, tokens_out = (p if isinstance(p, int) else 0), (c if isinstance(c, int) else 0)
+    cached = min(cached_tokens(usage), tokens_in)
+    got = bill(target, usage)
+    assert got[:3] == (tokens_in, tokens_out, cached)
+    assert got[3] / 1e6 == target.cost_usd(tokens_in, tokens_out, cached)  # the access log's
+    counted = isinstance(p, int) and isinstance(c, int)
+    assert got[4] == counted
+    if counted:  # the settlement's charge
+        assert isinstance(p, int) and isinstance(c, int)
+        want = math.ceil(target.cost_micros(p, c, cached_tokens(usage)))
+        assert math.ceil(got[3]) == want
