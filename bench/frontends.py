@@ -16,6 +16,9 @@ Non-streamed answers are measured the same way (``--shapes json,sse``).
     .venv/bin/python bench/frontends.py --api responses --ab DIR --repeats 3
         # this tree and DIR alternated, a fresh process each (imports cannot be mixed): the
         # ratio to chat of each, per run, and their medians (a patch's A/B)
+    .venv/bin/python bench/frontends.py --api responses --shapes json,sse --instructions
+        # instructions per request of chat and of the API under callgrind, and their ratio:
+        # the same to ~1% however busy the machine (~3 min a shape and API)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from inproc import MASTER, build, one
+from inproc import MASTER, _collected, build, one
 
 SYSTEM = "You are a concise assistant. Answer in one short paragraph."
 USER = "Summarise why a gateway should add as little latency as it can."
@@ -106,6 +109,26 @@ def ab(args: argparse.Namespace) -> int:
     return 0
 
 
+def instructions(args: argparse.Namespace) -> int:
+    """Per shape: chat's and the API's instructions per request, each the difference of two
+    callgrind runs that differ only in their request count (``--only``), and their ratio."""
+    small, large = args.n // 3, args.n
+    for shape in args.shapes:
+        per = {}
+        for api in ("chat", args.api):
+            got = []
+            for n in (small, large):
+                argv = [sys.executable, __file__, "--src", args.src, "--only", api, "--n", str(n)]
+                argv += ["--model", args.model, "--providers", args.providers, "--shapes", shape]
+                got.append(_collected(argv))
+            per[api] = (got[1] - got[0]) // (large - small)
+        ratio = per[args.api] / per["chat"]
+        verdict = "within" if ratio <= TARGET else "ABOVE"
+        print(f"{shape}: chat {per['chat']:,} instructions/request, {args.api} "
+              f"{per[args.api]:,}, ratio {ratio:.3f} ({verdict} {TARGET})", flush=True)  # fmt: skip
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--src", default=str(Path(__file__).resolve().parent.parent))
@@ -120,13 +143,21 @@ def main() -> int:
     p.add_argument("--top", type=int, default=35)
     p.add_argument("--ab", help="another source tree, alternated run by run with --src")
     p.add_argument("--repeats", type=int, default=3, help="--ab: runs of each tree")
+    p.add_argument("--instructions", action="store_true", help="counts under callgrind")
+    p.add_argument("--only", choices=["chat", "messages", "responses"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.ab:
         return ab(args)
+    if args.instructions:
+        return instructions(args)
     app = build(Path(args.src).resolve())
     import uvloop
 
     loop = uvloop.new_event_loop()  # what `glm-gateway serve` runs on
+    if args.only:  # one run of one API (what --instructions counts)
+        request = bodies(args.model, args.shapes[0] == "sse", args.providers)[args.only]
+        loop.run_until_complete(run(app, request, args.n))
+        return 0
     if args.profile:
         request = bodies(args.model, True, args.providers)[args.profile]
         loop.run_until_complete(run(app, request, 300))
