@@ -79,16 +79,6 @@ class Attempt:
 
     def describe(self) -> dict[str, Any]:
         f = self.failure
-        if f is None:  # the usual attempt (the access log's, once per request)
-            return {
-                "provider": self.target.provider,
-                "variant": self.target.variant.id,
-                "status": self.status,
-                "class": "ok",
-                "code": None,
-                "message": "ok",
-                "duration_ms": round(self.duration_s * 1000, 1),
-            }
         return {
             "provider": self.target.provider,
             "variant": self.target.variant.id,
