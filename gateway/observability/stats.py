@@ -62,7 +62,7 @@ def percentile(hist: dict[int, int], q: float) -> float | None:
     return bin_value(max(hist))
 
 
-def merge_into(acc: dict[int, int], hist: dict[int, int]) -> None:
+def merge_into(acc: dict[Any, int], hist: dict[Any, int]) -> None:
     for k, v in hist.items():
         acc[k] = acc.get(k, 0) + v
 
@@ -122,7 +122,7 @@ class _Slot:
             (self.prompt_by_provider, other.prompt_by_provider),
             (self.cached_by_provider, other.cached_by_provider),
         ):  # fmt: skip
-            merge_into(mine, theirs)  # type: ignore[arg-type]
+            merge_into(mine, theirs)
 
     def reset(self, sec: int) -> None:
         self.sec = sec
