@@ -45,7 +45,6 @@ from gateway.routing.sse import (
     SSEReader,
     carries_content,
     event_json,
-    first_choice,
     plain_chunk,
 )
 from gateway.routing.structured import SchemaCache, SchemaGuard
@@ -59,6 +58,11 @@ and an attempt with less time than this left could not be answered anyway."""
 
 _KEY_WIDE = frozenset({fl.FailureClass.RATE_LIMIT, fl.FailureClass.QUOTA})
 """Failures that hold for every deployment on the same provider key, for this request."""
+
+_PLAIN_FINISH = frozenset(
+    r for r in ("stop", "length", "tool_calls") if fl.classify_finish_reason(r) is None
+)
+"""The usual finish reasons that are no failure (asked of ``failures`` once, not per answer)."""
 
 _NOT_THE_HOSTS_FAULT = frozenset(
     {
@@ -220,7 +224,8 @@ class Router:
         pin = None
         if rs.pinned is not None and self._affinity is not None:
             pin = self._affinity.decide(rs.pinned, rs.target, rs.attempts)
-        attempted = [a.target for a in rs.attempts]
+        tried = rs.attempts
+        attempted = [tried[0].target] if len(tried) == 1 else [a.target for a in tried]
         target = rs.target
         billed = None if target is None else bill(target, rs.usage)
         rs.bill = billed
@@ -241,15 +246,19 @@ class Router:
         own answer in the client's API when ``native`` serves the deployment (``rs.native``).
         ``encode=False`` (a front-end that reads the object): the OpenAI-shaped answer is left
         in ``rs.answer`` and ``b""`` returned, saving a dump and the front-end's parse."""
-        guard = self._schemas.guard(body)
+        guard = self._schemas.guard(body) if "response_format" in body else None
         walk = self._walk(rs, deadline)
         for step in walk:
             if not isinstance(step, tuple):  # a backoff before a retry
                 await self._pause(rs, step)
                 continue
             target, tries = step
-            direct = native if native is not None and native.serves(target) else None
-            upstream, changes = self._body_for(body, target, direct, rs.content_parts)
+            if native is not None and native.serves(target):  # self._body_for, written out
+                direct: NativeCall | None = native
+                upstream, changes = native.body(target), [f"api={native.api}:native"]
+            else:
+                direct = None
+                upstream, changes = adapt_request(body, target, rs.content_parts)
             started = self._clock()
             failure: fl.Failure
             status = 0
@@ -289,16 +298,23 @@ class Router:
         obj = parse_answer(resp.body, resp.headers)
         if isinstance(obj, fl.Failure):
             return obj
-        choice = first_choice(obj)
+        choices = obj["choices"]  # a list (parse_answer): first_choice, written out
+        choice = choices[0] if choices and isinstance(choices[0], dict) else None
         fr = choice.get("finish_reason") if choice else None
-        failure = fl.classify_finish_reason(fr) if isinstance(fr, str) else None
-        if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
-            return failure
+        if isinstance(fr, str) and fr not in _PLAIN_FINISH:
+            failure = fl.classify_finish_reason(fr)
+            if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
+                return failure
         normalise_response(obj, target)
-        miss = guard.check(obj) if guard is not None else None
-        if miss is not None:
-            return miss
-        self._succeeded(rs, target, 200, started, changes)
+        if guard is not None:
+            miss = guard.check(obj)
+            if miss is not None:
+                return miss
+        took = self._clock() - started  # self._succeeded, written out
+        rs.attempts.append(Attempt(target, 200, None, took))
+        rs.outcomes.append(Outcome(target.id, True, took))
+        rs.target = target
+        rs.adaptations = changes
         usage = obj.get("usage")
         rs.usage = usage if isinstance(usage, dict) else None
         if not encode:

@@ -5,6 +5,8 @@
   start, each at the same loop time (timers of whole milliseconds, like uvloop's).
 - ``Endpoint._headers`` (the head built in one list, a target's headers kept) against the head
   as it was built before, for any routing outcome.
+- ``Router._accept`` (its helpers written out, the usual finish reasons not looked up) against
+  the function it was, for any answer body.
 """
 
 from __future__ import annotations
@@ -12,19 +14,28 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.catalogue.loader import load_config
+from gateway.catalogue.target import Target
 from gateway.edge.asgi import safe_header as _safe
 from gateway.edge.endpoint import _ATTEMPTS, Endpoint, _Ctx
 from gateway.edge.watch import Watches
 from gateway.frontends.base import Inbound
+from gateway.providers.base import UpstreamResponse
+from gateway.providers.dialects import normalise_response
 from gateway.routing import failures as fl
+from gateway.routing.answers import parse_answer
 from gateway.routing.planner import Plan
-from gateway.routing.router import Attempt, RouteState
+from gateway.routing.router import Attempt, Router, RouteState
+from gateway.routing.sse import first_choice
+from gateway.routing.structured import SchemaGuard
+from gateway.state.memory import MemoryState
 from tests.support.procs import CONFIG
 
 
@@ -204,3 +215,94 @@ def contexts(draw: st.DrawFn) -> _Ctx:
 def test_head_is_the_head_it_was(ctx: _Ctx, first: list[tuple[bytes, bytes]]) -> None:
     for _ in range(2):  # the target's headers built, then kept (across examples too)
         assert ENDPOINT._headers(ctx, list(first)) == [*first, *_reference_headers(ctx)]
+
+
+# --- the router's acceptance of a 2xx answer --------------------------------------------------
+
+ROUTER_CONFIG = load_config(CONFIG, demo_simulator_url="http://127.0.0.1:9")
+
+
+def _reference_accept(
+    router: Router,
+    resp: UpstreamResponse,
+    target: Target,
+    rs: RouteState,
+    changes: list[str],
+    started: float,
+    guard: SchemaGuard | None,
+    encode: bool,
+) -> bytes | fl.Failure:
+    """``Router._accept`` as it was before its helpers were written out in it."""
+    obj = parse_answer(resp.body, resp.headers)
+    if isinstance(obj, fl.Failure):
+        return obj
+    choice = first_choice(obj)
+    fr = choice.get("finish_reason") if choice else None
+    failure = fl.classify_finish_reason(fr) if isinstance(fr, str) else None
+    if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
+        return failure
+    normalise_response(obj, target)
+    miss = guard.check(obj) if guard is not None else None
+    if miss is not None:
+        return miss
+    router._succeeded(rs, target, 200, started, changes)
+    usage = obj.get("usage")
+    rs.usage = usage if isinstance(usage, dict) else None
+    if not encode:
+        rs.answer = obj
+        return b""
+    return orjson.dumps(obj)
+
+
+reasons = st.one_of(
+    st.sampled_from(["stop", "length", "tool_calls", "sensitive", "network_error", "error"]),
+    st.none(),
+    st.integers(0, 3),
+    st.text(max_size=6),
+)
+contents = st.sampled_from(['{"a": 1}', "[1]", "plain text", "```json\n{}\n```", ""])
+choice_dicts = st.fixed_dictionaries(
+    {"index": st.just(0)},
+    optional={
+        "finish_reason": reasons,
+        "message": st.fixed_dictionaries({"role": st.just("assistant"), "content": contents}),
+    },
+)
+answers = st.one_of(
+    st.fixed_dictionaries(
+        {"choices": st.lists(st.one_of(choice_dicts, st.integers(-5, 5)), max_size=2)},
+        optional={
+            "usage": st.one_of(st.none(), st.just({"prompt_tokens": 3, "completion_tokens": 4})),
+            "model": st.just("upstream-name"),
+        },
+    ),
+    st.just({"error": {"code": "1302", "message": "busy"}}),
+    st.just({"choices": "none"}),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(answers.map(orjson.dumps), st.just(b"not json")),
+    st.sampled_from(TARGETS),
+    st.booleans(),
+    st.booleans(),
+)
+def test_accept_is_the_accept_it_was(
+    body: bytes, target: Target, checked: bool, encode: bool
+) -> None:
+    router = Router(
+        ROUTER_CONFIG, {}, MemoryState(ROUTER_CONFIG.gateway.breaker), clock=lambda: 2.0
+    )
+    schema = {
+        "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}
+    }
+    got = []
+    for accept in (router._accept, partial(_reference_accept, router)):
+        rs = RouteState(Plan(candidates=[]))
+        guard = router._schemas.guard(schema) if checked else None
+        resp = UpstreamResponse(200, {"content-type": "application/json"}, body)
+        out = accept(resp, target, rs, ["x"], 1.0, guard, encode)
+        seen = (rs.attempts, rs.outcomes, rs.target, rs.adaptations, rs.usage, rs.answer)
+        got.append((out, seen, guard.misses if guard is not None else None))
+    assert got[0] == got[1]
