@@ -155,6 +155,10 @@ class StreamSession:
 
 
 class Router:
+    first_inline = True
+    """:meth:`complete` makes the first attempt without the walk (False: through it, as tests
+    compare)."""
+
     def __init__(
         self,
         config: Config,
@@ -247,10 +251,21 @@ class Router:
         ``encode=False`` (a front-end that reads the object): the OpenAI-shaped answer is left
         in ``rs.answer`` and ``b""`` returned, saving a dump and the front-end's parse."""
         guard = self._schemas.guard(body) if "response_format" in body else None
-        walk = self._walk(rs, deadline)
-        for step in walk:
+        # The first attempt is made without the walk (a generator set up and resumed twice,
+        # ~4,000 instructions), which most requests never need: it starts once that fails.
+        walk: Iterator[tuple[Target, int] | float] | None = None
+        step: tuple[Target, int] | float | None
+        if rs.plan.targets and self._routing.max_attempts > 0 and self.first_inline:
+            if self._clock() >= deadline - DEADLINE_SLACK_S:  # what the walk checks first
+                raise self._deadline(rs)
+            step = (rs.plan.targets[0], 1)
+        else:
+            walk = self._walk(rs, deadline)
+            step = next(walk, None)
+        while step is not None:
             if not isinstance(step, tuple):  # a backoff before a retry
                 await self._pause(rs, step)
+                step = next(walk, None) if walk is not None else None
                 continue
             target, tries = step
             if native is not None and native.serves(target):  # self._body_for, written out
@@ -275,7 +290,8 @@ class Router:
                         else self._accept(resp, target, rs, changes, started, guard, encode)
                     )
                     if isinstance(out, bytes):
-                        next(walk, None)  # it ends there (see _walk)
+                        if walk is not None:
+                            next(walk, None)  # it ends there (see _walk)
                         return out
                     failure = out
                 else:
@@ -283,6 +299,9 @@ class Router:
             self._failed(rs, target, status, failure, started, tries)
             if guard is not None and guard.exhausted:
                 raise guard.error([a.describe() for a in rs.attempts])
+            if walk is None:
+                walk = self._walk(rs, deadline, resumed=True)
+            step = next(walk, None)
         raise self._all_failed(rs, deadline)
 
     def _accept(
@@ -474,12 +493,16 @@ class Router:
     def _check_first(obj: Any) -> fl.Failure | None:
         return fl.stream_failure(obj)
 
-    def _walk(self, rs: RouteState, deadline: float) -> Iterator[tuple[Target, int] | float]:
+    def _walk(
+        self, rs: RouteState, deadline: float, resumed: bool = False
+    ) -> Iterator[tuple[Target, int] | float]:
         """Yield (target, try number) in plan order, honouring retry/next decisions; before a
         retry, the seconds to back off first (a float: the caller sleeps them, :meth:`_pause`).
         A plain generator: no async generator to set up and close per request. Once an attempt
         succeeded, the caller resumes it once more so that it returns (it would be closed
-        otherwise: on Python 3.11 a GeneratorExit thrown in, ~3x the cost)."""
+        otherwise: on Python 3.11 a GeneratorExit thrown in, ~3x the cost). ``resumed``: the
+        caller made the first attempt (the plan's first target, try 1) and it failed: the walk
+        goes on from there as though it had yielded it."""
         larger_than: int | None = None
         bad_keys: set[tuple[str, str, str | None]] = set()
         budget = self._routing.max_attempts
@@ -490,15 +513,22 @@ class Router:
                 continue  # the same key on this surface just failed auth/balance: it will again
             tries = 0
             while budget > 0:
-                if self._clock() >= deadline - DEADLINE_SLACK_S:
-                    raise self._deadline(rs)
-                tries += 1
-                budget -= 1
-                before = len(rs.attempts)
-                yield target, tries
-                if len(rs.attempts) == before or rs.attempts[-1].failure is None:
-                    return
+                if resumed:  # the first attempt, which the caller made and recorded failed
+                    resumed = False
+                    tries += 1
+                    budget -= 1
+                else:
+                    if self._clock() >= deadline - DEADLINE_SLACK_S:
+                        raise self._deadline(rs)
+                    tries += 1
+                    budget -= 1
+                    before = len(rs.attempts)
+                    yield target, tries
+                    if len(rs.attempts) == before:
+                        return
                 last = rs.attempts[-1].failure
+                if last is None:  # answered
+                    return
                 decision = fl.decide(
                     last, attempt_on_target=tries, transient_retries=self._routing.transient_retries
                 )

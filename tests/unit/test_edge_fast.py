@@ -7,6 +7,8 @@
   as it was built before, for any routing outcome.
 - ``Router._accept`` (its helpers written out, the usual finish reasons not looked up) against
   the function it was, for any answer body.
+- ``Router.complete``'s first attempt made without the walk against the walk making it, for
+  any plan, attempt budget, deadline and sequence of upstream replies.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from gateway.catalogue.target import Target
 from gateway.edge.asgi import safe_header as _safe
 from gateway.edge.endpoint import _ATTEMPTS, Endpoint, _Ctx
 from gateway.edge.watch import Watches
+from gateway.errors import GatewayError
 from gateway.frontends.base import Inbound
-from gateway.providers.base import UpstreamResponse
+from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
 from gateway.providers.dialects import normalise_response
 from gateway.routing import failures as fl
 from gateway.routing.answers import parse_answer
@@ -306,3 +309,95 @@ def test_accept_is_the_accept_it_was(
         seen = (rs.attempts, rs.outcomes, rs.target, rs.adaptations, rs.usage, rs.answer)
         got.append((out, seen, guard.misses if guard is not None else None))
     assert got[0] == got[1]
+
+
+# --- the router's first attempt, made without the walk ----------------------------------------
+
+COMPLETION = {
+    "id": "c1",
+    "object": "chat.completion",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+}
+# What one upstream attempt gets: an answer, an error status, or no answer
+replies = st.sampled_from(
+    [
+        ("ok",),
+        ("status", 429, b'{"error": {"code": "1302", "message": "busy"}}'),
+        ("status", 500, b"oops"),
+        ("status", 503, b"down"),
+        ("status", 400, b'{"error": {"message": "bad request"}}'),
+        ("status", 401, b'{"error": {"message": "bad key"}}'),
+        ("status", 400, b'{"error": {"code": "context_length_exceeded", "message": "too long"}}'),
+        ("status", 200, b"not json"),
+        ("status", 200, b'{"choices": [{"finish_reason": "network_error"}]}'),
+        ("timeout",),
+        ("refused",),
+    ]
+)
+
+
+class Scripted:
+    """An upstream answering each send with the next scripted reply (then answers)."""
+
+    def __init__(self, script: list[tuple[Any, ...]], log: list[Any]) -> None:
+        self._script, self._log = list(script), log
+
+    async def send(self, target: Target, body: Any, **kw: Any) -> UpstreamResponse:
+        self._log.append((target.id, kw["read_timeout"]))
+        reply = self._script.pop(0) if self._script else ("ok",)
+        if reply[0] == "timeout":
+            raise UpstreamTimeout("read timed out")
+        if reply[0] == "refused":
+            raise UpstreamConnectionError("connection refused")
+        if reply[0] == "ok":
+            return UpstreamResponse(200, {}, orjson.dumps(COMPLETION))
+        return UpstreamResponse(reply[1], {}, reply[2])
+
+
+async def _complete(
+    inline: bool, targets: list[Target], script: list[Any], budget: int, slack: float
+) -> Any:
+    log: list[Any] = []
+    ticks = itertools.count()
+    router = Router(
+        ROUTER_CONFIG,
+        {"openai": Scripted(script, log)},  # type: ignore[dict-item]
+        MemoryState(ROUTER_CONFIG.gateway.breaker),
+        clock=lambda: next(ticks) * 0.5,
+    )
+    router.first_inline = inline
+    router._routing = ROUTER_CONFIG.gateway.routing.model_copy(update={"max_attempts": budget})
+    paused: list[float] = []
+
+    async def pause(rs: RouteState, wait: float) -> None:
+        paused.append(wait)
+
+    router._pause = pause  # type: ignore[method-assign]
+    rs = RouteState(Plan(candidates=[]))
+    rs.plan.targets = list(targets)
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        out: Any = await router.complete(body, rs, deadline=slack)
+    except GatewayError as err:
+        out = (type(err).__name__, err.status, str(err), err.headers)
+    return out, rs.attempts, rs.outcomes, rs.target, log, paused, next(ticks)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(TARGETS[:6] + TARGETS[29:31]), max_size=4),
+    st.lists(replies, max_size=8),
+    st.integers(1, 4),
+    st.sampled_from([0.0, 1.0, 3.0, 6.0, 1000.0]),
+)
+def test_the_first_attempt_without_the_walk_is_the_walks(
+    targets: list[Target], script: list[Any], budget: int, deadline: float
+) -> None:
+    import asyncio
+
+    fast = asyncio.run(_complete(True, targets, script, budget, deadline))
+    walked = asyncio.run(_complete(False, targets, script, budget, deadline))
+    assert fast == walked
