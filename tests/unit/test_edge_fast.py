@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.target import Target
+from gateway.edge.asgi import header_map
 from gateway.edge.asgi import safe_header as _safe
 from gateway.edge.endpoint import _ATTEMPTS, Endpoint, _Ctx
 from gateway.edge.watch import Watches
@@ -401,3 +402,11 @@ def test_the_first_attempt_without_the_walk_is_the_walks(
     fast = asyncio.run(_complete(True, targets, script, budget, deadline))
     walked = asyncio.run(_complete(False, targets, script, budget, deadline))
     assert fast == walked
+
+
+@given(st.lists(st.tuples(st.binary(max_size=6), st.binary(max_size=6)), max_size=8))
+def test_header_map_is_the_comprehension_it_was(pairs: list[tuple[bytes, bytes]]) -> None:
+    want = {k.decode("latin-1"): v.decode("latin-1") for k, v in pairs}
+    got = header_map({"headers": pairs})
+    assert got == want
+    assert list(got) == list(want)  # the same order too
