@@ -22,7 +22,12 @@ def new_request_id() -> str:
 
 
 def header_map(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    """The request's headers by name (the last of a repeated one). A loop, not a dict
+    comprehension: on Python 3.11 that is a function of its own to make and call."""
+    out: dict[str, str] = {}
+    for k, v in scope["headers"]:
+        out[k.decode("latin-1")] = v.decode("latin-1")
+    return out
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

@@ -12,26 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from gateway.catalogue.body import parse_body
 from gateway.catalogue.needs import Needs, resolve_needs
 from gateway.edge import heap
 from gateway.edge.asgi import (
+    JSON_CT,
     Receive,
     Scope,
     Send,
     header_map,
     new_request_id,
     read_body,
-    send_json,
 )
 from gateway.edge.asgi import safe_header as _safe
 from gateway.edge.client_addr import ClientAddress
 from gateway.edge.lifecycle import ShuttingDown
 from gateway.edge.relay import Relay, stream_failure_error
 from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
+from gateway.edge.watch import Entry, Watches
 from gateway.errors import GatewayError, InternalError, NoCapableVariant
 from gateway.frontends.base import FrontEnd, Headers, Inbound, StreamOut
 from gateway.observability.timing import StageTimes
@@ -45,16 +46,13 @@ from gateway.tenancy.shedding import Overloaded
 
 log = logging.getLogger("glm_gateway.edge")
 EXACT_IN_THREAD_BYTES = 60_000
-WATCH_AFTER_S = 0.02
-"""A request still running after this long gets a task that watches for the client going away
-(and cancels the upstream call). Answers faster than that, most of them behind a fast host,
-never pay for the task; a disconnect is still noticed within this delay."""
 
 
-@dataclass(slots=True)
 class _Ctx:
-    request_id: str
-    started: float
+    """One request's state for the answer, the error paths and the access record. A plain
+    class with class-level defaults: a request sets only what it reaches (a dataclass's
+    ``__init__`` writing all twenty fields cost ~5,000 instructions a request)."""
+
     rs: RouteState | None = None
     inbound: Inbound | None = None
     out: StreamOut | None = None
@@ -70,15 +68,27 @@ class _Ctx:
     client: str = "-"
     caller: Caller | None = None
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    times: StageTimes = field(default_factory=StageTimes)
+    extra: dict[str, Any] | None = None
+    """Set on first use (:meth:`note`)."""
     watcher: asyncio.Task[None] | None = None
     trace: RequestTrace | None = None
     needs: Needs | None = None
 
+    def __init__(self, request_id: str, started: float) -> None:
+        self.request_id = request_id
+        self.started = started
+        self.times = StageTimes()
+
+    def note(self, key: str, value: Any) -> None:
+        """A value for the access record or the trace."""
+        if self.extra is None:
+            self.extra = {}
+        self.extra[key] = value
+
 
 _ATTEMPTS = tuple((b"x-glm-attempts", b"%d" % n) for n in range(16))
 """The ``X-GLM-Attempts`` header of 0 to 15 attempts, built once."""
+_NO_TARGET = ((b"x-glm-variant", b"none"), (b"x-glm-provider", b"none"))
 
 
 def no_capable_error(needs: Needs, plan: Plan) -> NoCapableVariant:
@@ -130,28 +140,141 @@ class Endpoint:
         self._in_flight = services.metrics.in_flight
         self._access = services.access
         self._api = frontend.name
+        self._watches = Watches()
+        """When to start each request's disconnect watch (one timer for them all)."""
+        self._heads: dict[str, tuple[tuple[bytes, bytes], tuple[bytes, bytes]]] = {}
+        """Target id -> its ``x-glm-variant`` and ``x-glm-provider`` headers."""
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any] | None = None
     ) -> None:
         """Serve one request. ``task``: the task running it, when the caller has it already
-        (else looked up)."""
+        (else looked up). One coroutine from the gate to the access record (a level of
+        ``await`` costs ~1,000 instructions a request): the parts that only pass values along
+        are written out here; the stream and the error paths have methods of their own."""
         gen, gate = self._gen, self.gate
         gen.enter()  # before any await: a reload cannot close this config's pools under us
         try:
-            if not gate.take():  # contended: wait in the bounded queue, or be shed at once
-                started = time.perf_counter()
-                try:
-                    await gate.wait()
-                except Overloaded as err:
-                    await self._shed(scope, send, err, started)
-                    return
+            # contended: wait in the bounded queue, or be shed at once (answered)
+            if not gate.take() and not await self._queued(scope, send):
+                return
             try:
-                await self._serve(scope, receive, send, task)
+                headers = header_map(scope)
+                ctx = _Ctx(headers.get("x-request-id") or new_request_id(), perf_counter())
+                ctx.client = self._client.of(scope, headers)
+                if self._tracing is not None:
+                    ctx.trace = self._tracing.start(headers)
+                if task is None:
+                    task = asyncio.current_task()
+                watch: Entry | None = None
+                large = False
+                self._in_flight.inc()
+                try:
+                    caller = ctx.caller = await self._auth.identify(bearer(headers))
+                    ctx.key_id = caller.key_id
+                    raw = await read_body(receive, self._limit)
+                    large = len(raw) >= heap.LARGE_BODY_BYTES
+                    body = parse_body(raw, self._limits)
+                    del raw
+                    inbound = ctx.inbound = self._fe.parse(body, headers)
+                    ctx.stream = inbound.stream
+                    chat = inbound.chat
+                    needs = ctx.needs = resolve_needs(chat, headers, self._config)
+                    if inbound.min_context and inbound.min_context > (needs.min_context or 0):
+                        needs.min_context = inbound.min_context
+                    if needs.prompt.upper > EXACT_IN_THREAD_BYTES:
+                        # Large prompts may need exact tokenizing near a window edge (~25 ms per
+                        # 200 KB): do it off the event loop before the (pure) planner asks.
+                        await asyncio.to_thread(needs.prompt.exact)
+                    router = self._router
+                    pin_key = router.session(headers, inbound.session, chat)
+                    # Plan, with stage marks: parse ends here; route excludes the state call.
+                    if self._access.log_prompts:
+                        ctx.note("prompt", chat.get("messages"))
+                    times = ctx.times
+                    planning = perf_counter()
+                    times.parse_s = planning - ctx.started
+                    rs = await router.admit(needs, caller, times, pin_key)
+                    rs.trace = ctx.trace
+                    times.route_s = perf_counter() - planning - times.before_s
+                    times.planned = True
+                    ctx.rs = rs
+                    if not rs.plan.targets:
+                        raise no_capable_error(needs, rs.plan)
+                    deadline = router.deadline(needs)
+                    assert task is not None
+                    watch = self._watches.add(_start_watch, receive, task, ctx)
+                    if ctx.stream:
+                        session = await router.open_stream(chat, rs, deadline, inbound.native)
+                        await self._relay(session, send, ctx, self._guard(deadline, needs))
+                    else:
+                        fe = self._fe
+                        data = await router.complete(
+                            chat, rs, deadline, inbound.native, not fe.renders_objects
+                        )
+                        if ctx.trace is not None:
+                            ctx.note("answer", data or rs.answer)
+                        answer = fe.render(data or rs.answer or {}, inbound, rs.native)
+                        ctx.done = True
+                        head = [JSON_CT, (b"content-length", b"%d" % len(answer))]
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": 200,
+                                "headers": self._headers(ctx, head),
+                            }
+                        )
+                        await send({"type": "http.response.body", "body": answer})
+                except GatewayError as err:
+                    ctx.status, ctx.error = err.status, err.code or err.type
+                    if isinstance(err, NoCapableVariant) and err.extra:  # the log says which need
+                        ctx.note("unmet", err.extra.get("unmet"))
+                    if not ctx.responded:
+                        ctx.done = True
+                        await self._send_error(send, err, ctx)
+                except asyncio.CancelledError:
+                    if self._s.lifecycle.stopping and not ctx.disconnected and task is not None:
+                        task.uncancel()  # cut by the shutdown: the upstream call is cancelled
+                        stop = ShuttingDown()
+                        await self._last_word(send, ctx, stop, 503, "server_shutting_down")
+                        return
+                    if not ctx.disconnected or task is None:
+                        raise
+                    task.uncancel()
+                    ctx.status, ctx.error = 499, "client_disconnected"
+                except Exception:
+                    # The last line: a bug answers in the API's shape, logged here once (not
+                    # re-raised, so the server does not log it again as a bare traceback).
+                    log.exception("unhandled error on request %s", ctx.request_id)
+                    bug = InternalError(ctx.request_id)
+                    await self._last_word(send, ctx, bug, 500, "internal_error")
+                finally:
+                    if watch is not None:
+                        watch.clear()  # it will not start (nothing of the request kept)
+                    if ctx.watcher is not None:
+                        # The watcher's frame holds ctx; once cancelled its traceback would too:
+                        # drop the task so no cycle keeps this request's body alive until a
+                        # full collection.
+                        ctx.watcher.cancel()
+                        ctx.watcher = None
+                    self._in_flight.dec()
+                    await self._finish(ctx)
+                    if large:
+                        heap.after_large_body()
             finally:
                 gate.leave()
         finally:
             gen.leave()
+
+    async def _queued(self, scope: Scope, send: Send) -> bool:
+        """The gate is contended: wait in its bounded queue. False: shed (and answered)."""
+        started = perf_counter()
+        try:
+            await self.gate.wait()
+        except Overloaded as err:
+            await self._shed(scope, send, err, started)
+            return False
+        return True
 
     async def _shed(self, scope: Scope, send: Send, err: Overloaded, started: float) -> None:
         headers = header_map(scope)
@@ -162,128 +285,37 @@ class Endpoint:
         await self._send_error(send, err, ctx)
         await self._finish(ctx)
 
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any] | None
-    ) -> None:
-        headers = header_map(scope)
-        ctx = _Ctx(headers.get("x-request-id") or new_request_id(), time.perf_counter())
-        ctx.client = self._client.of(scope, headers)
-        if self._tracing is not None:
-            ctx.trace = self._tracing.start(headers)
-        if task is None:
-            task = asyncio.current_task()
-        watch: asyncio.TimerHandle | None = None
-        large = False
-        self._in_flight.inc()
-        try:
-            ctx.caller = await self._auth.identify(bearer(headers))
-            ctx.key_id = ctx.caller.key_id
-            raw = await read_body(receive, self._limit)
-            large = len(raw) >= heap.LARGE_BODY_BYTES
-            body = parse_body(raw, self._limits)
-            del raw
-            inbound = ctx.inbound = self._fe.parse(body, headers)
-            ctx.stream = inbound.stream
-            needs = ctx.needs = resolve_needs(inbound.chat, headers, self._config)
-            if inbound.min_context and inbound.min_context > (needs.min_context or 0):
-                needs.min_context = inbound.min_context
-            if needs.prompt.upper > EXACT_IN_THREAD_BYTES:
-                # Large prompts may need exact tokenizing near a window edge (~25 ms per
-                # 200 KB): do it off the event loop before the (pure) planner asks for it.
-                await asyncio.to_thread(needs.prompt.exact)
-            pin_key = self._router.session(headers, inbound.session, inbound.chat)
-            ctx.rs = await self._plan(inbound.chat, needs, ctx, pin_key)
-            if not ctx.rs.plan.targets:
-                raise no_capable_error(needs, ctx.rs.plan)
-            deadline = self._router.deadline(needs)
-            assert task is not None
-            watch = asyncio.get_running_loop().call_later(
-                WATCH_AFTER_S, _start_watch, receive, task, ctx
-            )
-            if ctx.stream:
-                session = await self._router.open_stream(
-                    inbound.chat, ctx.rs, deadline, inbound.native
-                )
-                await self._relay(session, send, ctx, self._guard(deadline, needs))
-            else:
-                fe, rs = self._fe, ctx.rs
-                data = await self._router.complete(
-                    inbound.chat, rs, deadline, inbound.native, not fe.renders_objects
-                )
-                if ctx.trace is not None:
-                    ctx.extra["answer"] = data or rs.answer
-                answer = fe.render(data or rs.answer or {}, inbound, rs.native)
-                ctx.done = True
-                await send_json(send, 200, answer, self._headers(ctx))
-        except GatewayError as err:
-            ctx.status, ctx.error = err.status, err.code or err.type
-            if isinstance(err, NoCapableVariant) and err.extra:  # the log says which need
-                ctx.extra["unmet"] = err.extra.get("unmet")
-            if not ctx.responded:
-                ctx.done = True
-                await self._send_error(send, err, ctx)
-        except asyncio.CancelledError:
-            if self._s.lifecycle.stopping and not ctx.disconnected and task is not None:
-                task.uncancel()  # cut by the shutdown: the upstream call is cancelled; say so
-                await self._last_word(send, ctx, ShuttingDown(), 503, "server_shutting_down")
-                return
-            if not ctx.disconnected or task is None:
-                raise
-            task.uncancel()
-            ctx.status, ctx.error = 499, "client_disconnected"
-        except Exception:
-            # The last line: a bug answers in the API's shape, logged here once (not re-raised,
-            # so the server does not log it a second time as a bare traceback).
-            log.exception("unhandled error on request %s", ctx.request_id)
-            bug = InternalError(ctx.request_id)
-            await self._last_word(send, ctx, bug, 500, "internal_error")
-        finally:
-            if watch is not None:
-                watch.cancel()
-            if ctx.watcher is not None:
-                # The watcher's frame holds ctx; once cancelled its traceback would too: drop
-                # the task so no cycle keeps this request's body alive until a full collection.
-                ctx.watcher.cancel()
-                ctx.watcher = None
-            self._in_flight.dec()
-            await self._finish(ctx)
-            if large:
-                heap.after_large_body()
-
-    async def _plan(
-        self, chat: dict[str, Any], needs: Needs, ctx: _Ctx, session: str | None = None
-    ) -> RouteState:
-        """Plan, with stage marks: parse ends here; route excludes the state round trip."""
-        if self._access.log_prompts:
-            ctx.extra["prompt"] = chat.get("messages")
-        planning = time.perf_counter()
-        ctx.times.parse_s = planning - ctx.started
-        rs = await self._router.admit(needs, ctx.caller, ctx.times, session)
-        rs.trace = ctx.trace
-        ctx.times.route_s = time.perf_counter() - planning - ctx.times.before_s
-        ctx.times.planned = True
-        return rs
-
     def _guard(self, deadline: float, needs: Needs) -> StreamGuard:
         routing = self._config.gateway.routing
         total = min(routing.total_timeout_s, needs.timeout or routing.total_timeout_s)
         return StreamGuard(deadline, routing.stream_idle_timeout_s, total)
 
-    def _headers(self, ctx: _Ctx) -> Headers:
+    def _headers(self, ctx: _Ctx, out: Headers) -> Headers:
+        """``out`` (the head's first headers), then the gateway's own: the request id, where
+        the answer came from, how it got there."""
+        out.append((b"x-request-id", ctx.request_id[:200].encode("latin-1", "replace")))  # _safe
         rs = ctx.rs
-        target = rs.target if rs else None
-        if target is None and rs and rs.attempts:
-            target = rs.attempts[-1].target
-        tries = len(rs.attempts) if rs else 0
-        out = [
-            (b"x-request-id", ctx.request_id[:200].encode("latin-1", "replace")),  # _safe
-            (b"x-glm-variant", (target.variant.id if target else "none").encode()),
-            (b"x-glm-provider", (target.provider if target else "none").encode()),
-            _ATTEMPTS[tries] if tries < len(_ATTEMPTS) else (b"x-glm-attempts", b"%d" % tries),
-        ]
-        if rs is not None:
+        if rs is None:
+            out += _NO_TARGET
+            out.append(_ATTEMPTS[0])
+        else:
             tried = rs.attempts
-            if len(tried) != 1 or tried[0].failure is not None:  # else: answered at once
+            target = rs.target
+            if target is None and tried:
+                target = tried[-1].target
+            if target is None:
+                out += _NO_TARGET
+            else:
+                pair = self._heads.get(target.id)
+                if pair is None:
+                    pair = self._heads[target.id] = (
+                        (b"x-glm-variant", target.variant.id.encode()),
+                        (b"x-glm-provider", target.provider.encode()),
+                    )
+                out += pair
+            tries = len(tried)
+            out.append(_ATTEMPTS[tries] if tries < 16 else (b"x-glm-attempts", b"%d" % tries))
+            if tries != 1 or tried[0].failure is not None:  # else: answered at once
                 reason = rs.fallback_reason
                 if reason:
                     out.append((b"x-glm-fallback-reason", _safe(reason)))
@@ -301,7 +333,7 @@ class Endpoint:
 
     async def _send_error(self, send: Send, err: GatewayError, ctx: _Ctx) -> None:
         status, body, extra = self._fe.error(err, ctx.request_id)
-        headers = [*extra, *self._headers(ctx)]
+        headers = self._headers(ctx, [*extra])
         headers.extend((k.lower().encode(), _safe(v)) for k, v in err.headers.items())
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -343,7 +375,7 @@ class Endpoint:
             await body(b"", True)
 
         try:
-            head = [*self._fe.stream_headers, *self._headers(ctx)]
+            head = self._headers(ctx, [*self._fe.stream_headers])
             await send({"type": "http.response.start", "status": 200, "headers": head})
             ctx.responded = True
             # The opening waits for the events already read, if any (one write, not two).
@@ -367,7 +399,7 @@ class Endpoint:
             await session.response.close()
             session.state.usage = relay.usage
             if ctx.trace is not None:
-                ctx.extra["finish"] = relay.finish_reason
+                ctx.note("finish", relay.finish_reason)
             self._router.stream_ended(session, failure)
 
     async def _last_word(
@@ -424,6 +456,7 @@ class Endpoint:
             log.exception("could not record the trace of request %s", ctx.request_id)
 
     def _end_trace(self, ctx: _Ctx, trace: RequestTrace) -> None:
+        extra = ctx.extra or {}
         trace.finish(
             request_id=ctx.request_id,
             api=self._fe.name,
@@ -436,8 +469,8 @@ class Endpoint:
             needs=ctx.needs,
             rs=ctx.rs,
             times=ctx.times,
-            answer=ctx.extra.get("answer"),
-            finish_reason=ctx.extra.get("finish"),
+            answer=extra.get("answer"),
+            finish_reason=extra.get("finish"),
         )
 
 

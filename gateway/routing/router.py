@@ -45,7 +45,6 @@ from gateway.routing.sse import (
     SSEReader,
     carries_content,
     event_json,
-    first_choice,
     plain_chunk,
 )
 from gateway.routing.structured import SchemaCache, SchemaGuard
@@ -59,6 +58,11 @@ and an attempt with less time than this left could not be answered anyway."""
 
 _KEY_WIDE = frozenset({fl.FailureClass.RATE_LIMIT, fl.FailureClass.QUOTA})
 """Failures that hold for every deployment on the same provider key, for this request."""
+
+_PLAIN_FINISH = frozenset(
+    r for r in ("stop", "length", "tool_calls") if fl.classify_finish_reason(r) is None
+)
+"""The usual finish reasons that are no failure (asked of ``failures`` once, not per answer)."""
 
 _NOT_THE_HOSTS_FAULT = frozenset(
     {
@@ -151,6 +155,10 @@ class StreamSession:
 
 
 class Router:
+    first_inline = True
+    """:meth:`complete` makes the first attempt without the walk (False: through it, as tests
+    compare)."""
+
     def __init__(
         self,
         config: Config,
@@ -220,7 +228,8 @@ class Router:
         pin = None
         if rs.pinned is not None and self._affinity is not None:
             pin = self._affinity.decide(rs.pinned, rs.target, rs.attempts)
-        attempted = [a.target for a in rs.attempts]
+        tried = rs.attempts
+        attempted = [tried[0].target] if len(tried) == 1 else [a.target for a in tried]
         target = rs.target
         billed = None if target is None else bill(target, rs.usage)
         rs.bill = billed
@@ -241,15 +250,30 @@ class Router:
         own answer in the client's API when ``native`` serves the deployment (``rs.native``).
         ``encode=False`` (a front-end that reads the object): the OpenAI-shaped answer is left
         in ``rs.answer`` and ``b""`` returned, saving a dump and the front-end's parse."""
-        guard = self._schemas.guard(body)
-        walk = self._walk(rs, deadline)
-        for step in walk:
+        guard = self._schemas.guard(body) if "response_format" in body else None
+        # The first attempt is made without the walk (a generator set up and resumed twice,
+        # ~4,000 instructions), which most requests never need: it starts once that fails.
+        walk: Iterator[tuple[Target, int] | float] | None = None
+        step: tuple[Target, int] | float | None
+        if rs.plan.targets and self._routing.max_attempts > 0 and self.first_inline:
+            if self._clock() >= deadline - DEADLINE_SLACK_S:  # what the walk checks first
+                raise self._deadline(rs)
+            step = (rs.plan.targets[0], 1)
+        else:
+            walk = self._walk(rs, deadline)
+            step = next(walk, None)
+        while step is not None:
             if not isinstance(step, tuple):  # a backoff before a retry
                 await self._pause(rs, step)
+                step = next(walk, None) if walk is not None else None
                 continue
             target, tries = step
-            direct = native if native is not None and native.serves(target) else None
-            upstream, changes = self._body_for(body, target, direct, rs.content_parts)
+            if native is not None and native.serves(target):  # self._body_for, written out
+                direct: NativeCall | None = native
+                upstream, changes = native.body(target), [f"api={native.api}:native"]
+            else:
+                direct = None
+                upstream, changes = adapt_request(body, target, rs.content_parts)
             started = self._clock()
             failure: fl.Failure
             status = 0
@@ -266,7 +290,8 @@ class Router:
                         else self._accept(resp, target, rs, changes, started, guard, encode)
                     )
                     if isinstance(out, bytes):
-                        next(walk, None)  # it ends there (see _walk)
+                        if walk is not None:
+                            next(walk, None)  # it ends there (see _walk)
                         return out
                     failure = out
                 else:
@@ -274,6 +299,9 @@ class Router:
             self._failed(rs, target, status, failure, started, tries)
             if guard is not None and guard.exhausted:
                 raise guard.error([a.describe() for a in rs.attempts])
+            if walk is None:
+                walk = self._walk(rs, deadline, resumed=True)
+            step = next(walk, None)
         raise self._all_failed(rs, deadline)
 
     def _accept(
@@ -289,16 +317,23 @@ class Router:
         obj = parse_answer(resp.body, resp.headers)
         if isinstance(obj, fl.Failure):
             return obj
-        choice = first_choice(obj)
+        choices = obj["choices"]  # a list (parse_answer): first_choice, written out
+        choice = choices[0] if choices and isinstance(choices[0], dict) else None
         fr = choice.get("finish_reason") if choice else None
-        failure = fl.classify_finish_reason(fr) if isinstance(fr, str) else None
-        if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
-            return failure
+        if isinstance(fr, str) and fr not in _PLAIN_FINISH:
+            failure = fl.classify_finish_reason(fr)
+            if failure is not None and failure.cls is not fl.FailureClass.CONTENT_FILTER:
+                return failure
         normalise_response(obj, target)
-        miss = guard.check(obj) if guard is not None else None
-        if miss is not None:
-            return miss
-        self._succeeded(rs, target, 200, started, changes)
+        if guard is not None:
+            miss = guard.check(obj)
+            if miss is not None:
+                return miss
+        took = self._clock() - started  # self._succeeded, written out
+        rs.attempts.append(Attempt(target, 200, None, took))
+        rs.outcomes.append(Outcome(target.id, True, took))
+        rs.target = target
+        rs.adaptations = changes
         usage = obj.get("usage")
         rs.usage = usage if isinstance(usage, dict) else None
         if not encode:
@@ -458,12 +493,16 @@ class Router:
     def _check_first(obj: Any) -> fl.Failure | None:
         return fl.stream_failure(obj)
 
-    def _walk(self, rs: RouteState, deadline: float) -> Iterator[tuple[Target, int] | float]:
+    def _walk(
+        self, rs: RouteState, deadline: float, resumed: bool = False
+    ) -> Iterator[tuple[Target, int] | float]:
         """Yield (target, try number) in plan order, honouring retry/next decisions; before a
         retry, the seconds to back off first (a float: the caller sleeps them, :meth:`_pause`).
         A plain generator: no async generator to set up and close per request. Once an attempt
         succeeded, the caller resumes it once more so that it returns (it would be closed
-        otherwise: on Python 3.11 a GeneratorExit thrown in, ~3x the cost)."""
+        otherwise: on Python 3.11 a GeneratorExit thrown in, ~3x the cost). ``resumed``: the
+        caller made the first attempt (the plan's first target, try 1) and it failed: the walk
+        goes on from there as though it had yielded it."""
         larger_than: int | None = None
         bad_keys: set[tuple[str, str, str | None]] = set()
         budget = self._routing.max_attempts
@@ -474,15 +513,22 @@ class Router:
                 continue  # the same key on this surface just failed auth/balance: it will again
             tries = 0
             while budget > 0:
-                if self._clock() >= deadline - DEADLINE_SLACK_S:
-                    raise self._deadline(rs)
-                tries += 1
-                budget -= 1
-                before = len(rs.attempts)
-                yield target, tries
-                if len(rs.attempts) == before or rs.attempts[-1].failure is None:
-                    return
+                if resumed:  # the first attempt, which the caller made and recorded failed
+                    resumed = False
+                    tries += 1
+                    budget -= 1
+                else:
+                    if self._clock() >= deadline - DEADLINE_SLACK_S:
+                        raise self._deadline(rs)
+                    tries += 1
+                    budget -= 1
+                    before = len(rs.attempts)
+                    yield target, tries
+                    if len(rs.attempts) == before:
+                        return
                 last = rs.attempts[-1].failure
+                if last is None:  # answered
+                    return
                 decision = fl.decide(
                     last, attempt_on_target=tries, transient_retries=self._routing.transient_retries
                 )
