@@ -27,7 +27,7 @@ import orjson
 
 from gateway.catalogue.target import Target, bill
 from gateway.observability.logs import ACCESS_LOGGER, ACCESS_WRITER, AccessWriter, UTCNow
-from gateway.observability.metrics import Metrics, PlainCounter, PlainHistogram
+from gateway.observability.metrics import HISTOGRAM_QUEUE, Metrics, PlainCounter, PlainHistogram
 from gateway.observability.records import RouteRecord
 from gateway.observability.redact import Redactor
 from gateway.observability.stats import Stats
@@ -213,8 +213,9 @@ class _Clean:
     path creates them) and the fixed middle of its log line (``key_id`` .. ``provider``)."""
 
     __slots__ = (
-        "attempt_ok", "cached", "cost", "duration", "inter_chunk", "key", "middle", "overhead",
-        "provider", "requests", "tokens", "ttft", "upstream_wait", "variant",
+        "attempt_ok", "cached", "cost", "duration", "inter_chunk", "key", "middle", "n",
+        "n_cached", "n_in", "n_out", "overhead", "provider", "queues", "requests", "tokens",
+        "ttft", "upstream_wait", "variant",
     )  # fmt: skip
 
     def __init__(
@@ -237,6 +238,12 @@ class _Clean:
         self.tokens: tuple[PlainCounter, PlainCounter] | None = None
         self.cached: PlainCounter | None = None
         self.cost: PlainCounter | None = None
+        self.queues = (duration._queued, overhead._queued, upstream_wait._queued)
+        """The three histograms' queues: appended to as ``observe`` would (see
+        :class:`~gateway.observability.metrics.PlainHistogram`)."""
+        self.n = self.n_in = self.n_out = self.n_cached = 0
+        """Requests (each one ``requests`` and one ``attempt_ok``) and tokens counted here
+        and not yet added to their series (:meth:`AccessLog._fold`, before any read)."""
 
     def ttft_series(self, m: Metrics) -> PlainHistogram:
         self.ttft = m.ttft.labels(self.variant, self.provider)
@@ -246,14 +253,15 @@ class _Clean:
         self.inter_chunk = m.inter_chunk.labels(self.variant, self.provider)
         return self.inter_chunk
 
-    def token_series(self, m: Metrics) -> tuple[PlainCounter, PlainCounter]:
+    def token_series(self, m: Metrics, fold: Callable[[], None]) -> None:
         v, p, k = self.variant, self.provider, m.key_label(self.key)
         self.tokens = (m.tokens.labels(v, p, k, "in"), m.tokens.labels(v, p, k, "out"))
-        return self.tokens
+        self.tokens[0].feed(fold)
+        self.tokens[1].feed(fold)
 
-    def cached_series(self, m: Metrics) -> PlainCounter:
+    def cached_series(self, m: Metrics, fold: Callable[[], None]) -> None:
         self.cached = m.tokens.labels(self.variant, self.provider, m.key_label(self.key), "cached")
-        return self.cached
+        self.cached.feed(fold)
 
     def cost_series(self, m: Metrics) -> PlainCounter:
         self.cost = m.cost.labels(self.variant, self.provider, m.key_label(self.key))
@@ -286,6 +294,14 @@ class AccessLog:
         """Clean requests (one attempt, answered, no error) take :meth:`_emit_clean`; False
         sends every request through the general path (the tests compare the two)."""
         self._clean: dict[tuple[str, str, int, bool, str, str], _Clean] = {}
+        self._stage_queues: tuple[list[float], ...] = ()
+        self._held: list[_Clean] = []
+        """Clean handles with counts not yet added to their series (:meth:`_fold`)."""
+        self._queues: dict[int, PlainHistogram] = {}
+        """The histograms clean requests append to directly (counted every
+        :data:`~gateway.observability.metrics.HISTOGRAM_QUEUE` clean requests)."""
+        self._since = 0
+        """Clean requests since those histograms were last counted."""
 
     def emit(
         self,
@@ -398,33 +414,49 @@ class AccessLog:
         cost = micros / 1e6  # target.cost_usd
         key = (variant, provider, status, stream, api, key_id)
         h = self._clean.get(key) or self._clean_for(key, times.planned)
-        # metrics: in the general path's order (a series is created where it would be there)
-        h.requests.inc()
-        h.duration.observe(total)
-        h.overhead.observe(overhead)
+        # metrics: in the general path's order (a series is created where it would be there).
+        # Whole counts are held on the handle and added before any read (:meth:`_fold`: the
+        # same float, added at once); histogram values go on their queues, in order, as
+        # ``observe`` puts them.
+        if not h.n:
+            self._held.append(h)
+        h.n += 1  # requests and attempts ok
+        queues = h.queues
+        queues[0].append(total)
+        queues[1].append(overhead)
         m = self._m
         if times.planned:
-            stages = self._stages or self._stage_series()
-            stages[0].observe(times.parse_s)
-            stages[1].observe(times.route_s)
-            stages[2].observe(times.before_s + times.after_s)
-            stages[3].observe(max(0.0, overhead - times.parse_s - times.route_s - times.before_s))
+            stages = self._stage_queues or self._stage_queues_for()
+            stages[0].append(times.parse_s)
+            stages[1].append(times.route_s)
+            stages[2].append(times.before_s + times.after_s)
+            stages[3].append(max(0.0, overhead - times.parse_s - times.route_s - times.before_s))
         ttft = times.ttft_s
         if ttft is not None:
             (h.ttft or h.ttft_series(m)).observe(ttft)
         chunks = times.chunks
         if chunks:
             (h.inter_chunk or h.inter_chunk_series(m)).observe(times.relay_wait_s / chunks)
-        h.upstream_wait.observe(upstream)
-        h.attempt_ok.inc()
+        queues[2].append(upstream)
         if tokens_in or tokens_out:
-            tokens = h.tokens or h.token_series(m)
-            tokens[0].inc(tokens_in)
-            tokens[1].inc(tokens_out)
+            if h.tokens is None:
+                h.token_series(m, self._fold)
+            if tokens_in < 0 or tokens_out < 0:  # what inc says of them (nothing is held)
+                self._fold()
+                assert h.tokens is not None
+                h.tokens[0].inc(tokens_in)
+                h.tokens[1].inc(tokens_out)
+            h.n_in += tokens_in
+            h.n_out += tokens_out
             if cached:
-                (h.cached or h.cached_series(m)).inc(cached)
+                if h.cached is None:
+                    h.cached_series(m, self._fold)
+                h.n_cached += cached
             if cost:
                 (h.cost or h.cost_series(m)).inc(cost)
+        self._since += 1
+        if self._since >= HISTOGRAM_QUEUE:
+            self._count_held()
         self.stats.count(
             status, variant, provider, total, overhead, False, tokens_in, tokens_out, cost,
             ttft, (), cached,
@@ -513,9 +545,46 @@ class AccessLog:
             provider,
             key_id,
         )
+        h.requests.feed(self._fold)
+        h.attempt_ok.feed(self._fold)
+        for series in (h.duration, h.overhead, h.upstream_wait):
+            self._queues[id(series)] = series
         if len(self._clean) < CLEAN_KEPT:
             self._clean[key] = h
         return h
+
+    def _stage_queues_for(self) -> tuple[list[float], ...]:
+        stages = self._stages or self._stage_series()
+        for series in stages:
+            self._queues[id(series)] = series
+        self._stage_queues = tuple(series._queued for series in stages)
+        return self._stage_queues
+
+    def _fold(self) -> None:
+        """Add the counts clean requests hold to their series (before any read of them)."""
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        for h in held:
+            n, h.n = h.n, 0
+            h.requests._count += n
+            h.attempt_ok._count += n
+            if h.tokens is not None:
+                h.tokens[0]._count += h.n_in
+                h.tokens[1]._count += h.n_out
+                h.n_in = h.n_out = 0
+            if h.cached is not None:
+                h.cached._count += h.n_cached
+                h.n_cached = 0
+
+    def _count_held(self) -> None:
+        """Every :data:`~gateway.observability.metrics.HISTOGRAM_QUEUE` clean requests: the
+        held counts added and the queues they appended to counted (memory stays bounded)."""
+        self._since = 0
+        self._fold()
+        for series in self._queues.values():
+            series._count_queued()
 
     def note(
         self,

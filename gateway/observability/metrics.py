@@ -101,9 +101,19 @@ class PlainCounter(_Series, prom.Counter):
     """
 
     _count: float
+    _feeds: tuple[Callable[[], None], ...] = ()
+    """Called before the series is read: whoever counts into it in batches (the access log's
+    clean requests) adds what it holds (see :meth:`feed`)."""
 
     def _metric_init(self) -> None:
         self._count = 0.0
+
+    def feed(self, fold: Callable[[], None]) -> None:
+        """Call ``fold`` before every read of this series (once per ``fold``): it adds counts
+        held elsewhere to ``_count``, so that every read (``/metrics``, the fleet's snapshot,
+        ``get_sample_value``) sees them."""
+        if fold not in self._feeds:
+            self._feeds = (*self._feeds, fold)
 
     def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
         if amount < 0:
@@ -114,6 +124,8 @@ class PlainCounter(_Series, prom.Counter):
         self._count = 0.0
 
     def _child_samples(self) -> Iterable[Sample]:
+        for fold in self._feeds:
+            fold()
         return (Sample("_total", {}, self._count, None, None),)
 
 
@@ -143,7 +155,10 @@ class PlainHistogram(_Series, prom.Histogram):
 
     ``observe`` only queues the value; the queue is counted into the buckets (the first upper
     bound >= the value, as the stock class finds by a linear scan) and added to the sum, in
-    order, when it reaches :data:`HISTOGRAM_QUEUE` values or the series is read. The
+    order, when it reaches :data:`HISTOGRAM_QUEUE` values or the series is read. The queue is
+    one list for the life of the series (emptied in place), so a caller that keeps it may
+    append to it as ``observe`` does, and count it (:meth:`_count_queued`) every
+    :data:`HISTOGRAM_QUEUE` appends or sooner (the access log's clean requests do). The
     exposition accumulates the counts, ``+Inf`` included. Exemplars are not kept and
     ``_created`` is not exported, as for :class:`PlainCounter`.
     """
@@ -170,7 +185,6 @@ class PlainHistogram(_Series, prom.Histogram):
         queued = self._queued
         if not queued:
             return
-        self._queued = []
         total = reduce(add, queued, self._observed)
         hits, bounds = self._hits, self._upper_bounds
         if total == total:  # no nan queued (nor inf - inf): the values sort
@@ -184,6 +198,7 @@ class PlainHistogram(_Series, prom.Histogram):
             for amount in queued:
                 hits[bisect_left(bounds, amount)] += 1
         self._observed = total
+        queued.clear()
 
     def _child_samples(self) -> Iterable[Sample]:
         self._count_queued()

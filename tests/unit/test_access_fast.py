@@ -17,7 +17,7 @@ from gateway.catalogue.loader import load_config
 from gateway.catalogue.target import Target, bill, cached_tokens
 from gateway.observability.access import AccessLog
 from gateway.observability.logs import AccessWriter, UTCNow
-from gateway.observability.metrics import BoundedLabel, Metrics
+from gateway.observability.metrics import HISTOGRAM_QUEUE, BoundedLabel, Metrics
 from gateway.observability.stats import Stats
 from gateway.observability.timing import StageTimes
 from gateway.routing import failures as fl
@@ -179,3 +179,50 @@ def test_the_bill_is_what_settlement_and_access_each_worked_out(
         assert isinstance(p, int) and isinstance(c, int)
         want = math.ceil(target.cost_micros(p, c, cached_tokens(usage)))
         assert math.ceil(got[3]) == want
+
+
+def _clean_request(target: Target, tokens: tuple[int, int, int]) -> dict[str, Any]:
+    rs = RouteState(Plan(candidates=[]))
+    rs.attempts, rs.target = [Attempt(target, 200, None, 0.002)], target
+    details = {"cached_tokens": tokens[2]}
+    rs.usage = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1],
+                "prompt_tokens_details": details}  # fmt: skip
+    return {"request_id": "r", "key_id": "k", "status": 200, "stream": False, "duration_s": 0.01,
+            "rs": rs, "error": None, "times": StageTimes(planned=True, parse_s=1e-4)}  # fmt: skip
+
+
+def test_every_series_the_clean_path_holds_reads_its_counts_on_its_own() -> None:
+    """Counts held on the clean handles are added when any one of their series is read by
+    itself (not only when a whole registry is collected): each series read alone, first."""
+    target = PRICED[0]
+    v, p = target.variant.id, target.provider
+    for name, labels in [
+        ("requests", (v, p, "200", "false", "chat")),
+        ("attempts", (v, p, "ok")),
+        ("tokens", (v, p, "k", "in")),
+        ("tokens", (v, p, "k", "out")),
+        ("tokens", (v, p, "k", "cached")),
+        ("duration", (v, "false")),
+        ("stage", ("parse",)),
+        ("stage", ("upstream_wait",)),
+    ]:
+        for n in (1, 3):
+            fast, _ = access_log(True)
+            general, _ = access_log(False)
+            for log in (fast, general):
+                for _ in range(n):
+                    log.emit(**_clean_request(target, (10, 5, 4)))
+            fast_read = list(getattr(fast._m, name).labels(*labels)._child_samples())
+            general_read = list(getattr(general._m, name).labels(*labels)._child_samples())
+            assert fast_read == general_read, (name, labels)
+
+
+def test_the_clean_path_counts_what_it_holds_every_histogram_queue_requests() -> None:
+    """Nothing read for a long while: what clean requests hold and queue stays bounded."""
+    log, _ = access_log(True)
+    req = _clean_request(PRICED[0], (10, 5, 0))
+    for _ in range(HISTOGRAM_QUEUE * 3 + 7):
+        log.emit(**req)
+    assert len(log._held) <= 1
+    assert all(len(s._queued) < HISTOGRAM_QUEUE for s in log._queues.values())
+    assert log._since == 7
