@@ -406,11 +406,13 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
     The usual request (:func:`_plain_needs`) is resolved in one cheap pass; anything else, and
     anything that pass does not like, by the general path (which raises what is wrong).
     """
-    if _PLAIN_BLOCKERS.isdisjoint(body) and _HEADER_NAMES.isdisjoint(headers):
+    if not _HEADER_NAMES.isdisjoint(headers):
+        return _resolve(body, headers, config, True)
+    if _PLAIN_BLOCKERS.isdisjoint(body):
         needs = _plain_needs(body, config)
         if needs is not None:
             return needs
-    return _resolve(body, headers, config)
+    return _resolve(body, headers, config, False)
 
 
 def _plain_needs(body: Mapping[str, Any], config: Config) -> Needs | None:
@@ -475,8 +477,14 @@ def _plain_needs(body: Mapping[str, Any], config: Config) -> Needs | None:
     return needs
 
 
-def _resolve(body: Mapping[str, Any], headers: Mapping[str, str], config: Config) -> Needs:
-    """:func:`resolve_needs` for any body."""
+def _resolve(
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    config: Config,
+    glm_headers: bool | None = None,
+) -> Needs:
+    """:func:`resolve_needs` for any body (``glm_headers``: whether the headers hold an
+    X-GLM-* one, when the caller looked)."""
     cat = config.catalogue
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -486,7 +494,9 @@ def _resolve(body: Mapping[str, Any], headers: Mapping[str, str], config: Config
             code="invalid_value",
         )
     route = body.get("route")
-    if route is None and _HEADER_NAMES.isdisjoint(headers):  # the usual request: no call
+    if glm_headers is None:
+        glm_headers = not _HEADER_NAMES.isdisjoint(headers)
+    if route is None and not glm_headers:  # the usual request: no call
         declared = _NOTHING_DECLARED
     else:
         declared = parse_declared(headers, route, cat.provider_names)
