@@ -8,6 +8,7 @@ ranks), so planning a request is a few mask operations and sorts.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -18,12 +19,20 @@ from gateway.catalogue.plan_index import PlanIndex, build_index
 from gateway.catalogue.schema import (
     GatewayFile,
     ProviderConfig,
+    RouteAlias,
     Variant,
 )
 from gateway.catalogue.target import Target
 from gateway.catalogue.tokens import TokenCounter
 
-__all__ = ["Catalogue", "Config", "SkippedDeployment", "Target", "config_secrets"]
+__all__ = [
+    "Catalogue",
+    "Config",
+    "RequestDefaults",
+    "SkippedDeployment",
+    "Target",
+    "config_secrets",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +63,32 @@ class Catalogue:
         return self.by_variant.get(variant_id, ())
 
 
+@dataclass(frozen=True, slots=True)
+class RequestDefaults:
+    """What resolving a request's needs reads from the config on every request, as plain slots:
+    a pydantic model's attribute costs ~10x a slot's to read (its ``__getattr__`` hook keeps
+    CPython 3.11 from specialising the read)."""
+
+    variants: dict[str, Variant]
+    aliases: dict[str, RouteAlias]
+    max_messages: int
+    default_policy: str
+    default_fallback: str
+    output_reserve: int
+
+    @classmethod
+    def of(cls, gateway: GatewayFile, catalogue: Catalogue) -> RequestDefaults:
+        routing = gateway.routing
+        return cls(
+            catalogue.variants,
+            gateway.aliases,
+            gateway.limits.max_messages,
+            routing.default_policy,
+            routing.default_fallback,
+            routing.default_output_reserve,
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything loaded from the config directory, cross-checked and frozen."""
@@ -66,6 +101,12 @@ class Config:
     """The process's prompt token counter: it remembers the cl100k count of each text it
     tokenized (bounded). The one runtime cache here, built with the config at start and
     shared by every request."""
+
+    @functools.cached_property
+    def defaults(self) -> RequestDefaults:
+        """The settings the needs resolver reads per request, digested once (not a field: a
+        config rebuilt from another's fields gets its own)."""
+        return RequestDefaults.of(self.gateway, self.catalogue)
 
 
 SECRET_FIELD = re.compile(r"key|secret|token|passw|credential|auth|signature|cookie", re.I)

@@ -15,7 +15,7 @@ from typing import Any, Final, NamedTuple
 from gateway.catalogue.body import IMAGE_PART_TYPES, ImageTally, check_counts, check_parts
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.schema import CAPABILITIES, FALLBACK_MODES, POLICIES, RequestLimits
-from gateway.catalogue.tokens import MEDIA_KEYS, PromptTokens
+from gateway.catalogue.tokens import MEDIA_KEYS, PromptTokens, joined_prompt
 from gateway.errors import InvalidRequest, NotFound
 
 AUTO_MODELS = frozenset({"auto", "glm-4"})
@@ -392,8 +392,99 @@ def merge_sources(declared: frozenset[str], inferred: frozenset[str]) -> dict[st
     return out
 
 
+_PLAIN_BLOCKERS: Final = frozenset(
+    {"route", "tools", "functions", "response_format", "max_completion_tokens", "tool_choice"}
+)
+"""Body fields the plain path leaves to the general one (with none of them, and no X-GLM-*
+header, nothing is declared and nothing but ``max_tokens`` is inferred)."""
+_new: Final = object.__new__
+
+
 def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: Config) -> Needs:
-    """Build the full needs of one request; raises InvalidRequest / NotFound."""
+    """Build the full needs of one request; raises InvalidRequest / NotFound.
+
+    The usual request (:func:`_plain_needs`) is resolved in one cheap pass; anything else, and
+    anything that pass does not like, by the general path (which raises what is wrong).
+    """
+    if not _HEADER_NAMES.isdisjoint(headers):
+        return _resolve(body, headers, config, True)
+    if _PLAIN_BLOCKERS.isdisjoint(body):
+        needs = _plain_needs(body, config)
+        if needs is not None:
+            return needs
+    return _resolve(body, headers, config, False)
+
+
+def _plain_needs(body: Mapping[str, Any], config: Config) -> Needs | None:
+    """The needs of a body with no :data:`_PLAIN_BLOCKERS` field and nothing declared, whose
+    model is a variant or auto (no alias), whose messages are all ``{role, content}`` with two
+    strings and whose ``max_tokens`` is absent or a positive int; None for any other body.
+
+    What :func:`_resolve` makes of such a body, with a fraction of its calls and tests (the
+    join of the texts, needed for the prompt's size anyway, is what checks they are strings).
+    """
+    d = config.defaults
+    model = body.get("model")
+    messages = body.get("messages")
+    if (
+        type(model) is not str
+        or type(messages) is not list
+        or not messages
+        or len(messages) > d.max_messages
+        or model in d.aliases
+    ):
+        return None
+    if model in d.variants:
+        pinned: str | None = model
+        fallback = "providers"
+    elif model in AUTO_MODELS:
+        pinned, fallback = None, d.default_fallback
+    else:
+        return None
+    for msg in messages:
+        if type(msg) is not dict or len(msg) != 2 or "content" not in msg or "role" not in msg:
+            return None
+    output = body.get("max_tokens")
+    if output is not None and (type(output) is not int or output <= 0):
+        return None
+    texts = [value for msg in messages for value in msg.values()]
+    try:
+        joined = "".join(texts)
+    except TypeError:  # a role or content that is not a string
+        return None
+    # Built slot by slot: a dataclass call costs ~1.8k instructions more (the type call and
+    # keyword-capable __init__). tests/unit/test_needs.py checks every field is set.
+    needs: Needs = _new(Needs)
+    needs.capabilities = {}
+    needs.builtin_tools = _NO_CAPS
+    needs.min_context = None
+    needs.output_tokens = output or d.output_reserve
+    needs.output_declared = output is not None
+    needs.prompt = joined_prompt(texts, joined, len(messages), config.tokens)
+    needs.params = ()
+    needs.policy = d.default_policy
+    needs.fallback = fallback
+    needs.providers = None
+    needs.timeout = None
+    needs.images = False
+    needs.pinned = pinned
+    needs.alias = None
+    needs.allowed_variants = None
+    needs.forced_tool_choice = False
+    needs.content_parts = False
+    needs.surfaces = None
+    needs.extra = {}
+    return needs
+
+
+def _resolve(
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    config: Config,
+    glm_headers: bool | None = None,
+) -> Needs:
+    """:func:`resolve_needs` for any body (``glm_headers``: whether the headers hold an
+    X-GLM-* one, when the caller looked)."""
     cat = config.catalogue
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -403,7 +494,9 @@ def resolve_needs(body: Mapping[str, Any], headers: Mapping[str, str], config: C
             code="invalid_value",
         )
     route = body.get("route")
-    if route is None and _HEADER_NAMES.isdisjoint(headers):  # the usual request: no call
+    if glm_headers is None:
+        glm_headers = not _HEADER_NAMES.isdisjoint(headers)
+    if route is None and not glm_headers:  # the usual request: no call
         declared = _NOTHING_DECLARED
     else:
         declared = parse_declared(headers, route, cat.provider_names)

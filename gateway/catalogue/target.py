@@ -7,7 +7,7 @@ from below, with no import circle between them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gateway.catalogue.schema import DEFAULT_SURFACE, Adapter, Dialect, Price, Variant
 
@@ -54,10 +54,22 @@ class Target:
     like :attr:`has_own_limits`: the router and the limiter read them on every request.)"""
     has_own_limits: bool = field(init=False, repr=False, compare=False)
     """An rpm or tpm of its own: only such a deployment keeps request/token counts."""
+    variant_id: str = field(init=False, repr=False, compare=False)
+    """``variant.id`` (a pydantic read costs ~10x a slot's; answers are stamped with it)."""
+    rates: tuple[float, float, float] | None = field(init=False, repr=False, compare=False)
+    """USD per 1M input, cached input and output tokens (``price``'s, read once); None
+    without a price."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "account", (self.provider, self.surface, self.api_key))
         object.__setattr__(self, "has_own_limits", self.rpm is not None or self.tpm is not None)
+        object.__setattr__(self, "variant_id", self.variant.id)
+        price = self.price
+        rates = None
+        if price is not None:
+            cached = price.input if price.cached_input is None else price.cached_input
+            rates = (price.input, cached, price.output)
+        object.__setattr__(self, "rates", rates)
 
     @property
     def deployment(self) -> tuple[str, str, str]:
@@ -80,23 +92,26 @@ class Target:
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int, cached: int = 0) -> float:
         """Micro-USD of one answer (prices are per 1M tokens), unrounded."""
-        price = self.price
-        if price is None:
+        rates = self.rates
+        if rates is None:
             return 0.0
         # min(max(cached, 0), prompt_tokens), without the builtins' argument parsing (hot).
         if cached < 0:
             cached = 0
         if prompt_tokens < cached:
             cached = prompt_tokens
-        rate = price.input if price.cached_input is None else price.cached_input
+        fresh_rate, cached_rate, output_rate = rates
         fresh = prompt_tokens - cached
-        return fresh * price.input + cached * rate + completion_tokens * price.output
+        return fresh * fresh_rate + cached * cached_rate + completion_tokens * output_rate
 
 
 Bill = tuple[int, int, int, float, bool]
 """What one answer's ``usage`` comes to on its deployment (:func:`bill`): prompt tokens,
 completion tokens, cached prompt tokens (at most the prompt), unrounded micro-USD, and whether
 the usage counted both prompt and completion (only then is it charged rather than the lease)."""
+
+
+_ANTHROPIC_CACHED: Final = "cache_read_input_tokens"
 
 
 def bill(target: Target, usage: dict[str, Any] | None) -> Bill:
@@ -110,10 +125,18 @@ def bill(target: Target, usage: dict[str, Any] | None) -> Bill:
         p, counted = 0, False
     if not isinstance(c, int):
         c, counted = 0, False
-    cached = cached_tokens(usage)
+    if "prompt_tokens_details" in usage or "cached_tokens" in usage or _ANTHROPIC_CACHED in usage:
+        cached = cached_tokens(usage)
+    else:  # the usual usage: nothing about a cache
+        cached = 0
     if p < cached:
         cached = p
-    return p, c, cached, target.cost_micros(p, c, cached), counted
+    # target.cost_micros(p, c, cached), inline (hot): here 0 <= cached <= p, or cached == p < 0,
+    # and that method's clamps leave either as it is.
+    rates = target.rates
+    if rates is None:
+        return p, c, cached, 0.0, counted
+    return p, c, cached, (p - cached) * rates[0] + cached * rates[1] + c * rates[2], counted
 
 
 def cached_tokens(usage: Any) -> int:

@@ -137,6 +137,9 @@ class TokenCounter:
                 self._chars -= len(old)
 
 
+_new: Final = object.__new__
+
+
 class PromptTokens:
     """Token counts for one request's prompt (raw parsed JSON; malformed input never raises).
 
@@ -231,6 +234,24 @@ class PromptTokens:
     def at_most(self, limit: int) -> bool:
         """Whether the prompt fits in ``limit`` tokens; tokenizes only if the bound does not."""
         return self.upper <= limit or self.exact() <= limit
+
+
+def joined_prompt(
+    texts: list[str], joined: str, messages: int, counter: TokenCounter | None = None
+) -> PromptTokens:
+    """The prompt of ``messages`` flat messages and no tools whose strings are ``texts`` and
+    ``joined`` their join (the caller made it): :meth:`PromptTokens.of_walked`'s figures in one
+    call (a module function: a class's static or class method is not a specialised call)."""
+    self: PromptTokens = _new(PromptTokens)
+    fixed = PROMPT_OVERHEAD + MESSAGE_OVERHEAD * messages
+    size = len(joined) if joined.isascii() else len(joined.encode("utf-8", "surrogatepass"))
+    self._texts = texts
+    self._fixed = fixed
+    self.upper = self.best = fixed + size
+    self.method = "bound"
+    self._exact = None
+    self._counter = counter
+    return self
 
 
 def flat_texts(items: list[Any], texts: list[str]) -> list[Any]:

@@ -150,6 +150,24 @@ class Inbound:
     session, ``prompt_cache_key``, ``user``), for session affinity; raw, hashed by routing."""
 
 
+_new: Final = object.__new__
+
+
+def plain_inbound(chat: dict[str, Any], stream: bool, session: str | None) -> Inbound:
+    """``Inbound(chat, stream, session=session)``, built slot by slot (a dataclass call costs
+    ~1k instructions more: the type call and its keyword-capable ``__init__``)."""
+    inbound: Inbound = _new(Inbound)
+    inbound.chat = chat
+    inbound.stream = stream
+    inbound.headers = []
+    inbound.min_context = None
+    inbound.state = None
+    inbound.native = None
+    inbound.native_headers = None
+    inbound.session = session
+    return inbound
+
+
 class StreamOut(Protocol):
     """One stream's translation, fed the relay's OpenAI chunk bytes."""
 

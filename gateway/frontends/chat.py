@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.frontends.base import JSON_HEADERS, SSE_HEADERS, Headers, Inbound, body_session
+from gateway.frontends.base import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    Headers,
+    Inbound,
+    body_session,
+    plain_inbound,
+)
 
 
 class _Passthrough:
@@ -43,9 +50,9 @@ class ChatFrontEnd:
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
-        inbound = Inbound(body, stream is True)
-        inbound.session = body_session(body)
-        return inbound
+        if "prompt_cache_key" in body or "user" in body:
+            return plain_inbound(body, stream is True, body_session(body))
+        return plain_inbound(body, stream is True, None)  # (body_session's answer, no call)
 
     def render(
         self, answer: bytes | dict[str, Any], inbound: Inbound, native: bool = False

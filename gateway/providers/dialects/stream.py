@@ -36,7 +36,7 @@ class StreamNormaliser:
         self.target = target
         self.include_usage = include_usage
         # (tags_in_content and spec_for, without the two calls per stream)
-        self._tags = TagSplitter() if target.variant.id in TAGGED_CONTENT_VARIANTS else None
+        self._tags = TagSplitter() if target.variant_id in TAGGED_CONTENT_VARIANTS else None
         self._content: list[str] | None = [] if collect_content else None
         self._top: dict[str, Any] = {}
         self.finish_reason: str | None = None
