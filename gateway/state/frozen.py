@@ -4,8 +4,13 @@
 ``object.__setattr__`` looked up anew per field (a global and an attribute lookup, then the
 generic setattr that finds the slot by name): ~85 ns a field, ~0.9 µs for a ``View``. The one
 :func:`quick_init` puts in its place takes the same parameters (names, order, defaults, default
-factories) and writes each slot through its descriptor, bound once: ~35 % less. Nothing else
-of the class changes (repr, eq, hash, ``replace``, pickling, match args).
+factories) and writes the slots as a plain assignment would, which the frozen ``__setattr__``
+forbids: the object is made an instance of a *twin* class for the writes (the same slots, so
+the same layout, no ``__setattr__`` of its own: each write is the interpreter's quick slot
+store), then given back its class. In instructions (callgrind) a ``Lease`` (11 fields) costs
+~4,800 that way, ~8,400 through each slot's descriptor (the way before) and ~11,500 through
+``object.__setattr__``. Nothing else of the class changes (repr, eq, hash, ``replace``,
+pickling, match args, the frozen ``__setattr__``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ class _Unset:
 
 
 _UNSET: Any = _Unset()
+_flip = object.__setattr__
+"""Sets ``__class__`` past a frozen class's ``__setattr__`` (the one write it lets through)."""
 
 
 def quick_init(cls: Any) -> None:
@@ -30,10 +37,10 @@ def quick_init(cls: Any) -> None:
     params = dataclasses.fields(cls)
     assert cls.__dataclass_params__.frozen and "__slots__" in cls.__dict__
     assert not hasattr(cls, "__post_init__") and all(f.init for f in params)
-    env: dict[str, Any] = {"_UNSET": _UNSET}
+    twin = type(f"_{cls.__name__}Twin", (), {"__slots__": cls.__slots__})
+    env: dict[str, Any] = {"_UNSET": _UNSET, "_cls": cls, "_twin": twin, "_flip": _flip}
     args, lines = [], []
     for i, f in enumerate(params):
-        env[f"_set{i}"] = cls.__dict__[f.name].__set__  # the slot's member descriptor
         value = f.name
         if f.default is not dataclasses.MISSING:
             env[f"_default{i}"] = f.default
@@ -44,10 +51,12 @@ def quick_init(cls: Any) -> None:
             value = f"_factory{i}() if {f.name} is _UNSET else {f.name}"
         else:
             args.append(f.name)
-        lines.append(f"        _set{i}(self, {value})")
+        lines.append(f"        self.{f.name} = {value}")
     source = (
         f"def make({', '.join(env)}):\n"
-        f"    def __init__(self, {', '.join(args)}):\n" + "\n".join(lines) + "\n"
+        f"    def __init__(self, {', '.join(args)}):\n"
+        "        _flip(self, '__class__', _twin)\n" + "\n".join(lines) + "\n"
+        "        self.__class__ = _cls\n"
         "    return __init__\n"
     )
     scope: dict[str, Any] = {}

@@ -40,7 +40,7 @@ def _original(cls: Any, *args: Any, **kwargs: Any) -> Any:
 @pytest.mark.parametrize("cls", QUICK, ids=lambda c: c.__name__)
 def test_the_quick_init_replaced_the_generated_one(cls: Any) -> None:
     assert cls.__init__ is not cls.__init__.__wrapped__
-    assert "_set0" in cls.__init__.__code__.co_freevars
+    assert "_twin" in cls.__init__.__code__.co_freevars
     assert inspect.signature(cls) == inspect.signature(cls.__init__.__wrapped__).replace(
         parameters=list(inspect.signature(cls.__init__.__wrapped__).parameters.values())[1:]
     )
@@ -65,10 +65,21 @@ def test_quick_init_builds_what_the_generated_init_builds(cls: Any, data: st.Dat
     extra = data.draw(st.sets(st.sampled_from([f.name for f in fields[upto:]] or [""])))
     kwargs.update({name: data.draw(_VALUE) for name in extra if name})
     quick, slow = cls(*args, **kwargs), _original(cls, *args, **kwargs)
+    assert type(quick) is cls  # given back its class after the twin's writes
     assert quick == slow
+    assert repr(quick) == repr(slow)
+    assert _hash(quick) == _hash(slow)
     assert [getattr(quick, f.name) for f in fields] == [getattr(slow, f.name) for f in fields]
     assert pickle.loads(pickle.dumps(quick)) == quick
     assert dataclasses.replace(quick) == quick
+
+
+def _hash(obj: Any) -> int | None:
+    """``hash(obj)``, or None when a field holds something unhashable (a dict)."""
+    try:
+        return hash(obj)
+    except TypeError:
+        return None
 
 
 @pytest.mark.parametrize("cls", QUICK, ids=lambda c: c.__name__)
@@ -97,3 +108,12 @@ def test_wrong_calls_fail_as_before() -> None:
         base.Pin("t", 1.0, 2.0)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         base.Ticket(nope=1)  # type: ignore[call-arg]
+
+
+def test_a_twin_shares_its_class_layout_and_nothing_else() -> None:
+    lease = base.Lease("k", 1, 2)
+    assert type(lease) is base.Lease and not hasattr(lease, "__dict__")
+    twin = base.Lease.__init__.__code__.co_freevars.index("_twin")
+    cell = base.Lease.__init__.__closure__[twin]  # type: ignore[index]
+    assert cell.cell_contents.__slots__ == base.Lease.__slots__
+    assert cell.cell_contents is not base.Lease
