@@ -84,7 +84,7 @@ class Plan:
     deployments, and building 63 Candidate tuples per request cost more than the ranking.
     """
 
-    __slots__ = ("_candidates", "_lazy", "rejected", "spread", "targets", "unmet")
+    __slots__ = ("_candidates", "_lazy", "picked", "rejected", "spread", "targets", "unmet")
 
     def __init__(
         self,
@@ -102,13 +102,17 @@ class Plan:
         """When there is no candidate: the needs no variant/deployment meets."""
         self.spread: list[Group] = []
         """Groups of equivalent candidates sharing the load (``routing.spread``)."""
+        self.picked: tuple[Target, ...] | None = None
+        """The planner's own tuple ``targets`` was copied from, shared by every plan with the
+        same order (and only by them, while it is held), else None: what admission keys what
+        it asks about a plan's first candidates by (``Admission._head``)."""
 
     @classmethod
     def of(cls, ranked: Ranked, rejected: list[Rejection]) -> Plan:
         p = cls.__new__(cls)
         p._candidates, p._lazy = None, ranked
         p.targets, p.rejected, p.unmet = ranked.targets, rejected, []
-        p.spread = ranked.groups
+        p.spread, p.picked = ranked.groups, ranked.picked
         return p
 
     @property

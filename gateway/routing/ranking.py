@@ -48,7 +48,7 @@ _BASIS = {
 class Ranked:
     """Ranked positions; the targets at once, the scored candidates when asked for."""
 
-    __slots__ = ("_basis", "_ranked", "_scores", "_targets", "groups", "targets")
+    __slots__ = ("_basis", "_ranked", "_scores", "_targets", "groups", "picked", "targets")
 
     def __init__(
         self,
@@ -61,6 +61,8 @@ class Ranked:
         self._ranked, self._targets, self._scores, self._basis = ranked, targets, scores, basis
         self.groups: list[Group] = groups or []
         """Spread groups (``routing.spread``), in plan order."""
+        self.picked: tuple[Target, ...] | None = None
+        """The shared tuple ``targets`` was copied from (:meth:`of`), else None."""
         if len(ranked) > 1:
             self.targets: list[Target] = list(itemgetter(*ranked)(targets))
         else:
@@ -81,6 +83,7 @@ class Ranked:
         r._ranked, r._targets, r._scores, r._basis = ranked, targets, scores, basis
         r.groups = []
         r.targets = list(picked)
+        r.picked = picked
         return r
 
     def candidates(self) -> list[Candidate]:

@@ -171,6 +171,8 @@ class Admission:
         """What admission asks the state about each deployment (immutable: built once)."""
         self._heads: dict[tuple[int, ...], _Head] = {}
         """The first candidates of a plan (by identity) -> what the ticket says about them."""
+        self._picked: dict[int, tuple[tuple[Target, ...], _Head]] = {}
+        """id(Plan.picked) -> (it, its head): the same entries, by the planner's shared order."""
         spread = self._routing.spread
         self._spread = (
             Spread(spread, self._routing, config.catalogue.index) if spread.enabled else None
@@ -227,7 +229,7 @@ class Admission:
         if not asked.targets:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
-        head = self._head(asked.targets)
+        head = self._head(asked)
         # With a session, the same call reads its pin (and may put it first).
         movable = head.movable if session else ()
         ticket = self._ticket(
@@ -317,7 +319,7 @@ class Admission:
     ) -> Ticket:
         tokens = needs.prompt.best + needs.output_tokens
         # The router tries at most max_attempts candidates: only those are asked about.
-        asks = (head or self._head(p.targets)).asks
+        asks = (head or self._head(p)).asks
         key = None
         if record is not None:
             tried = p.targets[: self._routing.max_attempts]
@@ -344,21 +346,33 @@ class Admission:
             )
         return Ticket(asks, tokens, key, reserve, flight, session, movable)
 
-    def _head(self, targets: list[Target]) -> _Head:
+    def _head(self, p: Plan) -> _Head:
         """The asks about the candidates the router may try (the first ``max_attempts``) and
         the ones a session's pin may put first (:func:`pinnable`): both depend only on which
         deployments come first, so they are made once per such head. The entry keeps the
-        targets it is keyed by (their ids stay theirs while it lives)."""
+        targets it is keyed by (their ids stay theirs while it lives). A plan copied from the
+        planner's shared order (``Plan.picked``) is looked up by that order's identity: one
+        lookup instead of a key made of the first ids (the same entry, held by both keys)."""
+        picked = p.picked
+        if picked is not None:
+            got = self._picked.get(id(picked))
+            if got is not None:
+                return got[1]
+        targets = p.targets
         reach = self._routing.max_attempts
         first = targets[: max(reach, 2)]  # the second one tells pinnable whether there is one
         key = tuple(map(id, first))
-        got = self._heads.get(key)
-        if got is None:
+        got_head = self._heads.get(key)
+        if got_head is None:
             if len(self._heads) >= HEADS_KEPT:
                 self._heads.clear()
             asks = tuple([self._asks[t.id] for t in first[:reach]])
-            got = self._heads[key] = _Head(asks, pinnable(targets, reach), tuple(first))
-        return got
+            got_head = self._heads[key] = _Head(asks, pinnable(targets, reach), tuple(first))
+        if picked is not None:
+            if len(self._picked) >= HEADS_KEPT:
+                self._picked.clear()
+            self._picked[id(picked)] = (picked, got_head)  # holds picked: its id stays its own
+        return got_head
 
     def _hold_s(self, needs: Needs) -> float:
         """How long an in-flight slot is held at most: the request's deadline plus slack."""

@@ -1,5 +1,6 @@
-"""Admission remembers what a ticket says about a plan's first candidates (by their identity):
-the asks and the deployments a pin may put first are what computing them afresh gives."""
+"""Admission remembers what a ticket says about a plan's first candidates (by their identity,
+or by the identity of the planner's shared order the plan was copied from): the asks and the
+deployments a pin may put first are what computing them afresh gives."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 
 from gateway.catalogue.target import Target
 from gateway.routing.affinity import pinnable
+from gateway.routing.planner import Plan
 from gateway.state.base import DeploymentAsk
 from gateway.state.memory import MemoryState
 from gateway.tenancy import limits
@@ -33,6 +35,12 @@ def _admission(max_attempts: int) -> Admission:
 ADMISSIONS = {n: _admission(n) for n in (1, 2, 3, 8)}
 
 
+def _plan(targets: list[Target], picked: tuple[Target, ...] | None) -> Plan:
+    p = Plan([])
+    p.targets, p.picked = list(targets), picked
+    return p
+
+
 def _fresh(targets: list[Target], reach: int) -> tuple[tuple[DeploymentAsk, ...], tuple[str, ...]]:
     asks = tuple(DeploymentAsk(t.id, t.rpm, t.tpm) for t in targets[:reach])
     return asks, pinnable(targets, reach)
@@ -53,8 +61,11 @@ def test_a_remembered_head_is_what_the_head_gives_afresh(
     reach: int, plans: list[list[Target]]
 ) -> None:
     admission = ADMISSIONS[reach]
-    for targets in plans * 2:  # the second time from memory
-        head = admission._head(targets)
+    shared: dict[tuple[str, ...], tuple[Target, ...]] = {}
+    for i, targets in enumerate(plans * 3):  # the later times from memory
+        # every other plan as the planner's shared order gives it (one tuple per order)
+        picked = shared.setdefault(tuple(t.id for t in targets), tuple(targets))
+        head = admission._head(_plan(targets, picked if i % 2 else None))
         assert (head.asks, head.movable) == _fresh(targets, reach)
 
 
@@ -62,5 +73,7 @@ def test_the_heads_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     admission = _admission(2)
     monkeypatch.setattr(limits, "HEADS_KEPT", 3)
     for i in range(len(TARGETS)):
-        admission._head(TARGETS[i:] + TARGETS[:i])
+        order = TARGETS[i:] + TARGETS[:i]
+        admission._head(_plan(order, tuple(order)))
     assert len(admission._heads) <= 3
+    assert len(admission._picked) <= 3
