@@ -96,11 +96,20 @@ class MemoryState:
         verdict, lease = None, None
         if available:
             key = ticket.key
-            verdict = self._judge(key, ticket.tokens, now) if key else None
-            if ticket.reserve and (verdict is None or not verdict.refused):
-                lease = self._take(ticket, verdict, available, now)
-                if lease.flight is not None:
-                    flying[lease.flight[0]] += 1
+            if key is None and plain is not None and not self._tripped:
+                # No key, nothing with limits, no probe to take: nothing to count, the lease
+                # only carries the tokens (what :meth:`_take` gives then, without its walk).
+                if ticket.reserve:
+                    lease = Lease(
+                        None, math.floor(now), ticket.tokens, 0, "total", math.inf, None, (),
+                        True, None, None,
+                    )  # fmt: skip
+            else:
+                verdict = self._judge(key, ticket.tokens, now) if key else None
+                if ticket.reserve and (verdict is None or not verdict.refused):
+                    lease = self._take(ticket, verdict, available, now)
+                    if lease.flight is not None:
+                        flying[lease.flight[0]] += 1
         # Positional (every field, in order): keywords cost a dataclass __init__ ~0.1 µs.
         return View(
             opened, latency, saturated, verdict, lease, self._keys_version, False, flying, pin, load
