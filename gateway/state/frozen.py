@@ -33,7 +33,8 @@ _flip = object.__setattr__
 
 def quick_init(cls: Any) -> None:
     """Replace the dataclass ``cls``'s generated ``__init__`` (frozen, slots, no
-    ``__post_init__``, no ``InitVar``) with an equivalent that sets the slots directly."""
+    ``__post_init__``, no ``InitVar``) with an equivalent that sets the slots directly.
+    Not for a class that is subclassed: the object is given back ``cls`` itself."""
     params = dataclasses.fields(cls)
     assert cls.__dataclass_params__.frozen and "__slots__" in cls.__dict__
     assert not hasattr(cls, "__post_init__") and all(f.init for f in params)
