@@ -30,26 +30,30 @@ def header_map(scope: Scope) -> dict[str, str]:
     return out
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body; BodyTooLarge past ``limit`` bytes."""
+async def read_body(receive: Receive, limit: int, first: Message | None = None) -> bytes:
+    """The whole request body; BodyTooLarge past ``limit`` bytes. ``first``: its first
+    message, when the caller received it already."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        msg = await receive()
+        msg = first if first is not None else await receive()
+        first = None
         if msg["type"] == "http.disconnect":
             raise asyncio.CancelledError("client went away while sending the body")
         part: bytes = msg.get("body", b"")
         if part:
             size += len(part)
             if size > limit:
-                raise BodyTooLarge(
-                    f"Request body is larger than the {limit} bytes this gateway accepts."
-                )
+                raise body_too_large(limit)
             if not chunks and not msg.get("more_body", False):
                 return part  # the whole body in one message (the usual case): no list
             chunks.append(part)
         if not msg.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def body_too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"Request body is larger than the {limit} bytes this gateway accepts.")
 
 
 def safe_header(value: str, limit: int = 1000) -> bytes:
