@@ -441,13 +441,14 @@ def _plain_needs(body: Mapping[str, Any], config: Config) -> Needs | None:
         pinned, fallback = None, d.default_fallback
     else:
         return None
-    for msg in messages:
-        if type(msg) is not dict or len(msg) != 2 or "content" not in msg or "role" not in msg:
-            return None
     output = body.get("max_tokens")
     if output is not None and (type(output) is not int or output <= 0):
         return None
-    texts = [value for msg in messages for value in msg.values()]
+    texts: list[Any] = []
+    for msg in messages:  # (one walk: checks and gathers; a comprehension is a call of its own)
+        if type(msg) is not dict or len(msg) != 2 or "content" not in msg or "role" not in msg:
+            return None
+        texts += msg.values()
     try:
         joined = "".join(texts)
     except TypeError:  # a role or content that is not a string

@@ -47,6 +47,7 @@ from gateway.tenancy.shedding import Overloaded
 
 log = logging.getLogger("glm_gateway.edge")
 EXACT_IN_THREAD_BYTES = 60_000
+_new = object.__new__
 
 
 class _Ctx:
@@ -76,6 +77,7 @@ class _Ctx:
     needs: Needs | None = None
 
     def __init__(self, request_id: str, started: float) -> None:
+        # Endpoint.__call__ writes this out (tests/unit/test_edge_ctx.py holds the two together)
         self.request_id = request_id
         self.started = started
         self.times = StageTimes()
@@ -165,7 +167,10 @@ class Endpoint:
                 return
             try:
                 headers = header_map(scope)
-                ctx = _Ctx(headers.get("x-request-id") or new_request_id(), perf_counter())
+                ctx = _new(_Ctx)  # _Ctx(request id, start), its __init__ written out
+                ctx.request_id = headers.get("x-request-id") or new_request_id()
+                ctx.started = perf_counter()
+                ctx.times = StageTimes()
                 ctx.client = self._client.of(scope, headers)
                 if self._tracing is not None:
                     ctx.trace = self._tracing.start(headers)
@@ -175,7 +180,9 @@ class Endpoint:
                 large = False
                 self._in_flight.inc()
                 try:
-                    auth, authorization = self._auth, bearer(headers)
+                    auth, authorization = self._auth, headers.get("authorization")
+                    if authorization is None:  # (bearer(headers), written out)
+                        authorization = bearer(headers)
                     caller = auth.known(authorization) or await auth.identify(authorization)
                     ctx.caller = caller
                     ctx.key_id = caller.key_id

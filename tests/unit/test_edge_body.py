@@ -166,3 +166,31 @@ def test_named_bodies(msgs: list[dict[str, Any]], limit: int, status: int | None
         assert got[0] == (status or "cancelled")
 
     asyncio.run(check())
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([(b"authorization", b"Bearer " + MASTER.encode())], 404),
+        ([(b"x-api-key", MASTER.encode())], 404),  # Anthropic's header, as a bearer
+        ([(b"authorization", b"Bearer " + MASTER.encode()), (b"x-api-key", b"nope")], 404),
+        ([(b"authorization", b"Bearer nope"), (b"x-api-key", MASTER.encode())], 401),
+        ([(b"x-api-key", b"")], 401),
+        ([], 401),
+    ],
+)
+def test_the_key_is_read_from_either_header(
+    headers: list[tuple[bytes, bytes]], status: int
+) -> None:
+    endpoint = app().services.generation.routes["/v1/chat/completions"]
+    endpoint._limit = 10_000
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": ONE}
+
+    async def send(msg: dict[str, Any]) -> None:
+        sent.append(msg)
+
+    asyncio.run(endpoint({**scope(), "headers": headers}, receive, send))
+    assert sent[0]["status"] == status
