@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 from gateway.errors import BodyTooLarge, GatewayError
 
@@ -28,6 +28,65 @@ def header_map(scope: Scope) -> dict[str, str]:
     for k, v in scope["headers"]:
         out[k.decode("latin-1")] = v.decode("latin-1")
     return out
+
+
+_PLAIN_VALUES: Final = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "accept",
+        "accept-encoding",
+        "connection",
+        "user-agent",
+        "anthropic-version",
+        "x-stainless-arch",
+        "x-stainless-lang",
+        "x-stainless-os",
+        "x-stainless-package-version",
+        "x-stainless-runtime",
+        "x-stainless-runtime-version",
+        "x-stainless-retry-count",
+        "x-stainless-async",
+        "x-stainless-read-timeout",
+    }
+)
+"""Headers whose decoded values :class:`HeaderReader` keeps: sent alike by a client on every
+request, and never a secret (no key, cookie or id is kept)."""
+
+
+class HeaderReader:
+    """:func:`header_map` that keeps what it decoded (a ``bytes.decode`` call costs ~800
+    instructions): every header name, and the values of :data:`_PLAIN_VALUES`, each up to a
+    bound (past it, decoded each time). The same dict as :func:`header_map`'s."""
+
+    __slots__ = ("_names", "_names_max", "_values", "_values_max")
+
+    def __init__(self, names_max: int = 512, values_max: int = 2048) -> None:
+        self._names: dict[bytes, str] = {}
+        self._values: dict[bytes, str] = {}
+        self._names_max = names_max
+        self._values_max = values_max
+
+    def read(self, scope: Scope) -> dict[str, str]:
+        out: dict[str, str] = {}
+        names, values = self._names, self._values
+        for k, v in scope["headers"]:
+            name = names.get(k)
+            if name is None:
+                name = k.decode("latin-1")
+                if len(names) < self._names_max:
+                    names[k] = name
+            if name in _PLAIN_VALUES:
+                value = values.get(v)
+                if value is None:
+                    value = v.decode("latin-1")
+                    if len(values) < self._values_max:
+                        values[v] = value
+                out[name] = value
+            else:
+                out[name] = v.decode("latin-1")
+        return out
 
 
 async def read_body(receive: Receive, limit: int, first: Message | None = None) -> bytes:

@@ -20,6 +20,7 @@ from gateway.catalogue.needs import Needs, resolve_needs
 from gateway.edge import heap
 from gateway.edge.asgi import (
     JSON_CT,
+    HeaderReader,
     Receive,
     Scope,
     Send,
@@ -148,6 +149,7 @@ class Endpoint:
         self._access = services.access
         self._api = frontend.name
         self._watches = Watches()
+        self._header_reader = HeaderReader()
         """When to start each request's disconnect watch (one timer for them all)."""
         self._heads: dict[str, tuple[tuple[bytes, bytes], tuple[bytes, bytes]]] = {}
         """Target id -> its ``x-glm-variant`` and ``x-glm-provider`` headers."""
@@ -166,7 +168,7 @@ class Endpoint:
             if not gate.take() and not await self._queued(scope, send):
                 return
             try:
-                headers = header_map(scope)
+                headers = self._header_reader.read(scope)
                 ctx = _new(_Ctx)  # _Ctx(request id, start), its __init__ written out
                 ctx.request_id = headers.get("x-request-id") or new_request_id()
                 ctx.started = perf_counter()
