@@ -149,8 +149,9 @@ class Endpoint:
         self._access = services.access
         self._api = frontend.name
         self._watches = Watches()
-        self._header_reader = HeaderReader()
         """When to start each request's disconnect watch (one timer for them all)."""
+        self._header_reader = HeaderReader()
+        """The request's headers by name, what it decoded kept (per endpoint: per config)."""
         self._heads: dict[str, tuple[tuple[bytes, bytes], tuple[bytes, bytes]]] = {}
         """Target id -> its ``x-glm-variant`` and ``x-glm-provider`` headers."""
 
