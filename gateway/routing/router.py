@@ -157,8 +157,8 @@ class StreamSession:
 
 class Router:
     first_inline = True
-    """:meth:`complete` makes the first attempt without the walk (False: through it, as tests
-    compare)."""
+    """:meth:`complete` and :meth:`open_stream` make the first attempt without the walk (False:
+    through it, as tests compare)."""
 
     def __init__(
         self,
@@ -405,7 +405,7 @@ class Router:
         native: NativeCall | None = None,
     ) -> StreamSession:
         """Streaming: fall over invisibly until one upstream sends its first content token."""
-        guard = self._schemas.guard(body)
+        guard = self._schemas.guard(body) if "response_format" in body else None
         # The first attempt without the walk, as in :meth:`complete`.
         walk: Iterator[tuple[Target, int] | float] | None = None
         step: tuple[Target, int] | float | None
@@ -451,7 +451,7 @@ class Router:
                         rs.attempts.append(Attempt(target, status, None, self._clock() - started))
                         if walk is not None:
                             next(walk, None)  # it ends there (see _walk)
-                        usage = client_wants_usage(body)
+                        usage = "stream_options" in body and client_wants_usage(body)
                         return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
                     await resp.close()
                     failure = got

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,8 +18,10 @@ from hypothesis import strategies as st
 
 from gateway.catalogue.loader import load_config
 from gateway.catalogue.target import Target
+from gateway.edge.relay import _rewriter
 from gateway.errors import GatewayError
 from gateway.providers.base import UpstreamConnectionError, UpstreamResponse, UpstreamTimeout
+from gateway.providers.dialects import client_wants_usage, model_rewriter
 from gateway.routing.planner import Plan
 from gateway.routing.router import Router, RouteState
 from gateway.state.memory import MemoryState
@@ -152,3 +155,49 @@ def test_a_stream_that_ends_before_its_first_token_is_closed_and_the_next_tried(
     assert [a.failure is None for a in attempts] == [False, True]
     assert log[1] == [1]  # the first stream's connection released, the committed one not yet
     assert log[3] == []
+
+
+options = st.one_of(
+    st.none(),
+    st.just({}),
+    st.just({"include_usage": True}),
+    st.just({"include_usage": False}),
+    st.just({"include_usage": 1}),
+    st.just("yes"),
+)
+formats = st.one_of(
+    st.none(),
+    st.just({"type": "text"}),
+    st.just({"type": "json_object"}),
+    st.just({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}),
+    st.just({"type": "json_schema"}),
+    st.just("json_schema"),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(options, formats)
+def test_the_streams_usage_and_schema_are_the_bodys(opts: Any, fmt: Any) -> None:
+    """What the session says of the client's body: the usage chunk it asked for, and the
+    json_schema guard (looked up only when the body has the field it reads)."""
+    body: dict[str, Any] = {"model": "auto", "stream": True, "messages": []}
+    if opts is not None:
+        body["stream_options"] = opts
+    if fmt is not None:
+        body["response_format"] = fmt
+    router = Router(CONF, {"openai": Scripted([], [])}, MemoryState(CONF.gateway.breaker))  # type: ignore[dict-item]
+    rs = RouteState(Plan(candidates=[]))
+    rs.plan.targets = [TARGETS[0]]
+    session = asyncio.run(router.open_stream(body, rs, deadline=time.monotonic() + 60))
+    assert session.include_usage is client_wants_usage(body)
+    want = router._schemas.guard(body)
+    got = session.guard
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        assert (got.name, got.validator) == (want.name, want.validator)
+
+
+def test_the_relays_model_rewrites_are_model_rewriters() -> None:
+    for target in TARGETS:
+        for _ in range(2):  # made, then kept
+            assert _rewriter(target) == model_rewriter(target)
