@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.catalogue.target import Target
 from gateway.edge.fastpath import BytePath, PlainText, PlainTexts
 from gateway.edge.stream_guard import DEADLINE_CODE, IDLE_CODE, StreamGuard
 from gateway.errors import GatewayError
@@ -69,7 +70,7 @@ class Relay:
             target, include_usage=session.include_usage, collect_content=session.guard is not None
         )
         self.raw = self.norm.raw
-        self.replacements = model_rewriter(target)
+        self.replacements = _rewriter(target)
         self.texts: BytePath | None = None
         """Set with :meth:`take_objects`: plain chunks handed over as :class:`PlainText`."""
         self.fast: BytePath | None = None
@@ -77,7 +78,7 @@ class Relay:
         if session.native is None and self.raw:
             self.fast = BytePath(None, self.replacements)
         elif session.native is None and self.norm.passes_plain_chunks:
-            self.fast = BytePath(_model_field(target.variant.id), self.replacements)
+            self.fast = BytePath(_model_field(target.variant_id), self.replacements)
         self.failure: fl.Failure | None = None
         self.usage: dict[str, Any] | None = None
         self.finish: str | None = None
@@ -318,6 +319,17 @@ def _none(event: bytes) -> None:
 
 
 _MODEL_FIELDS: dict[str, bytes] = {}
+_REWRITERS: dict[tuple[str, str], tuple[tuple[bytes, bytes], ...]] = {}
+
+
+def _rewriter(target: Target) -> tuple[tuple[bytes, bytes], ...]:
+    """:func:`model_rewriter` of ``target``, made once per (model, variant): it encodes both
+    names and builds four byte strings, the same for every stream of the deployment."""
+    key = (target.model, target.variant_id)
+    got = _REWRITERS.get(key)
+    if got is None:
+        got = _REWRITERS[key] = model_rewriter(target)
+    return got
 
 
 def _model_field(variant: str) -> bytes:

@@ -17,6 +17,7 @@ import orjson
 
 from gateway.catalogue.catalogue import Config
 from gateway.catalogue.needs import Needs
+from gateway.catalogue.schema import RoutingConfig
 from gateway.catalogue.target import Bill, Target, bill
 from gateway.errors import (
     ContextLengthExceeded,
@@ -156,8 +157,8 @@ class StreamSession:
 
 class Router:
     first_inline = True
-    """:meth:`complete` makes the first attempt without the walk (False: through it, as tests
-    compare)."""
+    """:meth:`complete` and :meth:`open_stream` make the first attempt without the walk (False:
+    through it, as tests compare)."""
 
     def __init__(
         self,
@@ -173,6 +174,7 @@ class Router:
     ) -> None:
         self._admission = admission or Admission(config, state, wall=wallclock)
         self._affinity = affinity
+        self._prefix = affinity.prefix_messages if affinity is not None else 0
         self._redact = redactor if redactor is not None else Redactor()
         self._config = config
         self._routing = config.gateway.routing
@@ -183,10 +185,25 @@ class Router:
         self._schemas = SchemaCache()
         self._same_key = _siblings_by_key(config.catalogue.targets)
 
+    @property
+    def _routing(self) -> RoutingConfig:
+        return self._routing_config
+
+    @_routing.setter
+    def _routing(self, routing: RoutingConfig) -> None:
+        self._routing_config = routing
+        # What every request reads, as plain attributes (a pydantic field's read costs ~2.5x).
+        self._max_attempts = routing.max_attempts
+        self._total_timeout = routing.total_timeout_s
+        self._attempt_timeout = routing.attempt_timeout_s
+        self._connect_timeout = routing.connect_timeout_s
+        self._ttft_timeout = routing.ttft_timeout_s
+
     def deadline(self, needs: Needs) -> float:
-        total = self._routing.total_timeout_s
-        if needs.timeout is not None:
-            total = min(total, needs.timeout)
+        total = self._total_timeout
+        timeout = needs.timeout
+        if timeout is not None and timeout < total:  # min(total, timeout)
+            total = timeout
         return self._clock() + total
 
     async def plan(
@@ -200,8 +217,9 @@ class Router:
         self, headers: Mapping[str, str], named: str | None, body: dict[str, Any]
     ) -> str | None:
         """The request's hashed session key, or None with session affinity off."""
-        a = self._affinity
-        return None if a is None else session_key(headers, named, body, a.prefix_messages)
+        if self._affinity is None:
+            return None
+        return session_key(headers, named, body, self._prefix)
 
     async def admit(
         self,
@@ -213,7 +231,10 @@ class Router:
         """Plan and take the request's lease (limits, budget, probes): one state call, which
         also reads a ``session``'s pin; its deployment then goes first."""
         admitted = await self._admission.admit(needs, caller, times=times, session=session or "")
-        rs = RouteState(admitted.plan, lease=admitted.lease, headers=admitted.headers)
+        # (positional, the lists made here: no keyword matching, no default factory called)
+        rs = RouteState(
+            admitted.plan, [], [], None, [], None, 0.0, admitted.lease, admitted.headers
+        )
         rs.content_parts = needs.content_parts
         if session is not None and self._affinity is not None:
             rs.pinned = Pinned(
@@ -255,7 +276,7 @@ class Router:
         # ~4,000 instructions), which most requests never need: it starts once that fails.
         walk: Iterator[tuple[Target, int] | float] | None = None
         step: tuple[Target, int] | float | None
-        if rs.plan.targets and self._routing.max_attempts > 0 and self.first_inline:
+        if rs.plan.targets and self._max_attempts > 0 and self.first_inline:
             if self._clock() >= deadline - DEADLINE_SLACK_S:  # what the walk checks first
                 raise self._deadline(rs)
             step = (rs.plan.targets[0], 1)
@@ -268,7 +289,7 @@ class Router:
                 step = next(walk, None) if walk is not None else None
                 continue
             target, tries = step
-            if native is not None and native.serves(target):  # self._body_for, written out
+            if native is not None and native.serves(target):  # the host's own API
                 direct: NativeCall | None = native
                 upstream, changes = native.body(target), [f"api={native.api}:native"]
             else:
@@ -314,10 +335,17 @@ class Router:
         guard: SchemaGuard | None = None,
         encode: bool = True,
     ) -> bytes | fl.Failure:
-        obj = parse_answer(resp.body, resp.headers)
-        if isinstance(obj, fl.Failure):
-            return obj
-        choices = obj["choices"]  # a list (parse_answer): first_choice, written out
+        # parse_answer, written out for the usual answer (an odd one is parsed there again)
+        try:
+            obj = orjson.loads(resp.body)
+        except orjson.JSONDecodeError:
+            obj = None
+        choices = obj.get("choices") if isinstance(obj, dict) else None
+        if not isinstance(choices, list):
+            odd = parse_answer(resp.body, resp.headers)
+            assert isinstance(odd, fl.Failure)  # what it says of all but an object with a list
+            return odd
+        # first_choice, written out
         choice = choices[0] if choices and isinstance(choices[0], dict) else None
         fr = choice.get("finish_reason") if choice else None
         if isinstance(fr, str) and fr not in _PLAIN_FINISH:
@@ -340,13 +368,6 @@ class Router:
             rs.answer = obj
             return b""
         return orjson.dumps(obj)
-
-    def _body_for(
-        self, body: dict[str, Any], target: Target, native: NativeCall | None, parts: bool
-    ) -> tuple[dict[str, Any], list[str]]:
-        if native is None:
-            return adapt_request(body, target, parts)
-        return native.body(target), [f"api={native.api}:native"]
 
     def _accept_native(
         self,
@@ -384,42 +405,60 @@ class Router:
         native: NativeCall | None = None,
     ) -> StreamSession:
         """Streaming: fall over invisibly until one upstream sends its first content token."""
-        guard = self._schemas.guard(body)
-        walk = self._walk(rs, deadline)
-        for step in walk:
+        guard = self._schemas.guard(body) if "response_format" in body else None
+        # The first attempt without the walk, as in :meth:`complete`.
+        walk: Iterator[tuple[Target, int] | float] | None = None
+        step: tuple[Target, int] | float | None
+        if rs.plan.targets and self._max_attempts > 0 and self.first_inline:
+            if self._clock() >= deadline - DEADLINE_SLACK_S:  # what the walk checks first
+                raise self._deadline(rs)
+            step = (rs.plan.targets[0], 1)
+        else:
+            walk = self._walk(rs, deadline)
+            step = next(walk, None)
+        while step is not None:
             if not isinstance(step, tuple):  # a backoff before a retry
                 await self._pause(rs, step)
+                step = next(walk, None) if walk is not None else None
                 continue
             target, tries = step
-            direct = native if native is not None and native.serves(target) else None
-            upstream, changes = self._body_for(body, target, direct, rs.content_parts)
+            if native is not None and native.serves(target):  # the host's own API
+                direct: NativeCall | None = native
+                upstream, changes = native.body(target), [f"api={native.api}:native"]
+            else:
+                direct = None
+                upstream, changes = adapt_request(body, target, rs.content_parts)
             started = self._clock()
+            failure: fl.Failure
+            status = 0
             try:
                 resp = await self._send(target, upstream, True, deadline, direct, rs.trace)
             except (UpstreamTimeout, UpstreamConnectionError) as exc:
-                self._failed(rs, target, 0, fl.classify_exception(exc), started, tries)
-                continue
-            if resp.status >= 300 or resp.chunks is None:
-                failure = fl.classify_response(resp.status, resp.headers, resp.body)
-                self._failed(rs, target, resp.status, failure, started, tries)
-                continue
-            if not is_event_stream(resp.headers):
-                failure = await not_a_stream(resp, self._ttft_left(deadline))
-                self._failed(rs, target, resp.status, failure, started, tries)
-                continue
-            reader = SSEReader(resp.chunks)
-            got = await self._until_commit(reader, deadline, direct)
-            if isinstance(got, fl.Failure):
-                await resp.close()
-                self._failed(rs, target, resp.status, got, started, tries)
-                continue
-            rs.target = target
-            rs.adaptations = changes
-            rs.native = direct is not None
-            rs.attempts.append(Attempt(target, resp.status, None, self._clock() - started))
-            next(walk, None)  # it ends there (see _walk)
-            usage = client_wants_usage(body)
-            return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
+                failure = fl.classify_exception(exc)
+            else:
+                status = resp.status
+                if status >= 300 or resp.chunks is None:
+                    failure = fl.classify_response(status, resp.headers, resp.body)
+                elif not is_event_stream(resp.headers):
+                    failure = await not_a_stream(resp, self._ttft_left(deadline))
+                else:
+                    reader = SSEReader(resp.chunks)
+                    got = await self._until_commit(reader, deadline, direct)
+                    if not isinstance(got, fl.Failure):
+                        rs.target = target
+                        rs.adaptations = changes
+                        rs.native = direct is not None
+                        rs.attempts.append(Attempt(target, status, None, self._clock() - started))
+                        if walk is not None:
+                            next(walk, None)  # it ends there (see _walk)
+                        usage = "stream_options" in body and client_wants_usage(body)
+                        return StreamSession(rs, resp, reader, got, started, usage, guard, direct)
+                    await resp.close()
+                    failure = got
+            self._failed(rs, target, status, failure, started, tries)
+            if walk is None:
+                walk = self._walk(rs, deadline, resumed=True)
+            step = next(walk, None)
         raise self._all_failed(rs, deadline)
 
     @overload
@@ -442,7 +481,7 @@ class Router:
             rs.outcomes.append(Outcome(target.id, False, took, failure.cls.value, None))
 
     def _ttft_left(self, deadline: float) -> float:
-        return min(self._routing.ttft_timeout_s, max(0.0, deadline - self._clock()))
+        return min(self._ttft_timeout, max(0.0, deadline - self._clock()))
 
     async def _until_commit(
         self, reader: SSEReader, deadline: float, native: NativeCall | None = None
@@ -505,7 +544,7 @@ class Router:
         goes on from there as though it had yielded it."""
         larger_than: int | None = None
         bad_keys: set[tuple[str, str, str | None]] = set()
-        budget = self._routing.max_attempts
+        budget = self._max_attempts
         for target in rs.plan.targets:
             if larger_than is not None and (target.context or 0) <= larger_than:
                 continue
@@ -601,7 +640,16 @@ class Router:
         # First, so that every attempt the caller records (a deadline one below too) has a span.
         sent = trace.attempt(target) if trace is not None else None
         remaining = deadline - self._clock()
-        read = min(self._routing.attempt_timeout_s, target.timeout or 1e9, remaining)
+        # min(attempt timeout, target.timeout or 1e9, remaining), without the builtin's call
+        read = self._attempt_timeout
+        own = target.timeout or 1e9
+        if own < read:
+            read = own
+        if remaining < read:
+            read = remaining
+        connect = self._connect_timeout
+        if read < connect:  # min(connect timeout, read)
+            connect = read
         if read <= 0:
             raise UpstreamTimeout("deadline reached")
         if native is not None:
@@ -612,7 +660,7 @@ class Router:
                 native.headers,
                 body,
                 stream=stream,
-                connect_timeout=min(self._routing.connect_timeout_s, read),
+                connect_timeout=connect,
                 read_timeout=read,
                 trace_headers=sent,
             )
@@ -621,7 +669,7 @@ class Router:
             target,
             body,
             stream=stream,
-            connect_timeout=min(self._routing.connect_timeout_s, read),
+            connect_timeout=connect,
             read_timeout=read,
             trace_headers=sent,
         )
