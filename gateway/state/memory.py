@@ -29,6 +29,8 @@ from gateway.state.base import (
     Saturation,
     Ticket,
     View,
+    new_lease,
+    new_view,
 )
 from gateway.state.circuits import Circuit, error_bucket_s
 from gateway.state.windows import Window
@@ -100,7 +102,7 @@ class MemoryState:
                 # No key, nothing with limits, no probe to take: nothing to count, the lease
                 # only carries the tokens (what :meth:`_take` gives then, without its walk).
                 if ticket.reserve:
-                    lease = Lease(
+                    lease = new_lease(
                         None, math.floor(now), ticket.tokens, 0, "total", math.inf, None, (),
                         True, None, None,
                     )  # fmt: skip
@@ -111,7 +113,7 @@ class MemoryState:
                     if lease.flight is not None:
                         flying[lease.flight[0]] += 1
         # Positional (every field, in order): keywords cost a dataclass __init__ ~0.1 µs.
-        return View(
+        return new_view(
             opened, latency, saturated, verdict, lease, self._keys_version, False, flying, pin, load
         )
 
@@ -329,7 +331,7 @@ class MemoryState:
             self._window("k", key.key_id, "t").add(now, ticket.tokens)
             cost = (key.cheap_cost_micros or 0) if downgraded else key.cost_micros
             self._reserve(key.key_id).add(now, cost)
-        return Lease(
+        return new_lease(
             key.key_id if key else None,
             math.floor(now),
             ticket.tokens,

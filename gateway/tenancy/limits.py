@@ -50,6 +50,8 @@ from gateway.state.base import (
     StateStore,
     Ticket,
     View,
+    new_report,
+    new_ticket,
 )
 from gateway.tenancy.auth import Caller, KeyBook
 from gateway.tenancy.keys import KeyRecord, period_window
@@ -344,7 +346,7 @@ class Admission:
             flight = self._spread.ask(
                 p.spread, f"{_SLOT_PREFIX}{next(_slots):x}", self._hold_s(needs)
             )
-        return Ticket(asks, tokens, key, reserve, flight, session, movable)
+        return new_ticket(asks, tokens, key, reserve, flight, session, movable)
 
     def _head(self, p: Plan) -> _Head:
         """The asks about the candidates the router may try (the first ``max_attempts``) and
@@ -449,7 +451,7 @@ class Admission:
             tokens, cost = _charge(billed, lease)
             if target.rpm is not None or target.tpm is not None:
                 answered_by = target.id
-        report = Report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
+        report = new_report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
         return self._state.after(report, self._wall())
 
 
