@@ -186,7 +186,15 @@ class MemoryState:
             if report.answered_by and report.tokens:
                 self._window("d", report.answered_by, "t").add(now, report.tokens)
             return
-        self._settle(report, lease, now, first_attempted=skip is None)
+        if (
+            lease.deployment is None
+            and lease.key_id is None
+            and lease.flight is None
+            and not lease.probes
+            and not report.answered_by
+        ):
+            return  # the usual lease (no key, nothing with limits, no probe): nothing held
+        self._settle(report, lease, now, skip is None)
 
     def _settle(self, report: Report, lease: Lease, now: float, first_attempted: bool) -> None:
         sec = lease.second

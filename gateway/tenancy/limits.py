@@ -438,18 +438,17 @@ class Admission:
         Attempts and the answering deployment are counted only where a deployment has limits
         of its own (``Target.has_own_limits``): the others keep no windows.
         """
-        # ``Target.has_own_limits``, inline (once or twice per request)
-        attempts = (
-            tuple([t.id for t in attempted if t.rpm is not None or t.tpm is not None])
-            if attempted
-            else ()
-        )
+        if len(attempted) == 1:  # the usual case: no list comprehension (a function of its own)
+            only = attempted[0]
+            attempts: tuple[str, ...] = (only.id,) if only.has_own_limits else ()
+        else:
+            attempts = tuple([t.id for t in attempted if t.has_own_limits])
         if lease is None and not outcomes and not attempts:
             return _nothing()
         tokens, cost, answered_by = 0, 0, None
         if target is not None:
             tokens, cost = _charge(billed, lease)
-            if target.rpm is not None or target.tpm is not None:
+            if target.has_own_limits:
                 answered_by = target.id
         report = new_report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
         return self._state.after(report, self._wall())
