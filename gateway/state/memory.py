@@ -78,7 +78,10 @@ class MemoryState:
         if pin is not None and pin.until <= now:  # lapsed (as :meth:`pin` answers)
             pin = None
         candidates, flight = ticket.candidates, ticket.flight
-        plain = None if opened or flight is not None else self._plain_ids(candidates)
+        plain = None
+        if not opened and flight is None:
+            known = self._plain.get(id(candidates))  # _plain_ids' hit, without its call
+            plain = self._plain_ids(candidates) if known is None else known[1]
         if plain is not None:
             # The usual case: nothing open, no limits of its own: every candidate is available.
             lat = self._latency
