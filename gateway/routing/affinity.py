@@ -173,6 +173,9 @@ class Affinity:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._cfg = config
+        self._ttl_s = config.ttl_s
+        self._provider_ttl_s = config.provider_ttl_s
+        """``config``'s, read once (a pydantic read costs several times a slot's)."""
         self._state = state
         self._metrics = metrics
         self._blocked = blocked
@@ -207,7 +210,7 @@ class Affinity:
         if target is None:
             return None
         pin, now = pinned.pin, self._wall()
-        ttl = self._cfg.provider_ttl_s.get(target.provider, self._cfg.ttl_s)
+        ttl = self._provider_ttl_s.get(target.provider, self._ttl_s)
         if pin is None:
             if not pinned.known:  # it may have a pin this replica could not see: keep that one
                 return None
@@ -216,7 +219,9 @@ class Affinity:
                 return None
             return pinned.session, target.id, ttl, now
         if pin.target_id == target.id:
-            self._count("pinned")
+            pinned_series = self._outcomes.get("pinned")  # self._count, without its call
+            if pinned_series is not None:
+                pinned_series.inc()
             if pin.until - now < ttl / 2:  # refreshed at most twice per TTL, not every turn
                 return pinned.session, target.id, ttl, now
             return None

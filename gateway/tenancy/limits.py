@@ -98,6 +98,7 @@ class _Head(NamedTuple):
     """What the entry is keyed by (held, so their ids are not reused while it is kept)."""
 
 
+_new = object.__new__
 HEADS_KEPT = 4096
 """Plan heads remembered per Admission (a few per routing signature and blocked set)."""
 _NOTHING_BLOCKED: frozenset[str] = frozenset()
@@ -226,12 +227,25 @@ class Admission:
             restrict(needs, record)
         snap = self._snap
         assumed = _NOTHING_BLOCKED if snap.clear else snap.blocked_ids(now)
-        first = self._plan(needs, now, explain=not reserve, advance=reserve)
+        first = (
+            plan(  # self._plan's usual case, without its call
+                needs,
+                self._catalogue,
+                self._routing,
+                latency=snap.latency,
+                explain=not reserve,
+                spread=self._spread,
+                advance=reserve,
+            )
+            if snap.clear
+            else self._plan(needs, now, explain=not reserve, advance=reserve)
+        )
         asked = first if first.targets else self._plan(needs, now, stateless=True)
         if not asked.targets:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
-        head = self._head(asked)
+        known = self._picked.get(id(asked.picked)) if asked.picked is not None else None
+        head = self._head(asked) if known is None else known[1]  # _head's hit, without its call
         # With a session, the same call reads its pin (and may put it first).
         movable = head.movable if session else ()
         ticket = self._ticket(
@@ -248,7 +262,11 @@ class Admission:
             view = await self._state.before(ticket, now)
         if times is not None:
             times.before_s = time.perf_counter() - started
-        snap.update(view, ticket.candidates, now)
+        if snap.clear and not view.open_circuits and not view.saturated:
+            if view.latency_s:  # all that snap.update would do
+                snap.latency.update(view.latency_s)
+        else:
+            snap.update(view, ticket.candidates, now)
         if self._spread is not None:
             self._spread.saw(view.in_flight, view.load)
         if self._keys is not None:
@@ -302,10 +320,15 @@ class Admission:
                 self._spread.unpick(group, picked)  # the pin's choice, not the round-robin's
             if head in group.ids and self._metrics is not None:
                 self._metrics.spread_picks.labels(head).inc()
-        pin_choice = len(ticket.pinnable) > 1
-        return Admitted(
-            final, view.lease, headers, view.pin, not view.degraded, pin_first, pin_choice
+        # Written slot by slot: ``Admitted(...)`` (a type call, then __init__) costs more.
+        got = _new(Admitted)
+        got.plan, got.lease, got.headers, got.pin = final, view.lease, headers, view.pin
+        got.pin_known, got.pin_first, got.pin_choice = (
+            not view.degraded,
+            pin_first,
+            len(ticket.pinnable) > 1,
         )
+        return got
 
     def _ticket(
         self,
