@@ -402,6 +402,11 @@ class _Static(NamedTuple):
     """``order`` with each deployment's surfaces together (:func:`surfaces.order`)."""
     costs: Scores
     scores: Scores
+    trimmed: list[int]
+    """``grouped`` trimmed to the signature's fallback mode (shared, never changed)."""
+    picked: tuple[Target, ...]
+    """The targets at ``trimmed``: a plan with nothing blocked and no spread is these
+    (:func:`_unblocked`), the same tuple for every such plan of the signature."""
 
 
 class _Range(NamedTuple):
@@ -454,9 +459,6 @@ _ranges: dict[tuple[Any, ...], _Family] = {}
 _FAMILY = 13
 """The family's fields at the head of a :func:`_memoised` key (the prompt figures follow)."""
 _memo_of: list[PlanIndex] = []
-_trimmed: dict[int, tuple[tuple[int, ...], str, list[int], tuple[Target, ...]]] = {}
-"""id(a _Static's grouped order) -> (that order, the fallback mode, its trimmed positions and
-their targets): the tail of a plan with nothing blocked and no spread (:func:`_tail`)."""
 """The catalogue index the memo was filled for (a reload builds a new one: the memo restarts)."""
 
 
@@ -561,7 +563,6 @@ def _memoised(
     if not _memo_of or _memo_of[0] is not ix:
         _memo.clear()
         _ranges.clear()
-        _trimmed.clear()
         _memo_of[:] = [ix]
     try:
         got = _memo.get(key)
@@ -584,9 +585,11 @@ def _memoised(
                 first, costs, scores = ordered(mask, policy, needs, ix, latency, by_cost)
                 grouped = list(first)
                 surfaces.order(grouped, needs, ix)
-                got = _Static(mask, tuple(first), tuple(grouped), costs, scores)
+                trimmed = _trim(list(grouped), needs, ix)
+                picked = tuple([ix.targets[i] for i in trimmed])
+                got = _Static(mask, tuple(first), tuple(grouped), costs, scores, trimmed, picked)
             else:
-                got = _Static(0, (), (), (), ())
+                got = _Static(0, (), (), (), (), [], ())
             if needs.prompt.method != method:  # planning tokenized: nothing to remember
                 return _tail(got, policy, needs, ix, opened, full, spread, advance)
             span = (
@@ -600,6 +603,8 @@ def _memoised(
                 kept = got._replace(costs=(), scores=() if policy == "cost" else got.scores)
                 fam.add(_Range(*span, kept))
         _bounded_put(_memo, key, got)
+    if spread is None and not (opened or full):  # _tail's usual case, without its call
+        return _unblocked(got, policy, ix)
     return _tail(got, policy, needs, ix, opened, full, spread, advance)
 
 
@@ -617,7 +622,7 @@ def _tail(
     blocked = _blocked(ix, opened, full) & got.mask if opened or full else 0
     if not blocked:
         if spread is None:
-            return _unblocked(got, policy, needs, ix)
+            return _unblocked(got, policy, ix)
         eligible = list(got.grouped)
     else:
         left = got.mask & ~blocked
@@ -628,19 +633,13 @@ def _tail(
     return finish(eligible, policy, needs, ix, got.costs, got.scores, spread, advance)
 
 
-def _unblocked(got: _Static, policy: str, needs: Needs, ix: PlanIndex) -> Ranked:
+def _unblocked(got: _Static, policy: str, ix: PlanIndex) -> Ranked:
     """:func:`finish` without a spread, for the whole eligible order: the trim and its targets
-    depend only on that order and the fallback mode, so they are made once per order."""
-    grouped = got.grouped
-    if not grouped:
+    depend only on that order and the fallback mode (both in the signature), so they are made
+    with the memo's entry (:attr:`_Static.trimmed`, :attr:`_Static.picked`)."""
+    if not got.grouped:
         return _NOTHING
-    kept = _trimmed.get(id(grouped))
-    if kept is None or kept[1] != needs.fallback:
-        ranked = _trim(list(grouped), needs, ix)
-        targets = ix.targets
-        kept = (grouped, needs.fallback, ranked, tuple([targets[i] for i in ranked]))
-        _bounded_put(_trimmed, id(grouped), kept)  # holds grouped: its id stays its own
-    return Ranked.of(kept[2], kept[3], ix.targets, got.scores, _BASIS[policy])
+    return Ranked.of(got.trimmed, got.picked, ix.targets, got.scores, _BASIS[policy])
 
 
 def _union(masks: Iterable[int]) -> int:

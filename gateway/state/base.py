@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.errors import GatewayError
-from gateway.state.frozen import quick_init
+from gateway.state.frozen import quick_init, quick_new
 from gateway.tenancy.keys import KeyRecord
 
 RATE_WINDOW = (1, 60)
@@ -368,3 +368,8 @@ for _cls in (
 ):
     quick_init(_cls)
 del _cls
+# Made once or twice per request each: quicker still than the quick __init__ (no type call).
+new_ticket = quick_new(Ticket)
+new_lease = quick_new(Lease)
+new_view = quick_new(View)
+new_report = quick_new(Report)

@@ -29,6 +29,8 @@ from gateway.state.base import (
     Saturation,
     Ticket,
     View,
+    new_lease,
+    new_view,
 )
 from gateway.state.circuits import Circuit, error_bucket_s
 from gateway.state.windows import Window
@@ -76,7 +78,10 @@ class MemoryState:
         if pin is not None and pin.until <= now:  # lapsed (as :meth:`pin` answers)
             pin = None
         candidates, flight = ticket.candidates, ticket.flight
-        plain = None if opened or flight is not None else self._plain_ids(candidates)
+        plain = None
+        if not opened and flight is None:
+            known = self._plain.get(id(candidates))  # _plain_ids' hit, without its call
+            plain = self._plain_ids(candidates) if known is None else known[1]
         if plain is not None:
             # The usual case: nothing open, no limits of its own: every candidate is available.
             lat = self._latency
@@ -100,7 +105,7 @@ class MemoryState:
                 # No key, nothing with limits, no probe to take: nothing to count, the lease
                 # only carries the tokens (what :meth:`_take` gives then, without its walk).
                 if ticket.reserve:
-                    lease = Lease(
+                    lease = new_lease(
                         None, math.floor(now), ticket.tokens, 0, "total", math.inf, None, (),
                         True, None, None,
                     )  # fmt: skip
@@ -111,7 +116,7 @@ class MemoryState:
                     if lease.flight is not None:
                         flying[lease.flight[0]] += 1
         # Positional (every field, in order): keywords cost a dataclass __init__ ~0.1 µs.
-        return View(
+        return new_view(
             opened, latency, saturated, verdict, lease, self._keys_version, False, flying, pin, load
         )
 
@@ -184,7 +189,15 @@ class MemoryState:
             if report.answered_by and report.tokens:
                 self._window("d", report.answered_by, "t").add(now, report.tokens)
             return
-        self._settle(report, lease, now, first_attempted=skip is None)
+        if (
+            lease.deployment is None
+            and lease.key_id is None
+            and lease.flight is None
+            and not lease.probes
+            and not report.answered_by
+        ):
+            return  # the usual lease (no key, nothing with limits, no probe): nothing held
+        self._settle(report, lease, now, skip is None)
 
     def _settle(self, report: Report, lease: Lease, now: float, first_attempted: bool) -> None:
         sec = lease.second
@@ -329,7 +342,7 @@ class MemoryState:
             self._window("k", key.key_id, "t").add(now, ticket.tokens)
             cost = (key.cheap_cost_micros or 0) if downgraded else key.cost_micros
             self._reserve(key.key_id).add(now, cost)
-        return Lease(
+        return new_lease(
             key.key_id if key else None,
             math.floor(now),
             ticket.tokens,

@@ -50,6 +50,8 @@ from gateway.state.base import (
     StateStore,
     Ticket,
     View,
+    new_report,
+    new_ticket,
 )
 from gateway.tenancy.auth import Caller, KeyBook
 from gateway.tenancy.keys import KeyRecord, period_window
@@ -96,6 +98,7 @@ class _Head(NamedTuple):
     """What the entry is keyed by (held, so their ids are not reused while it is kept)."""
 
 
+_new = object.__new__
 HEADS_KEPT = 4096
 """Plan heads remembered per Admission (a few per routing signature and blocked set)."""
 _NOTHING_BLOCKED: frozenset[str] = frozenset()
@@ -224,12 +227,25 @@ class Admission:
             restrict(needs, record)
         snap = self._snap
         assumed = _NOTHING_BLOCKED if snap.clear else snap.blocked_ids(now)
-        first = self._plan(needs, now, explain=not reserve, advance=reserve)
+        first = (
+            plan(  # self._plan's usual case, without its call
+                needs,
+                self._catalogue,
+                self._routing,
+                latency=snap.latency,
+                explain=not reserve,
+                spread=self._spread,
+                advance=reserve,
+            )
+            if snap.clear
+            else self._plan(needs, now, explain=not reserve, advance=reserve)
+        )
         asked = first if first.targets else self._plan(needs, now, stateless=True)
         if not asked.targets:
             return Admitted(first)
         cheap = self._cheap(needs, asked, now) if record and record.downgrade and reserve else None
-        head = self._head(asked)
+        known = self._picked.get(id(asked.picked)) if asked.picked is not None else None
+        head = self._head(asked) if known is None else known[1]  # _head's hit, without its call
         # With a session, the same call reads its pin (and may put it first).
         movable = head.movable if session else ()
         ticket = self._ticket(
@@ -246,7 +262,11 @@ class Admission:
             view = await self._state.before(ticket, now)
         if times is not None:
             times.before_s = time.perf_counter() - started
-        snap.update(view, ticket.candidates, now)
+        if snap.clear and not view.open_circuits and not view.saturated:
+            if view.latency_s:  # all that snap.update would do
+                snap.latency.update(view.latency_s)
+        else:
+            snap.update(view, ticket.candidates, now)
         if self._spread is not None:
             self._spread.saw(view.in_flight, view.load)
         if self._keys is not None:
@@ -300,10 +320,15 @@ class Admission:
                 self._spread.unpick(group, picked)  # the pin's choice, not the round-robin's
             if head in group.ids and self._metrics is not None:
                 self._metrics.spread_picks.labels(head).inc()
-        pin_choice = len(ticket.pinnable) > 1
-        return Admitted(
-            final, view.lease, headers, view.pin, not view.degraded, pin_first, pin_choice
+        # Written slot by slot: ``Admitted(...)`` (a type call, then __init__) costs more.
+        got = _new(Admitted)
+        got.plan, got.lease, got.headers, got.pin = final, view.lease, headers, view.pin
+        got.pin_known, got.pin_first, got.pin_choice = (
+            not view.degraded,
+            pin_first,
+            len(ticket.pinnable) > 1,
         )
+        return got
 
     def _ticket(
         self,
@@ -344,7 +369,7 @@ class Admission:
             flight = self._spread.ask(
                 p.spread, f"{_SLOT_PREFIX}{next(_slots):x}", self._hold_s(needs)
             )
-        return Ticket(asks, tokens, key, reserve, flight, session, movable)
+        return new_ticket(asks, tokens, key, reserve, flight, session, movable)
 
     def _head(self, p: Plan) -> _Head:
         """The asks about the candidates the router may try (the first ``max_attempts``) and
@@ -436,20 +461,19 @@ class Admission:
         Attempts and the answering deployment are counted only where a deployment has limits
         of its own (``Target.has_own_limits``): the others keep no windows.
         """
-        # ``Target.has_own_limits``, inline (once or twice per request)
-        attempts = (
-            tuple([t.id for t in attempted if t.rpm is not None or t.tpm is not None])
-            if attempted
-            else ()
-        )
+        if len(attempted) == 1:  # the usual case: no list comprehension (a function of its own)
+            only = attempted[0]
+            attempts: tuple[str, ...] = (only.id,) if only.has_own_limits else ()
+        else:
+            attempts = tuple([t.id for t in attempted if t.has_own_limits])
         if lease is None and not outcomes and not attempts:
             return _nothing()
         tokens, cost, answered_by = 0, 0, None
         if target is not None:
             tokens, cost = _charge(billed, lease)
-            if target.rpm is not None or target.tpm is not None:
+            if target.has_own_limits:
                 answered_by = target.id
-        report = Report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
+        report = new_report(tuple(outcomes), attempts, lease, answered_by, tokens, cost)
         return self._state.after(report, self._wall())
 
 
