@@ -153,15 +153,13 @@ class Record:
 def _ms(seconds: float) -> float:
     """``round(seconds * 1000, 3)``: milliseconds to the microsecond (:func:`_round` with
     ``scale`` 1000, written out: ten of these per request)."""
-    x = seconds * 1000.0
-    if not x:
-        return x
-    scaled = x * 1000.0
-    if -1e12 < scaled < 1e12:
+    scaled = seconds * 1000.0 * 1000.0
+    if 0.0 < scaled < 1e12:
         whole = scaled + _ROUNDER - _ROUNDER
-        if -0.499 < scaled - whole < 0.499:
+        off = scaled - whole
+        if off * off < 0.249:  # |off| < 0.499: no tie within reach of the product's error
             return whole / 1000.0
-    return round(x, 3)
+    return round(seconds * 1000.0, 3)
 
 
 _ROUNDER = 6755399441055744.0
@@ -176,14 +174,16 @@ def _round(x: float, scale: float, digits: int) -> float:
     ``round`` rounds the exact decimal value of ``x``; an integer ``round`` of ``x * scale``
     agrees with it unless the float error of that product could cross a tie, i.e. unless it
     sits within 0.001 of one (or is out of range, inf or nan): those are left to ``round``, and
-    so are zeros (``-0.0`` stays itself). Both divide an integer by ``scale`` correctly rounded.
+    so are negative values (one that rounds to ``-0.0`` keeps its sign there). Both
+    divide an integer by ``scale`` correctly rounded.
     """
     if not x:
-        return x
+        return x  # (an unpriced request's cost)
     scaled = x * scale
-    if -1e12 < scaled < 1e12:
+    if 0.0 < scaled < 1e12:
         whole = scaled + _ROUNDER - _ROUNDER
-        if -0.499 < scaled - whole < 0.499:
+        off = scaled - whole
+        if off * off < 0.249:
             return whole / scale
     return round(x, digits)
 
@@ -478,9 +478,7 @@ class AccessLog:
                     "class": "ok",
                     "code": None,
                     "message": "ok",
-                    "duration_ms": (
-                        _round(attempt_ms, 10.0, 1) if attempt_ms > 0.0 else round(attempt_ms, 1)
-                    ),
+                    "duration_ms": _round(attempt_ms, 10.0, 1),
                 }
             ],
             "fallback": None,
