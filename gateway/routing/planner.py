@@ -32,7 +32,7 @@ import bisect
 import itertools
 import math
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -50,6 +50,7 @@ from gateway.routing.ranking import (
     LazyCosts,
     Ranked,
     Scores,
+    _candidates,
     _trim,
     finish,
     ordered,
@@ -93,7 +94,8 @@ class Plan:
         unmet: list[str] | None = None,
     ) -> None:
         self._candidates: list[Candidate] | None = candidates
-        self._lazy: Ranked | None = None
+        self._lazy: tuple[list[int], Sequence[Target], Scores, str] | None = None
+        """What :attr:`candidates` is built from on first read (:func:`_candidates`' arguments)."""
         self.targets: list[Target] = [c.target for c in candidates]
         self.rejected: list[Rejection] = rejected if rejected is not None else []
         """Every refused variant/deployment and why: filled when planned with
@@ -110,16 +112,35 @@ class Plan:
     @classmethod
     def of(cls, ranked: Ranked, rejected: list[Rejection]) -> Plan:
         p = cls.__new__(cls)
-        p._candidates, p._lazy = None, ranked
+        p._candidates = None
+        p._lazy = (ranked._ranked, ranked._targets, ranked._scores, ranked._basis)
         p.targets, p.rejected, p.unmet = ranked.targets, rejected, []
         p.spread, p.picked = ranked.groups, ranked.picked
+        return p
+
+    @classmethod
+    def unblocked(
+        cls,
+        trimmed: list[int],
+        picked: tuple[Target, ...],
+        ix: PlanIndex,
+        scores: Scores,
+        basis: str,
+    ) -> Plan:
+        """``Plan.of(Ranked.of(trimmed, picked, ix.targets, scores, basis), [])`` without the
+        Ranked between (a memo hit with nothing blocked and no spread: :func:`_memoised`)."""
+        p = cls.__new__(cls)
+        p._candidates = None
+        p._lazy = (trimmed, ix.targets, scores, basis)
+        p.targets, p.rejected, p.unmet = list(picked), [], []
+        p.spread, p.picked = [], picked
         return p
 
     @property
     def candidates(self) -> list[Candidate]:
         if self._candidates is None:
             assert self._lazy is not None
-            self._candidates, self._lazy = self._lazy.candidates(), None
+            self._candidates, self._lazy = _candidates(*self._lazy), None
         return self._candidates
 
     def __repr__(self) -> str:
@@ -157,6 +178,8 @@ def plan(
         method = needs.prompt.method
         rejected = []
         got = _memoised(needs, ix, routing, opened, full, seen, spread, advance) if memo else None
+        if isinstance(got, Plan):  # the usual memo hit, made without a Ranked
+            return got
         if got is None:
             got = rank(_decided(needs, ix, routing, opened, full), needs, ix, seen, spread, advance)
         ranked = got
@@ -517,7 +540,7 @@ def _memoised(
     latency: Mapping[str, float],
     spread: Spread | None,
     advance: bool,
-) -> Ranked | None:
+) -> Ranked | Plan | None:
     """:func:`_decided` + :func:`rank`, the static part remembered per routing signature.
 
     The signature is every input of the static part: the needs' routing fields, the exact
@@ -532,7 +555,9 @@ def _memoised(
     same signature but the prompt figures) was planned with a bound prompt reuses that plan
     when this bound is within the family's :class:`_Range` (the same cost order, the same
     windows refused, nothing tokenized); only the costs are computed again.
-    None: not memoisable (the latency policy with observed latencies).
+    None: not memoisable (the latency policy with observed latencies). A :class:`Plan` when
+    nothing is blocked, no spread and some deployment is eligible: the plan itself, made from
+    the entry (:meth:`Plan.unblocked`).
     """
     policy = needs.policy if needs.policy in _BASIS else "latency"
     if latency and policy == "latency":
@@ -604,6 +629,8 @@ def _memoised(
                 fam.add(_Range(*span, kept))
         _bounded_put(_memo, key, got)
     if spread is None and not (opened or full):  # _tail's usual case, without its call
+        if got.picked:
+            return Plan.unblocked(got.trimmed, got.picked, ix, got.scores, _BASIS[policy])
         return _unblocked(got, policy, ix)
     return _tail(got, policy, needs, ix, opened, full, spread, advance)
 

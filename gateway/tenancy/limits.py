@@ -53,6 +53,7 @@ from gateway.state.base import (
     new_report,
     new_ticket,
 )
+from gateway.state.memory import MemoryState
 from gateway.tenancy.auth import Caller, KeyBook
 from gateway.tenancy.keys import KeyRecord, period_window
 from gateway.tenancy.refusals import ratelimit_headers, refusal, unavailable
@@ -166,6 +167,9 @@ class Admission:
         self._catalogue = config.catalogue
         self._routing = config.gateway.routing
         self._state = state
+        # The in-process backend's before, without its coroutine (the same call: it awaits
+        # nothing); None for any other backend, or one that changes before.
+        self._look = state.look if type(state) is MemoryState else None
         self._keys = keys
         self._metrics = metrics
         self._wall = wall
@@ -248,11 +252,20 @@ class Admission:
         head = self._head(asked) if known is None else known[1]  # _head's hit, without its call
         # With a session, the same call reads its pin (and may put it first).
         movable = head.movable if session else ()
-        ticket = self._ticket(
-            needs, asked, record if reserve else None, cheap, reserve, now, session, movable, head
-        )
+        if (record is None or not reserve) and (self._spread is None or not asked.spread):
+            # _ticket's usual case, without its call: no key to ask about, no flight to take.
+            ticket = new_ticket(
+                head.asks, needs.prompt.best + needs.output_tokens, None, reserve, None, session,
+                movable,
+            )  # fmt: skip
+        else:
+            ticket = self._ticket(
+                needs, asked, record if reserve else None, cheap, reserve, now, session, movable,
+                head,
+            )  # fmt: skip
         started = time.perf_counter()
-        view = await self._state.before(ticket, now)
+        look = self._look
+        view = look(ticket, now) if look is not None else await self._state.before(ticket, now)
         if (
             record is not None
             and self._keys is not None
