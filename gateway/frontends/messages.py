@@ -58,9 +58,10 @@ _IGNORED: Final = frozenset(
 """Known fields that only steer Anthropic's own service: accepted, reported, not forwarded."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessagesRequest:
-    """One Messages request, translated."""
+    """One Messages request, translated (not frozen: :func:`_plain` builds it slot by slot,
+    which a frozen dataclass would make dearer than its keyword call)."""
 
     chat: dict[str, Any]
     """The OpenAI chat body to route (``model`` already mapped)."""
@@ -85,6 +86,14 @@ def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes)
     """
     if not isinstance(body, dict):
         raise bad("body", "must be a JSON object.", "invalid_type")
+    plain = _plain(body, claude_models)
+    return plain if plain is not None else _general(body, claude_models, thinking_key)
+
+
+def _general(
+    body: dict[str, Any], claude_models: Mapping[str, str], thinking_key: bytes
+) -> MessagesRequest:
+    """:func:`to_chat` for any body (what :func:`_plain` gives, it gives too)."""
     ignored = Ignored()
     requested = string(body.get("model"), "model")
     if not requested:
@@ -112,6 +121,64 @@ def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes)
         stop_sequences=stop_sequences(body),
         ignored=ignored.entries(),
     )
+
+
+_PLAIN_KEYS: Final = frozenset({"model", "messages", "system", "max_tokens", "stream"})
+_new: Final = object.__new__
+
+
+def _plain(body: dict[str, Any], claude_models: Mapping[str, str]) -> MessagesRequest | None:
+    """:func:`to_chat` for the plainest request (the SDKs' first example, a chat client's
+    every turn): only the keys in :data:`_PLAIN_KEYS`, a string ``system``, and turns of exactly
+    ``role`` and string ``content`` alternating between user and assistant. None for anything
+    else, which takes the general path (and so every error and every report stays its).
+
+    Such a body has nothing to report, no stop sequences, no tools or sampling, and Anthropic's
+    default of no thinking; each turn becomes one chat message and none merge."""
+    if not body.keys() <= _PLAIN_KEYS:
+        return None
+    requested = body.get("model")
+    max_tokens = body.get("max_tokens")
+    stream = body.get("stream", False)
+    system = body.get("system")
+    turns = body.get("messages")
+    if (
+        type(requested) is not str
+        or not requested
+        or type(max_tokens) is not int
+        or max_tokens < 1
+        or type(stream) is not bool
+        or (system is not None and type(system) is not str)
+        or type(turns) is not list
+        or not turns
+    ):
+        return None
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    prev = None
+    for turn in turns:
+        if type(turn) is not dict or len(turn) != 2:
+            return None
+        said = turn.get("role")
+        role = "user" if said == "user" else "assistant" if said == "assistant" else None
+        content = turn.get("content")
+        if role is None or role is prev or type(content) is not str:
+            return None  # another role, a turn to merge with the last, or content blocks
+        messages.append({"role": role, "content": content})
+        prev = role
+    model, context_need = _model(requested, claude_models)
+    chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    if stream:
+        chat["stream"] = True
+    chat["thinking"] = {"type": "disabled"}  # as :func:`thinking` writes it when absent
+    req: MessagesRequest = _new(MessagesRequest)
+    req.chat = chat
+    req.requested_model = requested
+    req.max_tokens = max_tokens
+    req.stream = stream
+    req.context_need = context_need
+    req.stop_sequences = []
+    req.ignored = []
+    return req
 
 
 _BILLING = "x-anthropic-billing-header:"
