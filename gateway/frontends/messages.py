@@ -13,7 +13,7 @@ to its ``"*"`` entry, else passed on as sent (the router answers 404 for an unkn
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ from gateway.frontends.messages_signature import sign_thinking, verify_thinking
 
 __all__ = [
     "LONG_CONTEXT_NEED",
+    "ClaudeModels",
     "MessagesRequest",
     "error_body",
     "error_for",
@@ -56,6 +57,60 @@ _IGNORED: Final = frozenset(
     }
 )  # fmt: skip
 """Known fields that only steer Anthropic's own service: accepted, reported, not forwarded."""
+
+
+_UNSEEN: Final[Any] = object()
+
+
+class ClaudeModels(Mapping[str, str]):
+    """Client model name → gateway model (a variant id, alias or ``auto``) by the longest
+    configured prefix: ``claude-sonnet`` maps ``claude-sonnet-4-5-20250929`` too."""
+
+    _CACHED = 1024
+    """Names remembered with what they map to (clients send a few names, over and over)."""
+
+    def __init__(self, table: Mapping[str, str]) -> None:
+        self._table = dict(table)
+        self._prefixes = sorted(self._table, key=len, reverse=True)
+        self._seen: dict[str, str | None] = {}
+        self._models: dict[str, tuple[str, int | None]] = {}
+
+    def __getitem__(self, name: str) -> str:
+        got: str | None = self.get(name)
+        if got is None:
+            raise KeyError(name)
+        return got
+
+    def get(self, name: str, default: Any = None) -> Any:  # one dict lookup once seen
+        seen = self._seen
+        got = seen.get(name, _UNSEEN)
+        if got is _UNSEEN:
+            if len(seen) >= self._CACHED:
+                seen.clear()
+            got = seen[name] = self._lookup(name)
+        return default if got is None else got
+
+    def model_of(self, requested: str) -> tuple[str, int | None]:
+        """:func:`_model` of ``requested``, remembered (a bad name raises each time)."""
+        got = self._models.get(requested)
+        if got is None:
+            if len(self._models) >= self._CACHED:
+                self._models.clear()
+            got = self._models[requested] = _mapped(requested, self)
+        return got
+
+    def _lookup(self, name: str) -> str | None:
+        lowered = name.lower()
+        for prefix in self._prefixes:
+            if prefix != "*" and lowered.startswith(prefix.lower()):
+                return self._table[prefix]
+        return None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
 
 
 @dataclass(slots=True)
@@ -212,6 +267,13 @@ def _limits(body: dict[str, Any]) -> tuple[int, bool]:
 
 
 def _model(requested: str, claude_models: Mapping[str, str]) -> tuple[str, int | None]:
+    """The gateway model and context need a client's model name asks for."""
+    if type(claude_models) is ClaudeModels:
+        return claude_models.model_of(requested)
+    return _mapped(requested, claude_models)
+
+
+def _mapped(requested: str, claude_models: Mapping[str, str]) -> tuple[str, int | None]:
     name, need = requested, None
     if name.lower().endswith(_LONG_SUFFIX):
         name, need = name[: -len(_LONG_SUFFIX)].rstrip(), LONG_CONTEXT_NEED

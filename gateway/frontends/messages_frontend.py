@@ -9,7 +9,7 @@ errors in Anthropic's shape (529 ``overloaded_error`` when every candidate was o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -27,6 +27,7 @@ from gateway.frontends.base import (
 )
 from gateway.frontends.messages import (
     LONG_CONTEXT_NEED,
+    ClaudeModels,
     MessagesRequest,
     error_for,
     from_chat,
@@ -39,49 +40,7 @@ _LONG_BETA: Final = "context-1m-"
 """``anthropic-beta: context-1m-2025-08-07``: the long-context tier, as a ``[1m]`` suffix asks."""
 
 
-_UNSEEN: Final[Any] = object()
 _new: Final = object.__new__
-
-
-class ClaudeModels(Mapping[str, str]):
-    """Client model name → gateway model (a variant id, alias or ``auto``) by the longest
-    configured prefix: ``claude-sonnet`` maps ``claude-sonnet-4-5-20250929`` too."""
-
-    _CACHED = 1024
-    """Names remembered with what they map to (clients send a few names, over and over)."""
-
-    def __init__(self, table: Mapping[str, str]) -> None:
-        self._table = dict(table)
-        self._prefixes = sorted(self._table, key=len, reverse=True)
-        self._seen: dict[str, str | None] = {}
-
-    def __getitem__(self, name: str) -> str:
-        got: str | None = self.get(name)
-        if got is None:
-            raise KeyError(name)
-        return got
-
-    def get(self, name: str, default: Any = None) -> Any:  # one dict lookup once seen
-        seen = self._seen
-        got = seen.get(name, _UNSEEN)
-        if got is _UNSEEN:
-            if len(seen) >= self._CACHED:
-                seen.clear()
-            got = seen[name] = self._lookup(name)
-        return default if got is None else got
-
-    def _lookup(self, name: str) -> str | None:
-        lowered = name.lower()
-        for prefix in self._prefixes:
-            if prefix != "*" and lowered.startswith(prefix.lower()):
-                return self._table[prefix]
-        return None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table)
-
-    def __len__(self) -> int:
-        return len(self._table)
 
 
 def _overloaded(err: GatewayError) -> bool:
@@ -183,10 +142,6 @@ class _NativeOut:
         return event("error", orjson.loads(body))
 
 
-def _ignored(entries: list[str]) -> list[tuple[str, str]]:
-    return [("x-glm-ignored", ",".join(entries))] if entries else []
-
-
 class MessagesFrontEnd:
     name = "messages"
     stream_headers: Headers = SSE_HEADERS
@@ -221,12 +176,13 @@ class MessagesFrontEnd:
         inbound: Inbound = _new(Inbound)
         inbound.chat = chat
         inbound.stream = req.stream
-        inbound.headers = _ignored(ignored)
+        inbound.headers = [("x-glm-ignored", ",".join(ignored))] if ignored else []
         inbound.min_context = need
         inbound.state = req
         inbound.native = MessagesNative(body, headers)
         inbound.native_headers = native_headers
-        inbound.session = claude_session(body)
+        # no ``metadata``, no session (and no call to learn it)
+        inbound.session = claude_session(body) if "metadata" in body else None
         return inbound
 
     def render(

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
-from gateway.frontends.messages import _general, _plain, to_chat
+from gateway.frontends.messages import ClaudeModels, _general, _mapped, _model, _plain, to_chat
 from gateway.frontends.messages_answer import (
     _blocks,
     _count,
@@ -28,7 +28,7 @@ from gateway.frontends.messages_answer import (
     stop_reason,
     usage,
 )
-from gateway.frontends.messages_frontend import ClaudeModels, MessagesFrontEnd
+from gateway.frontends.messages_frontend import MessagesFrontEnd
 
 KEY = b"test-thinking-key"
 TABLES: list[Any] = [
@@ -379,3 +379,59 @@ def test_parse_headers_and_clamp(max_tokens: int, extra: dict[str, Any]) -> None
         None,
         "claude-opus-4-8",
     )
+
+
+# --- model names ------------------------------------------------------------------------
+
+names = st.one_of(
+    st.sampled_from(["claude-sonnet-4-5", "Claude-Opus[1m]", "glm-4.7", "auto", "", "[1m]"]),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(names, min_size=1, max_size=6))
+def test_remembered_model_names_equal_the_lookup(requested: list[str]) -> None:
+    """Asked twice (remembered the second time), each name maps as the lookup maps it."""
+    for table in ({"claude-sonnet": "coding", "claude": "fast"}, {"*": "auto", "claude": "x"}):
+        models = ClaudeModels(table)
+        for name in requested * 2:
+            want = outcome(lambda n=name, t=table: _wrapped(_mapped(n, ClaudeModels(t))))
+            assert outcome(lambda n=name, m=models: _wrapped(_model(n, m))) == want
+
+
+class _wrapped:
+    """A model lookup's answer in the shape :func:`outcome` reads."""
+
+    def __init__(self, got: tuple[str, int | None]) -> None:
+        self.chat, self.requested_model, self.max_tokens = {}, got[0], got[1]
+        self.stream, self.context_need, self.stop_sequences, self.ignored = None, None, [], []
+
+
+def test_model_names_remembered_per_table() -> None:
+    a, b = ClaudeModels({"claude": "x"}), ClaudeModels({"claude": "y"})
+    assert _model("claude-1[1m]", a) == ("x", 200_000)
+    assert _model("claude-1[1m]", b) == ("y", 200_000)
+    assert _model("claude-1[1m]", a) == ("x", 200_000)
+
+
+def test_model_names_sharing_a_prefix_map_each_their_own() -> None:
+    models = ClaudeModels({"claude-sonnet": "coding", "claude": "fast"})
+    got = [_model(n, models) for n in ["claude-sonnet-4-5", "claude-x", "cla", "claude-x[1m]"] * 2]
+    assert got == [("coding", None), ("fast", None), ("cla", None), ("fast", 200_000)] * 2
+
+
+@pytest.mark.parametrize(
+    ("metadata", "session"),
+    [
+        ({"user_id": "user_ab_account_cd_session_0123456789abcdef"}, "0123456789abcdef"),
+        ({"user_id": '{"session_id": "s-1"}'}, "s-1"),
+        ({"user_id": "someone"}, None),
+        (None, None),
+        ({}, None),
+    ],
+)
+def test_parse_session(metadata: Any, session: str | None) -> None:
+    fe = MessagesFrontEnd({}, KEY)
+    assert fe.parse({**PLAIN, "metadata": metadata}, {}).session == session
+    assert fe.parse(PLAIN, {}).session is None
