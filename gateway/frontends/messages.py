@@ -13,7 +13,7 @@ to its ``"*"`` entry, else passed on as sent (the router answers 404 for an unkn
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ from gateway.frontends.messages_signature import sign_thinking, verify_thinking
 
 __all__ = [
     "LONG_CONTEXT_NEED",
+    "ClaudeModels",
     "MessagesRequest",
     "error_body",
     "error_for",
@@ -58,9 +59,64 @@ _IGNORED: Final = frozenset(
 """Known fields that only steer Anthropic's own service: accepted, reported, not forwarded."""
 
 
-@dataclass(frozen=True, slots=True)
+_UNSEEN: Final[Any] = object()
+
+
+class ClaudeModels(Mapping[str, str]):
+    """Client model name → gateway model (a variant id, alias or ``auto``) by the longest
+    configured prefix: ``claude-sonnet`` maps ``claude-sonnet-4-5-20250929`` too."""
+
+    _CACHED = 1024
+    """Names remembered with what they map to (clients send a few names, over and over)."""
+
+    def __init__(self, table: Mapping[str, str]) -> None:
+        self._table = dict(table)
+        self._prefixes = sorted(self._table, key=len, reverse=True)
+        self._seen: dict[str, str | None] = {}
+        self._models: dict[str, tuple[str, int | None]] = {}
+
+    def __getitem__(self, name: str) -> str:
+        got: str | None = self.get(name)
+        if got is None:
+            raise KeyError(name)
+        return got
+
+    def get(self, name: str, default: Any = None) -> Any:  # one dict lookup once seen
+        seen = self._seen
+        got = seen.get(name, _UNSEEN)
+        if got is _UNSEEN:
+            if len(seen) >= self._CACHED:
+                seen.clear()
+            got = seen[name] = self._lookup(name)
+        return default if got is None else got
+
+    def model_of(self, requested: str) -> tuple[str, int | None]:
+        """:func:`_model` of ``requested``, remembered (a bad name raises each time)."""
+        got = self._models.get(requested)
+        if got is None:
+            if len(self._models) >= self._CACHED:
+                self._models.clear()
+            got = self._models[requested] = _mapped(requested, self)
+        return got
+
+    def _lookup(self, name: str) -> str | None:
+        lowered = name.lower()
+        for prefix in self._prefixes:
+            if prefix != "*" and lowered.startswith(prefix.lower()):
+                return self._table[prefix]
+        return None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+@dataclass(slots=True)
 class MessagesRequest:
-    """One Messages request, translated."""
+    """One Messages request, translated (not frozen: :func:`_plain` builds it slot by slot,
+    which a frozen dataclass would make dearer than its keyword call)."""
 
     chat: dict[str, Any]
     """The OpenAI chat body to route (``model`` already mapped)."""
@@ -85,6 +141,14 @@ def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes)
     """
     if not isinstance(body, dict):
         raise bad("body", "must be a JSON object.", "invalid_type")
+    plain = _plain(body, claude_models)
+    return plain if plain is not None else _general(body, claude_models, thinking_key)
+
+
+def _general(
+    body: dict[str, Any], claude_models: Mapping[str, str], thinking_key: bytes
+) -> MessagesRequest:
+    """:func:`to_chat` for any body (what :func:`_plain` gives, it gives too)."""
     ignored = Ignored()
     requested = string(body.get("model"), "model")
     if not requested:
@@ -112,6 +176,64 @@ def to_chat(body: Any, claude_models: Mapping[str, str], *, thinking_key: bytes)
         stop_sequences=stop_sequences(body),
         ignored=ignored.entries(),
     )
+
+
+_PLAIN_KEYS: Final = frozenset({"model", "messages", "system", "max_tokens", "stream"})
+_new: Final = object.__new__
+
+
+def _plain(body: dict[str, Any], claude_models: Mapping[str, str]) -> MessagesRequest | None:
+    """:func:`to_chat` for the plainest request (the SDKs' first example, a chat client's
+    every turn): only the keys in :data:`_PLAIN_KEYS`, a string ``system``, and turns of exactly
+    ``role`` and string ``content`` alternating between user and assistant. None for anything
+    else, which takes the general path (and so every error and every report stays its).
+
+    Such a body has nothing to report, no stop sequences, no tools or sampling, and Anthropic's
+    default of no thinking; each turn becomes one chat message and none merge."""
+    if not body.keys() <= _PLAIN_KEYS:
+        return None
+    requested = body.get("model")
+    max_tokens = body.get("max_tokens")
+    stream = body.get("stream", False)
+    system = body.get("system")
+    turns = body.get("messages")
+    if (
+        type(requested) is not str
+        or not requested
+        or type(max_tokens) is not int
+        or max_tokens < 1
+        or type(stream) is not bool
+        or (system is not None and type(system) is not str)
+        or type(turns) is not list
+        or not turns
+    ):
+        return None
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    prev = None
+    for turn in turns:
+        if type(turn) is not dict or len(turn) != 2:
+            return None
+        said = turn.get("role")
+        role = "user" if said == "user" else "assistant" if said == "assistant" else None
+        content = turn.get("content")
+        if role is None or role is prev or type(content) is not str:
+            return None  # another role, a turn to merge with the last, or content blocks
+        messages.append({"role": role, "content": content})
+        prev = role
+    model, context_need = _model(requested, claude_models)
+    chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    if stream:
+        chat["stream"] = True
+    chat["thinking"] = {"type": "disabled"}  # as :func:`thinking` writes it when absent
+    req: MessagesRequest = _new(MessagesRequest)
+    req.chat = chat
+    req.requested_model = requested
+    req.max_tokens = max_tokens
+    req.stream = stream
+    req.context_need = context_need
+    req.stop_sequences = []
+    req.ignored = []
+    return req
 
 
 _BILLING = "x-anthropic-billing-header:"
@@ -145,6 +267,13 @@ def _limits(body: dict[str, Any]) -> tuple[int, bool]:
 
 
 def _model(requested: str, claude_models: Mapping[str, str]) -> tuple[str, int | None]:
+    """The gateway model and context need a client's model name asks for."""
+    if type(claude_models) is ClaudeModels:
+        return claude_models.model_of(requested)
+    return _mapped(requested, claude_models)
+
+
+def _mapped(requested: str, claude_models: Mapping[str, str]) -> tuple[str, int | None]:
     name, need = requested, None
     if name.lower().endswith(_LONG_SUFFIX):
         name, need = name[: -len(_LONG_SUFFIX)].rstrip(), LONG_CONTEXT_NEED

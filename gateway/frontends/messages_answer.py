@@ -17,7 +17,7 @@ then fails loudly with the model's own output in view, instead of a tool run wit
 
 from __future__ import annotations
 
-import secrets
+from os import urandom
 from typing import Any
 
 import orjson
@@ -27,8 +27,9 @@ from gateway.frontends.messages_signature import sign_thinking
 
 
 def message_id() -> str:
-    """A fresh ``msg_`` id."""
-    return "msg_" + secrets.token_hex(12)
+    """A fresh ``msg_`` id: 24 hex digits of ``os.urandom``, as ``secrets.token_hex(12)``
+    makes them, without its three Python calls."""
+    return "msg_" + urandom(12).hex()
 
 
 def tool_input(arguments: Any) -> dict[str, Any]:
@@ -69,13 +70,18 @@ def stop_reason(finish: Any, *, tool_use: bool, sequence: str | None) -> str:
 def usage(raw: Any, input_estimate: int = 0) -> dict[str, Any]:
     """Anthropic's ``Usage`` from an OpenAI usage object (``input_estimate`` when absent)."""
     u = raw if isinstance(raw, dict) else {}
-    prompt = _count(u.get("prompt_tokens"))
+    prompt = u.get("prompt_tokens")
+    if type(prompt) is not int or prompt < 0:  # the usual plain count passes at once
+        prompt = _count(prompt)
     details = u.get("prompt_tokens_details")
     cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
     inputs = input_estimate if prompt is None else max(prompt - (cached or 0), 0)
+    output = u.get("completion_tokens")
+    if type(output) is not int or output < 0:
+        output = _count(output)
     return {
         "input_tokens": inputs,
-        "output_tokens": _count(u.get("completion_tokens")) or 0,
+        "output_tokens": output or 0,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached or 0,
         "cache_creation": None,
@@ -125,9 +131,15 @@ def from_chat(
     msg = msg if isinstance(msg, dict) else {}
     text = msg.get("content")
     text = text if isinstance(text, str) else ""
-    blocks = _blocks(msg, text, thinking_key)
-    tool_use = any(b["type"] == "tool_use" for b in blocks)
-    sequence = None if tool_use else matched_stop(choice, text, stop_sequences)
+    if msg.get("tool_calls") is None and not msg.get("reasoning_content"):  # text only
+        blocks = [{"type": "text", "text": text, "citations": None}] if text else []
+        tool_use = False
+    else:
+        blocks = _blocks(msg, text, thinking_key)
+        tool_use = any(b["type"] == "tool_use" for b in blocks)
+    sequence = (
+        None if tool_use or not stop_sequences else matched_stop(choice, text, stop_sequences)
+    )
     reason = stop_reason(choice.get("finish_reason"), tool_use=tool_use, sequence=sequence)
     return {
         "id": message_id(),
