@@ -272,17 +272,7 @@ class Router:
         ``encode=False`` (a front-end that reads the object): the OpenAI-shaped answer is left
         in ``rs.answer`` and ``b""`` returned, saving a dump and the front-end's parse."""
         guard = self._schemas.guard(body) if "response_format" in body else None
-        # The first attempt is made without the walk (a generator set up and resumed twice,
-        # ~4,000 instructions), which most requests never need: it starts once that fails.
-        walk: Iterator[tuple[Target, int] | float] | None = None
-        step: tuple[Target, int] | float | None
-        if rs.plan.targets and self._max_attempts > 0 and self.first_inline:
-            if self._clock() >= deadline - DEADLINE_SLACK_S:  # what the walk checks first
-                raise self._deadline(rs)
-            step = (rs.plan.targets[0], 1)
-        else:
-            walk = self._walk(rs, deadline)
-            step = next(walk, None)
+        walk, step = self._first(rs, deadline)
         while step is not None:
             if not isinstance(step, tuple):  # a backoff before a retry
                 await self._pause(rs, step)
@@ -406,16 +396,7 @@ class Router:
     ) -> StreamSession:
         """Streaming: fall over invisibly until one upstream sends its first content token."""
         guard = self._schemas.guard(body) if "response_format" in body else None
-        # The first attempt without the walk, as in :meth:`complete`.
-        walk: Iterator[tuple[Target, int] | float] | None = None
-        step: tuple[Target, int] | float | None
-        if rs.plan.targets and self._max_attempts > 0 and self.first_inline:
-            if self._clock() >= deadline - DEADLINE_SLACK_S:  # what the walk checks first
-                raise self._deadline(rs)
-            step = (rs.plan.targets[0], 1)
-        else:
-            walk = self._walk(rs, deadline)
-            step = next(walk, None)
+        walk, step = self._first(rs, deadline)  # as in complete
         while step is not None:
             if not isinstance(step, tuple):  # a backoff before a retry
                 await self._pause(rs, step)
@@ -479,6 +460,19 @@ class Router:
             failure = fl.redacted(failure, self._redact)
             rs.attempts[-1].failure = failure
             rs.outcomes.append(Outcome(target.id, False, took, failure.cls.value, None))
+
+    def _first(
+        self, rs: RouteState, deadline: float
+    ) -> tuple[Iterator[tuple[Target, int] | float] | None, tuple[Target, int] | float | None]:
+        """The attempt walk (None: not started) and its first step. The first attempt is made
+        without the walk (a generator set up and resumed twice, ~4,000 instructions), which
+        most requests never need: the caller starts it once that attempt fails."""
+        if rs.plan.targets and self._max_attempts > 0 and self.first_inline:
+            if self._clock() >= deadline - DEADLINE_SLACK_S:  # what the walk checks first
+                raise self._deadline(rs)
+            return None, (rs.plan.targets[0], 1)
+        walk = self._walk(rs, deadline)
+        return walk, next(walk, None)
 
     def _ttft_left(self, deadline: float) -> float:
         return min(self._ttft_timeout, max(0.0, deadline - self._clock()))
