@@ -18,6 +18,9 @@ are not in it (``bench/run.py --full`` measures those, against the floor).
                                                      # shape and tree; --ab DIR: both trees)
     GLM_GATEWAY_REDIS_URL=redis://127.0.0.1:6379/15 .venv/bin/python bench/inproc.py --conc 16
                                                      # the Redis backend, 16 in flight
+                                                     # (--lockstep --instructions: 16 started
+                                                     # together, so the state calls batch the
+                                                     # same way under callgrind as natively)
 """
 
 from __future__ import annotations
@@ -144,17 +147,27 @@ async def one(
     return status[0]
 
 
-async def run(app: Any, body: bytes, n: int, conc: int = 1) -> float:
-    """CPU µs per request, ``conc`` requests in flight (> 1: state calls share pipelines)."""
+async def run(app: Any, body: bytes, n: int, conc: int = 1, lockstep: bool = False) -> float:
+    """CPU µs per request, ``conc`` requests in flight (> 1: state calls share pipelines).
+    ``lockstep``: ``conc`` requests started together, the next ``conc`` once all are done, so
+    that Redis state calls batch the same way however fast the process runs (under callgrind:
+    16 calls a pipeline at ``--conc 16``, where free-running workers get ~4-9)."""
 
     async def worker(k: int) -> None:
         for _ in range(k):
             await one(app, body)
 
+    async def rounds(k: int) -> None:
+        for _ in range(k):
+            await asyncio.gather(*(one(app, body) for _ in range(conc)))
+
     for _ in range(200):  # warm caches
         assert await one(app, body) == 200
     t0 = time.process_time()
-    await asyncio.gather(*(worker(n // conc) for _ in range(conc)))
+    if lockstep:
+        await rounds(n // conc)
+    else:
+        await asyncio.gather(*(worker(n // conc) for _ in range(conc)))
     return (time.process_time() - t0) / (n // conc * conc) * 1e6
 
 
@@ -169,7 +182,7 @@ def ab(args: argparse.Namespace) -> int:
         for src in order:
             argv = [sys.executable, __file__, "--src", src, "--rounds", "1", "--n", str(args.n)]
             argv += ["--model", args.model, "--shapes", ",".join(args.shapes)]
-            argv += ["--conc", str(args.conc)]
+            argv += ["--conc", str(args.conc)] + (["--lockstep"] if args.lockstep else [])
             out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
             for line in out.splitlines():
                 shape, rest = line.split(": ", 1)
@@ -210,6 +223,7 @@ def instructions(args: argparse.Namespace) -> int:
             got = []
             for n in (small, large):
                 argv = [sys.executable, __file__, "--src", src, "--rounds", "1", "--n", str(n)]
+                argv += ["--conc", str(args.conc)] + (["--lockstep"] if args.lockstep else [])
                 got.append(_collected([*argv, "--model", args.model, "--shapes", shape]))
             counts[(shape, src)] = per = (got[1] - got[0]) // (large - small)
             print(f"{shape}: {per:,} instructions/request ({src})", flush=True)
@@ -231,6 +245,9 @@ def main() -> int:
     p.add_argument("--top", type=int, default=40, help="--profile: functions shown")
     p.add_argument("--shapes", type=lambda s: s.split(","), default=["json", "sse"])
     p.add_argument("--conc", type=int, default=1, help="requests in flight (Redis batching)")
+    p.add_argument(
+        "--lockstep", action="store_true", help="--conc requests started together, round by round"
+    )
     p.add_argument("--ab", help="another source tree, alternated round by round with --src")
     p.add_argument(
         "--instructions", action="store_true", help="instructions per request under callgrind"
@@ -254,7 +271,7 @@ def main() -> int:
         loop.run_until_complete(run(app, body, 500))
         prof = cProfile.Profile()
         prof.enable()
-        loop.run_until_complete(run(app, body, args.n, args.conc))
+        loop.run_until_complete(run(app, body, args.n, args.conc, args.lockstep))
         prof.disable()
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
@@ -264,7 +281,8 @@ def main() -> int:
         if shape not in args.shapes:
             continue
         got = [
-            loop.run_until_complete(run(app, body, args.n, args.conc)) for _ in range(args.rounds)
+            loop.run_until_complete(run(app, body, args.n, args.conc, args.lockstep))
+            for _ in range(args.rounds)
         ]
         print(f"{shape}: {statistics.median(got):.1f} µs/request (rounds: "
               + ", ".join(f"{g:.0f}" for g in got) + ")")  # fmt: skip

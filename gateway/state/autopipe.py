@@ -211,6 +211,15 @@ class AutoPipeline:
             else:  # failed mid-way (its replies out of step), or one too many
                 await conn.disconnect()
 
+    async def settled(self) -> None:
+        """Return once every call made so far has its answer (or its failure): the queued and
+        held ones are sent now. For a caller off the hot path whose own read must see the
+        calls sent before it without waiting for them (``RedisState.after``)."""
+        if self._held or self._queue:
+            self._flush()
+        if self._tasks:  # those in flight now, not any a busy process starts meanwhile
+            await asyncio.wait(list(self._tasks))
+
     async def drop_connections(self) -> None:
         """Close the idle connections (to a server that went away: they are dead)."""
         idle, self._idle = self._idle, []

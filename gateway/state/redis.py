@@ -157,6 +157,12 @@ class RedisState:
         return landed
 
     async def after(self, report: Report, now: float) -> None:
+        """Sends the report and returns: nothing waits for its answer (the request's answer is
+        out already), so settling costs no suspension of the request. The report goes in this
+        turn's batch, or rides along with the next one within ``AFTER_LINGER_S`` while
+        batches are in flight; this replica's later calls see it (a batch applies its reports
+        before its tickets, and calls off the hot path wait for the batches in flight). One
+        that fails, or lands late and then fails, is journaled for the resync."""
         if not report.id:
             report = _with_id(report, f"{_REPORT_PREFIX}{next(_reports):x}")
         lease = report.lease
@@ -166,14 +172,13 @@ class RedisState:
             report = replace(report, lease=_charge_only(lease))
         else:
             self._local.apply(Report(outcomes=report.outcomes), now)
-
-        def landed(result: Any) -> None:
-            if result is None:
-                self._undelivered(report, local_lease, now)
-
-        got, _ = await self._script("after", encode_report(report), now, landed)
-        if got == NOT_SENT:
+        if self._outage.degraded:
             self._undelivered(report, local_lease, now)
+            return
+        sent = _Sent(self, report, local_lease, now)
+        args = [self._p, repr(now), encode_report(report), self._cfg_doc]
+        call = self._auto.call("after", args, linger=self._linger, late=sent.landed)
+        call.add_done_callback(sent.done)
 
     async def get_pin(self, session: str, now: float) -> Pin | None:
         got, raw = await self._script("pin", session.encode(), now, _ignore)
@@ -212,11 +217,7 @@ class RedisState:
         # The call or the timeout, whichever first, leaving the call running: the pipeline
         # answers LATE past the timeout (one timer per batch) and tells ``_landed`` the rest.
         told = functools.partial(self._landed, op, landed)
-        if op == "after":  # with the breaker settings; may wait for the next batch
-            args = [self._p, repr(now), payload, self._cfg_doc]
-            call = self._auto.call(op, args, linger=self._linger, late=told)
-        else:
-            call = self._auto.call(op, [self._p, repr(now), payload], late=told)
+        call = self._auto.call(op, [self._p, repr(now), payload], late=told)
         try:
             result = await call
         except asyncio.CancelledError:
@@ -310,6 +311,7 @@ class RedisState:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._slow_timeout):
+                await self._auto.settled()  # reports sent before this call count in its answer
                 result = await call()
         except _ERRORS as exc:
             self._observe(op, started, ok=False)
@@ -353,6 +355,10 @@ class RedisState:
         return bool(await self._r.ping())
 
     async def aclose(self) -> None:
+        if not self._outage.degraded:  # the last requests' reports are on their way: deliver
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._slow_timeout):
+                    await self._auto.settled()
         self._outage.close()
         await self._auto.aclose()
         for task in list(self._tasks):
@@ -409,6 +415,47 @@ class RedisState:
         except StateUnavailable:
             return await self._local.key_spend(key_id, period)
         return int(raw or 0)
+
+
+class _Sent:
+    """An ``after`` report on its way: told how its call ended (``done``) and, when that was
+    :data:`TIMED_OUT`, how it really ended (``landed``). One object instead of a closure and
+    two partials per request."""
+
+    __slots__ = ("local_lease", "now", "report", "started", "state")
+
+    def __init__(self, state: RedisState, report: Report, local_lease: bool, now: float) -> None:
+        self.state, self.report, self.local_lease, self.now = state, report, local_lease, now
+        self.started = time.perf_counter()
+
+    def done(self, call: asyncio.Future[Any]) -> None:
+        state = self.state
+        if call.cancelled():  # the pipeline was closed (shutdown)
+            state._observe("after", self.started, ok=False)
+            state._undelivered(self.report, self.local_lease, self.now)
+            return
+        exc = call.exception()
+        if exc is not None:
+            state._observe("after", self.started, ok=False)
+            if isinstance(exc, _ERRORS):
+                state._degrade("after", exc)
+            state._undelivered(self.report, self.local_lease, self.now)
+            return
+        if call.result() is not TIMED_OUT:
+            state._observe("after", self.started)
+            return
+        state._observe("after", self.started, ok=False)
+        state._late += 1
+        if state._late > MAX_LATE:
+            state._degrade("after", TimeoutError(f"{state._late} calls past {state._timeout}s"))
+
+    def landed(self, call: asyncio.Future[Any]) -> None:
+        """How a call answered :data:`TIMED_OUT` ended (``RedisState._landed``)."""
+        self.state._landed("after", self._landed_with, call)
+
+    def _landed_with(self, result: Any) -> None:
+        if result is None:
+            self.state._undelivered(self.report, self.local_lease, self.now)
 
 
 def _ignore(_result: Any) -> None:

@@ -286,6 +286,8 @@ async def test_spend_made_while_redis_was_away_reaches_redis(outage: str) -> Non
         shared = await state.before(Ticket((dep,), 10, ask), now)
         assert shared.lease is not None and shared.lease.shared and not shared.degraded
         await state.after(Report((), (dep.target_id,), shared.lease, dep.target_id, 10, 200), now)
+        # ``after`` only sends; a read off the hot path waits for what was sent before it
+        assert await state.key_spend("k", period) == 200
         redis.stop() if outage == "stop" else redis.pause()
         local = await state.before(Ticket((dep,), 10, ask), now + 1)
         assert local.degraded and local.lease is not None and not local.lease.shared
