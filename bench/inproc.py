@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import io
 import logging
 import os
@@ -78,7 +79,7 @@ def _noop() -> None:
     return None
 
 
-def build(root: Path) -> Any:
+def build(root: Path, state_timeout_ms: int | None = None) -> Any:
     sys.path.insert(0, str(root))
     from gateway.app import create_app
     from gateway.cli import resolve_config
@@ -88,6 +89,10 @@ def build(root: Path) -> Any:
     packaged = root / "gateway" / "config"  # before the move into the package: root / "config"
     conf = packaged if packaged.is_dir() else root / "config"
     config = resolve_config(str(conf), demo_simulator_url="http://127.0.0.1:9")
+    if state_timeout_ms is not None:  # (under callgrind: ~50x slower, and still answered)
+        gw = config.gateway
+        st = gw.state.model_copy(update={"redis_timeout_ms": state_timeout_ms})
+        config = dataclasses.replace(config, gateway=gw.model_copy(update={"state": st}))
     logging.getLogger("glm_gateway").handlers[:] = [logging.FileHandler(os.devnull)]
     logging.getLogger("glm_gateway").setLevel(logging.INFO)
     logging.getLogger("glm_gateway").propagate = False
@@ -224,6 +229,7 @@ def instructions(args: argparse.Namespace) -> int:
             for n in (small, large):
                 argv = [sys.executable, __file__, "--src", src, "--rounds", "1", "--n", str(n)]
                 argv += ["--conc", str(args.conc)] + (["--lockstep"] if args.lockstep else [])
+                argv += ["--state-timeout-ms", "600000"]  # no Redis call answered late
                 got.append(_collected([*argv, "--model", args.model, "--shapes", shape]))
             counts[(shape, src)] = per = (got[1] - got[0]) // (large - small)
             print(f"{shape}: {per:,} instructions/request ({src})", flush=True)
@@ -248,6 +254,12 @@ def main() -> int:
     p.add_argument(
         "--lockstep", action="store_true", help="--conc requests started together, round by round"
     )
+    p.add_argument(
+        "--state-timeout-ms",
+        type=int,
+        help="the Redis state's redis_timeout_ms (--instructions: 600000, so that no call is "
+        "answered late and served from local state in the ~50x slower process)",
+    )
     p.add_argument("--ab", help="another source tree, alternated round by round with --src")
     p.add_argument(
         "--instructions", action="store_true", help="instructions per request under callgrind"
@@ -257,7 +269,7 @@ def main() -> int:
         return instructions(args)
     if args.ab:
         return ab(args)
-    app = build(Path(args.src).resolve())
+    app = build(Path(args.src).resolve(), args.state_timeout_ms)
     import uvloop
 
     loop = uvloop.new_event_loop()  # what `glm-gateway serve` runs on
