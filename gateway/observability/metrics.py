@@ -416,6 +416,8 @@ class Metrics:
             buckets=STATE_BUCKETS,
             registry=r,
         )
+        self._state_ops: dict[tuple[str, str], PlainHistogram] = {}
+        """(backend, op) -> its series of ``state_ops`` (a handful)."""
         self.loop_tasks = LoopTasksGauge(
             "glm_gateway_event_loop_tasks",
             "asyncio tasks not yet done on the gateway's event loop (counted at scrape).",
@@ -512,7 +514,10 @@ class Metrics:
 
     def observe_state(self, backend: str, op: str, seconds: float, ok: bool = True) -> None:
         """One state-backend round trip (the Redis backend may call this for its own ops)."""
-        self.state_ops.labels(backend, op).observe(seconds)
+        child = self._state_ops.get((backend, op))
+        if child is None:  # (labels() takes a lock and checks its arguments: once a series)
+            child = self._state_ops[(backend, op)] = self.state_ops.labels(backend, op)
+        child.observe(seconds)
         if not ok:
             self.state_errors.labels(backend, op).inc()
 

@@ -17,11 +17,13 @@ from gateway.state.base import (
     KeyVerdict,
     Lease,
     Outcome,
-    Pin,
     Report,
     Saturation,
     Ticket,
     View,
+    new_lease,
+    new_pin,
+    new_view,
 )
 from gateway.state.circuits import error_bucket_s
 
@@ -34,17 +36,36 @@ def _limits(c: DeploymentAsk) -> dict[str, int]:
     return _compact({"rpm": c.rpm, "tpm": c.tpm})
 
 
+CANDIDATES_KEPT = 256
+"""Candidate tuples whose part of the ticket document is kept (admission reuses one tuple per
+plan head, so a handful in practice)."""
+_cands_parts: dict[int, tuple[tuple[DeploymentAsk, ...], bytes]] = {}
+"""id(candidates) -> (them, their ``"cands"`` and ``"lim"`` members as JSON): the tuple is held
+so that its id stays its own."""
+
+
+def _cands_part(cands: tuple[DeploymentAsk, ...]) -> bytes:
+    got = _cands_parts.get(id(cands))
+    if got is not None and got[0] is cands:
+        return got[1]
+    doc: dict[str, Any] = {"cands": [c.target_id for c in cands]}  # and the limits of those
+    lim = {c.target_id: _limits(c) for c in cands if c.rpm is not None or c.tpm is not None}
+    if lim:  # with their own
+        doc["lim"] = lim
+    part = orjson.dumps(doc)[1:-1]
+    if len(_cands_parts) >= CANDIDATES_KEPT:
+        _cands_parts.clear()
+    _cands_parts[id(cands)] = (cands, part)
+    return part
+
+
 def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
-    cands = ticket.candidates
+    """The ticket's JSON document; the candidates' part is written once per tuple."""
     doc: dict[str, Any] = {
         "reserve": ticket.reserve,
         "tokens": ticket.tokens,
         "lease_s": breaker.probe_lease_s,
-        "cands": [c.target_id for c in cands],  # and the limits of those with their own
     }
-    lim = {c.target_id: _limits(c) for c in cands if c.rpm is not None or c.tpm is not None}
-    if lim:
-        doc["lim"] = lim
     if ticket.session:
         doc["pin"] = ticket.session
         if ticket.pinnable:
@@ -68,7 +89,7 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     f = ticket.flight
     if f is not None:
         doc["fl"] = {"ids": list(f.ids), "slot": f.slot, "hold": f.hold_s}
-    return orjson.dumps(doc)
+    return b"%b,%b}" % (orjson.dumps(doc)[:-1], _cands_part(ticket.candidates))
 
 
 def breaker_doc(breaker: BreakerConfig) -> bytes:
@@ -145,27 +166,28 @@ def _floats(obj: Any) -> dict[str, float]:
 
 def decode_view(raw: bytes | str, ticket: Ticket) -> View:
     doc = orjson.loads(raw)
-    sat = doc.get("sat")
+    get = doc.get
+    sat = get("sat")
     saturated = (
         {tid: Saturation(float(s[0]), str(s[1]), int(s[2])) for tid, s in sat.items()}
         if sat and isinstance(sat, dict)
         else {}
     )
-    v = doc.get("verdict")
-    ld = doc.get("lease")
-    pin = doc.get("pin")
-    inf = doc.get("inf")
-    return View(  # positional (hot path): the fields in their order
-        _floats(doc.get("open")),
-        _floats(doc.get("lat")),
+    v = get("verdict")
+    ld = get("lease")
+    pin = get("pin")
+    inf = get("inf")
+    return new_view(  # positional (hot path): the fields in their order
+        _floats(get("open")),
+        _floats(get("lat")),
         saturated,
         _verdict(v) if v is not None else None,
         _lease(ld, ticket) if ld is not None else None,
-        int(doc.get("ver", 0)),
+        int(get("ver", 0)),
         False,
         {k: int(n) for k, n in inf.items()} if inf and isinstance(inf, dict) else {},
-        Pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
-        _floats(doc.get("use")),
+        new_pin(str(pin[0]), float(pin[1])) if isinstance(pin, list) else None,
+        _floats(get("use")),
     )
 
 
@@ -191,7 +213,7 @@ def _verdict(v: dict[str, Any]) -> KeyVerdict:
 def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
     key = ticket.key
     fdep = doc.get("fdep")
-    return Lease(  # positional (hot path): the fields in their order
+    return new_lease(  # positional (hot path): the fields in their order
         key.key_id if key else None,
         int(doc["second"]),
         ticket.tokens,

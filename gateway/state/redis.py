@@ -35,8 +35,17 @@ from gateway.catalogue.schema import BreakerConfig
 from gateway.observability.metrics import Metrics
 from gateway.state import lua
 from gateway.state.autopipe import LATE as TIMED_OUT
-from gateway.state.autopipe import AutoPipeline
-from gateway.state.base import Health, Lease, Pin, Report, StateUnavailable, Ticket, View
+from gateway.state.autopipe import AutoPipeline, Late
+from gateway.state.base import (
+    Health,
+    Lease,
+    Pin,
+    Report,
+    StateUnavailable,
+    Ticket,
+    View,
+    new_report,
+)
 from gateway.state.circuits import error_bucket_s
 from gateway.state.codec import (
     breaker_doc,
@@ -113,6 +122,8 @@ class RedisState:
         self._known: dict[str, tuple[str, int]] = {}
         """key id -> (period, shared spend + reservations) at this replica's last look."""
         self._keys_version = 0
+        self._pin_late = functools.partial(self._landed, "pin", _ignore)
+        self._repin_late = functools.partial(self._landed, "repin", _ignore)
 
     @property
     def degraded(self) -> bool:
@@ -122,8 +133,7 @@ class RedisState:
 
     async def before(self, ticket: Ticket, now: float) -> View:
         payload = encode_ticket(ticket, self._cfg)
-        giver = self._giver(ticket, now)
-        got, raw = await self._script("before", payload, now, giver)
+        got, raw = await self._script("before", payload, now, _Asked(self, ticket, now).late)
         if got != ANSWERED:
             return await self._local_before(ticket, now)
         view = decode_view(raw, ticket)
@@ -144,18 +154,6 @@ class RedisState:
         lease = replace(view.lease, shared=False) if view.lease is not None else None
         return replace(view, lease=lease, keys_version=self._keys_version, degraded=True)
 
-    def _giver(self, ticket: Ticket, now: float) -> Landed:
-        """For a ``before`` that lands late: give back the lease it took (the request went on
-        with a local one)."""
-
-        def landed(raw: Any) -> None:
-            lease = decode_view(raw, ticket).lease if raw is not None else None
-            if lease is not None:
-                tried = (lease.deployment,) if lease.deployment else ()
-                self._spawn(self.after(Report(attempts=tried, lease=lease), now))
-
-        return landed
-
     async def after(self, report: Report, now: float) -> None:
         """Sends the report and returns: nothing waits for its answer (the request's answer is
         out already), so settling costs no suspension of the request. The report goes in this
@@ -171,7 +169,7 @@ class RedisState:
             self._local.apply(report, now)
             report = replace(report, lease=_charge_only(lease))
         else:
-            self._local.apply(Report(outcomes=report.outcomes), now)
+            self._local.apply(new_report(report.outcomes), now)
         if self._outage.degraded:
             self._undelivered(report, local_lease, now)
             return
@@ -181,7 +179,7 @@ class RedisState:
         call.add_done_callback(sent.done)
 
     async def get_pin(self, session: str, now: float) -> Pin | None:
-        got, raw = await self._script("pin", session.encode(), now, _ignore)
+        got, raw = await self._script("pin", session.encode(), now, self._pin_late)
         if got != ANSWERED:
             return self._local.pin(session, now)
         if raw is None:
@@ -194,7 +192,7 @@ class RedisState:
     async def set_pin(self, session: str, target_id: str, ttl_s: float, now: float) -> None:
         self._local.keep_pin(session, Pin(target_id, now + ttl_s), now)
         payload = f"{session}\n{target_id}\n{ttl_s!r}".encode()
-        await self._script("repin", payload, now, _ignore)
+        await self._script("repin", payload, now, self._repin_late)
 
     def _undelivered(self, report: Report, local_lease: bool, now: float) -> None:
         """Journal for the resync; count the spend locally so budgets hold meanwhile."""
@@ -208,16 +206,15 @@ class RedisState:
             )
             self._local.apply(charge, now)
 
-    async def _script(self, op: str, payload: bytes, now: float, landed: Landed) -> tuple[str, Any]:
-        """``(ANSWERED, answer)``; ``(LATE, None)``: still running, ``landed`` will be told;
-        ``(NOT_SENT, None)``: degraded, or it failed."""
+    async def _script(self, op: str, payload: bytes, now: float, late: Late) -> tuple[str, Any]:
+        """``(ANSWERED, answer)``; ``(LATE, None)``: still running, ``late`` will be told how
+        it ended (through :meth:`_landed`); ``(NOT_SENT, None)``: degraded, or it failed."""
         if self._outage.degraded:
             return NOT_SENT, None
         started = time.perf_counter()
         # The call or the timeout, whichever first, leaving the call running: the pipeline
-        # answers LATE past the timeout (one timer per batch) and tells ``_landed`` the rest.
-        told = functools.partial(self._landed, op, landed)
-        call = self._auto.call(op, [self._p, repr(now), payload], late=told)
+        # answers LATE past the timeout (one timer per batch) and tells ``late`` the rest.
+        call = self._auto.call(op, [self._p, repr(now), payload], late=late)
         try:
             result = await call
         except asyncio.CancelledError:
@@ -415,6 +412,27 @@ class RedisState:
         except StateUnavailable:
             return await self._local.key_spend(key_id, period)
         return int(raw or 0)
+
+
+class _Asked:
+    """A ``before`` on its way: when it lands after its timeout (the request went on with a
+    local lease), the lease it took is given back. One object instead of a closure and a
+    partial per request."""
+
+    __slots__ = ("now", "state", "ticket")
+
+    def __init__(self, state: RedisState, ticket: Ticket, now: float) -> None:
+        self.state, self.ticket, self.now = state, ticket, now
+
+    def late(self, call: asyncio.Future[Any]) -> None:
+        self.state._landed("before", self._give_back, call)
+
+    def _give_back(self, raw: Any) -> None:
+        lease = decode_view(raw, self.ticket).lease if raw is not None else None
+        if lease is not None:
+            tried = (lease.deployment,) if lease.deployment else ()
+            state = self.state
+            state._spawn(state.after(Report(attempts=tried, lease=lease), self.now))
 
 
 class _Sent:

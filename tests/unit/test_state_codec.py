@@ -14,8 +14,27 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.state.base import KeyAsk, Lease, Outcome, Pin, Report, Saturation, Ticket, View
-from gateway.state.codec import _verdict, decode_view, encode_report
+from gateway.catalogue.schema import BreakerConfig
+from gateway.state.base import (
+    DeploymentAsk,
+    FlightAsk,
+    KeyAsk,
+    Lease,
+    Outcome,
+    Pin,
+    Report,
+    Saturation,
+    Ticket,
+    View,
+)
+from gateway.state.codec import (
+    CANDIDATES_KEPT,
+    _cands_parts,
+    _verdict,
+    decode_view,
+    encode_report,
+    encode_ticket,
+)
 
 ids = st.sampled_from(["zai/glm-4.7", "vllm/glm-4-9b", "d/x"])
 maybe_float = st.none() | st.floats(0, 1e6, allow_nan=False)
@@ -178,3 +197,98 @@ def test_decode_view_builds_the_plain_view(doc: dict[str, Any], keyed: bool) -> 
     got = decode_view(orjson.dumps(doc), ticket)
     assert got == plain_view(doc, ticket)
     assert all(type(v) is float for v in got.latency_s.values())
+
+
+def plain_ticket(ticket: Ticket, breaker: BreakerConfig) -> dict[str, Any]:
+    """The ticket document as it was written before the candidates' part was kept per tuple
+    (one dict, every member in it): the reference for :func:`encode_ticket`."""
+    cands = ticket.candidates
+    doc: dict[str, Any] = {
+        "reserve": ticket.reserve,
+        "tokens": ticket.tokens,
+        "lease_s": breaker.probe_lease_s,
+        "cands": [c.target_id for c in cands],
+    }
+    lim = {
+        c.target_id: _compact({"rpm": c.rpm, "tpm": c.tpm})
+        for c in cands
+        if c.rpm is not None or c.tpm is not None
+    }
+    if lim:
+        doc["lim"] = lim
+    if ticket.session:
+        doc["pin"] = ticket.session
+        if ticket.pinnable:
+            doc["pk"] = list(ticket.pinnable)
+    k = ticket.key
+    if k is not None:
+        doc["key"] = _compact(
+            {
+                "id": k.key_id,
+                "rpm": k.rpm,
+                "tpm": k.tpm,
+                "budget": k.budget_micros,
+                "period": k.period,
+                "pend": k.period_end if math.isfinite(k.period_end) else None,
+                "cost": k.cost_micros,
+                "cheap": k.cheap_cost_micros,
+            }
+        )
+        if k.max_in_flight is not None:
+            doc["key"].update(mif=k.max_in_flight, slot=k.slot, hold=k.hold_s)
+    f = ticket.flight
+    if f is not None:
+        doc["fl"] = {"ids": list(f.ids), "slot": f.slot, "hold": f.hold_s}
+    return doc
+
+
+maybe_int = st.none() | st.integers(0, 10**7)
+asks = st.builds(DeploymentAsk, ids | st.just('q/"quoted\\'), maybe_int, maybe_int)
+key_asks = st.builds(
+    KeyAsk,
+    st.sampled_from(["k1", "ké\n"]),
+    maybe_int,
+    maybe_int,
+    maybe_int,
+    st.sampled_from(["total", "2026-12"]),
+    st.sampled_from([math.inf, 1.9e9]),
+    st.integers(0, 10**6),
+    maybe_int,
+    maybe_int,
+    st.just("slot-1"),
+    st.floats(0, 600, allow_nan=False),
+)
+tickets = st.builds(
+    Ticket,
+    st.lists(asks, max_size=4).map(tuple),
+    st.integers(0, 10**6),
+    st.none() | key_asks,
+    st.booleans(),
+    st.none()
+    | st.builds(FlightAsk, st.lists(ids, max_size=3).map(tuple), st.just("fs"), st.just(9.5)),
+    st.sampled_from(["", "p0123abcd"]),
+    st.lists(ids, max_size=3).map(tuple),
+)
+
+
+@settings(max_examples=300)
+@given(tickets, st.booleans())
+def test_encode_ticket_writes_the_plain_document(ticket: Ticket, again: bool) -> None:
+    breaker = BreakerConfig()
+    if again:  # the candidates' part from the kept copy
+        encode_ticket(ticket, breaker)
+    assert orjson.loads(encode_ticket(ticket, breaker)) == plain_ticket(ticket, breaker)
+
+
+def test_the_candidates_part_is_kept_per_tuple_not_per_equal_tuple() -> None:
+    breaker = BreakerConfig()
+    one = (DeploymentAsk("a/x", 5),)
+    first = orjson.loads(encode_ticket(Ticket(one, 1), breaker))
+    other = (DeploymentAsk("b/y"),)
+    second = orjson.loads(encode_ticket(Ticket(other, 1), breaker))
+    assert (first["cands"], first["lim"]) == (["a/x"], {"a/x": {"rpm": 5}})
+    assert second["cands"] == ["b/y"] and "lim" not in second
+    for i in range(CANDIDATES_KEPT + 3):  # the copies are bounded
+        encode_ticket(Ticket((DeploymentAsk(f"c/{i}"),), 1), breaker)
+    assert len(_cands_parts) <= CANDIDATES_KEPT
+    assert orjson.loads(encode_ticket(Ticket(one, 1), breaker))["cands"] == ["a/x"]
