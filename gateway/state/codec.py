@@ -152,10 +152,6 @@ def _outcome(o: Outcome) -> dict[str, Any]:
     return d
 
 
-def _list(obj: Any) -> list[Any]:
-    return obj if isinstance(obj, list) else []
-
-
 def _floats(obj: Any) -> dict[str, float]:
     """A map of numbers; ``{}`` for an empty one (cjson writes an empty table as ``{}``,
     which orjson reads back as an empty dict either way)."""
@@ -212,18 +208,20 @@ def _verdict(v: dict[str, Any]) -> KeyVerdict:
 
 def _lease(doc: dict[str, Any], ticket: Ticket) -> Lease:
     key = ticket.key
-    fdep = doc.get("fdep")
+    get = doc.get
+    fdep = get("fdep")
+    probes = get("probes")  # an empty one comes as {} (cjson's empty table)
     return new_lease(  # positional (hot path): the fields in their order
         key.key_id if key else None,
         int(doc["second"]),
         ticket.tokens,
-        int(doc.get("cost", 0)),
+        int(get("cost", 0)),
         key.period if key else "total",
         key.period_end if key else math.inf,
-        doc.get("dep"),
-        tuple(_list(doc.get("probes"))),
+        get("dep"),
+        tuple(probes) if probes and isinstance(probes, list) else (),
         True,
-        doc.get("slot"),
+        get("slot"),
         (str(fdep), str(doc["fslot"])) if fdep is not None else None,
     )
 

@@ -524,4 +524,4 @@ os.register_at_fork(after_in_child=_new_report_ids)
 
 def _with_id(r: Report, rid: str) -> Report:
     """``dataclasses.replace(r, id=rid)`` without its field introspection (hot path)."""
-    return Report(r.outcomes, r.attempts, r.lease, r.answered_by, r.tokens, r.cost_micros, rid)
+    return new_report(r.outcomes, r.attempts, r.lease, r.answered_by, r.tokens, r.cost_micros, rid)
