@@ -12,21 +12,26 @@ methods.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ResponseError
+import hiredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 Late = Callable[["asyncio.Future[Any]"], None]
 """Told how a call that was answered ``LATE`` ended: a done future (its answer, its exception,
 or cancelled)."""
 Call = tuple[str, list[Any], "asyncio.Future[Any]", Late | None]
+Owner = Call | list[Call]
+"""Whom a command's answer is for: its call, or the calls a folded command stands for."""
 LATE: Any = object()
 """The answer of a call with a ``late`` handler that was not answered within ``late_s``."""
 MAX_IDLE = 32
 """Connections kept open between batches (more are opened while more batches are in flight)."""
+READ_SIZE = 65536
 
 
 class AutoPipeline:
@@ -65,6 +70,9 @@ class AutoPipeline:
         self._held_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: list[Any] = []
+        self._direct = True
+        """Read replies with the connection's ``hiredis.Reader`` here (False: with redis-py's
+        ``read_response``, as a connection without hiredis is; the tests compare the two)."""
 
     def call(
         self, name: str, args: list[Any], *, linger: float = 0.0, late: Late | None = None
@@ -104,25 +112,51 @@ class AutoPipeline:
         if not batch:  # taken by an earlier flush this turn
             return
         loop = self._loop
-        timers: list[asyncio.TimerHandle] = []
+        steps: list[tuple[float, list[Call] | None]] = []
         if self._late_s is not None:
-            for calls, at in ((held, self._held_at), (queue, self._queue_at)):
-                if calls:
-                    timers.append(loop.call_at(at + self._late_s, _mark_late, calls))
+            if held:
+                steps.append((self._held_at + self._late_s, held))
+            if queue:
+                steps.append((self._queue_at + self._late_s, queue))
+        end = loop.time() + self._timeout
+        i = len(steps)
+        while i and steps[i - 1][0] > end:
+            i -= 1
+        steps.insert(i, (end, None))
+        names: list[str] = []
+        packed: list[bytes] = []
+        owners: list[Owner] = []
         if self._fold is not None and len(batch) > 1:
-            batch = self._folded(batch, *self._fold)
-        task = loop.create_task(self._send(batch, timers))
+            batch = self._folded(batch, names, packed, owners, *self._fold)
+        evalsha = self._evalsha
+        for call in batch:
+            names.append(call[0])
+            packed.append(evalsha(call[0], call[1]))
+            owners.append(call)
+        watch = _Watch(loop, steps)
+        task = loop.create_task(self._run(names, packed, owners, watch))
+        watch.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _folded(self, batch: list[Call], before: str, after: str, combined: str) -> list[Call]:
+    def _folded(
+        self,
+        batch: list[Call],
+        names: list[str],
+        packed: list[bytes],
+        owners: list[Owner],
+        before: str,
+        after: str,
+        combined: str,
+    ) -> list[Call]:
         """``batch`` with its ``before`` and ``after`` calls as one ``combined`` call (when that
         makes two or more calls one), all for the first one's key prefix (and, for reports,
         the first report's settings): ``[prefix, settings or "", number of befores, each
         before's now and document, each after's now and document]``; a ``before`` call's
         arguments are ``[prefix, now, document]``, an ``after``'s ``[prefix, now, document,
-        settings]``. The combined call's answer (a list: the befores', then the afters') is
-        handed out to the calls it stands for; the other calls follow it, in order."""
+        settings]``. The combined command goes first (into ``names``, ``packed``, ``owners``:
+        its answer, a list, the befores' then the afters', is handed out to the calls it
+        stands for); the calls returned, the others in order, follow it."""
         ours = (before, after)
         prefix = next((c[1][0] for c in batch if c[0] in ours), None)
         cfg = next((c[1][3] for c in batch if c[0] == after and c[1][0] == prefix), "")
@@ -146,65 +180,71 @@ class AutoPipeline:
             args += c[1][1:3]
         for c in afters:
             args += c[1][1:3]
-        merged: asyncio.Future[Any] = self._loop.create_future()
-        merged.add_done_callback(functools.partial(_hand_out, befores + afters))
-        return [(combined, args, merged, None), *rest]
+        names.append(combined)
+        packed.append(self._evalsha(combined, args))
+        owners.append(befores + afters)
+        return rest
 
-    async def _send(self, batch: list[Call], timers: list[asyncio.TimerHandle]) -> None:
+    async def _run(
+        self, names: list[str], packed: list[bytes], owners: list[Owner], watch: _Watch
+    ) -> None:
+        """One batch, in one task bounded by one timer (``watch``): its commands, the
+        scripts the server lost loaded again and those commands sent once more, each answer
+        handed to the call (or the folded calls) it is for."""
         try:
-            results = await self._execute(batch)
+            results = await self._exchange(packed)
             missing = [i for i, r in enumerate(results) if _no_script(r)]
             if missing:  # the server lost its scripts (a restart): load them, run those again
-                for name in {batch[i][0] for i in missing}:
+                for name in {names[i] for i in missing}:
                     await self._client.script_load(self._source[name])
-                again = await self._execute([batch[i] for i in missing])
+                again = await self._exchange([packed[i] for i in missing])
                 for i, r in zip(missing, again, strict=True):
                     results[i] = r
         except BaseException as exc:
-            for timer in timers:
-                timer.cancel()
-            failed = exc if isinstance(exc, Exception) else RuntimeError()
-            for call in batch:
-                _answer(call, None, failed)
-            if not isinstance(exc, Exception):
+            watch.cancel()
+            failed: BaseException = exc
+            if isinstance(exc, asyncio.CancelledError) and watch.expired:
+                task = watch.task
+                if task is not None and task.uncancel() == 0:  # our timer's, nobody else's
+                    failed = TimeoutError(f"a batch took more than {self._timeout}s")
+            error = failed if isinstance(failed, Exception) else RuntimeError()
+            for owner in owners:
+                _settle(owner, None, error)
+            if not isinstance(failed, Exception):
                 raise
             return
-        for timer in timers:
-            timer.cancel()
-        for call, result in zip(batch, results, strict=True):
+        watch.cancel()
+        for owner, result in zip(owners, results, strict=True):
             if isinstance(result, Exception):
-                _answer(call, None, result)
+                _settle(owner, None, result)
             else:
-                _answer(call, result, None)
+                _settle(owner, result, None)
 
-    async def _execute(self, batch: list[Call]) -> list[Any]:
-        """One write of every EVALSHA, then their replies in order, on a pooled connection.
+    async def _exchange(self, packed: list[bytes]) -> list[Any]:
+        """One write of every command, then their replies in order, on a pooled connection.
 
         What ``pipeline(transaction=False).execute(raise_on_error=False)`` does, minus its
-        per-call bookkeeping (command stack, callbacks, reset): measured 30 vs 50 µs of CPU for
-        one call and 90 vs 120 µs for eight. A reply that is an error (NOSCRIPT, a script
-        error) is returned in its place; a connection that failed mid-way is dropped, not
-        returned to the pool out of step.
+        per-call bookkeeping (command stack, callbacks, reset). A reply that is an error
+        (NOSCRIPT, a script error) is returned in its place; a connection that failed mid-way
+        is dropped, not returned to the pool out of step. redis-py makes and connects the
+        connection (AUTH, SELECT, Sentinel / Cluster discovery, TLS); with its hiredis parser,
+        the write goes to the connection's stream writer and the replies are read from its
+        stream into the parser's ``hiredis.Reader`` here: one coroutine, not three per reply.
         """
         # Connections of its own, made by the client's pool but kept here: taking one is a
         # list pop, not the pool's asyncio.Lock twice per batch.
         conn = self._idle.pop() if self._idle else self._client.connection_pool.make_connection()
         healthy = False
         try:
-            async with asyncio.timeout(self._timeout):
-                if not conn.is_connected:  # connect(): a Sentinel / Cluster connection first
-                    await conn.connect()  # asks where the master is
-                await conn.send_packed_command(
-                    [self._evalsha(c[0], c[1]) for c in batch], check_health=False
-                )
-                results: list[Any] = []
-                for _ in batch:
-                    try:
-                        results.append(await conn.read_response())
-                    except ResponseError as exc:
-                        results.append(exc)
-                healthy = True
-                return results
+            if not conn.is_connected:  # connect(): a Sentinel / Cluster connection first
+                await conn.connect()  # asks where the master is
+            reader = getattr(conn._parser, "_reader", None)
+            if self._direct and type(reader) is hiredis.Reader:
+                results = await _talk(conn, reader, packed)
+            else:
+                results = await _talk_redis_py(conn, packed)
+            healthy = True
+            return results
         finally:
             if healthy and len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
@@ -259,19 +299,15 @@ def _no_script(result: Any) -> bool:
     )
 
 
-def _hand_out(calls: list[Call], merged: asyncio.Future[Any]) -> None:
-    """Done callback of a folded call: each call it stands for gets its part of the answer,
-    or the exception, or is cancelled."""
-    if merged.cancelled():
-        for call in calls:
-            _cancel(call)
+def _settle(owner: Owner, result: Any, exc: BaseException | None) -> None:
+    """Give a command's answer (or ``exc``) to its call, or hand a folded command's answer
+    out to the calls it stands for: each its part of the answer, or the exception."""
+    if not isinstance(owner, list):
+        _answer(owner, result, exc)
         return
-    exc = merged.exception()
-    if exc is None:
-        result = merged.result()
-        if not isinstance(result, list) or len(result) != len(calls):
-            exc = RuntimeError(f"a folded call answered {result!r}")
-    for i, call in enumerate(calls):
+    if exc is None and (not isinstance(result, list) or len(result) != len(owner)):
+        exc = RuntimeError(f"a folded call answered {result!r}")
+    for i, call in enumerate(owner):
         if exc is not None:
             _answer(call, None, exc)
         else:
@@ -299,14 +335,87 @@ def _answer(call: Call, result: Any, exc: BaseException | None) -> None:
     late(outcome)
 
 
-def _cancel(call: Call) -> None:
-    future, late = call[2], call[3]
-    if not future.done():
-        future.cancel()
-    elif late is not None and not future.cancelled():
-        outcome: asyncio.Future[Any] = future.get_loop().create_future()
-        outcome.cancel()
-        late(outcome)
+class _Watch:
+    """The one timer of a batch. At each ``(when, calls)`` step in turn: those calls not
+    answered yet (and with a ``late`` handler) are answered LATE; at the ``(when, None)``
+    step (the batch's timeout) the batch's task is cancelled (it fails as TimeoutError)."""
+
+    __slots__ = ("_handle", "_loop", "_steps", "expired", "task")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, steps: list[tuple[float, list[Call] | None]]
+    ) -> None:
+        self._loop = loop
+        self._steps = steps
+        self.task: asyncio.Task[None] | None = None
+        self.expired = False
+        self._handle = loop.call_at(steps[0][0], self._fire)
+
+    def _fire(self) -> None:
+        calls = self._steps.pop(0)[1]
+        if calls is None:
+            self.expired = True
+            if self.task is not None:
+                self.task.cancel()
+            return
+        _mark_late(calls)
+        if self._steps:
+            self._handle = self._loop.call_at(self._steps[0][0], self._fire)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+async def _talk(conn: Any, reader: hiredis.Reader, packed: list[bytes]) -> list[Any]:
+    """Write ``packed`` on ``conn`` and read one reply per command with ``reader`` (its
+    parser's), as redis-py's ``send_packed_command`` and ``read_response`` would: an error
+    reply is returned in its place; a connection error (in a reply too) is raised, and so is
+    READONLY from a Sentinel master (it was demoted: ``SentinelManagedConnection``)."""
+    writer = conn._writer
+    writer.write(b"".join(packed))
+    if writer.transport.get_write_buffer_size():  # not all sent at once: wait till it is
+        try:
+            await writer.drain()
+        except OSError as exc:
+            raise RedisConnectionError(f"Error while writing to socket: {exc.args}") from exc
+    stream = conn._reader
+    want = len(packed)
+    results: list[Any] = []
+    while True:
+        got = reader.gets()
+        if got is NOT_ENOUGH_DATA:
+            try:
+                data = await stream.read(READ_SIZE)
+            except OSError as exc:
+                raise RedisConnectionError(f"Error while reading: {exc.args}") from exc
+            if not data:
+                raise RedisConnectionError("Connection closed by server.")
+            reader.feed(data)
+            continue
+        if isinstance(got, RedisError):
+            if isinstance(got, RedisConnectionError):
+                raise got
+            if isinstance(got, ReadOnlyError) and getattr(
+                getattr(conn, "connection_pool", None), "is_master", False
+            ):
+                raise RedisConnectionError("The previous master is now a slave")
+        elif isinstance(got, list) and got and isinstance(got[0], RedisConnectionError):
+            raise got[0]
+        results.append(got)
+        if len(results) == want:
+            return results
+
+
+async def _talk_redis_py(conn: Any, packed: list[bytes]) -> list[Any]:
+    """:func:`_talk` with redis-py's ``send_packed_command`` and ``read_response``."""
+    await conn.send_packed_command(packed, check_health=False)
+    results: list[Any] = []
+    for _ in packed:
+        try:
+            results.append(await conn.read_response())
+        except ResponseError as exc:
+            results.append(exc)
+    return results
 
 
 def _mark_late(calls: list[Call]) -> None:

@@ -295,3 +295,36 @@ async def test_a_folded_call_that_fails_fails_every_call_it_stands_for(client: R
     assert all(isinstance(g, ResponseError) for g in got[:3])
     assert got[3] == b"b"
     await auto.aclose()
+
+
+async def test_replies_read_here_are_those_redis_py_reads(client: Redis) -> None:
+    """The replies read with the connection's hiredis reader here (the fast path) are those
+    redis-py's ``read_response`` gives: values, a script error in its slot, NOSCRIPT reloaded,
+    a folded batch handed out, and a batch larger than one read of the socket."""
+    scripts = {**SCRIPTS, "before": "return ARGV[2]", "after": "return 1"}
+    scripts["batch"] = "local t = {} for i = 4, #ARGV, 2 do t[#t + 1] = ARGV[i] end return t"
+    big = b"x" * 200_000
+    got: dict[bool, list[object]] = {}
+    for direct in (True, False):
+        await client.script_flush()
+        auto = AutoPipeline(client, scripts, fold=FOLD)
+        auto._direct = direct
+        turn = [
+            auto.call("echo", ["a"]),
+            auto.call("fail", ["b"]),
+            auto.call("before", ["p", "1", b"{}"]),
+            auto.call("after", ["p", "2", b"{}", b"c"]),
+            auto.call("incr", [f"n{direct}", 5]),
+            auto.call("echo", [big]),
+            auto.call("before", ["p", "3", b"{}"]),
+        ]
+        out = await asyncio.gather(*turn, return_exceptions=True)
+        got[direct] = [f"{type(o).__name__}: {o}" if isinstance(o, Exception) else o for o in out]
+        again = await asyncio.gather(auto.call("echo", ["d"]), auto.call("incr", [f"n{direct}", 1]))
+        got[direct].append(again)
+        await auto.aclose()
+    assert got[True] == got[False]
+    assert got[True][0] == b"a" and got[True][5] == big
+    assert str(got[True][1]).startswith("ResponseError") and "no: b" in str(got[True][1])
+    assert got[True][2:5] == [b"1", b"2", 5] and got[True][6] == b"3"
+    assert got[True][7] == [b"d", 6]
