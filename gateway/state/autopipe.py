@@ -5,14 +5,16 @@ their ``EVALSHA`` commands as one pipeline costs one write and one read instead 
 and each request still makes exactly one round trip. A call waits at most for the end of the
 current turn, except one that may linger (``after``: the answer has gone out already) while
 the process is busy, to ride along with the next batch instead of costing one of its own.
-The client is the ``redis.asyncio`` one: its pool's connections and their public send/read
-methods.
+The client is the ``redis.asyncio`` one: its pool makes and connects the connections; with
+redis-py's hiredis parser a batch is written to a connection's stream and its replies read
+into that parser's ``hiredis.Reader`` here (else with the connection's send / read methods).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,9 +31,13 @@ Owner = Call | list[Call]
 """Whom a command's answer is for: its call, or the calls a folded command stands for."""
 LATE: Any = object()
 """The answer of a call with a ``late`` handler that was not answered within ``late_s``."""
+CLOCK_SLACK = 0.001
+"""A step due this soon is taken now (a loop's timer may fire a little before its time)."""
 MAX_IDLE = 32
 """Connections kept open between batches (more are opened while more batches are in flight)."""
 READ_SIZE = 65536
+PUSH = getattr(hiredis, "PushNotification", None)
+"""hiredis's type of a RESP3 push (a client tracking invalidation, ...), if it has one."""
 
 
 class AutoPipeline:
@@ -48,13 +54,15 @@ class AutoPipeline:
         self._late_s = late_s
         """A call given a ``late`` handler and not answered this long after it was made is
         answered :data:`LATE` (its caller stops waiting; the handler is told how it ended):
-        one timer per batch instead of a timer and a second future per call."""
+        one timer for the batches in flight (:meth:`_sweeping`) instead of a timer and a
+        second future per call."""
         self._fold = fold
         """``(before, after, batch)``: the ``before`` and ``after`` calls of a batch go as one
         ``batch`` call (:data:`gateway.state.lua.BATCH`): one EVALSHA, one reply."""
         self._timeout = timeout
-        """The most one batch may take, write and replies: one timer per batch (a pool whose
-        sockets have a timeout makes redis-py arm a timer per reply and a task per write)."""
+        """The most one batch may take (write, replies, scripts loaded again): on the same
+        timer (a pool whose sockets have a timeout makes redis-py arm a timer per reply and a
+        task per write)."""
         self._source = scripts
         self._sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in scripts.items()}
         self._head = {
@@ -69,6 +77,9 @@ class AutoPipeline:
         """The loop of the queued / held calls (set by the first of them)."""
         self._held_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watched: dict[_Watch, None] = {}
+        """The batches in flight, oldest first, whose steps :meth:`_sweeping` takes."""
+        self._sweep: asyncio.TimerHandle | None = None
         self._idle: list[Any] = []
         self._direct = True
         """Read replies with the connection's ``hiredis.Reader`` here (False: with redis-py's
@@ -133,11 +144,31 @@ class AutoPipeline:
             names.append(call[0])
             packed.append(evalsha(call[0], call[1]))
             owners.append(call)
-        watch = _Watch(loop, steps)
+        watch = _Watch(steps)
         task = loop.create_task(self._run(names, packed, owners, watch))
         watch.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._watched[watch] = None
+        if self._sweep is None or steps[0][0] < self._sweep.when():
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._sweep = loop.call_at(steps[0][0], self._sweeping)
+
+    def _sweeping(self) -> None:
+        """The one timer of the batches in flight, armed for the first of their steps due:
+        each batch's steps due by now are taken (:class:`_Watch`); then it is armed for the
+        next one, if any. Under load it fires once per ``late_s`` at most, not per batch."""
+        self._sweep = None
+        loop = self._loop
+        now = loop.time() + CLOCK_SLACK
+        due = math.inf
+        for watch in list(self._watched):
+            when = watch.take(now)
+            if when < due:
+                due = when
+        if due != math.inf:
+            self._sweep = loop.call_at(due, self._sweeping)
 
     def _folded(
         self,
@@ -188,12 +219,15 @@ class AutoPipeline:
     async def _run(
         self, names: list[str], packed: list[bytes], owners: list[Owner], watch: _Watch
     ) -> None:
-        """One batch, in one task bounded by one timer (``watch``): its commands, the
-        scripts the server lost loaded again and those commands sent once more, each answer
-        handed to the call (or the folded calls) it is for."""
+        """One batch, in one task (its late calls and its timeout are ``watch``'s steps, taken
+        by :meth:`_sweeping`): its commands, the scripts the server lost loaded again and
+        those commands sent once more, each answer handed to the call (or the folded calls)
+        it is for."""
         try:
             results = await self._exchange(packed)
-            missing = [i for i, r in enumerate(results) if _no_script(r)]
+            missing = [
+                i for i, r in enumerate(results) if isinstance(r, ResponseError) and _no_script(r)
+            ]
             if missing:  # the server lost its scripts (a restart): load them, run those again
                 for name in {names[i] for i in missing}:
                     await self._client.script_load(self._source[name])
@@ -201,7 +235,7 @@ class AutoPipeline:
                 for i, r in zip(missing, again, strict=True):
                     results[i] = r
         except BaseException as exc:
-            watch.cancel()
+            self._watched.pop(watch, None)
             failed: BaseException = exc
             if isinstance(exc, asyncio.CancelledError) and watch.expired:
                 task = watch.task
@@ -213,7 +247,7 @@ class AutoPipeline:
             if not isinstance(failed, Exception):
                 raise
             return
-        watch.cancel()
+        self._watched.pop(watch, None)
         for owner, result in zip(owners, results, strict=True):
             if isinstance(result, Exception):
                 _settle(owner, None, result)
@@ -239,12 +273,51 @@ class AutoPipeline:
             if not conn.is_connected:  # connect(): a Sentinel / Cluster connection first
                 await conn.connect()  # asks where the master is
             reader = getattr(conn._parser, "_reader", None)
-            if self._direct and type(reader) is hiredis.Reader:
-                results = await _talk(conn, reader, packed)
-            else:
-                results = await _talk_redis_py(conn, packed)
-            healthy = True
-            return results
+            if not self._direct or type(reader) is not hiredis.Reader:
+                general = await _talk_redis_py(conn, packed)
+                healthy = True
+                return general
+            # As redis-py's send_packed_command and read_response would: an error reply is
+            # returned in its place; a connection error (in a reply too) is raised, and so is
+            # READONLY from a Sentinel master (it was demoted: SentinelManagedConnection).
+            writer = conn._writer
+            writer.write(b"".join(packed))
+            if writer.transport.get_write_buffer_size():  # not all sent at once: wait till it is
+                try:
+                    await writer.drain()
+                except OSError as exc:
+                    raise RedisConnectionError(f"Error while writing: {exc.args}") from exc
+            stream = conn._reader
+            want = len(packed)
+            results: list[Any] = []
+            while True:
+                got = reader.gets()
+                if got is NOT_ENOUGH_DATA:
+                    try:
+                        data = await stream.read(READ_SIZE)
+                    except OSError as exc:
+                        raise RedisConnectionError(f"Error while reading: {exc.args}") from exc
+                    if not data:
+                        raise RedisConnectionError("Connection closed by server.")
+                    reader.feed(data)
+                    continue
+                if isinstance(got, RedisError):
+                    if isinstance(got, RedisConnectionError):
+                        raise got
+                    if isinstance(got, ReadOnlyError) and getattr(
+                        getattr(conn, "connection_pool", None), "is_master", False
+                    ):
+                        raise RedisConnectionError("The previous master is now a slave")
+                elif isinstance(got, list):
+                    if type(got) is PUSH:  # RESP3: not a reply (redis-py's parser handles it)
+                        await conn._parser.handle_push_response(got)
+                        continue
+                    if got and isinstance(got[0], RedisConnectionError):
+                        raise got[0]
+                results.append(got)
+                if len(results) == want:
+                    healthy = True
+                    return results
         finally:
             if healthy and len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
@@ -270,16 +343,12 @@ class AutoPipeline:
         """``EVALSHA <sha> 0 <args...>`` in RESP, as redis-py's ``pack_command`` writes it
         (str as UTF-8, numbers as their repr) for the values the scripts take: str, bytes,
         int and float. Written here because redis-py's generic packer cost ~8 µs a call."""
-        parts = [self._head[name] % (3 + len(args))]
-        for a in args:
-            if isinstance(a, bytes):
-                b = a
-            elif isinstance(a, str):
-                b = a.encode()
-            else:
-                b = repr(a).encode()
-            parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
-        return b"".join(parts)
+        values = [
+            a if type(a) is bytes else a.encode() if type(a) is str else _encoded(a) for a in args
+        ]
+        return self._head[name] % (3 + len(args)) + b"".join(
+            [b"$%d\r\n%b\r\n" % (len(b), b) for b in values]
+        )
 
     async def aclose(self) -> None:
         if self._held_timer is not None:
@@ -287,9 +356,23 @@ class AutoPipeline:
         for call in self._held + self._queue:
             call[2].cancel()
         self._held, self._queue = [], []
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self._watched.clear()
         for task in list(self._tasks):
             task.cancel()
         await self.drop_connections()
+
+
+def _encoded(a: Any) -> bytes:
+    """An argument as redis-py packs it: bytes as they are, str as UTF-8, a number as its
+    repr."""
+    if isinstance(a, bytes):
+        return a
+    if isinstance(a, str):
+        return a.encode()
+    return repr(a).encode()
 
 
 def _no_script(result: Any) -> bool:
@@ -336,78 +419,34 @@ def _answer(call: Call, result: Any, exc: BaseException | None) -> None:
 
 
 class _Watch:
-    """The one timer of a batch. At each ``(when, calls)`` step in turn: those calls not
-    answered yet (and with a ``late`` handler) are answered LATE; at the ``(when, None)``
+    """The timed steps of a batch in flight, in order. At a ``(when, calls)`` step those calls
+    not answered yet (and with a ``late`` handler) are answered LATE; at the ``(when, None)``
     step (the batch's timeout) the batch's task is cancelled (it fails as TimeoutError)."""
 
-    __slots__ = ("_handle", "_loop", "_steps", "expired", "task")
+    __slots__ = ("expired", "steps", "task")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, steps: list[tuple[float, list[Call] | None]]
-    ) -> None:
-        self._loop = loop
-        self._steps = steps
+    def __init__(self, steps: list[tuple[float, list[Call] | None]]) -> None:
+        self.steps = steps
         self.task: asyncio.Task[None] | None = None
         self.expired = False
-        self._handle = loop.call_at(steps[0][0], self._fire)
 
-    def _fire(self) -> None:
-        calls = self._steps.pop(0)[1]
-        if calls is None:
-            self.expired = True
-            if self.task is not None:
-                self.task.cancel()
-            return
-        _mark_late(calls)
-        if self._steps:
-            self._handle = self._loop.call_at(self._steps[0][0], self._fire)
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-
-async def _talk(conn: Any, reader: hiredis.Reader, packed: list[bytes]) -> list[Any]:
-    """Write ``packed`` on ``conn`` and read one reply per command with ``reader`` (its
-    parser's), as redis-py's ``send_packed_command`` and ``read_response`` would: an error
-    reply is returned in its place; a connection error (in a reply too) is raised, and so is
-    READONLY from a Sentinel master (it was demoted: ``SentinelManagedConnection``)."""
-    writer = conn._writer
-    writer.write(b"".join(packed))
-    if writer.transport.get_write_buffer_size():  # not all sent at once: wait till it is
-        try:
-            await writer.drain()
-        except OSError as exc:
-            raise RedisConnectionError(f"Error while writing to socket: {exc.args}") from exc
-    stream = conn._reader
-    want = len(packed)
-    results: list[Any] = []
-    while True:
-        got = reader.gets()
-        if got is NOT_ENOUGH_DATA:
-            try:
-                data = await stream.read(READ_SIZE)
-            except OSError as exc:
-                raise RedisConnectionError(f"Error while reading: {exc.args}") from exc
-            if not data:
-                raise RedisConnectionError("Connection closed by server.")
-            reader.feed(data)
-            continue
-        if isinstance(got, RedisError):
-            if isinstance(got, RedisConnectionError):
-                raise got
-            if isinstance(got, ReadOnlyError) and getattr(
-                getattr(conn, "connection_pool", None), "is_master", False
-            ):
-                raise RedisConnectionError("The previous master is now a slave")
-        elif isinstance(got, list) and got and isinstance(got[0], RedisConnectionError):
-            raise got[0]
-        results.append(got)
-        if len(results) == want:
-            return results
+    def take(self, now: float) -> float:
+        """Take the steps due by ``now``; return when the next one is due (inf: none)."""
+        steps = self.steps
+        while steps and steps[0][0] <= now:
+            calls = steps.pop(0)[1]
+            if calls is None:
+                self.expired = True
+                if self.task is not None:
+                    self.task.cancel()
+            else:
+                _mark_late(calls)
+        return steps[0][0] if steps else math.inf
 
 
 async def _talk_redis_py(conn: Any, packed: list[bytes]) -> list[Any]:
-    """:func:`_talk` with redis-py's ``send_packed_command`` and ``read_response``."""
+    """One write of ``packed`` and its replies with redis-py's ``send_packed_command`` and
+    ``read_response``."""
     await conn.send_packed_command(packed, check_health=False)
     results: list[Any] = []
     for _ in packed:
