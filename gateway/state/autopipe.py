@@ -5,28 +5,39 @@ their ``EVALSHA`` commands as one pipeline costs one write and one read instead 
 and each request still makes exactly one round trip. A call waits at most for the end of the
 current turn, except one that may linger (``after``: the answer has gone out already) while
 the process is busy, to ride along with the next batch instead of costing one of its own.
-The client is the ``redis.asyncio`` one: its pool's connections and their public send/read
-methods.
+The client is the ``redis.asyncio`` one: its pool makes and connects the connections; with
+redis-py's hiredis parser a batch is written to a connection's stream and its replies read
+into that parser's ``hiredis.Reader`` here (else with the connection's send / read methods).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ResponseError
+import hiredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 Late = Callable[["asyncio.Future[Any]"], None]
 """Told how a call that was answered ``LATE`` ended: a done future (its answer, its exception,
 or cancelled)."""
 Call = tuple[str, list[Any], "asyncio.Future[Any]", Late | None]
+Owner = Call | list[Call]
+"""Whom a command's answer is for: its call, or the calls a folded command stands for."""
 LATE: Any = object()
 """The answer of a call with a ``late`` handler that was not answered within ``late_s``."""
+CLOCK_SLACK = 0.001
+"""A step due this soon is taken now (a loop's timer may fire a little before its time)."""
 MAX_IDLE = 32
 """Connections kept open between batches (more are opened while more batches are in flight)."""
+READ_SIZE = 65536
+PUSH = getattr(hiredis, "PushNotification", None)
+"""hiredis's type of a RESP3 push (a client tracking invalidation, ...), if it has one."""
 
 
 class AutoPipeline:
@@ -43,13 +54,15 @@ class AutoPipeline:
         self._late_s = late_s
         """A call given a ``late`` handler and not answered this long after it was made is
         answered :data:`LATE` (its caller stops waiting; the handler is told how it ended):
-        one timer per batch instead of a timer and a second future per call."""
+        one timer for the batches in flight (:meth:`_sweeping`) instead of a timer and a
+        second future per call."""
         self._fold = fold
         """``(before, after, batch)``: the ``before`` and ``after`` calls of a batch go as one
         ``batch`` call (:data:`gateway.state.lua.BATCH`): one EVALSHA, one reply."""
         self._timeout = timeout
-        """The most one batch may take, write and replies: one timer per batch (a pool whose
-        sockets have a timeout makes redis-py arm a timer per reply and a task per write)."""
+        """The most one batch may take (write, replies, scripts loaded again): on the same
+        timer (a pool whose sockets have a timeout makes redis-py arm a timer per reply and a
+        task per write)."""
         self._source = scripts
         self._sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in scripts.items()}
         self._head = {
@@ -64,7 +77,13 @@ class AutoPipeline:
         """The loop of the queued / held calls (set by the first of them)."""
         self._held_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watched: dict[_Watch, None] = {}
+        """The batches in flight, oldest first, whose steps :meth:`_sweeping` takes."""
+        self._sweep: asyncio.TimerHandle | None = None
         self._idle: list[Any] = []
+        self._direct = True
+        """Read replies with the connection's ``hiredis.Reader`` here (False: with redis-py's
+        ``read_response``, as a connection without hiredis is; the tests compare the two)."""
 
     def call(
         self, name: str, args: list[Any], *, linger: float = 0.0, late: Late | None = None
@@ -104,25 +123,71 @@ class AutoPipeline:
         if not batch:  # taken by an earlier flush this turn
             return
         loop = self._loop
-        timers: list[asyncio.TimerHandle] = []
+        steps: list[tuple[float, list[Call] | None]] = []
         if self._late_s is not None:
-            for calls, at in ((held, self._held_at), (queue, self._queue_at)):
-                if calls:
-                    timers.append(loop.call_at(at + self._late_s, _mark_late, calls))
+            if held:
+                steps.append((self._held_at + self._late_s, held))
+            if queue:
+                steps.append((self._queue_at + self._late_s, queue))
+        end = loop.time() + self._timeout
+        i = len(steps)
+        while i and steps[i - 1][0] > end:
+            i -= 1
+        steps.insert(i, (end, None))
+        names: list[str] = []
+        packed: list[bytes] = []
+        owners: list[Owner] = []
         if self._fold is not None and len(batch) > 1:
-            batch = self._folded(batch, *self._fold)
-        task = loop.create_task(self._send(batch, timers))
+            batch = self._folded(batch, names, packed, owners, *self._fold)
+        evalsha = self._evalsha
+        for call in batch:
+            names.append(call[0])
+            packed.append(evalsha(call[0], call[1]))
+            owners.append(call)
+        watch = _Watch(steps)
+        task = loop.create_task(self._run(names, packed, owners, watch))
+        watch.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._watched[watch] = None
+        if self._sweep is None or steps[0][0] < self._sweep.when():
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._sweep = loop.call_at(steps[0][0], self._sweeping)
 
-    def _folded(self, batch: list[Call], before: str, after: str, combined: str) -> list[Call]:
+    def _sweeping(self) -> None:
+        """The one timer of the batches in flight, armed for the first of their steps due:
+        each batch's steps due by now are taken (:class:`_Watch`); then it is armed for the
+        next one, if any. Under load it fires once per ``late_s`` at most, not per batch."""
+        self._sweep = None
+        loop = self._loop
+        now = loop.time() + CLOCK_SLACK
+        due = math.inf
+        for watch in list(self._watched):
+            when = watch.take(now)
+            if when < due:
+                due = when
+        if due != math.inf:
+            self._sweep = loop.call_at(due, self._sweeping)
+
+    def _folded(
+        self,
+        batch: list[Call],
+        names: list[str],
+        packed: list[bytes],
+        owners: list[Owner],
+        before: str,
+        after: str,
+        combined: str,
+    ) -> list[Call]:
         """``batch`` with its ``before`` and ``after`` calls as one ``combined`` call (when that
         makes two or more calls one), all for the first one's key prefix (and, for reports,
         the first report's settings): ``[prefix, settings or "", number of befores, each
         before's now and document, each after's now and document]``; a ``before`` call's
         arguments are ``[prefix, now, document]``, an ``after``'s ``[prefix, now, document,
-        settings]``. The combined call's answer (a list: the befores', then the afters') is
-        handed out to the calls it stands for; the other calls follow it, in order."""
+        settings]``. The combined command goes first (into ``names``, ``packed``, ``owners``:
+        its answer, a list, the befores' then the afters', is handed out to the calls it
+        stands for); the calls returned, the others in order, follow it."""
         ours = (before, after)
         prefix = next((c[1][0] for c in batch if c[0] in ours), None)
         cfg = next((c[1][3] for c in batch if c[0] == after and c[1][0] == prefix), "")
@@ -146,65 +211,113 @@ class AutoPipeline:
             args += c[1][1:3]
         for c in afters:
             args += c[1][1:3]
-        merged: asyncio.Future[Any] = self._loop.create_future()
-        merged.add_done_callback(functools.partial(_hand_out, befores + afters))
-        return [(combined, args, merged, None), *rest]
+        names.append(combined)
+        packed.append(self._evalsha(combined, args))
+        owners.append(befores + afters)
+        return rest
 
-    async def _send(self, batch: list[Call], timers: list[asyncio.TimerHandle]) -> None:
+    async def _run(
+        self, names: list[str], packed: list[bytes], owners: list[Owner], watch: _Watch
+    ) -> None:
+        """One batch, in one task (its late calls and its timeout are ``watch``'s steps, taken
+        by :meth:`_sweeping`): its commands, the scripts the server lost loaded again and
+        those commands sent once more, each answer handed to the call (or the folded calls)
+        it is for."""
         try:
-            results = await self._execute(batch)
-            missing = [i for i, r in enumerate(results) if _no_script(r)]
+            results = await self._exchange(packed)
+            missing = [
+                i for i, r in enumerate(results) if isinstance(r, ResponseError) and _no_script(r)
+            ]
             if missing:  # the server lost its scripts (a restart): load them, run those again
-                for name in {batch[i][0] for i in missing}:
+                for name in {names[i] for i in missing}:
                     await self._client.script_load(self._source[name])
-                again = await self._execute([batch[i] for i in missing])
+                again = await self._exchange([packed[i] for i in missing])
                 for i, r in zip(missing, again, strict=True):
                     results[i] = r
         except BaseException as exc:
-            for timer in timers:
-                timer.cancel()
-            failed = exc if isinstance(exc, Exception) else RuntimeError()
-            for call in batch:
-                _answer(call, None, failed)
-            if not isinstance(exc, Exception):
+            self._watched.pop(watch, None)
+            failed: BaseException = exc
+            if isinstance(exc, asyncio.CancelledError) and watch.expired:
+                task = watch.task
+                if task is not None and task.uncancel() == 0:  # our timer's, nobody else's
+                    failed = TimeoutError(f"a batch took more than {self._timeout}s")
+            error = failed if isinstance(failed, Exception) else RuntimeError()
+            for owner in owners:
+                _settle(owner, None, error)
+            if not isinstance(failed, Exception):
                 raise
             return
-        for timer in timers:
-            timer.cancel()
-        for call, result in zip(batch, results, strict=True):
+        self._watched.pop(watch, None)
+        for owner, result in zip(owners, results, strict=True):
             if isinstance(result, Exception):
-                _answer(call, None, result)
+                _settle(owner, None, result)
             else:
-                _answer(call, result, None)
+                _settle(owner, result, None)
 
-    async def _execute(self, batch: list[Call]) -> list[Any]:
-        """One write of every EVALSHA, then their replies in order, on a pooled connection.
+    async def _exchange(self, packed: list[bytes]) -> list[Any]:
+        """One write of every command, then their replies in order, on a pooled connection.
 
         What ``pipeline(transaction=False).execute(raise_on_error=False)`` does, minus its
-        per-call bookkeeping (command stack, callbacks, reset): measured 30 vs 50 µs of CPU for
-        one call and 90 vs 120 µs for eight. A reply that is an error (NOSCRIPT, a script
-        error) is returned in its place; a connection that failed mid-way is dropped, not
-        returned to the pool out of step.
+        per-call bookkeeping (command stack, callbacks, reset). A reply that is an error
+        (NOSCRIPT, a script error) is returned in its place; a connection that failed mid-way
+        is dropped, not returned to the pool out of step. redis-py makes and connects the
+        connection (AUTH, SELECT, Sentinel / Cluster discovery, TLS); with its hiredis parser,
+        the write goes to the connection's stream writer and the replies are read from its
+        stream into the parser's ``hiredis.Reader`` here: one coroutine, not three per reply.
         """
         # Connections of its own, made by the client's pool but kept here: taking one is a
         # list pop, not the pool's asyncio.Lock twice per batch.
         conn = self._idle.pop() if self._idle else self._client.connection_pool.make_connection()
         healthy = False
         try:
-            async with asyncio.timeout(self._timeout):
-                if not conn.is_connected:  # connect(): a Sentinel / Cluster connection first
-                    await conn.connect()  # asks where the master is
-                await conn.send_packed_command(
-                    [self._evalsha(c[0], c[1]) for c in batch], check_health=False
-                )
-                results: list[Any] = []
-                for _ in batch:
-                    try:
-                        results.append(await conn.read_response())
-                    except ResponseError as exc:
-                        results.append(exc)
+            if not conn.is_connected:  # connect(): a Sentinel / Cluster connection first
+                await conn.connect()  # asks where the master is
+            reader = getattr(conn._parser, "_reader", None)
+            if not self._direct or type(reader) is not hiredis.Reader:
+                general = await _talk_redis_py(conn, packed)
                 healthy = True
-                return results
+                return general
+            # As redis-py's send_packed_command and read_response would: an error reply is
+            # returned in its place; a connection error (in a reply too) is raised, and so is
+            # READONLY from a Sentinel master (it was demoted: SentinelManagedConnection).
+            writer = conn._writer
+            writer.write(b"".join(packed))
+            if writer.transport.get_write_buffer_size():  # not all sent at once: wait till it is
+                try:
+                    await writer.drain()
+                except OSError as exc:
+                    raise RedisConnectionError(f"Error while writing: {exc.args}") from exc
+            stream = conn._reader
+            want = len(packed)
+            results: list[Any] = []
+            while True:
+                got = reader.gets()
+                if got is NOT_ENOUGH_DATA:
+                    try:
+                        data = await stream.read(READ_SIZE)
+                    except OSError as exc:
+                        raise RedisConnectionError(f"Error while reading: {exc.args}") from exc
+                    if not data:
+                        raise RedisConnectionError("Connection closed by server.")
+                    reader.feed(data)
+                    continue
+                if isinstance(got, RedisError):
+                    if isinstance(got, RedisConnectionError):
+                        raise got
+                    if isinstance(got, ReadOnlyError) and getattr(
+                        getattr(conn, "connection_pool", None), "is_master", False
+                    ):
+                        raise RedisConnectionError("The previous master is now a slave")
+                elif isinstance(got, list):
+                    if type(got) is PUSH:  # RESP3: not a reply (redis-py's parser handles it)
+                        await conn._parser.handle_push_response(got)
+                        continue
+                    if got and isinstance(got[0], RedisConnectionError):
+                        raise got[0]
+                results.append(got)
+                if len(results) == want:
+                    healthy = True
+                    return results
         finally:
             if healthy and len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
@@ -230,16 +343,12 @@ class AutoPipeline:
         """``EVALSHA <sha> 0 <args...>`` in RESP, as redis-py's ``pack_command`` writes it
         (str as UTF-8, numbers as their repr) for the values the scripts take: str, bytes,
         int and float. Written here because redis-py's generic packer cost ~8 µs a call."""
-        parts = [self._head[name] % (3 + len(args))]
-        for a in args:
-            if isinstance(a, bytes):
-                b = a
-            elif isinstance(a, str):
-                b = a.encode()
-            else:
-                b = repr(a).encode()
-            parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
-        return b"".join(parts)
+        values = [
+            a if type(a) is bytes else a.encode() if type(a) is str else _encoded(a) for a in args
+        ]
+        return self._head[name] % (3 + len(args)) + b"".join(
+            [b"$%d\r\n%b\r\n" % (len(b), b) for b in values]
+        )
 
     async def aclose(self) -> None:
         if self._held_timer is not None:
@@ -247,9 +356,23 @@ class AutoPipeline:
         for call in self._held + self._queue:
             call[2].cancel()
         self._held, self._queue = [], []
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self._watched.clear()
         for task in list(self._tasks):
             task.cancel()
         await self.drop_connections()
+
+
+def _encoded(a: Any) -> bytes:
+    """An argument as redis-py packs it: bytes as they are, str as UTF-8, a number as its
+    repr."""
+    if isinstance(a, bytes):
+        return a
+    if isinstance(a, str):
+        return a.encode()
+    return repr(a).encode()
 
 
 def _no_script(result: Any) -> bool:
@@ -259,19 +382,15 @@ def _no_script(result: Any) -> bool:
     )
 
 
-def _hand_out(calls: list[Call], merged: asyncio.Future[Any]) -> None:
-    """Done callback of a folded call: each call it stands for gets its part of the answer,
-    or the exception, or is cancelled."""
-    if merged.cancelled():
-        for call in calls:
-            _cancel(call)
+def _settle(owner: Owner, result: Any, exc: BaseException | None) -> None:
+    """Give a command's answer (or ``exc``) to its call, or hand a folded command's answer
+    out to the calls it stands for: each its part of the answer, or the exception."""
+    if not isinstance(owner, list):
+        _answer(owner, result, exc)
         return
-    exc = merged.exception()
-    if exc is None:
-        result = merged.result()
-        if not isinstance(result, list) or len(result) != len(calls):
-            exc = RuntimeError(f"a folded call answered {result!r}")
-    for i, call in enumerate(calls):
+    if exc is None and (not isinstance(result, list) or len(result) != len(owner)):
+        exc = RuntimeError(f"a folded call answered {result!r}")
+    for i, call in enumerate(owner):
         if exc is not None:
             _answer(call, None, exc)
         else:
@@ -299,14 +418,43 @@ def _answer(call: Call, result: Any, exc: BaseException | None) -> None:
     late(outcome)
 
 
-def _cancel(call: Call) -> None:
-    future, late = call[2], call[3]
-    if not future.done():
-        future.cancel()
-    elif late is not None and not future.cancelled():
-        outcome: asyncio.Future[Any] = future.get_loop().create_future()
-        outcome.cancel()
-        late(outcome)
+class _Watch:
+    """The timed steps of a batch in flight, in order. At a ``(when, calls)`` step those calls
+    not answered yet (and with a ``late`` handler) are answered LATE; at the ``(when, None)``
+    step (the batch's timeout) the batch's task is cancelled (it fails as TimeoutError)."""
+
+    __slots__ = ("expired", "steps", "task")
+
+    def __init__(self, steps: list[tuple[float, list[Call] | None]]) -> None:
+        self.steps = steps
+        self.task: asyncio.Task[None] | None = None
+        self.expired = False
+
+    def take(self, now: float) -> float:
+        """Take the steps due by ``now``; return when the next one is due (inf: none)."""
+        steps = self.steps
+        while steps and steps[0][0] <= now:
+            calls = steps.pop(0)[1]
+            if calls is None:
+                self.expired = True
+                if self.task is not None:
+                    self.task.cancel()
+            else:
+                _mark_late(calls)
+        return steps[0][0] if steps else math.inf
+
+
+async def _talk_redis_py(conn: Any, packed: list[bytes]) -> list[Any]:
+    """One write of ``packed`` and its replies with redis-py's ``send_packed_command`` and
+    ``read_response``."""
+    await conn.send_packed_command(packed, check_health=False)
+    results: list[Any] = []
+    for _ in packed:
+        try:
+            results.append(await conn.read_response())
+        except ResponseError as exc:
+            results.append(exc)
+    return results
 
 
 def _mark_late(calls: list[Call]) -> None:

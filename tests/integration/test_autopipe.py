@@ -295,3 +295,90 @@ async def test_a_folded_call_that_fails_fails_every_call_it_stands_for(client: R
     assert all(isinstance(g, ResponseError) for g in got[:3])
     assert got[3] == b"b"
     await auto.aclose()
+
+
+async def test_replies_read_here_are_those_redis_py_reads(client: Redis) -> None:
+    """The replies read with the connection's hiredis reader here (the fast path) are those
+    redis-py's ``read_response`` gives: values, a script error in its slot, NOSCRIPT reloaded,
+    a folded batch handed out, and a batch larger than one read of the socket."""
+    scripts = {**SCRIPTS, "before": "return ARGV[2]", "after": "return 1"}
+    scripts["batch"] = "local t = {} for i = 4, #ARGV, 2 do t[#t + 1] = ARGV[i] end return t"
+    big = b"x" * 200_000
+    got: dict[bool, list[object]] = {}
+    for direct in (True, False):
+        await client.script_flush()
+        auto = AutoPipeline(client, scripts, fold=FOLD)
+        auto._direct = direct
+        turn = [
+            auto.call("echo", ["a"]),
+            auto.call("fail", ["b"]),
+            auto.call("before", ["p", "1", b"{}"]),
+            auto.call("after", ["p", "2", b"{}", b"c"]),
+            auto.call("incr", [f"n{direct}", 5]),
+            auto.call("echo", [big]),
+            auto.call("before", ["p", "3", b"{}"]),
+        ]
+        out = await asyncio.gather(*turn, return_exceptions=True)
+        got[direct] = [f"{type(o).__name__}: {o}" if isinstance(o, Exception) else o for o in out]
+        again = await asyncio.gather(auto.call("echo", ["d"]), auto.call("incr", [f"n{direct}", 1]))
+        got[direct].append(again)
+        await auto.aclose()
+    assert got[True] == got[False]
+    assert got[True][0] == b"a" and got[True][5] == big
+    assert str(got[True][1]).startswith("ResponseError") and "no: b" in str(got[True][1])
+    assert got[True][2:5] == [b"1", b"2", 5] and got[True][6] == b"3"
+    assert got[True][7] == [b"d", 6]
+
+
+async def test_batches_in_flight_share_one_timer_for_late_and_timeout(server: RedisServer) -> None:
+    """Several batches stalled at once: each one's calls are answered LATE in turn, then each
+    batch fails at its timeout, its handlers told so; the pipeline works again afterwards."""
+    r = Redis.from_url(server.url)
+    auto = AutoPipeline(r, SCRIPTS, timeout=0.4, late_s=0.05)
+    await r.script_load(SCRIPTS["echo"])
+    loop = asyncio.get_running_loop()
+    told: list[asyncio.Future[asyncio.Future[object]]] = [loop.create_future() for _ in range(3)]
+    server.pause()
+    try:
+        first = auto.call("echo", ["a"], late=told[0].set_result)
+        patient = auto.call("echo", ["b"])
+        await asyncio.sleep(0)  # flushed: a batch in flight
+        second = auto.call("echo", ["c"], late=told[1].set_result)
+        third = auto.call("echo", ["d"], late=told[2].set_result, linger=0.01)  # rides along
+        assert await asyncio.wait_for(first, 5) is LATE
+        assert await asyncio.wait_for(second, 5) is LATE
+        assert await asyncio.wait_for(third, 5) is LATE
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(patient, 5)
+        outcomes = [await asyncio.wait_for(t, 5) for t in told]
+    finally:
+        server.resume()
+    assert all(isinstance(o.exception(), TimeoutError) for o in outcomes)
+    assert not auto._watched
+    assert await auto.call("echo", ["e"]) == b"e"
+    await auto.aclose()
+    await r.aclose()
+
+
+async def test_a_push_on_the_connection_is_not_taken_for_a_reply(client: Redis) -> None:
+    """RESP3 (redis-py's default): a push the server sends on a pipeline's connection (here a
+    client tracking invalidation) is left to redis-py's parser, not answered to a call."""
+    scripts = {**SCRIPTS, "get": "return redis.call('GET', ARGV[1])"}
+    for direct in (True, False):
+        auto = AutoPipeline(client, scripts)
+        auto._direct = direct
+        for name in scripts:
+            await client.script_load(scripts[name])
+        assert await auto.call("echo", ["warm"]) == b"warm"
+        (conn,) = auto._idle
+        assert conn.protocol == 3
+        await conn.send_command("CLIENT", "TRACKING", "ON")
+        assert await conn.read_response() in (b"OK", "OK", True)
+        await client.set("tracked", "1")
+        await conn.send_command("GET", "tracked")  # read: tracked on that connection
+        assert await conn.read_response() == b"1"
+        await client.set("tracked", "2")  # the server pushes an invalidation to it
+        await client.ping()  # (after the push was sent)
+        got = await asyncio.gather(auto.call("echo", ["x"]), auto.call("get", ["tracked"]))
+        assert got == [b"x", b"2"], direct
+        await auto.aclose()
