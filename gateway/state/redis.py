@@ -230,11 +230,15 @@ class RedisState:
         if result is not TIMED_OUT:
             self._observe(op, started)
             return ANSWERED, result
+        self._went_late(op, started)
+        return LATE, None
+
+    def _went_late(self, op: str, started: float) -> None:
+        """A call answered LATE: counted until it lands; too many at once and Redis is down."""
         self._observe(op, started, ok=False)
         self._late += 1
         if self._late > MAX_LATE:
             self._degrade(op, TimeoutError(f"{self._late} calls past {self._timeout}s"))
-        return LATE, None
 
     def _landed(self, op: str, landed: Landed, call: asyncio.Future[Any]) -> None:
         self._late -= 1
@@ -462,10 +466,7 @@ class _Sent:
         if call.result() is not TIMED_OUT:
             state._observe("after", self.started)
             return
-        state._observe("after", self.started, ok=False)
-        state._late += 1
-        if state._late > MAX_LATE:
-            state._degrade("after", TimeoutError(f"{state._late} calls past {state._timeout}s"))
+        state._went_late("after", self.started)
 
     def landed(self, call: asyncio.Future[Any]) -> None:
         """How a call answered :data:`TIMED_OUT` ended (``RedisState._landed``)."""
