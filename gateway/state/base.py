@@ -223,7 +223,9 @@ class View:
     open_circuits: dict[str, float] = field(default_factory=dict)
     """target id -> seconds until it may be tried again (every open circuit, not only asked)."""
     latency_s: dict[str, float] = field(default_factory=dict)
-    """target id -> recent mean latency of successful attempts (asked candidates)."""
+    """target id -> recent mean latency of successful attempts (asked candidates). Only merged
+    into the replica's snapshot for later plans: the Redis backend answers a deployment's
+    latency once per batch of tickets (in the first that asks), not in each."""
     saturated: dict[str, Saturation] = field(default_factory=dict)
     """Asked candidates at their own RPM/TPM."""
     verdict: KeyVerdict | None = None

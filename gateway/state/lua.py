@@ -98,6 +98,7 @@ end
 -- of 65536 reports (8 KiB), kept at least a day after its newest bit; any other id is a key
 -- of its own for a day.
 local DAY = 86400
+local kept = {}  -- bitmaps whose TTL this call has seen to
 local function fresh(rid)
   local who, n = string.match(rid, '^(%x+)%-(%x+)$')
   if who == nil or #n > 12 then
@@ -105,10 +106,31 @@ local function fresh(rid)
   end
   n = tonumber(n, 16)
   local key = P .. ':dn:' .. who .. ':' .. math.floor(n / 65536)
-  if redis.call('SETBIT', key, n % 65536, 1) == 1 then return false end
-  if redis.call('TTL', key) < DAY then redis.call('EXPIRE', key, DAY + 3600) end
+  if redis.call('SETBIT', key, n % 65536, '1') == 1 then return false end
+  if not kept[key] then
+    kept[key] = true
+    if redis.call('TTL', key) < DAY then redis.call('EXPIRE', key, DAY + 3600) end
+  end
   return true
 end
+
+-- Read once per script call (a BATCH call runs many tickets): the keys' version (no script
+-- changes it) and the tripped circuits (``touch_open`` after a write to them drops the copy).
+local ver_seen, open_seen = nil, nil
+local function keys_ver()
+  if ver_seen == nil then ver_seen = tonumber(redis.call('GET', P .. ':keys:ver') or '0') end
+  return ver_seen
+end
+local function open_list()
+  if open_seen == nil then
+    open_seen = redis.call('ZRANGE', P .. ':cb:open', '0', '-1', 'WITHSCORES')
+  end
+  return open_seen
+end
+local function touch_open() open_seen = nil end
+-- Deployments whose latency this call has answered already: View.latency_s only feeds the
+-- replica's snapshot, so a batch's tickets answer each one once (the first that asks).
+local lat_sent = nil
 
 local function wadd(key, bucket, amount, size, n)
   local cur = math.floor(now / size)
@@ -121,7 +143,7 @@ end
 
 _BEFORE_BODY = """
 local out = {open = {}, lat = {}, sat = {}}
-out.ver = tonumber(redis.call('GET', P .. ':keys:ver') or '0')
+out.ver = keys_ver()
 if t.pin then
   local v = redis.call('GET', P .. ':pin:' .. t.pin)
   local tid, till
@@ -130,7 +152,7 @@ if t.pin then
 end
 local OPEN = P .. ':cb:open'
 local tripped = {}
-local zl = redis.call('ZRANGE', OPEN, 0, -1, 'WITHSCORES')
+local zl = open_list()
 for i = 1, #zl, 2 do
   local until_ = tonumber(zl[i + 1])
   tripped[zl[i]] = true
@@ -185,9 +207,19 @@ if out.pin and t.pk and #avail > 1 then  -- an available pinned candidate goes f
     end
   end
 end
-if #ids > 0 then
-  local lats = redis.call('HMGET', P .. ':lat', unpack(ids))
-  for i, id in ipairs(ids) do
+local ask = ids
+if lat_sent == nil then
+  lat_sent = {}
+else
+  ask = {}
+  for _, id in ipairs(ids) do
+    if not lat_sent[id] then ask[#ask + 1] = id end
+  end
+end
+if #ask > 0 then
+  local lats = redis.call('HMGET', P .. ':lat', unpack(ask))
+  for i, id in ipairs(ask) do
+    lat_sent[id] = true
     if lats[i] then out.lat[id] = tonumber(lats[i]) end
   end
 end
@@ -256,6 +288,7 @@ for _, id in ipairs(half) do
   redis.call('ZADD', OPEN, now + t.lease_s, id)
   probes[#probes + 1] = id
 end
+if #probes > 0 then touch_open() end
 local sec = math.floor(now)
 local lease = {second = sec, cost = 0, probes = probes}
 local first = avail[1]
@@ -311,7 +344,7 @@ local function circuit(o)
   local consecutive, trips = tonumber(c[1]) or 0, tonumber(c[2]) or 0
   local open_until = tonumber(c[3]) or 0
   local eb = math.floor(now / cfg.wsize)
-  if redis.call('HINCRBY', key, 'requests', 1) == 1 then  -- a deployment's first outcome
+  if redis.call('HINCRBY', key, 'requests', '1') == 1 then  -- a deployment's first outcome
     redis.call('SADD', P .. ':cb:ids', o.id)
   end
   wadd(P .. ':ew:' .. o.id .. ':r', eb, 1, cfg.wsize, 12)
@@ -326,6 +359,7 @@ local function circuit(o)
     if open_until <= now and (trips ~= 0 or open_until ~= 0 or (tonumber(c[4]) or 0) ~= 0) then
       redis.call('HSET', key, 'trips', 0, 'open_until', 0, 'probe_until', 0)
       redis.call('ZREM', OPEN, o.id)
+      touch_open()
     end
     return
   end
@@ -340,6 +374,7 @@ local function circuit(o)
       redis.call('HSET', key, 'open_until', tostring(u))
       local held = tonumber(redis.call('HGET', key, 'probe_until') or '0')
       redis.call('ZADD', OPEN, math.max(u, held), o.id)
+      touch_open()
     end
     return
   end
@@ -352,6 +387,7 @@ local function circuit(o)
   if cd then
     redis.call('HSET', key, 'trips', trips + 1, 'open_until', tostring(now + cd), 'probe_until', 0)
     redis.call('ZADD', OPEN, now + cd, o.id)
+    touch_open()
   end
 end
 
@@ -397,6 +433,7 @@ for _, id in ipairs(lease.probes) do
   if not recorded[id] and redis.call('ZSCORE', OPEN, id) then
     redis.call('HSET', key, 'probe_until', 0)
     redis.call('ZADD', OPEN, tonumber(redis.call('HGET', key, 'open_until') or '0'), id)
+    touch_open()
   end
 end
 return 1

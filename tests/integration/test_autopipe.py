@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 from gateway.catalogue.schema import BreakerConfig
 from gateway.state import lua
 from gateway.state.autopipe import LATE, AutoPipeline
-from gateway.state.base import DeploymentAsk, KeyAsk, Lease, Outcome, Report, Ticket
+from gateway.state.base import DeploymentAsk, KeyAsk, Lease, Outcome, Report, Ticket, View
 from gateway.state.codec import breaker_doc, decode_view, encode_report, encode_ticket
 from gateway.state.redis import _with_id
 from tests.support.redis_server import RedisServer
@@ -242,7 +242,10 @@ async def _dump(client: Redis, prefix: str) -> dict[str, object]:
 
 async def test_a_turns_reports_ride_in_its_before_and_answer_as_alone(client: Redis) -> None:
     """With ``fold``, a turn's ``after`` reports and ``before`` tickets are one EVALSHA
-    (lua.BATCH); every caller gets the answer it gets unfolded, and Redis ends up the same."""
+    (lua.BATCH); every caller gets the answer it gets unfolded, and Redis ends up the same.
+    Latencies are the one exception: a batch answers each deployment's once, in the first
+    ticket that asks (View.latency_s only feeds the replica's snapshot), so the tickets'
+    latencies merged in order are what the unfolded calls' are."""
     breaker = BreakerConfig()
     cfg = breaker_doc(breaker)
     now = 1_900_000_000.25
@@ -275,7 +278,11 @@ async def test_a_turns_reports_ride_in_its_before_and_answer_as_alone(client: Re
         assert got[4] == 1 and got[6] == 0  # a process's report id: one bit, skipped too
         views[prefix] = [decode_view(got[1], ticket), decode_view(got[5], ticket)]
         await auto.aclose()
-    assert views["a"] == views["b"]
+    folded, alone = views["a"], views["b"]
+    assert folded[0].latency_s == alone[0].latency_s == alone[1].latency_s
+    assert folded[0].latency_s.keys() == {"d/limited"}  # d/free has only failed
+    assert folded[1].latency_s == {}  # answered in the first ticket of the batch
+    assert [replace(v, latency_s={}) for v in folded] == [replace(v, latency_s={}) for v in alone]
     dumped = await _dump(client, "a")
     assert len(dumped) > 10 and dumped == await _dump(client, "b")
 
@@ -382,3 +389,36 @@ async def test_a_push_on_the_connection_is_not_taken_for_a_reply(client: Redis) 
         got = await asyncio.gather(auto.call("echo", ["x"]), auto.call("get", ["tracked"]))
         assert got == [b"x", b"2"], direct
         await auto.aclose()
+
+
+async def test_a_batch_reads_the_tripped_circuits_again_after_a_probe(client: Redis) -> None:
+    """A batch call reads the tripped circuits once for its tickets and again after one of
+    them takes a half-open circuit's probe: the next ticket sees that circuit held, as it does
+    unfolded; the report-id bitmap a batch writes keeps its day-long TTL."""
+    breaker = BreakerConfig()
+    cfg = breaker_doc(breaker)
+    now = 1_900_000_000.25
+    for src in STATE_SCRIPTS.values():
+        await client.script_load(src)
+    views: dict[str, list[View]] = {}
+    for prefix, fold in (("pa", FOLD), ("pb", None)):
+        auto = AutoPipeline(client, STATE_SCRIPTS, fold=fold)
+        tripped = Report((Outcome("d/free", False, 0.1, "rate_limited", 5.0),), id="t1")
+        assert await auto.call("after", [prefix, repr(now), encode_report(tripped), cfg]) == 1
+        ticket = Ticket((DeploymentAsk("d/free"), DeploymentAsk("d/other")), 10)
+        later = repr(now + 6)  # the circuit's cooldown is over: half-open, one probe
+        got = await asyncio.gather(
+            auto.call("before", [prefix, later, encode_ticket(ticket, breaker)]),
+            auto.call("before", [prefix, later, encode_ticket(ticket, breaker)]),
+            auto.call("after", [prefix, later, encode_report(_with_id(Report(), "ab-1")), cfg]),
+        )
+        views[prefix] = [decode_view(g, ticket) for g in got[:2]]
+        ttl = await client.ttl(f"{prefix}:dn:ab:0")
+        assert 86400 < ttl <= 86400 + 3600
+        await auto.aclose()
+    folded, alone = views["pa"], views["pb"]
+    first, second = folded
+    assert first.lease is not None and first.lease.probes == ("d/free",)
+    assert second.lease is not None and second.lease.probes == ()
+    assert second.open_circuits.keys() == {"d/free"}  # held by the first ticket's probe
+    assert [replace(v, latency_s={}) for v in folded] == [replace(v, latency_s={}) for v in alone]
