@@ -280,7 +280,7 @@ if t.key then
   v = judge(t.key)
   out.verdict = v
 end
-if not t.reserve or (v and v.refused) then return cjson.encode(out) end
+if t.reserve == false or (v and v.refused) then return cjson.encode(out) end
 
 local probes = {}
 for _, id in ipairs(half) do
@@ -329,6 +329,7 @@ BEFORE = _HELPERS + "local t = cjson.decode(ARGV[3])\n" + _BEFORE_BODY
 
 _AFTER_BODY = """
 if r.rid and not fresh(r.rid) then return 0 end
+local tokens, cost = r.tokens or 0, r.cost or 0  -- left out when 0
 local OPEN = P .. ':cb:open'
 
 local function rate_hit(id)
@@ -400,7 +401,7 @@ end
 local lease = r.lease
 local skip = lease and lease.dep
 local sec = math.floor(now)
-for _, id in ipairs(r.attempts) do
+for _, id in ipairs(r.attempts or {}) do
   if id == skip then
     skip = nil
   else
@@ -408,7 +409,7 @@ for _, id in ipairs(r.attempts) do
   end
 end
 if not lease then
-  if r.by and r.tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', sec, r.tokens, RS, RN) end
+  if r.by and tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', sec, tokens, RS, RN) end
   return 1
 end
 local ls = lease.second
@@ -416,15 +417,15 @@ if lease.dep then
   if skip then wadd(P .. ':rl:d:' .. lease.dep .. ':r', ls, -1, RS, RN) end
   wadd(P .. ':rl:d:' .. lease.dep .. ':t', ls, -lease.tokens, RS, RN)
 end
-if r.by and r.tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', ls, r.tokens, RS, RN) end
+if r.by and tokens > 0 then wadd(P .. ':rl:d:' .. r.by .. ':t', ls, tokens, RS, RN) end
 if lease.fdep then redis.call('ZREM', P .. ':sf:' .. lease.fdep, lease.fslot) end
 if lease.key then
   if lease.slot then redis.call('ZREM', P .. ':if:' .. lease.key, lease.slot) end
-  wadd(P .. ':rl:k:' .. lease.key .. ':t', ls, r.tokens - lease.tokens, RS, RN)
+  wadd(P .. ':rl:k:' .. lease.key .. ':t', ls, tokens - lease.tokens, RS, RN)
   wadd(P .. ':rs:' .. lease.key, math.floor(ls / CS), -lease.cost, CS, CN)
-  if r.cost > 0 then
+  if cost > 0 then
     local sp = P .. ':sp:' .. lease.key .. ':' .. lease.period
-    redis.call('INCRBY', sp, r.cost)
+    redis.call('INCRBY', sp, cost)
     if lease.pend then redis.call('EXPIREAT', sp, math.floor(lease.pend) + 90 * 86400) end
   end
 end

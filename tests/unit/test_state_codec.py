@@ -91,14 +91,15 @@ def plain_report(report: Report) -> dict[str, Any]:
             )
             for o in report.outcomes
         ],
-        "attempts": list(report.attempts),
+        "attempts": list(report.attempts) or None,  # what is empty or 0 is left out
         "by": report.answered_by,
-        "tokens": report.tokens,
-        "cost": report.cost_micros,
+        "tokens": report.tokens or None,
+        "cost": report.cost_micros or None,
         "rid": report.id or None,
     }
     lease = report.lease
-    if lease is not None:
+    acts = lease is not None and (lease.key_id, lease.deployment, lease.flight) != (None,) * 3
+    if lease is not None and (acts or lease.probes or report.answered_by is not None):
         doc["lease"] = _compact(
             {
                 "second": lease.second,
@@ -204,7 +205,7 @@ def plain_ticket(ticket: Ticket, breaker: BreakerConfig) -> dict[str, Any]:
     (one dict, every member in it): the reference for :func:`encode_ticket`."""
     cands = ticket.candidates
     doc: dict[str, Any] = {
-        "reserve": ticket.reserve,
+        "reserve": False if not ticket.reserve else None,  # left out when reserving
         "tokens": ticket.tokens,
         "lease_s": breaker.probe_lease_s,
         "cands": [c.target_id for c in cands],
@@ -239,7 +240,7 @@ def plain_ticket(ticket: Ticket, breaker: BreakerConfig) -> dict[str, Any]:
     f = ticket.flight
     if f is not None:
         doc["fl"] = {"ids": list(f.ids), "slot": f.slot, "hold": f.hold_s}
-    return doc
+    return _compact(doc)
 
 
 maybe_int = st.none() | st.integers(0, 10**7)
