@@ -131,6 +131,28 @@ local function touch_open() open_seen = nil end
 -- Deployments whose latency this call has answered already: View.latency_s only feeds the
 -- replica's snapshot, so a batch's tickets answer each one once (the first that asks).
 local lat_sent = nil
+-- Latencies this call's reports have read or moved, and those to write back (once each, by
+-- lat_flush, before any ticket reads them): a batch's reports on one deployment read and
+-- write its mean once, not once each.
+local lat_now, lat_moved = {}, nil
+local function lat_of(id)
+  local v = lat_now[id]
+  if v == nil then
+    v = tonumber(redis.call('HGET', P .. ':lat', id)) or false
+    lat_now[id] = v
+  end
+  return v or nil
+end
+local function lat_flush()
+  if lat_moved == nil then return end
+  local args = {}
+  for id in pairs(lat_moved) do
+    args[#args + 1] = id
+    args[#args + 1] = tostring(lat_now[id])
+  end
+  redis.call('HSET', P .. ':lat', unpack(args))
+  lat_moved = nil
+end
 
 local function wadd(key, bucket, amount, size, n)
   local cur = math.floor(now / size)
@@ -350,9 +372,10 @@ local function circuit(o)
   end
   wadd(P .. ':ew:' .. o.id .. ':r', eb, 1, cfg.wsize, 12)
   if o.ok then
-    local lat = tonumber(redis.call('HGET', P .. ':lat', o.id))
-    lat = lat and (lat + cfg.alpha * (o.lat - lat)) or o.lat
-    redis.call('HSET', P .. ':lat', o.id, tostring(lat))
+    local lat = lat_of(o.id)
+    lat_now[o.id] = lat and (lat + cfg.alpha * (o.lat - lat)) or o.lat
+    if lat_moved == nil then lat_moved = {} end
+    lat_moved[o.id] = true
     -- A closed circuit that never tripped since its last reset has nothing to reset: a
     -- circuit in OPEN always has trips >= 1 (a trip, open_until and a probe's lease all
     -- need one), and probe_until is only set while it is in OPEN.
@@ -440,7 +463,13 @@ end
 return 1
 """
 """What ``after`` does with its report ``r`` (a chunk ending in ``return``)."""
-AFTER = _HELPERS + "local r, cfg = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])\n" + _AFTER_BODY
+AFTER = (
+    _HELPERS
+    + "local r, cfg = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])\n"
+    + "local function after_one()\n"
+    + _AFTER_BODY
+    + "end\nlocal done = after_one()\nlat_flush()\nreturn done\n"
+)
 """``ARGV[3]`` the report, ``ARGV[4]`` the breaker settings (:func:`~gateway.state.codec.
 breaker_doc`)."""
 
@@ -458,6 +487,7 @@ for i = first, #ARGV, 2 do
   now = tonumber(ARGV[i])
   out[nb + (i - first) / 2 + 1] = after_one(cjson.decode(ARGV[i + 1]))
 end
+lat_flush()
 for i = 1, nb do
   now = tonumber(ARGV[2 + 2 * i])
   out[i] = before_one(cjson.decode(ARGV[3 + 2 * i]))

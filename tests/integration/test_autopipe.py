@@ -20,7 +20,16 @@ from redis.exceptions import ResponseError
 from gateway.catalogue.schema import BreakerConfig
 from gateway.state import lua
 from gateway.state.autopipe import LATE, AutoPipeline
-from gateway.state.base import DeploymentAsk, KeyAsk, Lease, Outcome, Report, Ticket, View
+from gateway.state.base import (
+    LATENCY_ALPHA,
+    DeploymentAsk,
+    KeyAsk,
+    Lease,
+    Outcome,
+    Report,
+    Ticket,
+    View,
+)
 from gateway.state.codec import breaker_doc, decode_view, encode_report, encode_ticket
 from gateway.state.redis import _with_id
 from tests.support.redis_server import RedisServer
@@ -422,3 +431,39 @@ async def test_a_batch_reads_the_tripped_circuits_again_after_a_probe(client: Re
     assert second.lease is not None and second.lease.probes == ()
     assert second.open_circuits.keys() == {"d/free"}  # held by the first ticket's probe
     assert [replace(v, latency_s={}) for v in folded] == [replace(v, latency_s={}) for v in alone]
+
+
+async def test_a_batchs_reports_on_one_deployment_move_its_latency_in_order(
+    client: Redis,
+) -> None:
+    """A batch reads and writes a deployment's mean latency once for all its reports: the
+    mean is the one the reports make one after another, and the tickets after them read it."""
+    breaker = BreakerConfig()
+    cfg = breaker_doc(breaker)
+    now = 1_900_000_000.25
+    for src in STATE_SCRIPTS.values():
+        await client.script_load(src)
+    for prefix, fold in (("la", FOLD), ("lb", None)):
+        auto = AutoPipeline(client, STATE_SCRIPTS, fold=fold)
+        ticket = Ticket((DeploymentAsk("d/x"),), 10, reserve=False)
+        got = await asyncio.gather(
+            *(
+                auto.call("after", [prefix, repr(now), encode_report(Report((ok,))), cfg])
+                for ok in (Outcome("d/x", True, 1.0), Outcome("d/x", True, 2.0))
+            ),
+            auto.call("after", [prefix, repr(now), encode_report(Report((fail(),))), cfg]),
+            auto.call("after", [prefix, repr(now), encode_report(Report((slow(),))), cfg]),
+            auto.call("before", [prefix, repr(now), encode_ticket(ticket, breaker)]),
+        )
+        want = 1.2 + LATENCY_ALPHA * (4.0 - 1.2)  # 1.0, then 2.0 (alpha 0.2), then 4.0
+        assert float(await client.hget(f"{prefix}:lat", "d/x")) == pytest.approx(want)
+        assert decode_view(got[-1], ticket).latency_s == {"d/x": pytest.approx(want)}
+        await auto.aclose()
+
+
+def fail() -> Outcome:
+    return Outcome("d/x", False, 9.0, "transient")
+
+
+def slow() -> Outcome:
+    return Outcome("d/x", True, 4.0)
