@@ -183,11 +183,12 @@ class AutoPipeline:
         """``batch`` with its ``before`` and ``after`` calls as one ``combined`` call (when that
         makes two or more calls one), all for the first one's key prefix (and, for reports,
         the first report's settings): ``[prefix, settings or "", number of befores, each
-        before's now and document, each after's now and document]``; a ``before`` call's
-        arguments are ``[prefix, now, document]``, an ``after``'s ``[prefix, now, document,
-        settings]``. The combined command goes first (into ``names``, ``packed``, ``owners``:
-        its answer, a list, the befores' then the afters', is handed out to the calls it
-        stands for); the calls returned, the others in order, follow it."""
+        before's now, document and candidates' part, each after's now and document]``; a
+        ``before`` call's arguments are ``[prefix, now, document, candidates' part]``, an
+        ``after``'s ``[prefix, now, document, settings]``. The combined command goes first (into
+        ``names``, ``packed``, ``owners``: its answer, a list, the befores' then the afters',
+        is handed out to the calls it stands for); the calls returned, the others in order,
+        follow it."""
         ours = (before, after)
         prefix = next((c[1][0] for c in batch if c[0] in ours), None)
         cfg = next((c[1][3] for c in batch if c[0] == after and c[1][0] == prefix), "")
@@ -208,7 +209,7 @@ class AutoPipeline:
             return batch
         args: list[Any] = [prefix, cfg, len(befores)]
         for c in befores:
-            args += c[1][1:3]
+            args += c[1][1:4]
         for c in afters:
             args += c[1][1:3]
         names.append(combined)

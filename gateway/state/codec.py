@@ -37,37 +37,42 @@ def _limits(c: DeploymentAsk) -> dict[str, int]:
 
 
 CANDIDATES_KEPT = 256
-"""Candidate tuples whose part of the ticket document is kept (admission reuses one tuple per
-plan head, so a handful in practice)."""
-_cands_parts: dict[int, tuple[tuple[DeploymentAsk, ...], bytes]] = {}
-"""id(candidates) -> (them, their ``"cands"`` and ``"lim"`` members as JSON): the tuple is held
-so that its id stays its own."""
+"""Candidate tuples whose part of the ticket is kept (admission reuses one tuple per plan head,
+and one tuple of pinnable candidates per head, so a handful in practice)."""
+_cands_parts: dict[tuple[int, int], tuple[tuple[DeploymentAsk, ...], tuple[str, ...], bytes]]
+_cands_parts = {}
+"""(id(candidates), id(pinnable)) -> (them, it, their part as JSON): both tuples are held so
+that their ids stay their own."""
 
 
-def _cands_part(cands: tuple[DeploymentAsk, ...]) -> bytes:
-    got = _cands_parts.get(id(cands))
-    if got is not None and got[0] is cands:
-        return got[1]
+def _cands_part(cands: tuple[DeploymentAsk, ...], pinnable: tuple[str, ...]) -> bytes:
+    key = (id(cands), id(pinnable))
+    got = _cands_parts.get(key)
+    if got is not None and got[0] is cands and got[1] is pinnable:
+        return got[2]
     doc: dict[str, Any] = {"cands": [c.target_id for c in cands]}  # and the limits of those
     lim = {c.target_id: _limits(c) for c in cands if c.rpm is not None or c.tpm is not None}
     if lim:  # with their own
         doc["lim"] = lim
-    part = orjson.dumps(doc)[1:-1]
+    if pinnable:
+        doc["pk"] = pinnable
+    part = orjson.dumps(doc)
     if len(_cands_parts) >= CANDIDATES_KEPT:
         _cands_parts.clear()
-    _cands_parts[id(cands)] = (cands, part)
+    _cands_parts[key] = (cands, pinnable, part)
     return part
 
 
-def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
-    """The ticket's JSON document; the candidates' part is written once per tuple."""
+def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> tuple[bytes, bytes]:
+    """The ticket as two JSON documents: its own members, and its candidates' part
+    (``cands``, ``lim``, and ``pk`` with a session), written once per tuple and sent as the
+    same bytes each time, which the script decodes once per call (a batch's tickets share a
+    plan head's)."""
     doc: dict[str, Any] = {"tokens": ticket.tokens, "lease_s": breaker.probe_lease_s}
     if not ticket.reserve:  # (reserving is the usual case: not written)
         doc["reserve"] = False
     if ticket.session:
         doc["pin"] = ticket.session
-        if ticket.pinnable:
-            doc["pk"] = ticket.pinnable
     k = ticket.key
     if k is not None:
         doc["key"] = _compact(
@@ -87,7 +92,8 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> bytes:
     f = ticket.flight
     if f is not None:
         doc["fl"] = {"ids": list(f.ids), "slot": f.slot, "hold": f.hold_s}
-    return b"%b,%b}" % (orjson.dumps(doc)[:-1], _cands_part(ticket.candidates))
+    pinnable = ticket.pinnable if ticket.session else ()
+    return orjson.dumps(doc), _cands_part(ticket.candidates, pinnable)
 
 
 def breaker_doc(breaker: BreakerConfig) -> bytes:

@@ -4,7 +4,8 @@
 They mirror :mod:`gateway.state.memory`, :mod:`gateway.state.circuits` and
 :mod:`gateway.state.windows` line for line; the contract suite holds both to the same answers.
 Arguments: ``ARGV[1]`` key prefix, ``ARGV[2]`` now (epoch seconds), ``ARGV[3]`` a JSON
-document (:mod:`gateway.state.codec`; ``AFTER`` takes the breaker settings as ``ARGV[4]``);
+document (:mod:`gateway.state.codec`; ``BEFORE`` takes the candidates' part of its ticket as
+``ARGV[4]``, ``AFTER`` the breaker settings);
 the answer is JSON too. Key names are built from the
 prefix inside the scripts; in Redis Cluster the prefix is a hash tag (``{glmgw}``), so every key
 a script touches is in one slot, and the scripts are sent to that slot's master
@@ -152,6 +153,19 @@ local function lat_flush()
   end
   redis.call('HSET', P .. ':lat', unpack(args))
   lat_moved = nil
+end
+
+-- A ticket's candidates' part (``cands``, ``lim``, ``pk``: the same bytes for every ticket of
+-- a plan head) is decoded once per call and shared, read-only, by the tickets that send it.
+local parts = {}
+local function ticket_of(doc, part)
+  local t, c = cjson.decode(doc), parts[part]
+  if c == nil then
+    c = cjson.decode(part)
+    parts[part] = c
+  end
+  t.cands, t.lim, t.pk = c.cands, c.lim, c.pk
+  return t
 end
 
 local function wadd(key, bucket, amount, size, n)
@@ -347,7 +361,7 @@ out.lease = lease
 return cjson.encode(out)
 """
 """What ``before`` does with its ticket ``t`` (a chunk ending in ``return``)."""
-BEFORE = _HELPERS + "local t = cjson.decode(ARGV[3])\n" + _BEFORE_BODY
+BEFORE = _HELPERS + "local t = ticket_of(ARGV[3], ARGV[4])\n" + _BEFORE_BODY
 
 _AFTER_BODY = """
 if r.rid and not fresh(r.rid) then return 0 end
@@ -482,25 +496,25 @@ BATCH = (
     + _BEFORE_BODY
     + """end
 local out, nb = {}, tonumber(ARGV[3])
-local first = 4 + 2 * nb
+local first = 4 + 3 * nb
 for i = first, #ARGV, 2 do
   now = tonumber(ARGV[i])
   out[nb + (i - first) / 2 + 1] = after_one(cjson.decode(ARGV[i + 1]))
 end
 lat_flush()
 for i = 1, nb do
-  now = tonumber(ARGV[2 + 2 * i])
-  out[i] = before_one(cjson.decode(ARGV[3 + 2 * i]))
+  now = tonumber(ARGV[1 + 3 * i])
+  out[i] = before_one(ticket_of(ARGV[2 + 3 * i], ARGV[3 + 3 * i]))
 end
 return out
 """
 )
 """A turn's ``after`` reports and ``before`` tickets in one call (one EVALSHA instead of one
 each: :class:`gateway.state.autopipe.AutoPipeline` folds them): ``ARGV[2]`` the breaker
-settings (``''`` without reports), ``ARGV[3]`` the number of tickets, then each ticket's now
-and document, then each report's now and document. Reports are applied first, in order, each
-at its own now, then the tickets in order; the answer is ``{each before's answer ..., each
-after's answer ...}``."""
+settings (``''`` without reports), ``ARGV[3]`` the number of tickets, then each ticket's now,
+document and candidates' part, then each report's now and document. Reports are applied
+first, in order, each at its own now, then the tickets in order; the answer is ``{each
+before's answer ..., each after's answer ...}``."""
 
 HEALTH = (
     _HELPERS

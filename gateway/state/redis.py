@@ -132,8 +132,8 @@ class RedisState:
     # --- hot path ----------------------------------------------------------------------------
 
     async def before(self, ticket: Ticket, now: float) -> View:
-        payload = encode_ticket(ticket, self._cfg)
-        got, raw = await self._script("before", payload, now, _Asked(self, ticket, now).late)
+        doc, part = encode_ticket(ticket, self._cfg)
+        got, raw = await self._script("before", doc, now, _Asked(self, ticket, now).late, part)
         if got != ANSWERED:
             return await self._local_before(ticket, now)
         view = decode_view(raw, ticket)
@@ -206,15 +206,21 @@ class RedisState:
             )
             self._local.apply(charge, now)
 
-    async def _script(self, op: str, payload: bytes, now: float, late: Late) -> tuple[str, Any]:
+    async def _script(
+        self, op: str, payload: bytes, now: float, late: Late, part: bytes | None = None
+    ) -> tuple[str, Any]:
         """``(ANSWERED, answer)``; ``(LATE, None)``: still running, ``late`` will be told how
-        it ended (through :meth:`_landed`); ``(NOT_SENT, None)``: degraded, or it failed."""
+        it ended (through :meth:`_landed`); ``(NOT_SENT, None)``: degraded, or it failed.
+        ``part``: a fourth argument (a ticket's candidates' part)."""
         if self._outage.degraded:
             return NOT_SENT, None
         started = time.perf_counter()
         # The call or the timeout, whichever first, leaving the call running: the pipeline
         # answers LATE past the timeout (one timer per batch) and tells ``late`` the rest.
-        call = self._auto.call(op, [self._p, repr(now), payload], late=late)
+        args = [self._p, repr(now), payload]
+        if part is not None:
+            args.append(part)
+        call = self._auto.call(op, args, late=late)
         try:
             result = await call
         except asyncio.CancelledError:

@@ -265,7 +265,7 @@ async def test_a_turns_reports_ride_in_its_before_and_answer_as_alone(client: Re
         auto = AutoPipeline(client, STATE_SCRIPTS, fold=fold)
         await client.hset(f"{prefix}:key:k1", mapping={"json": "{}", "revoked": "0"})
         ticket = _ticket()
-        args = [prefix, repr(now), encode_ticket(ticket, breaker)]
+        args = [prefix, repr(now), *encode_ticket(ticket, breaker)]
         lease = decode_view(await auto.call("before", args), ticket).lease
         assert lease is not None and lease.deployment == "d/limited"
         settle = Report((Outcome("d/limited", True, 0.2),), ("d/limited",), lease, "d/limited",
@@ -275,11 +275,11 @@ async def test_a_turns_reports_ride_in_its_before_and_answer_as_alone(client: Re
         mine = _with_id(replace(settle, lease=None, tokens=10), "0123456789abcdef-1ffff")
         got = await asyncio.gather(
             auto.call("after", [prefix, repr(now + 1), encode_report(settle), cfg]),
-            auto.call("before", [prefix, repr(now + 2), encode_ticket(ticket, breaker)]),
+            auto.call("before", [prefix, repr(now + 2), *encode_ticket(ticket, breaker)]),
             auto.call("after", [prefix, repr(now + 1.5), encode_report(failed), cfg]),
             auto.call("after", [prefix, repr(now + 3), encode_report(settle), cfg]),  # again
             auto.call("after", [prefix, repr(now + 3), encode_report(mine), cfg]),
-            auto.call("before", [prefix, repr(now + 3), encode_ticket(ticket, breaker)]),
+            auto.call("before", [prefix, repr(now + 3), *encode_ticket(ticket, breaker)]),
             auto.call("after", [prefix, repr(now + 3), encode_report(mine), cfg]),  # again
         )
         assert await _evalshas(client) - counted == (1 if fold else 7)
@@ -417,8 +417,8 @@ async def test_a_batch_reads_the_tripped_circuits_again_after_a_probe(client: Re
         ticket = Ticket((DeploymentAsk("d/free"), DeploymentAsk("d/other")), 10)
         later = repr(now + 6)  # the circuit's cooldown is over: half-open, one probe
         got = await asyncio.gather(
-            auto.call("before", [prefix, later, encode_ticket(ticket, breaker)]),
-            auto.call("before", [prefix, later, encode_ticket(ticket, breaker)]),
+            auto.call("before", [prefix, later, *encode_ticket(ticket, breaker)]),
+            auto.call("before", [prefix, later, *encode_ticket(ticket, breaker)]),
             auto.call("after", [prefix, later, encode_report(_with_id(Report(), "ab-1")), cfg]),
         )
         views[prefix] = [decode_view(g, ticket) for g in got[:2]]
@@ -453,7 +453,7 @@ async def test_a_batchs_reports_on_one_deployment_move_its_latency_in_order(
             ),
             auto.call("after", [prefix, repr(now), encode_report(Report((fail(),))), cfg]),
             auto.call("after", [prefix, repr(now), encode_report(Report((slow(),))), cfg]),
-            auto.call("before", [prefix, repr(now), encode_ticket(ticket, breaker)]),
+            auto.call("before", [prefix, repr(now), *encode_ticket(ticket, breaker)]),
         )
         want = 1.2 + LATENCY_ALPHA * (4.0 - 1.2)  # 1.0, then 2.0 (alpha 0.2), then 4.0
         assert float(await client.hget(f"{prefix}:lat", "d/x")) == pytest.approx(want)
@@ -467,3 +467,24 @@ def fail() -> Outcome:
 
 def slow() -> Outcome:
     return Outcome("d/x", True, 4.0)
+
+
+async def test_tickets_of_a_batch_keep_their_own_candidates(client: Redis) -> None:
+    """A batch decodes each distinct candidates' part once and shares it: tickets with other
+    candidates, in between, still get theirs (the deployment their lease counts against)."""
+    breaker = BreakerConfig()
+    await client.script_load(lua.BATCH)
+    auto = AutoPipeline(client, STATE_SCRIPTS, fold=FOLD)
+    one = Ticket((DeploymentAsk("d/a", rpm=9),), 10)
+    other = Ticket((DeploymentAsk("d/b", rpm=9), DeploymentAsk("d/c", rpm=9)), 10)
+    tickets = [one, other, one, Ticket((DeploymentAsk("d/a", rpm=9),), 10), other]
+    now = repr(1_900_000_000.25)
+    got = await asyncio.gather(
+        *(auto.call("before", ["pc", now, *encode_ticket(t, breaker)]) for t in tickets)
+    )
+    leases = [decode_view(g, t).lease for g, t in zip(got, tickets, strict=True)]
+    assert [lease.deployment if lease else None for lease in leases] == [
+        "d/a", "d/b", "d/a", "d/a", "d/b"
+    ]  # fmt: skip
+    assert await client.hget("pc:rl:d:d/a:r", str(int(1_900_000_000.25))) == b"3"
+    await auto.aclose()

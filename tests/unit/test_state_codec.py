@@ -272,24 +272,36 @@ tickets = st.builds(
 )
 
 
+def loads_ticket(ticket: Ticket, breaker: BreakerConfig) -> dict[str, Any]:
+    """:func:`encode_ticket`'s two documents as one: its own members, then the candidates'."""
+    doc, part = encode_ticket(ticket, breaker)
+    own, cands = orjson.loads(doc), orjson.loads(part)
+    assert not own.keys() & cands.keys()
+    assert cands.keys() <= {"cands", "lim", "pk"}
+    return {**own, **cands}
+
+
 @settings(max_examples=300)
 @given(tickets, st.booleans())
 def test_encode_ticket_writes_the_plain_document(ticket: Ticket, again: bool) -> None:
     breaker = BreakerConfig()
     if again:  # the candidates' part from the kept copy
         encode_ticket(ticket, breaker)
-    assert orjson.loads(encode_ticket(ticket, breaker)) == plain_ticket(ticket, breaker)
+    assert loads_ticket(ticket, breaker) == plain_ticket(ticket, breaker)
 
 
 def test_the_candidates_part_is_kept_per_tuple_not_per_equal_tuple() -> None:
     breaker = BreakerConfig()
     one = (DeploymentAsk("a/x", 5),)
-    first = orjson.loads(encode_ticket(Ticket(one, 1), breaker))
+    first = loads_ticket(Ticket(one, 1), breaker)
     other = (DeploymentAsk("b/y"),)
-    second = orjson.loads(encode_ticket(Ticket(other, 1), breaker))
+    second = loads_ticket(Ticket(other, 1), breaker)
     assert (first["cands"], first["lim"]) == (["a/x"], {"a/x": {"rpm": 5}})
     assert second["cands"] == ["b/y"] and "lim" not in second
+    pinned = loads_ticket(Ticket(one, 1, session="s", pinnable=("a/x",)), breaker)
+    assert pinned["pk"] == ["a/x"]  # a part of its own: the same candidates, pinnable ones
+    assert "pk" not in loads_ticket(Ticket(one, 1, pinnable=("a/x",)), breaker)  # no session
     for i in range(CANDIDATES_KEPT + 3):  # the copies are bounded
         encode_ticket(Ticket((DeploymentAsk(f"c/{i}"),), 1), breaker)
     assert len(_cands_parts) <= CANDIDATES_KEPT
-    assert orjson.loads(encode_ticket(Ticket(one, 1), breaker))["cands"] == ["a/x"]
+    assert loads_ticket(Ticket(one, 1), breaker)["cands"] == ["a/x"]
