@@ -144,6 +144,36 @@ local function lat_of(id)
   end
   return v or nil
 end
+-- Successes on a quiet circuit (closed, nothing to reset: all its fields 0) only count: this
+-- call adds them up per deployment and error-window bucket and writes each sum once
+-- (cb_flush: before anything else reads or writes that circuit, and at the end of the reports).
+local quiet, counted, buckets, ew_size = {}, {}, {}, 0
+local function count_ok(id, eb, size)
+  counted[id] = (counted[id] or 0) + 1
+  local b = buckets[id]
+  if b == nil then
+    b = {}
+    buckets[id] = b
+  end
+  b[eb] = (b[eb] or 0) + 1
+  ew_size = size
+end
+local function cb_flush(id)
+  local n = counted[id]
+  if n == nil then return end
+  counted[id] = nil
+  if redis.call('HINCRBY', P .. ':cb:' .. id, 'requests', n) == n then
+    redis.call('SADD', P .. ':cb:ids', id)
+  end
+  local key = P .. ':ew:' .. id .. ':r'
+  for eb, k in pairs(buckets[id]) do  -- as wadd (a new bucket: newest TTL)
+    if redis.call('HINCRBY', key, eb, k) == k then redis.call('EXPIRE', key, 13 * ew_size) end
+  end
+  buckets[id] = nil
+end
+local function cb_flush_all()
+  for id in pairs(counted) do cb_flush(id) end
+end
 local function lat_flush()
   if lat_moved == nil then return end
   local args = {}
@@ -375,7 +405,21 @@ local function rate_hit(id)
   return failed >= cfg.rate * seen
 end
 
+local function lat_move(o)
+  local lat = lat_of(o.id)
+  lat_now[o.id] = lat and (lat + cfg.alpha * (o.lat - lat)) or o.lat
+  if lat_moved == nil then lat_moved = {} end
+  lat_moved[o.id] = true
+end
+
 local function circuit(o)
+  if o.ok and quiet[o.id] then
+    count_ok(o.id, math.floor(now / cfg.wsize), cfg.wsize)
+    lat_move(o)
+    return
+  end
+  cb_flush(o.id)
+  quiet[o.id] = nil
   local key = P .. ':cb:' .. o.id
   local c = redis.call('HMGET', key, 'consecutive', 'trips', 'open_until', 'probe_until')
   local consecutive, trips = tonumber(c[1]) or 0, tonumber(c[2]) or 0
@@ -386,10 +430,7 @@ local function circuit(o)
   end
   wadd(P .. ':ew:' .. o.id .. ':r', eb, 1, cfg.wsize, 12)
   if o.ok then
-    local lat = lat_of(o.id)
-    lat_now[o.id] = lat and (lat + cfg.alpha * (o.lat - lat)) or o.lat
-    if lat_moved == nil then lat_moved = {} end
-    lat_moved[o.id] = true
+    lat_move(o)
     -- A closed circuit that never tripped since its last reset has nothing to reset: a
     -- circuit in OPEN always has trips >= 1 (a trip, open_until and a probe's lease all
     -- need one), and probe_until is only set while it is in OPEN.
@@ -399,6 +440,7 @@ local function circuit(o)
       redis.call('ZREM', OPEN, o.id)
       touch_open()
     end
+    quiet[o.id] = open_until <= now  -- then all its fields are 0
     return
   end
   redis.call('HINCRBY', key, 'failures', 1)
@@ -466,7 +508,7 @@ if lease.key then
     if lease.pend then redis.call('EXPIREAT', sp, math.floor(lease.pend) + 90 * 86400) end
   end
 end
-for _, id in ipairs(lease.probes) do
+for _, id in ipairs(lease.probes) do  -- (tripped: never a quiet one)
   local key = P .. ':cb:' .. id
   if not recorded[id] and redis.call('ZSCORE', OPEN, id) then
     redis.call('HSET', key, 'probe_until', 0)
@@ -482,7 +524,7 @@ AFTER = (
     + "local r, cfg = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])\n"
     + "local function after_one()\n"
     + _AFTER_BODY
-    + "end\nlocal done = after_one()\nlat_flush()\nreturn done\n"
+    + "end\nlocal done = after_one()\ncb_flush_all()\nlat_flush()\nreturn done\n"
 )
 """``ARGV[3]`` the report, ``ARGV[4]`` the breaker settings (:func:`~gateway.state.codec.
 breaker_doc`)."""
@@ -501,6 +543,7 @@ for i = first, #ARGV, 2 do
   now = tonumber(ARGV[i])
   out[nb + (i - first) / 2 + 1] = after_one(cjson.decode(ARGV[i + 1]))
 end
+cb_flush_all()
 lat_flush()
 for i = 1, nb do
   now = tonumber(ARGV[1 + 3 * i])

@@ -30,6 +30,7 @@ from gateway.state.base import (
     Ticket,
     View,
 )
+from gateway.state.circuits import error_bucket_s
 from gateway.state.codec import breaker_doc, decode_view, encode_report, encode_ticket
 from gateway.state.redis import _with_id
 from tests.support.redis_server import RedisServer
@@ -487,4 +488,86 @@ async def test_tickets_of_a_batch_keep_their_own_candidates(client: Redis) -> No
         "d/a", "d/b", "d/a", "d/a", "d/b"
     ]  # fmt: skip
     assert await client.hget("pc:rl:d:d/a:r", str(int(1_900_000_000.25))) == b"3"
+    await auto.aclose()
+
+
+async def test_a_batchs_successes_on_a_quiet_circuit_count_as_they_do_alone(
+    client: Redis,
+) -> None:
+    """Successes on a closed circuit with nothing to reset are summed per deployment and
+    window bucket and written once per batch; a failure in between, a second bucket, a new
+    deployment, a probe's release and a success while the circuit is still open (then one
+    after it) still leave Redis as the same reports sent one by one."""
+    breaker = BreakerConfig()
+    cfg = breaker_doc(breaker)
+    now = 1_900_000_000.25
+    size = error_bucket_s(breaker)
+    for src in STATE_SCRIPTS.values():
+        await client.script_load(src)
+
+    def ok(tid: str, lat: float = 0.5) -> Report:
+        return Report((Outcome(tid, True, lat),))
+
+    probe = Lease(None, int(now), 0, probes=("d/x",))
+    reports = [
+        (now, ok("d/x", 1.0)),
+        (now, ok("d/x", 2.0)),
+        (now + 0.1, ok("d/new")),
+        (now, ok("d/x", 3.0)),
+        (now, Report((Outcome("d/x", False, 0.1, "transient"),))),
+        (now + size, ok("d/x", 4.0)),  # the next error-window bucket
+        (now + size, ok("d/x", 5.0)),
+        (now, ok("d/new")),
+        (now + size, Report((Outcome("d/y", True, 0.2),), lease=probe)),
+        (now + size, ok("d/x", 6.0)),
+        (now, Report((Outcome("d/z", False, 0.1, "rate_limited", 5.0),))),  # open for 5 s
+        (now + 1, ok("d/z")),  # while open: nothing reset, so not quiet
+        (now + 10, ok("d/z")),  # after: the circuit is reset
+        (now + 11, ok("d/z")),
+    ]
+    for prefix, fold in (("qa", FOLD), ("qb", None)):
+        auto = AutoPipeline(client, STATE_SCRIPTS, fold=fold)
+        got = await asyncio.gather(
+            *(auto.call("after", [prefix, repr(t), encode_report(r), cfg]) for t, r in reports),
+            auto.call("before", [prefix, repr(now + size), *encode_ticket(Ticket(), breaker)]),
+        )
+        assert got[:-1] == [1] * len(reports)
+        await auto.aclose()
+    assert await client.hget("qa:cb:d/x", "requests") == b"7"
+    assert await client.hget("qa:cb:d/new", "requests") == b"2"
+    assert await client.smembers("qa:cb:ids") == {b"d/x", b"d/new", b"d/y", b"d/z"}
+    assert await client.hget("qa:cb:d/z", "trips") == b"0"
+    window = await client.hgetall("qa:ew:d/x:r")
+    assert sorted(int(v) for v in window.values()) == [3, 4]
+    assert 0 < await client.ttl("qa:ew:d/x:r") <= 13 * size
+    dumped = await _dump(client, "qa")
+    assert dumped == await _dump(client, "qb")
+
+
+async def test_a_failure_in_a_batch_sees_the_successes_summed_before_it(client: Redis) -> None:
+    """The error rate a failure is judged by counts the batch's earlier successes: 10 of 20
+    failed before the batch; 5 successes, then a failure, is 11 of 26 (no trip), where
+    without those successes it would be 11 of 22 (a trip at 0.5)."""
+    breaker = BreakerConfig()
+    assert (breaker.error_rate, breaker.error_min_requests) == (0.5, 20)
+    cfg = breaker_doc(breaker)
+    now = 1_900_000_000.25
+    for src in STATE_SCRIPTS.values():
+        await client.script_load(src)
+    ok = Report((Outcome("d/x", True, 0.5),))
+    bad = Report((Outcome("d/x", False, 0.1, "transient"),))
+    auto = AutoPipeline(client, STATE_SCRIPTS, fold=FOLD)
+    prefix, ticket = "ra", Ticket((DeploymentAsk("d/x"),), 1)
+    for i in range(20):  # one at a time: 10 failed of 20, never 5 in a row
+        report = encode_report(bad if i % 2 == 0 else ok)
+        assert await auto.call("after", [prefix, repr(now), report, cfg]) == 1
+    counted = await _evalshas(client)
+    got = await asyncio.gather(
+        *(auto.call("after", [prefix, repr(now), encode_report(r), cfg]) for r in [ok] * 5 + [bad])
+    )
+    assert got == [1] * 6 and await _evalshas(client) - counted == 1  # one batch
+    answer = await auto.call("before", [prefix, repr(now), *encode_ticket(ticket, breaker)])
+    view = decode_view(answer, ticket)
+    assert view.open_circuits == {}
+    assert await client.hget("ra:cb:d/x", "requests") == b"26"
     await auto.aclose()
