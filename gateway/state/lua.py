@@ -37,6 +37,8 @@ from __future__ import annotations
 _HELPERS = """
 local P, now = ARGV[1], tonumber(ARGV[2])
 local RS, RN, CS, CN = 1, 60, 60, 15
+local OPEN = P .. ':cb:open'
+local cfg = nil  -- the breaker settings (a call with reports)
 
 -- The window's sum (stale buckets dropped) and its HGETALL reply: the live buckets are
 -- only listed (live_of) when a refusal needs them, not on every call. A bucket id as long as
@@ -115,6 +117,69 @@ local function fresh(rid)
   return true
 end
 
+local EMPTY = {}  -- read-only
+
+-- A candidate with limits of its own: nil when it has room, and the share of them used.
+local function saturation(id, c, tokens)
+  if c == nil then return nil, 0 end  -- no limits of its own
+  local base = P .. ':rl:d:' .. id
+  local use = 0
+  if c.rpm then
+    local used, live = wsum(base .. ':r', RS, RN)
+    if used + 1 > c.rpm then return {room_in(live, used, c.rpm, 1, RS, RN), 'rpm', c.rpm} end
+    use = used / c.rpm
+  end
+  if c.tpm then
+    local used, live = wsum(base .. ':t', RS, RN)
+    if used + tokens > c.tpm then
+      return {room_in(live, used, c.tpm, tokens, RS, RN), 'tpm', c.tpm}
+    end
+    use = math.max(use, used / c.tpm)
+  end
+  return nil, use
+end
+
+local function judge(k, tokens)
+  local revoked = redis.call('HGET', P .. ':key:' .. k.id, 'revoked')
+  if revoked ~= '0' then return {refused = 'revoked', retry = 0} end
+  local base = P .. ':rl:k:' .. k.id
+  local ur, lr = wsum(base .. ':r', RS, RN)
+  local ut, lt = wsum(base .. ':t', RS, RN)
+  local spend = tonumber(redis.call('GET', P .. ':sp:' .. k.id .. ':' .. k.period) or '0')
+  local reserved = wsum(P .. ':rs:' .. k.id, CS, CN)
+  local held = 0
+  if k.mif then
+    local IF = P .. ':if:' .. k.id
+    redis.call('ZREMRANGEBYSCORE', IF, '-inf', now)
+    held = redis.call('ZCARD', IF)
+  end
+  local v = {retry = 0, spend = spend, budget = k.budget, rpm = k.rpm, tpm = k.tpm, mif = k.mif}
+  if k.rpm and ur + 1 > k.rpm then
+    v.refused, v.retry = 'rpm', room_in(lr, ur, k.rpm, 1, RS, RN)
+  elseif k.tpm and ut + tokens > k.tpm then
+    v.refused, v.retry = 'tpm', room_in(lt, ut, k.tpm, tokens, RS, RN)
+  elseif k.budget and spend + reserved + k.cost > k.budget then
+    if k.cheap and spend + reserved + k.cheap <= k.budget then
+      v.downgraded = true
+    else
+      v.refused, v.retry = 'budget', (k.pend and (k.pend - now) or -1)
+    end
+  end
+  if not v.refused and k.mif and held + 1 > k.mif then
+    v.refused, v.retry = 'concurrency', 1
+  end
+  local taken = v.refused and 0 or 1
+  if k.mif then v.held = held + taken end
+  v.cost = (v.refused and 0) or (v.downgraded and k.cheap) or k.cost
+  v.rpm_left = math.max(0, (k.rpm or 0) - ur - taken)
+  v.tpm_left = math.max(0, (k.tpm or 0) - ut - tokens * taken)
+  local full = (math.floor(now / RS) + RN) * RS - now
+  v.rpm_reset = v.refused and reset_in(lr, RS, RN) or full
+  v.tpm_reset = v.refused and reset_in(lt, RS, RN) or full
+  v.reserved = reserved + v.cost
+  return v
+end
+
 -- Read once per script call (a BATCH call runs many tickets): the keys' version (no script
 -- changes it) and the tripped circuits (``touch_open`` after a write to them drops the copy).
 local ver_seen, open_seen = nil, nil
@@ -124,7 +189,7 @@ local function keys_ver()
 end
 local function open_list()
   if open_seen == nil then
-    open_seen = redis.call('ZRANGE', P .. ':cb:open', '0', '-1', 'WITHSCORES')
+    open_seen = redis.call('ZRANGE', OPEN, '0', '-1', 'WITHSCORES')
   end
   return open_seen
 end
@@ -205,199 +270,8 @@ local function wadd(key, bucket, amount, size, n)
     redis.call('EXPIRE', key, (n + 1) * size)
   end
 end
-"""
 
-_BEFORE_BODY = """
-local out = {open = {}, lat = {}, sat = {}}
-out.ver = keys_ver()
-if t.pin then
-  local v = redis.call('GET', P .. ':pin:' .. t.pin)
-  local tid, till
-  if v then tid, till = string.match(v, '^(.*)\\n([^\\n]+)$') end
-  if tid and tonumber(till) > now then out.pin = {tid, tonumber(till)} end
-end
-local OPEN = P .. ':cb:open'
-local tripped = {}
-local zl = open_list()
-for i = 1, #zl, 2 do
-  local until_ = tonumber(zl[i + 1])
-  tripped[zl[i]] = true
-  if until_ > now then out.open[zl[i]] = until_ - now end
-end
-
-local lim = t.lim or {}
-local function saturation(id, c)  -- nil when it has room, and the share of its limits used
-  if c == nil then return nil, 0 end  -- no limits of its own
-  local base = P .. ':rl:d:' .. id
-  local use = 0
-  if c.rpm then
-    local used, live = wsum(base .. ':r', RS, RN)
-    if used + 1 > c.rpm then return {room_in(live, used, c.rpm, 1, RS, RN), 'rpm', c.rpm} end
-    use = used / c.rpm
-  end
-  if c.tpm then
-    local used, live = wsum(base .. ':t', RS, RN)
-    if used + t.tokens > c.tpm then
-      return {room_in(live, used, c.tpm, t.tokens, RS, RN), 'tpm', c.tpm}
-    end
-    use = math.max(use, used / c.tpm)
-  end
-  return nil, use
-end
-
-local spread = {}
-if t.fl then
-  out.use = {}
-  for _, id in ipairs(t.fl.ids) do spread[id] = true end
-end
-local avail, half, ids = {}, {}, t.cands
-for _, id in ipairs(ids) do
-  if out.open[id] == nil then
-    local sat, use = saturation(id, lim[id])
-    if sat then
-      out.sat[id] = sat
-    else
-      avail[#avail + 1] = id
-      if tripped[id] then half[#half + 1] = id end
-      if use > 0 and spread[id] then out.use[id] = use end
-    end
-  end
-end
-if out.pin and t.pk and #avail > 1 then  -- an available pinned candidate goes first
-  for i, id in ipairs(avail) do
-    if id == out.pin[1] then
-      for _, k in ipairs(t.pk) do
-        if k == id then table.insert(avail, 1, table.remove(avail, i)) break end
-      end
-      break
-    end
-  end
-end
-local ask = ids
-if lat_sent == nil then
-  lat_sent = {}
-else
-  ask = {}
-  for _, id in ipairs(ids) do
-    if not lat_sent[id] then ask[#ask + 1] = id end
-  end
-end
-if #ask > 0 then
-  local lats = redis.call('HMGET', P .. ':lat', unpack(ask))
-  for i, id in ipairs(ask) do
-    lat_sent[id] = true
-    if lats[i] then out.lat[id] = tonumber(lats[i]) end
-  end
-end
-local fl = t.fl
-if fl then
-  out.inf = {}
-  for _, id in ipairs(fl.ids) do
-    local F = P .. ':sf:' .. id
-    redis.call('ZREMRANGEBYSCORE', F, '-inf', now)
-    out.inf[id] = redis.call('ZCARD', F)
-  end
-end
-if #avail == 0 then return cjson.encode(out) end
-
-local function judge(k)
-  local revoked = redis.call('HGET', P .. ':key:' .. k.id, 'revoked')
-  if revoked ~= '0' then return {refused = 'revoked', retry = 0} end
-  local base = P .. ':rl:k:' .. k.id
-  local ur, lr = wsum(base .. ':r', RS, RN)
-  local ut, lt = wsum(base .. ':t', RS, RN)
-  local spend = tonumber(redis.call('GET', P .. ':sp:' .. k.id .. ':' .. k.period) or '0')
-  local reserved = wsum(P .. ':rs:' .. k.id, CS, CN)
-  local held = 0
-  if k.mif then
-    local IF = P .. ':if:' .. k.id
-    redis.call('ZREMRANGEBYSCORE', IF, '-inf', now)
-    held = redis.call('ZCARD', IF)
-  end
-  local v = {retry = 0, spend = spend, budget = k.budget, rpm = k.rpm, tpm = k.tpm, mif = k.mif}
-  if k.rpm and ur + 1 > k.rpm then
-    v.refused, v.retry = 'rpm', room_in(lr, ur, k.rpm, 1, RS, RN)
-  elseif k.tpm and ut + t.tokens > k.tpm then
-    v.refused, v.retry = 'tpm', room_in(lt, ut, k.tpm, t.tokens, RS, RN)
-  elseif k.budget and spend + reserved + k.cost > k.budget then
-    if k.cheap and spend + reserved + k.cheap <= k.budget then
-      v.downgraded = true
-    else
-      v.refused, v.retry = 'budget', (k.pend and (k.pend - now) or -1)
-    end
-  end
-  if not v.refused and k.mif and held + 1 > k.mif then
-    v.refused, v.retry = 'concurrency', 1
-  end
-  local taken = v.refused and 0 or 1
-  if k.mif then v.held = held + taken end
-  v.cost = (v.refused and 0) or (v.downgraded and k.cheap) or k.cost
-  v.rpm_left = math.max(0, (k.rpm or 0) - ur - taken)
-  v.tpm_left = math.max(0, (k.tpm or 0) - ut - t.tokens * taken)
-  local full = (math.floor(now / RS) + RN) * RS - now
-  v.rpm_reset = v.refused and reset_in(lr, RS, RN) or full
-  v.tpm_reset = v.refused and reset_in(lt, RS, RN) or full
-  v.reserved = reserved + v.cost
-  return v
-end
-
-local v = nil
-if t.key then
-  v = judge(t.key)
-  out.verdict = v
-end
-if t.reserve == false or (v and v.refused) then return cjson.encode(out) end
-
-local probes = {}
-for _, id in ipairs(half) do
-  redis.call('HSET', P .. ':cb:' .. id, 'probe_until', tostring(now + t.lease_s))
-  redis.call('ZADD', OPEN, now + t.lease_s, id)
-  probes[#probes + 1] = id
-end
-if #probes > 0 then touch_open() end
-local sec = math.floor(now)
-local lease = {second = sec, cost = 0, probes = probes}
-local first = avail[1]
-if not (v and v.downgraded) and lim[first] then
-  local base = P .. ':rl:d:' .. first
-  wadd(base .. ':r', sec, 1, RS, RN)
-  wadd(base .. ':t', sec, t.tokens, RS, RN)
-  lease.dep = first
-end
-if fl and not (v and v.downgraded) and out.inf[first] then
-  local id = first
-  local F = P .. ':sf:' .. id
-  redis.call('ZADD', F, now + fl.hold, fl.slot)
-  local ttl = math.ceil(fl.hold) + 1
-  if redis.call('TTL', F) < ttl then redis.call('EXPIRE', F, ttl) end
-  out.inf[id] = out.inf[id] + 1
-  lease.fdep, lease.fslot = id, fl.slot
-end
-if t.key then
-  local base = P .. ':rl:k:' .. t.key.id
-  wadd(base .. ':r', sec, 1, RS, RN)
-  wadd(base .. ':t', sec, t.tokens, RS, RN)
-  wadd(P .. ':rs:' .. t.key.id, math.floor(now / CS), v.cost, CS, CN)
-  lease.cost = v.cost
-  if t.key.mif then
-    local IF = P .. ':if:' .. t.key.id
-    redis.call('ZADD', IF, now + t.key.hold, t.key.slot)
-    local ttl = math.ceil(t.key.hold) + 1
-    if redis.call('TTL', IF) < ttl then redis.call('EXPIRE', IF, ttl) end
-    lease.slot = t.key.slot
-  end
-end
-out.lease = lease
-return cjson.encode(out)
-"""
-"""What ``before`` does with its ticket ``t`` (a chunk ending in ``return``)."""
-BEFORE = _HELPERS + "local t = ticket_of(ARGV[3], ARGV[4])\n" + _BEFORE_BODY
-
-_AFTER_BODY = """
-if r.rid and not fresh(r.rid) then return 0 end
-local tokens, cost = r.tokens or 0, r.cost or 0  -- left out when 0
-local OPEN = P .. ':cb:open'
-
+-- A report's outcome on its deployment's circuit (mirrors gateway.state.circuits).
 local function rate_hit(id)
   local seen = wsum(P .. ':ew:' .. id .. ':r', cfg.wsize, 12)
   if seen < cfg.wmin then return false end
@@ -471,16 +345,171 @@ local function circuit(o)
   end
 end
 
-local recorded = {}
-for _, o in ipairs(r.outcomes) do
-  circuit(o)
-  recorded[o.id] = true
+local function among(outcomes, id)  -- the report recorded an outcome of this deployment
+  for _, o in ipairs(outcomes) do
+    if o.id == id then return true end
+  end
+  return false
 end
+"""
+
+_BEFORE_BODY = """
+-- (open, lat, sat and a lease's probes are only written when not empty: the answer is
+-- encoded, and read, member by member)
+local out = {}
+local ver = keys_ver()
+if ver ~= 0 then out.ver = ver end
+if t.pin then
+  local v = redis.call('GET', P .. ':pin:' .. t.pin)
+  local tid, till
+  if v then tid, till = string.match(v, '^(.*)\\n([^\\n]+)$') end
+  if tid and tonumber(till) > now then out.pin = {tid, tonumber(till)} end
+end
+local tripped, opened = {}, nil
+local zl = open_list()
+for i = 1, #zl, 2 do
+  local until_ = tonumber(zl[i + 1])
+  tripped[zl[i]] = true
+  if until_ > now then
+    if opened == nil then opened = {} end
+    opened[zl[i]] = until_ - now
+  end
+end
+out.open = opened
+
+local lim = t.lim or EMPTY
+
+local avail, half, ids = nil, EMPTY, t.cands
+if #zl == 0 and t.lim == nil and t.fl == nil then
+  avail = ids  -- all of them (shared with the call's other tickets: copied before a change)
+else
+  local spread = {}
+  if t.fl then
+    out.use = {}
+    for _, id in ipairs(t.fl.ids) do spread[id] = true end
+  end
+  avail, half = {}, {}
+  for _, id in ipairs(ids) do
+    if opened == nil or opened[id] == nil then
+      local sat, use = saturation(id, lim[id], t.tokens)
+      if sat then
+        if out.sat == nil then out.sat = {} end
+        out.sat[id] = sat
+      else
+        avail[#avail + 1] = id
+        if tripped[id] then half[#half + 1] = id end
+        if use > 0 and spread[id] then out.use[id] = use end
+      end
+    end
+  end
+end
+if out.pin and t.pk and #avail > 1 then  -- an available pinned candidate goes first
+  if avail == ids then avail = {unpack(ids)} end
+  for i, id in ipairs(avail) do
+    if id == out.pin[1] then
+      for _, k in ipairs(t.pk) do
+        if k == id then table.insert(avail, 1, table.remove(avail, i)) break end
+      end
+      break
+    end
+  end
+end
+local ask = ids
+if lat_sent == nil then
+  lat_sent = {}
+else
+  ask = {}
+  for _, id in ipairs(ids) do
+    if not lat_sent[id] then ask[#ask + 1] = id end
+  end
+end
+if #ask > 0 then
+  local lats, lat = redis.call('HMGET', P .. ':lat', unpack(ask)), nil
+  for i, id in ipairs(ask) do
+    lat_sent[id] = true
+    if lats[i] then
+      if lat == nil then lat = {} end
+      lat[id] = tonumber(lats[i])
+    end
+  end
+  out.lat = lat
+end
+local fl = t.fl
+if fl then
+  out.inf = {}
+  for _, id in ipairs(fl.ids) do
+    local F = P .. ':sf:' .. id
+    redis.call('ZREMRANGEBYSCORE', F, '-inf', now)
+    out.inf[id] = redis.call('ZCARD', F)
+  end
+end
+if #avail == 0 then return cjson.encode(out) end
+
+local v = nil
+if t.key then
+  v = judge(t.key, t.tokens)
+  out.verdict = v
+end
+if t.reserve == false or (v and v.refused) then return cjson.encode(out) end
+
+local sec = math.floor(now)
+local lease = {second = sec}
+if #half > 0 then
+  local probes = {}
+  for _, id in ipairs(half) do
+    redis.call('HSET', P .. ':cb:' .. id, 'probe_until', tostring(now + t.lease_s))
+    redis.call('ZADD', OPEN, now + t.lease_s, id)
+    probes[#probes + 1] = id
+  end
+  touch_open()
+  lease.probes = probes
+end
+local first = avail[1]
+if not (v and v.downgraded) and lim[first] then
+  local base = P .. ':rl:d:' .. first
+  wadd(base .. ':r', sec, 1, RS, RN)
+  wadd(base .. ':t', sec, t.tokens, RS, RN)
+  lease.dep = first
+end
+if fl and not (v and v.downgraded) and out.inf[first] then
+  local id = first
+  local F = P .. ':sf:' .. id
+  redis.call('ZADD', F, now + fl.hold, fl.slot)
+  local ttl = math.ceil(fl.hold) + 1
+  if redis.call('TTL', F) < ttl then redis.call('EXPIRE', F, ttl) end
+  out.inf[id] = out.inf[id] + 1
+  lease.fdep, lease.fslot = id, fl.slot
+end
+if t.key then
+  local base = P .. ':rl:k:' .. t.key.id
+  wadd(base .. ':r', sec, 1, RS, RN)
+  wadd(base .. ':t', sec, t.tokens, RS, RN)
+  wadd(P .. ':rs:' .. t.key.id, math.floor(now / CS), v.cost, CS, CN)
+  lease.cost = v.cost
+  if t.key.mif then
+    local IF = P .. ':if:' .. t.key.id
+    redis.call('ZADD', IF, now + t.key.hold, t.key.slot)
+    local ttl = math.ceil(t.key.hold) + 1
+    if redis.call('TTL', IF) < ttl then redis.call('EXPIRE', IF, ttl) end
+    lease.slot = t.key.slot
+  end
+end
+out.lease = lease
+return cjson.encode(out)
+"""
+"""What ``before`` does with its ticket ``t`` (a chunk ending in ``return``)."""
+BEFORE = _HELPERS + "local t = ticket_of(ARGV[3], ARGV[4])\n" + _BEFORE_BODY
+
+_AFTER_BODY = """
+if r.rid and not fresh(r.rid) then return 0 end
+local tokens, cost = r.tokens or 0, r.cost or 0  -- left out when 0
+local outcomes = r.outcomes
+for _, o in ipairs(outcomes) do circuit(o) end
 
 local lease = r.lease
 local skip = lease and lease.dep
 local sec = math.floor(now)
-for _, id in ipairs(r.attempts or {}) do
+for _, id in ipairs(r.attempts or EMPTY) do
   if id == skip then
     skip = nil
   else
@@ -510,7 +539,7 @@ if lease.key then
 end
 for _, id in ipairs(lease.probes) do  -- (tripped: never a quiet one)
   local key = P .. ':cb:' .. id
-  if not recorded[id] and redis.call('ZSCORE', OPEN, id) then
+  if not among(outcomes, id) and redis.call('ZSCORE', OPEN, id) then
     redis.call('HSET', key, 'probe_until', 0)
     redis.call('ZADD', OPEN, tonumber(redis.call('HGET', key, 'open_until') or '0'), id)
     touch_open()
@@ -521,7 +550,7 @@ return 1
 """What ``after`` does with its report ``r`` (a chunk ending in ``return``)."""
 AFTER = (
     _HELPERS
-    + "local r, cfg = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])\n"
+    + "local r = cjson.decode(ARGV[3])\ncfg = cjson.decode(ARGV[4])\n"
     + "local function after_one()\n"
     + _AFTER_BODY
     + "end\nlocal done = after_one()\ncb_flush_all()\nlat_flush()\nreturn done\n"
@@ -531,7 +560,7 @@ breaker_doc`)."""
 
 BATCH = (
     _HELPERS
-    + "local cfg = ARGV[2] ~= '' and cjson.decode(ARGV[2]) or nil\n"
+    + "cfg = ARGV[2] ~= '' and cjson.decode(ARGV[2]) or nil\n"
     + "local function after_one(r)\n"
     + _AFTER_BODY
     + "end\nlocal function before_one(t)\n"
