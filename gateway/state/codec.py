@@ -39,18 +39,20 @@ def _limits(c: DeploymentAsk) -> dict[str, int]:
 CANDIDATES_KEPT = 256
 """Candidate tuples whose part of the ticket is kept (admission reuses one tuple per plan head,
 and one tuple of pinnable candidates per head, so a handful in practice)."""
-_cands_parts: dict[tuple[int, int], tuple[tuple[DeploymentAsk, ...], tuple[str, ...], bytes]]
-_cands_parts = {}
-"""(id(candidates), id(pinnable)) -> (them, it, their part as JSON): both tuples are held so
-that their ids stay their own."""
+_Kept = tuple[tuple[DeploymentAsk, ...], tuple[str, ...], bytes]
+_cands_parts: dict[tuple[int, int, float], _Kept] = {}
+"""(id(candidates), id(pinnable), probe lease) -> (them, it, their part as JSON): both tuples
+are held so that their ids stay their own."""
 
 
-def _cands_part(cands: tuple[DeploymentAsk, ...], pinnable: tuple[str, ...]) -> bytes:
-    key = (id(cands), id(pinnable))
+def _cands_part(
+    cands: tuple[DeploymentAsk, ...], pinnable: tuple[str, ...], lease_s: float
+) -> bytes:
+    key = (id(cands), id(pinnable), lease_s)
     got = _cands_parts.get(key)
     if got is not None and got[0] is cands and got[1] is pinnable:
         return got[2]
-    doc: dict[str, Any] = {"cands": [c.target_id for c in cands]}  # and the limits of those
+    doc: dict[str, Any] = {"cands": [c.target_id for c in cands], "lease_s": lease_s}
     lim = {c.target_id: _limits(c) for c in cands if c.rpm is not None or c.tpm is not None}
     if lim:  # with their own
         doc["lim"] = lim
@@ -65,10 +67,10 @@ def _cands_part(cands: tuple[DeploymentAsk, ...], pinnable: tuple[str, ...]) -> 
 
 def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> tuple[bytes, bytes]:
     """The ticket as two JSON documents: its own members, and its candidates' part
-    (``cands``, ``lim``, and ``pk`` with a session), written once per tuple and sent as the
-    same bytes each time, which the script decodes once per call (a batch's tickets share a
-    plan head's)."""
-    doc: dict[str, Any] = {"tokens": ticket.tokens, "lease_s": breaker.probe_lease_s}
+    (``cands``, ``lim``, ``pk`` with a session, and the probe lease ``lease_s``), written
+    once per tuple and sent as the same bytes each time, which the script decodes once per
+    call (a batch's tickets share a plan head's)."""
+    doc: dict[str, Any] = {"tokens": ticket.tokens}
     if not ticket.reserve:  # (reserving is the usual case: not written)
         doc["reserve"] = False
     if ticket.session:
@@ -93,7 +95,7 @@ def encode_ticket(ticket: Ticket, breaker: BreakerConfig) -> tuple[bytes, bytes]
     if f is not None:
         doc["fl"] = {"ids": list(f.ids), "slot": f.slot, "hold": f.hold_s}
     pinnable = ticket.pinnable if ticket.session else ()
-    return orjson.dumps(doc), _cands_part(ticket.candidates, pinnable)
+    return orjson.dumps(doc), _cands_part(ticket.candidates, pinnable, breaker.probe_lease_s)
 
 
 def breaker_doc(breaker: BreakerConfig) -> bytes:

@@ -259,7 +259,7 @@ local function ticket_of(doc, part)
     c = cjson.decode(part)
     parts[part] = c
   end
-  t.cands, t.lim, t.pk = c.cands, c.lim, c.pk
+  t.cands, t.lim, t.pk, t.lease_s = c.cands, c.lim, c.pk, c.lease_s
   return t
 end
 
@@ -363,10 +363,11 @@ if t.pin then
   local v = redis.call('GET', P .. ':pin:' .. t.pin)
   local tid, till
   if v then tid, till = string.match(v, '^(.*)\\n([^\\n]+)$') end
-  if tid and tonumber(till) > now then out.pin = {tid, tonumber(till)} end
+  if tid and tonumber(till) > now then out.pin = {tid, till} end  -- (as written: a number)
 end
-local tripped, opened = {}, nil
+local tripped, opened = EMPTY, nil
 local zl = open_list()
+if #zl > 0 then tripped = {} end
 for i = 1, #zl, 2 do
   local until_ = tonumber(zl[i + 1])
   tripped[zl[i]] = true
@@ -417,12 +418,15 @@ end
 local ask = ids
 if lat_sent == nil then
   lat_sent = {}
+elseif lat_sent[ids] then  -- these candidates (this part's table) were answered
+  ask = EMPTY
 else
   ask = {}
   for _, id in ipairs(ids) do
     if not lat_sent[id] then ask[#ask + 1] = id end
   end
 end
+lat_sent[ids] = true
 if #ask > 0 then
   local lats, lat = redis.call('HMGET', P .. ':lat', unpack(ask)), nil
   for i, id in ipairs(ask) do

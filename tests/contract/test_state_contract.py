@@ -693,6 +693,7 @@ async def test_before_answers_the_sessions_pin_in_the_same_call(store: StateStor
     await store.set_pin("s1", B.target_id, 60.0, T0)
     view = await store.before(Ticket((A,), 1, session="s1"), T0 + 1)
     assert view.pin is not None and view.pin.target_id == B.target_id
+    assert type(view.pin.until) is float and view.pin.until == pytest.approx(T0 + 60, abs=0.01)
     assert (await store.before(Ticket((A,), 1), T0 + 1)).pin is None  # not asked
     assert (await store.before(Ticket((A,), 1, session="s1"), T0 + 61)).pin is None  # lapsed
 

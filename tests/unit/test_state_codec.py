@@ -277,7 +277,7 @@ def loads_ticket(ticket: Ticket, breaker: BreakerConfig) -> dict[str, Any]:
     doc, part = encode_ticket(ticket, breaker)
     own, cands = orjson.loads(doc), orjson.loads(part)
     assert not own.keys() & cands.keys()
-    assert cands.keys() <= {"cands", "lim", "pk"}
+    assert cands.keys() <= {"cands", "lim", "pk", "lease_s"}
     return {**own, **cands}
 
 
