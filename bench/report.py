@@ -329,6 +329,7 @@ def redis_table(res: Results, meta: dict[str, Any], rounds: int) -> str:
     scripts = sum(v for k, v in cmds.items() if k in SCRIPT_CALLS)
     top = sorted(cmds.items(), key=lambda kv: -kv[1])[:8]
     per = ", ".join(f"{k} {v / reqs:.2f}" for k, v in top) if reqs else "-"
+    server_us = meta.get("redis_cpu_s", float("nan")) / reqs * 1e6 if reqs else float("nan")
     return "\n".join(
         [
             "## Redis state vs in-memory (non-streaming, c=16)",
@@ -336,10 +337,15 @@ def redis_table(res: Results, meta: dict[str, Any], rounds: int) -> str:
             f"{rounds} alternated rounds, nginx upstream, same config; the machine was shared.",
             "",
             "| | memory req/s | redis req/s | redis ÷ memory | CPU µs/req memory | CPU µs/req "
-            "redis | script calls/request |",
-            "|---|--:|--:|--:|--:|--:|--:|",
+            "redis | script calls/request | redis-server CPU µs/req |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
             f"| median | {median(m):.0f} | {median(r):.0f} | {ratio(paired(m, r, _div))} | "
-            f"{_num(mc)} | {_num(rc)} | {scripts / reqs if reqs else float('nan'):.2f} |",
+            f"{_num(mc)} | {_num(rc)} | {scripts / reqs if reqs else float('nan'):.2f} | "
+            f"{server_us:.1f} |",
+            "",
+            "redis-server CPU µs/req: the Redis server's own CPU time over the timed runs (its "
+            "Lua scripts, commands and sockets) per request the Redis gateway served: what each "
+            "request costs the one Redis all replicas share.",
             "",
             f"Redis commands per request (INFO commandstats, commands run inside Lua scripts "
             f"included, so these are not round trips): {per}. Round trips per request ≈ script "

@@ -39,6 +39,7 @@ from harness import (
     Proc,
     Target,
     config_dir,
+    cpu_seconds,
     free_port,
     http_json,
     http_ok,
@@ -368,7 +369,9 @@ def redis_check(args: argparse.Namespace) -> str:
         for t in targets:
             wrk(t, 16, 1)  # warm-up outside the count
         before = redis_commands(redis_url)
+        cpu = cpu_seconds(red.proc.pid)
         run_cells(res, "json", targets, [16], args.rounds, args.seconds, warmup=False)
+        meta["redis_cpu_s"] = cpu_seconds(red.proc.pid) - cpu  # only the Redis rows use it
         after = redis_commands(redis_url)
         meta["commands"] = {k: v - before.get(k, 0) for k, v in after.items()}
         meta["commands"].pop("info", None)  # our own INFO calls
