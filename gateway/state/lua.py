@@ -119,6 +119,18 @@ end
 
 local EMPTY = {}  -- read-only
 
+-- An error window got a new bucket: the buckets of the window before it go (stale: no sum
+-- counts them). Rate windows are summed, and so swept, by the request that writes them; an
+-- error window is read only on a failure or a health read, and while its deployment only
+-- succeeds it would keep a field per bucket for as long as traffic keeps it alive. Each new
+-- bucket sweeps the n + 2 ids a window behind it: with buckets at most n apart (further, and
+-- the hash has expired) every stale one is swept.
+local function sweep(key, bucket, n)
+  local old = {}
+  for b = bucket - 2 * n - 2, bucket - n - 1 do old[#old + 1] = string.format('%d', b) end
+  redis.call('HDEL', key, unpack(old))
+end
+
 -- A candidate with limits of its own: nil when it has room, and the share of them used.
 local function saturation(id, c, tokens)
   if c == nil then return nil, 0 end  -- no limits of its own
@@ -230,9 +242,15 @@ local function cb_flush(id)
   if redis.call('HINCRBY', P .. ':cb:' .. id, 'requests', n) == n then
     redis.call('SADD', P .. ':cb:ids', id)
   end
-  local key = P .. ':ew:' .. id .. ':r'
-  for eb, k in pairs(buckets[id]) do  -- as wadd (a new bucket: newest TTL)
-    if redis.call('HINCRBY', key, eb, k) == k then redis.call('EXPIRE', key, 13 * ew_size) end
+  local key, ebs = P .. ':ew:' .. id .. ':r', {}
+  for eb in pairs(buckets[id]) do ebs[#ebs + 1] = eb end
+  table.sort(ebs)  -- (oldest first: a newer bucket's sweep reaches the older ones)
+  for _, eb in ipairs(ebs) do  -- as wadd
+    local k = buckets[id][eb]
+    if redis.call('HINCRBY', key, eb, k) == k then
+      redis.call('EXPIRE', key, 13 * ew_size)
+      sweep(key, eb, 12)
+    end
   end
   buckets[id] = nil
 end
@@ -263,11 +281,12 @@ local function ticket_of(doc, part)
   return t
 end
 
-local function wadd(key, bucket, amount, size, n)
+local function wadd(key, bucket, amount, size, n, swept)
   local cur = math.floor(now / size)
   if amount == 0 or bucket <= cur - n then return end
   if redis.call('HINCRBY', key, bucket, amount) == amount then  -- a new bucket: newest TTL
     redis.call('EXPIRE', key, (n + 1) * size)
+    if swept then sweep(key, bucket, n) end
   end
 end
 
@@ -302,7 +321,7 @@ local function circuit(o)
   if redis.call('HINCRBY', key, 'requests', '1') == 1 then  -- a deployment's first outcome
     redis.call('SADD', P .. ':cb:ids', o.id)
   end
-  wadd(P .. ':ew:' .. o.id .. ':r', eb, 1, cfg.wsize, 12)
+  wadd(P .. ':ew:' .. o.id .. ':r', eb, 1, cfg.wsize, 12, true)
   if o.ok then
     lat_move(o)
     -- A closed circuit that never tripped since its last reset has nothing to reset: a
@@ -318,7 +337,7 @@ local function circuit(o)
     return
   end
   redis.call('HINCRBY', key, 'failures', 1)
-  wadd(P .. ':ew:' .. o.id .. ':f', eb, 1, cfg.wsize, 12)
+  wadd(P .. ':ew:' .. o.id .. ':f', eb, 1, cfg.wsize, 12, true)
   consecutive = consecutive + 1
   redis.call('HSET', key, 'consecutive', consecutive, 'last_failure', o.cls or '')
   local explicit = (o.cd and o.cd > 0) and o.cd or nil

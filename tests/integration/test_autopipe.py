@@ -571,3 +571,26 @@ async def test_a_failure_in_a_batch_sees_the_successes_summed_before_it(client: 
     assert view.open_circuits == {}
     assert await client.hget("ra:cb:d/x", "requests") == b"26"
     await auto.aclose()
+
+
+async def test_an_error_window_nobody_reads_keeps_one_windows_buckets(client: Redis) -> None:
+    """A deployment that only succeeds has its error window written and never read (no failure
+    and no health read sums it): each new bucket sweeps the stale ones, so the hash holds about
+    one window of buckets, not one per bucket since it was made; in one batch too."""
+    breaker = BreakerConfig()
+    cfg = breaker_doc(breaker)
+    size = error_bucket_s(breaker)
+    now = 1_900_000_000.25
+    await client.script_load(lua.AFTER)
+    await client.script_load(lua.BATCH)
+    ok = encode_report(Report((Outcome("d/w", True, 0.1),)))
+    auto = AutoPipeline(client, STATE_SCRIPTS, fold=FOLD)
+    for i in range(60):  # one batch each, a bucket apart: 5 windows' worth
+        assert await auto.call("after", ["sw", repr(now + i * size), ok, cfg]) == 1
+    assert await client.hlen("sw:ew:d/w:r") <= 14  # n + 2 (was 60)
+    got = await asyncio.gather(  # 60 more buckets in one batch
+        *(auto.call("after", ["sw", repr(now + (60 + i) * size), ok, cfg]) for i in range(60))
+    )
+    assert got == [1] * 60 and await client.hlen("sw:ew:d/w:r") <= 14
+    assert await client.hget("sw:cb:d/w", "requests") == b"120"
+    await auto.aclose()
