@@ -131,6 +131,15 @@ local function sweep(key, bucket, n)
   redis.call('HDEL', key, unpack(old))
 end
 
+-- Add to a window's bucket; a new bucket gives the hash a window to live past it (and, for
+-- an error window, sweeps: ``swept``).
+local function bump(key, bucket, amount, size, n, swept)
+  if redis.call('HINCRBY', key, bucket, amount) == amount then
+    redis.call('EXPIRE', key, (n + 1) * size)
+    if swept then sweep(key, bucket, n) end
+  end
+end
+
 -- A candidate with limits of its own: nil when it has room, and the share of them used.
 local function saturation(id, c, tokens)
   if c == nil then return nil, 0 end  -- no limits of its own
@@ -224,8 +233,8 @@ end
 -- Successes on a quiet circuit (closed, nothing to reset: all its fields 0) only count: this
 -- call adds them up per deployment and error-window bucket and writes each sum once
 -- (cb_flush: before anything else reads or writes that circuit, and at the end of the reports).
-local quiet, counted, buckets, ew_size = {}, {}, {}, 0
-local function count_ok(id, eb, size)
+local quiet, counted, buckets = {}, {}, {}
+local function count_ok(id, eb)
   counted[id] = (counted[id] or 0) + 1
   local b = buckets[id]
   if b == nil then
@@ -233,7 +242,6 @@ local function count_ok(id, eb, size)
     buckets[id] = b
   end
   b[eb] = (b[eb] or 0) + 1
-  ew_size = size
 end
 local function cb_flush(id)
   local n = counted[id]
@@ -245,13 +253,7 @@ local function cb_flush(id)
   local key, ebs = P .. ':ew:' .. id .. ':r', {}
   for eb in pairs(buckets[id]) do ebs[#ebs + 1] = eb end
   table.sort(ebs)  -- (oldest first: a newer bucket's sweep reaches the older ones)
-  for _, eb in ipairs(ebs) do  -- as wadd
-    local k = buckets[id][eb]
-    if redis.call('HINCRBY', key, eb, k) == k then
-      redis.call('EXPIRE', key, 13 * ew_size)
-      sweep(key, eb, 12)
-    end
-  end
+  for _, eb in ipairs(ebs) do bump(key, eb, buckets[id][eb], cfg.wsize, 12, true) end
   buckets[id] = nil
 end
 local function cb_flush_all()
@@ -284,10 +286,7 @@ end
 local function wadd(key, bucket, amount, size, n, swept)
   local cur = math.floor(now / size)
   if amount == 0 or bucket <= cur - n then return end
-  if redis.call('HINCRBY', key, bucket, amount) == amount then  -- a new bucket: newest TTL
-    redis.call('EXPIRE', key, (n + 1) * size)
-    if swept then sweep(key, bucket, n) end
-  end
+  bump(key, bucket, amount, size, n, swept)
 end
 
 -- A report's outcome on its deployment's circuit (mirrors gateway.state.circuits).
@@ -307,7 +306,7 @@ end
 
 local function circuit(o)
   if o.ok and quiet[o.id] then
-    count_ok(o.id, math.floor(now / cfg.wsize), cfg.wsize)
+    count_ok(o.id, math.floor(now / cfg.wsize))
     lat_move(o)
     return
   end
