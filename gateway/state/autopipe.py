@@ -5,9 +5,14 @@ their ``EVALSHA`` commands as one pipeline costs one write and one read instead 
 and each request still makes exactly one round trip. A call waits at most for the end of the
 current turn, except one that may linger (``after``: the answer has gone out already) while
 the process is busy, to ride along with the next batch instead of costing one of its own.
-The client is the ``redis.asyncio`` one: its pool makes and connects the connections; with
-redis-py's hiredis parser a batch is written to a connection's stream and its replies read
-into that parser's ``hiredis.Reader`` here (else with the connection's send / read methods).
+The client is the ``redis.asyncio`` one: its pool makes and connects the connections (AUTH,
+SELECT, Sentinel, Cluster, TLS). With redis-py's hiredis parser, the connection of the first
+batch is then taken over (:class:`_Wire`): later batches are written to its transport as they
+are flushed and answered from its protocol's ``data_received``, in order, with no task or
+stream per batch. Without one (none yet, it failed, no hiredis) a batch runs in a task on a
+pooled connection, its replies read into that parser's ``hiredis.Reader`` here (else with the
+connection's send / read methods). A call whose answer nobody awaits (a report) gives a
+:class:`Sink` instead of getting a future.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
@@ -26,7 +32,21 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 Late = Callable[["asyncio.Future[Any]"], None]
 """Told how a call that was answered ``LATE`` ended: a done future (its answer, its exception,
 or cancelled)."""
-Call = tuple[str, list[Any], "asyncio.Future[Any]", Late | None]
+
+
+class Sink(Protocol):
+    """Where the answer of a call that nobody awaits goes (:meth:`AutoPipeline.send`): the part
+    of a future the pipeline uses, told at once in the batch's own step (a future would schedule
+    its done callbacks for another loop turn, and cost one more object)."""
+
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exc: BaseException, /) -> None: ...
+    def cancel(self) -> bool: ...
+
+
+Call = tuple[str, list[Any], "asyncio.Future[Any] | Sink", Late | None]
 Owner = Call | list[Call]
 """Whom a command's answer is for: its call, or the calls a folded command stands for."""
 LATE: Any = object()
@@ -84,6 +104,13 @@ class AutoPipeline:
         self._direct = True
         """Read replies with the connection's ``hiredis.Reader`` here (False: with redis-py's
         ``read_response``, as a connection without hiredis is; the tests compare the two)."""
+        self._wire: _Wire | None = None
+        """The connection taken over after its first batch (:class:`_Wire`): batches are written
+        to it from :meth:`_flush` and answered from its ``data_received``; without one (none
+        yet, it failed, or ``_direct`` is off) a batch runs in a task on a pooled connection."""
+        self._landed_at = -math.inf
+        """loop.time() when a wire batch was last answered: a call lingers while batches are in
+        flight, and in the loop tick one was answered (its requests go on to make more)."""
 
     def call(
         self, name: str, args: list[Any], *, linger: float = 0.0, late: Late | None = None
@@ -101,17 +128,36 @@ class AutoPipeline:
         else:  # (get_running_loop is a getpid() system call each time on CPython 3.11)
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if linger > 0 and self._tasks:
+        self._enqueue((name, args, future, late), loop, linger)
+        return future
+
+    def send(
+        self,
+        name: str,
+        args: list[Any],
+        into: Sink,
+        *,
+        linger: float = 0.0,
+        late: Late | None = None,
+    ) -> None:
+        """Queue one script call whose answer nobody awaits: ``into`` is told it (or its
+        exception, or that it is ``LATE``, or cancelled) as a future would be, but at once.
+        ``linger`` and ``late`` as for :meth:`call`."""
+        if not (self._queue or self._held):
+            self._loop = asyncio.get_running_loop()
+        self._enqueue((name, args, into, late), self._loop, linger)
+
+    def _enqueue(self, call: Call, loop: Any, linger: float) -> None:
+        if linger > 0 and (self._tasks or self._watched or loop.time() <= self._landed_at):
             if not self._held:
                 self._held_timer = loop.call_later(linger, self._flush)
                 self._held_at = loop.time()
-            self._held.append((name, args, future, late))
-            return future
+            self._held.append(call)
+            return
         if not self._queue:
             loop.call_soon(self._flush)
             self._queue_at = loop.time()
-        self._queue.append((name, args, future, late))
-        return future
+        self._queue.append(call)
 
     def _flush(self) -> None:
         held, queue = self._held, self._queue
@@ -145,11 +191,13 @@ class AutoPipeline:
             packed.append(evalsha(call[0], call[1]))
             owners.append(call)
         watch = _Watch(steps)
-        task = loop.create_task(self._run(names, packed, owners, watch))
-        watch.task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         self._watched[watch] = None
+        wire = self._wire
+        if wire is not None and wire.alive:
+            watch.names, watch.packed, watch.owners = names, packed, owners
+            wire.send(watch)
+        else:
+            self._start(self._run(names, packed, owners, watch), watch)
         if self._sweep is None or steps[0][0] < self._sweep.when():
             if self._sweep is not None:
                 self._sweep.cancel()
@@ -169,6 +217,42 @@ class AutoPipeline:
                 due = when
         if due != math.inf:
             self._sweep = loop.call_at(due, self._sweeping)
+
+    def _start(self, work: Any, watch: _Watch) -> None:
+        """Run a batch (``work``, a :meth:`_run` coroutine) in a task of its own."""
+        task = self._loop.create_task(work)
+        watch.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _answered(self, watch: _Watch, error: BaseException | None) -> None:
+        """A wire batch's replies are all in (``watch.results``), or it failed with ``error``
+        (its connection did): each answer to the call it is for; scripts the server lost are
+        loaded again and those commands sent once more in a task (as :meth:`_run` does)."""
+        self._watched.pop(watch, None)
+        self._landed_at = self._loop.time()
+        owners = watch.owners
+        if error is not None:
+            for owner in owners:
+                _settle(owner, None, error)
+        else:
+            results = watch.results
+            for r in results:
+                if isinstance(r, ResponseError) and _no_script(r):
+                    self._watched[watch] = None  # its timeout still holds
+                    work = self._run(watch.names, watch.packed, owners, watch, results)
+                    self._start(work, watch)
+                    return
+            for owner, result in zip(owners, results, strict=True):
+                if isinstance(result, Exception):
+                    _settle(owner, None, result)
+                else:
+                    _settle(owner, result, None)
+        _release(watch)
+
+    def _lost(self, wire: _Wire) -> None:
+        if self._wire is wire:
+            self._wire = None
 
     def _folded(
         self,
@@ -190,8 +274,17 @@ class AutoPipeline:
         is handed out to the calls it stands for); the calls returned, the others in order,
         follow it."""
         ours = (before, after)
-        prefix = next((c[1][0] for c in batch if c[0] in ours), None)
-        cfg = next((c[1][3] for c in batch if c[0] == after and c[1][0] == prefix), "")
+        prefix = cfg = None  # (loops, not next() over a generator: one left open is closed by
+        for call in batch:  # throwing GeneratorExit into it, a traceback each batch)
+            if call[0] in ours:
+                prefix = call[1][0]
+                break
+        for call in batch:
+            if call[0] == after and call[1][0] == prefix:
+                cfg = call[1][3]
+                break
+        if cfg is None:
+            cfg = ""
         befores: list[Call] = []
         afters: list[Call] = []
         rest: list[Call] = []
@@ -218,17 +311,24 @@ class AutoPipeline:
         return rest
 
     async def _run(
-        self, names: list[str], packed: list[bytes], owners: list[Owner], watch: _Watch
+        self,
+        names: list[str],
+        packed: list[bytes],
+        owners: list[Owner],
+        watch: _Watch,
+        results: list[Any] | None = None,
     ) -> None:
         """One batch, in one task (its late calls and its timeout are ``watch``'s steps, taken
-        by :meth:`_sweeping`): its commands, the scripts the server lost loaded again and
-        those commands sent once more, each answer handed to the call (or the folded calls)
-        it is for."""
+        by :meth:`_sweeping`): its commands (``results``: their replies are in already, from
+        the wire), the scripts the server lost loaded again and those commands sent once
+        more, each answer handed to the call (or the folded calls) it is for."""
         try:
-            results = await self._exchange(packed)
-            missing = [
-                i for i, r in enumerate(results) if isinstance(r, ResponseError) and _no_script(r)
-            ]
+            if results is None:
+                results = await self._exchange(packed)
+            missing: list[int] = []  # (a loop: a comprehension is a function made per batch)
+            for i, r in enumerate(results):
+                if isinstance(r, ResponseError) and _no_script(r):
+                    missing.append(i)
             if missing:  # the server lost its scripts (a restart): load them, run those again
                 for name in {names[i] for i in missing}:
                     await self._client.script_load(self._source[name])
@@ -245,6 +345,7 @@ class AutoPipeline:
             error = failed if isinstance(failed, Exception) else RuntimeError()
             for owner in owners:
                 _settle(owner, None, error)
+            _release(watch)
             if not isinstance(failed, Exception):
                 raise
             return
@@ -254,6 +355,7 @@ class AutoPipeline:
                 _settle(owner, None, result)
             else:
                 _settle(owner, result, None)
+        _release(watch)
 
     async def _exchange(self, packed: list[bytes]) -> list[Any]:
         """One write of every command, then their replies in order, on a pooled connection.
@@ -320,7 +422,9 @@ class AutoPipeline:
                     healthy = True
                     return results
         finally:
-            if healthy and len(self._idle) < MAX_IDLE:
+            if healthy and self._wire is None and _Wire.fits(conn, self._direct):
+                self._wire = _Wire(self, conn)
+            elif healthy and len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
             else:  # failed mid-way (its replies out of step), or one too many
                 await conn.disconnect()
@@ -331,12 +435,21 @@ class AutoPipeline:
         calls sent before it without waiting for them (``RedisState.after``)."""
         if self._held or self._queue:
             self._flush()
-        if self._tasks:  # those in flight now, not any a busy process starts meanwhile
-            await asyncio.wait(list(self._tasks))
+        waits: list[asyncio.Future[Any]] = list(self._tasks)
+        wire = self._wire
+        if wire is not None and wire.pending:  # answered in order: the last one is enough
+            done = self._loop.create_future()
+            wire.pending[-1].waiters.append(done)
+            waits.append(done)
+        if waits:  # those in flight now, not any a busy process starts meanwhile
+            await asyncio.wait(waits)
 
     async def drop_connections(self) -> None:
         """Close the idle connections (to a server that went away: they are dead)."""
         idle, self._idle = self._idle, []
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.fail(RedisConnectionError("the connection was dropped"))
         for conn in idle:
             await conn.disconnect()
 
@@ -344,12 +457,11 @@ class AutoPipeline:
         """``EVALSHA <sha> 0 <args...>`` in RESP, as redis-py's ``pack_command`` writes it
         (str as UTF-8, numbers as their repr) for the values the scripts take: str, bytes,
         int and float. Written here because redis-py's generic packer cost ~8 µs a call."""
-        values = [
-            a if type(a) is bytes else a.encode() if type(a) is str else _encoded(a) for a in args
-        ]
-        return self._head[name] % (3 + len(args)) + b"".join(
-            [b"$%d\r\n%b\r\n" % (len(b), b) for b in values]
-        )
+        out = [self._head[name] % (3 + len(args))]
+        for a in args:
+            b = a if type(a) is bytes else a.encode() if type(a) is str else _encoded(a)
+            out.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        return b"".join(out)
 
     async def aclose(self) -> None:
         if self._held_timer is not None:
@@ -363,6 +475,9 @@ class AutoPipeline:
         self._watched.clear()
         for task in list(self._tasks):
             task.cancel()
+        wire, self._wire = self._wire, None
+        if wire is not None:  # its calls in flight are cancelled, as the queued ones were
+            wire.fail(None)
         await self.drop_connections()
 
 
@@ -411,7 +526,7 @@ def _answer(call: Call, result: Any, exc: BaseException | None) -> None:
     late = call[3]
     if late is None or future.cancelled():
         return
-    outcome: asyncio.Future[Any] = future.get_loop().create_future()
+    outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     if exc is not None:
         outcome.set_exception(exc)
     else:
@@ -424,12 +539,30 @@ class _Watch:
     not answered yet (and with a ``late`` handler) are answered LATE; at the ``(when, None)``
     step (the batch's timeout) the batch's task is cancelled (it fails as TimeoutError)."""
 
-    __slots__ = ("expired", "steps", "task")
+    __slots__ = (
+        "expired",
+        "names",
+        "owners",
+        "packed",
+        "results",
+        "steps",
+        "task",
+        "waiters",
+        "wire",
+    )
 
     def __init__(self, steps: list[tuple[float, list[Call] | None]]) -> None:
         self.steps = steps
         self.task: asyncio.Task[None] | None = None
         self.expired = False
+        self.wire: _Wire | None = None
+        """The connection it was written to (a wire batch), whose replies it waits for."""
+        self.names: list[str] = []
+        self.packed: list[bytes] = []
+        self.owners: list[Owner] = []
+        self.results: list[Any] = []
+        self.waiters: list[asyncio.Future[Any]] = []
+        """Futures told when it is done (:meth:`AutoPipeline.settled`)."""
 
     def take(self, now: float) -> float:
         """Take the steps due by ``now``; return when the next one is due (inf: none)."""
@@ -440,6 +573,8 @@ class _Watch:
                 self.expired = True
                 if self.task is not None:
                     self.task.cancel()
+                elif self.wire is not None:  # its connection is out of step: dropped
+                    self.wire.fail(TimeoutError(f"a batch took more than {self.wire.timeout}s"))
             else:
                 _mark_late(calls)
         return steps[0][0] if steps else math.inf
@@ -469,3 +604,114 @@ def consume(future: asyncio.Future[Any]) -> None:
     """Done callback for a future nobody awaits any more: take its exception, if any."""
     if not future.cancelled():
         future.exception()
+
+
+def _release(watch: _Watch) -> None:
+    """Tell whoever waits for ``watch``'s batch to be done (:meth:`AutoPipeline.settled`)."""
+    for waiter in watch.waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+class _Wire(asyncio.Protocol):
+    """A pooled connection taken over after its first batch: redis-py connected it (AUTH,
+    SELECT, Sentinel / Cluster discovery); then its transport's protocol is this one. A batch
+    is written from :meth:`AutoPipeline._flush` and its replies parsed here as they arrive, in
+    order, into the connection's ``hiredis.Reader``; each batch's answers are handed out from
+    ``data_received``: no task, no stream reader and no loop turn per batch, and batches in
+    flight share the one connection (Redis answers in order). Whatever breaks it (the
+    connection lost, a connection error or READONLY from a demoted master in a reply, a batch
+    past its timeout) fails every batch in flight on it and closes it; the next batch runs in
+    a task on a new connection, which is taken over in turn."""
+
+    @staticmethod
+    def fits(conn: Any, direct: bool) -> bool:
+        """A connection read with hiredis whose stream has nothing unread."""
+        reader = getattr(getattr(conn, "_parser", None), "_reader", None)
+        writer = getattr(conn, "_writer", None)
+        stream = getattr(conn, "_reader", None)
+        return (
+            direct
+            and type(reader) is hiredis.Reader
+            and writer is not None
+            and stream is not None
+            and not getattr(stream, "_buffer", b"x")
+            and hasattr(writer.transport, "set_protocol")
+        )
+
+    def __init__(self, pipe: AutoPipeline, conn: Any) -> None:
+        self.pipe = pipe
+        self.conn = conn
+        self.reader: Any = conn._parser._reader
+        self.timeout = pipe._timeout
+        self.alive = True
+        self.pending: deque[_Watch] = deque()
+        self.master = bool(getattr(getattr(conn, "connection_pool", None), "is_master", False))
+        """A Sentinel master's connection: READONLY in a reply means it was demoted."""
+        self.transport: Any = conn._writer.transport
+        self.inner: Any = self.transport.get_protocol()
+        """redis-py's stream protocol, told when the connection is lost (its stream closed)."""
+        self.transport.set_protocol(self)
+
+    def send(self, watch: _Watch) -> None:
+        watch.wire = self
+        self.pending.append(watch)
+        try:
+            self.transport.write(b"".join(watch.packed))
+        except Exception as exc:  # a transport closed under us
+            self.fail(RedisConnectionError(f"Error while writing: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        pending = self.pending
+        while True:
+            got = reader.gets()
+            if got is NOT_ENOUGH_DATA:
+                return
+            if isinstance(got, RedisError):
+                if isinstance(got, RedisConnectionError):
+                    self.fail(got)
+                    return
+                if isinstance(got, ReadOnlyError) and self.master:
+                    self.fail(RedisConnectionError("The previous master is now a slave"))
+                    return
+            elif isinstance(got, list):
+                if type(got) is PUSH:  # RESP3, not a reply: nothing on these connections
+                    continue  # subscribes or tracks, so no handler of redis-py's is skipped
+                if got and isinstance(got[0], RedisConnectionError):
+                    self.fail(got[0])
+                    return
+            if not pending:
+                self.fail(RedisConnectionError("a reply no command was waiting for"))
+                return
+            watch = pending[0]
+            watch.results.append(got)
+            if len(watch.results) == len(watch.packed):
+                pending.popleft()
+                self.pipe._answered(watch, None)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes: connection_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f": {exc}" if exc else ""
+        self.fail(RedisConnectionError(f"Connection closed by server{reason}."))
+        self.inner.connection_lost(exc)
+
+    def fail(self, error: BaseException | None) -> None:
+        """Fail every batch in flight with ``error`` (None: cancel their calls, the pipeline
+        is closing) and close the connection (what it reads next would be out of step)."""
+        if self.alive:
+            self.alive = False
+            self.pipe._lost(self)
+            self.conn._close()
+        pending, self.pending = self.pending, deque()
+        for watch in pending:
+            if error is not None:
+                self.pipe._answered(watch, error)
+                continue
+            for owner in watch.owners:
+                for call in owner if isinstance(owner, list) else (owner,):
+                    call[2].cancel()
+            _release(watch)

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from gateway.catalogue.schema import BreakerConfig
@@ -90,6 +91,7 @@ async def test_a_script_error_stays_with_its_call(client: Redis) -> None:
 async def test_scripts_a_restarted_server_lost_are_loaded_again(client: Redis) -> None:
     auto = AutoPipeline(client, SCRIPTS)
     assert await auto.call("incr", ["m", 2]) == 2  # never loaded: NOSCRIPT, loaded, run once
+    assert auto._wire is not None  # the next batch goes on the connection taken over
     await client.script_flush()
     got = await asyncio.gather(auto.call("incr", ["m", 3]), auto.call("echo", ["x"]))
     assert got == [5, b"x"]
@@ -107,10 +109,23 @@ async def test_a_dead_server_fails_every_call_of_the_turn(server: RedisServer) -
     await dead.aclose()
 
 
-async def test_a_stalled_server_fails_the_batch_at_its_timeout(server: RedisServer) -> None:
+async def _on_wire(auto: AutoPipeline, on_wire: bool) -> None:
+    """``on_wire``: one batch first, so that the next ones go on the connection it took over
+    (else the next batch is the first: a task on a pooled connection)."""
+    if on_wire:
+        assert await auto.call("echo", ["warm"]) == b"warm"
+        assert auto._wire is not None and auto._wire.alive
+
+
+@pytest.mark.parametrize("on_wire", [False, True])
+async def test_a_stalled_server_fails_the_batch_at_its_timeout(
+    server: RedisServer, on_wire: bool
+) -> None:
     r = Redis.from_url(server.url)  # no socket timeout: the batch's own bounds the wait
     auto = AutoPipeline(r, SCRIPTS, timeout=0.3)
     await r.script_load(SCRIPTS["echo"])
+    await _on_wire(auto, on_wire)
+    wire = auto._wire
     order: list[str] = []
 
     async def watchdog() -> None:  # only fires if the batch outlives its timeout many times
@@ -133,12 +148,57 @@ async def test_a_stalled_server_fails_the_batch_at_its_timeout(server: RedisServ
     assert order == ["batch ended"]
     assert all(isinstance(x, TimeoutError) for x in results), results
     assert await auto.call("echo", ["c"]) == b"c"  # the stalled connection was dropped
+    if wire is not None:
+        assert not wire.alive and auto._wire is not wire
     await auto.aclose()
     await r.aclose()
 
 
-async def test_a_call_past_late_s_is_answered_late_and_its_handler_gets_the_answer(
+async def test_a_wire_connection_lost_fails_its_batches_and_the_next_goes_on_a_new_one(
     server: RedisServer,
+) -> None:
+    """The connection taken over is lost with batches in flight on it (closed under them while
+    the server is stalled): each of their calls fails as a connection error, at once, not at a
+    timeout; the next batch goes on a new connection, which is taken over in turn. One the
+    server closes (CLIENT KILL) is seen gone before anything else is written to it."""
+    r = Redis.from_url(server.url)
+    auto = AutoPipeline(r, SCRIPTS, timeout=30)
+    await r.script_load(SCRIPTS["echo"])
+    await _on_wire(auto, True)
+    wire = auto._wire
+    assert wire is not None
+    server.pause()
+    try:
+        calls = [auto.call("echo", ["a"]), auto.call("echo", ["b"])]
+        await asyncio.sleep(0)  # (written: one batch)
+        later = auto.call("echo", ["c"])
+        await asyncio.sleep(0)  # (a second batch in flight on it)
+        assert len(wire.pending) == 2 and not later.done()
+        wire.transport.abort()
+        results = await asyncio.wait_for(asyncio.gather(*calls, later, return_exceptions=True), 5)
+    finally:
+        server.resume()
+    assert all(isinstance(x, RedisConnectionError) for x in results), results
+    assert not wire.alive and auto._wire is None
+    assert await auto.call("echo", ["d"]) == b"d"
+    second = auto._wire
+    assert second is not None and second is not wire and second.alive
+    port = second.transport.get_extra_info("sockname")[1]
+    assert await r.client_kill(f"127.0.0.1:{port}")
+    for _ in range(100):  # the server's close reaches the loop
+        if not second.alive:
+            break
+        await asyncio.sleep(0.01)
+    assert not second.alive
+    assert await auto.call("echo", ["e"]) == b"e"
+    assert auto._wire is not None and auto._wire.alive and auto._wire is not second
+    await auto.aclose()
+    await r.aclose()
+
+
+@pytest.mark.parametrize("on_wire", [False, True])
+async def test_a_call_past_late_s_is_answered_late_and_its_handler_gets_the_answer(
+    server: RedisServer, on_wire: bool
 ) -> None:
     """With ``late_s``, a call with a ``late`` handler that the server has not answered in
     time is answered LATE (its caller goes on); the handler is told the answer when it lands.
@@ -146,6 +206,7 @@ async def test_a_call_past_late_s_is_answered_late_and_its_handler_gets_the_answ
     r = Redis.from_url(server.url)
     auto = AutoPipeline(r, SCRIPTS, timeout=30, late_s=0.05)
     await r.script_load(SCRIPTS["echo"])
+    await _on_wire(auto, on_wire)
     told: asyncio.Future[asyncio.Future[object]] = asyncio.get_running_loop().create_future()
     server.pause()
     try:
@@ -379,25 +440,32 @@ async def test_batches_in_flight_share_one_timer_for_late_and_timeout(server: Re
 
 async def test_a_push_on_the_connection_is_not_taken_for_a_reply(client: Redis) -> None:
     """RESP3 (redis-py's default): a push the server sends on a pipeline's connection (here a
-    client tracking invalidation) is left to redis-py's parser, not answered to a call."""
+    client tracking invalidation) is not answered to a call: left to redis-py's parser on a
+    pooled connection, skipped on the wire (the connection taken over after a batch)."""
     scripts = {**SCRIPTS, "get": "return redis.call('GET', ARGV[1])"}
     for direct in (True, False):
         auto = AutoPipeline(client, scripts)
         auto._direct = direct
         for name in scripts:
             await client.script_load(scripts[name])
-        assert await auto.call("echo", ["warm"]) == b"warm"
-        (conn,) = auto._idle
+        conn = client.connection_pool.make_connection()
+        await conn.connect()
         assert conn.protocol == 3
         await conn.send_command("CLIENT", "TRACKING", "ON")
         assert await conn.read_response() in (b"OK", "OK", True)
         await client.set("tracked", "1")
         await conn.send_command("GET", "tracked")  # read: tracked on that connection
         assert await conn.read_response() == b"1"
+        auto._idle.append(conn)  # the pipeline's first batch goes on it
+        assert await auto.call("echo", ["warm"]) == b"warm"
+        wire = auto._wire
+        assert (wire is not None and wire.conn is conn) == direct
+        assert auto._idle == ([] if direct else [conn])
         await client.set("tracked", "2")  # the server pushes an invalidation to it
         await client.ping()  # (after the push was sent)
         got = await asyncio.gather(auto.call("echo", ["x"]), auto.call("get", ["tracked"]))
         assert got == [b"x", b"2"], direct
+        assert auto._wire is wire  # (the wire was not dropped for it)
         await auto.aclose()
 
 
