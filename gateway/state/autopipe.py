@@ -108,9 +108,10 @@ class AutoPipeline:
         """The connection taken over after its first batch (:class:`_Wire`): batches are written
         to it from :meth:`_flush` and answered from its ``data_received``; without one (none
         yet, it failed, or ``_direct`` is off) a batch runs in a task on a pooled connection."""
-        self._landed_at = -math.inf
-        """loop.time() when a wire batch was last answered: a call lingers while batches are in
-        flight, and in the loop tick one was answered (its requests go on to make more)."""
+        self._landed = False
+        """A wire batch was answered and its callers have not all run yet: a call made by one of
+        them may linger, as one made while batches are in flight may (a task's batch counts
+        as in flight until after its callers ran); cleared by the next handle in line."""
 
     def call(
         self, name: str, args: list[Any], *, linger: float = 0.0, late: Late | None = None
@@ -148,7 +149,7 @@ class AutoPipeline:
         self._enqueue((name, args, into, late), self._loop, linger)
 
     def _enqueue(self, call: Call, loop: Any, linger: float) -> None:
-        if linger > 0 and (self._tasks or self._watched or loop.time() <= self._landed_at):
+        if linger > 0 and (self._tasks or self._watched or self._landed):
             if not self._held:
                 self._held_timer = loop.call_later(linger, self._flush)
                 self._held_at = loop.time()
@@ -230,7 +231,6 @@ class AutoPipeline:
         (its connection did): each answer to the call it is for; scripts the server lost are
         loaded again and those commands sent once more in a task (as :meth:`_run` does)."""
         self._watched.pop(watch, None)
-        self._landed_at = self._loop.time()
         owners = watch.owners
         if error is not None:
             for owner in owners:
@@ -249,6 +249,12 @@ class AutoPipeline:
                 else:
                     _settle(owner, result, None)
         _release(watch)
+        if not self._landed:  # (after the callers' wake-ups: they run first)
+            self._landed = True
+            self._loop.call_soon(self._calm)
+
+    def _calm(self) -> None:
+        self._landed = False
 
     def _lost(self, wire: _Wire) -> None:
         if self._wire is wire:
