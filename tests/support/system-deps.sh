@@ -2,7 +2,8 @@
 # Installs, when missing, the system packages the test suite runs for real (Debian, as root or
 # through sudo): Redis, PostgreSQL (records), Chromium + chromedriver (dashboard test),
 # Prometheus (scrape/rules test), nginx (the chaos suite's load balancer in front of two gateway
-# replicas), strace (which sockets Claude Code connects to, tests/e2e/test_agents.py).
+# replicas), strace (which sockets Claude Code connects to, tests/e2e/test_agents.py), openssl
+# (a self-signed certificate for the Redis TLS test).
 #
 # The tests start each of these themselves, on free loopback ports with their own config: no
 # package may be left running as a system service (Debian's postinst starts nginx on port 80,
@@ -20,6 +21,7 @@ have prometheus || need+=(prometheus)
 have promtool || need+=(prometheus)
 have nginx || need+=(nginx)
 have strace || need+=(strace)
+have openssl || need+=(openssl)
 # PostgreSQL (records tests): initdb and postgres; a test process with no trust-auth server on
 # 127.0.0.1:5432 runs one of its own (tests/support/postgres.py)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || need+=(postgresql)
