@@ -717,7 +717,11 @@ class _Wire(asyncio.Protocol):
             if error is not None:
                 self.pipe._answered(watch, error)
                 continue
+            closed = RuntimeError("the pipeline was closed")
             for owner in watch.owners:
                 for call in owner if isinstance(owner, list) else (owner,):
-                    call[2].cancel()
+                    if call[2].done():  # answered LATE: its handler is told it failed
+                        _answer(call, None, closed)
+                    else:
+                        call[2].cancel()
             _release(watch)

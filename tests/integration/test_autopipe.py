@@ -224,6 +224,35 @@ async def test_a_call_past_late_s_is_answered_late_and_its_handler_gets_the_answ
     await r.aclose()
 
 
+@pytest.mark.parametrize("on_wire", [False, True])
+async def test_closing_with_calls_in_flight_tells_a_late_calls_handler(
+    server: RedisServer, on_wire: bool
+) -> None:
+    """``aclose`` with a batch in flight: a call already answered LATE has its handler told it
+    failed (the backend journals such a report); a call still awaited ends too (cancelled on
+    the wire, as a queued call is; failed in a task, as its task is cancelled)."""
+    r = Redis.from_url(server.url)
+    auto = AutoPipeline(r, SCRIPTS, timeout=30, late_s=0.05)
+    await r.script_load(SCRIPTS["echo"])
+    await _on_wire(auto, on_wire)
+    told: asyncio.Future[asyncio.Future[object]] = asyncio.get_running_loop().create_future()
+    server.pause()
+    try:
+        first = auto.call("echo", ["a"], late=told.set_result)
+        patient = auto.call("echo", ["b"])
+        assert await asyncio.wait_for(first, 5) is LATE
+        await auto.aclose()
+        outcome = await asyncio.wait_for(told, 5)
+    finally:
+        server.resume()
+    assert isinstance(outcome.exception(), RuntimeError)
+    if on_wire:
+        assert patient.cancelled()
+    else:
+        assert isinstance(patient.exception(), RuntimeError)
+    await r.aclose()
+
+
 def test_a_report_given_an_id_keeps_every_other_field() -> None:
     lease = Lease("k", 1, 2, 3, "day", 4.0, "d", ("p",), False)
     r = Report((Outcome("d", False, 0.1, "transient", 5.0, True),), ("d",), lease, "d", 7, 8)
