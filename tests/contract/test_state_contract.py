@@ -16,6 +16,8 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
@@ -335,6 +337,84 @@ async def test_key_rpm_admits_exactly_the_limit(store: StateStore) -> None:
     assert again.verdict is not None and again.verdict.refused is None
     # T0 and T0 + 1 left the window (T0 + 1 at its edge), T0 + 2 is still in it
     assert again.verdict.rpm_remaining == 1
+
+
+# Steps of a key's traffic: (seconds since the last step, tokens estimated, tokens used, whether
+# the request settles); deployment A with limits of its own, the key with rpm, tpm and a budget.
+_STEPS = st.lists(
+    st.tuples(
+        st.one_of(  # the window's edges (60 s, one-second buckets) and anything up to 90 s
+            st.sampled_from([0.0, 0.4, 1.0, 58.6, 59.0, 59.9, 60.0, 60.1, 61.0, 125.0]),
+            st.integers(0, 900).map(lambda tenths: tenths / 10),
+        ),
+        st.integers(1, 700),
+        st.integers(0, 900),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(steps=_STEPS)
+def test_key_and_deployment_windows_agree_with_memory_step_by_step(
+    redis_server: RedisServer, steps: list[tuple[float, int, int, bool]]
+) -> None:
+    """The Redis windows (per-second buckets summed in Lua) and the in-memory ones
+    (:mod:`gateway.state.windows`) give the same verdicts, remaining counts, resets and
+    saturation at every step of any sequence: bucket edges, idle gaps longer than a window,
+    reservations settled from usage or left to lapse."""
+    asyncio.run(_windows_agree(redis_server.url, steps))
+
+
+async def _windows_agree(url: str, steps: list[tuple[float, int, int, bool]]) -> None:
+    mem = MemoryState(CFG)
+    red = RedisState(url, CFG, timeout_ms=5000, prefix=f"h{os.urandom(4).hex()}")
+    limited = DeploymentAsk(A.target_id, rpm=6, tpm=2500)
+    stores: tuple[StateStore, StateStore] = (mem, red)
+    for s in stores:
+        await add_key(s)
+    t = T0
+    try:
+        for i, (dt, est, used, settle) in enumerate(steps):
+            t += dt
+            k = key(rpm=4, tpm=1500, budget=400, cost=30, at=t)
+            views = [await s.before(Ticket((limited, B), est, k), t) for s in stores]
+            got = []
+            for view in views:
+                v = view.verdict
+                assert v is not None
+                got.append(
+                    (
+                        v.refused,
+                        round(v.retry_after_s, 6),
+                        v.rpm_remaining,
+                        round(v.rpm_reset_s, 6),
+                        v.tpm_remaining,
+                        round(v.tpm_reset_s, 6),
+                        v.spend_micros,
+                        v.reserved_micros,
+                        {
+                            tid: (round(x.retry_after_s, 6), x.limit)
+                            for tid, x in view.saturated.items()
+                        },
+                        view.lease is not None and view.lease.deployment,
+                    )
+                )
+            assert got[0] == got[1], (
+                f"step {i} at +{t - T0:.1f}s: memory {got[0]} != redis {got[1]}"
+            )
+            if settle:
+                for s, view in zip(stores, views, strict=True):
+                    if view.lease is not None:
+                        done = Outcome(limited.target_id, True, 0.1)
+                        report = Report(
+                            (done,), (limited.target_id,), view.lease, limited.target_id, used, 7
+                        )
+                        await s.after(report, t)
+    finally:
+        await red.aclose()
 
 
 async def test_key_tpm_reserves_the_estimate_and_settles_from_usage(store: StateStore) -> None:
