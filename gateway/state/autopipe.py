@@ -191,14 +191,13 @@ class AutoPipeline:
             names.append(call[0])
             packed.append(evalsha(call[0], call[1]))
             owners.append(call)
-        watch = _Watch(steps)
+        watch = _Watch(steps, names, packed, owners)
         self._watched[watch] = None
         wire = self._wire
         if wire is not None and wire.alive:
-            watch.names, watch.packed, watch.owners = names, packed, owners
             wire.send(watch)
         else:
-            self._start(self._run(names, packed, owners, watch), watch)
+            self._start(self._run(watch), watch)
         if self._sweep is None or steps[0][0] < self._sweep.when():
             if self._sweep is not None:
                 self._sweep.cancel()
@@ -231,24 +230,13 @@ class AutoPipeline:
         (its connection did): each answer to the call it is for; scripts the server lost are
         loaded again and those commands sent once more in a task (as :meth:`_run` does)."""
         self._watched.pop(watch, None)
-        owners = watch.owners
-        if error is not None:
-            for owner in owners:
-                _settle(owner, None, error)
-        else:
-            results = watch.results
-            for r in results:
+        if error is None:
+            for r in watch.results:
                 if isinstance(r, ResponseError) and _no_script(r):
                     self._watched[watch] = None  # its timeout still holds
-                    work = self._run(watch.names, watch.packed, owners, watch, results)
-                    self._start(work, watch)
+                    self._start(self._run(watch, watch.results), watch)
                     return
-            for owner, result in zip(owners, results, strict=True):
-                if isinstance(result, Exception):
-                    _settle(owner, None, result)
-                else:
-                    _settle(owner, result, None)
-        _release(watch)
+        _hand_out(watch, watch.results, error)
         if not self._landed:  # (after the callers' wake-ups: they run first)
             self._landed = True
             self._loop.call_soon(self._calm)
@@ -316,18 +304,12 @@ class AutoPipeline:
         owners.append(befores + afters)
         return rest
 
-    async def _run(
-        self,
-        names: list[str],
-        packed: list[bytes],
-        owners: list[Owner],
-        watch: _Watch,
-        results: list[Any] | None = None,
-    ) -> None:
+    async def _run(self, watch: _Watch, results: list[Any] | None = None) -> None:
         """One batch, in one task (its late calls and its timeout are ``watch``'s steps, taken
         by :meth:`_sweeping`): its commands (``results``: their replies are in already, from
         the wire), the scripts the server lost loaded again and those commands sent once
         more, each answer handed to the call (or the folded calls) it is for."""
+        names, packed = watch.names, watch.packed
         try:
             if results is None:
                 results = await self._exchange(packed)
@@ -348,20 +330,12 @@ class AutoPipeline:
                 task = watch.task
                 if task is not None and task.uncancel() == 0:  # our timer's, nobody else's
                     failed = TimeoutError(f"a batch took more than {self._timeout}s")
-            error = failed if isinstance(failed, Exception) else RuntimeError()
-            for owner in owners:
-                _settle(owner, None, error)
-            _release(watch)
+            _hand_out(watch, [], failed if isinstance(failed, Exception) else RuntimeError())
             if not isinstance(failed, Exception):
                 raise
             return
         self._watched.pop(watch, None)
-        for owner, result in zip(owners, results, strict=True):
-            if isinstance(result, Exception):
-                _settle(owner, None, result)
-            else:
-                _settle(owner, result, None)
-        _release(watch)
+        _hand_out(watch, results, None)
 
     async def _exchange(self, packed: list[bytes]) -> list[Any]:
         """One write of every command, then their replies in order, on a pooled connection.
@@ -557,16 +531,22 @@ class _Watch:
         "wire",
     )
 
-    def __init__(self, steps: list[tuple[float, list[Call] | None]]) -> None:
+    def __init__(
+        self,
+        steps: list[tuple[float, list[Call] | None]],
+        names: list[str],
+        packed: list[bytes],
+        owners: list[Owner],
+    ) -> None:
         self.steps = steps
+        self.names, self.packed, self.owners = names, packed, owners
+        """Its commands (their script names, as sent) and whom each answer is for."""
         self.task: asyncio.Task[None] | None = None
         self.expired = False
         self.wire: _Wire | None = None
         """The connection it was written to (a wire batch), whose replies it waits for."""
-        self.names: list[str] = []
-        self.packed: list[bytes] = []
-        self.owners: list[Owner] = []
         self.results: list[Any] = []
+        """A wire batch's replies so far."""
         self.waiters: list[asyncio.Future[Any]] = []
         """Futures told when it is done (:meth:`AutoPipeline.settled`)."""
 
@@ -610,6 +590,21 @@ def consume(future: asyncio.Future[Any]) -> None:
     """Done callback for a future nobody awaits any more: take its exception, if any."""
     if not future.cancelled():
         future.exception()
+
+
+def _hand_out(watch: _Watch, results: list[Any], error: BaseException | None) -> None:
+    """A batch is done: each of its answers (or ``error``, for all) to the call or the folded
+    calls it is for, then whoever waits for it is told (:func:`_release`)."""
+    if error is not None:
+        for owner in watch.owners:
+            _settle(owner, None, error)
+    else:
+        for owner, result in zip(watch.owners, results, strict=True):
+            if isinstance(result, Exception):
+                _settle(owner, None, result)
+            else:
+                _settle(owner, result, None)
+    _release(watch)
 
 
 def _release(watch: _Watch) -> None:
